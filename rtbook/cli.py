@@ -1,0 +1,175 @@
+"""The ``rtbook`` command. Thin: parse, call, render, exit code.
+
+Exit codes: 0 nothing failed, 1 a check failed or errored, 2 usage error or unreadable input.
+Subcommands other than ``check`` and ``checks`` are contributed by their modules through an
+``add_cli(subparsers)`` function, so each area keeps its own flags next to its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rtbook.exceptions import ChecksFailedError, RtbookError
+
+__all__ = ["main"]
+
+# Modules that add subcommands: each defines add_cli(subparsers).
+_CLI_MODULES = ("rtbook.sandbox.cli", "rtbook.tenants", "rtbook.runbook")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"rtbook: error: {message} (see 'rtbook --help')\n")
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to check")
+    g.add_argument("--stack", metavar="DIR", help="a stack directory laid out like supabase/docker")
+    g.add_argument("--compose", metavar="FILE", action="append", help="compose file (repeatable, base first)")
+    g.add_argument("--env", metavar="FILE", dest="env_file", help="the .env file")
+    g.add_argument("--kong", metavar="FILE", help="kong.yml (default: volumes/api/kong.yml next to the compose file)")
+    g.add_argument("--target", choices=["sandbox"], help="check the running embedded sandbox")
+    g.add_argument("--live", action="store_true", help="also run the database, gateway and subscription checks")
+    g.add_argument("--api-url", help="public gateway URL, e.g. http://localhost:8000")
+    g.add_argument("--realtime-url", help="Realtime reached directly, e.g. http://127.0.0.1:4000")
+    g.add_argument("--realtime-host", help="Host header for direct Realtime requests (carries the tenant)")
+    g.add_argument("--db-url", help="database URL without password (password from POSTGRES_PASSWORD)")
+    g.add_argument("--tenant", help="tenant id (default: what the stack implies)")
+    g.add_argument("--table", action="append", default=[], help="schema.table to check (repeatable)")
+    g.add_argument("--timeout", type=float, default=10.0, help="seconds per network operation")
+    docker = g.add_mutually_exclusive_group()
+    docker.add_argument("--docker", dest="docker", action="store_true", default=None, help="require Docker checks")
+    docker.add_argument("--no-docker", dest="docker", action="store_false", help="skip Docker checks")
+
+
+def build_target(args: argparse.Namespace) -> object:
+    """Build a :class:`~rtbook.target.Target` from parsed CLI flags."""
+    from rtbook.exceptions import ConfigError
+    from rtbook.stack import Stack
+    from rtbook.target import Target
+
+    common = {
+        "api_url": args.api_url,
+        "realtime_url": args.realtime_url,
+        "realtime_host": args.realtime_host,
+        "db_url": args.db_url,
+        "tenant": args.tenant,
+        "tables": tuple(args.table),
+        "timeout": args.timeout,
+    }
+    if args.docker is not None:
+        common["docker"] = args.docker
+    if args.target == "sandbox":
+        return Target.from_sandbox(**{k: v for k, v in common.items() if v not in (None, ())})
+    if args.stack:
+        stack = Stack.load(args.stack)
+    elif args.compose:
+        stack = Stack.from_files(
+            [Path(c) for c in args.compose],
+            env_file=Path(args.env_file) if args.env_file else None,
+            kong_file=Path(args.kong) if args.kong else None,
+        )
+    elif args.api_url or args.db_url or args.realtime_url:
+        stack = None
+    else:
+        raise ConfigError("nothing to check: pass --stack DIR, --compose FILE, --target sandbox or --api-url URL")
+    if args.docker is None and not args.live:
+        common["docker"] = None
+    return Target(name="stack" if stack else "endpoints", stack=stack, **common)  # type: ignore[arg-type]
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from rtbook.checks import run_checks
+    from rtbook.target import Target
+
+    target = build_target(args)
+    assert isinstance(target, Target)
+    exclude: list[str] = []
+    if not args.live and args.target != "sandbox":
+        exclude += ["db.", "tenant.", "gateway.", "realtime."]
+    report = run_checks(target, only=args.only or (), exclude=exclude, title=f"rtbook check ({target.name})")
+    if args.format == "json":
+        text = report.to_json()
+    elif args.format == "junit":
+        text = report.to_junit()
+    else:
+        text = str(report)
+    text = target.redactor.text(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(report.summary_line())
+    else:
+        print(text)
+    return 1 if report.failures else 0
+
+
+def _cmd_checks(args: argparse.Namespace) -> int:
+    from rtbook.checks import select_checks
+
+    specs = select_checks(args.only or ())
+    width = max((len(s.id) for s in specs), default=10)
+    for spec in specs:
+        needs = f"  [{', '.join(spec.needs)}]" if spec.needs and args.verbose else ""
+        print(f"{spec.id:<{width}}  {spec.title}{needs}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    from rtbook import __version__
+
+    parser = _Parser(prog="rtbook", description="A runbook for self-hosted Supabase Realtime.")
+    parser.add_argument("--version", action="version", version=f"rtbook {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("check", help="run checks against a stack and print the verdicts")
+    _add_target_args(p)
+    p.add_argument("--only", action="append", metavar="PREFIX", help="only check ids with this prefix (repeatable)")
+    p.add_argument("--format", choices=["text", "json", "junit"], default="text")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("checks", help="list every check id with its title")
+    p.add_argument("--only", action="append", metavar="PREFIX")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show what each check needs")
+    p.set_defaults(func=_cmd_checks)
+
+    for name in _CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        add_cli = getattr(module, "add_cli", None)
+        if add_cli is not None:
+            add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except ChecksFailedError as exc:
+        print(f"rtbook: {exc}", file=sys.stderr)
+        return 1
+    except RtbookError as exc:
+        print(f"rtbook: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rtbook: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Check results, reports and the check registry.
+
+Every check returns a frozen :class:`CheckResult`. A :class:`Report` collects them and renders
+as plain text (terminals, logs, papermill), as HTML (JupyterLab), as JSON and as JUnit XML.
+Checks are registered with :func:`register` so that ``rtbook checks`` can print the catalogue
+straight from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import html
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
+
+from rtbook.exceptions import ChecksFailedError, ConfigError
+from rtbook.secrets import Redactor
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
+
+__all__ = [
+    "CheckResult",
+    "CheckSpec",
+    "Report",
+    "Status",
+    "all_checks",
+    "get_check",
+    "register",
+    "run_one",
+]
+
+
+class Status(str, enum.Enum):
+    """The verdict of one check."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+    @property
+    def failed(self) -> bool:
+        """True for the statuses that make the gate raise."""
+        return self in (Status.FAIL, Status.ERROR)
+
+    @property
+    def symbol(self) -> str:
+        """A short fixed-width tag for text output."""
+        return {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP", "error": "ERR "}[self.value]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_COLOURS = {
+    Status.PASS: ("#e6f4ea", "#137333"),
+    Status.WARN: ("#fef7e0", "#b06000"),
+    Status.FAIL: ("#fce8e6", "#c5221f"),
+    Status.ERROR: ("#fce8e6", "#a50e0e"),
+    Status.SKIP: ("#f1f3f4", "#5f6368"),
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes:
+        id: stable dotted id, e.g. ``compose.realtime.tenant_consistency``.
+        status: the verdict.
+        title: what the check verifies, in a few words.
+        summary: one sentence with the finding.
+        detail: longer explanation: every source and the value it implies.
+        remedy: what to change, concretely (file, key, value), empty when nothing is needed.
+        evidence: redacted supporting data (parsed values, HTTP statuses, transcripts).
+        metrics: measured figures such as latencies in milliseconds.
+        cause: for a failure, the id of the known cause in :mod:`rtbook.remedies`, if one applies.
+        see_also: ids of related checks, e.g. the static check that would have caught a live failure.
+        duration_ms: how long the check took.
+    """
+
+    id: str
+    status: Status
+    title: str = ""
+    summary: str = ""
+    detail: str = ""
+    remedy: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    cause: str = ""
+    see_also: tuple[str, ...] = ()
+    duration_ms: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when the status is fail or error."""
+        return self.status.failed
+
+    def redacted(self, redactor: Redactor) -> CheckResult:
+        """Return a copy with every text field and the evidence passed through ``redactor``."""
+        return dataclasses.replace(
+            self,
+            title=redactor.text(self.title),
+            summary=redactor.text(self.summary),
+            detail=redactor.text(self.detail),
+            remedy=redactor.text(self.remedy),
+            evidence=redactor.data(dict(self.evidence)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "title": self.title,
+            "summary": self.summary,
+            "detail": self.detail,
+            "remedy": self.remedy,
+            "evidence": _jsonable(self.evidence),
+            "metrics": dict(self.metrics),
+            "cause": self.cause,
+            "see_also": list(self.see_also),
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        return cls(
+            id=str(data["id"]),
+            status=Status(data["status"]),
+            title=str(data.get("title", "")),
+            summary=str(data.get("summary", "")),
+            detail=str(data.get("detail", "")),
+            remedy=str(data.get("remedy", "")),
+            evidence=dict(data.get("evidence") or {}),
+            metrics=dict(data.get("metrics") or {}),
+            cause=str(data.get("cause", "")),
+            see_also=tuple(data.get("see_also") or ()),
+            duration_ms=float(data.get("duration_ms", 0.0)),
+        )
+
+    def __str__(self) -> str:
+        lines = [f"[{self.status.symbol}] {self.id}: {self.summary or self.title}"]
+        if self.detail and self.status is not Status.PASS:
+            lines += ["       " + line for line in self.detail.splitlines()]
+        if self.remedy and self.status is not Status.PASS:
+            lines.append("       remedy: " + self.remedy.replace("\n", "\n               "))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return Report([self])._repr_html_()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    return str(value)
+
+
+class Report(Sequence[CheckResult]):
+    """An ordered collection of results with renderings and a gate."""
+
+    def __init__(self, results: Iterable[CheckResult] = (), title: str = "") -> None:
+        self._results: list[CheckResult] = list(results)
+        self.title = title
+
+    # Sequence protocol
+    def __getitem__(self, index: Any) -> Any:
+        return self._results[index]
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __iter__(self) -> Iterator[CheckResult]:
+        return iter(self._results)
+
+    def add(self, result: CheckResult | Iterable[CheckResult]) -> None:
+        """Append one result or several."""
+        if isinstance(result, CheckResult):
+            self._results.append(result)
+        else:
+            self._results.extend(result)
+
+    def extend(self, other: Iterable[CheckResult]) -> None:
+        """Append every result of ``other``."""
+        self._results.extend(other)
+
+    def by_id(self, check_id: str) -> CheckResult:
+        """Return the result with ``check_id``; raise KeyError if absent."""
+        for result in self._results:
+            if result.id == check_id:
+                return result
+        raise KeyError(check_id)
+
+    def get(self, check_id: str) -> CheckResult | None:
+        """Return the result with ``check_id`` or None."""
+        try:
+            return self.by_id(check_id)
+        except KeyError:
+            return None
+
+    def select(self, *prefixes: str) -> Report:
+        """Return the results whose id starts with any of ``prefixes``."""
+        return Report([r for r in self._results if r.id.startswith(prefixes)], title=self.title)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        """Results with status fail or error."""
+        return [r for r in self._results if r.failed]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed or errored."""
+        return not self.failures
+
+    def counts(self) -> dict[str, int]:
+        """Number of results per status, every status present."""
+        counts = {s.value: 0 for s in Status}
+        for result in self._results:
+            counts[result.status.value] += 1
+        return counts
+
+    def raise_for_failures(self, strict: bool = False) -> None:
+        """Raise :class:`ChecksFailedError` if any check failed (or warned, when ``strict``)."""
+        bad = [r for r in self._results if r.failed or (strict and r.status is Status.WARN)]
+        if bad:
+            names = ", ".join(f"{r.id} ({r.status.value})" for r in bad)
+            raise ChecksFailedError(
+                f"{len(bad)} of {len(self._results)} checks did not pass: {names}. "
+                "Read each result's remedy above, fix the stack, and run again."
+            )
+
+    # Renderings
+    def summary_line(self) -> str:
+        """One line of counts, e.g. ``12 passed, 1 failed, 2 warned``."""
+        c = self.counts()
+        parts = [f"{c['pass']} passed", f"{c['fail']} failed"]
+        for key, word in (("warn", "warned"), ("error", "errored"), ("skip", "skipped")):
+            if c[key]:
+                parts.append(f"{c[key]} {word}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        head = [self.title] if self.title else []
+        body = [str(r) for r in self._results]
+        return "\n".join([*head, *body, self.summary_line()])
+
+    def __repr__(self) -> str:
+        return f"<Report {self.title!r}: {self.summary_line()}>"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for r in self._results:
+            bg, fg = _COLOURS[r.status]
+            detail = html.escape(r.detail).replace("\n", "<br>")
+            remedy = html.escape(r.remedy).replace("\n", "<br>")
+            rows.append(
+                f'<tr class="rtbook-{r.status.value}" style="background:{bg}">'
+                f'<td style="color:{fg};font-weight:bold">{r.status.value.upper()}</td>'
+                f"<td><code>{html.escape(r.id)}</code></td>"
+                f"<td>{html.escape(r.summary or r.title)}"
+                + (f'<div style="color:#444;font-size:90%">{detail}</div>' if detail and r.failed else "")
+                + "</td>"
+                f"<td>{remedy if r.status is not Status.PASS else ''}</td></tr>"
+            )
+        title = f"<h4>{html.escape(self.title)}</h4>" if self.title else ""
+        return (
+            f'{title}<table class="rtbook-report" style="border-collapse:collapse;text-align:left">'
+            "<thead><tr><th>status</th><th>check</th><th>finding</th><th>remedy</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            f"<p>{html.escape(self.summary_line())}</p>"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"results": [...], "summary": {counts}}``."""
+        return {"results": [r.to_dict() for r in self._results], "summary": self.counts()}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Serialise to JSON."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], title: str = "") -> Report:
+        """Rebuild a report from :meth:`to_dict` output."""
+        return cls([CheckResult.from_dict(r) for r in data.get("results", [])], title=title)
+
+    def to_junit(self, suite: str = "rtbook") -> str:
+        """Serialise to JUnit XML: one testcase per check, grouped by area."""
+        c = self.counts()
+        root = ET.Element(
+            "testsuites",
+            name=suite,
+            tests=str(len(self)),
+            failures=str(c["fail"]),
+            errors=str(c["error"]),
+            skipped=str(c["skip"]),
+        )
+        ts = ET.SubElement(
+            root,
+            "testsuite",
+            name=self.title or suite,
+            tests=str(len(self)),
+            failures=str(c["fail"]),
+            errors=str(c["error"]),
+            skipped=str(c["skip"]),
+            time=f"{sum(r.duration_ms for r in self._results) / 1000:.3f}",
+        )
+        for r in self._results:
+            area = r.id.split(".", 1)[0]
+            tc = ET.SubElement(
+                ts, "testcase", classname=f"rtbook.{area}", name=r.id, time=f"{r.duration_ms / 1000:.3f}"
+            )
+            message = r.summary or r.title
+            body = "\n".join(x for x in (r.detail, f"remedy: {r.remedy}" if r.remedy else "") if x)
+            if r.status is Status.FAIL:
+                ET.SubElement(tc, "failure", message=message).text = body
+            elif r.status is Status.ERROR:
+                ET.SubElement(tc, "error", message=message).text = body
+            elif r.status is Status.SKIP:
+                ET.SubElement(tc, "skipped", message=message)
+            elif r.status is Status.WARN:
+                ET.SubElement(tc, "system-out").text = f"WARN: {message}\n{body}".strip()
+        return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+# ---------------------------------------------------------------- registry
+
+CheckFunc = Callable[["Target"], "CheckResult | Iterable[CheckResult]"]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: its id, title, what it needs and the function that runs it."""
+
+    id: str
+    title: str
+    func: CheckFunc
+    needs: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def area(self) -> str:
+        """The first component of the id (``compose``, ``kong``, ``db``...)."""
+        return self.id.split(".", 1)[0]
+
+
+_REGISTRY: dict[str, CheckSpec] = {}
+
+
+def register(
+    check_id: str, title: str, *, needs: Sequence[str] = (), tags: Sequence[str] = ()
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register a check function under a stable id.
+
+    ``needs`` names what the check requires from the target (``stack``, ``db``, ``gateway``,
+    ``realtime``, ``docker``); the runner skips the check with that reason when it is absent.
+    """
+    if check_id.count(".") < 1 or check_id != check_id.strip():
+        raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
+
+    def decorate(func: CheckFunc) -> CheckFunc:
+        existing = _REGISTRY.get(check_id)
+        if existing is not None and existing.func.__qualname__ != func.__qualname__:
+            raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
+        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags))
+        return func
+
+    return decorate
+
+
+def all_checks() -> list[CheckSpec]:
+    """Every registered check, in registration order (importing every check module first)."""
+    from rtbook.checks import load_check_modules
+
+    load_check_modules()
+    return list(_REGISTRY.values())
+
+
+def get_check(check_id: str) -> CheckSpec:
+    """Return the spec for ``check_id``; raise ConfigError naming close ids when unknown."""
+    all_checks()
+    try:
+        return _REGISTRY[check_id]
+    except KeyError:
+        close = [k for k in _REGISTRY if k.startswith(check_id.split(".", 1)[0])]
+        raise ConfigError(
+            f"no check with id {check_id!r}; run 'rtbook checks' for the list"
+            + (f" (same area: {', '.join(close[:8])})" if close else "")
+        ) from None
+
+
+def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
+    """Run one check and return its results; a crash becomes an ``error`` result, never a traceback."""
+    started = time.perf_counter()
+    try:
+        missing = [need for need in spec.needs if not target.has(need)]
+        if missing:
+            out: list[CheckResult] = [
+                CheckResult(
+                    spec.id,
+                    Status.SKIP,
+                    spec.title,
+                    summary=f"Skipped: the target has no {', '.join(missing)} "
+                    f"({target.why_missing(missing[0])}).",
+                )
+            ]
+        else:
+            produced = spec.func(target)
+            out = [produced] if isinstance(produced, CheckResult) else list(produced)
+            for r in out:
+                if not isinstance(r, CheckResult):
+                    raise TypeError(f"check {spec.id} returned {type(r).__name__}, not CheckResult")
+    except Exception as exc:  # a check must never stop the run
+        tb = traceback.format_exception_only(type(exc), exc)
+        out = [
+            CheckResult(
+                spec.id,
+                Status.ERROR,
+                spec.title,
+                summary=f"The check {spec.id} crashed: {type(exc).__name__}: {exc}",
+                detail="".join(tb).strip(),
+                remedy="This is a bug in rtbook or an input it does not understand; "
+                "report it with the detail above.",
+            )
+        ]
+    elapsed = (time.perf_counter() - started) * 1000
+    final = []
+    for r in out:
+        if not r.title:
+            r = dataclasses.replace(r, title=spec.title)
+        if not r.duration_ms:
+            r = dataclasses.replace(r, duration_ms=elapsed / max(len(out), 1))
+        final.append(r.redacted(target.redactor))
+    return final

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything rtbook's tests and the sandbox need on a fresh Debian machine (run as root).
+# Idempotent: packages already present are skipped quickly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+[ -f /usr/lib/postgresql/15/lib/wal2json.so ] || need_apt+=(postgresql-15-wal2json)
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v chromium >/dev/null || need_apt+=(chromium)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+echo "setup: pip install -e .[dev]"
+python3 -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -E "WARNING: (Running pip as|Location)" || true
+
+if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules/@supabase/realtime-js ]; then
+  echo "setup: npm ci (tests/node)"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+bash scripts/start-docker.sh
