@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from rtbook.results import CheckSpec, Report, _REGISTRY, run_one
+from rtbook.results import _REGISTRY, CheckSpec, Report, run_one
 from rtbook.target import Target
 
 __all__ = ["CHECK_MODULES", "load_check_modules", "run_checks", "select_checks"]

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """The verdict of one check."""
 
     PASS = "pass"
