@@ -110,7 +110,9 @@ class Target:
                 f"no running sandbox: {path} does not exist; start one with 'rtbook sandbox up'"
             ) from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read sandbox state {path}: {exc}; run 'rtbook sandbox down' and up again") from exc
+            raise ConfigError(
+                f"cannot read sandbox state {path}: {exc}; run 'rtbook sandbox down' and up again"
+            ) from exc
         kwargs.setdefault("name", "sandbox")
         kwargs.setdefault("api_url", state.get("gateway_url"))
         kwargs.setdefault("realtime_url", state.get("realtime_url"))
@@ -152,7 +154,7 @@ class Target:
         """Return a variable from the target env, the process env, the stack's .env or Realtime's env."""
         for source in self._sources():
             value = source.get(name)
-            if value not in (None, ""):
+            if isinstance(value, str) and value:
                 return value
         return None
 
