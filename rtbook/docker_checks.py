@@ -1,0 +1,1552 @@
+"""Container checks (``docker.*``): what actually runs, read through the Docker Engine API.
+
+The files say what *should* run; a deployment tool, a forgotten override or a stale container can
+make the live stack differ. These checks find the stack's containers (compose labels first, then
+the container names from the compose file, then the image), and compare what they see with the
+files and with what Realtime needs: the container is up and healthy, its environment is the one
+the compose file gives, the gateway can resolve the upstream host whose first label is the
+tenant, the logs carry no known failure signature, and the open-files and memory limits fit.
+
+Where the fix is a compose change, the result carries the YAML to put in
+``docker-compose.override.yml`` (``remedy`` and ``evidence["override_yaml"]``); rtbook never
+edits the user's files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from rtbook.docker_inspect import (
+    COMPOSE_NETWORK_LABEL,
+    ContainerInfo,
+    HealthProbe,
+    image_repository,
+    parse_env_list,
+)
+from rtbook.results import CheckResult, Status, register
+from rtbook.secrets import REDACTED, is_secret_name
+from rtbook.target import DEFAULT_TENANT, Target
+
+__all__ = [
+    "LOG_SIGNATURES",
+    "Discovery",
+    "EngineSession",
+    "ExecOutcome",
+    "LogFinding",
+    "LogSignature",
+    "classify_engine_error",
+    "connect_engine",
+    "discover",
+    "docker_session",
+    "exec_in",
+    "override_yaml",
+    "parse_resolver_output",
+    "probe_http_status",
+    "scan_logs",
+]
+
+REALTIME_IMAGES = ("supabase/realtime",)
+GATEWAY_IMAGES = {"kong": "kong", "kong/kong": "kong", "envoyproxy/envoy": "envoy"}
+DB_IMAGES = ("supabase/postgres",)
+DEFAULT_REALTIME_SERVICE = "realtime"
+DEFAULT_REALTIME_CONTAINER = "realtime-dev.supabase-realtime"
+DEFAULT_OVERRIDE_FILE = "docker-compose.override.yml"
+LOG_TAIL_LINES = 2000
+
+# Env vars whose drift between the compose file and the container breaks Realtime outright;
+# any other difference is a warning.
+CRITICAL_ENV = frozenset(
+    {
+        "API_JWT_SECRET",
+        "API_JWT_JWKS",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_ENC_KEY",
+        "DB_AFTER_CONNECT_QUERY",
+        "PORT",
+        "SECRET_KEY_BASE",
+        "METRICS_JWT_SECRET",
+        "SELF_HOST_TENANT_NAME",
+        "SEED_SELF_HOST",
+        "APP_NAME",
+    }
+)
+
+
+# ------------------------------------------------------------------ engine connection
+
+
+@dataclass(frozen=True)
+class EngineProblem:
+    """Why the engine could not be used, and what to do about it."""
+
+    kind: str  # permission | no_engine | docker_host | timeout | sdk | other
+    summary: str
+    detail: str
+    remedy: str
+
+
+@dataclass
+class EngineSession:
+    """A connected client (or the reason there is none) and the discovered containers."""
+
+    client: Any = None
+    problem: EngineProblem | None = None
+    docker_host: str = ""
+    server_version: str = ""
+    discovery: Discovery | None = None
+
+
+def _docker_host(env: Mapping[str, str]) -> str:
+    return env.get("DOCKER_HOST", "") or "unix:///var/run/docker.sock"
+
+
+def classify_engine_error(exc: BaseException, docker_host: str, host_from_env: bool) -> EngineProblem:
+    """Map an exception raised while connecting to the engine to a problem with its remedy.
+
+    Args:
+        exc: what ``docker.from_env(...).ping()`` raised.
+        docker_host: the address tried.
+        host_from_env: whether that address came from ``DOCKER_HOST`` (then it is the first suspect).
+    """
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
+    lowered = text.lower()
+    no_docker = "Or pass --no-docker (docker=False) to skip the container checks."
+    if any(isinstance(e, PermissionError) for e in chain) or "permission denied" in lowered:
+        sock = docker_host.removeprefix("unix://")
+        return EngineProblem(
+            "permission",
+            f"Permission denied on the Docker socket {sock}.",
+            f"Connecting to {docker_host} failed: {text}. The engine runs, but this user may not use its socket.",
+            "Add your user to the docker group (sudo usermod -aG docker $USER, then log in again), "
+            "run rtbook as a user that may use the socket, or set DOCKER_HOST to an engine you can reach "
+            "(rootless: unix:///run/user/$UID/docker.sock). " + no_docker,
+        )
+    if "timed out" in lowered or any(isinstance(e, TimeoutError | socket.timeout) for e in chain):
+        return EngineProblem(
+            "timeout",
+            f"The Docker engine at {docker_host} did not answer in time.",
+            f"Connecting to {docker_host} timed out: {text}.",
+            "Check that the engine is responsive (docker info), raise the timeout, or fix DOCKER_HOST. " + no_docker,
+        )
+    if host_from_env:
+        return EngineProblem(
+            "docker_host",
+            f"DOCKER_HOST={docker_host} does not answer.",
+            f"DOCKER_HOST is set to {docker_host!r} and connecting failed: {text}.",
+            f"Fix DOCKER_HOST (now {docker_host!r}) or unset it to use the local socket "
+            "unix:///var/run/docker.sock; 'docker context ls' shows the engines this machine knows. " + no_docker,
+        )
+    if (
+        any(isinstance(e, FileNotFoundError | ConnectionRefusedError) for e in chain)
+        or "no such file" in lowered
+        or "connection refused" in lowered
+    ):
+        return EngineProblem(
+            "no_engine",
+            f"No Docker engine answers at {docker_host}.",
+            f"Connecting to {docker_host} failed: {text}. The engine is not running on this machine "
+            "or listens elsewhere.",
+            "Start the engine (sudo systemctl start docker, or Docker Desktop), or set DOCKER_HOST to the engine "
+            "that runs the stack (e.g. ssh://user@host or unix:///run/user/$UID/docker.sock). " + no_docker,
+        )
+    return EngineProblem(
+        "other",
+        f"The Docker engine at {docker_host} could not be used.",
+        f"Connecting to {docker_host} failed: {text}.",
+        "Run 'docker info' with the same user and DOCKER_HOST to see the engine's own error. " + no_docker,
+    )
+
+
+def connect_engine(env: Mapping[str, str] | None = None, timeout: float = 10.0) -> EngineSession:
+    """Connect to the engine named by ``DOCKER_HOST`` (or the local socket) and ping it.
+
+    Never raises: a failure is returned as ``EngineSession.problem``.
+    """
+    environ = dict(os.environ if env is None else env)
+    host = _docker_host(environ)
+    from_env = bool(environ.get("DOCKER_HOST"))
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
+        return EngineSession(
+            problem=EngineProblem(
+                "sdk",
+                "The docker Python package is not installed.",
+                str(exc),
+                "pip install 'docker>=7' (it is a dependency of rtbook; reinstall rtbook).",
+            ),
+            docker_host=host,
+        )
+    client = None
+    try:
+        client = docker.from_env(timeout=max(1, round(timeout)), environment=environ)
+        client.ping()
+        version = str(client.version().get("Version", ""))
+    except Exception as exc:  # every failure becomes a result, never a traceback
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+        return EngineSession(problem=classify_engine_error(exc, host, from_env), docker_host=host)
+    return EngineSession(client=client, docker_host=host, server_version=version)
+
+
+# ------------------------------------------------------------------ discovery
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The stack's containers found on the engine and how each was recognised."""
+
+    realtime: ContainerInfo | None = None
+    realtime_how: str = ""
+    gateway: ContainerInfo | None = None
+    gateway_how: str = ""
+    gateway_kind: str = ""
+    db: ContainerInfo | None = None
+    project: str = ""
+    realtime_service: str = DEFAULT_REALTIME_SERVICE
+    gateway_service: str = ""
+    looked_for: Mapping[str, str] = field(default_factory=dict)
+    seen: tuple[str, ...] = ()
+
+    @property
+    def anything(self) -> bool:
+        """Whether any container of the stack was found."""
+        return any(c is not None for c in (self.realtime, self.gateway, self.db))
+
+
+@dataclass(frozen=True)
+class _Expect:
+    service: str
+    container_name: str
+    images: tuple[str, ...]
+
+
+def _service_expect(service: Any, default_service: str, images: Sequence[str]) -> _Expect:
+    if service is None:
+        return _Expect(default_service, "", tuple(images))
+    name = str(getattr(service, "name", "") or default_service)
+    cname = str(getattr(service, "container_name", "") or "")
+    image = str(getattr(service, "image", "") or "")
+    repo = image_repository(image) if image and "$" not in image else ""
+    return _Expect(name, cname, tuple(dict.fromkeys([*(r for r in [repo] if r), *images])))
+
+
+def _stack_project(stack: Any, target: Target | None) -> str:
+    for attr in ("project_name", "project"):
+        value = getattr(stack, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    if target is not None:
+        value = target.lookup("COMPOSE_PROJECT_NAME")
+        if value:
+            return value
+    for attr in ("root", "path", "directory", "dir"):
+        value = getattr(stack, attr, None)
+        if value:
+            base = os.path.basename(str(value).rstrip("/"))
+            return re.sub(r"[^a-z0-9_-]", "", base.lower())
+    return ""
+
+
+def _pick(
+    containers: Sequence[ContainerInfo], expect: _Expect, project: str
+) -> tuple[ContainerInfo | None, str]:
+    def best(cands: list[ContainerInfo]) -> ContainerInfo | None:
+        if not cands:
+            return None
+        cands.sort(key=lambda c: (not c.state.running, c.compose_project != project, c.name))
+        return cands[0]
+
+    steps: list[tuple[str, Callable[[ContainerInfo], bool]]] = []
+    if project:
+        steps.append(
+            (
+                f"compose labels project={project} service={expect.service}",
+                lambda c: c.compose_project == project and c.compose_service == expect.service,
+            )
+        )
+    if expect.container_name:
+        steps.append((f"container name {expect.container_name}", lambda c: c.name == expect.container_name))
+    steps.append((f"compose label service={expect.service}", lambda c: c.compose_service == expect.service))
+    if expect.images:
+        steps.append(
+            (f"image {' or '.join(expect.images)}", lambda c: c.repository in expect.images)
+        )
+    for how, pred in steps:
+        found = best([c for c in containers if pred(c)])
+        if found is not None:
+            if found.compose_project and "labels" not in how:
+                how += f" (compose project {found.compose_project})"
+            return found, how
+    return None, ""
+
+
+def discover(client: Any, stack: Any = None, target: Target | None = None) -> Discovery:
+    """Find Realtime, the gateway and the database among the engine's containers (running or not)."""
+    raw = client.containers.list(all=True)
+    containers = [ContainerInfo.from_attrs(c.attrs) for c in raw]
+    project = _stack_project(stack, target) if stack is not None else ""
+
+    rt_service = stack.realtime_service() if stack is not None else None
+    gw_service = stack.gateway_service() if stack is not None else None
+    kind = ""
+    if stack is not None:
+        try:
+            kind = str(stack.gateway_kind() or "")
+        except Exception:
+            kind = ""
+    rt_expect = _service_expect(rt_service, DEFAULT_REALTIME_SERVICE, REALTIME_IMAGES)
+    if rt_service is None:
+        rt_expect = _Expect(DEFAULT_REALTIME_SERVICE, DEFAULT_REALTIME_CONTAINER, REALTIME_IMAGES)
+    gw_images = tuple(GATEWAY_IMAGES)
+    gw_expect = _service_expect(gw_service, "kong", gw_images)
+
+    realtime, rt_how = _pick(containers, rt_expect, project)
+    # Once Realtime is found, its compose project is the stack's project.
+    scope = project or (realtime.compose_project if realtime else "")
+    gateway, gw_how = _pick([c for c in containers if c is not realtime], gw_expect, scope)
+    db, _ = _pick(containers, _Expect("db", "supabase-db", DB_IMAGES), scope)
+    if gateway is not None and not kind:
+        kind = GATEWAY_IMAGES.get(gateway.repository, "")
+        if not kind:
+            kind = "envoy" if "envoy" in gateway.repository else ("kong" if "kong" in gateway.repository else "")
+    looked = {
+        "realtime": f"compose service {rt_expect.service!r}"
+        + (f" in project {project!r}" if project else "")
+        + (f", container name {rt_expect.container_name!r}" if rt_expect.container_name else "")
+        + f", image {'/'.join(rt_expect.images)}",
+        "gateway": f"compose service {gw_expect.service!r}"
+        + (f", container name {gw_expect.container_name!r}" if gw_expect.container_name else "")
+        + f", image {', '.join(gw_expect.images)}",
+    }
+    return Discovery(
+        realtime=realtime,
+        realtime_how=rt_how,
+        gateway=gateway,
+        gateway_how=gw_how,
+        gateway_kind=kind,
+        db=db,
+        project=scope,
+        realtime_service=(realtime.compose_service if realtime and realtime.compose_service else rt_expect.service),
+        gateway_service=(gateway.compose_service if gateway and gateway.compose_service else gw_expect.service),
+        looked_for=looked,
+        seen=tuple(sorted(c.name for c in containers)),
+    )
+
+
+def docker_session(target: Target) -> EngineSession:
+    """The engine session of ``target`` (connected and discovered once, then cached)."""
+    cached = target.cache.get("docker.session")
+    if isinstance(cached, EngineSession):
+        return cached
+    env = dict(os.environ)
+    docker_host = target.env.get("DOCKER_HOST")
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    session = connect_engine(env, timeout=target.timeout)
+    if session.client is not None:
+        try:
+            session.discovery = discover(session.client, target.stack, target)
+        except Exception as exc:
+            session.problem = classify_engine_error(exc, session.docker_host, bool(env.get("DOCKER_HOST")))
+        if session.discovery is not None:
+            for info in (session.discovery.realtime, session.discovery.gateway, session.discovery.db):
+                if info is not None:
+                    # The live env holds the real secrets, which may differ from the files'.
+                    target.redactor.add_env(info.env)
+                    if info.healthcheck is not None:
+                        target.redactor.add_env({"HEALTHCHECK": info.healthcheck.command})
+    target.cache["docker.session"] = session
+    return session
+
+
+def _reload(session: EngineSession, info: ContainerInfo) -> tuple[Any, ContainerInfo] | None:
+    """Fetch a container again (state changes between checks)."""
+    try:
+        container = session.client.containers.get(info.id)
+    except Exception:
+        return None
+    return container, ContainerInfo.from_attrs(container.attrs)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@dataclass(frozen=True)
+class ExecOutcome:
+    """The result of running a command inside a container."""
+
+    command: tuple[str, ...]
+    exit_code: int | None
+    output: str
+    missing: bool = False  # the executable does not exist in the image
+    error: str = ""
+
+
+def exec_in(container: Any, command: Sequence[str]) -> ExecOutcome:
+    """Run ``command`` in ``container`` and capture its output; never raises."""
+    cmd = tuple(command)
+    try:
+        result = container.exec_run(list(cmd), stdout=True, stderr=True, demux=False)
+    except Exception as exc:
+        return ExecOutcome(cmd, None, "", error=f"{type(exc).__name__}: {exc}")
+    output = (result.output or b"").decode("utf-8", "replace") if isinstance(result.output, bytes) else ""
+    code = result.exit_code
+    lowered = output.lower()
+    missing = code in (126, 127) and (
+        "executable file not found" in lowered or "no such file" in lowered or "not found" in lowered
+    )
+    return ExecOutcome(cmd, code, output, missing=missing)
+
+
+def override_yaml(service: str, spec: Mapping[str, Any], file: str = DEFAULT_OVERRIDE_FILE) -> str:
+    """The YAML to put in ``docker-compose.override.yml`` to set ``spec`` on ``service``."""
+    body = yaml.safe_dump({"services": {service: dict(spec)}}, sort_keys=False, default_flow_style=False)
+    return f"# {file}\n{body}"
+
+
+def _env_ref(value: str, name: str, target: Target) -> str:
+    """How to write ``value`` in YAML: a ``${VAR}`` reference to the .env entry holding it when it is secret."""
+    stack = target.stack
+    env: Mapping[str, Any] = getattr(stack, "env", {}) if stack is not None else {}
+    if is_secret_name(name) or len(value) >= 24:
+        for key, candidate in env.items():
+            if isinstance(candidate, str) and candidate == value:
+                return "${" + str(key) + "}"
+        if is_secret_name(name):
+            return f"<the {name} value from docker-compose.yml>"
+    return value
+
+
+def _show(name: str, value: str) -> str:
+    return REDACTED if is_secret_name(name) and value else repr(value)
+
+
+def _no_session_result(check_id: str, session: EngineSession, target: Target) -> CheckResult | None:
+    """A skip (or fail) when the engine is unusable or no Realtime container exists; None to go on."""
+    if session.problem is not None:
+        status = Status.FAIL if target.docker is True else Status.SKIP
+        return CheckResult(
+            check_id,
+            status,
+            summary=f"Skipped: {session.problem.summary} See docker.engine.",
+            detail=session.problem.detail if status is Status.FAIL else "",
+            remedy=session.problem.remedy if status is Status.FAIL else "",
+            see_also=("docker.engine",),
+        )
+    return None
+
+
+def _need_realtime(check_id: str, target: Target) -> tuple[EngineSession, Any, ContainerInfo] | CheckResult:
+    session = docker_session(target)
+    early = _no_session_result(check_id, session, target)
+    if early is not None:
+        return early
+    disc = session.discovery
+    assert disc is not None
+    if disc.realtime is None:
+        return CheckResult(
+            check_id,
+            Status.SKIP,
+            summary="Skipped: no Realtime container was found (see docker.realtime.running).",
+            see_also=("docker.realtime.running",),
+        )
+    loaded = _reload(session, disc.realtime)
+    if loaded is None:
+        return CheckResult(
+            check_id,
+            Status.SKIP,
+            summary=f"Skipped: the container {disc.realtime.name} disappeared while checking.",
+        )
+    return session, loaded[0], loaded[1]
+
+
+def _tenant(info: ContainerInfo | None, target: Target) -> tuple[str, str]:
+    """The tenant Realtime seeds (and the source saying so)."""
+    if info is not None and info.env.get("SELF_HOST_TENANT_NAME"):
+        return info.env["SELF_HOST_TENANT_NAME"], f"SELF_HOST_TENANT_NAME in container {info.name}"
+    if target.tenant:
+        return target.tenant, "the target's tenant parameter"
+    return DEFAULT_TENANT, "Realtime's seed default (SELF_HOST_TENANT_NAME unset)"
+
+
+# ------------------------------------------------------------------ docker.engine
+
+
+@register("docker.engine", "Docker engine reachable and the stack's containers found", needs=("docker",))
+def check_engine(target: Target) -> CheckResult:
+    """The engine answers and the stack's Realtime and gateway containers are found."""
+    session = docker_session(target)
+    cid = "docker.engine"
+    if session.problem is not None:
+        return CheckResult(
+            cid,
+            Status.FAIL if target.docker is True else Status.SKIP,
+            summary=session.problem.summary
+            + ("" if target.docker is True else " Docker checks skipped (pass --docker to require them)."),
+            detail=session.problem.detail,
+            remedy=session.problem.remedy,
+            evidence={"docker_host": session.docker_host, "problem": session.problem.kind},
+        )
+    disc = session.discovery
+    assert disc is not None
+    evidence = {
+        "docker_host": session.docker_host,
+        "server_version": session.server_version,
+        "project": disc.project,
+        "realtime": disc.realtime.name if disc.realtime else None,
+        "realtime_found_by": disc.realtime_how,
+        "gateway": disc.gateway.name if disc.gateway else None,
+        "gateway_found_by": disc.gateway_how,
+        "gateway_kind": disc.gateway_kind,
+        "db": disc.db.name if disc.db else None,
+        "looked_for": dict(disc.looked_for),
+        "containers_seen": list(disc.seen[:50]),
+    }
+    if not disc.anything:
+        status = Status.FAIL if target.docker is True else Status.SKIP
+        return CheckResult(
+            cid,
+            status,
+            summary=f"The engine at {session.docker_host} answers, but no container of the stack runs on it.",
+            detail="Looked for Realtime as " + disc.looked_for["realtime"] + "; for the gateway as "
+            + disc.looked_for["gateway"] + f". Containers on this engine: {', '.join(disc.seen[:20]) or 'none'}.",
+            remedy="Start the stack (docker compose up -d in the stack directory), or point DOCKER_HOST at the "
+            "engine that runs it, or pass --no-docker.",
+            evidence=evidence,
+        )
+    parts = []
+    if disc.realtime:
+        parts.append(f"Realtime is {disc.realtime.name} (found by {disc.realtime_how})")
+    if disc.gateway:
+        parts.append(f"the gateway is {disc.gateway.name} (found by {disc.gateway_how})")
+    return CheckResult(
+        cid,
+        Status.PASS,
+        summary=f"Engine {session.server_version} at {session.docker_host}: " + "; ".join(parts) + ".",
+        evidence=evidence,
+    )
+
+
+# ------------------------------------------------------------------ docker.realtime.running
+
+
+@register("docker.realtime.running", "Realtime container running, not restarting, not OOM-killed", needs=("docker",))
+def check_running(target: Target) -> CheckResult:
+    """State, restart count, OOM kill and the exit code of the last run."""
+    cid = "docker.realtime.running"
+    session = docker_session(target)
+    early = _no_session_result(cid, session, target)
+    if early is not None:
+        return early
+    disc = session.discovery
+    assert disc is not None
+    if disc.realtime is None:
+        status = Status.FAIL if (disc.anything or target.docker is True) else Status.SKIP
+        service = disc.realtime_service
+        return CheckResult(
+            cid,
+            status,
+            summary="No Realtime container found"
+            + ("" if status is Status.FAIL else " (the stack does not run on this engine)")
+            + ".",
+            detail="Looked for " + disc.looked_for.get("realtime", "") + ". "
+            + (f"Other containers of the stack run: {', '.join(c.name for c in (disc.gateway, disc.db) if c)}."
+               if disc.anything else ""),
+            remedy=f"Start it: docker compose up -d {service}; if it was removed or renamed by a deployment "
+            f"tool, make sure the compose service is called {service!r} or pass the stack that deployed it.",
+            evidence={"looked_for": dict(disc.looked_for)},
+        )
+    loaded = _reload(session, disc.realtime)
+    if loaded is None:
+        return CheckResult(cid, Status.FAIL, summary=f"The container {disc.realtime.name} disappeared while checking.",
+                           remedy=f"docker compose up -d {disc.realtime_service}")
+    _, info = loaded
+    st = info.state
+    evidence: dict[str, Any] = {
+        "container": info.name,
+        "image": info.image,
+        "status": st.status,
+        "restart_count": info.restart_count,
+        "restart_policy": info.restart_policy,
+        "oom_killed": st.oom_killed,
+        "exit_code": st.exit_code,
+        "error": st.error,
+        "started_at": st.started_at,
+        "finished_at": st.finished_at,
+    }
+    where = f"container {info.name} (image {info.image})"
+    logs_hint = f"Read docker.realtime.logs (or docker logs --tail 100 {info.name}) for the crash reason."
+    if st.oom_killed:
+        spec = {"mem_limit": "1g"}
+        patch = override_yaml(disc.realtime_service, spec)
+        evidence["override_yaml"] = patch
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"Realtime was killed for running out of memory (OOMKilled) in {where}.",
+            detail=f"State.OOMKilled=true, memory limit {_fmt_bytes(info.memory_limit)}, "
+            f"restarts {info.restart_count}, last exit code {st.exit_code}.",
+            remedy="Give Realtime more memory (or lower the tenant's max_concurrent_users):\n" + patch,
+            evidence=evidence, cause="docker.oom",
+        )
+    if st.restarting or (not st.running and info.restart_count > 0 and st.status in ("restarting", "exited")):
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"Realtime is in a restart loop: {info.restart_count} restarts, last exit code {st.exit_code}.",
+            detail=f"{where}: State.Status={st.status}, Restarting={st.restarting}, RestartCount={info.restart_count}, "
+            f"restart policy {info.restart_policy or 'no'}, last run exited with {st.exit_code}"
+            + (f" ({st.error})" if st.error else "") + f" at {st.finished_at}. "
+            "Realtime crashes at boot when a required variable is missing or invalid (realtime-facts 7.3).",
+            remedy=logs_hint + " Fix the variable it names, then docker compose up -d "
+            f"--force-recreate {disc.realtime_service}.",
+            evidence=evidence, see_also=("docker.realtime.logs", "docker.realtime.env"), cause="docker.restart_loop",
+        )
+    if not st.running:
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"Realtime is not running: {where} is {st.status or 'unknown'} (exit code {st.exit_code}).",
+            detail=f"State.Status={st.status}, exit code {st.exit_code}"
+            + (f", error {st.error!r}" if st.error else "") + f", finished at {st.finished_at}.",
+            remedy=f"{logs_hint} Then start it: docker compose up -d {disc.realtime_service}.",
+            evidence=evidence, see_also=("docker.realtime.logs",),
+        )
+    if info.restart_count > 0:
+        return CheckResult(
+            cid, Status.WARN,
+            summary=f"Realtime runs, but has restarted {info.restart_count} times.",
+            detail=f"{where} is running since {st.started_at}; RestartCount={info.restart_count}. Each restart "
+            "drops every WebSocket; repeated restarts point at a crash or the healthcheck killing it.",
+            remedy=logs_hint,
+            evidence=evidence, see_also=("docker.realtime.logs",),
+        )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"Realtime runs ({info.name}, {info.image}), no restarts, not OOM-killed.",
+        evidence=evidence,
+    )
+
+
+def _fmt_bytes(n: int) -> str:
+    if n <= 0:
+        return "unlimited"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------ docker.realtime.health
+
+_STATUS_PATTERNS = (
+    re.compile(r"returned error:?\s*(?:HTTP/[\d.]+\s+)?(\d{3})"),
+    re.compile(r"HTTP/[\d.]+\s+(\d{3})"),
+    re.compile(r"\b(?:status|code)[ =:]+(\d{3})\b", re.I),
+)
+_HEALTH_TENANT = re.compile(r"/api/tenants/([^/\s\"']+)/health")
+_BEARER = re.compile(r"Bearer\s+([A-Za-z0-9._-]+)")
+
+
+def probe_http_status(output: str) -> int | None:
+    """The HTTP status a healthcheck probe reported (curl -f, wget and similar), if any."""
+    for pattern in _STATUS_PATTERNS:
+        m = pattern.search(output)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _token_verdict(command: str, secret: str | None) -> str:
+    """Whether the Bearer token in the healthcheck verifies with API_JWT_SECRET (a sentence, or '')."""
+    m = _BEARER.search(command)
+    if not m:
+        return ""
+    token = m.group(1)
+    if token.startswith("$"):
+        return "the healthcheck's token is an unexpanded variable (" + token + "); the shell inside the container " \
+            "must have it set, or compose must interpolate it"
+    if not secret:
+        return ""
+    import jwt
+
+    try:
+        jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"], options={"verify_aud": False})
+    except jwt.ExpiredSignatureError:
+        return "the healthcheck's token verifies with API_JWT_SECRET but has expired"
+    except jwt.InvalidSignatureError:
+        return "the healthcheck's Bearer token (ANON_KEY) is NOT signed with the container's API_JWT_SECRET"
+    except jwt.PyJWTError as exc:
+        return f"the healthcheck's Bearer token cannot be verified: {type(exc).__name__}"
+    return "the healthcheck's Bearer token verifies with the container's API_JWT_SECRET"
+
+
+@register("docker.realtime.health", "Realtime healthcheck healthy", needs=("docker",))
+def check_health(target: Target) -> CheckResult:
+    """Health status and the output of the last probes, with the known meaning of 403 and 404."""
+    cid = "docker.realtime.health"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    session, _, info = got
+    disc = session.discovery
+    assert disc is not None
+    service = disc.realtime_service
+    hc = info.healthcheck
+    command = hc.command if hc else ""
+    tenant, tenant_source = _tenant(info, target)
+    official = (
+        'curl -sSfL --head -o /dev/null -H "Authorization: Bearer ${ANON_KEY}" '
+        f"http://localhost:4000/api/tenants/{tenant}/health"
+    )
+    health = info.state.health
+    evidence: dict[str, Any] = {
+        "container": info.name,
+        "healthcheck": command,
+        "status": health.status if health else None,
+        "failing_streak": health.failing_streak if health else 0,
+        "probes": [
+            {"start": p.start, "exit_code": p.exit_code, "output": p.output.strip()[-500:]}
+            for p in (health.log[-5:] if health else ())
+        ],
+    }
+    if health is None or hc is None or hc.disabled:
+        spec = {"healthcheck": {"test": ["CMD-SHELL", official], "interval": "30s", "timeout": "5s",
+                                "retries": 3, "start_period": "10s"}}
+        patch = override_yaml(service, spec)
+        evidence["override_yaml"] = patch
+        return CheckResult(
+            cid, Status.WARN,
+            summary=f"The Realtime container {info.name} has no healthcheck.",
+            detail="Without a healthcheck nothing waits for Realtime to be ready and 'docker ps' cannot show a "
+            "broken tenant. The official compose file probes /api/tenants/<tenant>/health with the ANON_KEY.",
+            remedy="Add the official healthcheck:\n" + patch,
+            evidence=evidence,
+        )
+    if health.status == "healthy":
+        return CheckResult(cid, Status.PASS, summary=f"{info.name} is healthy ({command[:80]}...).",
+                           evidence=evidence)
+    last: HealthProbe | None = health.log[-1] if health.log else None
+    if health.status == "starting" and not (last and last.exit_code != 0):
+        return CheckResult(
+            cid, Status.WARN,
+            summary=f"{info.name} is still starting (no probe verdict yet).",
+            detail="The healthcheck has not passed yet; run the checks again in a minute.",
+            remedy="Wait for the start period to end, then run the checks again.",
+            evidence=evidence,
+        )
+    outputs = " ".join(p.output for p in health.log[-3:])
+    code = probe_http_status(outputs)
+    path_tenant_m = _HEALTH_TENANT.search(command)
+    path_tenant = path_tenant_m.group(1) if path_tenant_m else ""
+    verdict = _token_verdict(command, info.env.get("API_JWT_SECRET"))
+    evidence["http_status"] = code
+    evidence["healthcheck_tenant"] = path_tenant
+    evidence["token"] = verdict
+    detail = [
+        f"State.Health.Status={health.status}, failing streak {health.failing_streak}; "
+        f"last probe output: {(last.output.strip() if last else '')[-300:]!r}.",
+        f"Healthcheck: {command}.",
+    ]
+    cause = ""
+    if code == 403:
+        cause = "realtime.health_403"
+        detail.append(
+            "403 on /api/tenants/<id>/health means the Bearer token was refused: it must be a JWT signed with "
+            "Realtime's API_JWT_SECRET (realtime-facts 7, 10.4)" + (f"; {verdict}" if verdict else "") + "."
+        )
+        remedy = (
+            "Make API_JWT_SECRET equal the JWT_SECRET that signed ANON_KEY (in the compose file API_JWT_SECRET: "
+            "${JWT_SECRET}); if ANON_KEY was generated with another secret, regenerate ANON_KEY and "
+            "SERVICE_ROLE_KEY from JWT_SECRET. Under Podman use the CMD-SHELL form of the healthcheck. "
+            f"Then docker compose up -d --force-recreate {service}."
+        )
+    elif code == 404:
+        cause = "realtime.health_404"
+        detail.append(
+            f"404 means the tenant {path_tenant or '?'} does not exist in _realtime.tenants (realtime-facts 10.5): "
+            f"the seed did not run or failed, or it created another tenant (Realtime seeds {tenant}, from "
+            f"{tenant_source})."
+        )
+        if path_tenant and path_tenant != tenant:
+            spec = {"healthcheck": {"test": ["CMD-SHELL", official]}}
+            patch = override_yaml(service, spec)
+            evidence["override_yaml"] = patch
+            remedy = f"The healthcheck asks for tenant {path_tenant!r} but Realtime seeds {tenant!r}; probe the " \
+                "seeded tenant:\n" + patch
+        else:
+            remedy = (
+                f"Make sure SEED_SELF_HOST is \"true\" and the seed can run (docker logs {info.name} | grep -i seed; "
+                "the _realtime schema must exist: volumes/db/realtime.sql), or create the tenant through the "
+                "admin API; see the tenant.* checks."
+            )
+    elif "connection refused" in outputs.lower() or "failed to connect" in outputs.lower():
+        detail.append("Nothing listens on the probed port: Realtime has not started its HTTP endpoint, or PORT "
+                      "differs from the port in the healthcheck.")
+        remedy = f"Read docker.realtime.logs for the boot error; keep PORT (now {info.env.get('PORT', 'unset')}) " \
+            "and the healthcheck URL's port equal."
+    elif last is not None and ("not found" in last.output.lower() and last.exit_code in (126, 127)):
+        detail.append("The healthcheck's program is not in the image.")
+        remedy = "Use the official healthcheck (curl is in the supabase/realtime image):\n" + override_yaml(
+            service, {"healthcheck": {"test": ["CMD-SHELL", official]}}
+        )
+    else:
+        remedy = f"Run the probe by hand to see the full answer: docker exec {info.name} sh -c '<healthcheck>' " \
+            "and read docker.realtime.logs."
+    return CheckResult(
+        cid, Status.FAIL,
+        summary=f"{info.name} is {health.status}"
+        + (f": the health probe got HTTP {code}" if code else "")
+        + f" (failing streak {health.failing_streak}).",
+        detail="\n".join(detail), remedy=remedy, evidence=evidence, cause=cause,
+        see_also=("docker.realtime.env", "docker.realtime.logs"),
+    )
+
+
+# ------------------------------------------------------------------ docker.realtime.env
+
+
+def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
+    try:
+        image = session.client.images.get(info.image_id or info.image)
+    except Exception:
+        return {}
+    return parse_env_list((image.attrs.get("Config") or {}).get("Env") or [])
+
+
+def _evaluate_rules(env: Mapping[str, str], info: ContainerInfo, target: Target) -> tuple[list[CheckResult], str]:
+    try:
+        from rtbook.compose import evaluate_realtime_env  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        return [], f"static rules unavailable ({exc})"
+    auth_env = getattr(target.stack, "env", None) if target.stack is not None else None
+    try:
+        results = evaluate_realtime_env(
+            dict(env), image=info.image, auth_env=auth_env, source=f"container {info.name}"
+        )
+    except Exception as exc:  # a rule crash must not hide the diff
+        return [], f"static rules crashed: {type(exc).__name__}: {exc}"
+    return list(results), ""
+
+
+@register("docker.realtime.env", "Realtime container environment matches the compose file and the rules",
+          needs=("docker",))
+def check_env(target: Target) -> CheckResult:
+    """The static Realtime env rules on the live environment, and every difference from the compose file."""
+    cid = "docker.realtime.env"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    session, _, info = got
+    disc = session.discovery
+    assert disc is not None
+    service = disc.realtime_service
+    live = dict(info.env)
+    image_env = _image_env(session, info)
+    expected: dict[str, str] = {}
+    rt_service = target.stack.realtime_service() if target.stack is not None else None
+    if rt_service is not None:
+        expected = {str(k): "" if v is None else str(v) for k, v in dict(rt_service.environment).items()}
+    # Variables the image itself sets (PATH, LANG...) are not drift unless the compose file names them.
+    live_app = {k: v for k, v in live.items() if k in expected or image_env.get(k) != v}
+
+    rules, rules_note = _evaluate_rules(live, info, target)
+    failed_rules = [r for r in rules if r.status in (Status.FAIL, Status.ERROR)]
+    warned_rules = [r for r in rules if r.status is Status.WARN]
+
+    differ = sorted(k for k in expected if k in live and live[k] != expected[k])
+    missing = sorted(k for k in expected if k not in live)
+    extra = sorted(k for k in live_app if k not in expected) if expected else []
+    lines: list[str] = []
+    for k in differ:
+        lines.append(f"{k}: compose file gives {_show(k, expected[k])}, container has {_show(k, live[k])}")
+    for k in missing:
+        lines.append(f"{k}: compose file gives {_show(k, expected[k])}, container does not have it")
+    for k in extra:
+        lines.append(f"{k}: set in the container ({_show(k, live[k])}) but not in the compose file")
+    critical = [k for k in (*differ, *missing) if k in CRITICAL_ENV]
+
+    evidence: dict[str, Any] = {
+        "container": info.name,
+        "different": differ,
+        "missing_in_container": missing,
+        "only_in_container": extra,
+        "rules": [{"id": r.id, "status": r.status.value, "summary": r.summary} for r in rules],
+    }
+    if rules_note:
+        evidence["rules_note"] = rules_note
+    remedies: list[str] = []
+    if differ or missing:
+        spec = {"environment": {k: _env_ref(expected[k], k, target) for k in (*differ, *missing)}}
+        patch = override_yaml(service, spec)
+        evidence["override_yaml"] = patch
+        remedies.append(
+            "The running container does not have the compose file's environment. If the compose file is right, "
+            f"recreate the container (docker compose up -d --force-recreate {service}); if another file or a "
+            "deployment tool overrides it, pin the compose-file values in the override file:\n" + patch
+        )
+    if extra:
+        remedies.append(
+            f"Remove {', '.join(extra)} where it is set (an env_file, another compose file or the deployment "
+            "tool), or add it to the compose file so that the files describe what runs."
+        )
+    for r in failed_rules + warned_rules:
+        if r.remedy:
+            remedies.append(f"[{r.id}] {r.remedy}")
+    if failed_rules or critical:
+        status = Status.FAIL
+    elif warned_rules or differ or missing or extra:
+        status = Status.WARN
+    else:
+        status = Status.PASS
+    if status is Status.PASS:
+        summary = (
+            f"{info.name}'s environment matches the compose file"
+            + (f" and passes {len(rules)} Realtime rules." if rules else ".")
+        )
+        if not expected:
+            summary = f"{info.name}'s environment passes {len(rules)} Realtime rules (no compose file to compare)."
+    else:
+        bits = []
+        if critical:
+            bits.append(f"{', '.join(critical)} differ{'s' if len(critical) == 1 else ''} from the compose file")
+        other = len(differ) + len(missing) + len(extra) - len(critical)
+        if other:
+            bits.append(f"{other} other difference{'s' if other != 1 else ''} from the compose file")
+        if failed_rules:
+            bits.append(f"{len(failed_rules)} Realtime rule{'s' if len(failed_rules) != 1 else ''} failed")
+        if warned_rules:
+            bits.append(f"{len(warned_rules)} rule warning{'s' if len(warned_rules) != 1 else ''}")
+        summary = f"{info.name}'s live environment: " + "; ".join(bits) + "."
+    detail_parts = []
+    if lines:
+        detail_parts.append("Differences (secret values hidden):\n" + "\n".join(lines))
+    for r in failed_rules + warned_rules:
+        detail_parts.append(f"[{r.status.value}] {r.id}: {r.summary}")
+    if rules_note:
+        detail_parts.append(rules_note)
+    return CheckResult(
+        cid, status, summary=summary, detail="\n".join(detail_parts), remedy="\n".join(remedies),
+        evidence=evidence, see_also=("compose.realtime",),
+    )
+
+
+# ------------------------------------------------------------------ upstream hosts
+
+
+def _split_host(value: str) -> str:
+    host = value
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0]
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _upstream_hosts(target: Target, kind: str) -> tuple[list[str], str]:
+    """The hosts the gateway sends Realtime traffic to, and where that came from."""
+    stack = target.stack
+    if stack is None:
+        return [], "no stack files to read the gateway's upstream from"
+    hosts: Iterable[Any] = ()
+    source = ""
+    try:
+        if kind == "envoy":
+            from rtbook.envoy import load_envoy  # type: ignore[import-not-found,unused-ignore]
+
+            hosts = load_envoy(stack).realtime_cluster_hosts()
+            source = "the Envoy cluster for Realtime"
+        else:
+            from rtbook.kong import load_kong  # type: ignore[import-not-found,unused-ignore]
+
+            hosts = load_kong(stack).realtime_upstream_hosts()
+            source = "kong.yml's Realtime services"
+    except ImportError:
+        hosts = ()
+    except Exception as exc:
+        source = f"gateway config unreadable ({type(exc).__name__}: {exc})"
+        hosts = ()
+    out = list(dict.fromkeys(_split_host(str(h)) for h in hosts if str(h)))
+    if out:
+        return out, source
+    rt = stack.realtime_service()
+    cname = getattr(rt, "container_name", "") if rt is not None else ""
+    if cname:
+        return [str(cname)], (source + "; " if source else "") + "the Realtime service's container_name"
+    return [], source or "the gateway config names no Realtime upstream"
+
+
+def _compose_network_name(session: EngineSession, network: str) -> str:
+    try:
+        net = session.client.networks.get(network)
+        label = (net.attrs.get("Labels") or {}).get(COMPOSE_NETWORK_LABEL)
+    except Exception:
+        label = None
+    return str(label) if label else ("default" if network.endswith("_default") else network)
+
+
+@register("docker.realtime.tenant_host", "Gateway upstream host resolves to Realtime and names the tenant",
+          needs=("docker",))
+def check_tenant_host(target: Target) -> CheckResult:
+    """The container name and aliases make the upstream host resolvable; its first label is the tenant."""
+    cid = "docker.realtime.tenant_host"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    session, _, info = got
+    disc = session.discovery
+    assert disc is not None
+    service = disc.realtime_service
+    hosts, source = _upstream_hosts(target, disc.gateway_kind)
+    tenant, tenant_source = _tenant(info, target)
+    gateway = disc.gateway
+    if gateway is not None:
+        fresh = _reload(session, gateway)
+        gateway = fresh[1] if fresh is not None else gateway
+    shared = sorted(set(info.networks) & set(gateway.networks)) if gateway is not None else sorted(info.networks)
+    names_by_net = {n: sorted(info.dns_names(n)) for n in (shared or sorted(info.networks))}
+    reachable_names: set[str] = set()
+    for n in shared:
+        reachable_names |= info.dns_names(n)
+    evidence: dict[str, Any] = {
+        "container": info.name,
+        "upstream_hosts": hosts,
+        "upstream_source": source,
+        "tenant": tenant,
+        "tenant_source": tenant_source,
+        "names_by_network": names_by_net,
+        "shared_networks": shared,
+        "gateway": gateway.name if gateway else None,
+    }
+    if not hosts:
+        return CheckResult(
+            cid, Status.WARN,
+            summary="Cannot tell which host the gateway uses for Realtime.",
+            detail=f"{source}. Realtime {info.name} answers to {', '.join(sorted(info.all_dns_names()))}.",
+            remedy="Pass the stack directory (--stack) so that the gateway's config can be read.",
+            evidence=evidence,
+        )
+    problems: list[str] = []
+    remedy_parts: list[str] = []
+    bad_hosts = [h for h in hosts if h not in (reachable_names if gateway is not None else info.all_dns_names())]
+    wrong_tenant = [h for h in hosts if h.split(".", 1)[0] != tenant]
+    if gateway is not None and not shared:
+        problems.append(
+            f"the gateway {gateway.name} ({', '.join(gateway.networks) or 'no network'}) and Realtime {info.name} "
+            f"({', '.join(info.networks) or 'no network'}) share no network, so no name of Realtime resolves there"
+        )
+    if bad_hosts:
+        problems.append(
+            f"{source} names {', '.join(bad_hosts)}, but {info.name} answers only to "
+            + "; ".join(f"{', '.join(v) or 'nothing'} on {k}" for k, v in names_by_net.items())
+        )
+        nets = shared or list(info.networks) or ["default"]
+        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in nets))
+        if gateway is not None and not shared and gateway.networks:
+            compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gateway.networks))
+        alias_spec = {"networks": {n: {"aliases": list(bad_hosts)} for n in compose_nets}}
+        patch = override_yaml(service, alias_spec)
+        name_patch = override_yaml(service, {"container_name": bad_hosts[0]})
+        evidence["override_yaml"] = patch
+        evidence["override_yaml_container_name"] = name_patch
+        remedy_parts.append(
+            f"Give Realtime the name the gateway uses. As a network alias (works even when a deployment tool "
+            f"renames containers):\n{patch}or restore the container name:\n{name_patch}"
+        )
+    elif gateway is not None and not shared:
+        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gateway.networks))
+        patch = override_yaml(service, {"networks": compose_nets})
+        evidence["override_yaml"] = patch
+        remedy_parts.append("Put Realtime on the gateway's network:\n" + patch)
+    if wrong_tenant:
+        labels = ", ".join(f"{h} (tenant {h.split('.', 1)[0]!r})" for h in wrong_tenant)
+        problems.append(
+            f"the gateway sends Host {labels} but the tenant Realtime has is {tenant!r} ({tenant_source}); "
+            "Realtime takes the tenant from the first label of the Host header (realtime-facts 1.1)"
+        )
+        first = wrong_tenant[0].split(".", 1)[0]
+        patch = override_yaml(service, {"environment": {"SELF_HOST_TENANT_NAME": first}})
+        evidence.setdefault("override_yaml", patch)
+        evidence["override_yaml_tenant"] = patch
+        remedy_parts.append(
+            f"Either make the upstream host start with {tenant}. (e.g. {tenant}.supabase-realtime, in the gateway "
+            f"config and as Realtime's alias), or seed the tenant the host implies:\n{patch}"
+        )
+    if problems:
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"The gateway's Realtime upstream {', '.join(hosts)} "
+            + ("does not reach" if bad_hosts or (gateway is not None and not shared) else "does not name the tenant of")
+            + f" {info.name}.",
+            detail="; ".join(problems) + ".",
+            remedy="\n".join(remedy_parts),
+            evidence=evidence, cause="tenant.host_mismatch" if wrong_tenant else "docker.upstream_name",
+            see_also=("docker.gateway.resolves_realtime",),
+        )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"{', '.join(hosts)} is a name of {info.name} on {', '.join(shared or list(info.networks))}"
+        f" and its first label is the tenant {tenant!r}.",
+        evidence=evidence,
+    )
+
+
+# ------------------------------------------------------------------ docker.gateway.resolves_realtime
+
+
+def parse_resolver_output(tool: str, output: str) -> list[str]:
+    """The addresses ``getent hosts`` or ``nslookup`` printed for the looked-up name."""
+    addrs: list[str] = []
+    if tool == "getent":
+        for line in output.splitlines():
+            parts = line.split()
+            if parts and (":" in parts[0] or parts[0].replace(".", "").isdigit()):
+                addrs.append(parts[0])
+        return addrs
+    seen_name = False
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith("name:"):
+            seen_name = True
+            continue
+        if seen_name and stripped.lower().startswith("address"):
+            value = stripped.split(":", 1)[1].strip() if ":" in stripped else ""
+            value = value.split()[0] if value else ""
+            if value:
+                addrs.append(value)
+    return list(dict.fromkeys(addrs))
+
+
+_RESOLVERS = (
+    ("getent", ("getent", "hosts")),
+    ("nslookup", ("nslookup",)),
+    ("nslookup", ("busybox", "nslookup")),
+)
+
+
+def _resolve_in(container: Any, host: str) -> tuple[str, ExecOutcome | None, list[str], list[str]]:
+    """Resolve ``host`` inside ``container`` with the first resolver the image has."""
+    tried: list[str] = []
+    for tool, base in _RESOLVERS:
+        outcome = exec_in(container, (*base, host))
+        tried.append(" ".join(base))
+        if outcome.error:
+            return tool, outcome, [], tried
+        if outcome.missing:
+            continue
+        return tool, outcome, parse_resolver_output(tool, outcome.output), tried
+    return "", None, [], tried
+
+
+@register("docker.gateway.resolves_realtime", "The gateway container resolves Realtime's upstream host",
+          needs=("docker",))
+def check_gateway_resolves(target: Target) -> CheckResult:
+    """From inside the gateway container, the upstream host resolves to Realtime; both share a network."""
+    cid = "docker.gateway.resolves_realtime"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    session, _, info = got
+    disc = session.discovery
+    assert disc is not None
+    if disc.gateway is None:
+        return CheckResult(
+            cid, Status.SKIP,
+            summary="Skipped: no gateway container (Kong or Envoy) was found.",
+            detail="Looked for " + disc.looked_for.get("gateway", "") + ".",
+            evidence={"looked_for": dict(disc.looked_for)},
+        )
+    loaded = _reload(session, disc.gateway)
+    if loaded is None:
+        return CheckResult(cid, Status.SKIP, summary=f"Skipped: {disc.gateway.name} disappeared while checking.")
+    gw_container, gw = loaded
+    hosts, source = _upstream_hosts(target, disc.gateway_kind)
+    if not hosts:
+        hosts = [info.name]
+        source = "the Realtime container's name (no gateway config to read)"
+    shared = sorted(set(info.networks) & set(gw.networks))
+    rt_ips = {ep.ip_address for ep in info.networks.values() if ep.ip_address}
+    evidence: dict[str, Any] = {
+        "gateway": gw.name,
+        "realtime": info.name,
+        "hosts": hosts,
+        "host_source": source,
+        "gateway_networks": sorted(gw.networks),
+        "realtime_networks": sorted(info.networks),
+        "shared_networks": shared,
+        "realtime_ips": sorted(rt_ips),
+    }
+    if not gw.state.running:
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"The gateway container {gw.name} is not running ({gw.state.status}).",
+            detail=f"State.Status={gw.state.status}, exit code {gw.state.exit_code}.",
+            remedy=f"docker logs {gw.name}; then docker compose up -d {disc.gateway_service}",
+            evidence=evidence,
+        )
+    problems: list[str] = []
+    remedy: list[str] = []
+    if not shared:
+        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gw.networks)) or ["default"]
+        patch = override_yaml(disc.realtime_service, {"networks": compose_nets})
+        evidence["override_yaml"] = patch
+        problems.append(
+            f"{gw.name} is on {', '.join(sorted(gw.networks)) or 'no network'} and {info.name} on "
+            f"{', '.join(sorted(info.networks)) or 'no network'}: they share no network"
+        )
+        remedy.append("Put Realtime on the gateway's network (and keep it on its own for the database):\n" + patch)
+    results: dict[str, Any] = {}
+    tool_used = ""
+    for host in hosts:
+        tool, outcome, addrs, tried = _resolve_in(gw_container, host)
+        tool_used = tool_used or tool
+        if outcome is None:
+            results[host] = {"tool": None, "tried": tried}
+            continue
+        results[host] = {
+            "tool": " ".join(outcome.command[:-1]), "exit_code": outcome.exit_code, "addresses": addrs,
+            "output": outcome.output.strip()[-400:], "error": outcome.error,
+        }
+        if outcome.error:
+            problems.append(f"exec in {gw.name} failed: {outcome.error}")
+        elif not addrs:
+            problems.append(f"{host} does not resolve inside {gw.name} ({' '.join(outcome.command)} exited "
+                            f"{outcome.exit_code})")
+        elif rt_ips and not set(addrs) & rt_ips:
+            problems.append(f"{host} resolves to {', '.join(addrs)} inside {gw.name}, which is not {info.name} "
+                            f"({', '.join(sorted(rt_ips))}): another container holds that name")
+    evidence["resolution"] = results
+    unresolved = [h for h, r in results.items() if r.get("tool") and not r.get("addresses")]
+    if unresolved and shared:
+        patch = override_yaml(disc.realtime_service, {"networks": {
+            _compose_network_name(session, shared[0]): {"aliases": unresolved}}})
+        evidence.setdefault("override_yaml", patch)
+        remedy.append("Add the upstream host as Realtime's network alias:\n" + patch)
+    if problems:
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"{gw.name} cannot reach Realtime by {', '.join(hosts)}.",
+            detail="; ".join(problems) + f". Host(s) from {source}.",
+            remedy="\n".join(remedy) or "See docker.realtime.tenant_host.",
+            evidence=evidence, see_also=("docker.realtime.tenant_host",), cause="docker.upstream_name",
+        )
+    if not tool_used:
+        return CheckResult(
+            cid, Status.WARN,
+            summary=f"{gw.name} has no resolver tool (getent, nslookup); resolution was not tested from inside.",
+            detail=f"Tried {', '.join(_RESOLVERS[i][0] for i in range(len(_RESOLVERS)))}. Both containers share "
+            f"{', '.join(shared)}; see docker.realtime.tenant_host for the names Realtime answers to.",
+            remedy="Nothing to change if docker.realtime.tenant_host passes.",
+            evidence=evidence,
+        )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"Inside {gw.name}, {', '.join(hosts)} resolves to {info.name} (shared network "
+        f"{', '.join(shared)}; {tool_used}).",
+        evidence=evidence,
+    )
+
+
+# ------------------------------------------------------------------ docker.realtime.logs
+
+
+@dataclass(frozen=True)
+class LogSignature:
+    """A known log line and what it means."""
+
+    code: str
+    pattern: re.Pattern[str]
+    cause: str
+    remedy: str
+    severity: Status = Status.FAIL
+    see_also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogFinding:
+    """One signature found in the logs."""
+
+    signature: LogSignature
+    count: int
+    first: str
+    last: str
+    captured: tuple[str, ...] = ()
+
+
+def _sig(code: str, pattern: str, cause: str, remedy: str, severity: Status = Status.FAIL,
+         see_also: tuple[str, ...] = ()) -> LogSignature:
+    return LogSignature(code, re.compile(pattern, re.I), cause, remedy, severity, see_also)
+
+
+LOG_SIGNATURES: tuple[LogSignature, ...] = (
+    _sig("TenantNotFound",
+         r"TenantNotFound: Tenant not found:?\s*(\S*)|Auth error: tenant `?([^`\s]+)`? not found|Tenant not found",
+         "A request reached Realtime with a Host header whose first label is not an existing tenant "
+         "(realtime-facts 1.1, 10.1): the gateway's upstream host, a proxy rewriting Host, or a client "
+         "connecting by IP or another name.",
+         "Keep the Host's first label equal to the tenant id (the upstream host realtime-dev.supabase-realtime "
+         "gives realtime-dev), or set SELF_HOST_TENANT_NAME to the label the Host carries; see "
+         "docker.realtime.tenant_host.",
+         see_also=("docker.realtime.tenant_host",)),
+    _sig("TenantsRelationMissing", r"relation \"(?:_realtime\.)?tenants\" does not exist",
+         "Realtime's metadata schema _realtime is missing or not on the search_path: the migrations did not run "
+         "(realtime-facts 10.6).",
+         "Mount volumes/db/realtime.sql into the db container (it creates _realtime), keep "
+         "DB_AFTER_CONNECT_QUERY: 'SET search_path TO _realtime', and restart Realtime so it migrates."),
+    _sig("BooleanAtom", r"binary_to_existing_atom",
+         "A boolean variable has a value Realtime cannot parse (e.g. True from Podman or an unquoted YAML "
+         "boolean) and it crashes at boot (realtime-facts 10.3).",
+         "Quote booleans as the strings \"true\"/\"false\" in the compose file (SEED_SELF_HOST: \"true\", "
+         "RUN_JANITOR: \"true\"), or upgrade to Realtime >= v2.65.2."),
+    _sig("ReplicationSlotBeingUsed", r"ReplicationSlotBeingUsed|replication slot .* is active for PID",
+         "Another connection holds Realtime's replication slot: a second Realtime on the same database or a "
+         "stale backend (realtime-facts 10.9).",
+         "Stop the other Realtime; or terminate the holder: SELECT pg_terminate_backend(active_pid) FROM "
+         "pg_replication_slots WHERE slot_name LIKE 'supabase_realtime%' AND active;"),
+    _sig("DbHostUnresolvable", r"Failed to detect IP version for DB_HOST",
+         "DB_HOST does not resolve inside the Realtime container, so Realtime crashes at boot (realtime-facts 7.3).",
+         "Set DB_HOST to the database service name (POSTGRES_HOST=db in .env) and put Realtime on the database's "
+         "network, or set DB_IP_VERSION (ipv4/ipv6) to skip the detection."),
+    _sig("MigrationsFailed",
+         r"MigrationsFailedToRun|Migrations? failed|migration.*(?:error|failed)|permission denied for schema",
+         "Realtime could not migrate its own or the tenant's schema; most often DB_USER is not supabase_admin "
+         "or lacks rights on the realtime schema (realtime-facts 10.11).",
+         "Use DB_USER: supabase_admin (the compose default) with the right DB_PASSWORD; check the database log."),
+    _sig("DbAuthFailed", r"password authentication failed for user",
+         "DB_PASSWORD does not match the database: POSTGRES_PASSWORD was changed after the data directory was "
+         "initialised, or Realtime's env is stale.",
+         "Put the password the database really has in POSTGRES_PASSWORD (or change it in the database with "
+         "ALTER ROLE), then docker compose up -d --force-recreate realtime."),
+    _sig("JwtError",
+         r"JwtSignatureError|JWSInvalidSignature|signature_error|Failed to validate JWT signature|"
+         r"InvalidJWTToken|error_generating_signer|JwtClaimValidatorsError",
+         "A token was refused: the client's JWT is not signed with Realtime's API_JWT_SECRET (or the tenant's "
+         "jwt_secret), or JWT_CLAIM_VALIDATORS is malformed (realtime-facts 6, 10.10).",
+         "Make ANON_KEY/SERVICE_ROLE_KEY signed by JWT_SECRET and API_JWT_SECRET: ${JWT_SECRET}; if the tenant "
+         "row keeps an old secret, re-seed it (see the tenant.* checks).",
+         see_also=("docker.realtime.env",)),
+    _sig("TokenExpired", r"Token has expired|expired_token|ExpiredToken",
+         "Clients connect with expired JWTs.", "Refresh the access token on the client (access_token event).",
+         Status.WARN),
+    _sig("SecretKeyBaseMissing", r"SECRET_KEY_BASE.*(?:missing|not set|is required)",
+         "SECRET_KEY_BASE is not set; Realtime refuses to boot (realtime-facts 7.3).",
+         "Set SECRET_KEY_BASE (64 characters) in .env and pass it as SECRET_KEY_BASE: ${SECRET_KEY_BASE}."),
+    _sig("DbUnreachable", r"\(DBConnection\.ConnectionError\)|connection refused|:econnrefused|:nxdomain",
+         "Realtime cannot reach its database.",
+         "Check DB_HOST/DB_PORT and that the db container is healthy and on Realtime's network.",
+         Status.WARN),
+    _sig("TooManyOpenFiles", r"emfile|too many open files",
+         "Realtime ran out of file descriptors.",
+         "Raise RLIMIT_NOFILE and the container's nofile ulimit; see docker.realtime.limits.",
+         see_also=("docker.realtime.limits",)),
+    _sig("RateLimited",
+         r"ConnectionRateLimitReached|ClientJoinRateLimitReached|MessagePerSecondRateLimitReached|"
+         r"ChannelRateLimitReached|PresenceRateLimitReached|Too many connected users",
+         "A tenant limit was reached (realtime-facts 9).",
+         "Raise the tenant's limit (PATCH /api/tenants/<id> or the TENANT_MAX_* env defaults) if the load is "
+         "legitimate.",
+         Status.WARN),
+)
+
+
+def scan_logs(text: str, signatures: Sequence[LogSignature] = LOG_SIGNATURES) -> list[LogFinding]:
+    """Find every known signature in ``text`` (one finding per signature, with counts and examples)."""
+    hits: dict[str, list[str]] = {}
+    captured: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        for sig in signatures:
+            m = sig.pattern.search(line)
+            if m:
+                hits.setdefault(sig.code, []).append(line.strip())
+                groups = [g for g in m.groups() if g]
+                if groups:
+                    captured.setdefault(sig.code, []).extend(groups)
+                break
+    out = []
+    for sig in signatures:
+        lines = hits.get(sig.code)
+        if lines:
+            caps = tuple(dict.fromkeys(captured.get(sig.code, [])))[:10]
+            out.append(LogFinding(sig, len(lines), lines[0][:400], lines[-1][:400], caps))
+    return out
+
+
+@register("docker.realtime.logs", "Realtime logs free of known failure signatures", needs=("docker",))
+def check_logs(target: Target) -> CheckResult:
+    """Recent logs scanned for known signatures, each mapped to its cause and remedy (secrets redacted)."""
+    cid = "docker.realtime.logs"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    _, container, info = got
+    try:
+        raw = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES, timestamps=False)
+    except Exception as exc:
+        return CheckResult(
+            cid, Status.WARN, summary=f"Could not read the logs of {info.name}: {type(exc).__name__}: {exc}",
+            remedy="Check the logging driver: docker logs needs json-file, local or journald "
+            f"(docker logs {info.name}).",
+        )
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    text = target.redactor.text(text)
+    findings = scan_logs(text)
+    nlines = len(text.splitlines())
+    evidence: dict[str, Any] = {
+        "container": info.name,
+        "lines_scanned": nlines,
+        "findings": [
+            {"code": f.signature.code, "count": f.count, "first": f.first, "last": f.last,
+             "captured": list(f.captured), "severity": f.signature.severity.value}
+            for f in findings
+        ],
+    }
+    if not findings:
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"No known failure signature in the last {nlines} log lines of {info.name}.",
+            evidence=evidence,
+        )
+    status = Status.FAIL if any(f.signature.severity is Status.FAIL for f in findings) else Status.WARN
+    detail = []
+    remedy = []
+    for f in findings:
+        extra = f" (values: {', '.join(f.captured)})" if f.captured else ""
+        detail.append(f"{f.signature.code} x{f.count}{extra}: {f.signature.cause} Last line: {f.last}")
+        remedy.append(f"[{f.signature.code}] {f.signature.remedy}")
+    see = tuple(dict.fromkeys(s for f in findings for s in f.signature.see_also))
+    return CheckResult(
+        cid, status,
+        summary=f"{len(findings)} known signature{'s' if len(findings) != 1 else ''} in {info.name}'s logs: "
+        + ", ".join(f"{f.signature.code} ({f.count})" for f in findings) + ".",
+        detail="\n".join(detail), remedy="\n".join(remedy), evidence=evidence, see_also=see,
+        cause=findings[0].signature.code,
+    )
+
+
+# ------------------------------------------------------------------ docker.realtime.limits
+
+_LIMITS_LINE = re.compile(r"^Max open files\s+(\S+)\s+(\S+)", re.M)
+# Rough needs, documented in the result: one descriptor per WebSocket plus the BEAM's own
+# (distribution, DB pools, files); memory for the VM plus a small per-connection share.
+FD_BASELINE = 1024
+MEM_BASELINE = 256 << 20
+MEM_PER_USER = 200 << 10
+
+
+def _as_int(value: str) -> int | None:
+    if value == "unlimited":
+        return 1 << 62
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _max_users(info: ContainerInfo, target: Target) -> tuple[int, str]:
+    cached = target.cache.get("tenant.limits")
+    if isinstance(cached, Mapping) and isinstance(cached.get("max_concurrent_users"), int):
+        return int(cached["max_concurrent_users"]), "the tenant row (max_concurrent_users)"
+    value = info.env.get("TENANT_MAX_CONCURRENT_USERS")
+    if value and value.isdigit():
+        return int(value), "TENANT_MAX_CONCURRENT_USERS in the container"
+    return 200, "Realtime's default max_concurrent_users (200)"
+
+
+@register("docker.realtime.limits", "Open-files and memory limits fit the tenant limits", needs=("docker",))
+def check_limits(target: Target) -> CheckResult:
+    """The open-files limit inside the container and the memory limit against what the tenant limits need."""
+    cid = "docker.realtime.limits"
+    got = _need_realtime(cid, target)
+    if isinstance(got, CheckResult):
+        return got
+    session, container, info = got
+    disc = session.discovery
+    assert disc is not None
+    service = disc.realtime_service
+    users, users_source = _max_users(info, target)
+    need_fds = users + FD_BASELINE
+    need_mem = MEM_BASELINE + users * MEM_PER_USER
+    evidence: dict[str, Any] = {
+        "container": info.name, "max_concurrent_users": users, "users_source": users_source,
+        "needed_open_files": need_fds, "needed_memory": need_mem, "memory_limit": info.memory_limit,
+        "rlimit_nofile_env": info.env.get("RLIMIT_NOFILE"),
+        "host_ulimits": [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in info.ulimits],
+    }
+    if not info.state.running:
+        return CheckResult(cid, Status.SKIP, summary=f"Skipped: {info.name} is not running (see "
+                           "docker.realtime.running).", evidence=evidence)
+    outcome = exec_in(container, ("sh", "-c", "cat /proc/1/limits 2>/dev/null; echo ---; ulimit -n; ulimit -Hn"))
+    soft = hard = None
+    if outcome.exit_code == 0:
+        m = _LIMITS_LINE.search(outcome.output)
+        if m:
+            soft, hard = _as_int(m.group(1)), _as_int(m.group(2))
+        else:
+            tail = outcome.output.split("---", 1)[-1].split()
+            if len(tail) >= 2:
+                soft, hard = _as_int(tail[0]), _as_int(tail[1])
+    evidence["open_files_soft"] = soft
+    evidence["open_files_hard"] = hard
+    evidence["exec"] = {"exit_code": outcome.exit_code, "error": outcome.error}
+    problems: list[str] = []
+    warns: list[str] = []
+    spec: dict[str, Any] = {}
+    rl = info.env.get("RLIMIT_NOFILE", "")
+    want = max(need_fds, int(rl) if rl.isdigit() else 0, 10000)
+    if soft is None:
+        warns.append(f"could not read the open-files limit inside {info.name} "
+                     f"({outcome.error or outcome.output.strip()[:200] or 'no output'})")
+    elif soft < need_fds:
+        problems.append(
+            f"the Realtime process may open {soft} files (hard limit {hard}); {users} concurrent users "
+            f"({users_source}) need about {need_fds} (one per WebSocket plus {FD_BASELINE} for the VM)"
+        )
+        spec["ulimits"] = {"nofile": {"soft": want, "hard": want}}
+        spec["environment"] = {"RLIMIT_NOFILE": str(want)}
+    if rl.isdigit() and hard is not None and int(rl) > hard:
+        warns.append(f"RLIMIT_NOFILE={rl} exceeds the container's hard limit {hard}, so Realtime cannot raise "
+                     "its limit to it")
+        spec.setdefault("ulimits", {"nofile": {"soft": int(rl), "hard": int(rl)}})
+    if info.memory_limit and info.memory_limit < need_mem:
+        warns.append(
+            f"the memory limit is {_fmt_bytes(info.memory_limit)}; {users} concurrent users need about "
+            f"{_fmt_bytes(need_mem)} ({_fmt_bytes(MEM_BASELINE)} for the VM + {_fmt_bytes(MEM_PER_USER)} per user, "
+            "a rough estimate)"
+        )
+        spec["mem_limit"] = f"{max(512, -(-need_mem // (1 << 20)))}m"
+    if problems or warns:
+        patch = override_yaml(service, spec) if spec else ""
+        if patch:
+            evidence["override_yaml"] = patch
+        return CheckResult(
+            cid, Status.FAIL if problems else Status.WARN,
+            summary=f"{info.name}: " + "; ".join(problems + warns)[:300] + ".",
+            detail="; ".join(problems + warns) + ".",
+            remedy=("Raise the limits:\n" + patch) if patch else "Run docker exec <container> sh -c 'ulimit -n' "
+            "to read the limit by hand.",
+            evidence=evidence, see_also=("docker.realtime.running",),
+        )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"{info.name} may open {soft} files (needs ~{need_fds}) and has "
+        f"{_fmt_bytes(info.memory_limit)} memory (needs ~{_fmt_bytes(need_mem)}) for {users} users.",
+        evidence=evidence,
+    )
