@@ -373,8 +373,6 @@ def docker_session(target: Target) -> EngineSession:
                 if info is not None:
                     # The live env holds the real secrets, which may differ from the files'.
                     target.redactor.add_env(info.env)
-                    if info.healthcheck is not None:
-                        target.redactor.add_env({"HEALTHCHECK": info.healthcheck.command})
     target.cache["docker.session"] = session
     return session
 
@@ -421,7 +419,7 @@ def exec_in(container: Any, command: Sequence[str]) -> ExecOutcome:
 def override_yaml(service: str, spec: Mapping[str, Any], file: str = DEFAULT_OVERRIDE_FILE) -> str:
     """The YAML to put in ``docker-compose.override.yml`` to set ``spec`` on ``service``."""
     body = yaml.safe_dump({"services": {service: dict(spec)}}, sort_keys=False, default_flow_style=False)
-    return f"# {file}\n{body}"
+    return f"# {file}\n{body.rstrip()}"
 
 
 def _env_ref(value: str, name: str, target: Target) -> str:
@@ -685,10 +683,15 @@ def _token_verdict(command: str, secret: str | None) -> str:
             "must have it set, or compose must interpolate it"
     if not secret:
         return ""
+    import warnings
+
     import jwt
 
     try:
-        jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"], options={"verify_aud": False})
+        with warnings.catch_warnings():
+            # A short secret is reported by the env rules; here only the signature matters.
+            warnings.simplefilter("ignore")
+            jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"], options={"verify_aud": False})
     except jwt.ExpiredSignatureError:
         return "the healthcheck's token verifies with API_JWT_SECRET but has expired"
     except jwt.InvalidSignatureError:
@@ -741,8 +744,13 @@ def check_health(target: Target) -> CheckResult:
             evidence=evidence,
         )
     if health.status == "healthy":
-        return CheckResult(cid, Status.PASS, summary=f"{info.name} is healthy ({command[:80]}...).",
-                           evidence=evidence)
+        last_ok = health.log[-1] if health.log else None
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"{info.name} is healthy"
+            + (f" (last probe exited 0 at {last_ok.end[:19]})." if last_ok and last_ok.end else "."),
+            evidence=evidence,
+        )
     last: HealthProbe | None = health.log[-1] if health.log else None
     if health.status == "starting" and not (last and last.exit_code != 0):
         return CheckResult(
@@ -1069,7 +1077,7 @@ def check_tenant_host(target: Target) -> CheckResult:
         evidence["override_yaml_container_name"] = name_patch
         remedy_parts.append(
             f"Give Realtime the name the gateway uses. As a network alias (works even when a deployment tool "
-            f"renames containers):\n{patch}or restore the container name:\n{name_patch}"
+            f"renames containers):\n{patch}\nor restore the container name:\n{name_patch}"
         )
     elif gateway is not None and not shared:
         compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gateway.networks))
@@ -1173,6 +1181,13 @@ def check_gateway_resolves(target: Target) -> CheckResult:
             summary="Skipped: no gateway container (Kong or Envoy) was found.",
             detail="Looked for " + disc.looked_for.get("gateway", "") + ".",
             evidence={"looked_for": dict(disc.looked_for)},
+        )
+    if not info.state.running or info.state.restarting:
+        return CheckResult(
+            cid, Status.SKIP,
+            summary=f"Skipped: Realtime ({info.name}) is {info.state.status}, so no name of it resolves now "
+            "(see docker.realtime.running).",
+            see_also=("docker.realtime.running",),
         )
     loaded = _reload(session, disc.gateway)
     if loaded is None:
@@ -1444,6 +1459,13 @@ def check_logs(target: Target) -> CheckResult:
 # ------------------------------------------------------------------ docker.realtime.limits
 
 _LIMITS_LINE = re.compile(r"^Max open files\s+(\S+)\s+(\S+)", re.M)
+# The limit that matters is the BEAM's (Realtime's start script raises it to RLIMIT_NOFILE), not
+# the exec'd shell's; fall back to PID 1 when no beam process is found.
+_LIMITS_SCRIPT = (
+    "pid=1; for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); "
+    'case "$c" in beam*) pid=${p#/proc/}; break;; esac; done; '
+    'echo "pid=$pid"; cat /proc/$pid/limits 2>/dev/null; echo ---; ulimit -n; ulimit -Hn'
+)
 # Rough needs, documented in the result: one descriptor per WebSocket plus the BEAM's own
 # (distribution, DB pools, files); memory for the VM plus a small per-connection share.
 FD_BASELINE = 1024
@@ -1490,10 +1512,10 @@ def check_limits(target: Target) -> CheckResult:
         "rlimit_nofile_env": info.env.get("RLIMIT_NOFILE"),
         "host_ulimits": [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in info.ulimits],
     }
-    if not info.state.running:
+    if not info.state.running or info.state.restarting:
         return CheckResult(cid, Status.SKIP, summary=f"Skipped: {info.name} is not running (see "
                            "docker.realtime.running).", evidence=evidence)
-    outcome = exec_in(container, ("sh", "-c", "cat /proc/1/limits 2>/dev/null; echo ---; ulimit -n; ulimit -Hn"))
+    outcome = exec_in(container, ("sh", "-c", _LIMITS_SCRIPT))
     soft = hard = None
     if outcome.exit_code == 0:
         m = _LIMITS_LINE.search(outcome.output)
@@ -1503,45 +1525,55 @@ def check_limits(target: Target) -> CheckResult:
             tail = outcome.output.split("---", 1)[-1].split()
             if len(tail) >= 2:
                 soft, hard = _as_int(tail[0]), _as_int(tail[1])
+        pid_m = re.search(r"^pid=(\d+)", outcome.output, re.M)
+        evidence["limits_of_pid"] = int(pid_m.group(1)) if pid_m else None
     evidence["open_files_soft"] = soft
     evidence["open_files_hard"] = hard
     evidence["exec"] = {"exit_code": outcome.exit_code, "error": outcome.error}
-    problems: list[str] = []
-    warns: list[str] = []
+    problems: list[tuple[str, str]] = []  # (short, long)
+    warns: list[tuple[str, str]] = []
     spec: dict[str, Any] = {}
     rl = info.env.get("RLIMIT_NOFILE", "")
     want = max(need_fds, int(rl) if rl.isdigit() else 0, 10000)
     if soft is None:
-        warns.append(f"could not read the open-files limit inside {info.name} "
-                     f"({outcome.error or outcome.output.strip()[:200] or 'no output'})")
+        warns.append((
+            "open-files limit unreadable",
+            f"could not read the open-files limit inside {info.name} "
+            f"({outcome.error or outcome.output.strip()[:200] or 'no output'})",
+        ))
     elif soft < need_fds:
-        problems.append(
+        problems.append((
+            f"open files {soft} < ~{need_fds} needed",
             f"the Realtime process may open {soft} files (hard limit {hard}); {users} concurrent users "
-            f"({users_source}) need about {need_fds} (one per WebSocket plus {FD_BASELINE} for the VM)"
-        )
+            f"({users_source}) need about {need_fds} (one per WebSocket plus {FD_BASELINE} for the VM)",
+        ))
         spec["ulimits"] = {"nofile": {"soft": want, "hard": want}}
         spec["environment"] = {"RLIMIT_NOFILE": str(want)}
     if rl.isdigit() and hard is not None and int(rl) > hard:
-        warns.append(f"RLIMIT_NOFILE={rl} exceeds the container's hard limit {hard}, so Realtime cannot raise "
-                     "its limit to it")
+        warns.append((
+            f"RLIMIT_NOFILE {rl} > hard limit {hard}",
+            f"RLIMIT_NOFILE={rl} exceeds the container's hard limit {hard}, so Realtime cannot raise its limit to it",
+        ))
         spec.setdefault("ulimits", {"nofile": {"soft": int(rl), "hard": int(rl)}})
     if info.memory_limit and info.memory_limit < need_mem:
-        warns.append(
+        warns.append((
+            f"memory {_fmt_bytes(info.memory_limit)} < ~{_fmt_bytes(need_mem)} needed",
             f"the memory limit is {_fmt_bytes(info.memory_limit)}; {users} concurrent users need about "
             f"{_fmt_bytes(need_mem)} ({_fmt_bytes(MEM_BASELINE)} for the VM + {_fmt_bytes(MEM_PER_USER)} per user, "
-            "a rough estimate)"
-        )
+            "a rough estimate)",
+        ))
         spec["mem_limit"] = f"{max(512, -(-need_mem // (1 << 20)))}m"
     if problems or warns:
         patch = override_yaml(service, spec) if spec else ""
         if patch:
             evidence["override_yaml"] = patch
+        found = problems + warns
         return CheckResult(
             cid, Status.FAIL if problems else Status.WARN,
-            summary=f"{info.name}: " + "; ".join(problems + warns)[:300] + ".",
-            detail="; ".join(problems + warns) + ".",
-            remedy=("Raise the limits:\n" + patch) if patch else "Run docker exec <container> sh -c 'ulimit -n' "
-            "to read the limit by hand.",
+            summary=f"{info.name} limits too low for {users} users: " + "; ".join(x[0] for x in found) + ".",
+            detail="; ".join(x[1] for x in found) + ".",
+            remedy=("Raise the limits:\n" + patch) if patch else f"Read the limit by hand: docker exec {info.name} "
+            "sh -c 'ulimit -n'.",
             evidence=evidence, see_also=("docker.realtime.running",),
         )
     return CheckResult(

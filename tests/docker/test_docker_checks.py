@@ -1,0 +1,268 @@
+"""docker.* checks against a real engine: a healthy lab stack passes, each broken variant fails
+with the right remedy, and applying the remedy makes the check pass again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from docker.types import Ulimit
+
+from rtbook.checks import run_checks
+from rtbook.docker_checks import connect_engine, discover
+from rtbook.results import Report, Status
+from rtbook.target import Target
+from tests.docker.harness import Lab
+
+pytestmark = pytest.mark.docker
+
+DOCKER_IDS = (
+    "docker.engine",
+    "docker.realtime.running",
+    "docker.realtime.health",
+    "docker.realtime.env",
+    "docker.realtime.tenant_host",
+    "docker.gateway.resolves_realtime",
+    "docker.realtime.logs",
+    "docker.realtime.limits",
+)
+UPSTREAM = "realtime-dev.supabase-realtime"
+CANARY = "rtbook-canary-jwt-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def run(target: Target) -> Report:
+    return run_checks(target, only="docker.")
+
+
+def status(report: Report, check_id: str) -> Status:
+    return report.by_id(check_id).status
+
+
+def override(result: Any, key: str = "override_yaml") -> dict[str, Any]:
+    text = result.evidence[key]
+    assert text in result.remedy or key != "override_yaml", "the override YAML is part of the remedy"
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict) and "services" in data
+    return dict(data["services"])
+
+
+def test_healthy_stack_passes_every_docker_check(lab: Lab, target: Target) -> None:
+    rt = lab.realtime()
+    lab.gateway()
+    assert lab.wait_health(rt) == "healthy"
+
+    report = run(target)
+
+    assert [r.id for r in report] == list(DOCKER_IDS), str(report)
+    assert all(r.status is Status.PASS for r in report), str(report)
+    engine = report.by_id("docker.engine")
+    assert engine.evidence["realtime"] == rt.name
+    assert "compose labels" in engine.evidence["realtime_found_by"]
+    assert engine.evidence["gateway"] == f"{lab.prefix}-kong"
+    resolves = report.by_id("docker.gateway.resolves_realtime")
+    assert resolves.evidence["resolution"][UPSTREAM]["addresses"], resolves.evidence
+    # The healthcheck carries the ANON_KEY: it must not reach the report.
+    assert lab.stack_env["ANON_KEY"] not in report.to_json()
+
+
+def test_renamed_container_fails_until_the_alias_is_added(lab: Lab, target: Target) -> None:
+    rt = lab.realtime(name=f"{lab.prefix}-renamed-realtime", aliases=())
+    lab.gateway()
+    lab.wait_health(rt)
+
+    report = run(target)
+
+    host = report.by_id("docker.realtime.tenant_host")
+    assert host.status is Status.FAIL, str(host)
+    assert UPSTREAM in host.detail and rt.name in host.detail
+    services = override(host)
+    assert services == {"realtime": {"networks": {"default": {"aliases": [UPSTREAM]}}}}
+    assert yaml.safe_load(host.evidence["override_yaml_container_name"]) == {
+        "services": {"realtime": {"container_name": UPSTREAM}}
+    }
+    resolves = report.by_id("docker.gateway.resolves_realtime")
+    assert resolves.status is Status.FAIL, str(resolves)
+    assert "does not resolve" in resolves.detail
+    # Discovery still found it, by its compose labels.
+    assert report.by_id("docker.engine").evidence["realtime"] == rt.name
+
+    # Apply the remedy the way compose would (an alias on the project network) and run again.
+    net = lab.client.networks.get(lab.network)
+    net.disconnect(rt)
+    net.connect(rt, aliases=[UPSTREAM])
+    again = run(Target.from_stack_dir(lab.stack_dir, docker=True))
+    assert status(again, "docker.realtime.tenant_host") is Status.PASS, str(again)
+    assert status(again, "docker.gateway.resolves_realtime") is Status.PASS, str(again)
+
+
+def test_overridden_api_jwt_secret_is_reported_without_leaking_it(lab: Lab, target: Target) -> None:
+    rt = lab.realtime(env={"API_JWT_SECRET": CANARY, "RTBOOK_EXTRA_FLAG": "1"})
+    lab.gateway()
+    assert lab.wait_health(rt) == "unhealthy"
+
+    report = run(target)
+
+    health = report.by_id("docker.realtime.health")
+    assert health.status is Status.FAIL
+    assert health.evidence["http_status"] == 403
+    assert health.cause == "realtime.health_403"
+    assert "NOT signed" in health.detail
+    assert "API_JWT_SECRET" in health.remedy
+
+    env = report.by_id("docker.realtime.env")
+    assert env.status is Status.FAIL, str(env)
+    assert "API_JWT_SECRET" in env.summary
+    assert env.evidence["different"] == ["API_JWT_SECRET"]
+    assert env.evidence["only_in_container"] == ["RTBOOK_EXTRA_FLAG"]
+    # The pinned value is a reference to the .env entry, never the secret itself.
+    assert override(env) == {"realtime": {"environment": {"API_JWT_SECRET": "${JWT_SECRET}"}}}
+
+    rendered = report.to_json() + str(report) + report._repr_html_()
+    assert CANARY not in rendered
+    assert lab.stack_env["JWT_SECRET"] not in rendered
+
+
+@pytest.mark.parametrize("variant", ["tenant_missing", "healthcheck_names_other_tenant"])
+def test_failing_healthcheck_404(lab: Lab, target: Target, variant: str) -> None:
+    if variant == "tenant_missing":
+        rt = lab.realtime(args=["--no-tenant"])
+    else:
+        rt = lab.realtime(health_path="/api/tenants/acme/health")
+    lab.gateway()
+    assert lab.wait_health(rt) == "unhealthy"
+
+    result = run(target).by_id("docker.realtime.health")
+
+    assert result.status is Status.FAIL
+    assert result.evidence["http_status"] == 404
+    assert result.cause == "realtime.health_404"
+    if variant == "tenant_missing":
+        assert "SEED_SELF_HOST" in result.remedy
+    else:
+        assert result.evidence["healthcheck_tenant"] == "acme"
+        test = override(result)["realtime"]["healthcheck"]["test"]
+        assert test[0] == "CMD-SHELL" and "/api/tenants/realtime-dev/health" in test[1]
+
+
+def test_restart_loop_and_its_boot_error(lab: Lab, target: Target) -> None:
+    line = "21:03:11.203 [error] Failed to detect IP version for DB_HOST: nxdomain"
+    rt = lab.realtime(args=["--exit-code", "1", "--log", line], restart="always", healthcheck=False)
+    lab.gateway()
+    lab.wait_restarts(rt, 2)
+
+    report = run(target)
+
+    running = report.by_id("docker.realtime.running")
+    assert running.status is Status.FAIL, str(running)
+    assert running.cause == "docker.restart_loop"
+    assert running.evidence["restart_count"] >= 2
+    assert "restart loop" in running.summary
+    logs = report.by_id("docker.realtime.logs")
+    assert logs.status is Status.FAIL
+    assert [f["code"] for f in logs.evidence["findings"]] == ["DbHostUnresolvable"]
+    assert "DB_IP_VERSION" in logs.remedy
+
+
+def test_known_log_signatures_are_mapped_and_redacted(lab: Lab, target: Target) -> None:
+    anon = lab.stack_env["ANON_KEY"]
+    lines = [
+        "22:10:01.123 [error] TenantNotFound: Tenant not found: 192 error_code=TenantNotFound external_id=192",
+        "** (ArgumentError) errors were found at the given arguments: not an already existing atom "
+        ':erlang.binary_to_existing_atom("True", :utf8)',
+        f"22:10:02.000 [error] Failed to validate JWT signature token={anon}",
+        '22:10:03.000 [error] ** (Postgrex.Error) ERROR 42P01 (undefined_table) relation "tenants" does not exist',
+        "22:10:04.000 [error] ReplicationSlotBeingUsed: replication slot supabase_realtime_replication_slot_ is "
+        "active for PID 4242",
+    ]
+    args = [a for line in lines for a in ("--log", line)]
+    rt = lab.realtime(args=args)
+    lab.gateway()
+    lab.wait_health(rt)
+
+    result = run(target).by_id("docker.realtime.logs")
+
+    assert result.status is Status.FAIL
+    codes = {f["code"]: f for f in result.evidence["findings"]}
+    assert set(codes) == {"TenantNotFound", "BooleanAtom", "JwtError", "TenantsRelationMissing",
+                          "ReplicationSlotBeingUsed"}
+    assert codes["TenantNotFound"]["captured"] == ["192"]
+    assert "SELF_HOST_TENANT_NAME" in result.remedy and "realtime.sql" in result.remedy
+    assert anon not in str(result.to_dict())
+
+
+def test_containers_on_different_networks(lab: Lab, target: Target) -> None:
+    other = lab.extra_network("isolated")
+    rt = lab.realtime(network=other)
+    lab.gateway()
+    lab.wait_health(rt)
+
+    report = run(target)
+
+    resolves = report.by_id("docker.gateway.resolves_realtime")
+    assert resolves.status is Status.FAIL, str(resolves)
+    assert "share no network" in resolves.detail
+    assert override(resolves) == {"realtime": {"networks": ["default"]}}
+    assert status(report, "docker.realtime.tenant_host") is Status.FAIL
+
+    lab.client.networks.get(lab.network).connect(rt, aliases=[UPSTREAM])
+    again = run(Target.from_stack_dir(lab.stack_dir, docker=True))
+    assert status(again, "docker.gateway.resolves_realtime") is Status.PASS, str(again)
+    assert status(again, "docker.realtime.tenant_host") is Status.PASS, str(again)
+
+
+def test_low_open_files_and_memory_limits(lab: Lab, target: Target) -> None:
+    rt = lab.realtime(ulimits=[Ulimit(name="nofile", soft=256, hard=256)], mem_limit="96m")
+    lab.gateway()
+    lab.wait_health(rt)
+
+    result = run(target).by_id("docker.realtime.limits")
+
+    assert result.status is Status.FAIL, str(result)
+    assert result.evidence["open_files_soft"] == 256
+    assert result.evidence["memory_limit"] == 96 << 20
+    spec = override(result)["realtime"]
+    assert spec["ulimits"]["nofile"]["soft"] >= 10000
+    assert spec["environment"] == {"RLIMIT_NOFILE": str(spec["ulimits"]["nofile"]["soft"])}
+    assert int(spec["mem_limit"].rstrip("m")) >= 300
+
+
+def test_stack_not_running(lab: Lab) -> None:
+    assert lab.stack_dir is not None
+    auto = run(Target.from_stack_dir(lab.stack_dir, docker=None))
+    assert status(auto, "docker.engine") is Status.SKIP, str(auto)
+    assert all(r.status is Status.SKIP for r in auto), str(auto)
+    required = run(Target.from_stack_dir(lab.stack_dir, docker=True))
+    engine = required.by_id("docker.engine")
+    assert engine.status is Status.FAIL
+    assert "docker compose up -d" in engine.remedy
+
+
+@pytest.mark.parametrize("docker_host", ["unix:///nonexistent/rtbook-docker.sock", "tcp://127.0.0.1:1"])
+def test_unreachable_engine_is_a_result_not_an_exception(lab: Lab, docker_host: str) -> None:
+    assert lab.stack_dir is not None
+    env = {"DOCKER_HOST": docker_host}
+    auto = run(Target.from_stack_dir(lab.stack_dir, docker=None, env=env))
+    assert all(r.status is Status.SKIP for r in auto), str(auto)
+    required = run(Target.from_stack_dir(lab.stack_dir, docker=True, env=env))
+    engine = required.by_id("docker.engine")
+    assert engine.status is Status.FAIL
+    assert engine.evidence["problem"] == "docker_host"
+    assert docker_host in engine.remedy and "DOCKER_HOST" in engine.remedy
+    assert all(r.status in (Status.FAIL, Status.SKIP) for r in required)
+
+
+def test_discovery_by_image_without_compose_labels(lab: Lab) -> None:
+    image = lab.tag_image(f"{lab.prefix}.local/supabase/realtime", "v2.134.10")
+    rt = lab.realtime(name=f"{lab.prefix}-by-image", service=None, image=image, healthcheck=False)
+    session = connect_engine()
+    assert session.client is not None, session.problem
+    try:
+        found = discover(session.client)
+    finally:
+        session.client.close()
+    assert found.realtime is not None
+    assert found.realtime.repository == "supabase/realtime"
+    assert "image" in found.realtime_how
+    # Another lab's stand-in could run at the same time; ours must at least be a candidate.
+    assert rt.name == found.realtime.name or found.realtime.name.startswith("rtbooktest-")
