@@ -7,11 +7,14 @@ lab's prefix is left on the engine.
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.conftest import CORPUS, have_docker, require
@@ -26,9 +29,28 @@ def _stack_dir(tmp: Path, project: str) -> Path:
     shutil.copytree(OFFICIAL, dest)
     for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    env = (OFFICIAL / "env.example").read_text()
-    env += f"\nCOMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\nCOMPOSE_PROJECT_NAME={project}\n"
-    (dest / ".env").write_text(env)
+    jwt_secret = secrets.token_urlsafe(40)
+    now = int(time.time())
+    values = {
+        "COMPOSE_FILE": "docker-compose.yml:docker-compose.kong.yml",
+        "COMPOSE_PROJECT_NAME": project,
+        # Fresh secrets, as a careful self-hoster would have: the demo values are public and
+        # the redaction assertions must be about values nobody else knows.
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "JWT_SECRET": jwt_secret,
+        "ANON_KEY": jwt.encode({"role": "anon", "iss": "supabase", "iat": now, "exp": now + 86400},
+                               jwt_secret, algorithm="HS256"),
+        "SERVICE_ROLE_KEY": jwt.encode({"role": "service_role", "iss": "supabase", "iat": now,
+                                        "exp": now + 86400}, jwt_secret, algorithm="HS256"),
+        "SECRET_KEY_BASE": secrets.token_urlsafe(48),
+        "DASHBOARD_PASSWORD": secrets.token_urlsafe(16),
+    }
+    lines = []
+    for line in (OFFICIAL / "env.example").read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={values.pop(key)}" if key in values and "=" in line else line)
+    lines += [f"{k}={v}" for k, v in values.items()]
+    (dest / ".env").write_text("\n".join(lines) + "\n")
     return dest
 
 
