@@ -1,0 +1,987 @@
+"""Database checks (``db.*``) and the SQLAlchemy engine every live database check shares.
+
+Realtime's postgres_changes depend on the database more than on Realtime itself: logical
+decoding (``wal_level=logical`` and the wal2json plugin), a free replication slot per tenant (two
+with broadcast-from-database), the ``supabase_realtime`` publication holding the tables, a
+primary key and a useful REPLICA IDENTITY on each, and RLS policies that let each role SELECT
+the rows it should receive. Each check here looks at one of those, says what it saw, and gives
+the SQL that fixes it.
+
+The engine is built from ``target.db_url`` (which never carries a password) with the password
+from ``POSTGRES_PASSWORD`` (or ``DB_PASSWORD``) passed as a connect argument, so no URL or
+message rtbook renders can contain it. Every connection has a connect timeout and a
+``statement_timeout``/``lock_timeout`` derived from ``target.timeout``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from rtbook.exceptions import ConfigError
+from rtbook.results import CheckResult, Status, register
+from rtbook.target import Target
+
+__all__ = [
+    "REALTIME_APPLICATION_NAMES",
+    "SUPABASE_ROLES",
+    "DbProblem",
+    "TableInfo",
+    "TableRef",
+    "classify_db_error",
+    "connect",
+    "engine_for",
+    "parse_table",
+    "quote_ident",
+    "sql_url",
+]
+
+ENGINE_KEY = "rtbook.db.engine"
+PROBLEM_KEY = "rtbook.db.connect_problem"
+DEFAULT_PUBLICATION = "supabase_realtime"
+SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+# Realtime's pg_stat_activity application names (realtime-facts §4.7).
+REALTIME_APPLICATION_NAMES = (
+    "supabase_mt_realtime",
+    "realtime_connect",
+    "realtime_connect_probe",
+    "realtime_rls",
+    "realtime_subscription_manager",
+    "realtime_subscription_manager_pub",
+    "realtime_migrations",
+    "realtime_replication_connection",
+    "realtime_health_check",
+    "realtime_janitor",
+    "realtime_broadcast_changes",
+    "realtime_replication_slot_teardown",
+)
+# A slot that keeps more WAL than this is worth a warning: it fills the disk of a small server.
+SLOT_LAG_WARN_BYTES = 256 * 1024 * 1024
+
+
+# ------------------------------------------------------------------ engine
+
+
+def sql_url(target: Target) -> URL:
+    """The SQLAlchemy URL (psycopg 3 driver, no password) for ``target.db_url``.
+
+    Raises:
+        ConfigError: no db_url, not a PostgreSQL URL, or a password inside it.
+    """
+    if not target.db_url:
+        raise ConfigError("no database URL: " + target.why_missing("db"))
+    try:
+        url = make_url(target.db_url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"db_url {target.db_url!r} is not a database URL; use postgresql://USER@HOST:PORT/DBNAME"
+        ) from exc
+    if url.password is not None or "password" in url.query:
+        raise ConfigError(
+            "db_url must not contain a password; remove it and set POSTGRES_PASSWORD in the environment "
+            "or the stack's .env"
+        )
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"db_url {url.render_as_string()!r} is not a PostgreSQL URL; use postgresql://USER@HOST:PORT/DBNAME"
+        )
+    return url.set(drivername="postgresql+psycopg")
+
+
+def _password(target: Target) -> str | None:
+    for name in ("POSTGRES_PASSWORD", "DB_PASSWORD"):
+        found = target.secret(name)
+        if found is not None:
+            return found.reveal()
+    return None
+
+
+def engine_for(target: Target) -> Engine:
+    """Return the target's engine, built once and kept in ``target.cache``.
+
+    Connections are not pooled (NullPool): rtbook leaves no idle session on the user's database,
+    and a test that restarts a cluster never meets a stale pooled connection.
+    """
+    cached = target.cache.get(ENGINE_KEY)
+    if isinstance(cached, Engine):
+        return cached
+    url = sql_url(target)
+    timeout_ms = max(1, int(target.timeout * 1000))
+    connect_args: dict[str, Any] = {
+        "connect_timeout": max(1, math.ceil(target.timeout)),
+        "application_name": "rtbook",
+    }
+    password = _password(target)
+    if password is not None:
+        # As a connect argument, never in the URL: URL strings end up in reprs and tracebacks.
+        connect_args["password"] = password
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+    @sa.event.listens_for(engine, "connect")
+    def _set_timeouts(dbapi_conn: Any, _record: Any) -> None:
+        # SET rather than a startup "options" parameter: poolers such as Supavisor reject options.
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {timeout_ms}")
+            cur.execute(f"SET lock_timeout = {timeout_ms}")
+        dbapi_conn.commit()
+
+    target.cache[ENGINE_KEY] = engine
+    return engine
+
+
+def connect(target: Target) -> Connection:
+    """Open a connection to the target's database (the caller closes it)."""
+    return engine_for(target).connect()
+
+
+# ------------------------------------------------------------------ errors
+
+
+@dataclass(frozen=True)
+class DbProblem:
+    """Why a database operation failed: a short kind, a sentence and the fix."""
+
+    kind: str
+    summary: str
+    remedy: str
+    message: str = ""
+
+
+def _error_text(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
+    # SQLAlchemy appends a background link and the SQL; keep the database's own words.
+    text = text.split("\n(Background on this error", 1)[0]
+    return " ".join(text.split())[:600]
+
+
+def classify_db_error(exc: BaseException, target: Target | None = None) -> DbProblem:
+    """Map a connection or query error to a cause and a remedy."""
+    text = _error_text(exc)
+    low = text.lower()
+    where = ""
+    if target is not None and target.db_url:
+        try:
+            url = sql_url(target)
+            where = f" {url.username or ''}@{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+        except ConfigError:
+            where = ""
+    if "password authentication failed" in low or "no password supplied" in low:
+        return DbProblem(
+            "auth",
+            f"The database refused the password for{where}.",
+            "Set POSTGRES_PASSWORD (environment or the stack's .env) to the password of the user in --db-url.",
+            text,
+        )
+    if "no pg_hba.conf entry" in low:
+        return DbProblem(
+            "hba",
+            f"pg_hba.conf has no entry allowing this connection ({where.strip()}).",
+            "Add a host line for this client to pg_hba.conf (or connect from inside the compose network) "
+            "and reload PostgreSQL.",
+            text,
+        )
+    if "does not exist" in low and "database" in low:
+        return DbProblem(
+            "no_database", f"The database in --db-url does not exist ({where.strip()}).",
+            "Use the database Realtime's DB_NAME names (postgres in the official compose).", text,
+        )
+    if "role" in low and "does not exist" in low:
+        return DbProblem(
+            "no_role", f"The user in --db-url does not exist ({where.strip()}).",
+            "Connect as supabase_admin or postgres (the users the official image creates).", text,
+        )
+    if "could not translate host name" in low or "name or service not known" in low:
+        return DbProblem(
+            "dns", f"The host in --db-url does not resolve ({where.strip()}).",
+            "Use an address reachable from where rtbook runs, e.g. 127.0.0.1 with the published port "
+            "(the compose name 'db' only resolves inside the compose network).", text,
+        )
+    if "connection refused" in low:
+        return DbProblem(
+            "refused", f"Nothing accepts connections at{where}.",
+            "Start the db service, or publish its port (ports: ['127.0.0.1:5432:5432']) and use that port.",
+            text,
+        )
+    if "timeout" in low or "timed out" in low:
+        return DbProblem(
+            "timeout", f"The database did not answer in time ({where.strip()}).",
+            "Check the address and any firewall; raise --timeout if the database is just slow.", text,
+        )
+    if "canceling statement due to statement timeout" in low or "lock timeout" in low:
+        return DbProblem(
+            "statement_timeout", "A query ran longer than the statement timeout.",
+            "Look for long transactions (pg_stat_activity where state = 'idle in transaction') "
+            "or raise --timeout.", text,
+        )
+    if "permission denied" in low or "must be superuser" in low:
+        return DbProblem(
+            "permission", "The user in --db-url lacks a privilege this check needs.",
+            "Connect as supabase_admin (superuser in the official image).", text,
+        )
+    return DbProblem("other", "The database returned an error.", "Read the database's message in the detail.", text)
+
+
+def _problem_result(cid: str, problem: DbProblem, during: str) -> CheckResult:
+    return CheckResult(
+        cid,
+        Status.FAIL,
+        summary=f"Could not {during}: {problem.summary}",
+        detail=f"Database said: {problem.message}" if problem.message else "",
+        remedy=problem.remedy,
+        cause=f"db.{problem.kind}",
+        see_also=("db.connect",) if cid != "db.connect" else (),
+        evidence={"error_kind": problem.kind},
+    )
+
+
+Body = Callable[[Connection], "CheckResult | list[CheckResult]"]
+
+
+def with_connection(target: Target, cid: str, body: Body) -> CheckResult | list[CheckResult]:
+    """Run ``body`` on a fresh connection; connection and query errors become failed results.
+
+    A connection failure is remembered in ``target.cache`` so that the other checks of the run
+    fail at once instead of waiting for the same timeout again.
+    """
+    problem = target.cache.get(PROBLEM_KEY)
+    if isinstance(problem, DbProblem):
+        return _problem_result(cid, problem, "connect to the database")
+    try:
+        conn = connect(target)
+    except ConfigError:
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        problem = classify_db_error(exc, target)
+        target.cache[PROBLEM_KEY] = problem
+        return _problem_result(cid, problem, "connect to the database")
+    try:
+        with conn:
+            return body(conn)
+    except (SQLAlchemyError, OSError) as exc:
+        return _problem_result(cid, classify_db_error(exc, target), "run the check's query")
+
+
+# ------------------------------------------------------------------ tables
+
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Quote a SQL identifier only when it needs it (for remedies people copy and paste)."""
+    return name if _IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A ``schema.table`` name."""
+
+    schema: str
+    name: str
+
+    @property
+    def sql(self) -> str:
+        """The quoted name for SQL."""
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def parse_table(text: str) -> TableRef:
+    """Parse ``schema.table`` (or ``table``, meaning ``public.table``).
+
+    Raises:
+        ConfigError: empty or more than two dotted parts.
+    """
+    raw = text.strip()
+    parts = [p.strip().strip('"') for p in raw.split(".")]
+    if not raw or len(parts) > 2 or not all(parts):
+        raise ConfigError(f"table {text!r} is not a table name; use schema.table, e.g. public.todos")
+    return TableRef("public", parts[0]) if len(parts) == 1 else TableRef(parts[0], parts[1])
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the catalogue says about one table."""
+
+    ref: TableRef
+    exists: bool
+    kind: str = ""
+    replica_identity: str = ""  # d default, f full, n nothing, i index
+    rls: bool = False
+    force_rls: bool = False
+    primary_key: tuple[str, ...] = ()
+    in_publication: bool = False
+    privileges: dict[str, bool] = field(default_factory=dict)
+
+
+def _publication_name(target: Target) -> str:
+    name = target.cache.get("rtbook.db.publication_name")
+    return name if isinstance(name, str) and name else DEFAULT_PUBLICATION
+
+
+def publication_tables(conn: Connection, publication: str) -> list[TableRef] | None:
+    """Tables in ``publication``, or None when the publication does not exist."""
+    exists = conn.execute(sa.text("SELECT 1 FROM pg_publication WHERE pubname = :p"), {"p": publication}).first()
+    if exists is None:
+        return None
+    rows = conn.execute(
+        sa.text("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = :p ORDER BY 1, 2"),
+        {"p": publication},
+    ).all()
+    return [TableRef(r[0], r[1]) for r in rows]
+
+
+def _tables_to_check(conn: Connection, target: Target) -> tuple[list[TableRef], str]:
+    if target.tables:
+        return [parse_table(t) for t in target.tables], "the tables you named"
+    tables = publication_tables(conn, _publication_name(target)) or []
+    return tables, f"every table in the {_publication_name(target)} publication"
+
+
+def table_info(conn: Connection, ref: TableRef, publication: str = DEFAULT_PUBLICATION) -> TableInfo:
+    """Read one table's replica identity, RLS flags, primary key and role privileges."""
+    row = conn.execute(
+        sa.text(
+            """
+            SELECT c.oid, c.relkind, c.relreplident, c.relrowsecurity, c.relforcerowsecurity,
+                   EXISTS (SELECT 1 FROM pg_publication_tables pt
+                           WHERE pt.pubname = :pub AND pt.schemaname = n.nspname AND pt.tablename = c.relname)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = :s AND c.relname = :t AND c.relkind IN ('r', 'p')
+            """
+        ),
+        {"s": ref.schema, "t": ref.name, "pub": publication},
+    ).first()
+    if row is None:
+        return TableInfo(ref, exists=False)
+    oid = row[0]
+    pk = conn.execute(
+        sa.text(
+            """
+            SELECT a.attname FROM pg_index i
+            JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = :oid AND i.indisprimary ORDER BY k.ord
+            """
+        ),
+        {"oid": oid},
+    ).scalars().all()
+    privileges: dict[str, bool] = {}
+    for role in SUPABASE_ROLES:
+        got = conn.execute(
+            sa.text(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r) "
+                "THEN has_table_privilege(:r, CAST(:oid AS oid), 'SELECT') END"
+            ),
+            {"r": role, "oid": oid},
+        ).scalar()
+        if got is not None:
+            privileges[role] = bool(got)
+    return TableInfo(
+        ref, True, kind=str(row[1]), replica_identity=str(row[2]), rls=bool(row[3]), force_rls=bool(row[4]),
+        primary_key=tuple(str(c) for c in pk), in_publication=bool(row[5]), privileges=privileges,
+    )
+
+
+# ------------------------------------------------------------------ checks
+
+
+@register("db.connect", "The database accepts rtbook's connection", needs=("db",))
+def check_connect(target: Target) -> CheckResult:
+    """Connect and read the server version, the user and the database."""
+    cid = "db.connect"
+    target.cache.pop(PROBLEM_KEY, None)
+    started = time.perf_counter()
+
+    def body(conn: Connection) -> CheckResult:
+        row = conn.execute(
+            sa.text("SELECT current_setting('server_version'), current_user, current_database(), "
+                    "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
+        ).one()
+        elapsed = (time.perf_counter() - started) * 1000
+        version, user, database, superuser = str(row[0]), str(row[1]), str(row[2]), bool(row[3])
+        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+        evidence = {"server_version": version, "user": user, "database": database, "superuser": superuser}
+        if major and major < 14:
+            return CheckResult(
+                cid, Status.WARN,
+                summary=f"Connected as {user} to {database}, but PostgreSQL {version} is older than Realtime supports.",
+                detail="Realtime's tenant migrations and the supabase/postgres image target PostgreSQL 15 and newer.",
+                remedy="Upgrade to PostgreSQL 15 (supabase/postgres:15.x).",
+                evidence=evidence, metrics={"connect_ms": elapsed},
+            )
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"Connected as {user} to {database} (PostgreSQL {version}) in {elapsed:.0f} ms.",
+            evidence=evidence, metrics={"connect_ms": elapsed},
+        )
+
+    return with_connection(target, cid, body)  # type: ignore[return-value]
+
+
+@register("db.wal_level", "wal_level is logical", needs=("db",))
+def check_wal_level(target: Target) -> CheckResult | list[CheckResult]:
+    """postgres_changes need logical decoding, i.e. ``wal_level = logical``."""
+    cid = "db.wal_level"
+
+    def body(conn: Connection) -> CheckResult:
+        level = str(conn.execute(sa.text("SHOW wal_level")).scalar())
+        if level == "logical":
+            return CheckResult(cid, Status.PASS, summary="wal_level is logical.", evidence={"wal_level": level})
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"wal_level is {level}; Realtime's replication slot needs logical.",
+            detail=f"SHOW wal_level returned {level!r}. Realtime creates a wal2json logical slot for postgres_changes "
+            "and fails with 'logical decoding requires wal_level >= logical' (logged as "
+            "PoolingReplicationPreparationError); clients may still see 'Subscribed to PostgreSQL' but no events "
+            "arrive.",
+            remedy="ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (the setting needs a restart). "
+            "The supabase/postgres image sets it by default.",
+            cause="db.wal_level_not_logical", evidence={"wal_level": level},
+        )
+
+    return with_connection(target, cid, body)
+
+
+@register("db.wal2json", "A temporary wal2json logical slot can be created", needs=("db",))
+def check_wal2json(target: Target) -> CheckResult | list[CheckResult]:
+    """Create and drop a temporary logical slot with wal2json, as Realtime's poller does."""
+    cid = "db.wal2json"
+    slot = f"rtbook_probe_{uuid.uuid4().hex[:12]}"
+
+    def body(conn: Connection) -> CheckResult:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        started = time.perf_counter()
+        try:
+            auto.execute(sa.text("SELECT pg_create_logical_replication_slot(:s, 'wal2json', true)"), {"s": slot})
+        except DBAPIError as exc:
+            return _wal2json_failure(cid, exc, target)
+        try:
+            auto.execute(
+                sa.text("SELECT count(*) FROM pg_logical_slot_peek_changes(:s, NULL, 1, 'format-version', '2')"),
+                {"s": slot},
+            )
+        finally:
+            auto.execute(sa.text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
+        elapsed = (time.perf_counter() - started) * 1000
+        return CheckResult(
+            cid, Status.PASS,
+            summary="A temporary logical slot with the wal2json plugin was created, read and dropped.",
+            evidence={"probe_slot": slot}, metrics={"slot_roundtrip_ms": elapsed},
+        )
+
+    return with_connection(target, cid, body)
+
+
+def _wal2json_failure(cid: str, exc: DBAPIError, target: Target) -> CheckResult:
+    text = _error_text(exc)
+    low = text.lower()
+    if "wal2json" in low and ("could not access file" in low or "no such file" in low):
+        summary = "The wal2json output plugin is not installed on the database server."
+        remedy = ("Install wal2json on the server (Debian: apt-get install postgresql-15-wal2json) or use the "
+                  "supabase/postgres image, which ships it.")
+        cause = "db.wal2json_missing"
+    elif "wal_level" in low:
+        summary = "Logical decoding is off (wal_level is not logical)."
+        remedy = "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL."
+        cause = "db.wal_level_not_logical"
+    elif "replication slots are in use" in low or "max_replication_slots" in low:
+        summary = "Every replication slot is in use; Realtime could not create its slot either."
+        remedy = ("Drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                  "WHERE NOT active AND slot_name = '...') or raise max_replication_slots and restart.")
+        cause = "db.no_free_slots"
+    elif "permission denied" in low or "must be superuser or replication" in low or "replication role" in low:
+        summary = "The database user may not create replication slots."
+        remedy = "ALTER ROLE <db_user> WITH REPLICATION; (Realtime's DB_USER needs it too; supabase_admin has it)."
+        cause = "db.no_replication_privilege"
+    elif "statement timeout" in low:
+        summary = "Creating the slot timed out: it waits for every open transaction to finish."
+        remedy = ("Find long-open transactions: SELECT pid, state, xact_start FROM pg_stat_activity "
+                  "WHERE xact_start < now() - interval '1 minute'; end them or raise --timeout.")
+        cause = "db.long_transaction"
+    else:
+        summary = "Creating a temporary wal2json slot failed."
+        remedy = "Read the database's message in the detail."
+        cause = "db.other"
+    return CheckResult(
+        cid, Status.FAIL, summary=summary,
+        detail=f"SELECT pg_create_logical_replication_slot(<probe>, 'wal2json', true) failed: {text}. Realtime runs "
+        "the same call for postgres_changes (Extensions.PostgresCdcRls.Replications.prepare_replication).",
+        remedy=remedy, cause=cause, see_also=("db.wal_level", "db.replication_capacity"),
+        evidence={"error": text},
+    )
+
+
+def _tenant_count(conn: Connection) -> int | None:
+    if conn.execute(sa.text("SELECT to_regclass('_realtime.tenants')")).scalar() is None:
+        return None
+    return int(conn.execute(sa.text("SELECT count(*) FROM _realtime.tenants WHERE NOT coalesce(suspend, false)"))
+               .scalar() or 0)
+
+
+@register("db.replication_capacity", "Free replication slots and WAL senders for Realtime", needs=("db",))
+def check_replication_capacity(target: Target) -> CheckResult | list[CheckResult]:
+    """Realtime needs up to two slots per tenant (CDC and broadcast-from-database) and one WAL sender."""
+    cid = "db.replication_capacity"
+
+    def body(conn: Connection) -> CheckResult:
+        row = conn.execute(
+            sa.text(
+                r"""
+                SELECT current_setting('max_replication_slots')::int,
+                       current_setting('max_wal_senders')::int,
+                       (SELECT count(*) FROM pg_replication_slots),
+                       (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'supabase\_realtime%'),
+                       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'),
+                       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'
+                          AND application_name = 'realtime_replication_connection')
+                """
+            )
+        ).one()
+        max_slots, max_senders, used_slots, rt_slots, used_senders, rt_senders = (int(v) for v in row)
+        counted = _tenant_count(conn)
+        tenants = counted if counted else 1
+        need_slots = max(0, 2 * tenants - rt_slots)
+        need_senders = max(0, tenants - rt_senders)
+        free_slots = max_slots - used_slots
+        free_senders = max_senders - used_senders
+        evidence = {
+            "max_replication_slots": max_slots, "slots_in_use": used_slots, "realtime_slots": rt_slots,
+            "max_wal_senders": max_senders, "wal_senders_in_use": used_senders,
+            "tenants": counted if counted is not None else "unknown (no _realtime.tenants), assumed 1",
+            "slots_still_needed": need_slots, "wal_senders_still_needed": need_senders,
+        }
+        detail = (
+            f"max_replication_slots={max_slots}, {used_slots} in use ({rt_slots} of them Realtime's), {free_slots} "
+            f"free; max_wal_senders={max_senders}, {used_senders} in use, {free_senders} free. For {tenants} "
+            f"tenant(s) Realtime needs up to {2 * tenants} slots (one wal2json slot for postgres_changes and one "
+            f"pgoutput slot for broadcast-from-database per tenant) and {tenants} WAL sender(s)."
+        )
+        problems = []
+        if free_slots < need_slots:
+            problems.append(f"{free_slots} free slot(s) but Realtime still needs {need_slots}")
+        if free_senders < need_senders:
+            problems.append(f"{free_senders} free WAL sender(s) but Realtime still needs {need_senders}")
+        if problems:
+            return CheckResult(
+                cid, Status.FAIL, summary="Not enough replication capacity: " + "; ".join(problems) + ".",
+                detail=detail + " Realtime logs ReplicationMaxWalSendersReached or 'all replication slots are in "
+                "use' and postgres_changes stay silent.",
+                remedy="Drop slots nobody uses (SELECT slot_name, active FROM pg_replication_slots; then "
+                "SELECT pg_drop_replication_slot('<name>');) or raise the limits: ALTER SYSTEM SET "
+                f"max_replication_slots = {max_slots + need_slots - free_slots + 2}; ALTER SYSTEM SET "
+                f"max_wal_senders = {max(max_senders, max_senders + need_senders - free_senders + 2)}; "
+                "then restart PostgreSQL.",
+                cause="db.no_free_slots", evidence=evidence,
+            )
+        if free_slots == need_slots:
+            return CheckResult(
+                cid, Status.WARN,
+                summary=f"Just enough replication slots ({free_slots} free, {need_slots} needed) and no spare.",
+                detail=detail + " A Realtime restart can briefly hold old temporary slots; with no spare slot "
+                "the new ones fail until the old session ends.",
+                remedy=f"ALTER SYSTEM SET max_replication_slots = {max_slots + 2}; then restart PostgreSQL.",
+                evidence=evidence,
+            )
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"{free_slots} free replication slot(s) and {free_senders} free WAL sender(s); Realtime needs "
+            f"{need_slots} and {need_senders} more.",
+            detail=detail, evidence=evidence,
+        )
+
+    return with_connection(target, cid, body)
+
+
+@register("db.realtime_slots", "Realtime's replication slots: active, and how far they lag", needs=("db",))
+def check_realtime_slots(target: Target) -> CheckResult | list[CheckResult]:
+    """List the ``supabase_realtime%`` slots with their state and lag in bytes."""
+    cid = "db.realtime_slots"
+
+    def body(conn: Connection) -> CheckResult:
+        rows = conn.execute(
+            sa.text(
+                r"""
+                SELECT slot_name, plugin, slot_type, temporary, active, active_pid, database, wal_status,
+                       CASE WHEN pg_is_in_recovery() THEN NULL ELSE
+                         pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::bigint
+                       END
+                FROM pg_replication_slots WHERE slot_name LIKE 'supabase\_realtime%' ORDER BY slot_name
+                """
+            )
+        ).all()
+        slots = [
+            {"slot_name": r[0], "plugin": r[1], "slot_type": r[2], "temporary": bool(r[3]), "active": bool(r[4]),
+             "active_pid": r[5], "database": r[6], "wal_status": r[7], "lag_bytes": r[8]}
+            for r in rows
+        ]
+        metrics = {f"lag_bytes.{s['slot_name']}": float(s["lag_bytes"] or 0) for s in slots}
+        if not slots:
+            return CheckResult(
+                cid, Status.PASS,
+                summary="No Realtime replication slot exists (normal while nobody subscribes to postgres_changes).",
+                detail="Realtime creates its temporary wal2json slot (supabase_realtime_replication_slot...) when "
+                "the first postgres_changes channel joins, and it vanishes with the poller's connection.",
+                evidence={"slots": []},
+            )
+        problems: list[str] = []
+        remedies: list[str] = []
+        failed = False
+        for s in slots:
+            name = s["slot_name"]
+            if s["wal_status"] == "lost":
+                failed = True
+                problems.append(f"{name} has lost required WAL (wal_status=lost) and can never be read again")
+                remedies.append(f"SELECT pg_drop_replication_slot('{name}');")
+            elif not s["active"] and not s["temporary"]:
+                problems.append(f"{name} is a permanent slot nobody reads; it keeps WAL "
+                                f"({_bytes(s['lag_bytes'])} so far)")
+                remedies.append(f"SELECT pg_drop_replication_slot('{name}');")
+            elif s["lag_bytes"] is not None and s["lag_bytes"] > SLOT_LAG_WARN_BYTES:
+                problems.append(f"{name} lags by {_bytes(s['lag_bytes'])}")
+                remedies.append(
+                    f"Check Realtime's logs for poller errors; if the slot is stuck, "
+                    f"SELECT pg_terminate_backend({s['active_pid']}); and let Realtime recreate it."
+                )
+            if name == "supabase_realtime_rls":
+                problems.append("supabase_realtime_rls is the slot of Realtime v0, which current images never read")
+                remedies.append("SELECT pg_drop_replication_slot('supabase_realtime_rls');")
+        listing = "; ".join(
+            f"{s['slot_name']} ({s['plugin']}, {'temporary' if s['temporary'] else 'permanent'}, "
+            f"{'active pid ' + str(s['active_pid']) if s['active'] else 'inactive'}, lag {_bytes(s['lag_bytes'])})"
+            for s in slots
+        )
+        if problems:
+            return CheckResult(
+                cid, Status.FAIL if failed else Status.WARN,
+                summary="Realtime slot problem: " + "; ".join(dict.fromkeys(problems)) + ".",
+                detail="Slots found: " + listing + ".",
+                remedy=" ".join(dict.fromkeys(remedies)),
+                cause="db.slot_lost" if failed else "db.slot_idle",
+                evidence={"slots": slots}, metrics=metrics,
+            )
+        return CheckResult(
+            cid, Status.PASS, summary=f"{len(slots)} Realtime slot(s), none stuck: {listing}.",
+            evidence={"slots": slots}, metrics=metrics,
+        )
+
+    return with_connection(target, cid, body)
+
+
+def _bytes(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    n = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@register("db.publication", "The supabase_realtime publication holds the tables", needs=("db",))
+def check_publication(target: Target) -> CheckResult | list[CheckResult]:
+    """The publication exists, lists its tables, and contains the tables the user named."""
+    cid = "db.publication"
+    pub = _publication_name(target)
+
+    def body(conn: Connection) -> CheckResult:
+        prow = conn.execute(
+            sa.text("SELECT puballtables, pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = :p"),
+            {"p": pub},
+        ).first()
+        if prow is None:
+            return CheckResult(
+                cid, Status.FAIL, summary=f"The publication {pub} does not exist.",
+                detail=f"Realtime subscribes postgres_changes only for tables in publication {pub!r} (the "
+                "extension's 'publication' setting). Without it every postgres_changes join is refused with "
+                "'Unable to subscribe to changes with given parameters'.",
+                remedy=f"CREATE PUBLICATION {quote_ident(pub)};"
+                + "".join(f" ALTER PUBLICATION {quote_ident(pub)} ADD TABLE {parse_table(t).sql};"
+                          for t in target.tables),
+                cause="db.publication_missing",
+            )
+        tables = publication_tables(conn, pub) or []
+        names = [str(t) for t in tables]
+        ops = [op for op, on in zip(("insert", "update", "delete"), prow[1:], strict=True) if on]
+        evidence: dict[str, Any] = {"publication": pub, "tables": names, "all_tables": bool(prow[0]),
+                                    "publishes": ops}
+        wanted = [parse_table(t) for t in target.tables]
+        missing = [t for t in wanted if t not in tables]
+        if missing:
+            absent = [t for t in missing if not _table_exists(conn, t)]
+            present = [t for t in missing if t not in absent]
+            parts = []
+            if present:
+                parts.append(f"{', '.join(map(str, present))} {'is' if len(present) == 1 else 'are'} not in {pub}")
+            if absent:
+                parts.append(f"{', '.join(map(str, absent))} do{'es' if len(absent) == 1 else ''} not exist")
+            remedy = " ".join(f"ALTER PUBLICATION {quote_ident(pub)} ADD TABLE {t.sql};" for t in present)
+            if absent:
+                remedy += (" " if remedy else "") + "Create the missing table(s) or fix the name(s) you passed."
+            return CheckResult(
+                cid, Status.FAIL, summary="; ".join(parts) + ".",
+                detail=f"Publication {pub} holds: {', '.join(names) or 'no tables'}. A postgres_changes join "
+                "on a table outside it gets the system error 'Unable to subscribe to changes with given "
+                "parameters' and no events.",
+                remedy=remedy, cause="db.table_not_in_publication", evidence=evidence,
+            )
+        if missing_ops := [op for op in ("insert", "update", "delete") if op not in ops]:
+            return CheckResult(
+                cid, Status.WARN,
+                summary=f"{pub} does not publish {', '.join(missing_ops)}; those events are never delivered.",
+                detail=f"pg_publication says the publication publishes only {', '.join(ops) or 'nothing'}.",
+                remedy=f"ALTER PUBLICATION {quote_ident(pub)} SET (publish = 'insert, update, delete');",
+                evidence=evidence,
+            )
+        if not tables:
+            return CheckResult(
+                cid, Status.WARN, summary=f"The publication {pub} exists but holds no tables.",
+                detail="No postgres_changes subscription can succeed until a table is added (Studio's "
+                "'Replication' toggle does the same).",
+                remedy=f"ALTER PUBLICATION {quote_ident(pub)} ADD TABLE public.<your_table>;",
+                cause="db.publication_empty", evidence=evidence,
+            )
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"{pub} holds {len(tables)} table(s): {', '.join(names)}"
+            + (f"; the {len(wanted)} you named are in it." if wanted else "."),
+            evidence=evidence,
+        )
+
+    return with_connection(target, cid, body)
+
+
+def _table_exists(conn: Connection, ref: TableRef) -> bool:
+    return conn.execute(
+        sa.text("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relname = :t AND c.relkind IN ('r', 'p')"),
+        {"s": ref.schema, "t": ref.name},
+    ).first() is not None
+
+
+def _per_table_check(
+    target: Target, cid: str, judge: Callable[[Connection, TableInfo], tuple[Status, str, str]],
+) -> CheckResult | list[CheckResult]:
+    """Run ``judge`` on each table to check and fold the verdicts into one result."""
+
+    def body(conn: Connection) -> CheckResult:
+        tables, scope = _tables_to_check(conn, target)
+        if not tables:
+            return CheckResult(
+                cid, Status.SKIP,
+                summary=f"No table to check: the {_publication_name(target)} publication is empty or missing and "
+                "no table was named.",
+                remedy="Name tables with --table schema.table (or the tables parameter).",
+                see_also=("db.publication",),
+            )
+        verdicts: list[tuple[TableInfo, Status, str, str]] = []
+        for ref in tables:
+            info = table_info(conn, ref, _publication_name(target))
+            if not info.exists:
+                verdicts.append((info, Status.FAIL, f"{ref} does not exist", "Fix the table name or create it."))
+                continue
+            status, finding, remedy = judge(conn, info)
+            verdicts.append((info, status, finding, remedy))
+        worst = _worst(v[1] for v in verdicts)
+        bad = [v for v in verdicts if v[1] is not Status.PASS]
+        evidence = {"scope": scope, "tables": {str(v[0].ref): {"status": v[1].value, "finding": v[2]}
+                                               for v in verdicts}}
+        if not bad:
+            return CheckResult(
+                cid, Status.PASS, summary=f"{len(verdicts)} table(s) OK ({scope}): "
+                + "; ".join(f"{v[0].ref}: {v[2]}" for v in verdicts) + ".",
+                evidence=evidence,
+            )
+        return CheckResult(
+            cid, worst,
+            summary="; ".join(f"{v[0].ref}: {v[2]}" for v in bad) + ".",
+            detail=f"Checked {scope}: " + "; ".join(f"{v[0].ref} {v[1].value} ({v[2]})" for v in verdicts) + ".",
+            remedy=" ".join(dict.fromkeys(v[3] for v in bad if v[3])),
+            cause=cid.replace("db.", "db.bad_"), evidence=evidence,
+        )
+
+    return with_connection(target, cid, body)
+
+
+def _worst(statuses: Iterable[Status]) -> Status:
+    order = [Status.PASS, Status.SKIP, Status.WARN, Status.FAIL, Status.ERROR]
+    return max(statuses, key=order.index, default=Status.PASS)
+
+
+@register("db.replica_identity", "REPLICA IDENTITY gives UPDATE/DELETE events their old values", needs=("db",))
+def check_replica_identity(target: Target) -> CheckResult | list[CheckResult]:
+    """FULL gives complete old records; DEFAULT gives only the primary key; NOTHING breaks UPDATE/DELETE."""
+
+    def judge(_conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+        ri = info.replica_identity
+        full = f"ALTER TABLE {info.ref.sql} REPLICA IDENTITY FULL;"
+        if ri == "f":
+            return Status.PASS, "REPLICA IDENTITY FULL", ""
+        if ri == "i":
+            return Status.PASS, "REPLICA IDENTITY USING INDEX (old records carry the index columns)", ""
+        if ri == "n":
+            return (Status.FAIL, "REPLICA IDENTITY NOTHING: UPDATE and DELETE on a published table fail with "
+                    "'cannot update table ... does not have a replica identity'", full)
+        if not info.primary_key:
+            return (Status.FAIL, "REPLICA IDENTITY DEFAULT without a primary key: old records are empty and "
+                    "UPDATE/DELETE fail once the table is published", full)
+        return (Status.WARN, f"REPLICA IDENTITY DEFAULT: old_record of UPDATE/DELETE holds only "
+                f"{', '.join(info.primary_key)}, and DELETE filters on other columns never match", full)
+
+    return _per_table_check(target, "db.replica_identity", judge)
+
+
+@register("db.primary_key", "Every checked table has a primary key", needs=("db",))
+def check_primary_key(target: Target) -> CheckResult | list[CheckResult]:
+    """Without a primary key Realtime sends ``Error 400: Bad Request, no primary key`` instead of rows."""
+
+    def judge(_conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+        if info.primary_key:
+            return Status.PASS, f"primary key ({', '.join(info.primary_key)})", ""
+        return (Status.FAIL, "no primary key: subscribers get errors ['Error 400: Bad Request, no primary key'] "
+                "instead of records", f"ALTER TABLE {info.ref.sql} ADD PRIMARY KEY (id);  -- use your key column(s)")
+
+    return _per_table_check(target, "db.primary_key", judge)
+
+
+@dataclass(frozen=True)
+class RoleAccess:
+    """Whether one role can receive a table's changes."""
+
+    role: str
+    verdict: str  # bypass | policies | no_policy | no_privilege | no_role | rls_off
+    policies: tuple[str, ...] = ()
+
+
+def role_access(conn: Connection, info: TableInfo, roles: Sequence[str] = SUPABASE_ROLES) -> list[RoleAccess]:
+    """For each role: bypasses RLS, has SELECT policies (named), or receives nothing."""
+    policies = conn.execute(
+        sa.text(
+            "SELECT policyname, permissive, roles::text[], cmd FROM pg_policies "
+            "WHERE schemaname = :s AND tablename = :t AND cmd IN ('SELECT', 'ALL')"
+        ),
+        {"s": info.ref.schema, "t": info.ref.name},
+    ).all()
+    out = []
+    for role in roles:
+        flags = conn.execute(
+            sa.text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = :r"), {"r": role}
+        ).first()
+        if flags is None:
+            out.append(RoleAccess(role, "no_role"))
+            continue
+        if not info.privileges.get(role, False):
+            out.append(RoleAccess(role, "no_privilege"))
+            continue
+        if not info.rls:
+            out.append(RoleAccess(role, "rls_off"))
+            continue
+        if flags[0] and not info.force_rls:
+            out.append(RoleAccess(role, "bypass"))
+            continue
+        mine = [p for p in policies if p[1] == "PERMISSIVE" and (role in p[2] or "public" in p[2])]
+        if mine:
+            out.append(RoleAccess(role, "policies", tuple(str(p[0]) for p in mine)))
+        else:
+            out.append(RoleAccess(role, "no_policy"))
+    return out
+
+
+@register("db.rls", "RLS is on and each role has a SELECT policy", needs=("db",))
+def check_rls(target: Target) -> CheckResult | list[CheckResult]:
+    """Realtime checks each change against the subscriber's role by running a SELECT as that role."""
+
+    def judge(conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+        access = role_access(conn, info)
+        t = info.ref.sql
+        if not info.rls:
+            no_priv = [a.role for a in access if a.verdict == "no_privilege"]
+            return (Status.WARN, "RLS is off: every subscriber whose filter matches receives every row"
+                    + (f" (no SELECT privilege for {', '.join(no_priv)})" if no_priv else ""),
+                    f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; then CREATE POLICY ... ON {t} FOR SELECT "
+                    "TO authenticated USING (...);")
+        parts = []
+        remedies = []
+        status = Status.PASS
+        for a in access:
+            if a.verdict == "policies":
+                parts.append(f"{a.role}: {', '.join(a.policies)}")
+            elif a.verdict == "bypass":
+                parts.append(f"{a.role}: bypasses RLS")
+            elif a.verdict == "no_role":
+                parts.append(f"{a.role}: role does not exist")
+            elif a.verdict == "no_privilege":
+                status = _worst((status, Status.WARN))
+                parts.append(f"{a.role}: no SELECT privilege, receives no events ('Error 401: Unauthorized')")
+                remedies.append(f"GRANT SELECT ON {t} TO {a.role};")
+            elif a.verdict == "no_policy":
+                status = _worst((status, Status.WARN))
+                parts.append(f"{a.role}: no SELECT policy, receives no INSERT/UPDATE events")
+                remedies.append(
+                    f"CREATE POLICY {quote_ident(info.ref.name + '_select_' + a.role)} ON {t} FOR SELECT "
+                    f"TO {a.role} USING (true);  -- narrow the USING clause to the rows {a.role} may see"
+                )
+        return status, "RLS on; " + "; ".join(parts), " ".join(remedies)
+
+    return _per_table_check(target, "db.rls", judge)
+
+
+@register("db.realtime_connections", "Realtime's sessions in pg_stat_activity", needs=("db",))
+def check_realtime_connections(target: Target) -> CheckResult | list[CheckResult]:
+    """Count Realtime's sessions by application_name; none means Realtime is not using this database."""
+    cid = "db.realtime_connections"
+
+    def body(conn: Connection) -> CheckResult:
+        rows = conn.execute(
+            sa.text(
+                r"""
+                SELECT application_name, coalesce(state, ''), count(*), coalesce(max(client_addr::text), 'local')
+                FROM pg_stat_activity
+                WHERE application_name = ANY(:names) OR application_name LIKE 'cluster\_node\_%'
+                GROUP BY 1, 2 ORDER BY 1, 2
+                """
+            ),
+            {"names": list(REALTIME_APPLICATION_NAMES)},
+        ).all()
+        sessions: dict[str, dict[str, int]] = {}
+        clients: set[str] = set()
+        for name, state, count, addr in rows:
+            sessions.setdefault(str(name), {})[str(state) or "unknown"] = int(count)
+            clients.add(str(addr))
+        total = sum(sum(v.values()) for v in sessions.values())
+        evidence = {"sessions": sessions, "client_addresses": sorted(clients)}
+        if not sessions:
+            return CheckResult(
+                cid, Status.WARN, summary="No Realtime session is connected to this database.",
+                detail="pg_stat_activity has no session named " + ", ".join(REALTIME_APPLICATION_NAMES[:4])
+                + ", ... Realtime keeps supabase_mt_realtime sessions for its own metadata while it runs against "
+                "this database; tenant sessions (realtime_connect, realtime_rls) start with the first client.",
+                remedy="Check that Realtime runs (docker ps) and that its DB_HOST/DB_PORT/DB_NAME point at this "
+                "database; then connect a client and run this check again.",
+                cause="db.realtime_not_connected", evidence=evidence,
+            )
+        listing = ", ".join(f"{name} ×{sum(states.values())}" for name, states in sessions.items())
+        if "realtime_rls" not in sessions and "realtime_connect" not in sessions:
+            note = " No tenant session yet (they start with the first client)."
+        else:
+            note = ""
+        return CheckResult(
+            cid, Status.PASS, summary=f"{total} Realtime session(s): {listing}.{note}",
+            evidence=evidence, metrics={"sessions": float(total)},
+        )
+
+    return with_connection(target, cid, body)
