@@ -16,6 +16,8 @@ __all__ = [
     "COMPOSE_NETWORK_LABEL",
     "COMPOSE_PROJECT_LABEL",
     "COMPOSE_SERVICE_LABEL",
+    "STACK_NAMESPACE_LABEL",
+    "SWARM_SERVICE_LABEL",
     "ContainerInfo",
     "ContainerState",
     "Health",
@@ -30,6 +32,9 @@ __all__ = [
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_NETWORK_LABEL = "com.docker.compose.network"
+# `docker stack deploy` (swarm) labels its tasks' containers with these instead.
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -257,13 +262,20 @@ class ContainerInfo:
 
     @property
     def compose_project(self) -> str:
-        """The compose project label, empty when the container was not created by compose."""
-        return self.labels.get(COMPOSE_PROJECT_LABEL, "")
+        """The compose project (or swarm stack namespace); empty when neither created the container."""
+        return self.labels.get(COMPOSE_PROJECT_LABEL) or self.labels.get(STACK_NAMESPACE_LABEL, "")
 
     @property
     def compose_service(self) -> str:
-        """The compose service label, empty when the container was not created by compose."""
-        return self.labels.get(COMPOSE_SERVICE_LABEL, "")
+        """The compose service (or swarm service without its stack prefix); empty when unknown."""
+        service = self.labels.get(COMPOSE_SERVICE_LABEL)
+        if service:
+            return service
+        swarm = self.labels.get(SWARM_SERVICE_LABEL, "")
+        namespace = self.labels.get(STACK_NAMESPACE_LABEL, "")
+        if swarm and namespace and swarm.startswith(namespace + "_"):
+            return swarm[len(namespace) + 1 :]
+        return swarm
 
     @property
     def repository(self) -> str:

@@ -53,6 +53,28 @@ def _rootfs_tar() -> bytes:
     return buf.getvalue()
 
 
+def _busybox_tar() -> bytes:
+    """A root with only a static busybox (like an Alpine-based Kong: nslookup, no getent)."""
+    buf = io.BytesIO()
+    busybox = Path("/bin/busybox").read_bytes()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "sbin"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size = len(busybox)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in ("sh", "nslookup", "sleep", "cat"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+    return buf.getvalue()
+
+
 @dataclass
 class Lab:
     """Images, networks and containers of one test session (or one test)."""
@@ -123,6 +145,7 @@ class Lab:
         ulimits: Sequence[Ulimit] | None = None,
         mem_limit: str | None = None,
         dns_opt: Sequence[str] = (),
+        mount_usr: bool = True,
     ) -> Any:
         labels = {TEST_LABEL: "1"}
         if service is not None:
@@ -142,7 +165,10 @@ class Lab:
             name=name,
             labels=labels,
             environment=dict(environment or {}),
-            volumes={"/usr": {"bind": "/usr", "mode": "ro"}, str(FIXTURES): {"bind": "/standin", "mode": "ro"}},
+            volumes=(
+                {"/usr": {"bind": "/usr", "mode": "ro"}, str(FIXTURES): {"bind": "/standin", "mode": "ro"}}
+                if mount_usr else {}
+            ),
             init=True,
             network=network,
             networking_config={network: self.client.api.create_endpoint_config(aliases=list(aliases))},
@@ -194,17 +220,32 @@ class Lab:
             mem_limit=mem_limit,
         )
 
-    def gateway(self, *, name: str | None = None, network: str | None = None, service: str = "api-gw") -> Any:
-        """Start the gateway stand-in (it only needs to stay up and have getent/nslookup)."""
+    def busybox_gateway_image(self) -> str:
+        """Import (once) an image with nothing but a static busybox; return its name."""
+        ref = f"{self.prefix}.local/rtbooktest/kong-alpine:2.8.1"
+        if ref not in self.extra_tags:
+            repo, tag = ref.rsplit(":", 1)
+            self.client.api.import_image_from_data(
+                _busybox_tar(), repository=repo, tag=tag, changes=["ENV PATH=/bin"]
+            )
+            self.extra_tags.append(ref)
+        return ref
+
+    def gateway(
+        self, *, name: str | None = None, network: str | None = None, service: str = "api-gw",
+        busybox_only: bool = False,
+    ) -> Any:
+        """Start the gateway stand-in (it only needs to stay up and have getent or nslookup)."""
         return self._run(
-            self.gateway_image,
-            ["/usr/bin/sleep", "3600"],
+            self.busybox_gateway_image() if busybox_only else self.gateway_image,
+            ["/bin/sleep", "3600"],
             name=name or f"{self.prefix}-kong",
             service=service,
             network=network or self.network,
             aliases=("kong", "envoy"),
             # This machine has no upstream DNS: fail unknown names fast instead of after 10 s.
             dns_opt=("timeout:1", "attempts:1"),
+            mount_usr=not busybox_only,
         )
 
     # ---------------------------------------------------------------- waiting

@@ -266,3 +266,21 @@ def test_discovery_by_image_without_compose_labels(lab: Lab) -> None:
     assert "image" in found.realtime_how
     # Another lab's stand-in could run at the same time; ours must at least be a candidate.
     assert rt.name == found.realtime.name or found.realtime.name.startswith("rtbooktest-")
+
+
+def test_gateway_without_getent_falls_back_to_nslookup(lab: Lab, target: Target) -> None:
+    rt = lab.realtime()
+    lab.gateway(busybox_only=True)
+    lab.wait_health(rt)
+
+    result = run(target).by_id("docker.gateway.resolves_realtime")
+
+    assert result.status is Status.PASS, str(result)
+    assert result.evidence["resolution"][UPSTREAM]["tool"] == "nslookup"
+
+    lab.client.networks.get(lab.network).disconnect(rt)
+    lab.client.networks.get(lab.network).connect(rt)  # no alias any more
+    again = run(Target.from_stack_dir(lab.stack_dir, docker=True)).by_id("docker.gateway.resolves_realtime")
+    assert again.status is Status.FAIL, str(again)
+    assert again.evidence["resolution"][UPSTREAM]["tool"] == "nslookup"
+    assert again.evidence["resolution"][UPSTREAM]["addresses"] == []

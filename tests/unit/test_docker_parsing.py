@@ -172,3 +172,10 @@ def test_missing_socket_is_no_engine(tmp_path: Path) -> None:
     exc = FileNotFoundError(2, "No such file or directory")
     problem = classify_engine_error(exc, "unix:///var/run/docker.sock", host_from_env=False)
     assert problem.kind == "no_engine" and "systemctl start docker" in problem.remedy
+
+
+def test_swarm_task_labels_count_as_project_and_service() -> None:
+    attrs = {"Id": "y", "Name": "/supa_realtime.1.abc", "Config": {"Labels": {
+        "com.docker.stack.namespace": "supa", "com.docker.swarm.service.name": "supa_realtime"}}}
+    info = ContainerInfo.from_attrs(attrs)
+    assert (info.compose_project, info.compose_service) == ("supa", "realtime")
