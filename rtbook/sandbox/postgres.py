@@ -48,6 +48,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _has_setting(name: str) -> bool:
+    """True when this server build knows the configuration parameter ``name``."""
+    try:
+        out = subprocess.run(
+            [str(pg_bin() / "postgres"), "--describe-config"],
+            capture_output=True, text=True, timeout=20, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.split("\t", 1)[0] == name for line in out.splitlines())
+
+
 class PostgresCluster:
     """A temporary PostgreSQL cluster; ``start()`` creates it, ``stop()`` removes it.
 
@@ -208,13 +220,16 @@ class PostgresCluster:
             "password_encryption": "'scram-sha-256'",
             # A throwaway cluster: durability is not worth the I/O on a shared CI box.
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "200",
             "shared_buffers": "64MB",
             "log_min_messages": "warning",
             "timezone": "'UTC'",
         }
+        if _has_setting("output_plugin_libraries"):
+            # Some patched builds (Debian 15.20) only allow listed decoding plugins, even for superusers;
+            # Realtime's CDC slot uses wal2json.
+            settings["output_plugin_libraries"] = "'pgoutput, test_decoding, wal2json'"
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write("\n# rtbook sandbox\n")
