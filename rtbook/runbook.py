@@ -179,13 +179,16 @@ def _unknown_error(name: str) -> ConfigError:
     )
 
 
-def _env_secret_values() -> Redactor:
-    redactor = Redactor()
-    redactor.add_env(os.environ)
-    return redactor
+def _env_secret_values() -> frozenset[str]:
+    """Values of the environment's secret-looking variables (long enough to be matched safely)."""
+    return frozenset(
+        value
+        for name, value in os.environ.items()
+        if len(value) >= 8 and (is_secret_name(name) or looks_secret(value))
+    )
 
 
-def _check_value(param: Param, value: Any, env_secrets: Redactor) -> ParamValue:
+def _check_value(param: Param, value: Any, env_secrets: frozenset[str]) -> ParamValue:
     name = param.name
     if param.type is bool:
         if not isinstance(value, bool):
@@ -211,12 +214,19 @@ def _check_value(param: Param, value: Any, env_secrets: Redactor) -> ParamValue:
             raise ConfigError(f"parameter {name!r} must be a string, got {value!r} ({type(value).__name__})")
         items = [value]
     for item in items:
-        if looks_secret(item):
+        if name == "db_url" and item:
+            netloc = item.split("://", 1)[-1].split("/", 1)[0]
+            if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+                raise ConfigError(
+                    "parameter 'db_url' must not contain a password (it would be copied into the record); "
+                    "remove it from the URL and set POSTGRES_PASSWORD in the environment or the stack's .env"
+                )
+        if looks_secret(item) or Redactor().text(item) != item:
             raise ConfigError(
-                f"parameter {name!r} holds a value that looks like a token or key ({REDACTED}); secrets are "
-                "never parameters: put it in the environment or the stack's .env and pass only its name"
+                f"parameter {name!r} holds a value that looks like a token, key or password ({REDACTED}); "
+                "secrets are never parameters: put it in the environment or the stack's .env instead"
             )
-        if env_secrets.text(item) != item:
+        if any(secret in item for secret in env_secrets):
             raise ConfigError(
                 f"parameter {name!r} holds the value of a secret found in the environment ({REDACTED}); "
                 "secrets are never parameters, remove it"
@@ -232,13 +242,6 @@ def _check_value(param: Param, value: Any, env_secrets: Redactor) -> ParamValue:
         raise ConfigError(f"parameter {name!r} must be one of {allowed}, got {text!r}")
     if name in ("api_url", "realtime_url") and text and not text.startswith(("http://", "https://")):
         raise ConfigError(f"parameter {name!r} must start with http:// or https://, got {text!r}")
-    if name == "db_url" and text:
-        netloc = text.split("://", 1)[-1].split("/", 1)[0]
-        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
-            raise ConfigError(
-                "parameter 'db_url' must not contain a password (it would be copied into the record); "
-                "remove it from the URL and set POSTGRES_PASSWORD in the environment or the stack's .env"
-            )
     return text
 
 
