@@ -440,15 +440,13 @@ def _show(name: str, value: str) -> str:
 
 
 def _no_session_result(check_id: str, session: EngineSession, target: Target) -> CheckResult | None:
-    """A skip (or fail) when the engine is unusable or no Realtime container exists; None to go on."""
+    """A skip pointing at docker.engine when the engine is unusable; None to go on."""
     if session.problem is not None:
-        status = Status.FAIL if target.docker is True else Status.SKIP
+        # docker.engine carries the failure (when Docker is required); the others only point to it.
         return CheckResult(
             check_id,
-            status,
-            summary=f"Skipped: {session.problem.summary} See docker.engine.",
-            detail=session.problem.detail if status is Status.FAIL else "",
-            remedy=session.problem.remedy if status is Status.FAIL else "",
+            Status.SKIP,
+            summary=f"Skipped: {session.problem.summary} (see docker.engine).",
             see_also=("docker.engine",),
         )
     return None

@@ -249,7 +249,8 @@ def test_unreachable_engine_is_a_result_not_an_exception(lab: Lab, docker_host: 
     assert engine.status is Status.FAIL
     assert engine.evidence["problem"] == "docker_host"
     assert docker_host in engine.remedy and "DOCKER_HOST" in engine.remedy
-    assert all(r.status in (Status.FAIL, Status.SKIP) for r in required)
+    # One failure carries the cause; the other checks point to it instead of repeating it.
+    assert all(r.status is Status.SKIP and "docker.engine" in r.summary for r in required if r is not engine)
 
 
 def test_discovery_by_image_without_compose_labels(lab: Lab) -> None:
