@@ -285,3 +285,16 @@ def test_gateway_without_getent_falls_back_to_nslookup(lab: Lab, target: Target)
     assert again.status is Status.FAIL, str(again)
     assert again.evidence["resolution"][UPSTREAM]["tool"] == "nslookup"
     assert again.evidence["resolution"][UPSTREAM]["addresses"] == []
+
+
+def test_oom_killed_realtime(lab: Lab, target: Target) -> None:
+    rt = lab.realtime(args=["--alloc-mb", "256"], mem_limit="48m", healthcheck=False)
+    lab.gateway()
+    rt.wait(timeout=30)
+
+    result = run(target).by_id("docker.realtime.running")
+
+    assert result.status is Status.FAIL, str(result)
+    assert result.evidence["oom_killed"] is True
+    assert result.cause == "docker.oom"
+    assert "mem_limit" in override(result)["realtime"]
