@@ -829,6 +829,15 @@ def check_health(target: Target) -> CheckResult:
 # ------------------------------------------------------------------ docker.realtime.env
 
 
+def _compose_str(value: Any) -> str:
+    """The string compose passes to the container for a YAML value (booleans become true/false)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
     try:
         image = session.client.images.get(info.image_id or info.image)
@@ -869,7 +878,7 @@ def check_env(target: Target) -> CheckResult:
     expected: dict[str, str] = {}
     rt_service = target.stack.realtime_service() if target.stack is not None else None
     if rt_service is not None:
-        expected = {str(k): "" if v is None else str(v) for k, v in dict(rt_service.environment).items()}
+        expected = {str(k): _compose_str(v) for k, v in dict(rt_service.environment).items()}
     # Variables the image itself sets (PATH, LANG...) are not drift unless the compose file names them.
     live_app = {k: v for k, v in live.items() if k in expected or image_env.get(k) != v}
 
