@@ -213,13 +213,16 @@ class ParamForm:
         self.confirm_button.disabled = True
         self.confirm_button.layout.display = "none"
         self._show(f"Running {self.step.value} ...")
+        self._target = self._plan = None
         try:
             self._target = target_from_params(**params)
             prefixes = STEPS[self.step.value]
             report = StepReport(run_checks(self._target, only=prefixes), title=str(self.step.value))
-        except RtbookError as exc:
-            self.last_error = str(exc)
-            self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(str(exc))}</p>')
+        except Exception as exc:  # a button callback has nowhere else to show an error
+            self.last_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RtbookError) else str(exc)
+            if self._target is not None:
+                self.last_error = self._target.redactor.text(self.last_error)
+            self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(self.last_error)}</p>')
             return None
         self.last_report = report
         parts = [report._repr_html_()]
