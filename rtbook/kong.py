@@ -1,0 +1,1696 @@
+"""Kong's declarative config: expansion as the container does it, a typed model, and the ``kong.*`` checks.
+
+The Supabase Kong container never reads ``kong.yml`` as written: its entrypoint first expands
+variables from the container environment and writes the result to ``KONG_DECLARATIVE_CONFIG``.
+Two entrypoints exist in the wild and they expand differently:
+
+* ``eval`` (official stack up to 2025, Kong 2.8): ``bash -c 'eval "echo \\"$(cat ~/temp.yml)\\""'``.
+  The shell expands ``$VAR`` and ``${VAR}``; unset variables become empty; double quotes in the
+  file end the echo's quoting, so they disappear and the text between them is word-split.
+* ``awk`` (``kong-entrypoint.sh``, Kong 3.9): exports ``LUA_AUTH_EXPR``/``LUA_RT_WS_EXPR``
+  (and more), replaces every ``$VAR`` that exists in the environment (quotes kept, unknown names
+  left as written), then deletes ``- key:`` lines left empty.
+
+:func:`expand_kong` reproduces both; :func:`parse_kong` turns the result into dataclasses;
+:func:`load_kong` does both for a :class:`~rtbook.stack.Stack`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from rtbook.exceptions import InputError
+from rtbook.results import CheckResult, Status, register
+from rtbook.secrets import Secret
+
+if TYPE_CHECKING:
+    from rtbook.stack import Service, Stack
+    from rtbook.target import Target
+
+__all__ = [
+    "KNOWN_FORMAT_VERSIONS",
+    "Expansion",
+    "KongAcl",
+    "KongConfig",
+    "KongConsumer",
+    "KongLoaded",
+    "KongPlugin",
+    "KongRoute",
+    "KongService",
+    "KongStyle",
+    "detect_style",
+    "expand_kong",
+    "expand_kong_detailed",
+    "kong_placeholders",
+    "load_kong",
+    "load_kong_detailed",
+    "parse_kong",
+    "upstream_path",
+]
+
+KongStyle = Literal["eval", "awk", "none"]
+KNOWN_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
+REALTIME_WS_PATH = "/realtime/v1/websocket"
+REALTIME_REST_PATH = "/realtime/v1/api/broadcast"
+REALTIME_TENANTS_PATH = "/realtime/v1/api/tenants"
+DEFAULT_REALTIME_PORT = 4000
+
+# Kong's bundled plugins (2.8 and 3.x); ``KONG_PLUGINS=bundled`` enables all of them.
+BUNDLED_PLUGINS = frozenset(
+    [
+        "acl",
+        "acme",
+        "ai-proxy",
+        "ai-prompt-decorator",
+        "ai-prompt-guard",
+        "ai-prompt-template",
+        "ai-request-transformer",
+        "ai-response-transformer",
+        "aws-lambda",
+        "azure-functions",
+        "basic-auth",
+        "bot-detection",
+        "correlation-id",
+        "cors",
+        "datadog",
+        "file-log",
+        "grpc-gateway",
+        "grpc-web",
+        "hmac-auth",
+        "http-log",
+        "ip-restriction",
+        "jwt",
+        "key-auth",
+        "ldap-auth",
+        "loggly",
+        "oauth2",
+        "opentelemetry",
+        "post-function",
+        "pre-function",
+        "prometheus",
+        "proxy-cache",
+        "rate-limiting",
+        "redirect",
+        "request-size-limiting",
+        "request-termination",
+        "request-transformer",
+        "response-ratelimiting",
+        "response-transformer",
+        "session",
+        "standard-webhooks",
+        "statsd",
+        "syslog",
+        "tcp-log",
+        "udp-log",
+        "zipkin",
+    ]
+)
+
+# Variables the image itself sets; they are in the entrypoint's environment too.
+_IMAGE_ENV = {"HOME": "/home/kong", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+# Where the kong service usually takes a placeholder from, for the remedy text.
+_COMPOSE_SOURCE = {
+    "SUPABASE_ANON_KEY": "${ANON_KEY}",
+    "SUPABASE_SERVICE_KEY": "${SERVICE_ROLE_KEY}",
+    "SUPABASE_PUBLISHABLE_KEY": "${SUPABASE_PUBLISHABLE_KEY:-}",
+    "SUPABASE_SECRET_KEY": "${SUPABASE_SECRET_KEY:-}",
+    "ANON_KEY_ASYMMETRIC": "${ANON_KEY_ASYMMETRIC:-}",
+    "SERVICE_ROLE_KEY_ASYMMETRIC": "${SERVICE_ROLE_KEY_ASYMMETRIC:-}",
+    "JWT_ISSUER": "${API_EXTERNAL_URL}",
+}
+
+
+# ====================================================================== expansion
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The result of expanding a kong.yml template.
+
+    Attributes:
+        text: the file Kong would read.
+        referenced: every variable name the template refers to, in order of first use.
+        unresolved: referenced names absent from the environment (eval: expanded to empty;
+            awk: left as ``$NAME`` in the output).
+        empty: referenced names present in the environment with an empty value.
+        deleted_lines: 1-based template lines removed by the awk entrypoint's ``- key:`` cleanup.
+    """
+
+    text: str
+    referenced: tuple[str, ...] = ()
+    unresolved: tuple[str, ...] = ()
+    empty: tuple[str, ...] = ()
+    deleted_lines: tuple[int, ...] = ()
+
+
+_AWK_VAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)")
+# sed '/^[[:space:]]*- key:[[:space:]]*$/d' ([[:space:]] without the newline, per line).
+_EMPTY_KEY_LINE = re.compile(r"^[ \t\r\v\f]*- key:[ \t\r\v\f]*$")
+
+
+def _expand_awk(text: str, env: Mapping[str, str]) -> Expansion:
+    referenced: dict[str, None] = {}
+    out_lines: list[str] = []
+    deleted: list[int] = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # awk does not see a record after the final newline
+    for number, line in enumerate(lines, start=1):
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            referenced.setdefault(name, None)
+            return env[name] if name in env else m.group(0)
+
+        expanded = _AWK_VAR.sub(sub, line)
+        if _EMPTY_KEY_LINE.match(expanded):
+            deleted.append(number)
+            continue
+        out_lines.append(expanded)
+    names = tuple(referenced)
+    return Expansion(
+        text="".join(line + "\n" for line in out_lines),
+        referenced=names,
+        unresolved=tuple(n for n in names if n not in env),
+        empty=tuple(n for n in names if n in env and env[n] == ""),
+        deleted_lines=tuple(deleted),
+    )
+
+
+_NAME_START = re.compile(r"[A-Za-z_]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_SPECIAL_PARAMS = {"0": "bash", "#": "0", "?": "0", "-": "hB", "$": "1", "!": "", "@": "", "*": ""}
+
+
+class _EvalExpander:
+    """Bash's reading of ``echo "<file>"`` under ``eval``: quoting, expansion and word splitting."""
+
+    def __init__(self, text: str, env: Mapping[str, str]) -> None:
+        # $(cat file) drops every trailing newline.
+        self.s = text.rstrip("\n")
+        self.env = env
+        self.i = 0
+        self.line = 1
+        self.referenced: dict[str, None] = {}
+        self.words: list[str] = []
+        self.cur: list[str] = []
+        self.in_word = True  # the opening quote of echo "..." starts a word
+
+    def error(self, problem: str, fix: str) -> InputError:
+        return InputError(f"kong.yml line {self.line}: {problem} under the eval entrypoint; {fix}")
+
+    def run(self) -> str:
+        dq = True
+        s = self.s
+        while self.i < len(s):
+            c = s[self.i]
+            if dq:
+                if c == '"':
+                    dq = False
+                    self.i += 1
+                elif c == "\\":
+                    nxt = s[self.i + 1] if self.i + 1 < len(s) else ""
+                    if nxt == "\n":
+                        self.line += 1
+                        self.i += 2
+                    elif nxt in ("$", "`", '"', "\\"):
+                        self.cur.append(nxt)
+                        self.i += 2
+                    else:
+                        self.cur.append("\\")
+                        self.i += 1
+                elif c == "$":
+                    self.cur.append(self.dollar())
+                elif c == "`":
+                    raise self.error("a backquote runs a command", "remove the backquote or use the awk entrypoint")
+                else:
+                    if c == "\n":
+                        self.line += 1
+                    self.cur.append(c)
+                    self.i += 1
+                continue
+            # Outside double quotes: the file's own quotes have closed the echo's quoting.
+            if c == '"':
+                dq = True
+                self.in_word = True
+                self.i += 1
+            elif c == "'":
+                end = s.find("'", self.i + 1)
+                if end < 0:
+                    raise self.error("an unterminated single quote", "balance the quotes on this line")
+                chunk = s[self.i + 1 : end]
+                self.line += chunk.count("\n")
+                self.cur.append(chunk)
+                self.in_word = True
+                self.i = end + 1
+            elif c == "\\":
+                nxt = s[self.i + 1] if self.i + 1 < len(s) else ""
+                if nxt == "\n":
+                    self.line += 1
+                elif nxt:
+                    self.cur.append(nxt)
+                    self.in_word = True
+                self.i += 2
+            elif c in " \t":
+                self.end_word()
+                self.i += 1
+            elif c == "\n":
+                raise self.error(
+                    "an odd number of double quotes ends the echo command at the end of the line",
+                    "balance the double quotes or switch to the awk kong-entrypoint.sh",
+                )
+            elif c in ";&|<>()":
+                raise self.error(
+                    f"the shell operator {c!r} stands outside quotes (the file's double quotes closed the echo's)",
+                    "quote it with single quotes or switch to the awk kong-entrypoint.sh",
+                )
+            elif c == "#" and not self.cur and not self.in_word:
+                raise self.error(
+                    "a '#' outside quotes starts a shell comment that swallows the rest of the line",
+                    "quote the value",
+                )
+            elif c == "$":
+                self.split_into_words(self.dollar())
+            elif c == "`":
+                raise self.error("a backquote runs a command", "remove the backquote or use the awk entrypoint")
+            elif c == "~" and not self.cur and not self.in_word and (self.i + 1 >= len(s) or s[self.i + 1] in "/ \t"):
+                self.cur.append(self.env.get("HOME", _IMAGE_ENV["HOME"]))
+                self.in_word = True
+                self.i += 1
+            else:
+                self.cur.append(c)
+                self.in_word = True
+                self.i += 1
+        if not dq:
+            raise self.error(
+                "an odd number of double quotes leaves the echo's closing quote unmatched",
+                "balance the double quotes or switch to the awk kong-entrypoint.sh",
+            )
+        self.end_word()
+        return " ".join(self.words) + "\n"
+
+    def end_word(self) -> None:
+        if self.cur or self.in_word:
+            self.words.append("".join(self.cur))
+        self.cur = []
+        self.in_word = False
+
+    def split_into_words(self, value: str) -> None:
+        # Unquoted expansion: IFS (space, tab, newline) splitting; empty results vanish.
+        if not value:
+            return
+        parts = re.split(r"[ \t\n]+", value)
+        for n, part in enumerate(parts):
+            if n > 0:
+                self.end_word()
+            if part:
+                self.cur.append(part)
+                self.in_word = True
+
+    def lookup(self, name: str) -> str:
+        self.referenced.setdefault(name, None)
+        return self.env.get(name, "")
+
+    def dollar(self) -> str:
+        s = self.s
+        j = self.i + 1
+        nxt = s[j] if j < len(s) else ""
+        if nxt == "(":
+            raise self.error(
+                "'$(' runs a command (or arithmetic) when the entrypoint evals the file",
+                "escape it as \\$( or switch to the awk kong-entrypoint.sh",
+            )
+        if nxt == "{":
+            end = self._matching_brace(j)
+            self.i = end + 1
+            return self._braced(s[j + 1 : end])
+        m = _NAME.match(s, j)
+        if m:
+            self.i = m.end()
+            return self.lookup(m.group(0))
+        if nxt.isdigit() or nxt in _SPECIAL_PARAMS:
+            self.i = j + 1
+            return _SPECIAL_PARAMS.get(nxt, "")
+        self.i = j
+        return "$"
+
+    def _matching_brace(self, start: int) -> int:
+        depth = 0
+        for k in range(start, len(self.s)):
+            if self.s[k] == "{":
+                depth += 1
+            elif self.s[k] == "}":
+                depth -= 1
+                if depth == 0:
+                    return k
+        raise self.error("'${' has no closing '}'", "close the brace")
+
+    def _braced(self, body: str) -> str:
+        if body.startswith("#") and _NAME.fullmatch(body[1:]):
+            return str(len(self.lookup(body[1:])))
+        m = _NAME.match(body)
+        if not m:
+            raise self.error(f"'${{{body}}}' is a bad substitution", "use ${NAME} or ${NAME:-default}")
+        name, rest = m.group(0), body[m.end() :]
+        if not rest:
+            return self.lookup(name)
+        op_match = re.match(r":?[-=+?]", rest)
+        if not op_match:
+            raise self.error(f"'${{{body}}}' uses an expansion rtbook does not model", "use ${NAME} or ${NAME:-x}")
+        op, word = op_match.group(0), rest[op_match.end() :]
+        value = self.lookup(name)
+        is_set = name in self.env
+        unset_or_empty = (not is_set) or (op.startswith(":") and value == "")
+        word_value = _EvalExpander(word, self.env).expand_word() if word else ""
+        kind = op[-1]
+        if kind in "-=":
+            return word_value if unset_or_empty else value
+        if kind == "+":
+            return "" if unset_or_empty else word_value
+        if unset_or_empty:
+            raise self.error(
+                f"${{{name}{op}...}} aborts the entrypoint because {name} is unset or empty",
+                f"set {name} in the kong service's environment",
+            )
+        return value
+
+    def expand_word(self) -> str:
+        # The word of ${NAME:-word}: only $-expansions matter here.
+        out: list[str] = []
+        while self.i < len(self.s):
+            if self.s[self.i] == "$":
+                out.append(self.dollar())
+            else:
+                out.append(self.s[self.i])
+                self.i += 1
+        return "".join(out)
+
+
+def _expand_eval(text: str, env: Mapping[str, str]) -> Expansion:
+    expander = _EvalExpander(text, env)
+    out = expander.run()
+    names = tuple(expander.referenced)
+    return Expansion(
+        text=out,
+        referenced=names,
+        unresolved=tuple(n for n in names if n not in env),
+        empty=tuple(n for n in names if n in env and env[n] == ""),
+    )
+
+
+def expand_kong_detailed(text: str, env: Mapping[str, str], style: KongStyle) -> Expansion:
+    """Expand ``text`` like the Kong entrypoint of ``style`` and report which variables it used.
+
+    Raises:
+        InputError: the eval entrypoint would fail on this text (unbalanced quotes, ``$(``...).
+    """
+    if not isinstance(text, str):
+        raise InputError(f"kong.yml must be text, got {type(text).__name__}")
+    if style == "awk":
+        return _expand_awk(text, env)
+    if style == "eval":
+        return _expand_eval(text, env)
+    if style == "none":
+        names = tuple(dict.fromkeys(m.group(1) for m in _AWK_VAR.finditer(text)))
+        return Expansion(text=text, referenced=names, unresolved=names)
+    raise InputError(f"unknown kong.yml expansion style {style!r}; use 'eval', 'awk' or 'none'")
+
+
+def expand_kong(text: str, env: Mapping[str, str], style: KongStyle) -> str:
+    """Return ``text`` expanded the way the Kong entrypoint of ``style`` does it."""
+    return expand_kong_detailed(text, env, style).text
+
+
+def kong_placeholders(text: str) -> tuple[str, ...]:
+    """Every ``$NAME`` / ``${NAME}`` referenced in a kong.yml template, in order of first use."""
+    names = [m.group(1) for m in re.finditer(r"\$\{?([A-Za-z_][A-Za-z_0-9]*)", text)]
+    return tuple(dict.fromkeys(names))
+
+
+# ====================================================================== model
+
+
+@dataclass(frozen=True)
+class KongPlugin:
+    """A plugin instance; ``scope`` is ``global``, ``service:<name>``, ``route:<name>`` or ``consumer:<name>``."""
+
+    name: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    scope: str = "global"
+
+
+@dataclass(frozen=True)
+class KongRoute:
+    """A route with Kong's defaults filled in (``strip_path`` true, ``preserve_host`` false)."""
+
+    name: str
+    paths: tuple[str, ...] = ()
+    strip_path: bool = True
+    preserve_host: bool = False
+    protocols: tuple[str, ...] = ("http", "https")
+    methods: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    expression: str | None = None
+    regex_priority: int = 0
+    plugins: tuple[KongPlugin, ...] = ()
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class KongService:
+    """An upstream service; ``url`` is split into protocol/host/port/path, explicit fields win."""
+
+    name: str
+    url: str | None = None
+    protocol: str = "http"
+    host: str = ""
+    port: int = 80
+    path: str | None = None
+    routes: tuple[KongRoute, ...] = ()
+    plugins: tuple[KongPlugin, ...] = ()
+
+    @property
+    def upstream(self) -> str:
+        """``protocol://host:port/path`` as Kong dials it."""
+        return f"{self.protocol}://{self.host}:{self.port}{self.path or ''}"
+
+
+@dataclass(frozen=True)
+class KongAcl:
+    """One ACL group membership."""
+
+    consumer: str
+    group: str
+
+
+@dataclass(frozen=True)
+class KongConsumer:
+    """A consumer with its key-auth keys (as :class:`Secret`) and ACL groups."""
+
+    username: str
+    keyauth_credentials: tuple[Secret, ...] = ()
+    groups: tuple[str, ...] = ()
+    basicauth_username: str | None = None
+    basicauth_password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class KongConfig:
+    """A parsed declarative config."""
+
+    source: str
+    format_version: str | None
+    services: tuple[KongService, ...] = ()
+    routes: tuple[KongRoute, ...] = ()
+    consumers: tuple[KongConsumer, ...] = ()
+    acls: tuple[KongAcl, ...] = ()
+    plugins: tuple[KongPlugin, ...] = ()
+
+    def service(self, name: str | None) -> KongService | None:
+        """The service called ``name``."""
+        return next((s for s in self.services if s.name == name), None)
+
+    def consumer(self, username: str) -> KongConsumer | None:
+        """The consumer called ``username``."""
+        return next((c for c in self.consumers if c.username == username), None)
+
+    def all_plugins(self) -> Iterator[KongPlugin]:
+        """Every plugin instance at any scope."""
+        yield from self.plugins
+        for s in self.services:
+            yield from s.plugins
+        for r in self.routes:
+            yield from r.plugins
+
+    def effective_plugin(self, route: KongRoute, name: str) -> KongPlugin | None:
+        """The enabled instance of plugin ``name`` that applies to ``route`` (route > service > global)."""
+        service = self.service(route.service)
+        layers: list[Iterable[KongPlugin]] = [route.plugins, service.plugins if service else (), self.plugins]
+        for layer in layers:
+            for plugin in layer:
+                if plugin.name == name:
+                    return plugin if plugin.enabled else None
+        return None
+
+    def route_for(self, path: str) -> tuple[KongRoute, KongService | None] | None:
+        """The route Kong picks for ``path``: exact expressions, then regex paths, then the longest prefix."""
+        best: tuple[tuple[int, int, int], KongRoute] | None = None
+        for route in self.routes:
+            for rank in _route_ranks(route, path):
+                if best is None or rank > best[0]:
+                    best = (rank, route)
+        if best is None:
+            return None
+        route = best[1]
+        return route, self.service(route.service)
+
+    def realtime_routes(self) -> list[KongRoute]:
+        """Routes whose paths are under ``/realtime/v1``."""
+        return [
+            r
+            for r in self.routes
+            if any(p.startswith(("/realtime/v1", "~/realtime/v1")) for p in r.paths)
+            or (r.expression and "/realtime/v1" in r.expression)
+        ]
+
+    def realtime_upstream_hosts(self) -> list[str]:
+        """Host names of the services that serve the ``/realtime/v1/`` routes (blocked routes excluded)."""
+        hosts: list[str] = []
+        for route in self.realtime_routes():
+            if self.effective_plugin(route, "request-termination") is not None:
+                continue
+            service = self.service(route.service)
+            if service and service.host and service.host not in hosts:
+                hosts.append(service.host)
+        return hosts
+
+
+def _route_ranks(route: KongRoute, path: str) -> Iterator[tuple[int, int, int]]:
+    for p in route.paths:
+        if p.startswith("~"):
+            try:
+                if re.match(p[1:], path):
+                    yield (2, route.regex_priority, len(p))
+            except re.error:
+                continue
+        elif path.startswith(p):
+            yield (1, 0, len(p))
+    if route.expression:
+        for op, value in re.findall(r'http\.path\s*(==|\^=)\s*"([^"]*)"', route.expression):
+            if (op == "==" and path == value) or (op == "^=" and path.startswith(value)):
+                yield (3 if op == "==" else 1, 0, len(value))
+
+
+def upstream_path(route: KongRoute, service: KongService | None, request_path: str) -> str:
+    """The path Kong sends upstream for ``request_path`` (``path_handling: v0``, Kong's default)."""
+    matched = ""
+    for p in sorted(route.paths, key=len, reverse=True):
+        if not p.startswith("~") and request_path.startswith(p):
+            matched = p
+            break
+    remainder = request_path
+    if route.strip_path and matched:
+        # v0 keeps the slash that ends a prefix such as /realtime/v1/ (/realtime/v1/websocket -> /websocket).
+        remainder = request_path[len(matched.rstrip("/")) if matched.endswith("/") else len(matched) :]
+    base = (service.path if service else None) or ""
+    if not base:
+        return remainder if remainder.startswith("/") else "/" + remainder
+    if base.endswith("/") and remainder.startswith("/"):
+        return base + remainder[1:]
+    return base + remainder
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+class _Ctx:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def err(self, where: str, problem: str) -> InputError:
+        return InputError(f"{self.source}: {where}: {problem}")
+
+    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.err(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def seq(self, value: Any, where: str) -> Sequence[Any]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.err(where, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def text(self, value: Any, where: str, default: str = "") -> str:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.err(where, f"expected a string, got {type(value).__name__}")
+        return str(value)
+
+    def flag(self, value: Any, where: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.err(where, f"expected true or false, got {value!r}")
+        return value
+
+    def strings(self, value: Any, where: str) -> tuple[str, ...]:
+        return tuple(self.text(v, f"{where}[{n}]") for n, v in enumerate(self.seq(value, where)))
+
+    def ref(self, value: Any, where: str) -> str | None:
+        # An entity reference: a name, or {name: ...} / {id: ...}.
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            return self.text(value.get("name") or value.get("id") or value.get("username"), where) or None
+        return self.text(value, where) or None
+
+
+def _plugin(ctx: _Ctx, raw: Any, where: str, scope: str) -> KongPlugin:
+    data = ctx.mapping(raw, where)
+    name = ctx.text(data.get("name"), f"{where}.name")
+    if not name:
+        raise ctx.err(where, "a plugin without a name")
+    return KongPlugin(
+        name=name,
+        config=dict(ctx.mapping(data.get("config"), f"{where}.config")),
+        enabled=ctx.flag(data.get("enabled"), f"{where}.enabled", True),
+        scope=scope,
+    )
+
+
+def _route(ctx: _Ctx, raw: Any, where: str, service: str | None, extra: Sequence[KongPlugin]) -> KongRoute:
+    data = ctx.mapping(raw, where)
+    name = ctx.text(data.get("name"), f"{where}.name") or where
+    plugins = tuple(
+        _plugin(ctx, p, f"{where}.plugins[{n}]", f"route:{name}")
+        for n, p in enumerate(ctx.seq(data.get("plugins"), f"{where}.plugins"))
+    ) + tuple(extra)
+    priority = data.get("regex_priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ctx.err(f"{where}.regex_priority", f"expected an integer, got {priority!r}")
+    expression = data.get("expression")
+    return KongRoute(
+        name=name,
+        paths=ctx.strings(data.get("paths"), f"{where}.paths"),
+        strip_path=ctx.flag(data.get("strip_path"), f"{where}.strip_path", True),
+        preserve_host=ctx.flag(data.get("preserve_host"), f"{where}.preserve_host", False),
+        protocols=ctx.strings(data.get("protocols"), f"{where}.protocols") or ("http", "https"),
+        methods=ctx.strings(data.get("methods"), f"{where}.methods"),
+        hosts=ctx.strings(data.get("hosts"), f"{where}.hosts"),
+        expression=ctx.text(expression, f"{where}.expression") if expression is not None else None,
+        regex_priority=priority,
+        plugins=plugins,
+        service=service if service is not None else ctx.ref(data.get("service"), f"{where}.service"),
+    )
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443, "grpc": 80, "grpcs": 443}
+
+
+def _service(
+    ctx: _Ctx,
+    raw: Any,
+    where: str,
+    route_plugins: Mapping[str, list[KongPlugin]],
+    service_plugins: Mapping[str, list[KongPlugin]],
+) -> KongService:
+    data = ctx.mapping(raw, where)
+    name = ctx.text(data.get("name"), f"{where}.name") or where
+    url = data.get("url")
+    protocol, host, port, path = "http", "", None, None
+    if url is not None:
+        url_text = ctx.text(url, f"{where}.url")
+        m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://(\[[^\]]*\]|[^/:?#]*)(?::([^/?#]*))?([^?#]*)", url_text.strip())
+        if not m:
+            raise ctx.err(f"{where}.url", f"{url_text!r} is not a URL like http://host:port/path")
+        protocol, host = m.group(1).lower(), m.group(2)
+        if m.group(3):
+            if not m.group(3).isdigit():
+                raise ctx.err(f"{where}.url", f"the port {m.group(3)!r} in {url_text!r} is not a number")
+            port = int(m.group(3))
+        path = m.group(4) or None
+    protocol = ctx.text(data.get("protocol"), f"{where}.protocol", protocol).lower()
+    host = ctx.text(data.get("host"), f"{where}.host", host)
+    if data.get("port") is not None:
+        raw_port = data.get("port")
+        if isinstance(raw_port, bool) or not isinstance(raw_port, int | str) or not str(raw_port).isdigit():
+            raise ctx.err(f"{where}.port", f"expected a port number, got {raw_port!r}")
+        port = int(raw_port)
+    if data.get("path") is not None:
+        path = ctx.text(data.get("path"), f"{where}.path")
+    plugins = tuple(
+        _plugin(ctx, p, f"{where}.plugins[{n}]", f"service:{name}")
+        for n, p in enumerate(ctx.seq(data.get("plugins"), f"{where}.plugins"))
+    ) + tuple(service_plugins.get(name, ()))
+    routes = tuple(
+        _route(ctx, r, f"{where}.routes[{n}]", name, route_plugins.get(_route_name(r), ()))
+        for n, r in enumerate(ctx.seq(data.get("routes"), f"{where}.routes"))
+    )
+    return KongService(
+        name=name,
+        url=str(url) if url is not None else None,
+        protocol=protocol,
+        host=host,
+        port=port if port is not None else _DEFAULT_PORTS.get(protocol, 80),
+        path=path,
+        routes=routes,
+        plugins=plugins,
+    )
+
+
+def _route_name(raw: Any) -> str:
+    return str(raw.get("name")) if isinstance(raw, Mapping) and raw.get("name") is not None else ""
+
+
+def parse_kong(text: str, *, source: str) -> KongConfig:
+    """Parse an (already expanded) declarative config.
+
+    Raises:
+        InputError: the text is not YAML, or not a declarative config; the message names
+            ``source`` and the line or key.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"{source}: expected text, got {type(text).__name__}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise InputError(f"{source}: YAML error at {where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{source}: not valid YAML: {type(exc).__name__}") from None
+    if data is None:
+        raise InputError(
+            f"{source}: the file is empty; it must hold Kong's declarative config (_format_version, services...)"
+        )
+    ctx = _Ctx(source)
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"{source}: the top level is a {type(data).__name__}; "
+            "Kong needs a mapping with _format_version and services"
+        )
+    fmt = data.get("_format_version")
+    format_version = None if fmt is None else str(fmt)
+
+    # Top-level plugins/routes that point at a route or service by reference.
+    global_plugins: list[KongPlugin] = []
+    route_plugins: dict[str, list[KongPlugin]] = {}
+    service_plugins: dict[str, list[KongPlugin]] = {}
+    for n, raw in enumerate(ctx.seq(data.get("plugins"), "plugins")):
+        pdata = ctx.mapping(raw, f"plugins[{n}]")
+        route_ref = ctx.ref(pdata.get("route"), f"plugins[{n}].route")
+        service_ref = ctx.ref(pdata.get("service"), f"plugins[{n}].service")
+        consumer_ref = ctx.ref(pdata.get("consumer"), f"plugins[{n}].consumer")
+        if route_ref:
+            route_plugins.setdefault(route_ref, []).append(_plugin(ctx, raw, f"plugins[{n}]", f"route:{route_ref}"))
+        elif service_ref:
+            service_plugins.setdefault(service_ref, []).append(
+                _plugin(ctx, raw, f"plugins[{n}]", f"service:{service_ref}")
+            )
+        else:
+            scope = f"consumer:{consumer_ref}" if consumer_ref else "global"
+            global_plugins.append(_plugin(ctx, raw, f"plugins[{n}]", scope))
+
+    services = tuple(
+        _service(ctx, raw, f"services[{n}]", route_plugins, service_plugins)
+        for n, raw in enumerate(ctx.seq(data.get("services"), "services"))
+    )
+    routes = [r for s in services for r in s.routes]
+    for n, raw in enumerate(ctx.seq(data.get("routes"), "routes")):
+        routes.append(_route(ctx, raw, f"routes[{n}]", None, route_plugins.get(_route_name(raw), ())))
+
+    # Consumers, their key-auth keys and ACL groups (nested or top-level).
+    keys: dict[str, list[Secret]] = {}
+    groups: dict[str, list[str]] = {}
+    basic: dict[str, tuple[str, Secret]] = {}
+    names: list[str] = []
+    for n, raw in enumerate(ctx.seq(data.get("consumers"), "consumers")):
+        cdata = ctx.mapping(raw, f"consumers[{n}]")
+        username = ctx.text(cdata.get("username") or cdata.get("custom_id"), f"consumers[{n}].username")
+        names.append(username)
+        for k, cred in enumerate(ctx.seq(cdata.get("keyauth_credentials"), f"consumers[{n}].keyauth_credentials")):
+            key = ctx.mapping(cred, f"consumers[{n}].keyauth_credentials[{k}]").get("key")
+            if key is not None:
+                keys.setdefault(username, []).append(
+                    Secret(ctx.text(key, f"consumers[{n}].keyauth_credentials[{k}].key"), f"{username} key")
+                )
+        for k, acl in enumerate(ctx.seq(cdata.get("acls"), f"consumers[{n}].acls")):
+            group = ctx.text(
+                ctx.mapping(acl, f"consumers[{n}].acls[{k}]").get("group"), f"consumers[{n}].acls[{k}].group"
+            )
+            groups.setdefault(username, []).append(group)
+    acls: list[KongAcl] = [KongAcl(c, g) for c, gs in groups.items() for g in gs]
+    for n, raw in enumerate(ctx.seq(data.get("acls"), "acls")):
+        adata = ctx.mapping(raw, f"acls[{n}]")
+        consumer = ctx.ref(adata.get("consumer"), f"acls[{n}].consumer") or ""
+        group = ctx.text(adata.get("group"), f"acls[{n}].group")
+        acls.append(KongAcl(consumer, group))
+        groups.setdefault(consumer, []).append(group)
+    for n, raw in enumerate(ctx.seq(data.get("keyauth_credentials"), "keyauth_credentials")):
+        kdata = ctx.mapping(raw, f"keyauth_credentials[{n}]")
+        consumer = ctx.ref(kdata.get("consumer"), f"keyauth_credentials[{n}].consumer") or ""
+        if kdata.get("key") is not None:
+            keys.setdefault(consumer, []).append(
+                Secret(ctx.text(kdata.get("key"), f"keyauth_credentials[{n}].key"), f"{consumer} key")
+            )
+    for n, raw in enumerate(ctx.seq(data.get("basicauth_credentials"), "basicauth_credentials")):
+        bdata = ctx.mapping(raw, f"basicauth_credentials[{n}]")
+        consumer = ctx.ref(bdata.get("consumer"), f"basicauth_credentials[{n}].consumer") or ""
+        basic[consumer] = (
+            ctx.text(bdata.get("username"), f"basicauth_credentials[{n}].username"),
+            Secret(ctx.text(bdata.get("password"), f"basicauth_credentials[{n}].password"), "DASHBOARD_PASSWORD"),
+        )
+    consumers = tuple(
+        KongConsumer(
+            username=name,
+            keyauth_credentials=tuple(keys.get(name, ())),
+            groups=tuple(groups.get(name, ())),
+            basicauth_username=basic[name][0] if name in basic else None,
+            basicauth_password=basic[name][1] if name in basic else None,
+        )
+        for name in dict.fromkeys([*names, *keys, *groups])
+    )
+    return KongConfig(
+        source=source,
+        format_version=format_version,
+        services=services,
+        routes=tuple(routes),
+        consumers=consumers,
+        acls=tuple(acls),
+        plugins=tuple(global_plugins),
+    )
+
+
+# ====================================================================== stack loading
+
+
+@dataclass(frozen=True)
+class KongLoaded:
+    """Everything the checks need: the template, how it was expanded and what it became."""
+
+    source: str
+    style: KongStyle
+    style_reason: str
+    service_name: str
+    env: Mapping[str, str] = field(repr=False)
+    compose_env: Mapping[str, str] = field(repr=False)
+    script_vars: tuple[str, ...]
+    template: str = field(repr=False)
+    expansion: Expansion | None = field(default=None, repr=False)
+    config: KongConfig | None = None
+    error: str | None = None
+    entrypoint_script: str | None = None
+
+
+def _words(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _mount_source(stack: Stack, service: Service, target_suffix: str) -> Path | None:
+    """The host path mounted at a container path ending with ``target_suffix``."""
+    for vol in getattr(service, "volumes", None) or ():
+        source: Any = None
+        target: Any = None
+        if isinstance(vol, str):
+            parts = vol.split(":")
+            if len(parts) >= 2:
+                source, target = parts[0], parts[1]
+        elif isinstance(vol, Mapping):
+            source, target = vol.get("source"), vol.get("target")
+        else:
+            source, target = getattr(vol, "source", None), getattr(vol, "target", None)
+        if isinstance(source, str) and isinstance(target, str) and target.endswith(target_suffix):
+            path = Path(source)
+            return path if path.is_absolute() else (Path(stack.root) / path)
+    return None
+
+
+def detect_style(entrypoint: str, script_text: str | None) -> tuple[KongStyle, str]:
+    """Pick the expansion style from the entrypoint/command and the entrypoint script, with the reason."""
+    if "eval" in entrypoint and "echo" in entrypoint:
+        return "eval", "the kong service's entrypoint evals an echo of temp.yml"
+    if script_text is not None:
+        if "awk" in script_text and "ENVIRON" in script_text:
+            return "awk", "kong-entrypoint.sh substitutes variables with awk"
+        if "eval" in script_text and "echo" in script_text:
+            return "eval", "kong-entrypoint.sh evals an echo of temp.yml"
+    if "kong-entrypoint.sh" in entrypoint:
+        return "awk", "the entrypoint is kong-entrypoint.sh (awk substitution)"
+    return "none", "no substituting entrypoint found: Kong reads kong.yml as written"
+
+
+_EXPORT = re.compile(r"^\s*(?:export\s+)([A-Za-z_][A-Za-z_0-9]*)=", re.M)
+
+
+def _script_env(script: str | None, env: Mapping[str, str]) -> dict[str, str]:
+    """The variables kong-entrypoint.sh exports before substituting, with the values it computes."""
+    if not script:
+        return {}
+    names = list(dict.fromkeys(_EXPORT.findall(script)))
+    if re.search(r"^\s*export\s+WELL_KNOWN_OAUTH_PATH\s*$", script, re.M):
+        names.append("WELL_KNOWN_OAUTH_PATH")
+    out: dict[str, str] = {}
+    opaque = bool(env.get("SUPABASE_SECRET_KEY")) and bool(env.get("SUPABASE_PUBLISHABLE_KEY"))
+    for name in names:
+        if name == "LUA_AUTH_EXPR":
+            out[name] = (
+                "$((headers.authorization ~= nil and headers.authorization:sub(1, 10) ~= 'Bearer sb_' and "
+                "headers.authorization) or headers.apikey)"
+                if not opaque
+                else "$((headers.authorization ~= nil and headers.authorization:sub(1, 10) ~= 'Bearer sb_' and "
+                "headers.authorization) or (headers.apikey == '<secret>' and 'Bearer <jwt>') or headers.apikey)"
+            )
+        elif name == "LUA_RT_WS_EXPR":
+            out[name] = (
+                "$(query_params.apikey)"
+                if not opaque
+                else ("$((query_params.apikey == '<secret>' and '<jwt>') or query_params.apikey)")
+            )
+        elif name == "LUA_FUNCTIONS_EXPR":
+            out[name] = "$(nil)"
+        elif name == "WELL_KNOWN_OAUTH_PATH":
+            out[name] = _well_known_path(env.get("JWT_ISSUER", ""))
+        else:
+            out[name] = f"<set by kong-entrypoint.sh: {name}>"
+    return out
+
+
+def _well_known_path(issuer: str) -> str:
+    path = "/.well-known/oauth-authorization-server"
+    issuer = issuer.rstrip("/")
+    if issuer.startswith(("http://", "https://")):
+        rest = issuer.split("://", 1)[1]
+        if "/" in rest:
+            path += "/" + rest.split("/", 1)[1]
+    return path
+
+
+def load_kong_detailed(stack: Stack) -> KongLoaded | None:
+    """Find, expand and parse the stack's kong.yml; None when the stack does not run Kong.
+
+    Parse and expansion problems are recorded in ``error`` rather than raised, so the checks can
+    report them; a missing file raises :class:`InputError`.
+    """
+    if stack.gateway_kind() != "kong":
+        return None
+    service = stack.gateway_service()
+    if service is None:
+        return None
+    path = stack.kong_file()
+    if path is None:
+        raise InputError(
+            f"the stack runs Kong (service {service.name!r}) but no kong.yml was found: mount it at "
+            "/home/kong/temp.yml in the service's volumes or pass --kong FILE"
+        )
+    try:
+        template = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: kong.yml not found (mounted by service {service.name!r}); create it or fix the volume"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read kong.yml: {exc}") from None
+    script_path = _mount_source(stack, service, "kong-entrypoint.sh")
+    if script_path is None:
+        sibling = Path(path).with_name("kong-entrypoint.sh")
+        script_path = sibling if sibling.is_file() else None
+    script: str | None = None
+    if script_path is not None:
+        try:
+            script = script_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            script = None
+    entry = _words(getattr(service, "entrypoint", None)) + " " + _words(getattr(service, "command", None))
+    style, reason = detect_style(entry, script)
+    compose_env = {str(k): "" if v is None else str(v) for k, v in dict(service.environment).items()}
+    script_env = _script_env(script, compose_env) if style == "awk" else {}
+    env = {**_IMAGE_ENV, **compose_env, **script_env}
+    loaded_args: dict[str, Any] = dict(
+        source=str(path),
+        style=style,
+        style_reason=reason,
+        service_name=service.name,
+        env=env,
+        compose_env=compose_env,
+        script_vars=tuple(script_env),
+        template=template,
+        entrypoint_script=str(script_path) if script_path else None,
+    )
+    try:
+        expansion = expand_kong_detailed(template, env, style)
+    except InputError as exc:
+        return KongLoaded(**loaded_args, error=str(exc))
+    try:
+        config = parse_kong(expansion.text, source=str(path))
+    except InputError as exc:
+        return KongLoaded(**loaded_args, expansion=expansion, error=str(exc))
+    return KongLoaded(**loaded_args, expansion=expansion, config=config)
+
+
+def load_kong(stack: Stack) -> KongConfig | None:
+    """The stack's Kong config as Kong would load it; None when the stack has no Kong.
+
+    Raises:
+        InputError: kong.yml is missing, cannot be expanded or does not parse.
+    """
+    loaded = load_kong_detailed(stack)
+    if loaded is None:
+        return None
+    if loaded.config is None:
+        raise InputError(loaded.error or f"{loaded.source}: cannot load")
+    return loaded.config
+
+
+# ====================================================================== checks
+
+
+def _result(
+    check_id: str,
+    status: Status,
+    summary: str,
+    detail: str = "",
+    remedy: str = "",
+    evidence: Mapping[str, Any] | None = None,
+) -> CheckResult:
+    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
+
+
+def _context(target: Target, check_id: str) -> KongLoaded | CheckResult:
+    """The loaded Kong config, or the skip/fail result that stands in for it."""
+    stack = target.stack
+    assert stack is not None  # needs=("stack",)
+    kind = stack.gateway_kind()
+    if kind != "kong":
+        if kind == "envoy":
+            gw = stack.gateway_service()
+            return _result(
+                check_id,
+                Status.SKIP,
+                f"Skipped: the stack's gateway is Envoy (service {gw.name if gw else 'api-gw'!r}), "
+                "not Kong; the envoy.* checks cover it.",
+            )
+        return _result(check_id, Status.SKIP, "Skipped: the stack has no Kong gateway service.")
+    key = "kong.loaded"
+    if key not in target.cache:
+        try:
+            target.cache[key] = load_kong_detailed(stack)
+        except InputError as exc:
+            target.cache[key] = str(exc)
+    cached = target.cache[key]
+    if isinstance(cached, str):
+        return _result(
+            check_id,
+            Status.FAIL,
+            "kong.yml could not be read.",
+            detail=cached,
+            remedy="Mount kong.yml into the kong service at /home/kong/temp.yml (volumes), "
+            "e.g. ./volumes/api/kong.yml:/home/kong/temp.yml:ro",
+        )
+    if cached is None:
+        return _result(check_id, Status.SKIP, "Skipped: the stack has no Kong gateway service.")
+    assert isinstance(cached, KongLoaded)
+    if cached.config is None and check_id != "kong.parse" and check_id != "kong.placeholders":
+        return _result(
+            check_id, Status.SKIP, "Skipped: kong.yml does not load (see kong.parse).", detail=cached.error or ""
+        )
+    return cached
+
+
+def _config(ctx: KongLoaded) -> KongConfig:
+    assert ctx.config is not None
+    return ctx.config
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    for n, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return n
+    return None
+
+
+@register("kong.parse", "kong.yml parses as Kong's declarative config", needs=("stack",))
+def check_parse(target: Target) -> CheckResult:
+    """kong.yml expands and parses; an unknown or missing ``_format_version`` is reported."""
+    ctx = _context(target, "kong.parse")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    evidence: dict[str, Any] = {
+        "file": ctx.source,
+        "expansion": ctx.style,
+        "why": ctx.style_reason,
+        "service": ctx.service_name,
+    }
+    if ctx.config is None:
+        return _result(
+            "kong.parse",
+            Status.FAIL,
+            f"kong.yml does not load after the {ctx.style} expansion.",
+            detail=f"{ctx.error}\nExpansion style: {ctx.style} ({ctx.style_reason}).",
+            remedy=f"Fix {ctx.source} at the line named above; Kong refuses to start with it as it is.",
+            evidence=evidence,
+        )
+    config = ctx.config
+    evidence |= {
+        "format_version": config.format_version,
+        "services": len(config.services),
+        "routes": len(config.routes),
+    }
+    if config.format_version is None:
+        return _result(
+            "kong.parse",
+            Status.FAIL,
+            "kong.yml has no _format_version; Kong rejects it.",
+            detail=f"{ctx.source} parsed, but the top-level key _format_version is missing.",
+            remedy=f"Add `_format_version: '2.1'` as the first line of {ctx.source}.",
+            evidence=evidence,
+        )
+    if config.format_version not in KNOWN_FORMAT_VERSIONS:
+        return _result(
+            "kong.parse",
+            Status.WARN,
+            f"kong.yml declares _format_version {config.format_version!r}, which rtbook does not know.",
+            detail=f"Known versions: {', '.join(KNOWN_FORMAT_VERSIONS)}. YAML turns an unquoted 2.1 into a "
+            "float, and Kong only accepts the listed strings.",
+            remedy=f"Set `_format_version: '2.1'` (quoted) in {ctx.source}.",
+            evidence=evidence,
+        )
+    if not config.services:
+        return _result(
+            "kong.parse",
+            Status.FAIL,
+            "kong.yml defines no services.",
+            detail=f"{ctx.source} parsed, but there is no `services:` list, so Kong routes nothing.",
+            remedy=f"Restore the services list of the official volumes/api/kong.yml in {ctx.source}.",
+            evidence=evidence,
+        )
+    return _result(
+        "kong.parse",
+        Status.PASS,
+        f"kong.yml parses ({len(config.services)} services, {len(config.routes)} routes, {ctx.style} expansion).",
+        evidence=evidence,
+    )
+
+
+@register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",))
+def check_placeholders(target: Target) -> CheckResult:
+    """Each ``$VAR`` in kong.yml is provided by the kong service's environment (or its entrypoint)."""
+    ctx = _context(target, "kong.placeholders")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    exp = ctx.expansion
+    if exp is None:
+        return _result(
+            "kong.placeholders",
+            Status.SKIP,
+            "Skipped: kong.yml could not be expanded (see kong.parse).",
+            detail=ctx.error or "",
+        )
+    # Empty values are fine where the awk entrypoint deletes the `- key:` line they leave behind.
+    deleted_vars = set()
+    template_lines = ctx.template.split("\n")
+    for n in exp.deleted_lines:
+        deleted_vars.update(_AWK_VAR.findall(template_lines[n - 1]))
+    empty_bad = [n for n in exp.empty if n not in deleted_vars]
+    evidence = {
+        "file": ctx.source,
+        "expansion": ctx.style,
+        "referenced": list(exp.referenced),
+        "unresolved": list(exp.unresolved),
+        "empty": list(exp.empty),
+        "set_by_entrypoint": list(ctx.script_vars),
+    }
+    if ctx.style == "none" and exp.referenced:
+        return _result(
+            "kong.placeholders",
+            Status.FAIL,
+            f"kong.yml uses {len(exp.referenced)} $VAR placeholders but nothing substitutes them.",
+            detail=f"{ctx.source} refers to {', '.join('$' + n for n in exp.referenced)}; the service "
+            f"{ctx.service_name!r} has no substituting entrypoint, so Kong would load the literal text "
+            "(a consumer key of '$SUPABASE_ANON_KEY').",
+            remedy=f"Mount kong.yml at /home/kong/temp.yml and give service {ctx.service_name!r} the official "
+            'entrypoint: `entrypoint: ["/bin/sh", "/home/kong/kong-entrypoint.sh"]` with '
+            "./volumes/api/kong-entrypoint.sh mounted at /home/kong/kong-entrypoint.sh.",
+            evidence=evidence,
+        )
+    problems: list[str] = []
+    remedies: list[str] = []
+    for name in exp.unresolved:
+        line = _line_of(ctx.template, "$" + name) or _line_of(ctx.template, "${" + name)
+        effect = (
+            "is left in the file as the literal text '$" + name + "'"
+            if ctx.style == "awk"
+            else "expands to an empty string"
+        )
+        problems.append(
+            f"${name} (kong.yml line {line}) is not in the environment of service {ctx.service_name!r}, so it {effect}."
+        )
+        remedies.append(f"`{name}: {_COMPOSE_SOURCE.get(name, '${' + name + '}')}`")
+    for name in empty_bad:
+        line = _line_of(ctx.template, "$" + name)
+        problems.append(
+            f"${name} (kong.yml line {line}) is set but empty in service {ctx.service_name!r}'s "
+            "environment, so Kong gets an empty value there."
+        )
+    if problems:
+        remedy_parts = []
+        if remedies:
+            remedy_parts.append(
+                f"Add to services.{ctx.service_name}.environment in the compose file: "
+                + ", ".join(remedies)
+                + " (and define the right-hand variables in .env)."
+            )
+        if empty_bad:
+            remedy_parts.append(
+                "Give " + ", ".join(empty_bad) + " a value in .env (they are interpolated into the "
+                "kong service's environment)."
+            )
+        status = Status.FAIL
+        return _result(
+            "kong.placeholders",
+            status,
+            f"{len(exp.unresolved) + len(empty_bad)} kong.yml placeholder(s) have no value: "
+            + ", ".join("$" + n for n in (*exp.unresolved, *empty_bad))
+            + ".",
+            detail="\n".join(problems) + f"\nExpansion style: {ctx.style} ({ctx.style_reason}).",
+            remedy=" ".join(remedy_parts),
+            evidence=evidence,
+        )
+    return _result(
+        "kong.placeholders",
+        Status.PASS,
+        f"All {len(exp.referenced)} placeholders in kong.yml have values ({ctx.style} expansion).",
+        evidence=evidence,
+    )
+
+
+def _enabled_plugins(value: str | None) -> tuple[set[str], bool]:
+    """Plugins KONG_PLUGINS loads, and whether it includes ``bundled``."""
+    if value is None or not value.strip():
+        return set(BUNDLED_PLUGINS), True
+    names = {p.strip() for p in value.split(",") if p.strip()}
+    bundled = "bundled" in names
+    if bundled:
+        names |= BUNDLED_PLUGINS
+    names.discard("off")
+    return names, bundled
+
+
+@register("kong.plugins_enabled", "Every plugin in kong.yml is listed in KONG_PLUGINS", needs=("stack",))
+def check_plugins_enabled(target: Target) -> CheckResult:
+    """Kong refuses a declarative config that uses a plugin ``KONG_PLUGINS`` does not load."""
+    ctx = _context(target, "kong.plugins_enabled")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    setting = ctx.compose_env.get("KONG_PLUGINS")
+    enabled, _ = _enabled_plugins(setting)
+    used: dict[str, list[str]] = {}
+    for plugin in config.all_plugins():
+        used.setdefault(plugin.name, []).append(plugin.scope)
+    missing = sorted(n for n in used if n not in enabled)
+    evidence = {
+        "KONG_PLUGINS": setting if setting is not None else "(unset: bundled)",
+        "used": sorted(used),
+        "missing": missing,
+    }
+    if missing:
+        where = "; ".join(f"{n} (on {', '.join(sorted(set(used[n]))[:4])})" for n in missing)
+        new_value = ",".join([*(p.strip() for p in (setting or "bundled").split(",") if p.strip()), *missing])
+        return _result(
+            "kong.plugins_enabled",
+            Status.FAIL,
+            f"kong.yml uses plugin(s) that KONG_PLUGINS does not load: {', '.join(missing)}; Kong will not start.",
+            detail=f"services.{ctx.service_name}.environment.KONG_PLUGINS = {setting!r}. Used but not loaded: {where}. "
+            "Kong rejects the declarative config with \"plugin '<name>' not enabled; add it to the 'plugins' "
+            'configuration property".',
+            remedy=f"Set services.{ctx.service_name}.environment.KONG_PLUGINS: {new_value} in the compose file.",
+            evidence=evidence,
+        )
+    return _result(
+        "kong.plugins_enabled",
+        Status.PASS,
+        f"All {len(used)} plugins used in kong.yml are loaded by KONG_PLUGINS.",
+        evidence=evidence,
+    )
+
+
+def _realtime_port(target: Target) -> int:
+    stack = target.stack
+    service = stack.realtime_service() if stack is not None else None
+    raw = service.environment.get("PORT") if service is not None else None
+    return int(raw) if raw and str(raw).isdigit() else DEFAULT_REALTIME_PORT
+
+
+def _tenant(host: str) -> str:
+    return host.split(".", 1)[0]
+
+
+def _route_label(route: KongRoute, service: KongService | None) -> str:
+    return f"route {route.name!r}" + (f" (service {service.name!r})" if service else " (no service)")
+
+
+@register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",))
+def check_realtime_ws(target: Target) -> CheckResult:
+    """``/realtime/v1/websocket`` reaches ``<host>:4000/socket/websocket`` on a ``protocol: ws`` service."""
+    ctx = _context(target, "kong.realtime_ws")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    port = _realtime_port(target)
+    matched = config.route_for(REALTIME_WS_PATH)
+    if matched is None:
+        return _result(
+            "kong.realtime_ws",
+            Status.FAIL,
+            f"No Kong route matches {REALTIME_WS_PATH}; WebSockets get 404.",
+            detail=f"{ctx.source} has no route with a path prefix of /realtime/v1/.",
+            remedy=f"Add to {ctx.source} the official service realtime-v1-ws: url "
+            f"http://realtime-dev.supabase-realtime:{port}/socket, protocol: ws, route paths "
+            "[/realtime/v1/] with strip_path: true.",
+        )
+    route, service = matched
+    upstream = upstream_path(route, service, REALTIME_WS_PATH)
+    evidence = {
+        "route": route.name,
+        "service": service.name if service else None,
+        "upstream": service.upstream if service else None,
+        "upstream_path": upstream,
+        "strip_path": route.strip_path,
+        "paths": list(route.paths),
+    }
+    problems: list[str] = []
+    fixes: list[str] = []
+    where = f"{ctx.source}: {_route_label(route, service)}"
+    if config.effective_plugin(route, "request-termination") is not None:
+        problems.append(f"{where} is terminated by request-termination, so WebSockets never reach Realtime.")
+        fixes.append(f"remove the request-termination plugin from {route.name!r}")
+    if service is None:
+        problems.append(f"{where} has no service.")
+        fixes.append(f"attach route {route.name!r} to a service with url http://<realtime-host>:{port}/socket")
+    else:
+        if service.protocol not in ("ws", "wss"):
+            problems.append(
+                f"{where}: service protocol is {service.protocol!r}, the official config sets protocol: ws."
+            )
+            fixes.append(f"set `protocol: ws` on service {service.name!r}")
+        if service.port != port:
+            problems.append(f"{where}: upstream port is {service.port}, Realtime listens on {port} (its PORT).")
+            fixes.append(f"use port {port} in the url of service {service.name!r}")
+        if not route.strip_path:
+            problems.append(f"{where}: strip_path is false, so Realtime receives {upstream} and answers 404.")
+            fixes.append(f"set `strip_path: true` on route {route.name!r}")
+        elif upstream != "/socket/websocket":
+            problems.append(f"{where}: {REALTIME_WS_PATH} arrives at Realtime as {upstream}, not /socket/websocket.")
+            fixes.append(f"set the url path of service {service.name!r} to /socket and the route path to /realtime/v1/")
+    if problems:
+        return _result(
+            "kong.realtime_ws",
+            Status.FAIL,
+            "Kong's Realtime WebSocket route is wrong: " + problems[0].split(": ", 1)[-1],
+            detail="\n".join(problems),
+            remedy=f"In {ctx.source}: " + "; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    assert service is not None
+    return _result(
+        "kong.realtime_ws",
+        Status.PASS,
+        f"{REALTIME_WS_PATH} -> {service.protocol}://{service.host}:{service.port}{upstream} "
+        f"(route {route.name!r}, tenant {_tenant(service.host)!r} from the upstream host).",
+        evidence=evidence,
+    )
+
+
+@register("kong.realtime_rest", "Kong routes /realtime/v1/api to Realtime's /api", needs=("stack",))
+def check_realtime_rest(target: Target) -> CheckResult:
+    """``/realtime/v1/api/broadcast`` reaches ``<host>:4000/api/broadcast``."""
+    ctx = _context(target, "kong.realtime_rest")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    port = _realtime_port(target)
+    matched = config.route_for(REALTIME_REST_PATH)
+    fix_all = (
+        f"add the official service realtime-v1-rest: url http://realtime-dev.supabase-realtime:{port}/api, "
+        "route paths [/realtime/v1/api], strip_path: true"
+    )
+    if matched is None:
+        return _result(
+            "kong.realtime_rest",
+            Status.FAIL,
+            f"No Kong route matches {REALTIME_REST_PATH}.",
+            detail=f"{ctx.source} has no route for /realtime/v1/api.",
+            remedy=f"In {ctx.source}: {fix_all}.",
+        )
+    route, service = matched
+    upstream = upstream_path(route, service, REALTIME_REST_PATH)
+    evidence = {
+        "route": route.name,
+        "service": service.name if service else None,
+        "upstream": service.upstream if service else None,
+        "upstream_path": upstream,
+    }
+    where = f"{ctx.source}: {_route_label(route, service)}"
+    problems: list[str] = []
+    if config.effective_plugin(route, "request-termination") is not None:
+        problems.append(f"{where} is terminated by request-termination.")
+    if service is None:
+        problems.append(f"{where} has no service.")
+    else:
+        if service.port != port:
+            problems.append(f"{where}: upstream port is {service.port}, Realtime listens on {port}.")
+        if upstream != "/api/broadcast":
+            problems.append(
+                f"{where}: {REALTIME_REST_PATH} arrives at Realtime as {upstream}, not /api/broadcast "
+                "(a longer /realtime/v1/api route is missing, or the path/strip_path is off)."
+            )
+        if service.protocol not in ("http", "https"):
+            problems.append(f"{where}: service protocol is {service.protocol!r}; the REST API needs http.")
+    if problems:
+        return _result(
+            "kong.realtime_rest",
+            Status.FAIL,
+            "Kong's Realtime REST route is wrong.",
+            detail="\n".join(problems),
+            remedy=f"In {ctx.source}: {fix_all}.",
+            evidence=evidence,
+        )
+    assert service is not None
+    return _result(
+        "kong.realtime_rest",
+        Status.PASS,
+        f"{REALTIME_REST_PATH} -> {service.upstream.rsplit('/api', 1)[0]}{upstream} (route {route.name!r}).",
+        evidence=evidence,
+    )
+
+
+def _consumers_with(config: KongConfig, value: str | None) -> list[KongConsumer]:
+    if not value:
+        return []
+    return [c for c in config.consumers if any(k.reveal() == value for k in c.keyauth_credentials)]
+
+
+@register("kong.realtime_auth", "Kong key-auth and ACL let the anon and service keys into Realtime", needs=("stack",))
+def check_realtime_auth(target: Target) -> CheckResult:
+    """key-auth keeps the apikey, the ACL admits anon and admin, and consumers hold both keys."""
+    ctx = _context(target, "kong.realtime_auth")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    env = ctx.env
+    anon = env.get("SUPABASE_ANON_KEY") or target.lookup("ANON_KEY")
+    service_key = env.get("SUPABASE_SERVICE_KEY") or target.lookup("SERVICE_ROLE_KEY")
+    problems: list[str] = []
+    fixes: list[str] = []
+    warnings: list[str] = []
+    # Consumers holding the keys, and their groups.
+    holders: dict[str, list[KongConsumer]] = {}
+    for label, value, var in (
+        ("anon", anon, "SUPABASE_ANON_KEY"),
+        ("service_role", service_key, "SUPABASE_SERVICE_KEY"),
+    ):
+        found = _consumers_with(config, value)
+        holders[label] = found
+        if value is None:
+            warnings.append(f"{var} has no value, so rtbook cannot tell which consumer holds the {label} key.")
+        elif not found:
+            problems.append(
+                f"No consumer in {ctx.source} has the {label} key ({var}) among its keyauth_credentials; "
+                f'requests with that key get 401 "Invalid authentication credentials".'
+            )
+            fixes.append(f"give consumer {label!r} `keyauth_credentials: [{{key: ${var}}}]`")
+    evidence: dict[str, Any] = {
+        "consumers": {
+            c.username: {"keys": len(c.keyauth_credentials), "groups": list(c.groups)} for c in config.consumers
+        }
+    }
+    routes_checked = []
+    for path, label in ((REALTIME_WS_PATH, "WebSocket"), (REALTIME_REST_PATH, "REST")):
+        matched = config.route_for(path)
+        if matched is None:
+            continue
+        route, _ = matched
+        routes_checked.append(route.name)
+        key_auth = config.effective_plugin(route, "key-auth")
+        acl = config.effective_plugin(route, "acl")
+        where = f"{ctx.source}: route {route.name!r} ({label})"
+        if key_auth is None:
+            warnings.append(f"{where} has no key-auth plugin: any client reaches Realtime without an API key.")
+            fixes.append(
+                f"add `- name: key-auth` with `config: {{hide_credentials: false}}` to route {route.name!r}'s service"
+            )
+        elif key_auth.config.get("hide_credentials") is True and label == "WebSocket":
+            problems.append(
+                f"{where}: key-auth has hide_credentials: true, so Kong strips the apikey that Realtime "
+                "needs as its socket token; every join fails."
+            )
+            fixes.append(f"set `hide_credentials: false` on key-auth for {route.name!r}")
+        if acl is None:
+            if key_auth is not None:
+                warnings.append(f"{where} has no acl plugin: any consumer may use it.")
+            continue
+        allow = [str(g) for g in (acl.config.get("allow") or ())] if isinstance(acl.config.get("allow"), list) else []
+        deny = [str(g) for g in (acl.config.get("deny") or ())] if isinstance(acl.config.get("deny"), list) else []
+        evidence[f"acl_{label.lower()}"] = {"allow": allow, "deny": deny}
+        for who in ("anon", "service_role"):
+            for consumer in holders.get(who, []):
+                ok = (not allow or any(g in allow for g in consumer.groups)) and not any(
+                    g in deny for g in consumer.groups
+                )
+                if not ok:
+                    problems.append(
+                        f"{where}: the acl (allow {allow}, deny {deny}) rejects consumer "
+                        f"{consumer.username!r} (groups {list(consumer.groups)}); its key gets 403 "
+                        '"You cannot consume this service".'
+                    )
+                    group = consumer.groups[0] if consumer.groups else ("anon" if who == "anon" else "admin")
+                    fixes.append(
+                        f"add {group!r} to the acl allow list of {route.name!r}"
+                        + (
+                            ""
+                            if consumer.groups
+                            else f" and an acls entry `{{consumer: {consumer.username}, group: {group}}}`"
+                        )
+                    )
+    evidence["routes"] = routes_checked
+    if not routes_checked:
+        return _result(
+            "kong.realtime_auth", Status.SKIP, "Skipped: no Realtime route to inspect (see kong.realtime_ws)."
+        )
+    if problems:
+        return _result(
+            "kong.realtime_auth",
+            Status.FAIL,
+            "Kong rejects valid API keys on the Realtime routes.",
+            detail="\n".join(problems + warnings),
+            remedy=f"In {ctx.source}: " + "; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    if warnings:
+        return _result(
+            "kong.realtime_auth",
+            Status.WARN,
+            "Kong's Realtime authentication is incomplete.",
+            detail="\n".join(warnings),
+            remedy=(f"In {ctx.source}: " + "; ".join(fixes) + ".")
+            if fixes
+            else "Set ANON_KEY and SERVICE_ROLE_KEY in .env so the consumers can be matched.",
+            evidence=evidence,
+        )
+    return _result(
+        "kong.realtime_auth",
+        Status.PASS,
+        "key-auth keeps the apikey, the acl admits the anon and service_role consumers, and both keys "
+        "belong to a consumer.",
+        evidence=evidence,
+    )
+
+
+@register("kong.tenants_api_blocked", "Kong blocks Realtime's tenant admin API", needs=("stack",))
+def check_tenants_api_blocked(target: Target) -> CheckResult:
+    """``/realtime/v1/api/tenants`` is answered by request-termination rather than passed to Realtime."""
+    ctx = _context(target, "kong.tenants_api_blocked")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    matched = config.route_for(REALTIME_TENANTS_PATH)
+    if matched is None:
+        return _result(
+            "kong.tenants_api_blocked",
+            Status.PASS,
+            f"No Kong route matches {REALTIME_TENANTS_PATH}; the tenant API is not exposed.",
+        )
+    route, service = matched
+    term = config.effective_plugin(route, "request-termination")
+    evidence = {"route": route.name, "service": service.name if service else None}
+    if term is not None:
+        evidence["status_code"] = term.config.get("status_code", 503)
+        return _result(
+            "kong.tenants_api_blocked",
+            Status.PASS,
+            f"{REALTIME_TENANTS_PATH} is blocked by request-termination on route {route.name!r} "
+            f"(status {term.config.get('status_code', 503)}).",
+            evidence=evidence,
+        )
+    upstream = upstream_path(route, service, REALTIME_TENANTS_PATH)
+    evidence["upstream_path"] = upstream
+    reaches_admin = upstream.startswith("/api/tenants")
+    if not reaches_admin:
+        return _result(
+            "kong.tenants_api_blocked",
+            Status.PASS,
+            f"{REALTIME_TENANTS_PATH} reaches {upstream} on route {route.name!r}, not the tenant API.",
+            evidence=evidence,
+        )
+    return _result(
+        "kong.tenants_api_blocked",
+        Status.WARN,
+        "Realtime's tenant admin API is reachable through Kong.",
+        detail=f"{REALTIME_TENANTS_PATH} matches route {route.name!r} and reaches Realtime as {upstream}. The admin "
+        "API accepts any JWT signed with API_JWT_SECRET, which the public anon key is, so anyone with the anon "
+        "key can list, change or delete tenants.",
+        remedy=f"Add to {ctx.source} (before realtime-v1-rest) a service realtime-v1-rest-tenants with url "
+        "http://realtime-dev.supabase-realtime:4000/api/tenants, route paths [/realtime/v1/api/tenants], "
+        "and plugin request-termination {status_code: 403, message: 'Access is forbidden.'}; make sure "
+        "request-termination is in KONG_PLUGINS.",
+        evidence=evidence,
+    )
+
+
+@register("kong.realtime_preserve_host", "Kong sends the upstream host (the tenant) to Realtime", needs=("stack",))
+def check_preserve_host(target: Target) -> CheckResult:
+    """``preserve_host: true`` on a Realtime route makes the client's Host, not the upstream, choose the tenant."""
+    ctx = _context(target, "kong.realtime_preserve_host")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _config(ctx)
+    bad = [
+        r
+        for r in config.realtime_routes()
+        if r.preserve_host and config.effective_plugin(r, "request-termination") is None
+    ]
+    hosts = config.realtime_upstream_hosts()
+    evidence: dict[str, Any] = {"upstream_hosts": hosts, "tenants": [_tenant(h) for h in hosts]}
+    if bad:
+        public = target.lookup("SUPABASE_PUBLIC_URL") or target.lookup("API_EXTERNAL_URL") or "http://localhost:8000"
+        m = re.match(r"\w+://([^/:]+)", public)
+        public_host = m.group(1) if m else "localhost"
+        names = ", ".join(repr(r.name) for r in bad)
+        return _result(
+            "kong.realtime_preserve_host",
+            Status.FAIL,
+            f"preserve_host: true on {names}: Realtime takes the tenant from the client's Host, not the upstream.",
+            detail=f"With preserve_host Kong forwards the Host the client used (e.g. {public_host!r} from "
+            f"SUPABASE_PUBLIC_URL={public}), so Realtime looks up tenant {_tenant(public_host)!r} instead of "
+            f"{', '.join(repr(_tenant(h)) for h in hosts) or 'the upstream host label'}; joins fail with "
+            '"Tenant not found".',
+            remedy=f"In {ctx.source}: remove `preserve_host: true` (or set it to false) on route(s) {names}.",
+            evidence=evidence,
+        )
+    return _result(
+        "kong.realtime_preserve_host",
+        Status.PASS,
+        "Realtime routes do not preserve the client Host; the tenant comes from the upstream host "
+        + (", ".join(repr(h) for h in hosts) if hosts else "(no Realtime upstream)")
+        + ".",
+        evidence=evidence,
+    )
