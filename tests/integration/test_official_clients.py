@@ -1,0 +1,264 @@
+"""The official Realtime clients, unchanged, against the sandbox's Realtime-compatible server.
+
+``@supabase/realtime-js`` (Node, vsn 2.0.0) and ``realtime`` from PyPI (vsn 1.0.0) subscribe to the
+same topic, see each other in presence, exchange broadcasts and receive the demo table's
+INSERT/UPDATE/DELETE changes, with RLS applied per subscriber.
+
+The tenant comes from the Host header, so both clients connect to ``realtime-dev.localhost``.
+glibc here does not resolve ``*.localhost``; RFC 6761 says it is loopback, so each client gets a
+resolver that maps it to 127.0.0.1 through its connection settings: the ``lookup`` option of the
+``ws`` transport for realtime-js, and a process-level ``socket.getaddrinfo`` shim (test-only) for
+the Python client, which exposes no resolver option. Neither client is modified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from rtbook.sandbox import PostgresCluster, bootstrap
+from rtbook.sandbox.server_process import ServerProcess, start_server
+from tests.conftest import ROOT, have_postgres, require
+
+pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
+
+NODE_DIR = ROOT / "tests" / "node"
+JWT_SECRET = "canary-sandbox-jwt-secret-with-at-least-32-chars"
+USER_A = "aaaaaaaa-0000-4000-8000-00000000000a"
+USER_B = "bbbbbbbb-0000-4000-8000-00000000000b"
+TENANT_HOST = "realtime-dev.localhost"
+
+
+def token(role: str, sub: str | None = None, ttl: int = 3600) -> str:
+    claims: dict[str, Any] = {"role": role, "exp": int(time.time()) + ttl, "iss": "rtbook-test"}
+    if sub:
+        claims["sub"] = sub
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[PostgresCluster, ServerProcess]]:
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    cluster = PostgresCluster()
+    cluster.start()
+    workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv-"))
+    server: ServerProcess | None = None
+    try:
+        bootstrap(cluster, jwt_secret=JWT_SECRET)
+        server = start_server(
+            {
+                "db": f"host=127.0.0.1 port={cluster.port} user=supabase_admin dbname=postgres",
+                "db_enc_key": "supabaserealtime",
+                "api_jwt_secret": JWT_SECRET,
+                "metrics_jwt_secret": JWT_SECRET,
+            },
+            workdir=workdir,
+            db_password=cluster.password,
+        )
+        yield cluster, server
+    finally:
+        if server is not None:
+            server.stop()
+            log = server.log_text()
+            assert JWT_SECRET not in log and cluster.password.reveal() not in log
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def localhost_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resolve ``*.localhost`` to 127.0.0.1 in this process (RFC 6761), for the Python client."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and (host == "localhost" or host.endswith(".localhost")):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+class NodeClient:
+    """The realtime-js driver script as a child process with a JSON-lines event stream."""
+
+    def __init__(self, url: str, topic: str, key: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / "realtime_client.mjs"), url, topic, key],
+            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, **env},
+        )
+        self.events: list[dict[str, Any]] = []
+        self._q: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self._q.put(json.loads(line))
+            except ValueError:
+                self._q.put({"kind": "raw", "line": line.strip()})
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.events.append(self._q.get_nowait())
+            except queue.Empty:
+                return
+
+    def command(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> str:
+        if self.proc.poll() is None:
+            try:
+                self.command("quit")
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float, what: str, pump: Callable[[], None] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pump:
+            pump()
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def have_node_client() -> bool:
+    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "@supabase" / "realtime-js").is_dir()
+
+
+@pytest.mark.node
+def test_python_and_node_clients_together(
+    stack: tuple[PostgresCluster, ServerProcess], localhost_resolver: None
+) -> None:
+    require(have_node_client(), "node and tests/node/node_modules (run `npm ci` in tests/node) are needed")
+    from realtime import AsyncRealtimeClient
+
+    cluster, server = stack
+    anon = token("anon")
+    user_a = token("authenticated", USER_A)
+    node = NodeClient(f"ws://{TENANT_HOST}:{server.port}/socket", "room1", "node", {"RT_APIKEY": anon})
+    py_events: dict[str, list[Any]] = {"broadcast": [], "pg": [], "status": [], "system": []}
+    py_presence: list[list[str]] = []
+
+    async def scenario() -> None:
+        client = AsyncRealtimeClient(f"http://{TENANT_HOST}:{server.port}/socket", token=user_a, auto_reconnect=False)
+        await client.connect()
+        channel = client.channel(
+            "room1",
+            {"config": {"broadcast": {"self": False, "ack": True}, "presence": {"key": "py", "enabled": True},
+                        "private": False}},
+        )
+        channel.on_broadcast("*", lambda p: py_events["broadcast"].append(p))
+        channel.on_presence_sync(lambda: py_presence.append(sorted(channel.presence_state())))
+        channel.on_postgres_changes("*", lambda p: py_events["pg"].append(p), table="todos", schema="public")
+        channel.on_system(lambda p: py_events["system"].append(p))
+        await channel.subscribe(lambda status, err: py_events["status"].append((status, err)))
+        assert py_events["status"][-1][0] == "SUBSCRIBED", py_events["status"]
+        await channel.track({"who": "py"})
+
+        def node_has(kind: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True) -> bool:
+            return any(e.get("kind") == kind and pred(e) for e in node.events)
+
+        await wait_for(lambda: node_has("status", lambda e: e["status"] == "SUBSCRIBED"), 15,
+                       "realtime-js SUBSCRIBED", node.drain)
+        # presence: each sees both keys
+        await wait_for(lambda: node_has("presence", lambda e: e["keys"] == ["node", "py"]), 10,
+                       "realtime-js presence with both", node.drain)
+        await wait_for(lambda: bool(py_presence) and py_presence[-1] == ["node", "py"], 10, "python presence")
+        # broadcasts both ways
+        await channel.send_broadcast("from-py", {"from": "py"})
+        node.command("broadcast from-node")
+        await wait_for(lambda: node_has("broadcast", lambda e: e["event"] == "from-py"), 10,
+                       "realtime-js got python broadcast", node.drain)
+        await wait_for(lambda: any(b["event"] == "from-node" for b in py_events["broadcast"]), 10,
+                       "python got node broadcast")
+        assert node_has("sent", lambda e: e["result"] == "ok")
+        # wait for both "Subscribed to PostgreSQL"
+        await wait_for(lambda: node_has("system", lambda e: e["payload"].get("message") == "Subscribed to PostgreSQL"),
+                       10, "realtime-js system Subscribed to PostgreSQL", node.drain)
+        await wait_for(lambda: any(getattr(s, "message", None) == "Subscribed to PostgreSQL" for s in py_events["system"]), 10,
+                       "python system Subscribed to PostgreSQL")
+
+        # postgres_changes with RLS: anon sees owner IS NULL rows, user A sees its own rows.
+        def sql(stmt: str) -> None:
+            cluster.execute(stmt)
+
+        sql("insert into todos (id, task, owner) values (101, 'public', null)")
+        sql(f"insert into todos (id, task, owner) values (102, 'a-private', '{USER_A}')")
+        sql(f"insert into todos (id, task, owner) values (103, 'b-private', '{USER_B}')")
+        await asyncio.sleep(0.6)
+        sql("update todos set done = true where id in (101, 102)")
+        await asyncio.sleep(0.6)
+        sql("delete from todos where id in (101, 102)")
+
+        def node_pg(kind: str) -> list[dict[str, Any]]:
+            return [e for e in node.events if e.get("kind") == "pg" and e["type"] == kind]
+
+        def py_pg(kind: str) -> list[dict[str, Any]]:
+            return [p["data"] for p in py_events["pg"] if p["data"]["type"] == kind]
+
+        await wait_for(lambda: len(node_pg("DELETE")) >= 2 and len(py_pg("DELETE")) >= 2, 15,
+                       "DELETE events at both clients", node.drain)
+        await asyncio.sleep(0.5)
+        node.drain()
+        # realtime-js (anon): only the public row's INSERT/UPDATE
+        assert [e["new"]["id"] for e in node_pg("INSERT")] == [101]
+        assert node_pg("INSERT")[0]["new"]["task"] == "public"
+        assert [e["new"]["id"] for e in node_pg("UPDATE")] == [101]
+        assert node_pg("UPDATE")[0]["new"]["done"] is True
+        assert node_pg("UPDATE")[0]["old"] == {"id": 101}
+        # python (authenticated as user A): only A's row
+        assert [d["record"]["id"] for d in py_pg("INSERT")] == [102]
+        assert py_pg("INSERT")[0]["record"]["owner"] == USER_A
+        assert [d["record"]["id"] for d in py_pg("UPDATE")] == [102]
+        # DELETE is not RLS-checked; with RLS on, old_record is reduced to the primary key
+        assert sorted(e["old"]["id"] for e in node_pg("DELETE")) == [101, 102]
+        assert all(set(e["old"]) == {"id"} for e in node_pg("DELETE"))
+        assert sorted(d["old_record"]["id"] for d in py_pg("DELETE")) == [101, 102]
+        # nobody saw user B's row
+        assert all(e["new"].get("id") != 103 for e in node.events if e.get("kind") == "pg" and e.get("new"))
+        assert all(d.get("record", {}).get("id") != 103 for d in (p["data"] for p in py_events["pg"]))
+        # payload shape (§4.5)
+        d = py_pg("INSERT")[0]
+        assert d["schema"] == "public" and d["table"] == "todos" and d["errors"] is None
+        assert d["commit_timestamp"].endswith("Z") and len(d["commit_timestamp"]) == 24
+        assert {"name": "id", "type": "int8"} in d["columns"]
+
+        await client.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), timeout=90))
+    except BaseException:
+        node.drain()
+        print("node events:", json.dumps(node.events, indent=1)[-4000:])
+        print("server log:", server.log_text()[-4000:])
+        raise
+    finally:
+        stderr = node.close()
+        if stderr.strip():
+            print("node stderr:", stderr[-2000:])
