@@ -201,8 +201,10 @@ def test_python_and_node_clients_together(
         # wait for both "Subscribed to PostgreSQL"
         await wait_for(lambda: node_has("system", lambda e: e["payload"].get("message") == "Subscribed to PostgreSQL"),
                        10, "realtime-js system Subscribed to PostgreSQL", node.drain)
-        await wait_for(lambda: any(getattr(s, "message", None) == "Subscribed to PostgreSQL" for s in py_events["system"]), 10,
-                       "python system Subscribed to PostgreSQL")
+        await wait_for(
+            lambda: any(getattr(s, "message", None) == "Subscribed to PostgreSQL" for s in py_events["system"]),
+            10, "python system Subscribed to PostgreSQL",
+        )
 
         # postgres_changes with RLS: anon sees owner IS NULL rows, user A sees its own rows.
         def sql(stmt: str) -> None:
