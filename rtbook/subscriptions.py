@@ -1,0 +1,822 @@
+"""Subscription tests (``realtime.*``): join, broadcast, presence, postgres_changes, RLS, bad tokens.
+
+Each test opens real Phoenix sockets to the target (through the gateway when ``api_url`` is set,
+else directly with the tenant's Host header), does what an application does, and measures it.
+Database-backed tests create a scratch table ``rtbook_scratch_<random>`` (primary key, REPLICA
+IDENTITY FULL, in the ``supabase_realtime`` publication) and drop it in a ``finally``; tables the
+user names in ``target.tables`` are only subscribed to and read, never written.
+
+A failure is passed to :func:`rtbook.remedies.diagnose`, so every result names its cause, the
+remedy, and the static checks that would have caught it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from rtbook.db import DEFAULT_PUBLICATION, classify_db_error, connect, parse_table, quote_ident
+from rtbook.exceptions import ConfigError
+from rtbook.phoenix import Message, PhoenixClient, PhoenixClosed, PhoenixError, PhoenixTimeout, Reply
+from rtbook.probes import (
+    SocketEndpoint,
+    failure,
+    jwt_secret,
+    mint_jwt,
+    open_socket,
+    realtime_host,
+    socket_endpoint,
+    socket_failure,
+)
+from rtbook.remedies import CAUSES, Cause, diagnose
+from rtbook.results import CheckResult, Status, register
+from rtbook.secrets import Secret
+from rtbook.target import Target
+
+__all__ = ["ScratchTable", "channel_config", "scratch_table"]
+
+SCRATCH_PREFIX = "rtbook_scratch_"
+
+
+def channel_config(
+    *,
+    broadcast_self: bool = False,
+    ack: bool = False,
+    presence_key: str = "",
+    postgres_changes: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The ``config`` of a public channel join (realtime-facts §5.4)."""
+    return {
+        "broadcast": {"self": broadcast_self, "ack": ack},
+        "presence": {"key": presence_key},
+        "postgres_changes": postgres_changes or [],
+        "private": False,
+    }
+
+
+def _topic(kind: str) -> str:
+    return f"realtime:rtbook-{kind}-{uuid.uuid4().hex[:10]}"
+
+
+class _Sockets:
+    """Opens sockets for one check and closes them all, whatever happens."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.endpoint: SocketEndpoint = socket_endpoint(target)
+        self.clients: list[PhoenixClient] = []
+
+    def open(self, apikey: Secret | str | None) -> PhoenixClient:
+        client = open_socket(self.target, apikey, endpoint=self.endpoint)
+        self.clients.append(client)
+        return client
+
+    def transcripts(self) -> dict[str, Any]:
+        return {f"socket{i + 1}": c.transcript.to_list() for i, c in enumerate(self.clients)}
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+@contextlib.contextmanager
+def _sockets(target: Target) -> Iterator[_Sockets]:
+    s = _Sockets(target)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _anon(target: Target, cid: str) -> Secret | CheckResult:
+    anon = target.secret("ANON_KEY")
+    if anon is None:
+        return CheckResult(
+            cid,
+            Status.SKIP,
+            summary="Skipped: ANON_KEY is not set.",
+            remedy="Export ANON_KEY or put it in the stack's .env.",
+        )
+    return anon
+
+
+def _join_failure(cid: str, reply: Reply, what: str, socks: _Sockets, metrics: dict[str, float]) -> CheckResult:
+    found = diagnose(reason=reply.reason)
+    return failure(
+        cid,
+        f"{what}: the join was refused: {reply.reason or reply.status}.",
+        cause=found,
+        detail=f"phx_join through {socks.endpoint.label} answered status {reply.status!r} "
+        f"with {reply.response!r}.",
+        evidence={"transcripts": socks.transcripts()},
+        metrics=metrics,
+    )
+
+
+def _phoenix_failure(cid: str, exc: PhoenixError, what: str, socks: _Sockets,
+                     metrics: dict[str, float], cause: Cause | None = None) -> CheckResult:
+    if not isinstance(exc, PhoenixTimeout | PhoenixClosed):
+        return socket_failure(cid, exc, what, socks.endpoint, {"transcripts": socks.transcripts()})
+    closed = isinstance(exc, PhoenixClosed)
+    return failure(
+        cid,
+        f"{what}: {exc}.",
+        cause=cause or CAUSES["timeout"],
+        detail=("The server closed the socket. " if closed else "")
+        + f"Connected through {socks.endpoint.label}; the transcript in the evidence shows every frame.",
+        evidence={"transcripts": socks.transcripts()},
+        metrics=metrics,
+    )
+
+
+def _is_reply_ok(reply: Reply | None) -> bool:
+    return reply is not None and reply.ok
+
+
+# ------------------------------------------------------------------ realtime.join
+
+
+@register("realtime.join", "A public channel can be joined with the anon key", needs=("realtime",))
+def check_join(target: Target) -> CheckResult:
+    """Connect with ``ANON_KEY`` and join a public channel; record connect and join latency."""
+    cid = "realtime.join"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    metrics: dict[str, float] = {}
+    with _sockets(target) as socks:
+        try:
+            client = socks.open(anon)
+            metrics["connect_ms"] = client.connect_ms
+            topic = _topic("join")
+            reply = client.join(topic, channel_config(), timeout=target.timeout)
+            metrics["join_ms"] = reply.latency_ms
+            if not reply.ok:
+                return _join_failure(cid, reply, "Joining a public channel failed", socks, metrics)
+            left = client.leave(topic, timeout=target.timeout)
+            metrics["leave_ms"] = left.latency_ms
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "Joining a public channel failed", socks, metrics)
+        return CheckResult(
+            cid,
+            Status.PASS,
+            summary=f"Joined {topic} through {socks.endpoint.via}: connect {metrics['connect_ms']:.0f} ms, "
+            f"join {metrics['join_ms']:.0f} ms.",
+            evidence={"endpoint": socks.endpoint.label, "transcripts": socks.transcripts()},
+            metrics=metrics,
+        )
+
+
+# ------------------------------------------------------------------ realtime.broadcast
+
+
+def _broadcast_of(nonce: str) -> Callable[[Message], bool]:
+    def match(m: Message) -> bool:
+        return (
+            m.event == "broadcast"
+            and isinstance(m.payload, dict)
+            and isinstance(m.payload.get("payload"), dict)
+            and m.payload["payload"].get("nonce") == nonce
+        )
+
+    return match
+
+
+@register("realtime.broadcast", "Broadcast reaches the sender (self) and a second client, with ack",
+          needs=("realtime",))
+def check_broadcast(target: Target) -> CheckResult:
+    """Two sockets join one topic; the first sends with ``self`` and ``ack``; both receive it."""
+    cid = "realtime.broadcast"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    metrics: dict[str, float] = {}
+    topic = _topic("broadcast")
+    nonce = uuid.uuid4().hex
+    with _sockets(target) as socks:
+        try:
+            a = socks.open(anon)
+            b = socks.open(anon)
+            for name, client, cfg in (
+                ("sender", a, channel_config(broadcast_self=True, ack=True)),
+                ("receiver", b, channel_config()),
+            ):
+                reply = client.join(topic, cfg, timeout=target.timeout)
+                metrics[f"join_{name}_ms"] = reply.latency_ms
+                if not reply.ok:
+                    return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
+            sent = time.monotonic()
+            ack = a.push(topic, "broadcast", {"type": "broadcast", "event": "rtbook-probe",
+                                              "payload": {"nonce": nonce}}, wait_reply=True,
+                         timeout=target.timeout)
+            assert ack is not None
+            metrics["ack_ms"] = ack.latency_ms
+            if not ack.ok:
+                return failure(
+                    cid,
+                    f"The broadcast was not acknowledged: {ack.reason or ack.status}.",
+                    cause=diagnose(reason=ack.reason or str(ack.response)),
+                    evidence={"transcripts": socks.transcripts()},
+                    metrics=metrics,
+                )
+            own = a.wait_for(_broadcast_of(nonce), target.timeout, "the sender's own broadcast (self: true)")
+            metrics["self_ms"] = ((a.received_at(own) or time.monotonic()) - sent) * 1000
+            peer = b.wait_for(_broadcast_of(nonce), target.timeout, "the broadcast at the second client")
+            metrics["peer_ms"] = ((b.received_at(peer) or time.monotonic()) - sent) * 1000
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "Broadcast failed", socks, metrics)
+        return CheckResult(
+            cid,
+            Status.PASS,
+            summary=f"Broadcast acknowledged in {metrics['ack_ms']:.0f} ms, echoed to the sender in "
+            f"{metrics['self_ms']:.0f} ms and delivered to a second client in {metrics['peer_ms']:.0f} ms.",
+            evidence={"topic": topic, "payload": peer.payload, "transcripts": socks.transcripts()},
+            metrics=metrics,
+        )
+
+
+# ------------------------------------------------------------------ realtime.presence
+
+
+def _presence_has(key: str, section: str | None) -> Callable[[Message], bool]:
+    def match(m: Message) -> bool:
+        if not isinstance(m.payload, dict):
+            return False
+        if section is None:
+            return m.event in ("presence_state", "presence_diff") and (
+                key in m.payload or key in (m.payload.get("joins") or {})
+            )
+        return m.event == "presence_diff" and key in (m.payload.get(section) or {})
+
+    return match
+
+
+@register("realtime.presence", "Presence track is seen by a second client, and so is the leave",
+          needs=("realtime",))
+def check_presence(target: Target) -> CheckResult:
+    """Client A tracks a state; client B sees it (presence_state/diff) and then sees A leave."""
+    cid = "realtime.presence"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    metrics: dict[str, float] = {}
+    topic = _topic("presence")
+    key_a = f"rtbook-a-{uuid.uuid4().hex[:6]}"
+    with _sockets(target) as socks:
+        try:
+            a = socks.open(anon)
+            b = socks.open(anon)
+            for name, client, key in (("observer", b, "rtbook-b"), ("tracker", a, key_a)):
+                reply = client.join(topic, channel_config(presence_key=key), timeout=target.timeout)
+                metrics[f"join_{name}_ms"] = reply.latency_ms
+                if not reply.ok:
+                    return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
+            sent = time.monotonic()
+            tracked = a.push(topic, "presence", {"type": "presence", "event": "track",
+                                                 "payload": {"probe": "rtbook", "at": int(time.time())}},
+                             wait_reply=True, timeout=target.timeout)
+            assert tracked is not None
+            metrics["track_reply_ms"] = tracked.latency_ms
+            if not tracked.ok:
+                return failure(
+                    cid,
+                    f"The presence track was refused: {tracked.reason or tracked.response}.",
+                    cause=diagnose(reason=tracked.reason),
+                    evidence={"transcripts": socks.transcripts()},
+                    metrics=metrics,
+                )
+            seen = b.wait_for(_presence_has(key_a, None), target.timeout, f"presence of {key_a} at the observer")
+            metrics["join_seen_ms"] = ((b.received_at(seen) or time.monotonic()) - sent) * 1000
+            left_at = time.monotonic()
+            a.leave(topic, timeout=target.timeout)
+            gone = b.wait_for(_presence_has(key_a, "leaves"), target.timeout, f"the leave of {key_a}")
+            metrics["leave_seen_ms"] = ((b.received_at(gone) or time.monotonic()) - left_at) * 1000
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "Presence failed", socks, metrics)
+        return CheckResult(
+            cid,
+            Status.PASS,
+            summary=f"A second client saw the track in {metrics['join_seen_ms']:.0f} ms and the leave in "
+            f"{metrics['leave_seen_ms']:.0f} ms.",
+            evidence={"topic": topic, "state": seen.payload, "transcripts": socks.transcripts()},
+            metrics=metrics,
+        )
+
+
+# ------------------------------------------------------------------ scratch tables
+
+
+@dataclass(frozen=True)
+class ScratchTable:
+    """A throwaway table in the publication: ``public.rtbook_scratch_<hex>``."""
+
+    schema: str
+    name: str
+    rls: bool
+
+    @property
+    def sql(self) -> str:
+        """Quoted name."""
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+
+# SQL Realtime evaluates as the subscriber's role with request.jwt.claims set (realtime-facts §4.4).
+_SUB_CLAIM = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')"
+
+
+@contextlib.contextmanager
+def scratch_table(target: Target, rls: bool = False) -> Iterator[ScratchTable]:
+    """Create a scratch table (PK, REPLICA IDENTITY FULL, in the publication) and drop it afterwards.
+
+    With ``rls`` the table has RLS on and one SELECT policy: ``authenticated`` sees rows whose
+    ``owner`` equals the JWT ``sub``; ``anon`` has none; ``service_role`` bypasses RLS.
+    """
+    table = ScratchTable("public", f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:10]}", rls)
+    ddl = [
+        f"CREATE TABLE {table.sql} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text, owner uuid)",
+        f"ALTER TABLE {table.sql} REPLICA IDENTITY FULL",
+    ]
+    with connect(target) as conn:
+        roles = set(conn.execute(sa.text(
+            "SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role')"
+        )).scalars())
+        if roles:
+            ddl.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table.sql} TO {', '.join(sorted(roles))}")
+        if rls:
+            ddl.append(f"ALTER TABLE {table.sql} ENABLE ROW LEVEL SECURITY")
+            if "authenticated" in roles:
+                ddl.append(
+                    f"CREATE POLICY rtbook_owner_select ON {table.sql} FOR SELECT TO authenticated "
+                    f"USING (owner::text = {_SUB_CLAIM})"
+                )
+        ddl.append(f"ALTER PUBLICATION {DEFAULT_PUBLICATION} ADD TABLE {table.sql}")
+        try:
+            for stmt in ddl:
+                conn.execute(sa.text(stmt))
+            conn.commit()
+        except SQLAlchemyError:
+            conn.rollback()
+            raise
+    try:
+        yield table
+    finally:
+        with contextlib.suppress(SQLAlchemyError, OSError), connect(target) as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.sql}"))
+            conn.commit()
+
+
+def _db_write(target: Target, stmt: str, params: dict[str, Any] | None = None) -> tuple[float, Any]:
+    """Run one statement in its own transaction; return the monotonic commit time and the first value."""
+    with connect(target) as conn:
+        value = conn.execute(sa.text(stmt), params or {}).scalar()
+        conn.commit()
+        return time.monotonic(), value
+
+
+def _db_failure(cid: str, exc: BaseException, target: Target, doing: str,
+                metrics: dict[str, float] | None = None) -> CheckResult:
+    problem = classify_db_error(exc, target)
+    found = diagnose(message=problem.message)
+    return failure(
+        cid,
+        f"Could not {doing}: {problem.summary}",
+        cause=found,
+        detail=f"Database said: {problem.message}",
+        remedy="" if found else problem.remedy,
+        evidence={"db_error": problem.kind},
+        metrics=metrics,
+        see_also=("db.connect",),
+    )
+
+
+def _system_for(table: str) -> Callable[[Message], bool]:
+    def match(m: Message) -> bool:
+        return (
+            m.event == "system"
+            and isinstance(m.payload, dict)
+            and m.payload.get("extension") == "postgres_changes"
+        )
+
+    return match
+
+
+def _change(kind: str, table: str, row_id: Any) -> Callable[[Message], bool]:
+    def match(m: Message) -> bool:
+        if m.event != "postgres_changes" or not isinstance(m.payload, dict):
+            return False
+        data = m.payload.get("data") or {}
+        if data.get("type") != kind or data.get("table") != table:
+            return False
+        rec = data.get("old_record") if kind == "DELETE" else data.get("record")
+        return isinstance(rec, dict) and str(rec.get("id")) == str(row_id)
+
+    return match
+
+
+def _wal_cause(target: Target) -> Cause:
+    """Why subscribed changes do not arrive: look at wal_level before blaming the poller."""
+    try:
+        with connect(target) as conn:
+            level = conn.execute(sa.text("SHOW wal_level")).scalar()
+    except (SQLAlchemyError, OSError):
+        return CAUSES["no_events"]
+    return CAUSES["wal_level"] if level != "logical" else CAUSES["no_events"]
+
+
+def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeout: float,
+               access_token: Secret | str | None = None) -> tuple[Reply, Message | None, float]:
+    """Join with one postgres_changes binding and wait for the ``system`` answer.
+
+    Returns the join reply, the system message (None when the join failed) and the ms from the
+    join to the system message.
+    """
+    started = time.monotonic()
+    reply = client.join(
+        topic,
+        channel_config(postgres_changes=[{"event": "*", "schema": schema, "table": table}]),
+        access_token=access_token,
+        timeout=timeout,
+    )
+    if not reply.ok:
+        return reply, None, 0.0
+    system = client.wait_for(_system_for(table), timeout, f"the system message for {schema}.{table}")
+    return reply, system, (time.monotonic() - started) * 1000
+
+
+def _system_failure(cid: str, system: Message, where: str, socks: _Sockets,
+                    metrics: dict[str, float]) -> CheckResult | None:
+    payload = system.payload if isinstance(system.payload, dict) else {}
+    if payload.get("status") == "ok":
+        return None
+    text = str(payload.get("message", ""))
+    return failure(
+        cid,
+        f"Realtime refused the postgres_changes subscription on {where}: {text[:160]}",
+        cause=diagnose(message=text),
+        detail=f"system message: {payload!r}",
+        evidence={"transcripts": socks.transcripts()},
+        metrics=metrics,
+    )
+
+
+# ------------------------------------------------------------------ realtime.postgres_changes
+
+
+@register("realtime.postgres_changes", "INSERT, UPDATE and DELETE on a published table reach a subscriber",
+          needs=("realtime", "db"))
+def check_postgres_changes(target: Target) -> CheckResult:
+    """Subscribe to a scratch table, write to it, and time each change; subscribe to named tables."""
+    cid = "realtime.postgres_changes"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    metrics: dict[str, float] = {}
+    evidence: dict[str, Any] = {}
+    try:
+        named = [parse_table(t) for t in target.tables]
+    except ConfigError as exc:
+        return CheckResult(cid, Status.ERROR, summary=str(exc), remedy="Name tables as schema.table.")
+    with _sockets(target) as socks:
+        try:
+            # The user's tables: subscribe only (rtbook never writes to them).
+            for ref in named:
+                client = socks.open(anon)
+                reply, system, ms = _subscribe(client, _topic("pgc"), ref.schema, ref.name, target.timeout)
+                if system is None:
+                    return _join_failure(cid, reply, f"Subscribing to {ref}", socks, metrics)
+                metrics[f"subscribed_{ref}_ms"] = ms
+                bad = _system_failure(cid, system, str(ref), socks, metrics)
+                if bad is not None:
+                    return bad
+                evidence.setdefault("named_tables", {})[str(ref)] = "Subscribed to PostgreSQL"
+            try:
+                scratch_cm = scratch_table(target)
+                table = scratch_cm.__enter__()
+            except (SQLAlchemyError, OSError) as exc:
+                return _db_failure(cid, exc, target, "create the scratch table", metrics)
+            try:
+                client = socks.open(anon)
+                metrics["connect_ms"] = client.connect_ms
+                reply, system, ms = _subscribe(client, _topic("pgc"), table.schema, table.name, target.timeout)
+                if system is None:
+                    return _join_failure(cid, reply, "Subscribing to the scratch table", socks, metrics)
+                metrics["join_ms"] = reply.latency_ms
+                metrics["subscribed_ms"] = ms
+                bad = _system_failure(cid, system, f"{table.schema}.{table.name}", socks, metrics)
+                if bad is not None:
+                    return bad
+                payloads: dict[str, Any] = {}
+                try:
+                    t_ins, row_id = _db_write(
+                        target, f"INSERT INTO {table.sql} (note) VALUES ('rtbook insert') RETURNING id")
+                    for kind, stmt, t0 in (
+                        ("INSERT", None, t_ins),
+                        ("UPDATE", f"UPDATE {table.sql} SET note = 'rtbook update' WHERE id = :id", None),
+                        ("DELETE", f"DELETE FROM {table.sql} WHERE id = :id", None),
+                    ):
+                        if stmt is not None:
+                            t0, _ = _db_write(target, stmt, {"id": row_id})
+                        assert t0 is not None
+                        try:
+                            msg = client.wait_for(_change(kind, table.name, row_id), target.timeout,
+                                                  f"the {kind} event")
+                        except PhoenixTimeout:
+                            got = [k for k in ("INSERT", "UPDATE", "DELETE") if k in payloads]
+                            return failure(
+                                cid,
+                                f"Subscribed, but the {kind} on {table.schema}.{table.name} never arrived "
+                                f"(waited {target.timeout:g} s).",
+                                cause=_wal_cause(target),
+                                detail=f"Realtime confirmed 'Subscribed to PostgreSQL'; events received before: "
+                                f"{', '.join(got) or 'none'}.",
+                                evidence={**evidence, "payloads": payloads, "transcripts": socks.transcripts()},
+                                metrics=metrics,
+                            )
+                        metrics[f"{kind.lower()}_ms"] = ((client.received_at(msg) or time.monotonic()) - t0) * 1000
+                        payloads[kind] = msg.payload
+                except (SQLAlchemyError, OSError) as exc:
+                    return _db_failure(cid, exc, target, "write to the scratch table", metrics)
+            finally:
+                scratch_cm.__exit__(None, None, None)
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics)
+        evidence.update({"table": f"{table.schema}.{table.name}", "payloads": payloads,
+                         "transcripts": socks.transcripts()})
+        return CheckResult(
+            cid,
+            Status.PASS,
+            summary=f"INSERT/UPDATE/DELETE arrived in {metrics['insert_ms']:.0f}/{metrics['update_ms']:.0f}/"
+            f"{metrics['delete_ms']:.0f} ms after commit"
+            + (f"; subscribed to {len(named)} named table(s)." if named else "."),
+            evidence=evidence,
+            metrics=metrics,
+        )
+
+
+# ------------------------------------------------------------------ realtime.rls
+
+
+def _named_rls_gaps(target: Target) -> list[tuple[str, str]]:
+    """(table, role) pairs where a named table has RLS on and the role has no SELECT policy."""
+    gaps: list[tuple[str, str]] = []
+    if not target.tables:
+        return gaps
+    with connect(target) as conn:
+        for text in target.tables:
+            ref = parse_table(text)
+            row = conn.execute(sa.text(
+                "SELECT c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relname = :t"), {"s": ref.schema, "t": ref.name}).first()
+            if row is None or not row[0]:
+                continue
+            for role in ("anon", "authenticated"):
+                has = conn.execute(sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = :s AND tablename = :t "
+                    "AND cmd IN ('SELECT', 'ALL') AND (roles @> ARRAY[CAST(:r AS name)] "
+                    "OR roles @> ARRAY[CAST('public' AS name)]))"),
+                    {"s": ref.schema, "t": ref.name, "r": role}).scalar()
+                if not has:
+                    gaps.append((str(ref), role))
+    return gaps
+
+
+@register("realtime.rls", "RLS decides who receives a change: anon, authenticated (owner) and service_role",
+          needs=("realtime", "db"))
+def check_rls(target: Target) -> CheckResult:
+    """One change on an RLS scratch table is seen by the owner and service_role, not by anon or others."""
+    cid = "realtime.rls"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    secret = jwt_secret(target)
+    if secret is None:
+        return CheckResult(cid, Status.SKIP, summary="Skipped: JWT_SECRET is not set.",
+                           remedy="Export JWT_SECRET or put it in the stack's .env.")
+    owner = str(uuid.uuid4())
+    stranger = str(uuid.uuid4())
+    service_key = target.secret("SERVICE_ROLE_KEY")
+    tokens: dict[str, str | None] = {
+        "anon": None,
+        "authenticated": mint_jwt(secret, "authenticated", sub=owner),
+        "other_user": mint_jwt(secret, "authenticated", sub=stranger),
+        "service_role": service_key.reveal() if service_key else mint_jwt(secret, "service_role"),
+    }
+    for tok in tokens.values():
+        target.redactor.add(tok)
+    expected = {"anon": False, "authenticated": True, "other_user": False, "service_role": True}
+    metrics: dict[str, float] = {}
+    evidence: dict[str, Any] = {}
+    try:
+        gaps = _named_rls_gaps(target)
+    except (SQLAlchemyError, OSError, ConfigError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        return _db_failure(cid, exc, target, "read the named tables' policies")
+    with _sockets(target) as socks:
+        try:
+            scratch_cm = scratch_table(target, rls=True)
+            table = scratch_cm.__enter__()
+        except (SQLAlchemyError, OSError) as exc:
+            return _db_failure(cid, exc, target, "create the RLS scratch table")
+        try:
+            clients: dict[str, PhoenixClient] = {}
+            for role, token in tokens.items():
+                client = socks.open(anon)
+                reply, system, ms = _subscribe(client, _topic(f"rls-{role}"), table.schema, table.name,
+                                               target.timeout, access_token=token)
+                if system is None:
+                    return _join_failure(cid, reply, f"Subscribing as {role}", socks, metrics)
+                bad = _system_failure(cid, system, f"{table.schema}.{table.name} as {role}", socks, metrics)
+                if bad is not None:
+                    return bad
+                metrics[f"subscribed_{role}_ms"] = ms
+                clients[role] = client
+            t0, row_id = _db_write(
+                target, f"INSERT INTO {table.sql} (note, owner) VALUES ('rtbook rls', CAST(:o AS uuid)) RETURNING id",
+                {"o": owner})
+            seen: dict[str, bool] = {}
+            # service_role bypasses RLS: once it has the change, the others have had their chance too.
+            try:
+                msg = clients["service_role"].wait_for(_change("INSERT", table.name, row_id), target.timeout,
+                                                       "the INSERT as service_role")
+                seen["service_role"] = True
+                got_at = clients["service_role"].received_at(msg) or time.monotonic()
+                metrics["service_role_ms"] = (got_at - t0) * 1000
+            except PhoenixTimeout:
+                seen["service_role"] = False
+            grace = min(2.0, target.timeout)
+            for role in ("authenticated", "anon", "other_user"):
+                got = clients[role].collect(_change("INSERT", table.name, row_id), grace if role != "authenticated"
+                                            else min(target.timeout, 3.0))
+                seen[role] = bool(got)
+                if got:
+                    metrics[f"{role}_ms"] = ((clients[role].received_at(got[0]) or time.monotonic()) - t0) * 1000
+        except (SQLAlchemyError, OSError) as exc:
+            return _db_failure(cid, exc, target, "write to the RLS scratch table", metrics)
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics)
+        finally:
+            scratch_cm.__exit__(None, None, None)
+        evidence.update({"table": f"{table.schema}.{table.name}", "expected": expected, "seen": seen,
+                         "transcripts": socks.transcripts()})
+    if not seen["service_role"]:
+        return failure(
+            cid,
+            "Not even service_role received the change, so RLS cannot be judged.",
+            cause=_wal_cause(target),
+            evidence=evidence,
+            metrics=metrics,
+        )
+    wrong = {r: seen[r] for r in expected if seen.get(r) != expected[r]}
+    if wrong:
+        leaks = [r for r, v in wrong.items() if v]
+        denied = [r for r, v in wrong.items() if not v]
+        found = CAUSES["rls_leaks"] if leaks else CAUSES["rls_denies"]
+        return failure(
+            cid,
+            "Realtime did not apply the table's RLS policies: "
+            + "; ".join([f"{', '.join(leaks)} received a row its policy hides" if leaks else "",
+                         f"{', '.join(denied)} missed a row its policy allows" if denied else ""]).strip("; ")
+            + ".",
+            cause=found,
+            detail="Scratch table policy: authenticated may SELECT rows whose owner equals its JWT sub; anon has "
+            "no policy; service_role bypasses RLS. Expected " + repr(expected) + ", saw " + repr(seen) + ".",
+            evidence=evidence,
+            metrics=metrics,
+        )
+    if gaps:
+        critical = [g for g in gaps if g[1] == "authenticated"]
+        listing = ", ".join(f"{t} ({r})" for t, r in gaps)
+        return failure(
+            cid,
+            f"RLS works, but named tables have no SELECT policy for some roles: {listing}.",
+            cause=CAUSES["rls_denies"],
+            detail="With RLS on and no SELECT policy, Realtime delivers no change on that table to that role. "
+            "This is right only if the role must never see the table.",
+            remedy="; ".join(f"CREATE POLICY ... ON {t} FOR SELECT TO {r} USING (...)" for t, r in gaps),
+            evidence={**evidence, "policy_gaps": [list(g) for g in gaps]},
+            metrics=metrics,
+            status=Status.FAIL if critical else Status.WARN,
+        )
+    return CheckResult(
+        cid,
+        Status.PASS,
+        summary="RLS applied per role: the owner and service_role received the change; anon and another user "
+        "did not.",
+        evidence=evidence,
+        metrics=metrics,
+    )
+
+
+# ------------------------------------------------------------------ realtime.bad_token
+
+
+@dataclass(frozen=True)
+class _BadCase:
+    name: str
+    token: str
+    causes: tuple[str, ...]
+
+
+@register("realtime.bad_token", "Invalid-signature and expired tokens are refused with the documented errors",
+          needs=("realtime",))
+def check_bad_token(target: Target) -> CheckResult:
+    """Join with a token signed by another secret and with an expired one; both must be refused."""
+    cid = "realtime.bad_token"
+    anon = _anon(target, cid)
+    if isinstance(anon, CheckResult):
+        return anon
+    secret = jwt_secret(target)
+    if secret is None:
+        return CheckResult(cid, Status.SKIP, summary="Skipped: JWT_SECRET is not set.",
+                           remedy="Export JWT_SECRET or put it in the stack's .env.")
+    cases = (
+        _BadCase("invalid_signature",
+                 mint_jwt("rtbook-wrong-secret-" + uuid.uuid4().hex, "authenticated", sub=str(uuid.uuid4())),
+                 ("jwt_signature",)),
+        _BadCase("expired", mint_jwt(secret, "authenticated", expires_in=-600, sub=str(uuid.uuid4())),
+                 ("token_expired",)),
+    )
+    for case in cases:
+        target.redactor.add(case.token)
+    metrics: dict[str, float] = {}
+    outcomes: dict[str, Any] = {}
+    problems: list[str] = []
+    accepted: list[str] = []
+    with _sockets(target) as socks:
+        for case in cases:
+            try:
+                client = socks.open(anon)
+                reply = client.join(_topic("badtoken"), channel_config(), access_token=case.token,
+                                    timeout=target.timeout + 6)  # Realtime delays join errors by up to 5 s
+            except PhoenixError as exc:
+                return _phoenix_failure(cid, exc, f"The {case.name} token test failed", socks, metrics)
+            metrics[f"{case.name}_reply_ms"] = reply.latency_ms
+            found = diagnose(reason=reply.reason)
+            outcomes[case.name] = {"status": reply.status, "reason": reply.reason,
+                                   "cause": found.id if found else None}
+            if reply.ok:
+                accepted.append(case.name)
+            elif found is None or found.id not in case.causes:
+                problems.append(f"{case.name}: refused with {reply.reason or reply.response!r}, "
+                                f"expected {' or '.join(case.causes)}")
+        # Directly, the socket's own apikey is verified at the handshake (>= 2.116: 401 + reason).
+        if target.realtime_url:
+            ep = SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
+            for case in cases:
+                try:
+                    client = open_socket(target, case.token, endpoint=ep)
+                    client.close()
+                    accepted.append(f"{case.name} (handshake)")
+                except PhoenixError as exc:
+                    status = getattr(exc, "status", None)
+                    body = getattr(exc, "body", "")
+                    found = diagnose(status=status, body=body) if status is not None else None
+                    outcomes[f"{case.name}_handshake"] = {"status": status, "body": body[:200],
+                                                          "cause": found.id if found else None}
+                    ok_ids = (*case.causes, "connect_refused_legacy")
+                    if status is None:
+                        problems.append(f"{case.name} handshake: {exc}")
+                    elif found is None or found.id not in ok_ids:
+                        problems.append(f"{case.name} handshake: HTTP {status} {body[:80]!r}, "
+                                        f"expected {' or '.join(case.causes)}")
+        evidence = {"outcomes": outcomes, "transcripts": socks.transcripts()}
+    if accepted:
+        return CheckResult(
+            cid,
+            Status.FAIL,
+            summary=f"Realtime accepted bad tokens: {', '.join(accepted)}.",
+            detail="A token signed with another secret or already expired must be refused; Realtime accepted it, "
+            "so channel authorization (and RLS claims) can be forged.",
+            remedy="Check that the tenant row's jwt_secret is set (rtbook tenant plan) and that JWT_CLAIM_VALIDATORS "
+            "is not disabling checks; upgrade Realtime if it is very old.",
+            evidence=evidence,
+            metrics=metrics,
+            see_also=("tenant.jwt_secret",),
+        )
+    if problems:
+        return CheckResult(
+            cid,
+            Status.WARN,
+            summary="Bad tokens were refused, but not with the documented errors: " + "; ".join(problems) + ".",
+            detail="The refusal reasons come from Realtime's error catalogue (realtime-facts §1.3, §5.4); a "
+            "different reason means another check failed first (e.g. the tenant or its database).",
+            remedy="Read the outcomes in the evidence; fix the failure they name first.",
+            evidence=evidence,
+            metrics=metrics,
+        )
+    return CheckResult(
+        cid,
+        Status.PASS,
+        summary="Invalid-signature and expired tokens were refused with "
+        + ", ".join(f"{k}: {v.get('reason') or v.get('status')}" for k, v in outcomes.items()) + ".",
+        evidence=evidence,
+        metrics=metrics,
+    )
