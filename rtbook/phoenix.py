@@ -551,13 +551,14 @@ class PhoenixClient:
         if self.closed:
             raise PhoenixClosed(f"socket to {self.url} is closed ({self._close_reason or 'closed'})")
         text = encode(message, self.vsn)
+        # Recorded before sending so that the reply never precedes its request in the transcript.
+        self.transcript.record("sent", text)
         try:
             self._ws.send(text)
         except (websocket.WebSocketException, OSError) as exc:
             self._mark_closed(f"send failed: {type(exc).__name__}: {exc}")
             raise PhoenixClosed(f"socket to {self.url} closed while sending: {self._close_reason}") from None
         self._last_sent = time.monotonic()
-        self.transcript.record("sent", text)
 
     def push(
         self,

@@ -50,12 +50,17 @@ def channel_config(
     broadcast_self: bool = False,
     ack: bool = False,
     presence_key: str = "",
+    presence_enabled: bool = False,
     postgres_changes: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The ``config`` of a public channel join (realtime-facts §5.4)."""
+    """The ``config`` of a public channel join (realtime-facts §5.4).
+
+    ``presence_enabled`` is what realtime-js sends when presence callbacks are registered; without
+    it Realtime sends presence events only once the channel itself tracks.
+    """
     return {
         "broadcast": {"self": broadcast_self, "ack": ack},
-        "presence": {"key": presence_key},
+        "presence": {"key": presence_key, "enabled": presence_enabled},
         "postgres_changes": postgres_changes or [],
         "private": False,
     }
@@ -274,7 +279,7 @@ def check_presence(target: Target) -> CheckResult:
             a = socks.open(anon)
             b = socks.open(anon)
             for name, client, key in (("observer", b, "rtbook-b"), ("tracker", a, key_a)):
-                reply = client.join(topic, channel_config(presence_key=key), timeout=target.timeout)
+                reply = client.join(topic, channel_config(presence_key=key, presence_enabled=True), timeout=target.timeout)
                 metrics[f"join_{name}_ms"] = reply.latency_ms
                 if not reply.ok:
                     return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
@@ -375,7 +380,8 @@ def scratch_table(target: Target, rls: bool = False) -> Iterator[ScratchTable]:
 def _db_write(target: Target, stmt: str, params: dict[str, Any] | None = None) -> tuple[float, Any]:
     """Run one statement in its own transaction; return the monotonic commit time and the first value."""
     with connect(target) as conn:
-        value = conn.execute(sa.text(stmt), params or {}).scalar()
+        result = conn.execute(sa.text(stmt), params or {})
+        value = result.scalar() if result.returns_rows else None
         conn.commit()
         return time.monotonic(), value
 
