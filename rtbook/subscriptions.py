@@ -279,7 +279,8 @@ def check_presence(target: Target) -> CheckResult:
             a = socks.open(anon)
             b = socks.open(anon)
             for name, client, key in (("observer", b, "rtbook-b"), ("tracker", a, key_a)):
-                reply = client.join(topic, channel_config(presence_key=key, presence_enabled=True), timeout=target.timeout)
+                cfg = channel_config(presence_key=key, presence_enabled=True)
+                reply = client.join(topic, cfg, timeout=target.timeout)
                 metrics[f"join_{name}_ms"] = reply.latency_ms
                 if not reply.ok:
                     return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
