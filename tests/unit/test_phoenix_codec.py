@@ -72,7 +72,7 @@ def test_decode_binary_v2_push_reply_broadcast() -> None:
 
 
 def test_unknown_vsn_is_a_config_error_naming_the_value() -> None:
-    with pytest.raises(ConfigError, match="'3.0.0'"):
+    with pytest.raises(ConfigError, match=r"'3\.0\.0'"):
         encode(Message("t", "e"), "3.0.0")
 
 
