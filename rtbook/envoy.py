@@ -1,0 +1,1212 @@
+"""Envoy's gateway config as the official stack generates it, a typed model, and the ``envoy.*`` checks.
+
+The Envoy container of the official stack (``volumes/api/envoy/``) runs ``docker-entrypoint.sh``:
+it computes ``DASHBOARD_BASIC_AUTH`` (``user:{SHA}base64(sha1(password))``) and
+``WELL_KNOWN_OAUTH_PATH`` (from ``JWT_ISSUER``), then runs ``sed -e "s|\\${NAME}|${NAME}|g" ...``
+over ``lds.template.yaml`` (and, in some forks, ``cds.template.yaml``) for a fixed list of names.
+Only those names are substituted; any other ``${...}`` reaches Envoy as written.
+
+Envoy separates two things Kong merges: the cluster address decides *which container* gets the
+request, while ``host_rewrite_literal`` decides the Host header, hence the Realtime tenant.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from rtbook.exceptions import InputError
+from rtbook.results import CheckResult, Status, register
+
+if TYPE_CHECKING:
+    from rtbook.stack import Service, Stack
+    from rtbook.target import Target
+
+__all__ = [
+    "EnvoyCluster",
+    "EnvoyConfig",
+    "EnvoyFilter",
+    "EnvoyListener",
+    "EnvoyLoaded",
+    "EnvoyRoute",
+    "load_envoy",
+    "load_envoy_detailed",
+    "parse_envoy",
+    "sed_substitutions",
+    "substitute",
+]
+
+REALTIME_WS_PATH = "/realtime/v1/websocket"
+REALTIME_REST_PATH = "/realtime/v1/api/broadcast"
+REALTIME_TENANTS_PATH = "/realtime/v1/api/tenants"
+DEFAULT_REALTIME_PORT = 4000
+
+# What the official docker-entrypoint.sh substitutes, when the script itself is not available.
+DEFAULT_SUBSTITUTIONS: Mapping[str, tuple[str, ...]] = {
+    "lds": (
+        "ANON_KEY",
+        "ANON_KEY_ASYMMETRIC",
+        "SERVICE_ROLE_KEY",
+        "SERVICE_ROLE_KEY_ASYMMETRIC",
+        "SUPABASE_PUBLISHABLE_KEY",
+        "SUPABASE_SECRET_KEY",
+        "SUPABASE_PUBLIC_URL",
+        "DASHBOARD_BASIC_AUTH",
+        "WELL_KNOWN_OAUTH_PATH",
+    ),
+    "cds": (),
+}
+# Substituted names that may legitimately be empty (opaque keys are optional).
+OPTIONAL_EMPTY = frozenset(
+    {"SUPABASE_PUBLISHABLE_KEY", "SUPABASE_SECRET_KEY", "ANON_KEY_ASYMMETRIC", "SERVICE_ROLE_KEY_ASYMMETRIC"}
+)
+
+
+# ====================================================================== substitution
+
+
+def sed_substitutions(script: str) -> dict[str, tuple[str, ...]]:
+    """Map each template file name the entrypoint's ``sed`` reads to the ``${NAME}`` it substitutes."""
+    joined = re.sub(r"\\\n", " ", script)
+    out: dict[str, tuple[str, ...]] = {}
+    for line in joined.splitlines():
+        if not re.match(r"\s*sed\b", line) or "-i" in line.split():
+            continue
+        names = re.findall(r"s\|\\\$\{([A-Za-z_][A-Za-z_0-9]*)\}\|", line)
+        before_redirect = line.split(">", 1)[0]
+        files = re.findall(r"(\S+\.ya?ml)\b", before_redirect)
+        if names and files:
+            out[Path(files[-1]).name] = tuple(dict.fromkeys(names))
+    return out
+
+
+def _sed_replacement(value: str, matched: str) -> str:
+    # In a sed replacement, & is the matched text and a backslash escapes the next character.
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            out.append("\n" if nxt == "n" else nxt)
+            i += 2
+            continue
+        out.append(matched if c == "&" else c)
+        i += 1
+    return "".join(out)
+
+
+def substitute(text: str, names: Sequence[str], env: Mapping[str, str]) -> str:
+    """Apply ``sed -e "s|\\${NAME}|${NAME}|g"`` for each of ``names`` in order (unset names become empty)."""
+    for name in names:
+        token = "${" + name + "}"
+        value = env.get(name, "")
+        if "|" in value:
+            raise InputError(
+                f"the value of {name} contains '|', which breaks the entrypoint's sed command s|${{{name}}}|...|g; "
+                f"remove the '|' from {name}"
+            )
+        text = text.replace(token, _sed_replacement(value, token))
+    return text
+
+
+def computed_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables docker-entrypoint.sh computes before running sed."""
+    password = env.get("DASHBOARD_PASSWORD", "")
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    path = "/.well-known/oauth-authorization-server"
+    issuer = env.get("JWT_ISSUER", "").rstrip("/")
+    if issuer.startswith(("http://", "https://")):
+        rest = issuer.split("://", 1)[1]
+        if "/" in rest:
+            path += "/" + rest.split("/", 1)[1]
+    return {
+        "DASHBOARD_BASIC_AUTH": f"{env.get('DASHBOARD_USERNAME', '')}:{{SHA}}{digest}",
+        "WELL_KNOWN_OAUTH_PATH": path,
+    }
+
+
+# ====================================================================== model
+
+
+@dataclass(frozen=True)
+class EnvoyRoute:
+    """One route of a virtual host, with what it matches and where it sends the request."""
+
+    name: str
+    virtual_host: str
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    cluster: str | None = None
+    prefix_rewrite: str | None = None
+    regex_rewrite: tuple[str, str] | None = None
+    host_rewrite_literal: str | None = None
+    auto_host_rewrite: bool = False
+    upgrades: Mapping[str, bool] = field(default_factory=dict)
+    direct_status: int | None = None
+    rbac_deny: bool = False
+    disabled_filters: tuple[str, ...] = ()
+
+    def matches(self, request_path: str) -> bool:
+        """Whether Envoy's matcher for this route accepts ``request_path`` (query string excluded)."""
+        if self.prefix is not None:
+            return request_path.startswith(self.prefix)
+        if self.path is not None:
+            return request_path == self.path
+        if self.regex is not None:
+            try:
+                return re.fullmatch(self.regex, request_path) is not None
+            except re.error:
+                return False
+        return False
+
+    def rewritten(self, request_path: str) -> str:
+        """The path sent upstream after ``prefix_rewrite`` / ``regex_rewrite``."""
+        if self.prefix_rewrite is not None and self.prefix is not None and request_path.startswith(self.prefix):
+            return self.prefix_rewrite + request_path[len(self.prefix) :]
+        if self.prefix_rewrite is not None and self.path is not None and request_path == self.path:
+            return self.prefix_rewrite
+        if self.regex_rewrite is not None:
+            pattern, sub = self.regex_rewrite
+            try:
+                return re.sub(pattern, re.sub(r"\\(\d)", r"\\g<\1>", sub), request_path)
+            except re.error:
+                return request_path
+        return request_path
+
+    @property
+    def blocked(self) -> bool:
+        """True when the route answers by itself (RBAC deny or a 4xx/5xx direct response)."""
+        return self.rbac_deny or (self.direct_status is not None and self.direct_status >= 400)
+
+
+@dataclass(frozen=True)
+class EnvoyFilter:
+    """An HTTP filter of the connection manager (Lua code and RBAC rules kept for the checks)."""
+
+    name: str
+    inline_code: str | None = None
+    rbac: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EnvoyListener:
+    """A listener with its HTTP connection manager's routes, filters and upgrade settings."""
+
+    name: str
+    address: str
+    port: int | None
+    routes: tuple[EnvoyRoute, ...] = ()
+    filters: tuple[EnvoyFilter, ...] = ()
+    upgrades: Mapping[str, bool] = field(default_factory=dict)
+
+    def websocket_allowed(self, route: EnvoyRoute) -> bool:
+        """Whether a WebSocket upgrade on ``route`` is proxied (route setting overrides the listener's)."""
+        if "websocket" in route.upgrades:
+            return route.upgrades["websocket"]
+        return self.upgrades.get("websocket", False)
+
+
+@dataclass(frozen=True)
+class EnvoyCluster:
+    """An upstream cluster and its endpoint addresses."""
+
+    name: str
+    endpoints: tuple[tuple[str, int | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    """Listeners and clusters as Envoy loads them."""
+
+    sources: tuple[str, ...]
+    listeners: tuple[EnvoyListener, ...] = ()
+    clusters: tuple[EnvoyCluster, ...] = ()
+
+    def cluster(self, name: str | None) -> EnvoyCluster | None:
+        """The cluster called ``name``."""
+        return next((c for c in self.clusters if c.name == name), None)
+
+    def route_for(self, path: str) -> tuple[EnvoyListener, EnvoyRoute] | None:
+        """The first route (Envoy matches in order, not by length) that accepts ``path``."""
+        for listener in self.listeners:
+            for route in listener.routes:
+                if route.matches(path):
+                    return listener, route
+        return None
+
+    def realtime_routes(self) -> list[EnvoyRoute]:
+        """Routes under ``/realtime/v1`` that forward (blocked routes excluded)."""
+        out = []
+        for listener in self.listeners:
+            for route in listener.routes:
+                text = route.prefix or route.path or route.regex or ""
+                if "/realtime/v1" in text and not route.blocked and route.cluster:
+                    out.append(route)
+        return out
+
+    def realtime_cluster_hosts(self) -> list[str]:
+        """Endpoint host names of the clusters the Realtime routes use."""
+        hosts: list[str] = []
+        for route in self.realtime_routes():
+            cluster = self.cluster(route.cluster)
+            for host, _ in cluster.endpoints if cluster else ():
+                if host not in hosts:
+                    hosts.append(host)
+        return hosts
+
+    def realtime_host_rewrites(self) -> list[str]:
+        """The Host values the Realtime routes send upstream (``host_rewrite_literal`` or auto rewrite)."""
+        out: list[str] = []
+        for route in self.realtime_routes():
+            for host in _upstream_hosts(self, route):
+                if host not in out:
+                    out.append(host)
+        return out
+
+
+def _upstream_hosts(config: EnvoyConfig, route: EnvoyRoute) -> list[str]:
+    if route.host_rewrite_literal:
+        return [route.host_rewrite_literal]
+    if route.auto_host_rewrite:
+        cluster = config.cluster(route.cluster)
+        return [h for h, _ in cluster.endpoints] if cluster else []
+    return []
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+class _P:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def err(self, where: str, problem: str) -> InputError:
+        return InputError(f"{self.source}: {where}: {problem}")
+
+    def map(self, value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.err(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def seq(self, value: Any, where: str) -> Sequence[Any]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.err(where, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def text(self, value: Any, where: str) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.err(where, f"expected a string, got {type(value).__name__}")
+        return str(value)
+
+    def port(self, value: Any, where: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not str(value).isdigit():
+            raise self.err(where, f"expected a port number, got {value!r}")
+        return int(value)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` with errors turned into :class:`InputError` naming the file and line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise InputError(f"{source}: YAML error at {where}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise InputError(f"{source}: not valid YAML ({type(exc).__name__})") from None
+
+
+def _upgrades(p: _P, raw: Any, where: str) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for n, item in enumerate(p.seq(raw, where)):
+        data = p.map(item, f"{where}[{n}]")
+        kind = (p.text(data.get("upgrade_type"), f"{where}[{n}].upgrade_type") or "").lower()
+        enabled = data.get("enabled", True)
+        out[kind] = enabled is not False
+    return out
+
+
+def _route(p: _P, raw: Any, where: str, vhost: str) -> EnvoyRoute:
+    data = p.map(raw, where)
+    match = p.map(data.get("match"), f"{where}.match")
+    action = p.map(data.get("route"), f"{where}.route")
+    regex = None
+    if match.get("safe_regex") is not None:
+        regex = p.text(
+            p.map(match.get("safe_regex"), f"{where}.match.safe_regex").get("regex"), f"{where}.match.safe_regex"
+        )
+    prefix = p.text(match.get("prefix"), f"{where}.match.prefix")
+    if prefix is None and match.get("path_separated_prefix") is not None:
+        prefix = p.text(match.get("path_separated_prefix"), f"{where}.match.path_separated_prefix")
+    regex_rewrite = None
+    if action.get("regex_rewrite") is not None:
+        rr = p.map(action.get("regex_rewrite"), f"{where}.route.regex_rewrite")
+        pattern = p.map(rr.get("pattern"), f"{where}.route.regex_rewrite.pattern").get("regex")
+        regex_rewrite = (str(pattern or ""), str(rr.get("substitution") or ""))
+    per_filter = p.map(data.get("typed_per_filter_config"), f"{where}.typed_per_filter_config")
+    disabled: list[str] = []
+    rbac_deny = False
+    for fname, cfg in per_filter.items():
+        cfg_map = cfg if isinstance(cfg, Mapping) else {}
+        if cfg_map.get("disabled") is True:
+            disabled.append(str(fname))
+        rules = cfg_map.get("rbac", {}).get("rules", {}) if isinstance(cfg_map.get("rbac"), Mapping) else {}
+        if isinstance(rules, Mapping) and str(rules.get("action", "ALLOW")).upper() == "DENY" and rules.get("policies"):
+            rbac_deny = True
+    direct = data.get("direct_response")
+    direct_status = None
+    if isinstance(direct, Mapping) and direct.get("status") is not None:
+        direct_status = p.port(direct.get("status"), f"{where}.direct_response.status")
+    return EnvoyRoute(
+        name=p.text(data.get("name"), f"{where}.name") or where,
+        virtual_host=vhost,
+        prefix=prefix,
+        path=p.text(match.get("path"), f"{where}.match.path"),
+        regex=regex,
+        cluster=p.text(action.get("cluster"), f"{where}.route.cluster"),
+        prefix_rewrite=p.text(action.get("prefix_rewrite"), f"{where}.route.prefix_rewrite"),
+        regex_rewrite=regex_rewrite,
+        host_rewrite_literal=p.text(action.get("host_rewrite_literal"), f"{where}.route.host_rewrite_literal"),
+        auto_host_rewrite=action.get("auto_host_rewrite") is True,
+        upgrades=_upgrades(p, action.get("upgrade_configs"), f"{where}.route.upgrade_configs"),
+        direct_status=direct_status,
+        rbac_deny=rbac_deny,
+        disabled_filters=tuple(disabled),
+    )
+
+
+def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
+    data = p.map(raw, where)
+    sock = p.map(
+        p.map(data.get("address"), f"{where}.address").get("socket_address"), f"{where}.address.socket_address"
+    )
+    routes: list[EnvoyRoute] = []
+    filters: list[EnvoyFilter] = []
+    upgrades: dict[str, bool] = {}
+    for c, chain in enumerate(p.seq(data.get("filter_chains"), f"{where}.filter_chains")):
+        cw = f"{where}.filter_chains[{c}]"
+        for f, flt in enumerate(p.seq(p.map(chain, cw).get("filters"), f"{cw}.filters")):
+            fw = f"{cw}.filters[{f}]"
+            fdata = p.map(flt, fw)
+            typed = p.map(fdata.get("typed_config"), f"{fw}.typed_config")
+            if "http_connection_manager" not in str(fdata.get("name", "")) and not str(typed.get("@type", "")).endswith(
+                "HttpConnectionManager"
+            ):
+                continue
+            upgrades.update(_upgrades(p, typed.get("upgrade_configs"), f"{fw}.typed_config.upgrade_configs"))
+            rc = p.map(typed.get("route_config"), f"{fw}.typed_config.route_config")
+            for v, vh in enumerate(p.seq(rc.get("virtual_hosts"), f"{fw}.route_config.virtual_hosts")):
+                vw = f"{fw}.route_config.virtual_hosts[{v}]"
+                vdata = p.map(vh, vw)
+                vname = p.text(vdata.get("name"), f"{vw}.name") or vw
+                for r, route in enumerate(p.seq(vdata.get("routes"), f"{vw}.routes")):
+                    routes.append(_route(p, route, f"{vw}.routes[{r}]", vname))
+            for h, hf in enumerate(p.seq(typed.get("http_filters"), f"{fw}.typed_config.http_filters")):
+                hw = f"{fw}.http_filters[{h}]"
+                hdata = p.map(hf, hw)
+                htyped = p.map(hdata.get("typed_config"), f"{hw}.typed_config")
+                code = htyped.get("inline_code")
+                if code is None and isinstance(htyped.get("default_source_code"), Mapping):
+                    code = htyped["default_source_code"].get("inline_string")
+                rbac = htyped.get("rules") if isinstance(htyped.get("rules"), Mapping) else None
+                filters.append(
+                    EnvoyFilter(
+                        name=p.text(hdata.get("name"), f"{hw}.name") or "", inline_code=p.text(code, hw), rbac=rbac
+                    )
+                )
+    return EnvoyListener(
+        name=p.text(data.get("name"), f"{where}.name") or where,
+        address=p.text(sock.get("address"), f"{where}.address") or "",
+        port=p.port(sock.get("port_value"), f"{where}.address.port_value"),
+        routes=tuple(routes),
+        filters=tuple(filters),
+        upgrades=upgrades,
+    )
+
+
+def _cluster(p: _P, raw: Any, where: str) -> EnvoyCluster:
+    data = p.map(raw, where)
+    endpoints: list[tuple[str, int | None]] = []
+    la = p.map(data.get("load_assignment"), f"{where}.load_assignment")
+    for e, group in enumerate(p.seq(la.get("endpoints"), f"{where}.load_assignment.endpoints")):
+        gw = f"{where}.load_assignment.endpoints[{e}]"
+        for n, lb in enumerate(p.seq(p.map(group, gw).get("lb_endpoints"), f"{gw}.lb_endpoints")):
+            lw = f"{gw}.lb_endpoints[{n}]"
+            endpoint = p.map(p.map(lb, lw).get("endpoint"), f"{lw}.endpoint")
+            sock = p.map(p.map(endpoint.get("address"), f"{lw}.address").get("socket_address"), f"{lw}.socket_address")
+            host = p.text(sock.get("address"), f"{lw}.socket_address.address")
+            if host is not None:
+                endpoints.append((host, p.port(sock.get("port_value"), f"{lw}.socket_address.port_value")))
+    return EnvoyCluster(name=p.text(data.get("name"), f"{where}.name") or where, endpoints=tuple(endpoints))
+
+
+def _resources(p: _P, data: Any, kind: str) -> Iterator[Any]:
+    """Listener or Cluster resources from an xDS file (``resources:``) or a bootstrap's static_resources."""
+    if data is None:
+        return
+    top = p.map(data, "top level")
+    for n, res in enumerate(p.seq(top.get("resources"), "resources")):
+        rtype = str(p.map(res, f"resources[{n}]").get("@type", ""))
+        if rtype.endswith(kind) or not rtype:
+            yield res
+    static = p.map(top.get("static_resources"), "static_resources")
+    yield from p.seq(static.get("listeners" if kind == "Listener" else "clusters"), f"static_resources.{kind.lower()}s")
+
+
+def parse_envoy(
+    lds: str | None, cds: str | None, bootstrap: str | None = None, *, sources: Sequence[str] = ()
+) -> EnvoyConfig:
+    """Parse generated LDS/CDS files (and static resources in the bootstrap) into an :class:`EnvoyConfig`.
+
+    Raises:
+        InputError: a file is not YAML or not shaped like Envoy's v3 config; names the file and key.
+    """
+    names = list(sources) + ["lds", "cds", "envoy.yaml"][len(sources) :]
+    listeners: list[EnvoyListener] = []
+    clusters: list[EnvoyCluster] = []
+    for text, source in ((lds, names[0]), (cds, names[1]), (bootstrap, names[2])):
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise InputError(f"{source}: expected text, got {type(text).__name__}")
+        p = _P(source)
+        data = load_yaml(text, source)
+        if data is not None and not isinstance(data, Mapping):
+            raise InputError(f"{source}: the top level is a {type(data).__name__}; Envoy needs a mapping")
+        for n, raw in enumerate(_resources(p, data, "Listener")):
+            listeners.append(_listener(p, raw, f"listener[{n}]"))
+        for n, raw in enumerate(_resources(p, data, "Cluster")):
+            clusters.append(_cluster(p, raw, f"cluster[{n}]"))
+    return EnvoyConfig(sources=tuple(s for s in names[:3]), listeners=tuple(listeners), clusters=tuple(clusters))
+
+
+# ====================================================================== stack loading
+
+
+@dataclass(frozen=True)
+class EnvoyLoaded:
+    """The files found, what was substituted, and the parsed config (or the error)."""
+
+    service_name: str
+    files: Mapping[str, str]
+    substituted: Mapping[str, tuple[str, ...]]
+    env: Mapping[str, str] = field(repr=False)
+    compose_env: Mapping[str, str] = field(repr=False)
+    leftovers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    config: EnvoyConfig | None = None
+    error: str | None = None
+
+
+def _mounts(stack: Stack, service: Service) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for vol in getattr(service, "volumes", None) or ():
+        source: Any = None
+        target: Any = None
+        if isinstance(vol, str):
+            parts = vol.split(":")
+            if len(parts) >= 2:
+                source, target = parts[0], parts[1]
+        elif isinstance(vol, Mapping):
+            source, target = vol.get("source"), vol.get("target")
+        else:
+            source, target = getattr(vol, "source", None), getattr(vol, "target", None)
+        if isinstance(source, str) and isinstance(target, str):
+            path = Path(source)
+            out[target] = path if path.is_absolute() else Path(stack.root) / path
+    return out
+
+
+def _find_files(stack: Stack, service: Service) -> dict[str, Path]:
+    """Host paths of the bootstrap, the LDS/CDS templates or files, and the entrypoint script."""
+    candidates: dict[str, Path] = {}
+    given = stack.envoy_files() or {}
+    for key, path in {**{str(k): Path(v) for k, v in given.items()}, **_mounts(stack, service)}.items():
+        name = Path(key).name.lower() + " " + Path(path).name.lower()
+        if "entrypoint" in name:
+            candidates.setdefault("entrypoint", Path(path))
+        elif "lds" in name:
+            candidates.setdefault("lds", Path(path))
+        elif "cds" in name:
+            candidates.setdefault("cds", Path(path))
+        elif "envoy.y" in name:
+            candidates.setdefault("bootstrap", Path(path))
+    # A folder-per-service layout (pgonrails: envoy/*.template.yaml baked in by a Dockerfile).
+    folder = next((p.parent for k, p in candidates.items() if k != "entrypoint"), None)
+    if folder is not None:
+        for kind, names in (
+            ("entrypoint", ("docker-entrypoint.sh",)),
+            ("lds", ("lds.template.yaml", "lds.yaml")),
+            ("cds", ("cds.template.yaml", "cds.yaml")),
+            ("bootstrap", ("envoy.yaml",)),
+        ):
+            for n in names:
+                if kind not in candidates and (folder / n).is_file():
+                    candidates[kind] = folder / n
+    return candidates
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: file not found (mounted into the Envoy gateway); create it or fix the volume"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+_LEFTOVER = re.compile(r"\$\{([A-Za-z_][A-Za-z_0-9]*)\}")
+
+
+def load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
+    """Find, substitute and parse the stack's Envoy files; None when the stack does not run Envoy.
+
+    Raises:
+        InputError: a required file is missing or unreadable.
+    """
+    if stack.gateway_kind() != "envoy":
+        return None
+    service = stack.gateway_service()
+    if service is None:
+        return None
+    files = _find_files(stack, service)
+    if "lds" not in files:
+        raise InputError(
+            f"the stack runs Envoy (service {service.name!r}) but no lds(.template).yaml was found: mount "
+            "./volumes/api/envoy/lds.template.yaml at /etc/envoy/lds.template.yaml"
+        )
+    compose_env = {str(k): "" if v is None else str(v) for k, v in dict(service.environment).items()}
+    env = {**compose_env, **computed_env(compose_env)}
+    script = _read(files["entrypoint"]) if "entrypoint" in files and files["entrypoint"].is_file() else None
+    plan = sed_substitutions(script) if script else {}
+    substituted: dict[str, tuple[str, ...]] = {}
+    texts: dict[str, str] = {}
+    leftovers: dict[str, tuple[str, ...]] = {}
+    for kind in ("lds", "cds", "bootstrap"):
+        if kind not in files:
+            continue
+        path = files[kind]
+        raw = _read(path)
+        names = plan.get(path.name)
+        if names is None and not plan and kind in DEFAULT_SUBSTITUTIONS and "template" in path.name:
+            names = DEFAULT_SUBSTITUTIONS[kind]
+        names = names or ()
+        substituted[str(path)] = names
+        base = dict(
+            service_name=service.name, files={k: str(v) for k, v in files.items()}, env=env, compose_env=compose_env
+        )
+        try:
+            texts[kind] = substitute(raw, names, env)
+        except InputError as exc:
+            return EnvoyLoaded(**base, substituted=substituted, error=f"{path}: {exc}")  # type: ignore[arg-type]
+        left = tuple(dict.fromkeys(_LEFTOVER.findall(_strip_comments(texts[kind]))))
+        if left:
+            leftovers[str(path)] = left
+    base_args: dict[str, Any] = dict(
+        service_name=service.name,
+        files={k: str(v) for k, v in files.items()},
+        substituted=substituted,
+        env=env,
+        compose_env=compose_env,
+        leftovers=leftovers,
+    )
+    try:
+        config = parse_envoy(
+            texts.get("lds"),
+            texts.get("cds"),
+            texts.get("bootstrap"),
+            sources=[str(files.get(k, k)) for k in ("lds", "cds", "bootstrap")],
+        )
+    except InputError as exc:
+        return EnvoyLoaded(**base_args, error=str(exc))
+    return EnvoyLoaded(**base_args, config=config)
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def load_envoy(stack: Stack) -> EnvoyConfig | None:
+    """The stack's Envoy config as Envoy would load it; None when the stack has no Envoy.
+
+    Raises:
+        InputError: a file is missing or does not parse.
+    """
+    loaded = load_envoy_detailed(stack)
+    if loaded is None:
+        return None
+    if loaded.config is None:
+        raise InputError(loaded.error or "the Envoy config cannot be loaded")
+    return loaded.config
+
+
+# ====================================================================== checks
+
+
+def _result(
+    check_id: str,
+    status: Status,
+    summary: str,
+    detail: str = "",
+    remedy: str = "",
+    evidence: Mapping[str, Any] | None = None,
+) -> CheckResult:
+    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
+
+
+def _context(target: Target, check_id: str, need_config: bool = True) -> EnvoyLoaded | CheckResult:
+    stack = target.stack
+    assert stack is not None  # needs=("stack",)
+    kind = stack.gateway_kind()
+    if kind != "envoy":
+        if kind == "kong":
+            gw = stack.gateway_service()
+            return _result(
+                check_id,
+                Status.SKIP,
+                f"Skipped: the stack's gateway is Kong (service {gw.name if gw else 'kong'!r}), not Envoy; "
+                "the kong.* checks cover it.",
+            )
+        return _result(check_id, Status.SKIP, "Skipped: the stack has no Envoy gateway service.")
+    key = "envoy.loaded"
+    if key not in target.cache:
+        try:
+            target.cache[key] = load_envoy_detailed(stack)
+        except InputError as exc:
+            target.cache[key] = str(exc)
+    cached = target.cache[key]
+    if isinstance(cached, str):
+        return _result(
+            check_id,
+            Status.FAIL,
+            "The Envoy config files could not be read.",
+            detail=cached,
+            remedy="Mount envoy.yaml, cds.yaml, lds.template.yaml and docker-entrypoint.sh from volumes/api/envoy/ "
+            "into the api-gw service as the official docker-compose.yml does.",
+        )
+    if cached is None:
+        return _result(check_id, Status.SKIP, "Skipped: the stack has no Envoy gateway service.")
+    assert isinstance(cached, EnvoyLoaded)
+    if need_config and cached.config is None:
+        return _result(
+            check_id,
+            Status.SKIP,
+            "Skipped: the Envoy config does not load (see envoy.parse).",
+            detail=cached.error or "",
+        )
+    return cached
+
+
+def _cfg(ctx: EnvoyLoaded) -> EnvoyConfig:
+    assert ctx.config is not None
+    return ctx.config
+
+
+def _realtime_port(target: Target) -> int:
+    stack = target.stack
+    service = stack.realtime_service() if stack is not None else None
+    raw = service.environment.get("PORT") if service is not None else None
+    return int(raw) if raw and str(raw).isdigit() else DEFAULT_REALTIME_PORT
+
+
+def _lds_name(ctx: EnvoyLoaded) -> str:
+    return ctx.files.get("lds", "lds.template.yaml")
+
+
+@register("envoy.parse", "The Envoy gateway config substitutes and parses", needs=("stack",))
+def check_parse(target: Target) -> CheckResult:
+    """The LDS/CDS files parse after the entrypoint's substitution and define listeners and clusters."""
+    ctx = _context(target, "envoy.parse", need_config=False)
+    if isinstance(ctx, CheckResult):
+        return ctx
+    evidence: dict[str, Any] = {
+        "files": dict(ctx.files),
+        "substituted": {k: list(v) for k, v in ctx.substituted.items()},
+    }
+    if ctx.config is None:
+        return _result(
+            "envoy.parse",
+            Status.FAIL,
+            "The Envoy config does not parse; Envoy will not start.",
+            detail=ctx.error or "",
+            remedy="Fix the file at the line named above.",
+            evidence=evidence,
+        )
+    config = ctx.config
+    evidence |= {"listeners": len(config.listeners), "routes": sum(len(x.routes) for x in config.listeners)}
+    evidence["clusters"] = [c.name for c in config.clusters]
+    if not config.listeners or not config.clusters:
+        missing = "listeners" if not config.listeners else "clusters"
+        return _result(
+            "envoy.parse",
+            Status.FAIL,
+            f"The Envoy config defines no {missing}.",
+            detail=f"Files read: {', '.join(ctx.files.values())}.",
+            remedy="Mount the official volumes/api/envoy/"
+            + ("lds.template.yaml" if missing == "listeners" else "cds.yaml")
+            + " "
+            f"into service {ctx.service_name!r}.",
+            evidence=evidence,
+        )
+    return _result(
+        "envoy.parse",
+        Status.PASS,
+        f"Envoy config parses ({len(config.listeners)} listener(s), {evidence['routes']} routes, "
+        f"{len(config.clusters)} clusters).",
+        evidence=evidence,
+    )
+
+
+@register("envoy.placeholders", "Every ${VAR} in the Envoy templates is substituted with a value", needs=("stack",))
+def check_placeholders(target: Target) -> CheckResult:
+    """No ``${VAR}`` is left unsubstituted, and required substituted values are not empty."""
+    ctx = _context(target, "envoy.placeholders", need_config=False)
+    if isinstance(ctx, CheckResult):
+        return ctx
+    problems: list[str] = []
+    fixes: list[str] = []
+    for path, names in ctx.leftovers.items():
+        problems.append(
+            f"{path}: {', '.join('${' + n + '}' for n in names)} reach Envoy as literal text: the entrypoint's sed "
+            "does not substitute them."
+        )
+        fixes.append(
+            f'add `-e "s|\\${{{names[0]}}}|${{{names[0]}}}|g"` (one per name) to the sed command in '
+            f"{ctx.files.get('entrypoint', 'docker-entrypoint.sh')}, or write the value into {Path(path).name}"
+        )
+    empty = sorted(
+        {n for names in ctx.substituted.values() for n in names if not ctx.env.get(n) and n not in OPTIONAL_EMPTY}
+    )
+    for name in empty:
+        problems.append(
+            f"${{{name}}} is substituted with an empty value: {name} is not set in service "
+            f"{ctx.service_name!r}'s environment."
+        )
+        fixes.append(f"add `{name}: ${{{name}}}` to services.{ctx.service_name}.environment and set {name} in .env")
+    evidence = {"leftovers": {k: list(v) for k, v in ctx.leftovers.items()}, "empty": empty}
+    if problems:
+        return _result(
+            "envoy.placeholders",
+            Status.FAIL,
+            f"{len(problems)} Envoy template placeholder problem(s).",
+            detail="\n".join(problems),
+            remedy="; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    count = sum(len(v) for v in ctx.substituted.values())
+    return _result(
+        "envoy.placeholders", Status.PASS, f"All {count} substituted placeholders have values.", evidence=evidence
+    )
+
+
+def _realtime_names(target: Target) -> set[str]:
+    """Names under which the Realtime container resolves on the compose network."""
+    stack = target.stack
+    service = stack.realtime_service() if stack is not None else None
+    if service is None:
+        return set()
+    names = {service.name}
+    for attr in ("container_name", "hostname"):
+        value = getattr(service, attr, None)
+        if value:
+            names.add(str(value))
+    networks = getattr(service, "networks", None)
+    if isinstance(networks, Mapping):
+        for net in networks.values():
+            if isinstance(net, Mapping):
+                names.update(str(a) for a in net.get("aliases") or ())
+    return names
+
+
+def _route_problems(
+    ctx: EnvoyLoaded, target: Target, request: str, expected_path: str, label: str
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    config = _cfg(ctx)
+    port = _realtime_port(target)
+    lds = _lds_name(ctx)
+    matched = config.route_for(request)
+    if matched is None:
+        return [f"No Envoy route matches {request}."], [f"add the official {label} route to {lds}"], {}
+    listener, route = matched
+    problems: list[str] = []
+    fixes: list[str] = []
+    upstream = route.rewritten(request)
+    cluster = config.cluster(route.cluster)
+    evidence: dict[str, Any] = {
+        "route": route.name,
+        "cluster": route.cluster,
+        "endpoints": [f"{h}:{p}" for h, p in cluster.endpoints] if cluster else [],
+        "upstream_path": upstream,
+        "prefix_rewrite": route.prefix_rewrite,
+    }
+    where = f"{lds}: route {route.name!r}"
+    if route.blocked:
+        problems.append(f"{where} matches {request} first and blocks it (RBAC deny or direct_response).")
+        fixes.append(f"move route {route.name!r} after the {label} route or narrow its prefix")
+        return problems, fixes, evidence
+    if route.cluster is None:
+        problems.append(f"{where} has no cluster.")
+        fixes.append(f"set `route: {{cluster: realtime}}` on {route.name!r}")
+        return problems, fixes, evidence
+    if cluster is None:
+        problems.append(f"{where} sends to cluster {route.cluster!r}, which no CDS file defines.")
+        fixes.append(f"define cluster {route.cluster!r} in cds.yaml with address realtime-dev.supabase-realtime:{port}")
+    else:
+        bad_ports = [p for _, p in cluster.endpoints if p != port]
+        if not cluster.endpoints:
+            problems.append(f"cluster {cluster.name!r} has no endpoints.")
+            fixes.append(f"give cluster {cluster.name!r} the endpoint realtime-dev.supabase-realtime:{port}")
+        elif bad_ports:
+            problems.append(
+                f"cluster {cluster.name!r} dials port {bad_ports[0]}, Realtime listens on {port} (its PORT)."
+            )
+            fixes.append(f"set port_value: {port} in cluster {cluster.name!r}")
+        names = _realtime_names(target)
+        unknown = [h for h, _ in cluster.endpoints if names and h not in names]
+        if unknown:
+            problems.append(
+                f"cluster {cluster.name!r} dials {unknown[0]!r}, which is not a name of the Realtime container "
+                f"({', '.join(sorted(names))}), so Envoy cannot reach it."
+            )
+            fixes.append(
+                f"set the cluster address to one of {', '.join(sorted(names))} or add {unknown[0]!r} as the realtime "
+                "service's container_name or network alias"
+            )
+    if upstream != expected_path:
+        problems.append(
+            f"{where}: {request} arrives at Realtime as {upstream} (prefix {route.prefix!r}, "
+            f"prefix_rewrite {route.prefix_rewrite!r}), not {expected_path}."
+        )
+        want = "/socket/" if label == "WebSocket" else "/api"
+        fixes.append(f"set `prefix_rewrite: {want}` on route {route.name!r}")
+    evidence["websocket_upgrade"] = listener.websocket_allowed(route)
+    return problems, fixes, evidence
+
+
+@register(
+    "envoy.realtime_ws", "Envoy routes /realtime/v1/ to Realtime's /socket/ with WebSocket upgrades", needs=("stack",)
+)
+def check_realtime_ws(target: Target) -> CheckResult:
+    """``/realtime/v1/websocket`` reaches the Realtime cluster as ``/socket/websocket`` with upgrades enabled."""
+    ctx = _context(target, "envoy.realtime_ws")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    problems, fixes, evidence = _route_problems(ctx, target, REALTIME_WS_PATH, "/socket/websocket", "WebSocket")
+    config = _cfg(ctx)
+    matched = config.route_for(REALTIME_WS_PATH)
+    if matched is not None and not matched[1].blocked:
+        listener, route = matched
+        if not listener.websocket_allowed(route):
+            where = "route-level upgrade_configs disable it" if "websocket" in route.upgrades else "no upgrade_configs"
+            problems.append(
+                f"{_lds_name(ctx)}: listener {listener.name!r} does not proxy WebSocket upgrades for route "
+                f"{route.name!r} ({where}); the handshake gets 403/404 from Envoy."
+            )
+            fixes.append(
+                "add `upgrade_configs: [{upgrade_type: websocket}]` to the http_connection_manager's typed_config "
+                f"(or enable it on route {route.name!r})"
+            )
+    if problems:
+        return _result(
+            "envoy.realtime_ws",
+            Status.FAIL,
+            "Envoy's Realtime WebSocket route is wrong: " + problems[0],
+            detail="\n".join(problems),
+            remedy=f"In {_lds_name(ctx)} / cds.yaml: " + "; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    return _result(
+        "envoy.realtime_ws",
+        Status.PASS,
+        f"{REALTIME_WS_PATH} -> cluster {evidence['cluster']!r} ({', '.join(evidence['endpoints'])}) as "
+        f"{evidence['upstream_path']}, WebSocket upgrade enabled.",
+        evidence=evidence,
+    )
+
+
+@register("envoy.realtime_rest", "Envoy routes /realtime/v1/api to Realtime's /api", needs=("stack",))
+def check_realtime_rest(target: Target) -> CheckResult:
+    """``/realtime/v1/api/broadcast`` reaches the Realtime cluster as ``/api/broadcast``."""
+    ctx = _context(target, "envoy.realtime_rest")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    problems, fixes, evidence = _route_problems(ctx, target, REALTIME_REST_PATH, "/api/broadcast", "REST")
+    if problems:
+        return _result(
+            "envoy.realtime_rest",
+            Status.FAIL,
+            "Envoy's Realtime REST route is wrong: " + problems[0],
+            detail="\n".join(problems),
+            remedy=f"In {_lds_name(ctx)}: "
+            + "; ".join(fixes)
+            + " (official: prefix /realtime/v1/api, cluster realtime, prefix_rewrite /api, "
+            "placed before /realtime/v1/).",
+            evidence=evidence,
+        )
+    return _result(
+        "envoy.realtime_rest",
+        Status.PASS,
+        f"{REALTIME_REST_PATH} -> cluster {evidence['cluster']!r} as {evidence['upstream_path']}.",
+        evidence=evidence,
+    )
+
+
+@register("envoy.realtime_host_rewrite", "Envoy sets the Host (the tenant) on the Realtime routes", needs=("stack",))
+def check_host_rewrite(target: Target) -> CheckResult:
+    """The Realtime routes rewrite Host (``host_rewrite_literal``), since Realtime takes the tenant from it."""
+    ctx = _context(target, "envoy.realtime_host_rewrite")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _cfg(ctx)
+    lds = _lds_name(ctx)
+    problems: list[str] = []
+    hosts: dict[str, str] = {}
+    expected = target.lookup("SELF_HOST_TENANT_NAME") or "realtime-dev"
+    for request in (REALTIME_WS_PATH, REALTIME_REST_PATH):
+        matched = config.route_for(request)
+        if matched is None or matched[1].blocked or not matched[1].cluster:
+            continue
+        route = matched[1]
+        found = _upstream_hosts(config, route)
+        if not found:
+            public = (
+                target.lookup("SUPABASE_PUBLIC_URL") or target.lookup("API_EXTERNAL_URL") or "http://localhost:8000"
+            )
+            m = re.match(r"\w+://([^/:]+)", public)
+            public_host = m.group(1) if m else "localhost"
+            problems.append(
+                f"{lds}: route {route.name!r} has no host_rewrite_literal, so Envoy forwards the client's Host "
+                f"(e.g. {public_host!r} from SUPABASE_PUBLIC_URL) and Realtime looks up tenant "
+                f'{public_host.split(".", 1)[0]!r} instead of {expected!r}: "Tenant not found".'
+            )
+        else:
+            hosts[route.name] = found[0]
+    tenants = {name: host.split(".", 1)[0] for name, host in hosts.items()}
+    evidence = {"host_rewrites": hosts, "tenants": tenants, "self_host_tenant_name": expected}
+    if problems:
+        return _result(
+            "envoy.realtime_host_rewrite",
+            Status.FAIL,
+            "A Realtime route in Envoy does not set the Host header, so the tenant comes from the client.",
+            detail="\n".join(problems),
+            remedy=f"In {lds}: add `host_rewrite_literal: {expected}.supabase-realtime` under `route:` of the "
+            "realtime-v1-ws-protected and realtime-v1-api-protected routes (the first label is the tenant).",
+            evidence=evidence,
+        )
+    if len(set(tenants.values())) > 1:
+        return _result(
+            "envoy.realtime_host_rewrite",
+            Status.FAIL,
+            "The Realtime routes in Envoy imply different tenants: "
+            + ", ".join(f"{k} -> {v!r}" for k, v in tenants.items()),
+            detail=f"Host rewrites: {hosts}.",
+            remedy=f"In {lds}: use the same host_rewrite_literal on every Realtime route.",
+            evidence=evidence,
+        )
+    if not tenants:
+        return _result(
+            "envoy.realtime_host_rewrite", Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws)."
+        )
+    tenant = next(iter(tenants.values()))
+    return _result(
+        "envoy.realtime_host_rewrite",
+        Status.PASS,
+        f"The Realtime routes send Host {next(iter(hosts.values()))!r}, i.e. tenant {tenant!r}.",
+        evidence=evidence,
+    )
+
+
+def _lua_protects(code: str, route: str) -> bool:
+    return f'["{route}"] = true' in code and "apikey" in code and "respond" in code
+
+
+def _rbac_protects(rules: Mapping[str, Any], path: str, keys: Sequence[str]) -> tuple[bool, bool]:
+    """(covers ``path`` with an apikey principal, and lists every key in ``keys``)."""
+    if str(rules.get("action", "ALLOW")).upper() != "ALLOW":
+        return False, False
+    policies = rules.get("policies")
+    if not isinstance(policies, Mapping):
+        return False, False
+    for policy in policies.values():
+        if not isinstance(policy, Mapping):
+            continue
+        prefixes = []
+        for perm in policy.get("permissions") or ():
+            if isinstance(perm, Mapping):
+                url_path = perm.get("url_path", {})
+                spec = url_path.get("path", {}) if isinstance(url_path, Mapping) else {}
+                if isinstance(spec, Mapping) and spec.get("prefix"):
+                    prefixes.append(str(spec["prefix"]))
+        if not any(path.startswith(p) for p in prefixes):
+            continue
+        values = []
+        for principal in policy.get("principals") or ():
+            header = principal.get("header") if isinstance(principal, Mapping) else None
+            if isinstance(header, Mapping) and str(header.get("name", "")).lower() == "apikey":
+                match = header.get("string_match") or {}
+                values.append(str(match.get("exact", "")) if isinstance(match, Mapping) else "")
+        if values:
+            return True, all(k in values for k in keys if k)
+    return False, False
+
+
+@register(
+    "envoy.realtime_auth", "Envoy validates the apikey on Realtime routes and mirrors it to x-api-key", needs=("stack",)
+)
+def check_realtime_auth(target: Target) -> CheckResult:
+    """The Realtime routes require a known apikey (Lua or RBAC) and the WebSocket route copies it to ``x-api-key``."""
+    ctx = _context(target, "envoy.realtime_auth")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _cfg(ctx)
+    lds = _lds_name(ctx)
+    anon = ctx.env.get("ANON_KEY", "")
+    service_key = ctx.env.get("SERVICE_ROLE_KEY", "")
+    problems: list[str] = []
+    warnings: list[str] = []
+    fixes: list[str] = []
+    evidence: dict[str, Any] = {}
+    checked = 0
+    for request, label in ((REALTIME_WS_PATH, "WebSocket"), (REALTIME_REST_PATH, "REST")):
+        matched = config.route_for(request)
+        if matched is None or matched[1].blocked or not matched[1].cluster:
+            continue
+        checked += 1
+        listener, route = matched
+        lua = [
+            f
+            for f in listener.filters
+            if f.name.endswith("lua") and f.inline_code and "lua" not in route.disabled_filters
+        ]
+        if any(f.name in route.disabled_filters for f in listener.filters if f.name.endswith("lua")):
+            lua = []
+        by_lua = any(_lua_protects(f.inline_code or "", route.name) for f in lua)
+        rbac_cover = False
+        rbac_keys = False
+        for f in listener.filters:
+            if f.rbac is not None and f.name not in route.disabled_filters:
+                cover, keys_ok = _rbac_protects(f.rbac, request, [anon, service_key])
+                rbac_cover, rbac_keys = rbac_cover or cover, rbac_keys or (cover and keys_ok)
+        evidence[route.name] = {"lua_validation": by_lua, "rbac_validation": rbac_cover}
+        if not by_lua and not rbac_cover:
+            problems.append(
+                f"{lds}: route {route.name!r} ({label}) is not in any Lua PROTECTED_ROUTES table nor covered by "
+                "an RBAC apikey policy: requests without a valid apikey reach Realtime."
+            )
+            fixes.append(
+                f'add `["{route.name}"] = true` to PROTECTED_ROUTES in the apikey-validating Lua filter and '
+                f"the prefix {route.prefix or request} to the RBAC apikey policy"
+            )
+        elif rbac_cover and not rbac_keys and (anon or service_key):
+            problems.append(
+                f"{lds}: the RBAC apikey policy for {route.name!r} does not list the current ANON_KEY and "
+                'SERVICE_ROLE_KEY, so those keys get 403 "RBAC: access denied".'
+            )
+            fixes.append("keep `exact: '${ANON_KEY}'` and `exact: '${SERVICE_ROLE_KEY}'` principals in the RBAC filter")
+        if label == "WebSocket":
+            mirrored = any(
+                "x-api-key" in (f.inline_code or "")
+                and (route.name in (f.inline_code or "") or "REALTIME_WS_ROUTE" not in (f.inline_code or ""))
+                for f in lua
+            )
+            evidence[route.name]["x_api_key_mirror"] = mirrored
+            if not mirrored:
+                warnings.append(
+                    f"{lds}: no Lua filter copies the apikey into x-api-key on {route.name!r}; legacy JWT keys still "
+                    "work through ?apikey=, but translated sb_ keys do not reach Realtime."
+                )
+                fixes.append(
+                    "restore the official 'Mirrors apikey into x-api-key' Lua filter "
+                    f'(REALTIME_WS_ROUTE = "{route.name}", headers:replace("x-api-key", apikey))'
+                )
+    if not anon or not service_key:
+        missing = [n for n, v in (("ANON_KEY", anon), ("SERVICE_ROLE_KEY", service_key)) if not v]
+        problems.append(
+            f"{', '.join(missing)} is empty in service {ctx.service_name!r}'s environment, so the gateway accepts no "
+            "legacy key at all."
+        )
+        fixes.append(f"add `{missing[0]}: ${{{missing[0]}}}` to services.{ctx.service_name}.environment")
+    if not checked:
+        return _result("envoy.realtime_auth", Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws).")
+    if problems:
+        return _result(
+            "envoy.realtime_auth",
+            Status.FAIL,
+            "Envoy's apikey handling on the Realtime routes is broken.",
+            detail="\n".join(problems + warnings),
+            remedy="; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    if warnings:
+        return _result(
+            "envoy.realtime_auth",
+            Status.WARN,
+            "Envoy does not mirror the apikey to x-api-key on the Realtime WebSocket route.",
+            detail="\n".join(warnings),
+            remedy="; ".join(fixes) + ".",
+            evidence=evidence,
+        )
+    return _result(
+        "envoy.realtime_auth",
+        Status.PASS,
+        "The Realtime routes require a valid apikey and the WebSocket route mirrors it to x-api-key.",
+        evidence=evidence,
+    )
+
+
+@register("envoy.tenants_api_blocked", "Envoy blocks Realtime's tenant admin API", needs=("stack",))
+def check_tenants_api_blocked(target: Target) -> CheckResult:
+    """``/realtime/v1/api/tenants`` is denied (RBAC deny or direct response) rather than proxied."""
+    ctx = _context(target, "envoy.tenants_api_blocked")
+    if isinstance(ctx, CheckResult):
+        return ctx
+    config = _cfg(ctx)
+    matched = config.route_for(REALTIME_TENANTS_PATH)
+    if matched is None:
+        return _result("envoy.tenants_api_blocked", Status.PASS, f"No Envoy route matches {REALTIME_TENANTS_PATH}.")
+    _, route = matched
+    upstream = route.rewritten(REALTIME_TENANTS_PATH)
+    evidence = {"route": route.name, "cluster": route.cluster, "upstream_path": upstream}
+    if route.blocked:
+        return _result(
+            "envoy.tenants_api_blocked",
+            Status.PASS,
+            f"{REALTIME_TENANTS_PATH} is blocked by route {route.name!r}.",
+            evidence=evidence,
+        )
+    if route.cluster and upstream.startswith("/api/tenants"):
+        return _result(
+            "envoy.tenants_api_blocked",
+            Status.WARN,
+            "Realtime's tenant admin API is reachable through Envoy.",
+            detail=f"{REALTIME_TENANTS_PATH} matches route {route.name!r} and reaches Realtime as {upstream}. "
+            "The admin API accepts any JWT signed with API_JWT_SECRET, which the public anon key is.",
+            remedy=f"In {_lds_name(ctx)}, before the realtime-v1-api-protected route, add the official route "
+            "realtime-v1-api-tenants-blocked (match prefix /realtime/v1/api/tenants) with a per-route "
+            "envoy.filters.http.rbac DENY policy (or `direct_response: {status: 403}`).",
+            evidence=evidence,
+        )
+    return _result(
+        "envoy.tenants_api_blocked",
+        Status.PASS,
+        f"{REALTIME_TENANTS_PATH} does not reach the tenant API (route {route.name!r} -> {upstream}).",
+        evidence=evidence,
+    )
