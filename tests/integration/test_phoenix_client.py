@@ -150,7 +150,7 @@ def test_server_going_away_wakes_waiters(lab: Lab) -> None:
         def waiter() -> None:
             try:
                 client.wait_for(lambda m: m.event == "never", 30)
-            except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            except BaseException as exc:
                 done.append(exc)
 
         t = threading.Thread(target=waiter)
