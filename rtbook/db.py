@@ -48,6 +48,7 @@ __all__ = [
 
 ENGINE_KEY = "rtbook.db.engine"
 PROBLEM_KEY = "rtbook.db.connect_problem"
+PUBLICATION_KEY = "rtbook.db.publication"
 DEFAULT_PUBLICATION = "supabase_realtime"
 SUPABASE_ROLES = ("anon", "authenticated", "service_role")
 # Realtime's pg_stat_activity application names (realtime-facts §4.7).
@@ -327,9 +328,22 @@ class TableInfo:
     privileges: dict[str, bool] = field(default_factory=dict)
 
 
-def _publication_name(target: Target) -> str:
-    name = target.cache.get("rtbook.db.publication_name")
-    return name if isinstance(name, str) and name else DEFAULT_PUBLICATION
+def _publication_name(target: Target, conn: Connection | None = None) -> str:
+    """The publication Realtime uses: the tenant's ``publication`` setting, else ``supabase_realtime``."""
+    cached = target.cache.get(PUBLICATION_KEY)
+    if isinstance(cached, str):
+        return cached
+    name = DEFAULT_PUBLICATION
+    if conn is not None and conn.execute(sa.text("SELECT to_regclass('_realtime.extensions')")).scalar():
+        found = conn.execute(
+            sa.text("SELECT settings->>'publication' FROM _realtime.extensions "
+                    "WHERE type = 'postgres_cdc_rls' AND tenant_external_id = :t"),
+            {"t": target.resolved_tenant()},
+        ).scalars().first()
+        if isinstance(found, str) and found:
+            name = found
+        target.cache[PUBLICATION_KEY] = name
+    return name
 
 
 def publication_tables(conn: Connection, publication: str) -> list[TableRef] | None:
@@ -347,8 +361,8 @@ def publication_tables(conn: Connection, publication: str) -> list[TableRef] | N
 def _tables_to_check(conn: Connection, target: Target) -> tuple[list[TableRef], str]:
     if target.tables:
         return [parse_table(t) for t in target.tables], "the tables you named"
-    tables = publication_tables(conn, _publication_name(target)) or []
-    return tables, f"every table in the {_publication_name(target)} publication"
+    pub = _publication_name(target, conn)
+    return publication_tables(conn, pub) or [], f"every table in the {pub} publication"
 
 
 def table_info(conn: Connection, ref: TableRef, publication: str = DEFAULT_PUBLICATION) -> TableInfo:
@@ -696,9 +710,8 @@ def _bytes(value: Any) -> str:
 def check_publication(target: Target) -> CheckResult | list[CheckResult]:
     """The publication exists, lists its tables, and contains the tables the user named."""
     cid = "db.publication"
-    pub = _publication_name(target)
-
     def body(conn: Connection) -> CheckResult:
+        pub = _publication_name(target, conn)
         prow = conn.execute(
             sa.text("SELECT puballtables, pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = :p"),
             {"p": pub},
@@ -790,7 +803,7 @@ def _per_table_check(
             )
         verdicts: list[tuple[TableInfo, Status, str, str]] = []
         for ref in tables:
-            info = table_info(conn, ref, _publication_name(target))
+            info = table_info(conn, ref, _publication_name(target, conn))
             if not info.exists:
                 verdicts.append((info, Status.FAIL, f"{ref} does not exist", "Fix the table name or create it."))
                 continue

@@ -905,7 +905,7 @@ StepHook = Callable[[int, Change, int], None]
 
 
 def apply(target: Target, plan: Plan, *, yes: bool = False, on_step: StepHook | None = None) -> CheckResult:
-    """Write ``plan`` in one transaction and return a ``tenant.apply`` result.
+    """Write ``plan`` in one transaction and return a redacted ``tenant.apply`` result.
 
     Refuses without ``yes=True``. Inside the transaction the tenant's rows are locked and
     compared with the plan's fingerprint; if anything changed since the plan, nothing is
@@ -915,6 +915,10 @@ def apply(target: Target, plan: Plan, *, yes: bool = False, on_step: StepHook | 
     Raises:
         ConfirmationRequired: ``yes`` was not given.
     """
+    return _apply(target, plan, yes=yes, on_step=on_step).redacted(target.redactor)
+
+
+def _apply(target: Target, plan: Plan, *, yes: bool, on_step: StepHook | None) -> CheckResult:
     cid = "tenant.apply"
     if not yes:
         raise ConfirmationRequired(
@@ -967,6 +971,7 @@ def apply(target: Target, plan: Plan, *, yes: bool = False, on_step: StepHook | 
             cause=f"db.{problem.kind}", evidence=evidence,
         )
     log.info("tenant apply for %s: %d change(s) committed", plan.tenant, len(plan.changes))
+    target.cache.pop("rtbook.db.publication", None)
     return CheckResult(
         cid, Status.PASS,
         summary=f"Applied {len(plan.changes)} change(s) to tenant {plan.tenant!r} in one transaction.",
