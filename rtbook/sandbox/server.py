@@ -817,6 +817,10 @@ class RealtimeServer:
             return
         chan.cdc_ready = True
         rt.poller.start()
+        # Answer once the slot exists (or could not be made), so changes right after "Subscribed" are seen.
+        await rt.poller.wait_prepared(5.0)
+        if chan.session.channels.get(chan.topic) is not chan:
+            return
         chan.push("system", {"extension": "postgres_changes", "status": "ok", "message": "Subscribed to PostgreSQL",
                              "channel": chan.sub_topic}, with_join_ref=True)
 

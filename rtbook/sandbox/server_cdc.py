@@ -350,6 +350,7 @@ class CdcPoller:
         self._typnames: dict[int, str] = {}
         self._rls: dict[str, tuple[float, bool]] = {}
         self.slot_name = ""
+        self._prepared = asyncio.Event()
         self.connected = False
         self.last_error: str | None = None
 
@@ -361,7 +362,13 @@ class CdcPoller:
     def start(self) -> None:
         """Start polling (no-op when already running)."""
         if not self.running:
+            self._prepared.clear()
             self._task = asyncio.create_task(self._run(), name="cdc-poller")
+
+    async def wait_prepared(self, timeout: float) -> None:
+        """Wait until the slot exists, or the first attempt to create it has failed."""
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._prepared.wait(), timeout)
 
     async def stop(self) -> None:
         """Stop polling; the temporary slot goes with the connection."""
@@ -394,6 +401,7 @@ class CdcPoller:
                     tenant.conninfo("realtime_rls"), autocommit=True
                 ) as conn:
                     await self._prepare_slot(conn, failures)
+                    self._prepared.set()
                     self.connected = True
                     self.last_error = None
                     stage = "PoolingReplicationError"
@@ -411,6 +419,7 @@ class CdcPoller:
                 failures += 1
                 self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.error("%s: %s", stage, self.last_error)
+                self._prepared.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
