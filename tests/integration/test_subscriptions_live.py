@@ -1,0 +1,132 @@
+"""realtime.* and realtime.health against the sandbox's Realtime-compatible server, reached directly.
+
+Healthy first (every check passes and no secret reaches an output), then conditions made directly
+in the database, outside any sandbox switch: the tenant row deleted, a wrong jwt secret stored, the
+table dropped from the publication, RLS with no policy for a role. Then endpoints that are closed or
+silent: each check fails within the timeout instead of hanging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rtbook.checks import run_checks
+from rtbook.crypto import encrypt
+from rtbook.results import Report, Status
+from tests.conftest import have_postgres, require
+from tests.integration.test_phoenix_support import Lab, Silent, assert_no_canary, closed_port, lab_fixture
+
+pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
+
+LIVE = ("realtime.",)
+CACHE_S = 1.3  # the server's tenant cache TTL is 1 s
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    yield from lab_fixture()
+
+
+def by_id(report: Report) -> dict[str, tuple[Status, str]]:
+    return {r.id: (r.status, r.cause) for r in report}
+
+
+def test_healthy_every_live_check_passes(lab: Lab) -> None:
+    report = run_checks(lab.target(), only=LIVE)
+    statuses = by_id(report)
+    assert set(statuses) >= {"realtime.health", "realtime.join", "realtime.broadcast", "realtime.presence",
+                             "realtime.postgres_changes", "realtime.rls", "realtime.bad_token"}
+    assert all(s is Status.PASS for s, _ in statuses.values()), str(report)
+    pgc = report.by_id("realtime.postgres_changes")
+    assert {"insert_ms", "update_ms", "delete_ms", "subscribed_ms"} <= set(pgc.metrics)
+    assert set(pgc.evidence["payloads"]) == {"INSERT", "UPDATE", "DELETE"}
+    assert pgc.evidence["payloads"]["DELETE"]["data"]["old_record"]["note"] == "rtbook update"
+    assert report.by_id("realtime.broadcast").metrics["peer_ms"] >= 0
+    assert_no_canary(report, lab.canaries)
+    # The scratch tables are gone.
+    with lab.cluster.connect() as conn:
+        left = conn.execute("select count(*) from pg_tables where tablename like 'rtbook_scratch_%'").fetchone()
+    assert left == (0,)
+
+
+def test_deleted_tenant_row(lab: Lab) -> None:
+    lab.sql("create table public.h5_t as select * from _realtime.tenants;"
+            "create table public.h5_e as select * from _realtime.extensions;"
+            "delete from _realtime.tenants")
+    try:
+        time.sleep(CACHE_S)
+        report = run_checks(lab.target(), only=("realtime.join", "realtime.health"))
+        join = report.by_id("realtime.join")
+        assert (join.status, join.cause) == (Status.FAIL, "tenant_not_found"), str(join)
+        assert "compose.realtime.tenant_consistency" in join.see_also
+        assert "Tenant not found" in join.summary
+        health = report.by_id("realtime.health")
+        assert (health.status, health.cause) == (Status.FAIL, "tenant_missing_admin"), str(health)
+    finally:
+        lab.sql("insert into _realtime.tenants select * from public.h5_t;"
+                "insert into _realtime.extensions select * from public.h5_e;"
+                "drop table public.h5_t; drop table public.h5_e")
+        time.sleep(CACHE_S)
+
+
+def test_wrong_stored_jwt_secret(lab: Lab) -> None:
+    with lab.cluster.connect() as conn:
+        (old,) = conn.execute("select jwt_secret from _realtime.tenants").fetchone()
+        conn.execute("update _realtime.tenants set jwt_secret = %s",
+                     (encrypt("a-different-secret-0123456789abcdef", "supabaserealtime"),))
+    try:
+        time.sleep(CACHE_S)
+        report = run_checks(lab.target(), only=("realtime.join", "realtime.broadcast"))
+        for r in report:
+            assert (r.status, r.cause) == (Status.FAIL, "jwt_signature"), str(r)
+            assert "tenant.jwt_secret" in r.see_also
+            assert r.evidence["handshake"]["status"] == 401
+        assert_no_canary(report, lab.canaries)
+    finally:
+        with lab.cluster.connect() as conn:
+            conn.execute("update _realtime.tenants set jwt_secret = %s", (old,))
+        time.sleep(CACHE_S)
+
+
+def test_table_dropped_from_publication(lab: Lab) -> None:
+    lab.sql("alter publication supabase_realtime drop table public.todos")
+    try:
+        result = run_checks(lab.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.FAIL, "not_in_publication"), str(result)
+        assert "public.todos" in result.summary and "db.publication" in result.see_also
+        assert "ALTER PUBLICATION supabase_realtime ADD TABLE" in result.remedy
+    finally:
+        lab.sql("alter publication supabase_realtime add table public.todos")
+
+
+def test_rls_without_policy_for_a_role(lab: Lab) -> None:
+    lab.sql("create table public.h5_notes (id bigint primary key, owner uuid);"
+            "alter table public.h5_notes enable row level security;"
+            "grant select on public.h5_notes to anon, authenticated;"
+            "create policy notes_anon on public.h5_notes for select to anon using (true)")
+    try:
+        result = run_checks(lab.target(tables=("public.h5_notes",)), only="realtime.rls").by_id("realtime.rls")
+        assert (result.status, result.cause) == (Status.FAIL, "rls_denies"), str(result)
+        assert result.evidence["policy_gaps"] == [["public.h5_notes", "authenticated"]]
+        assert "FOR SELECT TO authenticated" in result.remedy
+    finally:
+        lab.sql("drop table public.h5_notes")
+
+
+def test_unreachable_realtime_fails_within_the_timeout(lab: Lab) -> None:
+    timeout = 1.5
+    only = ("realtime.join", "realtime.health", "realtime.broadcast", "realtime.bad_token")
+    with Silent() as silent:
+        for url, cause in ((f"http://127.0.0.1:{closed_port()}", "unreachable"), (silent.url, "timeout")):
+            started = time.monotonic()
+            report = run_checks(lab.target(realtime_url=url, timeout=timeout), only=only)
+            elapsed = time.monotonic() - started
+            for r in report:
+                assert r.status is Status.FAIL, str(r)
+                assert r.cause == cause, str(r)
+            # Each check gives up after one timeout (health: one request; sockets: one connect).
+            assert elapsed < len(only) * (timeout + 1.0), elapsed
