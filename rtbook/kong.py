@@ -186,7 +186,7 @@ def _expand_awk(text: str, env: Mapping[str, str]) -> Expansion:
 
 _NAME_START = re.compile(r"[A-Za-z_]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_SPECIAL_PARAMS = {"0": "bash", "#": "0", "?": "0", "-": "hB", "$": "1", "!": "", "@": "", "*": ""}
+_SPECIAL_PARAMS = {"0": "bash", "#": "0", "?": "0", "-": "hBc", "!": "", "@": "", "*": ""}
 
 
 class _EvalExpander:
@@ -276,8 +276,27 @@ class _EvalExpander:
                     "a '#' outside quotes starts a shell comment that swallows the rest of the line",
                     "quote the value",
                 )
+            elif c == "$" and s.startswith("$'", self.i):
+                raise self.error(
+                    "$'...' outside double quotes is ANSI-C quoting, which rtbook does not model",
+                    "quote the value with single quotes",
+                )
+            elif c == "$" and s.startswith('$"', self.i):
+                dq = True  # $"..." is a locale-translated double-quoted string
+                self.in_word = True
+                self.i += 2
             elif c == "$":
                 self.split_into_words(self.dollar())
+            elif c == "*":
+                raise self.error(
+                    "an unquoted '*' (between the file's double quotes) is expanded against the container's files",
+                    "quote it with single quotes",
+                )
+            elif c == "{" and re.match(r"\{[^\s{}\"']*(,|\.\.)[^\s{}\"']*\}", s[self.i :]):
+                raise self.error(
+                    "an unquoted {a,b} is brace-expanded into several words",
+                    "quote it with single quotes",
+                )
             elif c == "`":
                 raise self.error("a backquote runs a command", "remove the backquote or use the awk entrypoint")
             elif c == "~" and not self.cur and not self.in_word and (self.i + 1 >= len(s) or s[self.i + 1] in "/ \t"):
@@ -332,9 +351,13 @@ class _EvalExpander:
             self.i = end + 1
             return self._braced(s[j + 1 : end])
         m = _NAME.match(s, j)
+        if m and m.group(0) == "_":
+            raise self.error("'$_' is bash's last-argument variable", "escape it as \\$_ or use ${NAME}")
         if m:
             self.i = m.end()
             return self.lookup(m.group(0))
+        if nxt == "$":
+            raise self.error("'$$' expands to the shell's process id", "write a single $ for a variable")
         if nxt.isdigit() or nxt in _SPECIAL_PARAMS:
             self.i = j + 1
             return _SPECIAL_PARAMS.get(nxt, "")
@@ -363,7 +386,10 @@ class _EvalExpander:
             return self.lookup(name)
         op_match = re.match(r":?[-=+?]", rest)
         if not op_match:
-            raise self.error(f"'${{{body}}}' uses an expansion rtbook does not model", "use ${NAME} or ${NAME:-x}")
+            raise self.error(
+                f"'${{{body}}}' is a bad substitution or an expansion rtbook does not model",
+                "use ${NAME} or ${NAME:-x}",
+            )
         op, word = op_match.group(0), rest[op_match.end() :]
         value = self.lookup(name)
         is_set = name in self.env
