@@ -8,5 +8,16 @@ from __future__ import annotations
 
 from rtbook.sandbox.bootstrap import TenantLimits, bootstrap, seed_tenant
 from rtbook.sandbox.postgres import PostgresCluster, free_port
+from rtbook.sandbox.server_process import ServerProcess, start_server
+from rtbook.sandbox.server_tenants import ServerConfig
 
-__all__ = ["PostgresCluster", "TenantLimits", "bootstrap", "free_port", "seed_tenant"]
+__all__ = [
+    "PostgresCluster",
+    "ServerConfig",
+    "ServerProcess",
+    "TenantLimits",
+    "bootstrap",
+    "free_port",
+    "seed_tenant",
+    "start_server",
+]

@@ -180,11 +180,15 @@ class Session:
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
 
-    async def finish(self) -> None:
-        """Stop the writer task."""
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._writer
+    async def finish(self, flush_timeout: float = 1.0) -> None:
+        """Let the writer flush what is queued (bounded), then stop it."""
+        self.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), flush_timeout)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
 
 
 class TenantRuntime:
@@ -510,8 +514,6 @@ class RealtimeServer:
             for chan in list(session.channels.values()):
                 rt.remove_channel(chan)
             rt.sessions.discard(session)
-            session.close()
-            await asyncio.sleep(0)
             await session.finish()
             if not ws.closed:
                 await ws.close()

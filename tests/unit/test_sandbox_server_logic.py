@@ -1,0 +1,131 @@
+"""Pure logic of the sandbox's Realtime-compatible server: Host parsing, filters, wal2json mapping, JWTs."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from rtbook.sandbox.server import tenant_from_host
+from rtbook.sandbox.server_cdc import Binding, filter_matches, make_binding, parse_filter, wal_to_change
+from rtbook.sandbox.server_tenants import AuthError, verify_jwt
+from rtbook.secrets import Secret
+
+SECRET = Secret("unit-secret-0123456789-0123456789-abc")
+
+
+@pytest.mark.parametrize(
+    ("host", "tenant"),
+    [
+        ("realtime-dev.supabase-realtime:4000", "realtime-dev"),
+        ("realtime-dev.supabase-realtime", "realtime-dev"),
+        ("localhost:4000", "localhost"),
+        ("192.168.1.10:4000", "192"),
+        ("realtime-dev.localhost", "realtime-dev"),
+    ],
+)
+def test_tenant_from_host(host: str, tenant: str) -> None:
+    assert tenant_from_host(host) == tenant
+
+
+def test_parse_filter() -> None:
+    assert parse_filter("id=eq.5").value == "5"
+    assert parse_filter("id=in.(1, 2,3)").value == ("1", "2", "3")
+    assert parse_filter("body=neq.a.b").value == "a.b"
+    for bad in ("id", "id=like.x", "id=eq", "id=in.1,2"):
+        with pytest.raises(ValueError, match="Error parsing `filter` params"):
+            parse_filter(bad)
+
+
+WAL_INSERT = {
+    "action": "I", "timestamp": "2026-11-25 21:15:12.545316+00", "schema": "public", "table": "t",
+    "columns": [
+        {"name": "id", "type": "bigint", "typeoid": 20, "value": 7},
+        {"name": "ts", "type": "timestamp with time zone", "typeoid": 1184, "value": "2026-11-25 21:15:12.5+00"},
+        {"name": "ok", "type": "boolean", "typeoid": 16, "value": True},
+    ],
+    "pk": [{"name": "id", "type": "bigint", "typeoid": 20}],
+}
+TYPES = {20: "int8", 1184: "timestamptz", 16: "bool"}
+
+
+def test_wal_to_change_insert_payload_shape() -> None:
+    change = wal_to_change(WAL_INSERT, TYPES)
+    assert change is not None
+    payload = change.payload([42])
+    assert payload["ids"] == [42]
+    data = payload["data"]
+    assert data["commit_timestamp"] == "2026-11-25T21:15:12.545Z"
+    assert data["columns"] == [{"name": "id", "type": "int8"}, {"name": "ts", "type": "timestamptz"},
+                               {"name": "ok", "type": "bool"}]
+    assert data["record"] == {"id": 7, "ts": "2026-11-25T21:15:12.5+00:00", "ok": True}
+    assert "old_record" not in data and data["errors"] is None
+
+
+def test_wal_to_change_delete_and_no_pk() -> None:
+    wal = {"action": "D", "timestamp": "2026-11-25 21:15:12+00", "schema": "public", "table": "t",
+           "identity": [{"name": "id", "type": "bigint", "typeoid": 20, "value": 7},
+                        {"name": "x", "type": "text", "typeoid": 25, "value": "a"}],
+           "pk": [{"name": "id", "type": "bigint", "typeoid": 20}]}
+    change = wal_to_change(wal, {20: "int8", 25: "text"})
+    assert change is not None
+    assert change.payload([1], pk_only_old=True)["data"]["old_record"] == {"id": 7}
+    assert change.payload([1])["data"]["old_record"] == {"id": 7, "x": "a"}
+    assert "record" not in change.payload([1])["data"]
+    nopk = wal_to_change({**WAL_INSERT, "pk": []}, TYPES)
+    assert nopk is not None and nopk.errors == ["Error 400: Bad Request, no primary key"]
+    assert wal_to_change({"action": "B"}, {}) is None
+
+
+def test_filters_on_records() -> None:
+    change = wal_to_change(WAL_INSERT, TYPES)
+    assert change is not None
+
+    def b(flt: str, event: str = "*") -> Binding:
+        return make_binding({"event": event, "schema": "public", "table": "t", "filter": flt})
+
+    assert filter_matches(b("id=eq.7"), change)
+    assert not filter_matches(b("id=neq.7"), change)
+    assert filter_matches(b("id=gte.7"), change) and not filter_matches(b("id=gt.7"), change)
+    assert filter_matches(b("id=in.(1,7)"), change)
+    assert filter_matches(b("ok=eq.true"), change)
+    assert not filter_matches(b("missing=eq.1"), change)
+    assert b("id=eq.7", "insert").matches("public", "t", "INSERT")
+    assert not b("id=eq.7", "DELETE").matches("public", "t", "INSERT")
+    assert make_binding({"event": "*", "schema": "public"}).matches("public", "anything", "UPDATE")
+
+
+def test_binding_ids_are_stable_and_distinct() -> None:
+    one = make_binding({"event": "*", "schema": "public", "table": "todos"})
+    same = make_binding({"table": "todos", "schema": "public", "event": "*"})
+    other = make_binding({"event": "*", "schema": "public", "table": "todos", "filter": "id=eq.1"})
+    assert one.id == same.id != other.id
+    assert 0 <= one.id < 2**27
+
+
+def _tok(claims: dict[str, object], secret: str = SECRET.reveal()) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def test_verify_jwt_reasons() -> None:
+    now = int(time.time())
+    assert verify_jwt(_tok({"role": "anon", "exp": now + 60}), SECRET)["role"] == "anon"
+    cases = {
+        None: "missing_api_key",
+        "garbage": "token_malformed",
+        _tok({"role": "anon", "exp": now + 60}, "another-secret-another-secret-0000"): "signature_error",
+        _tok({"role": "anon", "exp": now - 60}): "expired_token",
+        _tok({"exp": now + 60}): "missing_claims",
+        _tok({"role": "anon"}): "missing_claims",
+    }
+    for token, reason in cases.items():
+        with pytest.raises(AuthError) as info:
+            verify_jwt(token, SECRET)
+        assert info.value.reason == reason
+    with pytest.raises(AuthError) as info:
+        verify_jwt(_tok({"role": "anon", "exp": now + 60}), None)
+    assert info.value.reason == "error_generating_signer"
+    with pytest.raises(AuthError) as info:
+        verify_jwt(_tok({"role": "anon", "exp": now - 30}), SECRET)
+    assert info.value.message.startswith("Token has expired ") and info.value.message.endswith(" seconds ago")
