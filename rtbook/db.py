@@ -15,6 +15,7 @@ message rtbook renders can contain it. Every connection has a connect timeout an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -44,6 +45,8 @@ __all__ = [
     "parse_table",
     "quote_ident",
     "sql_url",
+    "with_connection",
+    "with_finding",
 ]
 
 ENGINE_KEY = "rtbook.db.engine"
@@ -246,6 +249,37 @@ def _problem_result(cid: str, problem: DbProblem, during: str) -> CheckResult:
     )
 
 
+# rtbook's fine-grained finding ids -> the cause in rtbook.remedies ("" when none applies). Results
+# carry the remedies id in ``cause`` and the finding in ``evidence["finding"]``.
+FINDING_CAUSES: dict[str, str] = {
+    "db.auth": "", "db.hba": "", "db.no_database": "", "db.no_role": "", "db.permission": "", "db.other": "",
+    "db.refused": "unreachable", "db.dns": "unreachable", "db.timeout": "timeout", "db.statement_timeout": "",
+    "db.wal_level_not_logical": "wal_level", "db.wal2json_missing": "wal2json_missing",
+    "db.no_free_slots": "replication_capacity", "db.no_replication_privilege": "", "db.long_transaction": "",
+    "db.slot_lost": "", "db.slot_idle": "",
+    "db.publication_missing": "not_in_publication", "db.table_not_in_publication": "not_in_publication",
+    "db.publication_empty": "not_in_publication",
+    "db.no_primary_key": "no_primary_key", "db.replica_identity": "",
+    "db.rls_no_policy": "rls_denies", "db.rls_no_privilege": "select_denied", "db.rls_off": "rls_leaks",
+    "db.table_missing": "", "db.realtime_not_connected": "",
+    "tenant.relation_tenants_missing": "realtime_schema_missing", "tenant.schema_unknown": "realtime_schema_missing",
+    "tenant.not_found": "tenant_not_found", "tenant.extension_count": "tenant_db_unreachable",
+    "tenant.jwt_secret_missing": "jwt_signer", "tenant.jwt_secret_plaintext": "jwt_signature",
+    "tenant.jwt_secret_wrong_key": "jwt_signature", "tenant.jwt_secret_mismatch": "jwt_signature",
+    "tenant.db_settings_mismatch": "tenant_db_unreachable", "tenant.suspended": "tenant_suspended",
+    "tenant.private_only": "private_only", "tenant.limits": "", "tenant.plan_stale": "",
+}
+
+
+def with_finding(result: CheckResult) -> CheckResult:
+    """Move an rtbook finding id from ``cause`` to ``evidence["finding"]`` and set the remedies cause."""
+    if result.cause not in FINDING_CAUSES:
+        return result
+    return dataclasses.replace(
+        result, cause=FINDING_CAUSES[result.cause], evidence={**result.evidence, "finding": result.cause}
+    )
+
+
 Body = Callable[[Connection], "CheckResult | list[CheckResult]"]
 
 
@@ -257,7 +291,7 @@ def with_connection(target: Target, cid: str, body: Body) -> CheckResult | list[
     """
     problem = target.cache.get(PROBLEM_KEY)
     if isinstance(problem, DbProblem):
-        return _problem_result(cid, problem, "connect to the database")
+        return with_finding(_problem_result(cid, problem, "connect to the database"))
     try:
         conn = connect(target)
     except ConfigError:
@@ -265,12 +299,15 @@ def with_connection(target: Target, cid: str, body: Body) -> CheckResult | list[
     except (SQLAlchemyError, OSError) as exc:
         problem = classify_db_error(exc, target)
         target.cache[PROBLEM_KEY] = problem
-        return _problem_result(cid, problem, "connect to the database")
+        return with_finding(_problem_result(cid, problem, "connect to the database"))
     try:
         with conn:
-            return body(conn)
+            produced = body(conn)
     except (SQLAlchemyError, OSError) as exc:
-        return _problem_result(cid, classify_db_error(exc, target), "run the check's query")
+        return with_finding(_problem_result(cid, classify_db_error(exc, target), "run the check's query"))
+    if isinstance(produced, CheckResult):
+        return with_finding(produced)
+    return [with_finding(r) for r in produced]
 
 
 # ------------------------------------------------------------------ tables
@@ -786,8 +823,11 @@ def _table_exists(conn: Connection, ref: TableRef) -> bool:
     ).first() is not None
 
 
+Verdict = tuple[Status, str, str, str]  # status, finding text, remedy SQL, finding id
+
+
 def _per_table_check(
-    target: Target, cid: str, judge: Callable[[Connection, TableInfo], tuple[Status, str, str]],
+    target: Target, cid: str, judge: Callable[[Connection, TableInfo], Verdict],
 ) -> CheckResult | list[CheckResult]:
     """Run ``judge`` on each table to check and fold the verdicts into one result."""
 
@@ -801,14 +841,14 @@ def _per_table_check(
                 remedy="Name tables with --table schema.table (or the tables parameter).",
                 see_also=("db.publication",),
             )
-        verdicts: list[tuple[TableInfo, Status, str, str]] = []
+        verdicts: list[tuple[TableInfo, Status, str, str, str]] = []
         for ref in tables:
             info = table_info(conn, ref, _publication_name(target, conn))
             if not info.exists:
-                verdicts.append((info, Status.FAIL, f"{ref} does not exist", "Fix the table name or create it."))
+                verdicts.append((info, Status.FAIL, f"{ref} does not exist", "Fix the table name or create it.",
+                                 "db.table_missing"))
                 continue
-            status, finding, remedy = judge(conn, info)
-            verdicts.append((info, status, finding, remedy))
+            verdicts.append((info, *judge(conn, info)))
         worst = _worst(v[1] for v in verdicts)
         bad = [v for v in verdicts if v[1] is not Status.PASS]
         evidence = {"scope": scope, "tables": {str(v[0].ref): {"status": v[1].value, "finding": v[2]}
@@ -824,7 +864,8 @@ def _per_table_check(
             summary="; ".join(f"{v[0].ref}: {v[2]}" for v in bad) + ".",
             detail=f"Checked {scope}: " + "; ".join(f"{v[0].ref} {v[1].value} ({v[2]})" for v in verdicts) + ".",
             remedy=" ".join(dict.fromkeys(v[3] for v in bad if v[3])),
-            cause=cid.replace("db.", "db.bad_"), evidence=evidence,
+            # The worst table's finding names the cause.
+            cause=next(v[4] for v in bad if v[1] is worst), evidence=evidence,
         )
 
     return with_connection(target, cid, body)
@@ -839,21 +880,22 @@ def _worst(statuses: Iterable[Status]) -> Status:
 def check_replica_identity(target: Target) -> CheckResult | list[CheckResult]:
     """FULL gives complete old records; DEFAULT gives only the primary key; NOTHING breaks UPDATE/DELETE."""
 
-    def judge(_conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+    def judge(_conn: Connection, info: TableInfo) -> Verdict:
         ri = info.replica_identity
         full = f"ALTER TABLE {info.ref.sql} REPLICA IDENTITY FULL;"
         if ri == "f":
-            return Status.PASS, "REPLICA IDENTITY FULL", ""
+            return Status.PASS, "REPLICA IDENTITY FULL", "", ""
         if ri == "i":
-            return Status.PASS, "REPLICA IDENTITY USING INDEX (old records carry the index columns)", ""
+            return Status.PASS, "REPLICA IDENTITY USING INDEX (old records carry the index columns)", "", ""
         if ri == "n":
             return (Status.FAIL, "REPLICA IDENTITY NOTHING: UPDATE and DELETE on a published table fail with "
-                    "'cannot update table ... does not have a replica identity'", full)
+                    "'cannot update table ... does not have a replica identity'", full, "db.replica_identity")
         if not info.primary_key:
             return (Status.FAIL, "REPLICA IDENTITY DEFAULT without a primary key: old records are empty and "
-                    "UPDATE/DELETE fail once the table is published", full)
+                    "UPDATE/DELETE fail once the table is published", full, "db.replica_identity")
         return (Status.WARN, f"REPLICA IDENTITY DEFAULT: old_record of UPDATE/DELETE holds only "
-                f"{', '.join(info.primary_key)}, and DELETE filters on other columns never match", full)
+                f"{', '.join(info.primary_key)}, and DELETE filters on other columns never match", full,
+                "db.replica_identity")
 
     return _per_table_check(target, "db.replica_identity", judge)
 
@@ -862,11 +904,12 @@ def check_replica_identity(target: Target) -> CheckResult | list[CheckResult]:
 def check_primary_key(target: Target) -> CheckResult | list[CheckResult]:
     """Without a primary key Realtime sends ``Error 400: Bad Request, no primary key`` instead of rows."""
 
-    def judge(_conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+    def judge(_conn: Connection, info: TableInfo) -> Verdict:
         if info.primary_key:
-            return Status.PASS, f"primary key ({', '.join(info.primary_key)})", ""
+            return Status.PASS, f"primary key ({', '.join(info.primary_key)})", "", ""
         return (Status.FAIL, "no primary key: subscribers get errors ['Error 400: Bad Request, no primary key'] "
-                "instead of records", f"ALTER TABLE {info.ref.sql} ADD PRIMARY KEY (id);  -- use your key column(s)")
+                "instead of records", f"ALTER TABLE {info.ref.sql} ADD PRIMARY KEY (id);  -- use your key column(s)",
+                "db.no_primary_key")
 
     return _per_table_check(target, "db.primary_key", judge)
 
@@ -918,7 +961,7 @@ def role_access(conn: Connection, info: TableInfo, roles: Sequence[str] = SUPABA
 def check_rls(target: Target) -> CheckResult | list[CheckResult]:
     """Realtime checks each change against the subscriber's role by running a SELECT as that role."""
 
-    def judge(conn: Connection, info: TableInfo) -> tuple[Status, str, str]:
+    def judge(conn: Connection, info: TableInfo) -> Verdict:
         access = role_access(conn, info)
         t = info.ref.sql
         if not info.rls:
@@ -926,9 +969,10 @@ def check_rls(target: Target) -> CheckResult | list[CheckResult]:
             return (Status.WARN, "RLS is off: every subscriber whose filter matches receives every row"
                     + (f" (no SELECT privilege for {', '.join(no_priv)})" if no_priv else ""),
                     f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; then CREATE POLICY ... ON {t} FOR SELECT "
-                    "TO authenticated USING (...);")
+                    "TO authenticated USING (...);", "db.rls_off")
         parts = []
         remedies = []
+        finding = ""
         status = Status.PASS
         for a in access:
             if a.verdict == "policies":
@@ -941,14 +985,16 @@ def check_rls(target: Target) -> CheckResult | list[CheckResult]:
                 status = _worst((status, Status.WARN))
                 parts.append(f"{a.role}: no SELECT privilege, receives no events ('Error 401: Unauthorized')")
                 remedies.append(f"GRANT SELECT ON {t} TO {a.role};")
+                finding = finding or "db.rls_no_privilege"
             elif a.verdict == "no_policy":
                 status = _worst((status, Status.WARN))
                 parts.append(f"{a.role}: no SELECT policy, receives no INSERT/UPDATE events")
+                finding = "db.rls_no_policy"
                 remedies.append(
                     f"CREATE POLICY {quote_ident(info.ref.name + '_select_' + a.role)} ON {t} FOR SELECT "
                     f"TO {a.role} USING (true);  -- narrow the USING clause to the rows {a.role} may see"
                 )
-        return status, "RLS on; " + "; ".join(parts), " ".join(remedies)
+        return status, "RLS on; " + "; ".join(parts), " ".join(remedies), finding
 
     return _per_table_check(target, "db.rls", judge)
 

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from rtbook.crypto import DecryptError, decrypt, encrypt, encrypt_gcm
-from rtbook.db import classify_db_error, connect, with_connection
+from rtbook.db import classify_db_error, connect, with_connection, with_finding
 from rtbook.exceptions import ConfigError, ConfirmationRequired, ConnectionSetupError
 from rtbook.results import CheckResult, Status, register
 from rtbook.secrets import REDACTED, Redactor, Secret
@@ -915,7 +915,7 @@ def apply(target: Target, plan: Plan, *, yes: bool = False, on_step: StepHook | 
     Raises:
         ConfirmationRequired: ``yes`` was not given.
     """
-    return _apply(target, plan, yes=yes, on_step=on_step).redacted(target.redactor)
+    return with_finding(_apply(target, plan, yes=yes, on_step=on_step)).redacted(target.redactor)
 
 
 def _apply(target: Target, plan: Plan, *, yes: bool, on_step: StepHook | None) -> CheckResult:
@@ -1309,7 +1309,7 @@ def check_limits(target: Target) -> CheckResult | list[CheckResult]:
                 cid, Status.WARN, summary="; ".join(warnings) + ".", detail=f"Stored limits: {shown}.",
                 remedy=(f"rtbook tenant apply --yes --tenant {exp.tenant} " + " ".join(dict.fromkeys(remedies)))
                 if remedies else "Set the TENANT_MAX_* variables to the values you want, or change the row.",
-                cause="tenant.limits", evidence=evidence,
+                cause="tenant.private_only" if row.private_only else "tenant.limits", evidence=evidence,
             )
         return CheckResult(cid, Status.PASS, summary=f"Limits are sane: {shown}.", evidence=evidence)
 

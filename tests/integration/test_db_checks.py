@@ -14,7 +14,7 @@ from rtbook.checks import run_checks
 from rtbook.results import Report, Status
 from rtbook.target import Target
 from tests.conftest import have_postgres, require
-from tests.integration.test_db_fixtures import Lab, pg_lab, reset  # noqa: F401  (pg_lab is a fixture)
+from tests.integration.test_db_fixtures import Lab, finding, pg_lab, reset  # noqa: F401  (pg_lab is a fixture)
 
 pytestmark = [pytest.mark.postgres]
 
@@ -72,7 +72,7 @@ def test_table_dropped_from_publication(fresh: Lab) -> None:
     fresh.sql("ALTER PUBLICATION supabase_realtime DROP TABLE public.todos")
     named = _db(fresh.target(tables=("public.todos",))).by_id("db.publication")
     assert named.status is Status.FAIL
-    assert named.cause == "db.table_not_in_publication"
+    assert finding(named) == "db.table_not_in_publication"
     assert "ALTER PUBLICATION supabase_realtime ADD TABLE public.todos;" in named.remedy
     # With no table named, an empty publication is a warning, and the per-table checks have nothing to do.
     report = _db(fresh.target())
@@ -91,7 +91,7 @@ def test_missing_publication(fresh: Lab) -> None:
     fresh.sql("DROP PUBLICATION supabase_realtime")
     result = _db(fresh.target(tables=("todos",))).by_id("db.publication")
     assert result.status is Status.FAIL
-    assert result.cause == "db.publication_missing"
+    assert finding(result) == "db.publication_missing"
     assert result.remedy.startswith("CREATE PUBLICATION supabase_realtime;")
 
 
@@ -100,6 +100,7 @@ def test_rls_without_policy_for_a_role(fresh: Lab) -> None:
     result = _db(fresh.target()).by_id("db.rls")
     assert result.status is Status.WARN
     assert "anon: no SELECT policy" in result.summary
+    assert finding(result) == "db.rls_no_policy" and result.cause == "rls_denies"
     assert "CREATE POLICY" in result.remedy and "TO anon" in result.remedy
     assert "authenticated" not in result.remedy
 
@@ -109,6 +110,7 @@ def test_rls_disabled(fresh: Lab) -> None:
     result = _db(fresh.target()).by_id("db.rls")
     assert result.status is Status.WARN
     assert "RLS is off" in result.summary
+    assert finding(result) == "db.rls_off" and result.cause == "rls_leaks"
     assert "ENABLE ROW LEVEL SECURITY" in result.remedy
 
 
@@ -119,6 +121,7 @@ def test_table_without_primary_key(fresh: Lab) -> None:
     assert pk.status is Status.FAIL
     assert "public.nopk" in pk.summary and "public.todos" not in pk.summary
     assert "ALTER TABLE public.nopk ADD PRIMARY KEY" in pk.remedy
+    assert finding(pk) == "db.no_primary_key" and pk.cause == "no_primary_key"
     assert report.by_id("db.replica_identity").status is Status.FAIL
 
 
@@ -130,11 +133,11 @@ def test_no_free_replication_slots(fresh: Lab) -> None:
         report = _db(fresh.target())
         capacity = report.by_id("db.replication_capacity")
         assert capacity.status is Status.FAIL
-        assert capacity.cause == "db.no_free_slots"
+        assert finding(capacity) == "db.no_free_slots" and capacity.cause == "replication_capacity"
         assert "max_replication_slots" in capacity.remedy
         probe = report.by_id("db.wal2json")
         assert probe.status is Status.FAIL
-        assert probe.cause == "db.no_free_slots"
+        assert finding(probe) == "db.no_free_slots"
     finally:
         fresh.sql(";".join(f"SELECT pg_drop_replication_slot('{n}')" for n in names))
 
@@ -166,7 +169,7 @@ def test_wrong_password_fails_with_cause_and_no_leak(fresh: Lab) -> None:
     report = _db(target)
     connect = report.by_id("db.connect")
     assert connect.status is Status.FAIL
-    assert connect.cause == "db.auth"
+    assert finding(connect) == "db.auth"
     assert "POSTGRES_PASSWORD" in connect.remedy
     # The others fail at once with the remembered problem.
     assert report.by_id("db.rls").status is Status.FAIL
@@ -183,7 +186,7 @@ def test_closed_port_fails_fast() -> None:
     result = run_checks(target, only="db.connect").by_id("db.connect")
     assert time.monotonic() - started < 5
     assert result.status is Status.FAIL
-    assert result.cause == "db.refused"
+    assert finding(result) == "db.refused"
 
 
 @pytest.fixture
@@ -219,7 +222,7 @@ def test_silent_port_fails_within_timeout(silent_port: int) -> None:
     report = run_checks(target, only="db.")
     elapsed = time.monotonic() - started
     assert report.by_id("db.connect").status is Status.FAIL
-    assert report.by_id("db.connect").cause == "db.timeout"
+    assert finding(report.by_id("db.connect")) == "db.timeout"
     # One timeout for db.connect; the other checks reuse the remembered problem.
     assert elapsed < 8, elapsed
 
@@ -246,4 +249,4 @@ def test_wal_level_replica(replica_lab: Lab) -> None:
     assert "ALTER SYSTEM SET wal_level = logical" in level.remedy
     probe = report.by_id("db.wal2json")
     assert probe.status is Status.FAIL
-    assert probe.cause == "db.wal_level_not_logical"
+    assert finding(probe) == "db.wal_level_not_logical"

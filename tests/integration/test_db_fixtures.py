@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from rtbook.remedies import CAUSES
+from rtbook.results import CheckResult
 from rtbook.target import Target
 from tests.conftest import have_postgres, require
 
@@ -79,6 +81,12 @@ class Lab:
             db_host=self.cluster.host, db_port=str(self.cluster.port), db_name="postgres",
             db_user="supabase_admin", db_password=self.cluster.password,
         )
+
+
+def finding(result: CheckResult) -> str:
+    """The rtbook finding id of a result, after checking its cause is a known rtbook.remedies id."""
+    assert result.cause == "" or result.cause in CAUSES, result.cause
+    return str(result.evidence.get("finding", ""))
 
 
 _RESET_DEMO = """

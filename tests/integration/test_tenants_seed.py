@@ -17,7 +17,7 @@ from rtbook.crypto import decrypt, encrypt
 from rtbook.exceptions import ConfigError, ConfirmationRequired
 from rtbook.results import Report, Status
 from rtbook.target import Target
-from tests.integration.test_db_fixtures import ENC_CANARY, JWT_CANARY, TENANT, Lab, pg_lab, reset  # noqa: F401
+from tests.integration.test_db_fixtures import ENC_CANARY, JWT_CANARY, TENANT, Lab, finding, pg_lab, reset  # noqa: F401
 
 pytestmark = [pytest.mark.postgres]
 
@@ -73,7 +73,7 @@ def test_deleted_tenant_row(fresh: Lab) -> None:
     report = _checks(fresh.target())
     row = report.by_id("tenant.row")
     assert row.status is Status.FAIL
-    assert row.cause == "tenant.not_found"
+    assert finding(row) == "tenant.not_found" and row.cause == "tenant_not_found"
     assert "other" in row.summary
     assert f"--create --tenant {TENANT}" in row.remedy
     for cid in ("tenant.extension", "tenant.jwt_secret", "tenant.db_settings", "tenant.limits"):
@@ -84,7 +84,7 @@ def test_jwt_secret_different_secret(fresh: Lab) -> None:
     fresh.sql(f"UPDATE _realtime.tenants SET jwt_secret = '{ROTATED}'")
     result = _checks(fresh.target()).by_id("tenant.jwt_secret")
     assert result.status is Status.FAIL
-    assert result.cause == "tenant.jwt_secret_mismatch"
+    assert finding(result) == "tenant.jwt_secret_mismatch" and result.cause == "jwt_signature"
     assert "decrypts but differs" in result.summary
 
 
@@ -93,7 +93,7 @@ def test_jwt_secret_wrong_key(fresh: Lab) -> None:
     report = _checks(fresh.target())
     result = report.by_id("tenant.jwt_secret")
     assert result.status is Status.FAIL
-    assert result.cause == "tenant.jwt_secret_wrong_key"
+    assert finding(result) == "tenant.jwt_secret_wrong_key"
     assert "does not decrypt with DB_ENC_KEY" in result.summary
     _assert_clean(fresh, _report_text(report))
 
@@ -102,7 +102,7 @@ def test_jwt_secret_plaintext(fresh: Lab) -> None:
     fresh.sql(f"UPDATE _realtime.tenants SET jwt_secret = '{JWT_CANARY}'")
     report = _checks(fresh.target())
     result = report.by_id("tenant.jwt_secret")
-    assert result.cause == "tenant.jwt_secret_plaintext"
+    assert finding(result) == "tenant.jwt_secret_plaintext"
     _assert_clean(fresh, _report_text(report))
 
 
@@ -112,7 +112,7 @@ def test_extra_broadcast_and_presence_rows(fresh: Lab) -> None:
                   f"updated_at) VALUES (gen_random_uuid(), '{kind}', '{{}}', '{TENANT}', now(), now())")
     result = _checks(fresh.target()).by_id("tenant.extension")
     assert result.status is Status.FAIL
-    assert result.cause == "tenant.extension_count"
+    assert finding(result) == "tenant.extension_count"
     assert "'broadcast'" in result.summary and "'presence'" in result.summary
     assert "exactly one postgres_cdc_rls row" in result.detail
     assert "--delete-extra" in result.remedy
@@ -148,7 +148,7 @@ def test_db_settings_wrong_port_type_and_host(fresh: Lab) -> None:
 def test_suspended_and_private_only(fresh: Lab) -> None:
     fresh.sql("UPDATE _realtime.tenants SET suspend = true")
     result = _checks(fresh.target()).by_id("tenant.limits")
-    assert result.status is Status.FAIL and result.cause == "tenant.suspended"
+    assert result.status is Status.FAIL and finding(result) == "tenant.suspended"
     fresh.sql("UPDATE _realtime.tenants SET suspend = false, private_only = true")
     result = _checks(fresh.target()).by_id("tenant.limits")
     assert result.status is Status.WARN and "private_only" in result.summary
@@ -167,7 +167,7 @@ def test_schema_missing(fresh: Lab) -> None:
         report = _checks(fresh.target())
         schema = report.by_id("tenant.schema")
         assert schema.status is Status.FAIL
-        assert schema.cause == "tenant.relation_tenants_missing"
+        assert finding(schema) == "tenant.relation_tenants_missing"
         assert 'relation "tenants" does not exist' in schema.detail
         assert "_realtime_moved" in schema.detail  # the tables were found elsewhere
         assert "CREATE SCHEMA IF NOT EXISTS _realtime" in schema.remedy
@@ -246,7 +246,7 @@ def test_repair_then_second_apply_changes_nothing(fresh: Lab) -> None:
     assert fresh.dump() == after_first
     # Re-applying the stale first plan is refused and changes nothing either.
     stale = tenants.apply(fresh.target(), first, yes=True)
-    assert stale.status is Status.FAIL and stale.cause == "tenant.plan_stale"
+    assert stale.status is Status.FAIL and finding(stale) == "tenant.plan_stale"
     assert fresh.dump() == after_first
 
 
@@ -298,7 +298,7 @@ def test_rows_changed_between_plan_and_apply(fresh: Lab) -> None:
     fresh.sql("UPDATE _realtime.tenants SET max_concurrent_users = 7")
     before = fresh.dump()
     result = tenants.apply(fresh.target(), the_plan, yes=True)
-    assert result.status is Status.FAIL and result.cause == "tenant.plan_stale"
+    assert result.status is Status.FAIL and finding(result) == "tenant.plan_stale"
     assert fresh.dump() == before
 
 
@@ -337,8 +337,11 @@ def test_create_additional_tenant_and_change_limits(fresh: Lab) -> None:
     assert tenants.apply(target, bigger, yes=True).status is Status.PASS
     assert fresh.query("SELECT max_concurrent_users FROM _realtime.tenants WHERE external_id = 'second'") == [(500,)]
     assert tenants.plan(target, tenant="second", limits={"max_concurrent_users": 500}).empty
-    # An rtbook-created row counts as rtbook's own: a duplicate of it may be removed without delete_extra.
-    assert tenants.plan(target, tenant="second").empty
+    # A row carrying rtbook's marker is rtbook's own: it may be removed without delete_extra.
+    fresh.sql("INSERT INTO _realtime.extensions (id, type, settings, tenant_external_id, inserted_at, updated_at) "
+              f"VALUES (gen_random_uuid(), 'presence', '{{\"{tenants.MARKER_KEY}\": \"x\"}}', 'second', now(), now())")
+    cleanup = tenants.plan(target, tenant="second")
+    assert [(c.kind, c.key.split("/")[1]) for c in cleanup.changes] == [("delete", "presence")]
 
 
 def test_recreate_deleted_tenant(fresh: Lab) -> None:
