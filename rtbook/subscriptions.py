@@ -453,8 +453,15 @@ def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeo
     )
     if not reply.ok:
         return reply, None, 0.0
-    system = client.wait_for(_system_for(table), timeout, f"the system message for {schema}.{table}")
+    try:
+        system = client.wait_for(_system_for(table), timeout, f"the system message for {schema}.{table}")
+    except PhoenixTimeout as exc:
+        raise _NoSubscription(str(exc)) from None
     return reply, system, (time.monotonic() - started) * 1000
+
+
+class _NoSubscription(PhoenixTimeout):
+    """Joined, but Realtime never answered whether the postgres_changes subscription worked."""
 
 
 def _system_failure(cid: str, system: Message, where: str, socks: _Sockets,
@@ -552,6 +559,8 @@ def check_postgres_changes(target: Target) -> CheckResult:
                     return _db_failure(cid, exc, target, "write to the scratch table", metrics)
             finally:
                 scratch_cm.__exit__(None, None, None)
+        except _NoSubscription as exc:
+            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics, _wal_cause(target))
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics)
         evidence.update({"table": f"{table.schema}.{table.name}", "payloads": payloads,
@@ -667,6 +676,8 @@ def check_rls(target: Target) -> CheckResult:
                     metrics[f"{role}_ms"] = ((clients[role].received_at(got[0]) or time.monotonic()) - t0) * 1000
         except (SQLAlchemyError, OSError) as exc:
             return _db_failure(cid, exc, target, "write to the RLS scratch table", metrics)
+        except _NoSubscription as exc:
+            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics, _wal_cause(target))
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics)
         finally:

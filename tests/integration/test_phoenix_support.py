@@ -87,14 +87,14 @@ def make_token(secret: str, role: str, ttl: int = 3600, **claims: Any) -> str:
 class Lab:
     """A PostgreSQL cluster and the Realtime-compatible server, with canary secrets."""
 
-    def __init__(self) -> None:
+    def __init__(self, wal_level: str = "logical") -> None:
         from rtbook.sandbox import PostgresCluster, bootstrap
         from rtbook.sandbox.server_process import start_server
 
         self.jwt_secret = "CANARY-jwt-" + secrets.token_hex(16)
         self.anon_key = make_token(self.jwt_secret, "anon")
         self.service_key = make_token(self.jwt_secret, "service_role")
-        self.cluster = PostgresCluster()
+        self.cluster = PostgresCluster(wal_level=wal_level)
         self.cluster.start()
         self.workdir = Path(tempfile.mkdtemp(prefix="rtbook-h5-"))
         self.server = None

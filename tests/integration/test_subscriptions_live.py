@@ -130,3 +130,18 @@ def test_unreachable_realtime_fails_within_the_timeout(lab: Lab) -> None:
                 assert r.cause == cause, str(r)
             # Each check gives up after one timeout (health: one request; sockets: one connect).
             assert elapsed < len(only) * (timeout + 1.0), elapsed
+
+
+def test_wal_level_replica_subscribed_but_no_events() -> None:
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    lab = Lab(wal_level="replica")
+    try:
+        started = time.monotonic()
+        report = run_checks(lab.target(timeout=2.0), only=("realtime.postgres_changes", "realtime.join"))
+        assert time.monotonic() - started < 15
+        assert report.by_id("realtime.join").status is Status.PASS
+        result = report.by_id("realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.FAIL, "wal_level"), str(result)
+        assert "db.wal_level" in result.see_also and "wal_level = logical" in result.remedy
+    finally:
+        lab.close()
