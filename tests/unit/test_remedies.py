@@ -119,3 +119,10 @@ def test_tenant_cause_points_back_to_static_checks() -> None:
     assert "kong.realtime_ws" in cause.static_checks
     jwt = diagnose(reason="JwtSignatureError: Failed to validate JWT signature")
     assert jwt is not None and "tenant.jwt_secret" in jwt.static_checks
+
+
+def test_cause_ids_used_by_db_and_tenant_checks_exist() -> None:
+    from rtbook.db import FINDING_CAUSES
+
+    for finding, cause_id in FINDING_CAUSES.items():
+        assert cause_id == "" or cause_id in CAUSES, (finding, cause_id)
