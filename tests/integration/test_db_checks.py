@@ -250,3 +250,31 @@ def test_wal_level_replica(replica_lab: Lab) -> None:
     probe = report.by_id("db.wal2json")
     assert probe.status is Status.FAIL
     assert finding(probe) == "db.wal_level_not_logical"
+
+
+def test_engine_sets_timeouts_and_keeps_the_password_out_of_strings(fresh: Lab) -> None:
+    import sqlalchemy as sa
+
+    from rtbook.db import engine_for
+
+    target = fresh.target(timeout=3.5)
+    engine = engine_for(target)
+    assert engine is engine_for(target)  # cached on the target
+    assert engine.url.password is None
+    assert fresh.password not in repr(engine) + str(engine.url) + engine.url.render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "3500ms"
+        assert conn.execute(sa.text("SHOW lock_timeout")).scalar() == "3500ms"
+        assert conn.execute(sa.text("SHOW application_name")).scalar() == "rtbook"
+        assert conn.execute(sa.text("SELECT current_user")).scalar() == "supabase_admin"
+
+
+def test_long_query_is_cut_by_statement_timeout(fresh: Lab) -> None:
+    import sqlalchemy as sa
+
+    from rtbook.db import engine_for
+
+    started = time.monotonic()
+    with engine_for(fresh.target(timeout=1)).connect() as conn, pytest.raises(sa.exc.OperationalError):
+        conn.execute(sa.text("SELECT pg_sleep(10)"))
+    assert time.monotonic() - started < 5
