@@ -810,22 +810,21 @@ def _extension_update(row: ExtensionRow, exp: Expected, redactor: Redactor, note
         why = why or "differs from " + SETTING_ENV[key]
         patch[key] = _encrypt(want_plain, exp, redactor)
         secret = key == "db_password"
-        before[key] = REDACTED if secret or have is None else have
         if have is None:
-            before[key] = f"{REDACTED if stored is not None else raw!r} ({why})"
+            shown = REDACTED if stored is not None or secret else repr(raw)
+            before[key] = f"{shown} ({why})"
+        else:
+            before[key] = REDACTED if secret else have
         after[key] = REDACTED if secret else want_plain
         reasons.append(f"{key}: {why}")
     for key, default in PLAIN_SETTING_DEFAULTS.items():
-        value = row.plain_settings.get(key)
-        bad = (
-            key not in row.plain_settings
-            if key == "ssl_enforced"
-            else value in (None, "")
-            or (key in _POSITIVE_INT_SETTINGS and (not isinstance(value, int) or isinstance(value, bool) or value <= 0))
-        )
         if key == "ssl_enforced":
             continue  # absent means SSL on: a choice rtbook does not override
-        if bad:
+        value = row.plain_settings.get(key)
+        invalid_int = key in _POSITIVE_INT_SETTINGS and (
+            not isinstance(value, int) or isinstance(value, bool) or value <= 0
+        )
+        if value in (None, "") or invalid_int:
             patch[key] = default
             before[key] = value
             after[key] = default
