@@ -338,7 +338,7 @@ class RealtimeServer:
         try:
             external_id, tenant = await self._lookup(request.host)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", type(exc).__name__)
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if tenant is None:
             log.error("TenantNotFound: Tenant not found: %s", external_id)
@@ -352,7 +352,8 @@ class RealtimeServer:
         """``POST /api/broadcast``: deliver messages to public channels of the Host's tenant."""
         try:
             external_id, tenant = await self._lookup(request.host)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if tenant is None:
             log.error("TenantNotFound: Tenant not found: %s", external_id)
@@ -410,7 +411,8 @@ class RealtimeServer:
         external_id = request.match_info["tenant_id"]
         try:
             tenant = await self.store.get(external_id)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if tenant is None:
             log.error("TenantNotFound: Tenant not found: %s", external_id)
@@ -466,7 +468,7 @@ class RealtimeServer:
         try:
             external_id, tenant = await self._lookup(request.host)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", type(exc).__name__)
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
             await self._backoff(self.config.connect_error_backoff_ms)
             return self._connect_error("unknown")
         if tenant is None:
@@ -825,6 +827,11 @@ class RealtimeServer:
             return
         chan.push("system", {"extension": "postgres_changes", "status": "ok", "message": "Subscribed to PostgreSQL",
                              "channel": chan.sub_topic}, with_join_ref=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _flex_bool(value: Any) -> bool:

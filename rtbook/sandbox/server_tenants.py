@@ -64,7 +64,8 @@ class ServerConfig:
     connect_error_backoff_ms: int = 0
     channel_error_backoff_ms: int = 0
     slot_name_suffix: str = ""
-    rate_window_s: float = 1.0
+    # Realtime compares limits with the average rate over ~60 s (5 s ticks x 12 buckets).
+    rate_window_s: float = 60.0
     node: str = "realtime@127.0.0.1"
     log_level: str = "info"
 

@@ -172,6 +172,7 @@ def _server_config(cluster: PostgresCluster, **extra: Any) -> dict[str, Any]:
         "db_enc_key": "supabaserealtime",
         "api_jwt_secret": API_SECRET,
         "metrics_jwt_secret": API_SECRET,
+        "rate_window_s": 1.0,  # limits trigger within a second instead of Realtime's 60 s average
         **extra,
     }
 
