@@ -1,0 +1,250 @@
+"""kong.* checks on the real corpus stacks and on broken copies of them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rtbook.checks import run_checks
+from rtbook.results import Report, Status
+from rtbook.target import Target
+from tests.conftest import CORPUS, require
+
+OFFICIAL_2025 = CORPUS / "official/2025-11-f8a85e7"
+OFFICIAL_2026 = CORPUS / "official/2026-09-1f37f2a"
+SINGH = CORPUS / "community/singh-inder-supabase-automated-self-host-5f050b6/docker"
+KONG_IDS = (
+    "kong.parse",
+    "kong.placeholders",
+    "kong.plugins_enabled",
+    "kong.realtime_ws",
+    "kong.realtime_rest",
+    "kong.realtime_auth",
+    "kong.tenants_api_blocked",
+    "kong.realtime_preserve_host",
+)
+
+
+def copy_stack(src: Path, tmp: Path, *, kong_overlay: bool = False, env_extra: str = "") -> Path:
+    """Copy a corpus stack into ``tmp`` with a ``.env`` made from its env.example."""
+    require(src.is_dir(), f"corpus stack missing: {src}")
+    dest = tmp / src.name
+    shutil.copytree(src, dest)
+    for p in dest.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    env = (src / "env.example").read_text() if (src / "env.example").exists() else ""
+    if kong_overlay:
+        env += "\nCOMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\n"
+    overrides = {line.split("=", 1)[0] for line in env_extra.splitlines() if "=" in line}
+    kept = [line for line in env.splitlines() if line.split("=", 1)[0].strip() not in overrides]
+    (dest / ".env").write_text("\n".join(kept) + "\n" + env_extra)
+    return dest
+
+
+def kong_yml(stack: Path) -> Path:
+    return stack / "volumes/api/kong.yml"
+
+
+def edit(path: Path, change: Callable[[str], str]) -> None:
+    before = path.read_text()
+    after = change(before)
+    assert after != before, f"the edit changed nothing in {path}"
+    path.write_text(after)
+
+
+def run(stack: Path, prefix: str = "kong.") -> Report:
+    return run_checks(Target.from_stack_dir(stack, docker=False), only=(prefix,))
+
+
+def status(report: Report, check_id: str) -> Status:
+    return report.by_id(check_id).status
+
+
+def describe(report: Report) -> str:
+    return "\n".join(str(r) for r in report)
+
+
+# ------------------------------------------------------------------ sound stacks
+
+
+@pytest.mark.parametrize(
+    ("src", "overlay", "expected"),
+    [
+        # 2025-11: the tenant API is not blocked yet, which is worth a warning.
+        (OFFICIAL_2025, False, {"kong.tenants_api_blocked": Status.WARN}),
+        (OFFICIAL_2026, True, {}),
+        (SINGH, False, {}),
+    ],
+    ids=["official-2025-11", "official-2026-09+kong", "singh-inder"],
+)
+def test_sound_stacks_pass(src: Path, overlay: bool, expected: dict[str, Status], tmp_path: Path) -> None:
+    report = run(copy_stack(src, tmp_path, kong_overlay=overlay))
+    for check_id in KONG_IDS:
+        want = expected.get(check_id, Status.PASS)
+        assert status(report, check_id) is want, describe(report)
+
+
+def test_envoy_stack_skips_every_kong_check(tmp_path: Path) -> None:
+    report = run(copy_stack(OFFICIAL_2026, tmp_path))
+    for check_id in KONG_IDS:
+        result = report.by_id(check_id)
+        assert result.status is Status.SKIP
+        assert "Envoy" in result.summary
+
+
+def test_kong_overlay_uses_awk_and_old_stack_uses_eval(tmp_path: Path) -> None:
+    new = run(copy_stack(OFFICIAL_2026, tmp_path / "a", kong_overlay=True)).by_id("kong.parse")
+    old = run(copy_stack(OFFICIAL_2025, tmp_path / "b")).by_id("kong.parse")
+    assert new.evidence["expansion"] == "awk"
+    assert old.evidence["expansion"] == "eval"
+
+
+# ------------------------------------------------------------------ broken variants
+
+
+def _ws_block(text: str) -> tuple[int, int]:
+    start = text.index("  - name: realtime-v1-ws")
+    end = text.index("\n  - name:", start + 5)
+    return start, end
+
+
+def change_ws(text: str, old: str, new: str) -> str:
+    start, end = _ws_block(text)
+    block = text[start:end]
+    assert old in block, old
+    return text[:start] + block.replace(old, new, 1) + text[end:]
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+def test_ws_route_without_protocol_ws(src: Path, tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: change_ws(t, "    protocol: ws\n", ""))
+    result = run(stack).by_id("kong.realtime_ws")
+    assert result.status is Status.FAIL
+    assert "protocol: ws" in result.remedy and "realtime-v1-ws" in result.remedy
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+def test_ws_route_without_strip_path(src: Path, tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: change_ws(t, "strip_path: true", "strip_path: false"))
+    result = run(stack).by_id("kong.realtime_ws")
+    assert result.status is Status.FAIL
+    assert "strip_path: true" in result.remedy
+    assert "/socket/realtime/v1/websocket" in result.detail
+
+
+def test_plugin_missing_from_kong_plugins(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(stack / "docker-compose.kong.yml", lambda t: t.replace("request-termination,", ""))
+    result = run(stack).by_id("kong.plugins_enabled")
+    assert result.status is Status.FAIL
+    assert "request-termination" in result.summary
+    assert re.search(r"KONG_PLUGINS: \S*request-termination", result.remedy)
+
+
+def test_unresolvable_variable_awk(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: t.replace("  - username: DASHBOARD\n", "  - username: $DASHBOARD_CONSUMER\n", 1))
+    result = run(stack).by_id("kong.placeholders")
+    assert result.status is Status.FAIL
+    assert "$DASHBOARD_CONSUMER" in result.summary
+    assert (
+        "services.api-gw.environment" in result.remedy and "DASHBOARD_CONSUMER: ${DASHBOARD_CONSUMER}" in result.remedy
+    )
+
+
+def test_unresolvable_variable_eval(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(stack / "docker-compose.yml", lambda t: t.replace("      SUPABASE_ANON_KEY: ${ANON_KEY}\n", "", 1))
+    report = run(stack)
+    result = report.by_id("kong.placeholders")
+    assert result.status is Status.FAIL
+    assert "$SUPABASE_ANON_KEY" in result.summary
+    assert "SUPABASE_ANON_KEY: ${ANON_KEY}" in result.remedy and "services.kong.environment" in result.remedy
+    # Without the key the anon consumer has no credential either.
+    assert status(report, "kong.realtime_auth") is Status.FAIL
+
+
+def test_hide_credentials_true_on_ws_route(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "hide_credentials: false", "hide_credentials: true"))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL
+    assert "hide_credentials: false" in result.remedy
+
+
+def test_acl_without_anon(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: change_ws(t, "            - anon\n", ""))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL
+    assert "'anon'" in result.remedy and "realtime-v1-ws" in result.remedy
+
+
+def test_tenants_api_not_blocked(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+
+    def drop_block(text: str) -> str:
+        start = text.index("  # Block access to /realtime/v1/api/tenants")
+        end = text.index("  - name: realtime-v1-rest\n", start)
+        return text[:start] + text[end:]
+
+    edit(kong_yml(stack), drop_block)
+    result = run(stack).by_id("kong.tenants_api_blocked")
+    assert result.status is Status.WARN
+    assert "request-termination" in result.remedy and "/realtime/v1/api/tenants" in result.remedy
+
+
+def test_preserve_host_true(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "strip_path: true", "strip_path: true\n        preserve_host: true"))
+    result = run(stack).by_id("kong.realtime_preserve_host")
+    assert result.status is Status.FAIL
+    assert "'localhost'" in result.detail
+    assert "preserve_host" in result.remedy and "realtime-v1-ws" in result.remedy
+
+
+def test_yaml_error_names_file_and_line(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: t.replace("  - name: realtime-v1-ws\n", "  - name: [realtime-v1-ws\n", 1))
+    report = run(stack)
+    result = report.by_id("kong.parse")
+    assert result.status is Status.FAIL
+    assert "kong.yml" in result.detail and re.search(r"line \d+", result.detail)
+    assert status(report, "kong.realtime_ws") is Status.SKIP
+
+
+def test_eval_entrypoint_breaks_on_unbalanced_quote(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: t.replace("  - username: anon\n", '  - username: "anon\n', 1))
+    result = run(stack).by_id("kong.parse")
+    assert result.status is Status.FAIL
+    assert "double quote" in result.detail and "line 9" in result.detail
+
+
+def test_secrets_never_reach_outputs(tmp_path: Path) -> None:
+    canary_key = "canary-anon-key-7c1e9f2b5d"
+    canary_password = "canary-dashboard-pw-41a8"
+    stack = copy_stack(
+        OFFICIAL_2025, tmp_path, env_extra=f"ANON_KEY={canary_key}\nDASHBOARD_PASSWORD={canary_password}\n"
+    )
+    # Break auth too so that failing results (with details) are rendered.
+    edit(kong_yml(stack), lambda t: change_ws(t, "hide_credentials: false", "hide_credentials: true"))
+    report = run(stack)
+    assert status(report, "kong.realtime_auth") is Status.FAIL
+    outputs = [
+        str(report),
+        report.to_json(),
+        report.to_junit(),
+        report._repr_html_(),
+        json.dumps([dict(r.evidence) for r in report], default=str),
+    ]
+    for text in outputs:
+        assert canary_key not in text
+        assert canary_password not in text
