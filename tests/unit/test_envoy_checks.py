@@ -119,7 +119,11 @@ def test_apikey_not_validated_on_ws_route(envoy_stack: Path) -> None:
     def unprotect(text: str) -> str:
         text = text.replace('                        ["realtime-v1-ws-protected"] = true,\n', "")
         # Also drop the RBAC permission that covers /realtime/v1/.
-        rbac = "                            - url_path:\n                                path:\n                                  prefix: /realtime/v1/\n"
+        rbac = (
+            "                            - url_path:\n"
+            "                                path:\n"
+            "                                  prefix: /realtime/v1/\n"
+        )
         assert rbac in text
         return text.replace(rbac, "")
 
