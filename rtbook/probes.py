@@ -65,6 +65,11 @@ class HttpAnswer:
             return None
 
     @property
+    def produced_by_kong(self) -> bool:
+        """True when Kong itself answered (its ``Server`` header; proxied answers carry ``Via``)."""
+        return "kong" in self.headers.get("server", "").lower()
+
+    @property
     def from_kong(self) -> bool:
         """True when Kong produced or proxied the answer (its ``Server``/``Via`` headers)."""
         return "kong" in (self.headers.get("server", "") + self.headers.get("via", "")).lower()
@@ -331,38 +336,26 @@ def check_key_auth(target: Target) -> CheckResult:
     if ans.status is None:
         return _answer_failure(cid, "The keyless ping got no answer", ans, "HTTP 401 from the gateway", target)
     found = diagnose(status=ans.status, body=ans.body)
-    if ans.status == 401 and found is not None and found.id in ("kong_no_api_key", "kong_invalid_key"):
+    by_gateway = found is not None and found.id.startswith("kong_")
+    if ans.status in (401, 403) and (by_gateway or (found is None and ans.produced_by_kong)):
         return CheckResult(
             cid,
             Status.PASS,
-            summary=f"The gateway refused the keyless request: HTTP 401 {ans.body.strip()[:80]}.",
-            evidence=ans.evidence(),
-            metrics={"elapsed_ms": ans.elapsed_ms},
-        )
-    if ans.status in (401, 403) and (found is None or found.id.startswith("kong_") or ans.from_kong):
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"The gateway refused the keyless request with HTTP {ans.status}.",
-            detail=f"Body: {ans.body.strip()[:200] or '(empty)'}.",
+            summary=f"The gateway refused the keyless request: HTTP {ans.status} "
+            f"{ans.body.strip()[:80] or '(empty body)'}.",
             evidence=ans.evidence(),
             metrics={"elapsed_ms": ans.elapsed_ms},
         )
     if ans.status < 400 or (found is not None and not found.id.startswith("kong_")):
         reached = "answered it" if ans.status < 400 else f"answered it (HTTP {ans.status}: {ans.body.strip()[:80]})"
-        return CheckResult(
+        return failure(
             cid,
-            Status.FAIL,
-            summary=f"A request without an apikey reached Realtime, which {reached}.",
+            f"A request without an apikey reached Realtime, which {reached}.",
+            cause=CAUSES["gateway_no_key_auth"],
             detail="Kong's key-auth plugin should refuse requests without a key before they reach Realtime "
-            "(401 No API key found in request). Without it anyone can use the Realtime REST API.",
-            remedy="In kong.yml add the key-auth plugin (hide_credentials: false) and the acl plugin "
-            "(allow: admin, anon) to the realtime-v1-rest and realtime-v1-ws services; check KONG_PLUGINS "
-            "lists key-auth and acl.",
+            "(401 No API key found in request).",
             evidence=ans.evidence(),
             metrics={"elapsed_ms": ans.elapsed_ms},
-            cause="",
-            see_also=("kong.realtime_auth", "kong.plugins_enabled", "envoy.realtime_auth"),
         )
     return _answer_failure(cid, "The keyless ping got an unexpected answer", ans, "HTTP 401 from the gateway", target)
 
@@ -386,36 +379,28 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
             evidence=evidence,
             metrics=metrics,
         )
-    remedy = (
-        "Add the official block to kong.yml: a service realtime-v1-rest-tenants with route paths "
-        "[/realtime/v1/api/tenants] and plugin request-termination (status_code: 403, message: "
-        "'Access is forbidden.'), and list request-termination in KONG_PLUGINS."
-    )
-    see_also = ("kong.tenants_api_blocked", "envoy.tenants_api_blocked")
+    exposed = CAUSES["tenants_api_exposed"]
     if 200 <= ans.status < 300:
-        return CheckResult(
+        return failure(
             cid,
-            Status.FAIL,
-            summary=f"Realtime's tenant admin API answers through the gateway (HTTP {ans.status}).",
+            f"Realtime's tenant admin API answers through the gateway (HTTP {ans.status}).",
+            cause=exposed,
             detail="GET /realtime/v1/api/tenants reached Realtime and returned data: tenant rows (and settings) "
             "are readable from the public URL.",
-            remedy=remedy,
             evidence=evidence,
             metrics=metrics,
-            see_also=see_also,
         )
     if ans.status in (401, 403, 404) and not (found is not None and found.id.startswith("kong_")):
-        return CheckResult(
+        return failure(
             cid,
-            Status.WARN,
-            summary=f"/realtime/v1/api/tenants reaches Realtime (HTTP {ans.status}); only its JWT check protects it.",
+            f"/realtime/v1/api/tenants reaches Realtime (HTTP {ans.status}); only its JWT check protects it.",
+            cause=exposed,
             detail="The gateway forwarded the admin API request; Realtime refused it only because the token was "
             "not signed with API_JWT_SECRET. Anyone holding that secret, or a leaked admin token, can "
             "create, change or delete tenants from the public URL.",
-            remedy=remedy,
             evidence=evidence,
             metrics=metrics,
-            see_also=see_also,
+            status=Status.WARN,
         )
     return _answer_failure(cid, "The tenants API probe got an unexpected answer", ans, "HTTP 403 from the gateway",
                            target)
@@ -460,14 +445,11 @@ def check_cors(target: Target) -> CheckResult:
     return failure(
         cid,
         "Browsers cannot call Realtime's REST API through the gateway: " + "; ".join(problems) + ".",
-        cause=found if found is not None and found.id.startswith("kong_") else None,
-        detail="A browser sends this preflight before realtime-js's REST broadcast and before any request with an "
-        "apikey header; without the allow headers it blocks the request.",
-        remedy="Enable the cors plugin on the realtime-v1-rest and realtime-v1-ws services in kong.yml "
-        "(the official file has '- name: cors' on each) and keep 'cors' in KONG_PLUGINS.",
+        cause=found if found is not None and found.id.startswith("kong_") else CAUSES["cors_missing"],
+        detail=f"Preflight OPTIONS {ans.url} from Origin {ORIGIN} answered HTTP {ans.status}.",
         evidence=ans.evidence(),
         metrics={"elapsed_ms": ans.elapsed_ms},
-        see_also=("kong.realtime_rest", "kong.plugins_enabled"),
+        see_also=CAUSES["cors_missing"].static_checks,
     )
 
 

@@ -372,6 +372,32 @@ _ALL: tuple[Cause, ...] = (
         ("docker.realtime.running", "docker.realtime.health", "docker.realtime.logs"),
     ),
     Cause(
+        "gateway_no_key_auth",
+        "The gateway lets requests without an apikey through",
+        "Kong's key-auth plugin is missing from the Realtime routes (or not enabled), so anyone reaches Realtime.",
+        "In kong.yml add key-auth (hide_credentials: false) and acl (allow: admin, anon) to the realtime-v1-rest "
+        "and realtime-v1-ws services, and list key-auth and acl in KONG_PLUGINS.",
+        ("kong.realtime_auth", "kong.plugins_enabled", "envoy.realtime_auth"),
+    ),
+    Cause(
+        "tenants_api_exposed",
+        "Realtime's tenant admin API is reachable through the gateway",
+        "/realtime/v1/api/tenants reaches Realtime; only the API_JWT_SECRET check protects tenant rows and settings.",
+        "Add the official block to kong.yml: service realtime-v1-rest-tenants, route /realtime/v1/api/tenants, "
+        "plugin request-termination (status_code: 403, message: 'Access is forbidden.'); list "
+        "request-termination in KONG_PLUGINS.",
+        ("kong.tenants_api_blocked", "envoy.tenants_api_blocked"),
+    ),
+    Cause(
+        "cors_missing",
+        "The gateway does not answer CORS preflights for Realtime",
+        "Browsers send a preflight before requests with an apikey header; without Access-Control-Allow-* "
+        "answers they block realtime-js's REST calls.",
+        "Add '- name: cors' to the realtime-v1-rest and realtime-v1-ws services in kong.yml and keep 'cors' in "
+        "KONG_PLUGINS.",
+        ("kong.realtime_rest", "kong.plugins_enabled"),
+    ),
+    Cause(
         "ws_not_upgraded",
         "The gateway answered the WebSocket upgrade with plain HTTP",
         "The upgrade reached something that does not proxy WebSockets (a reverse proxy dropping the "

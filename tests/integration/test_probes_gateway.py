@@ -207,7 +207,7 @@ def test_no_apikey_forwarding(lab: Lab, kong: KongLike) -> None:
 def test_key_auth_missing(lab: Lab, kong: KongLike) -> None:
     kong.sw.key_auth = False
     r = results(lab, kong, only=("gateway.key_auth",))["gateway.key_auth"]
-    assert r.status is Status.FAIL and "kong.realtime_auth" in r.see_also
+    assert (r.status, r.cause) == (Status.FAIL, "gateway_no_key_auth") and "kong.realtime_auth" in r.see_also
     assert "reached Realtime" in r.summary
 
 
@@ -216,13 +216,13 @@ def test_tenants_api_exposed(lab: Lab, kong: KongLike) -> None:
     r = results(lab, kong, only=("gateway.tenants_api_blocked",))["gateway.tenants_api_blocked"]
     # The stand-in server has no admin list route: Realtime's router answers, not Kong.
     assert r.status in (Status.WARN, Status.FAIL), str(r)
-    assert "kong.tenants_api_blocked" in r.see_also
+    assert r.cause == "tenants_api_exposed" and "kong.tenants_api_blocked" in r.see_also
 
 
 def test_cors_missing(lab: Lab, kong: KongLike) -> None:
     kong.sw.cors = False
     r = results(lab, kong, only=("gateway.cors",))["gateway.cors"]
-    assert r.status is Status.FAIL and "Access-Control-Allow-Origin" in r.summary
+    assert (r.status, r.cause) == (Status.FAIL, "cors_missing") and "Access-Control-Allow-Origin" in r.summary
 
 
 def test_wrong_anon_key_at_kong(lab: Lab, kong: KongLike) -> None:
