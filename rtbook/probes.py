@@ -445,8 +445,10 @@ def check_cors(target: Target) -> CheckResult:
     return failure(
         cid,
         "Browsers cannot call Realtime's REST API through the gateway: " + "; ".join(problems) + ".",
-        cause=found if found is not None and found.id.startswith("kong_") else CAUSES["cors_missing"],
-        detail=f"Preflight OPTIONS {ans.url} from Origin {ORIGIN} answered HTTP {ans.status}.",
+        cause=CAUSES["cors_missing"],
+        detail=f"Preflight OPTIONS {ans.url} from Origin {ORIGIN} answered HTTP {ans.status}"
+        + (f" ({found.title}: without the cors plugin the preflight falls through to the other plugins)"
+           if found is not None else "") + ".",
         evidence=ans.evidence(),
         metrics={"elapsed_ms": ans.elapsed_ms},
         see_also=CAUSES["cors_missing"].static_checks,
