@@ -66,6 +66,10 @@ def tenant_from_host(host: str) -> str:
     return name.split(".", 1)[0]
 
 
+class StartupError(RtbookError):
+    """The server cannot start (metadata database unusable)."""
+
+
 class RateCounter:
     """Events in a sliding window, compared as events per second (Realtime averages over ~60 s)."""
 
@@ -856,6 +860,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None, sto
                 announce: bool = True) -> None:
     """Run the server until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
     server = RealtimeServer(config)
+    # Realtime migrates its metadata DB at boot and exits when it cannot; so does the sandbox.
+    try:
+        await server.store.check()
+    except psycopg.Error as exc:
+        await server.store.close()
+        raise StartupError(f"cannot use the metadata database: {_first_line(exc)}") from exc
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
@@ -906,6 +916,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     root.propagate = False
     try:
         asyncio.run(serve(config))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}\n")
         return 1

@@ -202,6 +202,16 @@ class TenantStore:
             await self._conn.close()
             self._conn = None
 
+    async def check(self) -> None:
+        """Connect and check that ``_realtime.tenants`` exists (Realtime refuses to boot otherwise).
+
+        Raises:
+            psycopg.Error: unreachable database, bad credentials or missing schema.
+        """
+        async with self._lock:
+            conn = await self._connection()
+            await conn.execute("SELECT 1 FROM _realtime.tenants LIMIT 1")
+
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(self._config.metadata_conninfo(), autocommit=True)

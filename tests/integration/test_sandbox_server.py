@@ -565,3 +565,28 @@ def test_config_validation(tmp_path: Path) -> None:
         ServerConfig.from_mapping({**base, "bogus": 1}, env={})
     cfg = ServerConfig.from_mapping(base, env={"RTBOOK_SANDBOX_DB_PASSWORD": "pw-canary-123"})
     assert "pw-canary-123" not in repr(cfg)
+
+
+def test_startup_fails_with_reason_when_metadata_db_is_unusable(stack: Stack, tmp_path: Path) -> None:
+    from rtbook.exceptions import SandboxError
+
+    with pytest.raises(SandboxError, match=r"did not become ready.*metadata database"):
+        start_server(_server_config(stack.cluster), workdir=tmp_path, db_password="wrong-password", timeout=10)
+    cfg = _server_config(stack.cluster)
+    cfg["db"] = cfg["db"].replace("dbname=postgres", "dbname=template1")
+    with pytest.raises(SandboxError, match=r'relation "_realtime.tenants" does not exist'):
+        start_server(cfg, workdir=tmp_path, db_password=stack.cluster.password, timeout=10)
+
+
+def test_realtime_sessions_visible_in_pg_stat_activity(stack: Stack) -> None:
+    ph = stack.ws(apikey=token())
+    ph.join("realtime:apps", {"postgres_changes": [{"event": "*", "schema": "public", "table": "todos"}]})
+    ph.event("system")
+    with stack.cluster.connect() as conn:
+        names = {r[0] for r in conn.execute("select application_name from pg_stat_activity").fetchall()}
+        slots = conn.execute(
+            "select slot_name, plugin, temporary from pg_replication_slots where slot_name like 'supabase_realtime%'"
+        ).fetchall()
+    assert {"supabase_mt_realtime", "realtime_connect", "realtime_rls"} <= names
+    assert slots == [("supabase_realtime_replication_slot_", "wal2json", True)]
+    ph.close()
