@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from rtbook.exceptions import InputError
+from rtbook.kong import display_path, realtime_names
 from rtbook.results import CheckResult, Status, register
 
 if TYPE_CHECKING:
@@ -588,6 +589,7 @@ def load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
     if service is None:
         return None
     files = _find_files(stack, service)
+    shown = {k: display_path(stack, v) for k, v in files.items()}
     if "lds" not in files:
         raise InputError(
             f"the stack runs Envoy (service {service.name!r}) but no lds(.template).yaml was found: mount "
@@ -609,20 +611,18 @@ def load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
         if names is None and not plan and kind in DEFAULT_SUBSTITUTIONS and "template" in path.name:
             names = DEFAULT_SUBSTITUTIONS[kind]
         names = names or ()
-        substituted[str(path)] = names
-        base = dict(
-            service_name=service.name, files={k: str(v) for k, v in files.items()}, env=env, compose_env=compose_env
-        )
+        substituted[display_path(stack, path)] = names
+        base = dict(service_name=service.name, files=shown, env=env, compose_env=compose_env)
         try:
             texts[kind] = substitute(raw, names, env)
         except InputError as exc:
-            return EnvoyLoaded(**base, substituted=substituted, error=f"{path}: {exc}")  # type: ignore[arg-type]
+            return EnvoyLoaded(**base, substituted=substituted, error=f"{display_path(stack, path)}: {exc}")  # type: ignore[arg-type]
         left = tuple(dict.fromkeys(_LEFTOVER.findall(_strip_comments(texts[kind]))))
         if left:
-            leftovers[str(path)] = left
+            leftovers[display_path(stack, path)] = left
     base_args: dict[str, Any] = dict(
         service_name=service.name,
-        files={k: str(v) for k, v in files.items()},
+        files=shown,
         substituted=substituted,
         env=env,
         compose_env=compose_env,
@@ -633,7 +633,7 @@ def load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
             texts.get("lds"),
             texts.get("cds"),
             texts.get("bootstrap"),
-            sources=[str(files.get(k, k)) for k in ("lds", "cds", "bootstrap")],
+            sources=[shown.get(k, k) for k in ("lds", "cds", "bootstrap")],
         )
     except InputError as exc:
         return EnvoyLoaded(**base_args, error=str(exc))
@@ -817,25 +817,6 @@ def check_placeholders(target: Target) -> CheckResult:
     )
 
 
-def _realtime_names(target: Target) -> set[str]:
-    """Names under which the Realtime container resolves on the compose network."""
-    stack = target.stack
-    service = stack.realtime_service() if stack is not None else None
-    if service is None:
-        return set()
-    names = {service.name}
-    for attr in ("container_name", "hostname"):
-        value = getattr(service, attr, None)
-        if value:
-            names.add(str(value))
-    networks = getattr(service, "networks", None)
-    if isinstance(networks, Mapping):
-        for net in networks.values():
-            if isinstance(net, Mapping):
-                names.update(str(a) for a in net.get("aliases") or ())
-    return names
-
-
 def _route_problems(
     ctx: EnvoyLoaded, target: Target, request: str, expected_path: str, label: str
 ) -> tuple[list[str], list[str], dict[str, Any]]:
@@ -879,7 +860,7 @@ def _route_problems(
                 f"cluster {cluster.name!r} dials port {bad_ports[0]}, Realtime listens on {port} (its PORT)."
             )
             fixes.append(f"set port_value: {port} in cluster {cluster.name!r}")
-        names = _realtime_names(target)
+        names = realtime_names(target.stack)
         unknown = [h for h, _ in cluster.endpoints if names and h not in names]
         if unknown:
             problems.append(

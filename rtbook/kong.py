@@ -45,12 +45,14 @@ __all__ = [
     "KongService",
     "KongStyle",
     "detect_style",
+    "display_path",
     "expand_kong",
     "expand_kong_detailed",
     "kong_placeholders",
     "load_kong",
     "load_kong_detailed",
     "parse_kong",
+    "realtime_names",
     "upstream_path",
 ]
 
@@ -1010,6 +1012,36 @@ def _well_known_path(issuer: str) -> str:
     return path
 
 
+def display_path(stack: Stack, path: Path) -> str:
+    """``path`` relative to the stack root when it lies inside it (shorter remedies), else as given."""
+    try:
+        return str(path.resolve().relative_to(Path(stack.root).resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def realtime_names(stack: Stack | None) -> set[str]:
+    """Names under which the Realtime container resolves on the compose network (service, container, aliases)."""
+    service = stack.realtime_service() if stack is not None else None
+    if service is None:
+        return set()
+    names = {service.name}
+    for attr in ("container_name", "hostname"):
+        value = getattr(service, attr, None)
+        if value:
+            names.add(str(value))
+    networks = getattr(service, "networks", None)
+    if isinstance(networks, Mapping):
+        for net in networks.values():
+            if isinstance(net, Mapping):
+                names.update(str(a) for a in net.get("aliases") or ())
+            else:
+                aliases = getattr(net, "aliases", None)
+                if aliases:
+                    names.update(str(a) for a in aliases)
+    return names
+
+
 def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     """Find, expand and parse the stack's kong.yml; None when the stack does not run Kong.
 
@@ -1051,7 +1083,7 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     script_env = _script_env(script, compose_env) if style == "awk" else {}
     env = {**_IMAGE_ENV, **compose_env, **script_env}
     loaded_args: dict[str, Any] = dict(
-        source=str(path),
+        source=display_path(stack, Path(path)),
         style=style,
         style_reason=reason,
         service_name=service.name,
@@ -1066,7 +1098,7 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     except InputError as exc:
         return KongLoaded(**loaded_args, error=str(exc))
     try:
-        config = parse_kong(expansion.text, source=str(path))
+        config = parse_kong(expansion.text, source=display_path(stack, Path(path)))
     except InputError as exc:
         return KongLoaded(**loaded_args, expansion=expansion, error=str(exc))
     return KongLoaded(**loaded_args, expansion=expansion, config=config)
@@ -1421,6 +1453,16 @@ def check_realtime_ws(target: Target) -> CheckResult:
         if service.port != port:
             problems.append(f"{where}: upstream port is {service.port}, Realtime listens on {port} (its PORT).")
             fixes.append(f"use port {port} in the url of service {service.name!r}")
+        names = realtime_names(target.stack)
+        if names and service.host not in names:
+            problems.append(
+                f"{where}: upstream host {service.host!r} is not a name of the Realtime container "
+                f"({', '.join(sorted(names))}), so Kong cannot resolve it."
+            )
+            fixes.append(
+                f"point service {service.name!r} at one of {', '.join(sorted(names))} (keeping the tenant as the "
+                f"first label) or give the realtime service container_name {service.host}"
+            )
         if not route.strip_path:
             problems.append(f"{where}: strip_path is false, so Realtime receives {upstream} and answers 404.")
             fixes.append(f"set `strip_path: true` on route {route.name!r}")

@@ -161,7 +161,13 @@ def test_unresolvable_variable_awk(tmp_path: Path) -> None:
 
 def test_unresolvable_variable_eval(tmp_path: Path) -> None:
     stack = copy_stack(OFFICIAL_2025, tmp_path)
-    edit(stack / "docker-compose.yml", lambda t: t.replace("      SUPABASE_ANON_KEY: ${ANON_KEY}\n", "", 1))
+    edit(
+        stack / "docker-compose.yml",
+        lambda t: t.replace(
+            "      SUPABASE_ANON_KEY: ${ANON_KEY}\n      SUPABASE_SERVICE_KEY: ${SERVICE_ROLE_KEY}\n      DASHBOARD_USERNAME",
+            "      SUPABASE_SERVICE_KEY: ${SERVICE_ROLE_KEY}\n      DASHBOARD_USERNAME",
+        ),
+    )
     report = run(stack)
     result = report.by_id("kong.placeholders")
     assert result.status is Status.FAIL
