@@ -503,7 +503,15 @@ class RealtimeServer:
         session = Session(ws, rt, vsn, claims, token or "")
         rt.sessions.add(session)
         try:
-            async for msg in ws:
+            while True:
+                try:
+                    msg = await ws.receive(timeout=self.config.idle_timeout_s)
+                except TimeoutError:
+                    # Phoenix closes a socket that sent nothing for its transport timeout (60 s).
+                    log.info("IdleTimeout: no frame for %.0f s, closing the socket", self.config.idle_timeout_s)
+                    break
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
                 if msg.type == WSMsgType.TEXT:
                     try:
                         await self._on_frame(session, msg.data)
@@ -512,8 +520,6 @@ class RealtimeServer:
                         log.error("UnknownErrorOnChannel: %s", type(exc).__name__)
                 elif msg.type == WSMsgType.BINARY:
                     self._on_binary(session, msg.data)
-                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
-                    break
                 if session.closing:
                     break
         finally:

@@ -66,6 +66,7 @@ class ServerConfig:
     slot_name_suffix: str = ""
     # Realtime compares limits with the average rate over ~60 s (5 s ticks x 12 buckets).
     rate_window_s: float = 60.0
+    idle_timeout_s: float = 60.0
     node: str = "realtime@127.0.0.1"
     log_level: str = "info"
 

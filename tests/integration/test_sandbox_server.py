@@ -590,3 +590,21 @@ def test_realtime_sessions_visible_in_pg_stat_activity(stack: Stack) -> None:
     assert {"supabase_mt_realtime", "realtime_connect", "realtime_rls"} <= names
     assert slots == [("supabase_realtime_replication_slot_", "wal2json", True)]
     ph.close()
+
+
+def test_idle_socket_is_closed_after_the_transport_timeout(stack: Stack, tmp_path: Path) -> None:
+    srv = start_server(_server_config(stack.cluster, idle_timeout_s=1.0), workdir=tmp_path,
+                       db_password=stack.cluster.password)
+    try:
+        ph = Stack(stack.cluster, srv).ws(apikey=token())
+        ref = ph.send("phoenix", "heartbeat", {})
+        ph.reply(ref)
+        ph.conn.settimeout(5)
+        started = time.monotonic()
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            while time.monotonic() - started < 5:
+                if not ph.conn.recv():
+                    raise websocket.WebSocketConnectionClosedException("closed")
+        assert 0.8 < time.monotonic() - started < 4
+    finally:
+        srv.stop()
