@@ -502,6 +502,7 @@ class RealtimeServer:
         await ws.prepare(request)
         session = Session(ws, rt, vsn, claims, token or "")
         rt.sessions.add(session)
+        log.info("SocketConnected: tenant=%s vsn=%s role=%s", rt.external_id, vsn, claims.get("role"))
         try:
             while True:
                 try:

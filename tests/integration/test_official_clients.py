@@ -252,6 +252,10 @@ def test_python_and_node_clients_together(
         assert {"name": "id", "type": "int8"} in d["columns"]
 
         await client.close()
+        # each client spoke its own serializer version
+        log = server.log_text()
+        assert "SocketConnected: tenant=realtime-dev vsn=2.0.0 role=anon" in log
+        assert "SocketConnected: tenant=realtime-dev vsn=1.0.0 role=authenticated" in log
 
     try:
         asyncio.run(asyncio.wait_for(scenario(), timeout=90))
