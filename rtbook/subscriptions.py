@@ -22,7 +22,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from rtbook.db import DEFAULT_PUBLICATION, classify_db_error, connect, parse_table, quote_ident
+from rtbook.db import (
+    DEFAULT_PUBLICATION,
+    TableRef,
+    classify_db_error,
+    connect,
+    parse_table,
+    publication_tables,
+    quote_ident,
+)
 from rtbook.exceptions import ConfigError
 from rtbook.phoenix import Message, PhoenixClient, PhoenixClosed, PhoenixError, PhoenixTimeout, Reply
 from rtbook.probes import (
@@ -43,6 +51,25 @@ from rtbook.target import Target
 __all__ = ["ScratchTable", "channel_config", "scratch_table"]
 
 SCRATCH_PREFIX = "rtbook_scratch_"
+
+
+MAX_TABLES = 20
+
+
+def tables_to_watch(target: Target) -> tuple[list[TableRef], str]:
+    """The user's tables (``target.tables``), else every table in the publication (scratch tables excluded).
+
+    At most :data:`MAX_TABLES`; the second value says where the list came from.
+
+    Raises:
+        ConfigError: a named table is not ``schema.table``.
+    """
+    if target.tables:
+        return [parse_table(t) for t in target.tables][:MAX_TABLES], "the tables you named"
+    with connect(target) as conn:
+        found = publication_tables(conn, DEFAULT_PUBLICATION) or []
+    mine = [t for t in found if not t.name.startswith(SCRATCH_PREFIX)]
+    return mine[:MAX_TABLES], f"the tables in the {DEFAULT_PUBLICATION} publication"
 
 
 def channel_config(
@@ -403,10 +430,11 @@ def _db_failure(cid: str, exc: BaseException, target: Target, doing: str,
     )
 
 
-def _system_for(table: str) -> Callable[[Message], bool]:
+def _system_for(topic: str) -> Callable[[Message], bool]:
     def match(m: Message) -> bool:
         return (
             m.event == "system"
+            and m.topic == topic
             and isinstance(m.payload, dict)
             and m.payload.get("extension") == "postgres_changes"
         )
@@ -454,7 +482,7 @@ def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeo
     if not reply.ok:
         return reply, None, 0.0
     try:
-        system = client.wait_for(_system_for(table), timeout, f"the system message for {schema}.{table}")
+        system = client.wait_for(_system_for(topic), timeout, f"the system message for {schema}.{table}")
     except PhoenixTimeout as exc:
         raise _NoSubscription(str(exc)) from None
     return reply, system, (time.monotonic() - started) * 1000
@@ -494,15 +522,17 @@ def check_postgres_changes(target: Target) -> CheckResult:
     metrics: dict[str, float] = {}
     evidence: dict[str, Any] = {}
     try:
-        named = [parse_table(t) for t in target.tables]
-    except ConfigError as exc:
-        return CheckResult(cid, Status.ERROR, summary=str(exc), remedy="Name tables as schema.table.")
+        named, source = tables_to_watch(target)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_failure(cid, exc, target, "list the publication's tables")
+    evidence["named_tables_source"] = source
     with _sockets(target) as socks:
         try:
-            # The user's tables: subscribe only (rtbook never writes to them).
+            # The user's tables: subscribe only (rtbook never writes to them), one channel each.
+            watcher = socks.open(anon) if named else None
             for ref in named:
-                client = socks.open(anon)
-                reply, system, ms = _subscribe(client, _topic("pgc"), ref.schema, ref.name, target.timeout)
+                assert watcher is not None
+                reply, system, ms = _subscribe(watcher, _topic("pgc"), ref.schema, ref.name, target.timeout)
                 if system is None:
                     return _join_failure(cid, reply, f"Subscribing to {ref}", socks, metrics)
                 metrics[f"subscribed_{ref}_ms"] = ms
@@ -582,11 +612,9 @@ def check_postgres_changes(target: Target) -> CheckResult:
 def _named_rls_gaps(target: Target) -> list[tuple[str, str]]:
     """(table, role) pairs where a named table has RLS on and the role has no SELECT policy."""
     gaps: list[tuple[str, str]] = []
-    if not target.tables:
-        return gaps
+    refs, _source = tables_to_watch(target)
     with connect(target) as conn:
-        for text in target.tables:
-            ref = parse_table(text)
+        for ref in refs:
             row = conn.execute(sa.text(
                 "SELECT c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = :s AND c.relname = :t"), {"s": ref.schema, "t": ref.name}).first()

@@ -113,6 +113,15 @@ def test_rls_without_policy_for_a_role(lab: Lab) -> None:
         assert (result.status, result.cause) == (Status.FAIL, "rls_denies"), str(result)
         assert result.evidence["policy_gaps"] == [["public.h5_notes", "authenticated"]]
         assert "FOR SELECT TO authenticated" in result.remedy
+        # Nothing named: every table in the publication is looked at, so the gap is found there too.
+        lab.sql("alter publication supabase_realtime add table public.h5_notes")
+        report = run_checks(lab.target(tables=()), only=("realtime.rls", "realtime.postgres_changes"))
+        result = report.by_id("realtime.rls")
+        assert (result.status, result.cause) == (Status.FAIL, "rls_denies"), str(result)
+        assert result.evidence["policy_gaps"] == [["public.h5_notes", "authenticated"]]
+        pgc = report.by_id("realtime.postgres_changes")
+        assert pgc.status is Status.PASS, str(pgc)
+        assert set(pgc.evidence["named_tables"]) == {"public.todos", "public.h5_notes"}
     finally:
         lab.sql("drop table public.h5_notes")
 
