@@ -693,6 +693,10 @@ def _context(target: Target, check_id: str, need_config: bool = True) -> EnvoyLo
         except InputError as exc:
             target.cache[key] = str(exc)
     cached = target.cache[key]
+    if isinstance(cached, str) and check_id != "envoy.parse":
+        return _result(
+            check_id, Status.SKIP, "Skipped: the Envoy files could not be read (see envoy.parse).", detail=cached
+        )
     if isinstance(cached, str):
         return _result(
             check_id,
@@ -868,8 +872,8 @@ def _route_problems(
                 f"({', '.join(sorted(names))}), so Envoy cannot reach it."
             )
             fixes.append(
-                f"set the cluster address to one of {', '.join(sorted(names))} or add {unknown[0]!r} as the realtime "
-                "service's container_name or network alias"
+                f"give the realtime service `container_name: {unknown[0]}` (or that network alias), or set the "
+                f"cluster address to one of {', '.join(sorted(names))}"
             )
     if upstream != expected_path:
         problems.append(

@@ -952,6 +952,18 @@ def _mount_source(stack: Stack, service: Service, target_suffix: str) -> Path | 
     return None
 
 
+def _mount_content(service: Service, target_suffix: str) -> str | None:
+    """Inline ``content:`` of a long-form volume whose target ends with ``target_suffix`` (Coolify templates)."""
+    raw = getattr(service, "raw", None)
+    volumes = raw.get("volumes") if isinstance(raw, Mapping) else None
+    for vol in volumes if isinstance(volumes, list) else ():
+        if isinstance(vol, Mapping) and str(vol.get("target", "")).endswith(target_suffix):
+            content = vol.get("content")
+            if isinstance(content, str):
+                return content
+    return None
+
+
 def detect_style(entrypoint: str, script_text: str | None) -> tuple[KongStyle, str]:
     """Pick the expansion style from the entrypoint/command and the entrypoint script, with the reason."""
     if "eval" in entrypoint and "echo" in entrypoint:
@@ -1054,19 +1066,26 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     if service is None:
         return None
     path = stack.kong_file()
+    if path is None and _mount_content(service, "temp.yml") is not None:
+        path = Path(stack.root) / "kong.yml (inline in the compose file)"
     if path is None:
         raise InputError(
             f"the stack runs Kong (service {service.name!r}) but no kong.yml was found: mount it at "
             "/home/kong/temp.yml in the service's volumes or pass --kong FILE"
         )
-    try:
-        template = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: kong.yml not found (mounted by service {service.name!r}); create it or fix the volume"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read kong.yml: {exc}") from None
+    inline = _mount_content(service, "temp.yml")
+    if inline is not None and not Path(path).is_file():
+        # Coolify-style templates carry the file inline (volumes[].content) and write it at deploy time.
+        template = inline
+    else:
+        try:
+            template = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(
+                f"{path}: kong.yml not found (mounted by service {service.name!r}); create it or fix the volume"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read kong.yml: {exc}") from None
     script_path = _mount_source(stack, service, "kong-entrypoint.sh")
     if script_path is None:
         sibling = Path(path).with_name("kong-entrypoint.sh")
@@ -1077,6 +1096,8 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
             script = script_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             script = None
+    if script is None:
+        script = _mount_content(service, "kong-entrypoint.sh")
     entry = _words(getattr(service, "entrypoint", None)) + " " + _words(getattr(service, "command", None))
     style, reason = detect_style(entry, script)
     compose_env = {str(k): "" if v is None else str(v) for k, v in dict(service.environment).items()}
@@ -1154,6 +1175,8 @@ def _context(target: Target, check_id: str) -> KongLoaded | CheckResult:
         except InputError as exc:
             target.cache[key] = str(exc)
     cached = target.cache[key]
+    if isinstance(cached, str) and check_id != "kong.parse":
+        return _result(check_id, Status.SKIP, "Skipped: kong.yml could not be read (see kong.parse).", detail=cached)
     if isinstance(cached, str):
         return _result(
             check_id,
@@ -1460,8 +1483,8 @@ def check_realtime_ws(target: Target) -> CheckResult:
                 f"({', '.join(sorted(names))}), so Kong cannot resolve it."
             )
             fixes.append(
-                f"point service {service.name!r} at one of {', '.join(sorted(names))} (keeping the tenant as the "
-                f"first label) or give the realtime service container_name {service.host}"
+                f"give the realtime service `container_name: {service.host}` (or that network alias) so the "
+                f"upstream resolves and its first label {_tenant(service.host)!r} stays the tenant"
             )
         if not route.strip_path:
             problems.append(f"{where}: strip_path is false, so Realtime receives {upstream} and answers 404.")
