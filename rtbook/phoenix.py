@@ -75,6 +75,7 @@ class ConnectFailed(PhoenixError):
         kind: ``refused``, ``timeout``, ``dns``, ``tls``, ``handshake`` or ``other``.
         url: the redacted URL that was tried.
         elapsed_ms: how long the attempt took.
+        transcript: the attempt's transcript (set by :meth:`PhoenixClient.connect`).
     """
 
     def __init__(self, message: str, kind: str, url: str, elapsed_ms: float = 0.0) -> None:
@@ -82,6 +83,7 @@ class ConnectFailed(PhoenixError):
         self.kind = kind
         self.url = url
         self.elapsed_ms = elapsed_ms
+        self.transcript: Transcript | None = None
 
 
 class HandshakeRefused(ConnectFailed):
@@ -496,7 +498,7 @@ class PhoenixClient:
             hdrs = {str(k).lower(): red.text(str(v)) for k, v in (exc.resp_headers or {}).items()}
             transcript.record("note", f"handshake refused: HTTP {exc.status_code} {body[:300]}")
             refused = HandshakeRefused(int(exc.status_code), body, hdrs, shown, elapsed)
-            refused.transcript = transcript  # type: ignore[attr-defined]
+            refused.transcript = transcript
             raise refused from None
         except Exception as exc:  # every way a connect can fail becomes one typed error
             elapsed = (time.monotonic() - started) * 1000
@@ -504,7 +506,7 @@ class PhoenixClient:
             text = red.text(f"{type(exc).__name__}: {exc}")
             transcript.record("note", f"connect failed ({kind}): {text}")
             failed = ConnectFailed(f"cannot open a WebSocket to {shown}: {text}", kind, shown, elapsed)
-            failed.transcript = transcript  # type: ignore[attr-defined]
+            failed.transcript = transcript
             raise failed from None
         elapsed = (time.monotonic() - started) * 1000
         transcript.record("note", f"upgraded: HTTP {ws.getstatus()} in {elapsed:.1f} ms")
