@@ -530,7 +530,7 @@ def _mounts(stack: Stack, service: Service) -> dict[str, Path]:
             source, target = getattr(vol, "source", None), getattr(vol, "target", None)
         if isinstance(source, str) and isinstance(target, str):
             path = Path(source)
-            out[target] = path if path.is_absolute() else Path(stack.root) / path
+            out[target] = path if path.is_absolute() or stack.root is None else Path(stack.root) / path
     return out
 
 

@@ -948,12 +948,16 @@ def _mount_source(stack: Stack, service: Service, target_suffix: str) -> Path | 
             source, target = getattr(vol, "source", None), getattr(vol, "target", None)
         if isinstance(source, str) and isinstance(target, str) and target.endswith(target_suffix):
             path = Path(source)
-            return path if path.is_absolute() else (Path(stack.root) / path)
+            return path if path.is_absolute() or stack.root is None else (Path(stack.root) / path)
     return None
 
 
 def _mount_content(service: Service, target_suffix: str) -> str | None:
     """Inline ``content:`` of a long-form volume whose target ends with ``target_suffix`` (Coolify templates)."""
+    for vol in getattr(service, "volumes", None) or ():
+        content = getattr(vol, "content", None)
+        if isinstance(content, str) and str(getattr(vol, "target", "")).endswith(target_suffix):
+            return content
     raw = getattr(service, "raw", None)
     volumes = raw.get("volumes") if isinstance(raw, Mapping) else None
     for vol in volumes if isinstance(volumes, list) else ():
@@ -1027,6 +1031,8 @@ def _well_known_path(issuer: str) -> str:
 def display_path(stack: Stack, path: Path) -> str:
     """``path`` relative to the stack root when it lies inside it (shorter remedies), else as given."""
     try:
+        if stack.root is None:
+            return str(path)
         return str(path.resolve().relative_to(Path(stack.root).resolve()))
     except (ValueError, OSError):
         return str(path)
@@ -1037,7 +1043,7 @@ def realtime_names(stack: Stack | None) -> set[str]:
     service = stack.realtime_service() if stack is not None else None
     if service is None:
         return set()
-    names = {service.name}
+    names = {service.name, *(getattr(service, "dns_names", None) or ())}
     for attr in ("container_name", "hostname"):
         value = getattr(service, attr, None)
         if value:
@@ -1045,12 +1051,9 @@ def realtime_names(stack: Stack | None) -> set[str]:
     networks = getattr(service, "networks", None)
     if isinstance(networks, Mapping):
         for net in networks.values():
-            if isinstance(net, Mapping):
-                names.update(str(a) for a in net.get("aliases") or ())
-            else:
-                aliases = getattr(net, "aliases", None)
-                if aliases:
-                    names.update(str(a) for a in aliases)
+            aliases = net.get("aliases") if isinstance(net, Mapping) else net
+            if isinstance(aliases, list | tuple):
+                names.update(str(a) for a in aliases)
     return names
 
 
@@ -1067,7 +1070,7 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
         return None
     path = stack.kong_file()
     if path is None and _mount_content(service, "temp.yml") is not None:
-        path = Path(stack.root) / "kong.yml (inline in the compose file)"
+        path = Path(stack.root or ".") / "kong.yml (inline in the compose file)"
     if path is None:
         raise InputError(
             f"the stack runs Kong (service {service.name!r}) but no kong.yml was found: mount it at "
