@@ -119,7 +119,7 @@ class ServerConfig:
 
     def metadata_conninfo(self) -> str:
         """The metadata DB conninfo with the password from the environment."""
-        extra: dict[str, str] = {"application_name": "supabase_mt_realtime"}
+        extra: dict[str, str] = {"application_name": "supabase_mt_realtime", "options": "-c statement_timeout=10000"}
         if self.db_password is not None:
             extra["password"] = self.db_password.reveal()
         if "connect_timeout" not in conninfo_to_dict(self.db):
@@ -172,6 +172,8 @@ class Tenant:
             "user": self.db_user,
             "application_name": application_name,
             "connect_timeout": "5",
+            # Nothing may hang: a stalled tenant DB fails the query instead of the socket.
+            "options": "-c statement_timeout=10000",
         }
         if self.db_password is not None:
             params["password"] = self.db_password.reveal()
