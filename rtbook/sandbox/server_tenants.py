@@ -46,10 +46,20 @@ _SECRET_ENVS = {
 class ServerConfig:
     """The server's settings, read from the ``--config`` JSON file.
 
+    Keys: ``db`` (libpq conninfo of the metadata DB holding ``_realtime``, without password),
+    ``db_enc_key`` (DB_ENC_KEY, 16 bytes), ``api_jwt_secret`` (API_JWT_SECRET, admin API),
+    ``metrics_jwt_secret`` (METRICS_JWT_SECRET), ``host`` (127.0.0.1), ``port`` (0 = free port),
+    ``poll_interval_ms`` (null = the extension row's poll_interval_ms), ``tenant_cache_ttl_ms``
+    (1000), ``connect_error_backoff_ms`` / ``channel_error_backoff_ms`` (0; Realtime: 2000 / 5000),
+    ``slot_name_suffix`` ("" gives ``supabase_realtime_replication_slot_`` like the stock image),
+    ``rate_window_s`` (60: limits compare the average rate over this window), ``idle_timeout_s``
+    (60), ``node``, ``log_level``. Unknown keys are an error.
+
     Secrets may be given in the file (written 0600 by the manager) or, when absent there, in the
     environment (``RTBOOK_SANDBOX_DB_ENC_KEY``, ``RTBOOK_SANDBOX_API_JWT_SECRET``,
     ``RTBOOK_SANDBOX_METRICS_JWT_SECRET``); the metadata DB password only via
-    ``RTBOOK_SANDBOX_DB_PASSWORD`` (never on argv).
+    ``RTBOOK_SANDBOX_DB_PASSWORD`` (never on argv). The tenant DB credentials come from the
+    tenant's ``postgres_cdc_rls`` row, decrypted with ``db_enc_key``.
     """
 
     db: str
