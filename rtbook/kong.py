@@ -1461,6 +1461,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
         "strip_path": route.strip_path,
         "paths": list(route.paths),
     }
+    compose_fix = ""
     problems: list[str] = []
     fixes: list[str] = []
     where = f"{ctx.source}: {_route_label(route, service)}"
@@ -1485,9 +1486,9 @@ def check_realtime_ws(target: Target) -> CheckResult:
                 f"{where}: upstream host {service.host!r} is not a name of the Realtime container "
                 f"({', '.join(sorted(names))}), so Kong cannot resolve it."
             )
-            fixes.append(
-                f"give the realtime service `container_name: {service.host}` (or that network alias) so the "
-                f"upstream resolves and its first label {_tenant(service.host)!r} stays the tenant"
+            compose_fix = (
+                f"In the compose file, give the realtime service `container_name: {service.host}` (or that network "
+                f"alias) so the upstream resolves and its first label {_tenant(service.host)!r} stays the tenant."
             )
         if not route.strip_path:
             problems.append(f"{where}: strip_path is false, so Realtime receives {upstream} and answers 404.")
@@ -1501,7 +1502,9 @@ def check_realtime_ws(target: Target) -> CheckResult:
             Status.FAIL,
             "Kong's Realtime WebSocket route is wrong: " + problems[0].split(": ", 1)[-1],
             detail="\n".join(problems),
-            remedy=f"In {ctx.source}: " + "; ".join(fixes) + ".",
+            remedy=" ".join(
+                x for x in ((f"In {ctx.source}: " + "; ".join(fixes) + ".") if fixes else "", compose_fix) if x
+            ),
             evidence=evidence,
         )
     assert service is not None
@@ -1743,7 +1746,8 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
         "API accepts any JWT signed with API_JWT_SECRET, which the public anon key is, so anyone with the anon "
         "key can list, change or delete tenants.",
         remedy=f"Add to {ctx.source} (before realtime-v1-rest) a service realtime-v1-rest-tenants with url "
-        "http://realtime-dev.supabase-realtime:4000/api/tenants, route paths [/realtime/v1/api/tenants], "
+        f"http://{service.host if service else 'realtime-dev.supabase-realtime'}:"
+        f"{service.port if service else DEFAULT_REALTIME_PORT}/api/tenants, route paths [/realtime/v1/api/tenants], "
         "and plugin request-termination {status_code: 403, message: 'Access is forbidden.'}; make sure "
         "request-termination is in KONG_PLUGINS.",
         evidence=evidence,

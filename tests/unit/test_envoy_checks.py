@@ -169,3 +169,20 @@ def test_sed_leaves_unknown_placeholder(envoy_stack: Path) -> None:
     assert result.status is Status.FAIL
     assert "${REALTIME_TENANT_HOST}" in result.detail
     assert "docker-entrypoint.sh" in result.remedy
+
+
+def test_pgonrails_envoy_overlay(tmp_path: Path) -> None:
+    """pgonrails' Envoy overlay: cds is a template too, REALTIME_HOST decides both address and tenant."""
+    stack = copy_stack(
+        OFFICIAL_2026.parent.parent / "community/BenIsenstein-pgonrails-f799e9a",
+        tmp_path,
+        env_extra="COMPOSE_FILE=docker-compose.yml:docker-compose.envoy.yml\n",
+    )
+    report = run(stack, "envoy.")
+    assert "'default-tenant'" in report.by_id("envoy.realtime_host_rewrite").summary
+    # pgonrails did not copy the tenants block from the official Envoy config.
+    assert status(report, "envoy.tenants_api_blocked") is Status.WARN
+    for check_id in set(ENVOY_IDS) - {"envoy.tenants_api_blocked"}:
+        assert status(report, check_id) is Status.PASS, describe(report)
+    kong = run(stack, "kong.")
+    assert all(r.status is Status.SKIP for r in kong)

@@ -164,7 +164,8 @@ def test_unresolvable_variable_eval(tmp_path: Path) -> None:
     edit(
         stack / "docker-compose.yml",
         lambda t: t.replace(
-            "      SUPABASE_ANON_KEY: ${ANON_KEY}\n      SUPABASE_SERVICE_KEY: ${SERVICE_ROLE_KEY}\n      DASHBOARD_USERNAME",
+            "      SUPABASE_ANON_KEY: ${ANON_KEY}\n"
+            "      SUPABASE_SERVICE_KEY: ${SERVICE_ROLE_KEY}\n      DASHBOARD_USERNAME",
             "      SUPABASE_SERVICE_KEY: ${SERVICE_ROLE_KEY}\n      DASHBOARD_USERNAME",
         ),
     )
@@ -254,3 +255,47 @@ def test_secrets_never_reach_outputs(tmp_path: Path) -> None:
     for text in outputs:
         assert canary_key not in text
         assert canary_password not in text
+
+
+# ------------------------------------------------------------------ community stacks
+
+COMMUNITY = CORPUS / "community"
+
+
+def test_easypanel_upstream_host_does_not_resolve(tmp_path: Path) -> None:
+    """easypanel's generator removed every container_name, but kong.yml still dials realtime-dev.supabase-realtime.
+
+    That is a real break: Docker DNS only knows the service name ``realtime``. Everything else in its
+    kong.yml is sound, and (like the 2025 official file) the tenant API is not blocked.
+    """
+    report = run(copy_stack(COMMUNITY / "easypanel-io-compose-405fd49/supabase/code", tmp_path))
+    ws = report.by_id("kong.realtime_ws")
+    assert ws.status is Status.FAIL
+    assert (
+        "'realtime-dev.supabase-realtime'" in ws.detail
+        and "container_name: realtime-dev.supabase-realtime" in ws.remedy
+    )
+    assert status(report, "kong.tenants_api_blocked") is Status.WARN
+    for check_id in set(KONG_IDS) - {"kong.realtime_ws", "kong.tenants_api_blocked"}:
+        assert status(report, check_id) is Status.PASS, describe(report)
+
+
+def test_tsensei_under_plain_compose(tmp_path: Path) -> None:
+    """tsensei keeps container_name (fine under plain compose; swarm is the docker.* checks' business)."""
+    stack = copy_stack(COMMUNITY / "tsensei-supabase-swarm-de31fdd", tmp_path)
+    shutil.copy(stack / "environment-variables.txt", stack / ".env")
+    report = run(stack)
+    assert status(report, "kong.tenants_api_blocked") is Status.WARN
+    for check_id in set(KONG_IDS) - {"kong.tenants_api_blocked"}:
+        assert status(report, check_id) is Status.PASS, describe(report)
+
+
+def test_pgonrails_kong_built_from_its_folder(tmp_path: Path) -> None:
+    """pgonrails bakes kong.yml and kong-entrypoint.sh into its image; the tenant is renamed consistently."""
+    report = run(copy_stack(COMMUNITY / "BenIsenstein-pgonrails-f799e9a", tmp_path))
+    assert report.by_id("kong.parse").evidence["expansion"] == "awk"
+    assert "'default-tenant'" in report.by_id("kong.realtime_ws").summary
+    blocked = report.by_id("kong.tenants_api_blocked")
+    assert blocked.status is Status.WARN and "default-tenant.pgonrails-realtime:4000/api/tenants" in blocked.remedy
+    for check_id in set(KONG_IDS) - {"kong.tenants_api_blocked"}:
+        assert status(report, check_id) is Status.PASS, describe(report)
