@@ -664,7 +664,7 @@ def _plan_for(state: MetadataState, exp: Expected, *, create: bool, limits: Mapp
             sets[name] = value
             before[name] = current
             after[name] = value
-            reasons.append(f"{name}: requested {value}")
+            reasons.append(f"{name}: requested {json.dumps(value)}")
     if sets:
         assignments = ", ".join(f"{c} = :{c}" for c in sets)
         changes.append(Change(
@@ -973,7 +973,8 @@ def _apply(target: Target, plan: Plan, *, yes: bool, on_step: StepHook | None) -
     target.cache.pop("rtbook.db.publication", None)
     return CheckResult(
         cid, Status.PASS,
-        summary=f"Applied {len(plan.changes)} change(s) to tenant {plan.tenant!r} in one transaction.",
+        summary=f"Applied {len(plan.changes)} change(s) to tenant {plan.tenant!r} in one transaction; Realtime "
+        "uses them after its tenant cache expires (about 30 s) or a restart.",
         detail="\n".join(str(c) for c in plan.changes)
         + "\nRealtime caches tenants for about 30 s; restart the realtime container to use the new values at once.",
         evidence=evidence,
