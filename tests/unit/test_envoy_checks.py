@@ -186,3 +186,30 @@ def test_pgonrails_envoy_overlay(tmp_path: Path) -> None:
         assert status(report, check_id) is Status.PASS, describe(report)
     kong = run(stack, "kong.")
     assert all(r.status is Status.SKIP for r in kong)
+
+
+def test_secrets_never_reach_outputs(tmp_path: Path) -> None:
+    import json
+
+    canary_key = "canary-envoy-anon-key-5e0d3a"
+    canary_password = "canary-envoy-dashboard-pw-9b2"
+    stack = copy_stack(
+        OFFICIAL_2026, tmp_path, env_extra=f"ANON_KEY={canary_key}\nDASHBOARD_PASSWORD={canary_password}\n"
+    )
+    edit(lds(stack), lambda t: t.replace('headers:replace("x-api-key", apikey)', "-- removed"))
+    edit(
+        lds(stack),
+        lambda t: change_route(
+            t,
+            "realtime-v1-ws-protected",
+            "                          host_rewrite_literal: realtime-dev.supabase-realtime\n",
+            "",
+        ),
+    )
+    report = run(stack, "envoy.")
+    assert status(report, "envoy.realtime_host_rewrite") is Status.FAIL
+    assert status(report, "envoy.realtime_auth") is Status.WARN
+    outputs = [str(report), report.to_json(), report.to_junit(), report._repr_html_()]
+    outputs.append(json.dumps([dict(r.evidence) for r in report], default=str))
+    for text in outputs:
+        assert canary_key not in text and canary_password not in text

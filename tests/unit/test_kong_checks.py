@@ -299,3 +299,21 @@ def test_pgonrails_kong_built_from_its_folder(tmp_path: Path) -> None:
     assert blocked.status is Status.WARN and "default-tenant.pgonrails-realtime:4000/api/tenants" in blocked.remedy
     for check_id in set(KONG_IDS) - {"kong.tenants_api_blocked"}:
         assert status(report, check_id) is Status.PASS, describe(report)
+
+
+def test_kong_without_substituting_entrypoint(tmp_path: Path) -> None:
+    """Mounting kong.yml straight at KONG_DECLARATIVE_CONFIG leaves '$SUPABASE_ANON_KEY' as a literal key."""
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+
+    def drop_entrypoint(text: str) -> str:
+        start = text.index("    entrypoint: bash -c 'eval")
+        end = text.index("\n", start)
+        return text[:start] + text[end + 1 :]
+
+    edit(stack / "docker-compose.yml", drop_entrypoint)
+    report = run(stack)
+    result = report.by_id("kong.placeholders")
+    assert result.status is Status.FAIL
+    assert "nothing substitutes them" in result.summary
+    assert "kong-entrypoint.sh" in result.remedy
+    assert report.by_id("kong.parse").evidence["expansion"] == "none"
