@@ -1,0 +1,857 @@
+"""Static checks of the compose file and ``.env``: the ``compose.*`` and ``env.*`` ids.
+
+The Realtime environment rules are also exposed on a plain mapping through
+:func:`evaluate_realtime_env`, so the Docker checks can apply them to a running container.
+Secret values never appear in a result: mismatches are described by length and a short
+SHA-256 fingerprint, and the runner redacts every result with the stack's redactor anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jwt
+
+from rtbook.results import CheckResult, Status, register
+
+if TYPE_CHECKING:
+    from rtbook.stack import Service, Stack
+    from rtbook.target import Target
+
+__all__ = [
+    "DEMO_VALUES",
+    "ImageVersion",
+    "evaluate_realtime_env",
+    "parse_realtime_version",
+]
+
+DEFAULT_TENANT = "realtime-dev"
+METRICS_SECRET_SINCE = (2, 78, 5)
+PUBLIC_DB_ENC_KEY = "supabaserealtime"
+EXPIRY_WARN_DAYS = 30
+
+# Public example values shipped in env.example files (supabase/supabase docker/.env.example and copies).
+DEMO_VALUES: dict[str, tuple[str, ...]] = {
+    "JWT_SECRET": (
+        "your-super-secret-jwt-token-with-at-least-32-characters-long",
+        "your-super-secret-jwt-token-exactly-40-characters-long",
+        "super-secret-jwt-token-with-at-least-32-characters-long",
+    ),
+    "POSTGRES_PASSWORD": ("your-super-secret-and-long-postgres-password",),
+    "DASHBOARD_PASSWORD": ("this_password_is_insecure_and_should_be_updated",),
+    "SECRET_KEY_BASE": ("UpNVntn3cDxHJpq99YMc1T1AQgQpc8kfYTuRgBiYa15BLrx8etQoXz3gZv1/u2oq",),
+    "VAULT_ENC_KEY": ("your-encryption-key-32-chars-min", "your-32-character-encryption-key"),
+    "PG_META_CRYPTO_KEY": ("your-encryption-key-32-chars-min",),
+    "REALTIME_DB_ENC_KEY": ("your16charkey123", PUBLIC_DB_ENC_KEY),
+    "DB_SUPERUSER_PASSWORD": ("db-superuser-password",),
+}
+_DEMO_ISSUER = "supabase-demo"
+
+
+# ====================================================================== helpers
+
+
+def _fp(value: str) -> str:
+    """A short fingerprint that identifies a secret without revealing it."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+def _desc(value: str) -> str:
+    return f"{len(value)} characters, {_fp(value)}"
+
+
+def _r(check_id: str, status: Status, summary: str, detail: str = "", remedy: str = "",
+       evidence: Mapping[str, Any] | None = None) -> CheckResult:
+    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
+
+
+@dataclass(frozen=True)
+class ImageVersion:
+    """The Realtime version parsed from an image reference."""
+
+    image: str
+    version: tuple[int, int, int] | None
+
+    @property
+    def known(self) -> bool:
+        """True when the tag gave a version number."""
+        return self.version is not None
+
+    def at_least(self, other: tuple[int, int, int]) -> bool:
+        """True when this version is ``other`` or later; an unknown tag counts as the newest."""
+        return self.version is None or self.version >= other
+
+    def describe(self) -> str:
+        """``supabase/realtime:v2.78.15`` or a note that the version is assumed to be the newest."""
+        if self.version is not None:
+            return f"{self.image} (v{'.'.join(map(str, self.version))})"
+        return f"{self.image or 'an unknown image'} (version unknown: assumed to be the newest)"
+
+
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_realtime_version(image: str | None) -> ImageVersion:
+    """Parse ``supabase/realtime:vX.Y.Z`` (any registry prefix, optional digest)."""
+    image = image or ""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    m = _VERSION.match(tag)
+    if not m:
+        return ImageVersion(image, None)
+    return ImageVersion(image, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
+
+
+def _looks_external(host: str) -> bool:
+    if "." in host or host in ("host.docker.internal", "localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+# ====================================================================== Realtime env rules
+
+
+@dataclass(frozen=True)
+class _EnvContext:
+    env: Mapping[str, str]
+    raw: Mapping[str, Any] | None
+    version: ImageVersion
+    source: str
+    where: str  # e.g. "services.realtime.environment" for remedies
+    secret_peers: tuple[tuple[str, str], ...]  # (label, value) that must equal API_JWT_SECRET
+    db_names: tuple[str, ...] | None  # names that resolve to the database service (None: unknown)
+    command: str = ""
+
+
+def evaluate_realtime_env(
+    env: Mapping[str, str],
+    *,
+    image: str | None,
+    auth_env: Mapping[str, str] | None = None,
+    source: str = "the Realtime environment",
+) -> list[CheckResult]:
+    """Apply the Realtime environment rules to a plain mapping (e.g. a running container's env).
+
+    Rules (result ids): ``compose.realtime.jwt_secret``, ``.metrics_jwt_secret``, ``.db_enc_key``,
+    ``.secret_key_base``, ``.search_path``, ``.seed_self_host``, ``.db_connection``.
+
+    Args:
+        env: the Realtime variables.
+        image: the image reference, for version-dependent rules (unknown: assumed newest).
+        auth_env: variables whose JWT secret must equal ``API_JWT_SECRET`` (``JWT_SECRET``,
+            ``GOTRUE_JWT_SECRET`` or ``PGRST_JWT_SECRET``), e.g. the stack's ``.env``.
+        source: how to name where ``env`` came from in the results.
+    """
+    peers: list[tuple[str, str]] = []
+    for name in ("JWT_SECRET", "GOTRUE_JWT_SECRET", "PGRST_JWT_SECRET"):
+        value = (auth_env or {}).get(name)
+        if value:
+            peers.append((name, value))
+    ctx = _EnvContext(
+        env=env,
+        raw=None,
+        version=parse_realtime_version(image),
+        source=source,
+        where=source,
+        secret_peers=tuple(peers),
+        db_names=None,
+    )
+    return _all_rules(ctx)
+
+
+def _all_rules(ctx: _EnvContext) -> list[CheckResult]:
+    return [
+        _rule_jwt_secret(ctx),
+        _rule_metrics(ctx),
+        _rule_db_enc_key(ctx),
+        _rule_secret_key_base(ctx),
+        _rule_search_path(ctx),
+        _rule_seed(ctx),
+        _rule_db_connection(ctx),
+    ]
+
+
+def _rule_jwt_secret(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.jwt_secret"
+    secret = ctx.env.get("API_JWT_SECRET", "")
+    if not secret:
+        return _r(cid, Status.FAIL, f"API_JWT_SECRET is not set in {ctx.source}.",
+                  detail="Realtime seeds the tenant's jwt_secret from API_JWT_SECRET and verifies every client "
+                  "token against it; unset, the seed falls back to a built-in public default.",
+                  remedy=f"Set API_JWT_SECRET: ${{JWT_SECRET}} in {ctx.where}.")
+    lines = [f"API_JWT_SECRET ({ctx.source}): {_desc(secret)}"]
+    mismatched: list[str] = []
+    skipped: list[str] = []
+    for label, value in ctx.secret_peers:
+        if value.lstrip().startswith("{"):
+            skipped.append(label)
+            lines.append(f"{label}: a JWK/JWKS, not a shared secret (not compared)")
+            continue
+        same = value == secret
+        lines.append(f"{label}: {_desc(value)} -> {'same' if same else 'DIFFERENT'}")
+        if not same:
+            mismatched.append(label)
+    evidence = {"api_jwt_secret_length": len(secret), "compared": [p[0] for p in ctx.secret_peers]}
+    if mismatched:
+        return _r(cid, Status.FAIL,
+                  f"API_JWT_SECRET differs from {', '.join(mismatched)}: tokens issued by auth fail Realtime's "
+                  "signature check (\"Failed to validate JWT signature\").",
+                  detail="\n".join(lines),
+                  remedy=f"Set API_JWT_SECRET: ${{JWT_SECRET}} in {ctx.where} so Realtime, auth "
+                  "(GOTRUE_JWT_SECRET) and rest (PGRST_JWT_SECRET) share the one JWT_SECRET from .env; "
+                  "then restart realtime so SEED_SELF_HOST re-seeds the tenant's secret.",
+                  evidence=evidence)
+    if len(secret) < 32:
+        return _r(cid, Status.FAIL, f"API_JWT_SECRET is only {len(secret)} characters; at least 32 are required.",
+                  detail="\n".join(lines),
+                  remedy="Generate a new JWT_SECRET of 32+ characters (openssl rand -base64 48) in .env, "
+                  "re-sign ANON_KEY and SERVICE_ROLE_KEY with it, and restart the stack.",
+                  evidence=evidence)
+    note = "" if ctx.secret_peers else " (no auth/rest secret to compare with)"
+    return _r(cid, Status.PASS, f"API_JWT_SECRET is set ({len(secret)} characters) and matches "
+              f"{', '.join(p[0] for p in ctx.secret_peers if p[0] not in skipped) or 'nothing'}{note}.",
+              detail="\n".join(lines), evidence=evidence)
+
+
+def _rule_metrics(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.metrics_jwt_secret"
+    value = ctx.env.get("METRICS_JWT_SECRET", "")
+    needed = ctx.version.at_least(METRICS_SECRET_SINCE)
+    detail = f"image: {ctx.version.describe()}; METRICS_JWT_SECRET is required from v2.78.5 (boot crash without it)."
+    if value:
+        return _r(cid, Status.PASS, f"METRICS_JWT_SECRET is set ({len(value)} characters).", detail=detail)
+    if needed:
+        return _r(cid, Status.FAIL,
+                  f"METRICS_JWT_SECRET is not set and {ctx.version.describe()} needs it: Realtime crashes at boot.",
+                  detail=detail, remedy=f"Add METRICS_JWT_SECRET: ${{JWT_SECRET}} to {ctx.where}.",
+                  evidence={"image": ctx.version.image})
+    return _r(cid, Status.PASS, f"METRICS_JWT_SECRET is not set, which {ctx.version.describe()} allows "
+              "(needed from v2.78.5; add it before upgrading).", detail=detail)
+
+
+def _rule_db_enc_key(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.db_enc_key"
+    value = ctx.env.get("DB_ENC_KEY", "")
+    if not value:
+        return _r(cid, Status.FAIL, f"DB_ENC_KEY is not set in {ctx.source}.",
+                  detail="Realtime encrypts the tenant's jwt_secret and DB credentials with AES-128 keyed by "
+                  "DB_ENC_KEY (exactly 16 bytes).",
+                  remedy=f"Set DB_ENC_KEY in {ctx.where} to a random 16-character value "
+                  "(e.g. openssl rand -hex 8), before the first start.")
+    size = len(value.encode())
+    if size != 16:
+        return _r(cid, Status.FAIL,
+                  f"DB_ENC_KEY is {size} bytes; AES-128 needs exactly 16, so seeding and tenant connections fail.",
+                  detail=f"DB_ENC_KEY ({ctx.source}): {size} bytes, {_fp(value)}.",
+                  remedy=f"Set DB_ENC_KEY in {ctx.where} to exactly 16 characters (e.g. openssl rand -hex 8); "
+                  "rows encrypted with the old key must be re-seeded (restart realtime with SEED_SELF_HOST=true).",
+                  evidence={"bytes": size})
+    if value in (PUBLIC_DB_ENC_KEY, "your16charkey123"):
+        return _r(cid, Status.WARN, "DB_ENC_KEY is the public example value; anyone can decrypt the stored "
+                  "tenant secrets.",
+                  detail=f"DB_ENC_KEY ({ctx.source}) is a value published in the Supabase docker files.",
+                  remedy=f"Set DB_ENC_KEY in {ctx.where} (REALTIME_DB_ENC_KEY in .env for the newest official "
+                  "stack) to your own 16 random characters, then restart realtime so the seed re-encrypts.")
+    return _r(cid, Status.PASS, "DB_ENC_KEY is 16 bytes and not the public default.")
+
+
+def _rule_secret_key_base(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.secret_key_base"
+    value = ctx.env.get("SECRET_KEY_BASE", "")
+    if not value:
+        return _r(cid, Status.FAIL, "SECRET_KEY_BASE is not set: Realtime crashes at boot.",
+                  remedy=f"Set SECRET_KEY_BASE: ${{SECRET_KEY_BASE}} in {ctx.where} and put 64+ random characters "
+                  "in .env (openssl rand -base64 48).")
+    if len(value) < 64:
+        return _r(cid, Status.FAIL, f"SECRET_KEY_BASE is {len(value)} characters; Phoenix needs at least 64.",
+                  remedy="Set SECRET_KEY_BASE in .env to 64+ random characters (openssl rand -base64 48).",
+                  evidence={"length": len(value)})
+    if value in DEMO_VALUES["SECRET_KEY_BASE"]:
+        return _r(cid, Status.WARN, "SECRET_KEY_BASE is the public example value.",
+                  remedy="Set SECRET_KEY_BASE in .env to 64+ random characters (openssl rand -base64 48).")
+    return _r(cid, Status.PASS, f"SECRET_KEY_BASE is set ({len(value)} characters).")
+
+
+_SEARCH_PATH = re.compile(r"set\s+search_path\s*(?:to|=)\s*['\"]?_realtime\b", re.I)
+
+
+def _rule_search_path(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.search_path"
+    value = ctx.env.get("DB_AFTER_CONNECT_QUERY", "")
+    if _SEARCH_PATH.search(value):
+        return _r(cid, Status.PASS, "DB_AFTER_CONNECT_QUERY sets search_path to _realtime.",
+                  evidence={"DB_AFTER_CONNECT_QUERY": value})
+    return _r(cid, Status.FAIL,
+              "DB_AFTER_CONNECT_QUERY does not set search_path to _realtime: Realtime's migrations and tenant "
+              "lookups hit 'relation \"tenants\" does not exist'.",
+              detail=f"DB_AFTER_CONNECT_QUERY ({ctx.source}) = {value!r}.",
+              remedy=f"Set DB_AFTER_CONNECT_QUERY: 'SET search_path TO _realtime' in {ctx.where}.",
+              evidence={"DB_AFTER_CONNECT_QUERY": value})
+
+
+def _rule_seed(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.seed_self_host"
+    present = "SEED_SELF_HOST" in ctx.env
+    value = ctx.env.get("SEED_SELF_HOST", "")
+    raw = ctx.raw.get("SEED_SELF_HOST") if ctx.raw is not None else None
+    seeds_in_command = "Release.seeds" in ctx.command
+    if value == "true":
+        if isinstance(raw, bool):
+            return _r(cid, Status.WARN,
+                      "SEED_SELF_HOST is an unquoted YAML boolean: docker compose passes 'true', but Podman and "
+                      "other tools pass 'True', and then the tenant is not seeded (older images crash).",
+                      detail=f"{ctx.where}.SEED_SELF_HOST: true (YAML boolean).",
+                      remedy=f'Quote it: SEED_SELF_HOST: "true" in {ctx.where}.')
+        return _r(cid, Status.PASS, "SEED_SELF_HOST is \"true\": Realtime seeds the self-host tenant on every start.")
+    if seeds_in_command:
+        return _r(cid, Status.PASS, "The Realtime command runs Realtime.Release.seeds explicitly"
+                  + (f" (SEED_SELF_HOST={value!r} is not needed)." if present else "."),
+                  detail=f"command: {ctx.command[:200]}")
+    shown = repr(value) if present else "not set"
+    return _r(cid, Status.FAIL,
+              f"SEED_SELF_HOST is {shown}: Realtime seeds the tenant only when it is exactly 'true', so no "
+              "tenant row is created or refreshed and clients get 'Tenant not found'.",
+              detail=f"{ctx.where}.SEED_SELF_HOST = {shown}; run.sh tests [ \"$SEED_SELF_HOST\" = true ].",
+              remedy=f'Set SEED_SELF_HOST: "true" (quoted) in {ctx.where}.',
+              evidence={"SEED_SELF_HOST": value if present else None})
+
+
+_DB_KEYS = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
+
+
+def _rule_db_connection(ctx: _EnvContext) -> CheckResult:
+    cid = "compose.realtime.db_connection"
+    missing = [k for k in _DB_KEYS if not ctx.env.get(k)]
+    shown = {k: ("set" if k == "DB_PASSWORD" and ctx.env.get(k) else ctx.env.get(k, "")) for k in _DB_KEYS}
+    detail = ", ".join(f"{k}={v or '(empty)'}" for k, v in shown.items())
+    if missing:
+        return _r(cid, Status.FAIL, f"Realtime's database connection is incomplete: {', '.join(missing)} empty.",
+                  detail=f"{ctx.source}: {detail}. An empty value usually means the .env lacks the variable it "
+                  "references (POSTGRES_HOST, POSTGRES_PORT, POSTGRES_PASSWORD, POSTGRES_DB).",
+                  remedy=f"Set {', '.join(missing)} in {ctx.where} (official values: DB_HOST: ${{POSTGRES_HOST}}, "
+                  "DB_PORT: ${POSTGRES_PORT}, DB_USER: supabase_admin, DB_PASSWORD: ${POSTGRES_PASSWORD}, "
+                  "DB_NAME: ${POSTGRES_DB}) and define those in .env.",
+                  evidence={"missing": missing})
+    port = ctx.env["DB_PORT"]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return _r(cid, Status.FAIL, f"DB_PORT={port!r} is not a port number.",
+                  remedy=f"Set DB_PORT to the database port (5432) in {ctx.where}.")
+    host = ctx.env["DB_HOST"]
+    if ctx.db_names is not None and host not in ctx.db_names and not _looks_external(host):
+        return _r(cid, Status.FAIL,
+                  f"DB_HOST={host!r} names no service of the stack and does not look like an external host: "
+                  "Realtime fails at boot with 'Failed to detect IP version for DB_HOST: nxdomain'.",
+                  detail=f"{detail}. Names that resolve to the database service: {', '.join(ctx.db_names) or 'none'}.",
+                  remedy=f"Set DB_HOST to {ctx.db_names[0] if ctx.db_names else 'db'} (POSTGRES_HOST in .env), "
+                  "or to the external database's host name.",
+                  evidence={"DB_HOST": host, "db_names": list(ctx.db_names)})
+    where = "the db service" if ctx.db_names is not None and host in ctx.db_names else "an external/unchecked host"
+    return _r(cid, Status.PASS, f"DB_HOST={host} ({where}), DB_PORT={port}, DB_USER={ctx.env['DB_USER']}, "
+              f"DB_NAME={ctx.env['DB_NAME']}, DB_PASSWORD set.", evidence={"DB_HOST": host, "DB_PORT": port})
+
+
+# ====================================================================== stack checks
+
+
+def _stack(target: Target) -> Stack:
+    assert target.stack is not None  # needs=("stack",)
+    return target.stack
+
+
+def _realtime_or_skip(target: Target, cid: str) -> Service | CheckResult:
+    rt = _stack(target).realtime_service()
+    if rt is None:
+        return _r(cid, Status.SKIP, "Skipped: the stack has no Realtime service (see compose.realtime.present).")
+    return rt
+
+
+def _db_names(stack: Stack) -> tuple[str, ...]:
+    names: list[str] = []
+    for svc in stack.services.values():
+        repo = svc.image_repo()
+        is_db = repo.endswith(("supabase/postgres", "/postgres")) or repo == "postgres"
+        is_pooler = "supavisor" in repo or "pgbouncer" in repo
+        if is_db or is_pooler or svc.name in ("db", "supabase-db", "supavisor", "pgbouncer"):
+            names.extend(svc.dns_names)
+    return tuple(dict.fromkeys(names))
+
+
+def _stack_context(stack: Stack, rt: Service) -> _EnvContext:
+    peers: list[tuple[str, str]] = []
+    for svc in stack.services.values():
+        for name in ("GOTRUE_JWT_SECRET", "PGRST_JWT_SECRET"):
+            value = svc.environment.get(name)
+            if value:
+                peers.append((f"services.{svc.name}.environment.{name}", value))
+    if stack.env.get("JWT_SECRET"):
+        peers.append((".env JWT_SECRET", stack.env["JWT_SECRET"]))
+    cmd = rt.command if isinstance(rt.command, str) else " ".join(rt.command or [])
+    return _EnvContext(
+        env=rt.environment,
+        raw=rt.environment_raw,
+        version=parse_realtime_version(rt.image),
+        source=f"services.{rt.name}.environment",
+        where=f"services.{rt.name}.environment",
+        secret_peers=tuple(peers),
+        db_names=_db_names(stack),
+        command=cmd,
+    )
+
+
+def _env_rule(target: Target, cid: str, rule: Any) -> CheckResult:
+    got = _realtime_or_skip(target, cid)
+    if isinstance(got, CheckResult):
+        return got
+    result: CheckResult = rule(_stack_context(_stack(target), got))
+    return result
+
+
+@register("compose.realtime.present", "A Realtime service exists", needs=("stack",))
+def check_present(target: Target) -> CheckResult:
+    """A service with image ``supabase/realtime`` (or named ``realtime``) is defined and active."""
+    stack = _stack(target)
+    rt = stack.realtime_service()
+    files = ", ".join(str(f) for f in stack.compose_files)
+    if rt is None:
+        inactive = [s.name for s in stack.inactive_services.values() if "realtime" in s.image or "realtime" in s.name]
+        extra = f" ({', '.join(inactive)} is disabled by profiles)" if inactive else ""
+        return _r("compose.realtime.present", Status.FAIL,
+                  f"No Realtime service in {files}{extra}.",
+                  detail=f"Services: {', '.join(sorted(stack.services)) or 'none'}. rtbook looks for image "
+                  "supabase/realtime or a service named realtime.",
+                  remedy="Add the realtime service from supabase/supabase docker/docker-compose.yml "
+                  "(image supabase/realtime, container_name realtime-dev.supabase-realtime).")
+    version = parse_realtime_version(rt.image)
+    return _r("compose.realtime.present", Status.PASS,
+              f"Realtime is service {rt.name!r}, image {version.describe()}.",
+              evidence={"service": rt.name, "image": rt.image, "container_name": rt.container_name,
+                        "env_file": str(stack.env_file) if stack.env_file else None})
+
+
+@register("compose.realtime.seed_self_host", "SEED_SELF_HOST is the string \"true\"", needs=("stack",))
+def check_seed(target: Target) -> CheckResult:
+    """The seed creates the tenant row only when ``SEED_SELF_HOST`` is exactly ``true``."""
+    return _env_rule(target, "compose.realtime.seed_self_host", _rule_seed)
+
+
+@register("compose.realtime.jwt_secret", "Realtime's API_JWT_SECRET matches auth and rest", needs=("stack",))
+def check_jwt_secret(target: Target) -> CheckResult:
+    """``API_JWT_SECRET`` equals the JWT secret of auth, rest and ``.env``, and has 32+ characters."""
+    return _env_rule(target, "compose.realtime.jwt_secret", _rule_jwt_secret)
+
+
+@register("compose.realtime.metrics_jwt_secret", "METRICS_JWT_SECRET set where the image needs it", needs=("stack",))
+def check_metrics(target: Target) -> CheckResult:
+    """v2.78.5 and later crash at boot without ``METRICS_JWT_SECRET``."""
+    return _env_rule(target, "compose.realtime.metrics_jwt_secret", _rule_metrics)
+
+
+@register("compose.realtime.db_enc_key", "DB_ENC_KEY is 16 bytes and not the public default", needs=("stack",))
+def check_db_enc_key(target: Target) -> CheckResult:
+    """AES-128 needs a 16-byte key; ``supabaserealtime`` is public."""
+    return _env_rule(target, "compose.realtime.db_enc_key", _rule_db_enc_key)
+
+
+@register("compose.realtime.secret_key_base", "SECRET_KEY_BASE is set (64+ characters)", needs=("stack",))
+def check_secret_key_base(target: Target) -> CheckResult:
+    """Realtime crashes at boot without ``SECRET_KEY_BASE``."""
+    return _env_rule(target, "compose.realtime.secret_key_base", _rule_secret_key_base)
+
+
+@register("compose.realtime.search_path", "DB_AFTER_CONNECT_QUERY sets search_path to _realtime", needs=("stack",))
+def check_search_path(target: Target) -> CheckResult:
+    """Realtime's own tables live in ``_realtime``."""
+    return _env_rule(target, "compose.realtime.search_path", _rule_search_path)
+
+
+@register("compose.realtime.db_connection", "Realtime's DB_* variables reach the database", needs=("stack",))
+def check_db_connection(target: Target) -> CheckResult:
+    """``DB_HOST``/``DB_PORT``/``DB_USER``/``DB_PASSWORD``/``DB_NAME`` set and ``DB_HOST`` names the db."""
+    return _env_rule(target, "compose.realtime.db_connection", _rule_db_connection)
+
+
+# ---------------------------------------------------------------- tenant consistency
+
+_HEALTH_URL = re.compile(r"/api/tenants/([^/\s\"']+)/health")
+
+
+def _health_tenant(rt: Service) -> str | None:
+    hc = rt.healthcheck
+    if hc is None:
+        return None
+    m = _HEALTH_URL.search(hc.command)
+    return m.group(1) if m else None
+
+
+def _resolvers(stack: Stack, host: str) -> list[str]:
+    """What makes ``host`` resolvable on the compose network (service name, container_name, alias)."""
+    out: list[str] = []
+    for svc in stack.services.values():
+        if host == svc.name:
+            out.append(f"service name {svc.name!r}")
+        if host == svc.container_name:
+            out.append(f"container_name of service {svc.name!r}")
+        for net, aliases in svc.networks.items():
+            if host in aliases:
+                out.append(f"network alias on {net} of service {svc.name!r}")
+    return out
+
+
+def _host_owner(stack: Stack, host: str) -> Service | None:
+    for svc in stack.services.values():
+        if host in svc.dns_names:
+            return svc
+    return None
+
+
+@register(
+    "compose.realtime.tenant_consistency",
+    "Gateway Host, container name, healthcheck and seeded tenant agree",
+    needs=("stack",),
+)
+def check_tenant_consistency(target: Target) -> CheckResult:
+    """The tenant from the gateway's upstream Host equals the seeded tenant, and that host resolves to Realtime."""
+    cid = "compose.realtime.tenant_consistency"
+    got = _realtime_or_skip(target, cid)
+    if isinstance(got, CheckResult):
+        return got
+    rt = got
+    stack = _stack(target)
+    seeded = rt.environment.get("SELF_HOST_TENANT_NAME") or DEFAULT_TENANT
+    seeded_src = (f"services.{rt.name}.environment.SELF_HOST_TENANT_NAME"
+                  if rt.environment.get("SELF_HOST_TENANT_NAME") else "SELF_HOST_TENANT_NAME unset (default)")
+    lines = [f"seeded tenant: {seeded} ({seeded_src})"]
+    problems: list[str] = []
+    remedies: list[str] = []
+    warnings: list[str] = []
+    evidence: dict[str, Any] = {"seeded_tenant": seeded, "realtime_service": rt.name,
+                                "container_name": rt.container_name}
+    kind = stack.gateway_kind()
+    gw = stack.gateway_service()
+    host_tenants: list[tuple[str, str]] = []  # (host, tenant) the gateway sends
+    resolve_hosts: list[str] = []
+    if kind is None or gw is None:
+        lines.append("gateway: none in the stack (clients must send a Host whose first label is the tenant)")
+    else:
+        try:
+            if kind == "kong":
+                from rtbook.kong import load_kong
+
+                kong = load_kong(stack)
+                hosts = list(kong.realtime_upstream_hosts()) if kong else []
+                for h in hosts:
+                    host_tenants.append((h, h.split(".", 1)[0]))
+                    lines.append(f"Kong upstream host (kong.yml realtime service url): {h} -> tenant "
+                                 f"{h.split('.', 1)[0]} (Kong sends the upstream host as Host)")
+                resolve_hosts = hosts
+            else:
+                from rtbook.envoy import load_envoy
+
+                envoy = load_envoy(stack)
+                rewrites = list(envoy.realtime_host_rewrites()) if envoy else []
+                clusters = list(envoy.realtime_cluster_hosts()) if envoy else []
+                for h in rewrites:
+                    host_tenants.append((h, h.split(".", 1)[0]))
+                    lines.append(f"Envoy host rewrite (host_rewrite_literal): {h} -> tenant {h.split('.', 1)[0]}")
+                for h in clusters:
+                    lines.append(f"Envoy realtime cluster address: {h} (must resolve to the Realtime container)")
+                if not rewrites and clusters:
+                    lines.append("Envoy routes keep the client's Host: the tenant is the first label of the "
+                                 "public host name")
+                    warnings.append("the Envoy Realtime routes do not rewrite Host, so the tenant depends on the "
+                                    "public host name clients use")
+                resolve_hosts = clusters
+        except Exception as exc:  # the gateway's own checks (kong.parse/envoy.parse) report the details
+            lines.append(f"{kind} config: unreadable ({type(exc).__name__}); see the {kind}.* results")
+            warnings.append(f"the {kind} config could not be read, so its upstream host was not compared")
+        if not host_tenants and not resolve_hosts and not warnings:
+            warnings.append(f"the {kind} config has no route to Realtime (see {kind}.realtime_ws)")
+    evidence["gateway"] = kind
+    evidence["gateway_hosts"] = [h for h, _ in host_tenants]
+    for host, tenant in host_tenants:
+        if tenant != seeded:
+            problems.append(f"the gateway sends Host {host} (tenant {tenant!r}) but the seeded tenant is {seeded!r}")
+            if kind == "kong":
+                remedies.append(
+                    f"Either set SELF_HOST_TENANT_NAME: {tenant} in services.{rt.name}.environment, or point the "
+                    f"kong.yml realtime services at http://{seeded}.<name>:4000 and give the realtime service "
+                    f"container_name (or a network alias) {seeded}.<name>")
+            else:
+                remedies.append(f"Set host_rewrite_literal: {seeded}.supabase-realtime on the Envoy Realtime routes, "
+                                f"or SELF_HOST_TENANT_NAME: {tenant} in services.{rt.name}.environment")
+    for host in resolve_hosts:
+        host_only = host.split(":", 1)[0]
+        owners = _resolvers(stack, host_only)
+        owner = _host_owner(stack, host_only)
+        if owners:
+            lines.append(f"{host_only} resolves via {'; '.join(owners)}")
+        if owner is None:
+            if _looks_external(host_only) and "." in host_only and any(
+                host_only == s.hostname for s in stack.services.values()
+            ):
+                lines.append(f"{host_only} is only a hostname: setting, which Docker DNS does not publish")
+            problems.append(f"the gateway's Realtime upstream {host_only} is not the name, container_name or network "
+                            "alias of any service, so it does not resolve on the compose network")
+            remedies.append(f"Set container_name: {host_only} on services.{rt.name} (or add it under "
+                            f"services.{rt.name}.networks.<net>.aliases)")
+        elif owner.name != rt.name:
+            problems.append(f"the gateway's Realtime upstream {host_only} resolves to service {owner.name!r}, "
+                            f"not to Realtime ({rt.name!r})")
+            remedies.append(f"Point the gateway's Realtime upstream at {rt.container_name or rt.name}")
+        elif rt.deploy and not any(host_only in a for a in rt.networks.values()) and host_only != rt.name:
+            warnings.append(f"{host_only} resolves only through container_name, which 'docker stack deploy' "
+                            "ignores: in swarm mode the upstream does not resolve")
+            remedies.append(f"For swarm, add {host_only} under services.{rt.name}.networks.<net>.aliases")
+    health = _health_tenant(rt)
+    if health is not None:
+        lines.append(f"healthcheck URL: /api/tenants/{health}/health -> tenant {health}")
+        if health != seeded:
+            problems.append(f"the healthcheck asks for tenant {health!r} but the seeded tenant is {seeded!r} "
+                            "(404: the container stays unhealthy)")
+            remedies.append(f"Change the healthcheck URL in services.{rt.name}.healthcheck.test to "
+                            f"/api/tenants/{seeded}/health")
+    else:
+        lines.append("healthcheck: no /api/tenants/<tenant>/health URL")
+    evidence["healthcheck_tenant"] = health
+    detail = "\n".join(lines)
+    if problems:
+        return _r(cid, Status.FAIL, "Tenant mismatch: " + "; ".join(problems) + ".",
+                  detail=detail + "\nRealtime takes the tenant from the first label of the request's Host header.",
+                  remedy="; ".join(dict.fromkeys(remedies)) + ".", evidence=evidence)
+    if warnings:
+        return _r(cid, Status.WARN, "Tenant sources agree on " + repr(seeded) + ", but " + "; ".join(warnings) + ".",
+                  detail=detail, remedy="; ".join(dict.fromkeys(remedies)) or
+                  "Check the gateway configuration (see the gateway checks).", evidence=evidence)
+    return _r(cid, Status.PASS, f"Every tenant source agrees on {seeded!r}.", detail=detail, evidence=evidence)
+
+
+# ---------------------------------------------------------------- healthcheck / network
+
+
+@register("compose.realtime.healthcheck", "Realtime healthcheck targets the tenant health URL", needs=("stack",))
+def check_healthcheck(target: Target) -> CheckResult:
+    """A ``CMD-SHELL`` healthcheck on ``/api/tenants/<tenant>/health`` with a Bearer token."""
+    cid = "compose.realtime.healthcheck"
+    got = _realtime_or_skip(target, cid)
+    if isinstance(got, CheckResult):
+        return got
+    rt = got
+    stack = _stack(target)
+    where = f"services.{rt.name}.healthcheck"
+    official = ('test: ["CMD-SHELL", "curl -sSfL --head -o /dev/null -H \\"Authorization: Bearer ${ANON_KEY}\\" '
+                'http://localhost:4000/api/tenants/realtime-dev/health"]')
+    waiting = [s.name for s in stack.services.values()
+               if (s.depends_on.get(rt.name) or {}).get("condition") == "service_healthy"]
+    hc = rt.healthcheck
+    if hc is None or hc.disabled:
+        status = Status.FAIL if waiting else Status.WARN
+        but = f" but {', '.join(waiting)} wait for it to be healthy" if waiting else ""
+        return _r(cid, status, f"Realtime has no healthcheck{but}.",
+                  remedy=f"Add to {where}: {official}")
+    tenant = _health_tenant(rt)
+    problems: list[str] = []
+    if tenant is None:
+        problems.append("the healthcheck does not call /api/tenants/<tenant>/health")
+    m = re.search(r"Authorization:\s*Bearer\s*(\S*)", hc.command)
+    if m is None:
+        problems.append("it sends no 'Authorization: Bearer <token>' header (the endpoint answers 403)")
+    elif not m.group(1).strip("\"'\\"):
+        problems.append("its Bearer token is empty (ANON_KEY unset in .env?), so the endpoint answers 403")
+    evidence = {"form": hc.form, "tenant": tenant}
+    if problems:
+        return _r(cid, Status.FAIL, "Realtime's healthcheck cannot pass: " + "; ".join(problems) + ".",
+                  remedy=f"Use in {where}: {official} (with your tenant id)", evidence=evidence)
+    if hc.form == "CMD":
+        return _r(cid, Status.WARN,
+                  "The healthcheck uses the exec form [\"CMD\", \"curl\", ...]; Podman mangles it into a broken "
+                  "shell string and reports 403 (supabase/supabase#40326).",
+                  remedy=f"Use the CMD-SHELL form in {where}: {official}", evidence=evidence)
+    return _r(cid, Status.PASS, f"The healthcheck calls /api/tenants/{tenant}/health with a Bearer token "
+              f"({hc.form} form).", evidence=evidence)
+
+
+@register("compose.realtime.network", "Realtime and the gateway share a network", needs=("stack",))
+def check_network(target: Target) -> CheckResult:
+    """The gateway can only reach Realtime over a common network."""
+    cid = "compose.realtime.network"
+    got = _realtime_or_skip(target, cid)
+    if isinstance(got, CheckResult):
+        return got
+    rt = got
+    stack = _stack(target)
+    gw = stack.gateway_service()
+    if gw is None:
+        return _r(cid, Status.SKIP, "Skipped: the stack has no Kong or Envoy gateway service.")
+    if rt.network_mode or gw.network_mode:
+        modes = {s.name: s.network_mode for s in (rt, gw) if s.network_mode}
+        if all(m == "host" for m in modes.values()) and len(modes) == 2:
+            return _r(cid, Status.PASS, "Realtime and the gateway both use the host network.")
+        return _r(cid, Status.WARN, f"network_mode is set ({modes}); rtbook cannot tell whether the gateway "
+                  "reaches Realtime.", remedy="Put both services on the same compose network.",
+                  evidence={"network_mode": modes})
+    shared = sorted(set(rt.networks) & set(gw.networks))
+    evidence = {"realtime": sorted(rt.networks), "gateway": sorted(gw.networks), "shared": shared}
+    if shared:
+        return _r(cid, Status.PASS, f"Realtime ({rt.name}) and the gateway ({gw.name}) share network(s) "
+                  f"{', '.join(shared)}.", evidence=evidence)
+    net = sorted(gw.networks)[0] if gw.networks else "default"
+    return _r(cid, Status.FAIL,
+              f"Realtime ({rt.name}: {', '.join(sorted(rt.networks))}) and the gateway ({gw.name}: "
+              f"{', '.join(sorted(gw.networks))}) share no network, so the gateway cannot reach Realtime.",
+              remedy=f"Add network {net} to services.{rt.name}.networks.", evidence=evidence)
+
+
+# ---------------------------------------------------------------- env.*
+
+
+def _decode(token: str, secret: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The claims and how the signature check went ('ok', 'bad signature', 'not a JWT', 'no secret')."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        return None, "not a JWT"
+    if not isinstance(claims, dict):
+        return None, "not a JWT"
+    if not secret:
+        return claims, "no secret"
+    try:
+        jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"],
+                   options={"verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False})
+    except jwt.InvalidSignatureError:
+        return claims, "bad signature"
+    except jwt.InvalidAlgorithmError:
+        return claims, "not HS256"
+    except jwt.PyJWTError as exc:
+        return claims, f"invalid ({type(exc).__name__})"
+    return claims, "ok"
+
+
+def _key_source(stack: Stack, names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        if stack.env.get(name):
+            return stack.env[name], f".env {name}"
+    gw = stack.gateway_service()
+    if gw is not None:
+        for name in names:
+            if gw.environment.get(name):
+                return gw.environment[name], f"services.{gw.name}.environment.{name}"
+    return None
+
+
+@register("env.api_keys", "ANON_KEY and SERVICE_ROLE_KEY are valid JWTs signed with JWT_SECRET", needs=("stack",))
+def check_api_keys(target: Target) -> CheckResult:
+    """Both keys are HS256 JWTs signed with ``JWT_SECRET``, with ``role`` and an ``exp`` not near."""
+    cid = "env.api_keys"
+    stack = _stack(target)
+    secret_src = _key_source(stack, ("JWT_SECRET",))
+    rt = stack.realtime_service()
+    if secret_src is None and rt is not None and rt.environment.get("API_JWT_SECRET"):
+        secret_src = (rt.environment["API_JWT_SECRET"], f"services.{rt.name}.environment.API_JWT_SECRET")
+    if stack.env_file is None and secret_src is None:
+        return _r(cid, Status.FAIL, f"The stack has no .env in {stack.root}, so ANON_KEY, SERVICE_ROLE_KEY and "
+                  "JWT_SECRET are empty.",
+                  remedy=f"cp {stack.root}/env.example {stack.root}/.env and generate JWT_SECRET, ANON_KEY and "
+                  "SERVICE_ROLE_KEY (utils/generate-keys.sh in the official repo).")
+    secret = secret_src[0] if secret_src else None
+    now = time.time()
+    lines = [f"JWT secret: {secret_src[1] if secret_src else 'not found'}"]
+    fails: list[str] = []
+    warns: list[str] = []
+    remedies: list[str] = []
+    evidence: dict[str, Any] = {}
+    for names, role in ((("ANON_KEY", "SUPABASE_ANON_KEY"), "anon"),
+                        (("SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY"), "service_role")):
+        found = _key_source(stack, names)
+        label = names[0]
+        if found is None:
+            fails.append(f"{label} is not set")
+            remedies.append(f"set {label} in .env to a JWT with role {role} signed with JWT_SECRET")
+            continue
+        token, where = found
+        claims, sig = _decode(token, secret)
+        if claims is None:
+            fails.append(f"{label} ({where}) is not a JWT")
+            remedies.append(f"replace {label} in .env with a JWT (role {role}) signed with JWT_SECRET")
+            continue
+        exp = claims.get("exp")
+        info: dict[str, Any] = {"role": claims.get("role"), "iss": claims.get("iss"), "signature": sig}
+        if isinstance(exp, int | float):
+            info["exp"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(exp))
+        evidence[label] = info
+        lines.append(f"{label} ({where}): role={claims.get('role')!r}, exp={info.get('exp', 'missing')}, "
+                     f"signature {sig}")
+        if sig == "bad signature":
+            fails.append(f"{label} is not signed with the JWT secret ({secret_src[1] if secret_src else ''})")
+            remedies.append(f"re-sign {label} with the current JWT_SECRET (or restore the secret it was signed with)")
+        elif sig not in ("ok", "no secret"):
+            fails.append(f"{label}: {sig}")
+            remedies.append(f"regenerate {label} as an HS256 JWT signed with JWT_SECRET")
+        if claims.get("role") != role:
+            fails.append(f"{label} has role {claims.get('role')!r}, expected {role!r}")
+            remedies.append(f"regenerate {label} with the claim \"role\": \"{role}\"")
+        if not isinstance(exp, int | float):
+            fails.append(f"{label} has no numeric exp claim (Realtime requires role and exp)")
+            remedies.append(f"regenerate {label} with an exp claim")
+        elif exp <= now:
+            fails.append(f"{label} expired on {info['exp']}")
+            remedies.append(f"generate a new {label} with a later exp, signed with JWT_SECRET")
+        elif exp - now < EXPIRY_WARN_DAYS * 86400:
+            warns.append(f"{label} expires on {info['exp']} (in {int((exp - now) // 86400)} days)")
+            remedies.append(f"generate a new {label} with a later exp before {info['exp']}")
+    detail = "\n".join(lines)
+    if fails:
+        return _r(cid, Status.FAIL, "API keys are unusable: " + "; ".join(fails) + ".", detail=detail,
+                  remedy="In .env: " + "; ".join(dict.fromkeys(remedies)) + ". Then restart the stack.",
+                  evidence=evidence)
+    if warns:
+        return _r(cid, Status.WARN, "; ".join(warns) + ".", detail=detail,
+                  remedy="In .env: " + "; ".join(dict.fromkeys(remedies)) + ".", evidence=evidence)
+    note = "" if secret else " (signature not verified: no JWT_SECRET found)"
+    return _r(cid, Status.PASS, f"ANON_KEY and SERVICE_ROLE_KEY carry the right roles and a future exp{note}.",
+              detail=detail, evidence=evidence)
+
+
+@register("env.default_secrets", "No public example secrets in use", needs=("stack",))
+def check_default_secrets(target: Target) -> CheckResult:
+    """Warn for every secret still set to a value published in an ``env.example``."""
+    cid = "env.default_secrets"
+    stack = _stack(target)
+    found: list[str] = []
+    for name, values in DEMO_VALUES.items():
+        if stack.env.get(name) in values:
+            found.append(f".env {name}")
+    for svc in stack.services.values():
+        for name in ("SECRET_KEY_BASE", "API_JWT_SECRET", "POSTGRES_PASSWORD", "DASHBOARD_PASSWORD"):
+            value = svc.environment.get(name)
+            demo = DEMO_VALUES.get("JWT_SECRET" if name == "API_JWT_SECRET" else name, ())
+            if value and value in demo and value not in stack.env.values():
+                found.append(f"services.{svc.name}.environment.{name} (hard-coded)")
+    for name in ("ANON_KEY", "SERVICE_ROLE_KEY"):
+        token = stack.env.get(name)
+        if token:
+            claims, _ = _decode(token, None)
+            if claims and claims.get("iss") == _DEMO_ISSUER:
+                found.append(f".env {name} (the demo key, iss supabase-demo)")
+    if not stack.env_file:
+        return _r(cid, Status.SKIP if not found else Status.WARN,
+                  "No .env to inspect" + (f"; hard-coded example values: {', '.join(found)}." if found else "."))
+    if found:
+        return _r(cid, Status.WARN, f"{len(found)} example secret(s) still in use: {', '.join(found)}.",
+                  detail="These values are published in env.example files; anyone can sign tokens or log in "
+                  "with them.",
+                  remedy="Generate new values in .env (JWT_SECRET: openssl rand -base64 48, then re-sign ANON_KEY "
+                  "and SERVICE_ROLE_KEY; POSTGRES_PASSWORD, DASHBOARD_PASSWORD, SECRET_KEY_BASE, VAULT_ENC_KEY, "
+                  "PG_META_CRYPTO_KEY: random strings) before exposing the stack.",
+                  evidence={"found": found})
+    return _r(cid, Status.PASS, "No public example secret found in .env or the compose environment.")
