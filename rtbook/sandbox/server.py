@@ -299,6 +299,9 @@ class RealtimeServer:
         self.app.router.add_get("/api/ping", self.handle_ping)
         self.app.router.add_post("/api/broadcast", self.handle_broadcast)
         self.app.router.add_get("/api/tenants/{tenant_id}/health", self.handle_health)
+        self.app.router.add_get("/api/tenants", self.handle_tenants)
+        self.app.router.add_get("/api/tenants/{tenant_id}", self.handle_tenants)
+        self.app.router.add_post("/api/tenants/{tenant_id}/reload", self.handle_reload)
         self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
@@ -451,6 +454,45 @@ class RealtimeServer:
                 }
             }
         )
+
+    async def handle_tenants(self, request: web.Request) -> web.Response:
+        """``GET /api/tenants[/{id}]``: the admin API (read-only in the sandbox)."""
+        if not self._admin_authorized(request, self.config.api_jwt_secret):
+            return web.Response(status=403)
+        external_id = request.match_info.get("tenant_id")
+        try:
+            views = await self.store.views(external_id)
+        except psycopg.Error as exc:
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
+            return _json_response({"message": "Error connecting to Realtime"}, status=500)
+        if external_id is None:
+            return _json_response({"data": views})
+        if not views:
+            log.error("TenantNotFound: Tenant not found: %s", external_id)
+            return _json_response({"message": "not found"}, status=404)
+        return _json_response({"data": views[0]})
+
+    async def handle_reload(self, request: web.Request) -> web.Response:
+        """``POST /api/tenants/{id}/reload``: drop caches, stop CDC and disconnect the tenant's sockets."""
+        if not self._admin_authorized(request, self.config.api_jwt_secret):
+            return web.Response(status=403)
+        external_id = request.match_info["tenant_id"]
+        self.store.invalidate(external_id)
+        try:
+            tenant = await self.store.get(external_id)
+        except psycopg.Error:
+            return _json_response({"message": "Error connecting to Realtime"}, status=500)
+        if tenant is None:
+            return _json_response({"message": "not found"}, status=404)
+        rt = self.runtimes.pop(external_id, None)
+        if rt is not None:
+            for session in list(rt.sessions):
+                for chan in list(session.channels.values()):
+                    chan.push("system", {"extension": "system", "status": "ok",
+                                         "message": "Server requested disconnect"}, with_join_ref=True)
+                session.close()
+            await rt.close()
+        return web.Response(status=204)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics`` (Bearer JWT signed with METRICS_JWT_SECRET)."""

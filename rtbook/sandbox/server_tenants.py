@@ -230,6 +230,35 @@ class TenantStore:
             self._conn = await psycopg.AsyncConnection.connect(self._config.metadata_conninfo(), autocommit=True)
         return self._conn
 
+    async def views(self, external_id: str | None = None) -> list[dict[str, Any]]:
+        """Tenants as Realtime's admin API renders them (``tenant_view.ex``; no ``db_password``)."""
+        query = (
+            "SELECT to_jsonb(t), coalesce((SELECT jsonb_agg(jsonb_build_object("
+            "'type', e.type, 'settings', e.settings - 'db_password', "
+            "'inserted_at', e.inserted_at, 'updated_at', e.updated_at) ORDER BY e.inserted_at) "
+            "FROM _realtime.extensions e WHERE e.tenant_external_id = t.external_id), '[]'::jsonb) "
+            "FROM _realtime.tenants t"
+        )
+        params: tuple[Any, ...] = ()
+        if external_id is not None:
+            query += " WHERE t.external_id = %s"
+            params = (external_id,)
+        async with self._lock:
+            conn = await self._connection()
+            cur = await conn.execute(query + " ORDER BY t.inserted_at", params)
+            rows = await cur.fetchall()
+        keys = (
+            "id", "external_id", "name", "max_concurrent_users", "max_channels_per_client", "max_events_per_second",
+            "max_joins_per_second", "inserted_at", "private_only", "max_client_presence_events_per_window",
+            "client_presence_window_ms", "presence_enabled",
+        )
+        views = []
+        for tenant, extensions in rows:
+            view = {k: tenant.get(k) for k in keys if k in tenant}
+            view["extensions"] = extensions
+            views.append(view)
+        return views
+
     def invalidate(self, external_id: str | None = None) -> None:
         """Forget cached tenants (all, or one)."""
         if external_id is None:

@@ -608,3 +608,23 @@ def test_idle_socket_is_closed_after_the_transport_timeout(stack: Stack, tmp_pat
         assert 0.8 < time.monotonic() - started < 4
     finally:
         srv.stop()
+
+
+def test_admin_tenants_api_and_reload(stack: Stack) -> None:
+    admin = {"Authorization": "Bearer " + jwt.encode({"role": "x"}, API_SECRET, algorithm="HS256")}
+    assert stack.http("GET", "/api/tenants", headers={"apikey": token()}) == (403, b"")
+    status, raw = stack.http("GET", "/api/tenants", headers=admin)
+    data = json.loads(raw)["data"]
+    assert status == 200 and [t["external_id"] for t in data] == ["realtime-dev"]
+    ext = data[0]["extensions"]
+    assert [e["type"] for e in ext] == ["postgres_cdc_rls"] and "db_password" not in ext[0]["settings"]
+    assert ext[0]["settings"]["region"] == "us-east-1"
+    assert stack.http("GET", "/api/tenants/nobody", headers=admin) == (404, b'{"message":"not found"}')
+    assert json.loads(stack.http("GET", "/api/tenants/realtime-dev", headers=admin)[1])["data"]["name"] == (
+        "realtime-dev")
+    ph = stack.ws(apikey=token())
+    ph.join("realtime:reload")
+    assert stack.http("POST", "/api/tenants/realtime-dev/reload", headers=admin) == (204, b"")
+    msg = ph.event("system")["payload"]
+    assert msg == {"extension": "system", "status": "ok", "message": "Server requested disconnect"}
+    ph.close()
