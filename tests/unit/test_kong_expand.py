@@ -48,10 +48,18 @@ def have_bash() -> bool:
     return shutil.which("bash") is not None
 
 
-def test_eval_matches_bash_on_the_official_2025_file(tmp_path: Path) -> None:
+EVAL_FILES = [
+    OLD_KONG,
+    CORPUS / "community/easypanel-io-compose-405fd49/supabase/code/volumes/api/kong.yml",
+    CORPUS / "community/tsensei-supabase-swarm-de31fdd/volumes/api/kong.yml",
+]
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=["official-2025-11", "easypanel", "tsensei"])
+def test_eval_matches_bash_on_corpus_files(path: Path, tmp_path: Path) -> None:
     require(have_bash(), "bash is not installed")
-    require(OLD_KONG.is_file(), f"corpus file missing: {OLD_KONG}")
-    text = OLD_KONG.read_text()
+    require(path.is_file(), f"corpus file missing: {path}")
+    text = path.read_text()
     real = bash_eval(text, ENV, tmp_path)
     assert real.returncode == 0, real.stderr
     assert expand_kong(text, ENV, "eval") == real.stdout
@@ -109,14 +117,29 @@ def test_awk_keeps_quotes_leaves_unknown_names_and_deletes_empty_key_lines() -> 
     assert exp.unresolved == ("NOT_THERE",) and exp.empty == ("SUPABASE_PUBLISHABLE_KEY",)
 
 
-def test_awk_matches_the_real_entrypoint(tmp_path: Path) -> None:
-    """Run the official kong-entrypoint.sh's awk+sed (the exec line removed) and compare."""
-    require(shutil.which("awk") is not None and shutil.which("sh") is not None, "awk/sh not installed")
-    require(NEW_SCRIPT.is_file(), f"corpus file missing: {NEW_SCRIPT}")
-    script = NEW_SCRIPT.read_text().replace("/home/kong/temp.yml", str(tmp_path / "temp.yml"))
+AWK_PAIRS = [
+    (NEW_SCRIPT, NEW_KONG),
+    (
+        CORPUS / "community/singh-inder-supabase-automated-self-host-5f050b6/docker/volumes/api/kong-entrypoint.sh",
+        CORPUS / "community/singh-inder-supabase-automated-self-host-5f050b6/docker/volumes/api/kong.yml",
+    ),
+    (
+        CORPUS / "community/BenIsenstein-pgonrails-f799e9a/kong/kong-entrypoint.sh",
+        CORPUS / "community/BenIsenstein-pgonrails-f799e9a/kong/kong.yml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("script_path", "kong_path"), AWK_PAIRS, ids=["official-2026-09", "singh-inder", "pgonrails"])
+def test_awk_matches_the_real_entrypoint(script_path: Path, kong_path: Path, tmp_path: Path) -> None:
+    """Run the real kong-entrypoint.sh's awk+sed (the exec line removed) and compare."""
+    require(all(shutil.which(b) for b in ("awk", "sh", "bash", "sed")), "awk/sh/bash/sed not installed")
+    require(script_path.is_file() and kong_path.is_file(), f"corpus files missing: {script_path}")
+    script_text = script_path.read_text()
+    script = script_text.replace("/home/kong/temp.yml", str(tmp_path / "temp.yml"))
     script = script.replace("exec /entrypoint.sh kong docker-start", "")
     (tmp_path / "entry.sh").write_text(script)
-    (tmp_path / "temp.yml").write_text(NEW_KONG.read_text())
+    (tmp_path / "temp.yml").write_text(kong_path.read_text())
     env = {
         **ENV,
         "SUPABASE_PUBLISHABLE_KEY": "",
@@ -125,14 +148,15 @@ def test_awk_matches_the_real_entrypoint(tmp_path: Path) -> None:
         "KONG_DECLARATIVE_CONFIG": str(tmp_path / "kong.yml"),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
     }
-    done = subprocess.run(["sh", str(tmp_path / "entry.sh")], env=env, capture_output=True, text=True, timeout=20)
+    shell = "bash" if script_text.startswith("#!/bin/bash") else "sh"
+    done = subprocess.run([shell, str(tmp_path / "entry.sh")], env=env, capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     real = (tmp_path / "kong.yml").read_text()
 
     from rtbook.kong import _script_env
 
-    ours_env = {**env, **_script_env(NEW_SCRIPT.read_text(), env)}
-    ours = expand_kong(NEW_KONG.read_text(), ours_env, "awk")
+    ours_env = {**env, **_script_env(script_text, env)}
+    ours = expand_kong(kong_path.read_text(), ours_env, "awk")
     assert ours == real
 
 
