@@ -537,6 +537,10 @@ class RealtimeServer:
             log.error("ConnectionRateLimitReached: Too many connected users")
             await self._backoff(self.config.connect_error_backoff_ms)
             return self._connect_error("too_many_connections")
+        if rt.joins.rate() > tenant.max_joins_per_second:
+            log.error("ClientJoinRateLimitReached: Too many joins per second")
+            await self._backoff(self.config.connect_error_backoff_ms)
+            return self._connect_error("too_many_joins")
         vsn = request.query.get("vsn", "1.0.0")
         if vsn not in ("1.0.0", "2.0.0"):
             return web.Response(status=400, text=f"unsupported vsn {vsn}")

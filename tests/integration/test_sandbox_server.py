@@ -449,6 +449,8 @@ def test_limits(stack: Stack) -> None:
         assert replies[-1] == {"status": "error",
                                "response": {"reason": "ClientJoinRateLimitReached: Too many joins per second"}}
         assert 3 <= len(replies) <= 5
+        # while the join rate stays over the limit, new sockets are refused at the handshake
+        assert stack.handshake_error(apikey=token()) == (429, {"error": "Too many joins per second"})
         # the socket is disconnected after this error
         with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, ValueError)):
             ph.send("phoenix", "heartbeat", {})
