@@ -424,10 +424,17 @@ def expected(target: Target, tenant: str | None = None) -> Expected:
             limits[column] = int(raw) if raw else default
         except ValueError as exc:
             raise ConfigError(f"{env}={raw!r} is not a whole number; set it to e.g. {default}") from exc
+    jwks = get("API_JWT_JWKS")
+    if jwks:
+        try:
+            json.loads(jwks)
+        except ValueError as exc:
+            raise ConfigError(f"API_JWT_JWKS is not valid JSON ({exc.args[0]}); set it to a JWKS object "
+                              '{"keys": [...]} or leave it unset') from None
     return Expected(
         tenant=expected_tenant(target, tenant),
         jwt_secret=Secret(jwt, "API_JWT_SECRET") if jwt else None,
-        jwt_jwks=get("API_JWT_JWKS"),
+        jwt_jwks=jwks,
         enc_key=Secret(enc, "DB_ENC_KEY") if enc else None,
         gcm_key=Secret(gcm, "DB_ENC_KEY_GCM") if gcm else None,
         write_gcm=(get("DB_ENC_WRITE_GCM") or "").lower() == "true",
@@ -450,7 +457,15 @@ def _decrypt(stored: Secret | None, exp: Expected) -> tuple[str | None, str]:
         which = "DB_ENC_KEY_GCM" if stored.reveal().startswith("g1:") else "DB_ENC_KEY"
         return None, f"does not decrypt with {which}"
     except ConfigError as exc:
-        return None, str(exc)
+        return None, f"cannot be decrypted: {exc}"
+
+
+def _needs_gcm_key(stored: Secret | None, exp: Expected) -> bool:
+    """True for a ``g1:`` (AES-256-GCM, Realtime >= 2.129) value when DB_ENC_KEY_GCM is unknown."""
+    return stored is not None and stored.reveal().startswith("g1:") and exp.gcm_key is None
+
+
+_GCM_NOTE = "is AES-256-GCM encrypted (g1:, Realtime >= 2.129) and DB_ENC_KEY_GCM is not known, so it is not compared"
 
 
 def _encrypt(plain: str, exp: Expected, redactor: Redactor) -> Secret:
@@ -648,6 +663,8 @@ def _plan_for(state: MetadataState, exp: Expected, *, create: bool, limits: Mapp
             notes.append("API_JWT_SECRET is not set anywhere rtbook looked; the tenant's jwt_secret is not compared")
     elif exp.enc_key is None and not (exp.write_gcm and exp.gcm_key):
         notes.append("DB_ENC_KEY is not set; encrypted values can be neither compared nor written")
+    elif _needs_gcm_key(row.jwt_secret, exp):
+        notes.append(f"the stored jwt_secret {_GCM_NOTE}")
     else:
         plain, why = _decrypt(row.jwt_secret, exp)
         if row.jwt_secret is None:
@@ -800,6 +817,9 @@ def _extension_update(row: ExtensionRow, exp: Expected, redactor: Redactor, note
             why = f"stored as {type(raw).__name__} {raw!r}, not an encrypted string" if key != "db_password" \
                 else "not an encrypted string"
             have = None
+        elif _needs_gcm_key(stored, exp):
+            notes.append(f"settings.{key} {_GCM_NOTE}")
+            continue
         else:
             have, why = _decrypt(stored, exp)
         if have == want_plain:
@@ -1166,6 +1186,9 @@ def check_jwt_secret(target: Target) -> CheckResult | list[CheckResult]:
         if exp.enc_key is None and not row.jwt_secret.reveal().startswith("g1:"):
             return CheckResult(cid, Status.WARN, summary="DB_ENC_KEY is not known, so the stored secret cannot be "
                                "decrypted.", remedy="Pass the stack (--stack) or set DB_ENC_KEY in the environment.")
+        if _needs_gcm_key(row.jwt_secret, exp):
+            return CheckResult(cid, Status.WARN, summary=f"The stored jwt_secret {_GCM_NOTE}.",
+                               remedy="Pass the stack (--stack) or set DB_ENC_KEY_GCM in the environment.")
         plain, why = _decrypt(row.jwt_secret, exp)
         if plain is None:
             if row.jwt_secret.reveal() == exp.jwt_secret.reveal():
@@ -1228,6 +1251,9 @@ def check_db_settings(target: Target) -> CheckResult | list[CheckResult]:
                 findings.append(f"{key} is stored as a JSON {type(raw).__name__}, not an encrypted string "
                                 "(Realtime: 'is invalid'; db_port must be a string)")
                 continue
+            if _needs_gcm_key(stored, exp):
+                unknown.append(f"DB_ENC_KEY_GCM (for {key})")
+                continue
             plain, why = _decrypt(stored, exp)
             if plain is None:
                 findings.append(f"{key} {why}")
@@ -1255,8 +1281,8 @@ def check_db_settings(target: Target) -> CheckResult | list[CheckResult]:
                 cause="tenant.db_settings_mismatch", evidence=evidence,
             )
         if unknown:
-            return CheckResult(cid, Status.WARN, summary=f"Settings decrypt, but {', '.join(unknown)} "
-                               f"{'is' if len(unknown) == 1 else 'are'} not known, so not compared.",
+            return CheckResult(cid, Status.WARN, summary=f"Some settings were not compared: {', '.join(unknown)} "
+                               f"{'is' if len(unknown) == 1 else 'are'} not known.",
                                remedy="Pass the stack (--stack) so the realtime service's environment is known.",
                                evidence=evidence)
         shown = ", ".join(f"{k}={v}" for k, v in seen.items() if k != "db_password")

@@ -13,7 +13,7 @@ import pytest
 from rtbook import tenants
 from rtbook.checks import run_checks
 from rtbook.cli import main
-from rtbook.crypto import decrypt, encrypt
+from rtbook.crypto import decrypt, encrypt, encrypt_gcm
 from rtbook.exceptions import ConfigError, ConfirmationRequired
 from rtbook.results import Report, Status
 from rtbook.target import Target
@@ -104,6 +104,26 @@ def test_jwt_secret_plaintext(fresh: Lab) -> None:
     result = report.by_id("tenant.jwt_secret")
     assert finding(result) == "tenant.jwt_secret_plaintext"
     _assert_clean(fresh, _report_text(report))
+
+
+def test_gcm_values_need_the_gcm_key(fresh: Lab) -> None:
+    gcm_key = "G" * 32
+    fresh.sql(f"UPDATE _realtime.tenants SET jwt_secret = '{encrypt_gcm(JWT_CANARY, gcm_key)}'")
+    fresh.sql("UPDATE _realtime.extensions SET settings = settings || "
+              f"jsonb_build_object('db_host', '{encrypt_gcm(fresh.cluster.host, gcm_key)}')")
+    with_key = fresh.target(env=fresh.env(DB_ENC_KEY_GCM=gcm_key))
+    for result in _checks(with_key):
+        assert result.status is Status.PASS, str(result)
+    assert tenants.plan(with_key).empty
+    without = fresh.target()
+    report = _checks(without)
+    assert report.by_id("tenant.jwt_secret").status is Status.WARN
+    assert "DB_ENC_KEY_GCM" in report.by_id("tenant.jwt_secret").summary
+    assert report.by_id("tenant.db_settings").status is Status.WARN
+    # Without the key rtbook cannot tell, so it does not overwrite the values.
+    the_plan = tenants.plan(without)
+    assert the_plan.empty and sum("DB_ENC_KEY_GCM" in n for n in the_plan.notes) == 2
+    _assert_clean(fresh, _report_text(report), str(the_plan), extra=(gcm_key,))
 
 
 def test_extra_broadcast_and_presence_rows(fresh: Lab) -> None:

@@ -291,3 +291,8 @@ def test_sql_url_refuses_passwords_and_other_databases() -> None:
 def test_classify_db_error(message: str, kind: str) -> None:
     problem = classify_db_error(RuntimeError(message))
     assert problem.kind == kind and problem.remedy
+
+
+def test_invalid_jwks_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="API_JWT_JWKS is not valid JSON"):
+        tenants.expected(_target(API_JWT_JWKS="{not json"))
