@@ -194,8 +194,9 @@ class EnvoyFilter:
     """An HTTP filter of the connection manager (Lua code and RBAC rules kept for the checks)."""
 
     name: str
-    inline_code: str | None = None
-    rbac: Mapping[str, Any] | None = None
+    # Both hold the substituted API keys: keep them out of reprs.
+    inline_code: str | None = field(default=None, repr=False)
+    rbac: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

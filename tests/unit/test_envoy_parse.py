@@ -87,6 +87,9 @@ def test_official_routes_clusters_and_tenant() -> None:
     assert rest is not None and rest[1].rewritten("/realtime/v1/api/broadcast") == "/api/broadcast"
     assert config.realtime_cluster_hosts() == ["realtime-dev.supabase-realtime"]
     assert config.realtime_host_rewrites() == ["realtime-dev.supabase-realtime"]
+    # The Lua code and RBAC rules carry the substituted keys; reprs must not.
+    assert ENV["ANON_KEY"] in lds
+    assert ENV["ANON_KEY"] not in repr(config) and ENV["SERVICE_ROLE_KEY"] not in repr(config)
 
 
 def test_envoy_matches_in_order_not_by_length() -> None:
