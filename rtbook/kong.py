@@ -145,7 +145,7 @@ class Expansion:
         deleted_lines: 1-based template lines removed by the awk entrypoint's ``- key:`` cleanup.
     """
 
-    text: str
+    text: str = field(repr=False)  # holds the expanded keys
     referenced: tuple[str, ...] = ()
     unresolved: tuple[str, ...] = ()
     empty: tuple[str, ...] = ()

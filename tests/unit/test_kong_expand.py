@@ -190,6 +190,7 @@ def test_route_for_uses_longest_prefix_and_v0_paths() -> None:
     anon = config.consumer("anon")
     assert anon is not None and ENV["SUPABASE_ANON_KEY"] not in repr(anon)
     assert ENV["SUPABASE_ANON_KEY"] not in repr(config)
+    assert ENV["SUPABASE_ANON_KEY"] not in repr(expand_kong_detailed(NEW_KONG.read_text(), env, "awk"))
 
 
 # ----------------------------------------------------------------- properties
