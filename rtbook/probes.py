@@ -464,7 +464,12 @@ def socket_failure(cid: str, exc: PhoenixError, what: str, ep: SocketEndpoint,
         ev["transcript"] = transcript.to_list()
     if isinstance(exc, HandshakeRefused):
         found = diagnose(status=exc.status, body=exc.body)
-        if exc.status == 200 or (found is None and exc.status in (200, 400, 426)):
+        note = ""
+        if exc.status == 401 and exc.headers.get("www-authenticate", "").lower().startswith("basic"):
+            # Kong's basic-auth (the dashboard's catch-all route) answered: no Realtime route matched.
+            found = CAUSES["kong_no_route"]
+            note = " The answer asks for basic auth: the request fell through to the dashboard's catch-all route."
+        elif exc.status == 200 or (found is None and exc.status in (400, 426)):
             found = CAUSES["ws_not_upgraded"]
         ev["handshake"] = {"status": exc.status, "body": exc.body[:500]}
         return failure(
@@ -472,7 +477,7 @@ def socket_failure(cid: str, exc: PhoenixError, what: str, ep: SocketEndpoint,
             f"{what}: the WebSocket upgrade was refused with HTTP {exc.status} {exc.error_text[:100]}.",
             cause=found,
             detail=f"Connecting to {ep.label} answered HTTP {exc.status} with body "
-            f"{exc.body.strip()[:300] or '(empty)'} instead of 101 Switching Protocols.",
+            f"{exc.body.strip()[:300] or '(empty)'} instead of 101 Switching Protocols.{note}",
             evidence=ev,
             metrics={"connect_ms": exc.elapsed_ms},
         )

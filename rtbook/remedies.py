@@ -351,8 +351,9 @@ _ALL: tuple[Cause, ...] = (
     Cause(
         "kong_no_route",
         "Kong has no route for the Realtime path",
-        "Kong answered 404 'no Route matched with those values': kong.yml lacks the realtime-v1-ws "
-        "(/realtime/v1/) or realtime-v1-rest (/realtime/v1/api) route.",
+        "Kong answered 404 'no Route matched with those values' (or a catch-all route such as the "
+        "dashboard's basic-auth answered 401): kong.yml lacks the realtime-v1-ws (/realtime/v1/) or "
+        "realtime-v1-rest (/realtime/v1/api) route.",
         "Restore the realtime-v1-ws and realtime-v1-rest services of the official kong.yml and restart kong.",
         ("kong.realtime_ws", "kong.realtime_rest"),
     ),
