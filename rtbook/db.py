@@ -34,17 +34,23 @@ from rtbook.results import CheckResult, Status, register
 from rtbook.target import Target
 
 __all__ = [
+    "DEFAULT_PUBLICATION",
+    "FINDING_CAUSES",
     "REALTIME_APPLICATION_NAMES",
     "SUPABASE_ROLES",
     "DbProblem",
+    "RoleAccess",
     "TableInfo",
     "TableRef",
     "classify_db_error",
     "connect",
     "engine_for",
     "parse_table",
+    "publication_tables",
     "quote_ident",
+    "role_access",
     "sql_url",
+    "table_info",
     "with_connection",
     "with_finding",
 ]
