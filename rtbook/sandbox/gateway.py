@@ -727,7 +727,7 @@ class GatewayConfig:
 
 
 def _kong_json(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = json.dumps({"message": message})
+    body = json.dumps({"message": message}, separators=(",", ":"))
     resp = web.Response(status=status, text=body, content_type="application/json", charset="utf-8")
     resp.headers["Server"] = f"kong/{KONG_VERSION}"
     for k, v in (headers or {}).items():
@@ -1100,7 +1100,7 @@ async def serve(config: GatewayConfig) -> None:
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     port = config.port
-    sockets = getattr(site._server, "sockets", None)  # noqa: SLF001 - aiohttp exposes the bound port only here
+    sockets = getattr(site._server, "sockets", None)  # aiohttp exposes the bound port only here
     if sockets:
         port = int(sockets[0].getsockname()[1])
     stop = asyncio.Event()

@@ -1,0 +1,417 @@
+"""Start, describe and stop the embedded sandbox (``rtbook sandbox up|status|down``).
+
+``up`` starts, on free 127.0.0.1 ports: a throwaway PostgreSQL 15 cluster (bootstrapped like the
+supabase/postgres image plus the seeded tenant), the Realtime-compatible server and the
+Kong-compatible gateway, writes the stack directory and records everything in the state file
+(``rtbook.target.sandbox_state_path()``, under ``$RTBOOK_HOME``). The children run in their own
+sessions, so they outlive the ``rtbook sandbox up`` command; ``down`` stops them by pid.
+
+Secrets reach the children through environment variables or 0600 files, never argv. On any
+failure ``up`` stops what it started and raises :class:`SandboxError` with one line saying why.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from rtbook.exceptions import ConfigError, RtbookError, SandboxError
+from rtbook.sandbox import scenarios as sc
+from rtbook.sandbox.stackdir import (
+    REALTIME_HOST,
+    compose_hosts,
+    generate_secrets,
+    kong_environment,
+    realtime_image_version,
+    write_stack_dir,
+)
+from rtbook.target import sandbox_state_path
+
+__all__ = ["Sandbox", "SandboxState", "down", "status", "up"]
+
+TENANT = "realtime-dev"
+_CHILDREN: dict[int, subprocess.Popen[str]] = {}
+
+
+@dataclass
+class SandboxState:
+    """What ``up`` recorded: endpoints (no passwords), pids and paths."""
+
+    stack_dir: str
+    gateway_url: str
+    realtime_url: str
+    realtime_host: str
+    db_url: str
+    tenant: str
+    pids: dict[str, int]
+    data_dir: str
+    breaks: list[str] = field(default_factory=list)
+    owns_stack_dir: bool = True
+    logs: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The state as written to the state file."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> SandboxState:
+        """Read a state file's content."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _home(home: str | Path | None) -> Path:
+    return Path(home) / "sandbox" if home is not None else sandbox_state_path().parent
+
+
+def _state_file(home: str | Path | None) -> Path:
+    return _home(home) / "state.json" if home is not None else sandbox_state_path()
+
+
+def _pid_alive(pid: int) -> bool:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie is dead for our purposes (its parent has not reaped it yet).
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_pid(pid: int, expect: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 10) -> None:
+    """Signal ``pid`` (only if its command line mentions ``expect``), wait, then SIGKILL."""
+    if not _pid_alive(pid):
+        return
+    if expect not in _cmdline(pid):
+        return  # the pid was reused by another program: leave it alone
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _spawn(argv: list[str], *, env: dict[str, str], log_path: Path, what: str, timeout: float) -> tuple[int, int]:
+    """Start a child that prints ``READY <port>``; return (pid, port) or raise SandboxError."""
+    full_env = dict(os.environ)
+    full_env.update(env)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    with log_path.open("w") as log_fh:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=log_fh, stdin=subprocess.DEVNULL, text=True, env=full_env,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    found: list[int] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            for line in proc.stdout:
+                if line.startswith("READY "):
+                    with contextlib.suppress(ValueError, IndexError):
+                        found.append(int(line.split()[1]))
+                    return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not found and proc.poll() is None:
+        time.sleep(0.05)
+    if found:
+        return proc.pid, found[0]
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    _CHILDREN.pop(proc.pid, None)
+    lines = [ln for ln in log_path.read_text(errors="replace").strip().splitlines() if ln.strip()]
+    tail = lines[-1].strip() if lines else "no output"
+    state = f"exited with {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout:.0f} s"
+    raise SandboxError(f"the {what} {state}: {tail[-300:]} (log: {log_path})")
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def up(
+    dir: str | Path | None = None,
+    breaks: Sequence[str] = (),
+    timeout: float = 60,
+    *,
+    home: str | Path | None = None,
+) -> SandboxState:
+    """Start the sandbox and return its state (also written to the state file).
+
+    Args:
+        dir: where to write the stack directory (default ``$RTBOOK_HOME/sandbox/stack``, removed by ``down``).
+        breaks: break scenario names (see :data:`rtbook.sandbox.scenarios.SCENARIOS`).
+        timeout: seconds each part may take to become ready.
+        home: use ``home/sandbox/`` instead of ``$RTBOOK_HOME/sandbox/`` (for tests).
+
+    Raises:
+        SandboxError: a part did not start (the message says which and why); nothing is left running.
+        ConfigError: an unknown scenario, or a sandbox is already running.
+    """
+    chosen = sc.resolve(breaks)
+    state_file = _state_file(home)
+    if state_file.exists():
+        try:
+            old = status(home=home)
+        except RtbookError:
+            old = None
+        if old is not None and old.get("running"):
+            raise ConfigError(f"a sandbox is already running (state {state_file}); stop it with 'rtbook sandbox down'")
+        down(home=home)
+    base = _home(home)
+    run_dir = base / "run"
+    owns_stack = dir is None
+    stack_dir = Path(dir) if dir is not None else base / "stack"
+    if owns_stack and stack_dir.exists():
+        shutil.rmtree(stack_dir, ignore_errors=True)
+    if run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o711)  # postgres (when we are root) must traverse to its cluster dir
+    pids: dict[str, int] = {}
+    cluster: Any = None
+    try:
+        from rtbook.sandbox.postgres import PostgresCluster, free_port
+
+        values = generate_secrets()
+        cluster = PostgresCluster(
+            run_dir / "pg", wal_level=sc.wal_level_for(chosen), password=values["POSTGRES_PASSWORD"]
+        )
+        cluster.start(timeout=timeout)
+        # Outlive this process: down() stops the cluster by pid, not the atexit hook.
+        atexit.unregister(cluster.stop)
+        pids["postgres"] = _postmaster_pid(cluster.data_dir)
+        gateway_port = free_port()
+        write_stack_dir(stack_dir, values, gateway_port=gateway_port, db_port=cluster.port)
+        sc.apply_stack(stack_dir, chosen)
+        _bootstrap(cluster, values, stack_dir, chosen)
+        server_pid, server_port = _start_server(cluster, values, run_dir, timeout)
+        pids["realtime"] = server_pid
+        gateway_pid, gateway_port = _start_gateway(stack_dir, run_dir, gateway_port, server_port, timeout)
+        pids["gateway"] = gateway_pid
+        state = SandboxState(
+            stack_dir=str(stack_dir.resolve()),
+            gateway_url=f"http://127.0.0.1:{gateway_port}",
+            realtime_url=f"http://127.0.0.1:{server_port}",
+            realtime_host=REALTIME_HOST,
+            db_url=f"postgresql://supabase_admin@127.0.0.1:{cluster.port}/postgres",
+            tenant=TENANT,
+            pids=pids,
+            data_dir=str(run_dir.resolve()),
+            breaks=[s.name for s in chosen],
+            owns_stack_dir=owns_stack,
+            logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
+                  "postgres": str(cluster.log_file)},
+        )
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(state_file, state.to_json())
+        return state
+    except BaseException as exc:
+        for name in ("gateway", "realtime"):
+            if name in pids:
+                _stop_pid(pids[name], "rtbook.sandbox", timeout=5)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if owns_stack:
+            shutil.rmtree(stack_dir, ignore_errors=True)
+        if isinstance(exc, SandboxError | ConfigError):
+            raise
+        if isinstance(exc, RtbookError | OSError | ImportError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise SandboxError(f"sandbox up failed: {first}") from exc
+        raise
+
+
+def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Sequence[sc.Scenario]) -> None:
+    from rtbook.sandbox.bootstrap import bootstrap
+
+    try:
+        bootstrap(
+            cluster, tenant=TENANT, jwt_secret=values["JWT_SECRET"], db_enc_key=values["REALTIME_DB_ENC_KEY"],
+            realtime_version=realtime_image_version(stack_dir),
+        )
+        with cluster.connect() as conn:
+            sc.apply_db(conn, sc.DbContext(TENANT, values["REALTIME_DB_ENC_KEY"]), chosen)
+    except SandboxError:
+        raise
+    except Exception as exc:  # psycopg errors: one line is enough to say why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SandboxError(f"bootstrapping the sandbox database failed: {first}") from exc
+
+
+def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, timeout: float) -> tuple[int, int]:
+    config = {
+        "db": make_conninfo(host=cluster.host, port=str(cluster.port), user="supabase_admin", dbname="postgres",
+                            connect_timeout="5"),
+        "host": "127.0.0.1",
+        "port": 0,
+    }
+    path = run_dir / "realtime-server.json"
+    _write_private(path, json.dumps(config, indent=2))
+    env = {
+        "RTBOOK_SANDBOX_DB_PASSWORD": values["POSTGRES_PASSWORD"],
+        "RTBOOK_SANDBOX_DB_ENC_KEY": values["REALTIME_DB_ENC_KEY"],
+        "RTBOOK_SANDBOX_API_JWT_SECRET": values["JWT_SECRET"],
+        "RTBOOK_SANDBOX_METRICS_JWT_SECRET": values["JWT_SECRET"],
+    }
+    return _spawn([sys.executable, "-m", "rtbook.sandbox.server", "--config", str(path)], env=env,
+                  log_path=run_dir / "realtime-server.log", what="Realtime-compatible server", timeout=timeout)
+
+
+def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int, timeout: float) -> tuple[int, int]:
+    names = compose_hosts(stack_dir)
+    hosts: dict[str, str | None] = {
+        name: (f"127.0.0.1:{server_port}" if service == "realtime" else None) for name, service in names.items()
+    }
+    config = {
+        "kong_yml": str(stack_dir / "volumes" / "api" / "kong.yml"),
+        "env": kong_environment(stack_dir),
+        "hosts": hosts,
+        "host": "127.0.0.1",
+        "port": port,
+    }
+    path = run_dir / "gateway.json"
+    _write_private(path, json.dumps(config, indent=2))
+    return _spawn([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(path)], env={},
+                  log_path=run_dir / "gateway.log", what="Kong-compatible gateway", timeout=timeout)
+
+
+def _read_state(home: str | Path | None) -> SandboxState | None:
+    path = _state_file(home)
+    try:
+        return SandboxState.from_mapping(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise SandboxError(f"cannot read sandbox state {path}: {exc}; remove it and run 'rtbook sandbox up'") from exc
+
+
+def status(*, home: str | Path | None = None) -> dict[str, Any]:
+    """The recorded state plus ``running`` (all processes alive) and ``alive`` per process.
+
+    Returns ``{"running": False}`` when no sandbox was started.
+    """
+    state = _read_state(home)
+    if state is None:
+        return {"running": False, "state_file": str(_state_file(home))}
+    alive = {name: _pid_alive(pid) for name, pid in state.pids.items()}
+    out = asdict(state)
+    out.update(running=all(alive.values()) and bool(alive), alive=alive, state_file=str(_state_file(home)))
+    return out
+
+
+def down(*, home: str | Path | None = None, timeout: float = 15) -> bool:
+    """Stop every sandbox process, remove the cluster, the run directory and the state file.
+
+    A stack directory given with ``--dir`` is kept; the default one is removed. Returns False when
+    no sandbox was recorded.
+    """
+    state_file = _state_file(home)
+    state = _read_state(home)
+    if state is None:
+        return False
+    for name in ("gateway", "realtime"):
+        if name in state.pids:
+            _stop_pid(state.pids[name], "rtbook.sandbox", timeout=timeout)
+    if state.pids.get("postgres"):
+        # SIGINT is PostgreSQL's fast shutdown.
+        _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
+    shutil.rmtree(state.data_dir, ignore_errors=True)
+    if state.owns_stack_dir:
+        shutil.rmtree(state.stack_dir, ignore_errors=True)
+    state_file.unlink(missing_ok=True)
+    return True
+
+
+class Sandbox:
+    """``with Sandbox(breaks=[...]) as state:`` starts the sandbox and always stops it.
+
+    For tests and notebooks; ``home`` keeps its state apart from ``$RTBOOK_HOME``.
+    """
+
+    def __init__(
+        self,
+        dir: str | Path | None = None,
+        breaks: Iterable[str] = (),
+        timeout: float = 60,
+        *,
+        home: str | Path | None = None,
+    ) -> None:
+        self.dir = dir
+        self.breaks = tuple(breaks)
+        self.timeout = timeout
+        self.home = home
+        self.state: SandboxState | None = None
+
+    def __enter__(self) -> SandboxState:
+        self.state = up(self.dir, self.breaks, self.timeout, home=self.home)
+        return self.state
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        down(home=self.home)
+
+    def __iter__(self) -> Iterator[SandboxState]:  # pragma: no cover - convenience for fixtures
+        with self as state:
+            yield state
+
+    def __repr__(self) -> str:
+        return f"Sandbox(breaks={list(self.breaks)}, home={self.home!r})"
