@@ -1293,12 +1293,19 @@ def check_placeholders(target: Target) -> CheckResult:
     template_lines = ctx.template.split("\n")
     for n in exp.deleted_lines:
         deleted_vars.update(_AWK_VAR.findall(template_lines[n - 1]))
-    empty_bad = [n for n in exp.empty if n not in deleted_vars]
+    # A variable that only appears in YAML comments cannot hurt, whatever it expands to.
+    live_vars: set[str] = set()
+    for text_line in template_lines:
+        if not text_line.lstrip().startswith("#"):
+            live_vars.update(_AWK_VAR.findall(text_line))
+            live_vars.update(re.findall(r"\$\{([A-Za-z_][A-Za-z_0-9]*)", text_line))
+    empty_bad = [n for n in exp.empty if n not in deleted_vars and n in live_vars]
+    unresolved = [n for n in exp.unresolved if n in live_vars]
     evidence = {
         "file": ctx.source,
         "expansion": ctx.style,
         "referenced": list(exp.referenced),
-        "unresolved": list(exp.unresolved),
+        "unresolved": unresolved,
         "empty": list(exp.empty),
         "set_by_entrypoint": list(ctx.script_vars),
     }
@@ -1317,7 +1324,7 @@ def check_placeholders(target: Target) -> CheckResult:
         )
     problems: list[str] = []
     remedies: list[str] = []
-    for name in exp.unresolved:
+    for name in unresolved:
         line = _line_of(ctx.template, "$" + name) or _line_of(ctx.template, "${" + name)
         effect = (
             "is left in the file as the literal text '$" + name + "'"
@@ -1351,8 +1358,8 @@ def check_placeholders(target: Target) -> CheckResult:
         return _result(
             "kong.placeholders",
             status,
-            f"{len(exp.unresolved) + len(empty_bad)} kong.yml placeholder(s) have no value: "
-            + ", ".join("$" + n for n in (*exp.unresolved, *empty_bad))
+            f"{len(unresolved) + len(empty_bad)} kong.yml placeholder(s) have no value: "
+            + ", ".join("$" + n for n in (*unresolved, *empty_bad))
             + ".",
             detail="\n".join(problems) + f"\nExpansion style: {ctx.style} ({ctx.style_reason}).",
             remedy=" ".join(remedy_parts),

@@ -317,3 +317,12 @@ def test_kong_without_substituting_entrypoint(tmp_path: Path) -> None:
     assert "nothing substitutes them" in result.summary
     assert "kong-entrypoint.sh" in result.remedy
     assert report.by_id("kong.parse").evidence["expansion"] == "none"
+
+
+def test_variables_in_comments_do_not_count(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(
+        kong_yml(stack),
+        lambda t: t.replace("###\n### Consumers / Users\n", "###\n### Consumers / Users ($NOT_SET_ANYWHERE)\n", 1),
+    )
+    assert run(stack).by_id("kong.placeholders").status is Status.PASS
