@@ -94,7 +94,7 @@ def parse_env_text(text: str, source: str = ".env", environ: Mapping[str, str] |
             line = line[7:].lstrip()
         key_match = _ENV_KEY.match(line)
         if key_match is None:
-            raise InputError(f"{source}:{lineno}: expected KEY=VALUE, got {_preview(line)}")
+            raise InputError(f"{source}:{lineno}: expected KEY=VALUE, got {_preview(line, 12)}")
         key = key_match.group(0)
         rest = line[key_match.end() :].lstrip(" \t")
         if not rest:
@@ -103,7 +103,9 @@ def parse_env_text(text: str, source: str = ".env", environ: Mapping[str, str] |
                 out[key] = environ[key]
             continue
         if rest[0] not in "=":
-            raise InputError(f"{source}:{lineno}: expected '=' after {key}, got {_preview(rest)}")
+            raise InputError(
+                f"{source}:{lineno}: expected '=' after the name {_preview(key, 24)}, got {_preview(rest, 12)}"
+            )
         raw = rest[1:].lstrip(" \t")
         if raw.startswith("'"):
             end = raw.find("'", 1)
@@ -386,7 +388,12 @@ def _interpolate_tree(value: Any, get: Callable[[str], str | None], source: str)
     if isinstance(value, Reset):
         return value
     if isinstance(value, dict):
-        return {k: _interpolate_tree(v, get, f"{source}.{k}") for k, v in value.items()}
+        # A bind volume's inline ``content`` is a Coolify extension that Coolify writes to disk as
+        # written; the container's own entrypoint expands its $VARs, so compose must not.
+        return {
+            k: v if k == "content" and isinstance(v, str) else _interpolate_tree(v, get, f"{source}.{k}")
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate_tree(v, get, source) for v in value]
     return value
