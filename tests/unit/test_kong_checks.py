@@ -326,3 +326,11 @@ def test_variables_in_comments_do_not_count(tmp_path: Path) -> None:
         lambda t: t.replace("###\n### Consumers / Users\n", "###\n### Consumers / Users ($NOT_SET_ANYWHERE)\n", 1),
     )
     assert run(stack).by_id("kong.placeholders").status is Status.PASS
+
+
+def test_unknown_format_version_warns(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: t.replace("_format_version: '2.1'", "_format_version: '9.9'", 1))
+    result = run(stack).by_id("kong.parse")
+    assert result.status is Status.WARN
+    assert "'9.9'" in result.summary and "_format_version: '2.1'" in result.remedy
