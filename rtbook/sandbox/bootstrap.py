@@ -263,7 +263,12 @@ CREATE POLICY todos_write_own ON public.todos FOR ALL TO authenticated
   USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
 DROP POLICY IF EXISTS todos_select_public ON public.todos;
 CREATE POLICY todos_select_public ON public.todos FOR SELECT TO anon USING (owner IS NULL);
-ALTER PUBLICATION supabase_realtime ADD TABLE public.todos;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_publication_tables
+                 WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = 'todos') THEN
+    ALTER PUBLICATION supabase_realtime ADD TABLE public.todos;
+  END IF;
+END $$;
 """
 
 
@@ -289,13 +294,17 @@ def bootstrap(
     Roles (``supabase_admin``, ``postgres`` and ``authenticator`` log in with the cluster
     password), ``auth`` helpers, the ``_realtime`` schema for ``realtime_version``, the
     ``supabase_realtime`` publication, the demo table ``public.todos`` (``demo``) and the seeded
-    tenant (``seed``, see :func:`seed_tenant`).
+    tenant (``seed``, see :func:`seed_tenant`). Running it again on the same cluster is safe: the
+    ``_realtime`` schema is kept and the tenant is re-seeded.
     """
     with cluster.connect() as conn:
         conn.execute(_ROLES_SQL.encode())
         conn.execute(_password_sql(("supabase_admin", "postgres", "authenticator"), cluster.password))
         conn.execute(_PUBLICATION_SQL.encode())
-        conn.execute(realtime_schema_sql(realtime_version).encode())
+        cur = conn.execute("SELECT to_regclass('_realtime.tenants') IS NULL")
+        fresh = cur.fetchone()
+        if fresh is not None and fresh[0]:
+            conn.execute(realtime_schema_sql(realtime_version).encode())
         if demo:
             conn.execute(_DEMO_SQL.encode())
         if seed:

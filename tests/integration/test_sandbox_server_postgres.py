@@ -85,6 +85,14 @@ def test_realtime_schema_and_seed(cluster: PostgresCluster) -> None:
         assert conn.execute("select count(*) from _realtime.extensions").fetchone() == (1,)
 
 
+def test_bootstrap_twice_is_safe(cluster: PostgresCluster) -> None:
+    bootstrap(cluster, jwt_secret=CANARY_JWT)
+    with cluster.connect() as conn:
+        assert conn.execute("select count(*) from _realtime.tenants").fetchone() == (1,)
+        assert conn.execute("select count(*) from _realtime.schema_migrations").fetchone() == (30,)
+        assert conn.execute("select count(*) from pg_publication_tables").fetchone() == (1,)
+
+
 def test_schema_follows_image_version() -> None:
     assert len(migrations_for("2.34.47")) == 21
     assert len(migrations_for("2.78.15")) == 30
