@@ -258,7 +258,8 @@ def _problem_result(cid: str, problem: DbProblem, during: str) -> CheckResult:
 # rtbook's fine-grained finding ids -> the cause in rtbook.remedies ("" when none applies). Results
 # carry the remedies id in ``cause`` and the finding in ``evidence["finding"]``.
 FINDING_CAUSES: dict[str, str] = {
-    "db.auth": "", "db.hba": "", "db.no_database": "", "db.no_role": "", "db.permission": "", "db.other": "",
+    "db.config": "", "db.auth": "", "db.hba": "", "db.no_database": "", "db.no_role": "", "db.permission": "",
+    "db.other": "",
     "db.refused": "unreachable", "db.dns": "unreachable", "db.timeout": "timeout", "db.statement_timeout": "",
     "db.wal_level_not_logical": "wal_level", "db.wal2json_missing": "wal2json_missing",
     "db.no_free_slots": "replication_capacity", "db.no_replication_privilege": "", "db.long_transaction": "",
@@ -300,8 +301,10 @@ def with_connection(target: Target, cid: str, body: Body) -> CheckResult | list[
         return with_finding(_problem_result(cid, problem, "connect to the database"))
     try:
         conn = connect(target)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        problem = DbProblem("config", "the database URL or password setting cannot be used.", str(exc), str(exc))
+        target.cache[PROBLEM_KEY] = problem
+        return with_finding(_problem_result(cid, problem, "connect to the database"))
     except (SQLAlchemyError, OSError) as exc:
         problem = classify_db_error(exc, target)
         target.cache[PROBLEM_KEY] = problem

@@ -296,3 +296,13 @@ def test_classify_db_error(message: str, kind: str) -> None:
 def test_invalid_jwks_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="API_JWT_JWKS is not valid JSON"):
         tenants.expected(_target(API_JWT_JWKS="{not json"))
+
+
+def test_unusable_db_url_is_a_failed_result_not_a_crash() -> None:
+    from rtbook.checks import run_checks
+    from rtbook.results import Status
+
+    report = run_checks(Target(db_url="mysql://root@127.0.0.1/db"), only=("db.", "tenant."))
+    assert report.by_id("db.connect").status is Status.FAIL
+    assert "not a PostgreSQL URL" in report.by_id("db.connect").remedy
+    assert all(r.status is Status.FAIL for r in report), str(report)
