@@ -209,6 +209,7 @@ class EnvoyListener:
     routes: tuple[EnvoyRoute, ...] = ()
     filters: tuple[EnvoyFilter, ...] = ()
     upgrades: Mapping[str, bool] = field(default_factory=dict)
+    uses_rds: bool = False
 
     def websocket_allowed(self, route: EnvoyRoute) -> bool:
         """Whether a WebSocket upgrade on ``route`` is proxied (route setting overrides the listener's)."""
@@ -402,6 +403,7 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
     routes: list[EnvoyRoute] = []
     filters: list[EnvoyFilter] = []
     upgrades: dict[str, bool] = {}
+    rds = False
     for c, chain in enumerate(p.seq(data.get("filter_chains"), f"{where}.filter_chains")):
         cw = f"{where}.filter_chains[{c}]"
         for f, flt in enumerate(p.seq(p.map(chain, cw).get("filters"), f"{cw}.filters")):
@@ -413,6 +415,8 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
             ):
                 continue
             upgrades.update(_upgrades(p, typed.get("upgrade_configs"), f"{fw}.typed_config.upgrade_configs"))
+            if typed.get("rds") is not None:
+                rds = True
             rc = p.map(typed.get("route_config"), f"{fw}.typed_config.route_config")
             for v, vh in enumerate(p.seq(rc.get("virtual_hosts"), f"{fw}.route_config.virtual_hosts")):
                 vw = f"{fw}.route_config.virtual_hosts[{v}]"
@@ -440,6 +444,7 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
         routes=tuple(routes),
         filters=tuple(filters),
         upgrades=upgrades,
+        uses_rds=rds,
     )
 
 
@@ -758,6 +763,17 @@ def check_parse(target: Target) -> CheckResult:
     config = ctx.config
     evidence |= {"listeners": len(config.listeners), "routes": sum(len(x.routes) for x in config.listeners)}
     evidence["clusters"] = [c.name for c in config.clusters]
+    rds = [x.name for x in config.listeners if x.uses_rds]
+    if rds:
+        return _result(
+            "envoy.parse",
+            Status.WARN,
+            f"Listener(s) {', '.join(rds)} take routes from RDS, which rtbook does not read.",
+            detail="The route checks only see inline route_config; with RDS they cannot tell where /realtime/v1/ goes.",
+            remedy="Inline the route_config in the listener (as the official lds.template.yaml does) "
+            "to have it checked.",
+            evidence=evidence,
+        )
     if not config.listeners or not config.clusters:
         missing = "listeners" if not config.listeners else "clusters"
         return _result(

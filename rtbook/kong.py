@@ -1648,6 +1648,13 @@ def check_realtime_auth(target: Target) -> CheckResult:
                 "needs as its socket token; every join fails."
             )
             fixes.append(f"set `hide_credentials: false` on key-auth for {route.name!r}")
+        key_names = key_auth.config.get("key_names") if key_auth is not None else None
+        if isinstance(key_names, list) and "apikey" not in [str(k) for k in key_names]:
+            problems.append(
+                f"{where}: key-auth looks for {key_names} only, but supabase clients send the key as 'apikey' "
+                '(header and ?apikey= query); every request gets 401 "No API key found in request".'
+            )
+            fixes.append(f"add 'apikey' to key-auth's key_names on {route.name!r} (or remove key_names)")
         if acl is None:
             if key_auth is not None:
                 warnings.append(f"{where} has no acl plugin: any consumer may use it.")

@@ -334,3 +334,14 @@ def test_unknown_format_version_warns(tmp_path: Path) -> None:
     result = run(stack).by_id("kong.parse")
     assert result.status is Status.WARN
     assert "'9.9'" in result.summary and "_format_version: '2.1'" in result.remedy
+
+
+def test_key_auth_without_apikey_key_name(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(
+        kong_yml(stack),
+        lambda t: change_ws(t, "hide_credentials: false", "hide_credentials: false\n          key_names: [x-token]"),
+    )
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL
+    assert "key_names" in result.remedy and "'apikey'" in result.remedy
