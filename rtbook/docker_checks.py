@@ -41,11 +41,13 @@ __all__ = [
     "ExecOutcome",
     "LogFinding",
     "LogSignature",
+    "Upstream",
     "classify_engine_error",
     "connect_engine",
     "discover",
     "docker_session",
     "exec_in",
+    "gateway_upstream",
     "override_yaml",
     "parse_resolver_output",
     "probe_http_status",
@@ -602,7 +604,7 @@ def check_running(target: Target) -> CheckResult:
             detail=f"State.OOMKilled=true, memory limit {_fmt_bytes(info.memory_limit)}, "
             f"restarts {info.restart_count}, last exit code {st.exit_code}.",
             remedy="Give Realtime more memory (or lower the tenant's max_concurrent_users):\n" + patch,
-            evidence=evidence, cause="docker.oom",
+            evidence=evidence,
         )
     if st.restarting or (not st.running and info.restart_count > 0 and st.status in ("restarting", "exited")):
         return CheckResult(
@@ -614,14 +616,16 @@ def check_running(target: Target) -> CheckResult:
             "Realtime crashes at boot when a required variable is missing or invalid (realtime-facts 7.3).",
             remedy=logs_hint + " Fix the variable it names, then docker compose up -d "
             f"--force-recreate {disc.realtime_service}.",
-            evidence=evidence, see_also=("docker.realtime.logs", "docker.realtime.env"), cause="docker.restart_loop",
+            evidence=evidence, see_also=("docker.realtime.logs", "docker.realtime.env"),
         )
     if not st.running:
         return CheckResult(
             cid, Status.FAIL,
             summary=f"Realtime is not running: {where} is {st.status or 'unknown'} (exit code {st.exit_code}).",
             detail=f"State.Status={st.status}, exit code {st.exit_code}"
-            + (f", error {st.error!r}" if st.error else "") + f", finished at {st.finished_at}.",
+            + (f", error {st.error!r}" if st.error else "") + f", finished at {st.finished_at}."
+            + (" Exit code 137 is SIGKILL: the kernel's OOM killer (memory limit too low) or a forced stop."
+               if st.exit_code == 137 else ""),
             remedy=f"{logs_hint} Then start it: docker compose up -d {disc.realtime_service}.",
             evidence=evidence, see_also=("docker.realtime.logs",),
         )
@@ -773,7 +777,7 @@ def check_health(target: Target) -> CheckResult:
     ]
     cause = ""
     if code == 403:
-        cause = "realtime.health_403"
+        cause = "admin_jwt_mismatch"
         detail.append(
             "403 on /api/tenants/<id>/health means the Bearer token was refused: it must be a JWT signed with "
             "Realtime's API_JWT_SECRET (realtime-facts 7, 10.4)" + (f"; {verdict}" if verdict else "") + "."
@@ -785,7 +789,7 @@ def check_health(target: Target) -> CheckResult:
             f"Then docker compose up -d --force-recreate {service}."
         )
     elif code == 404:
-        cause = "realtime.health_404"
+        cause = "tenant_missing_admin"
         detail.append(
             f"404 means the tenant {path_tenant or '?'} does not exist in _realtime.tenants (realtime-facts 10.5): "
             f"the seed did not run or failed, or it created another tenant (Realtime seeds {tenant}, from "
@@ -976,37 +980,65 @@ def _split_host(value: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _upstream_hosts(target: Target, kind: str) -> tuple[list[str], str]:
-    """The hosts the gateway sends Realtime traffic to, and where that came from."""
+@dataclass(frozen=True)
+class Upstream:
+    """Where the gateway sends Realtime traffic.
+
+    Attributes:
+        hosts: the names the gateway connects to (they must resolve to Realtime).
+        host_headers: the Host values Realtime receives (their first label is the tenant); empty
+            when the gateway forwards the client's Host.
+        source: which file or fallback the names come from.
+    """
+
+    hosts: tuple[str, ...]
+    host_headers: tuple[str, ...]
+    source: str
+
+
+def gateway_upstream(target: Target, kind: str) -> Upstream:
+    """The gateway's Realtime upstream, read from the stack's Kong or Envoy config."""
     stack = target.stack
     if stack is None:
-        return [], "no stack files to read the gateway's upstream from"
+        return Upstream((), (), "no stack files to read the gateway's upstream from")
     hosts: Iterable[Any] = ()
+    headers: Iterable[Any] | None = None
     source = ""
     try:
         if kind == "envoy":
-            from rtbook.envoy import load_envoy  # type: ignore[import-not-found,unused-ignore]
+            from rtbook.envoy import load_envoy
 
-            hosts = load_envoy(stack).realtime_cluster_hosts()
-            source = "the Envoy cluster for Realtime"
+            envoy = load_envoy(stack)
+            if envoy is not None:
+                hosts = envoy.realtime_cluster_hosts()
+                headers = envoy.realtime_host_rewrites()
+                source = "the Envoy cluster of the Realtime routes"
         else:
-            from rtbook.kong import load_kong  # type: ignore[import-not-found,unused-ignore]
+            from rtbook.kong import load_kong
 
-            hosts = load_kong(stack).realtime_upstream_hosts()
-            source = "kong.yml's Realtime services"
-    except ImportError:
+            kong = load_kong(stack)
+            if kong is not None:
+                # Kong's default preserve_host=false sends the upstream host as Host
+                # (kong.realtime_preserve_host reports routes that change that).
+                hosts = kong.realtime_upstream_hosts()
+                source = "kong.yml's Realtime services"
+    except Exception as exc:  # a broken gateway config is reported by kong.parse / envoy.parse
+        source = f"the gateway config cannot be read ({type(exc).__name__}: {exc}; see {kind or 'kong'}.parse)"
         hosts = ()
-    except Exception as exc:
-        source = f"gateway config unreadable ({type(exc).__name__}: {exc})"
-        hosts = ()
-    out = list(dict.fromkeys(_split_host(str(h)) for h in hosts if str(h)))
+    out = tuple(dict.fromkeys(_split_host(str(h)) for h in hosts if str(h)))
     if out:
-        return out, source
+        head = out if headers is None else tuple(dict.fromkeys(_split_host(str(h)) for h in headers if str(h)))
+        return Upstream(out, head, source)
     rt = stack.realtime_service()
     cname = getattr(rt, "container_name", "") if rt is not None else ""
     if cname:
-        return [str(cname)], (source + "; " if source else "") + "the Realtime service's container_name"
-    return [], source or "the gateway config names no Realtime upstream"
+        fallback = (source + "; " if source else "") + "the Realtime service's container_name"
+        return Upstream((str(cname),), (str(cname),), fallback)
+    return Upstream((), (), source or "the gateway config names no Realtime upstream")
+
+
+def _dns_cause(kind: str) -> str:
+    return "kong_upstream_dns" if kind == "kong" else ""
 
 
 def _compose_network_name(session: EngineSession, network: str) -> str:
@@ -1030,7 +1062,8 @@ def check_tenant_host(target: Target) -> CheckResult:
     disc = session.discovery
     assert disc is not None
     service = disc.realtime_service
-    hosts, source = _upstream_hosts(target, disc.gateway_kind)
+    upstream = gateway_upstream(target, disc.gateway_kind)
+    hosts, source = list(upstream.hosts), upstream.source
     tenant, tenant_source = _tenant(info, target)
     gateway = disc.gateway
     if gateway is not None:
@@ -1062,7 +1095,8 @@ def check_tenant_host(target: Target) -> CheckResult:
     problems: list[str] = []
     remedy_parts: list[str] = []
     bad_hosts = [h for h in hosts if h not in (reachable_names if gateway is not None else info.all_dns_names())]
-    wrong_tenant = [h for h in hosts if h.split(".", 1)[0] != tenant]
+    wrong_tenant = [h for h in upstream.host_headers if h.split(".", 1)[0] != tenant]
+    evidence["host_headers"] = list(upstream.host_headers)
     if gateway is not None and not shared:
         problems.append(
             f"the gateway {gateway.name} ({', '.join(gateway.networks) or 'no network'}) and Realtime {info.name} "
@@ -1113,13 +1147,18 @@ def check_tenant_host(target: Target) -> CheckResult:
             + f" {info.name}.",
             detail="; ".join(problems) + ".",
             remedy="\n".join(remedy_parts),
-            evidence=evidence, cause="tenant.host_mismatch" if wrong_tenant else "docker.upstream_name",
+            evidence=evidence, cause="tenant_not_found" if wrong_tenant else _dns_cause(disc.gateway_kind),
             see_also=("docker.gateway.resolves_realtime",),
         )
+    if upstream.host_headers:
+        tenant_note = f"the Host it sends ({', '.join(upstream.host_headers)}) names the tenant {tenant!r}"
+    else:
+        tenant_note = "the gateway forwards the client's Host, so the client's Host chooses the tenant " \
+            "(see envoy.realtime_host_rewrite)"
     return CheckResult(
         cid, Status.PASS,
         summary=f"{', '.join(hosts)} is a name of {info.name} on {', '.join(shared or list(info.networks))}"
-        f" and its first label is the tenant {tenant!r}.",
+        f" and {tenant_note}.",
         evidence=evidence,
     )
 
@@ -1200,7 +1239,8 @@ def check_gateway_resolves(target: Target) -> CheckResult:
     if loaded is None:
         return CheckResult(cid, Status.SKIP, summary=f"Skipped: {disc.gateway.name} disappeared while checking.")
     gw_container, gw = loaded
-    hosts, source = _upstream_hosts(target, disc.gateway_kind)
+    upstream = gateway_upstream(target, disc.gateway_kind)
+    hosts, source = list(upstream.hosts), upstream.source
     if not hosts:
         hosts = [info.name]
         source = "the Realtime container's name (no gateway config to read)"
@@ -1268,7 +1308,7 @@ def check_gateway_resolves(target: Target) -> CheckResult:
             summary=f"{gw.name} cannot reach Realtime by {', '.join(hosts)}.",
             detail="; ".join(problems) + f". Host(s) from {source}.",
             remedy="\n".join(remedy) or "See docker.realtime.tenant_host.",
-            evidence=evidence, see_also=("docker.realtime.tenant_host",), cause="docker.upstream_name",
+            evidence=evidence, see_also=("docker.realtime.tenant_host",), cause=_dns_cause(disc.gateway_kind),
         )
     if not tool_used:
         return CheckResult(
@@ -1300,6 +1340,7 @@ class LogSignature:
     remedy: str
     severity: Status = Status.FAIL
     see_also: tuple[str, ...] = ()
+    cause_id: str = ""  # the matching cause in rtbook.remedies, when there is one
 
 
 @dataclass(frozen=True)
@@ -1313,9 +1354,20 @@ class LogFinding:
     captured: tuple[str, ...] = ()
 
 
+_SIGNATURE_CAUSES = {
+    "TenantNotFound": "tenant_not_found",
+    "TenantsRelationMissing": "realtime_schema_missing",
+    "ReplicationSlotBeingUsed": "replication_slot_in_use",
+    "MigrationsFailed": "realtime_schema_permission",
+    "JwtError": "jwt_signature",
+    "TokenExpired": "token_expired",
+}
+
+
 def _sig(code: str, pattern: str, cause: str, remedy: str, severity: Status = Status.FAIL,
          see_also: tuple[str, ...] = ()) -> LogSignature:
-    return LogSignature(code, re.compile(pattern, re.I), cause, remedy, severity, see_also)
+    return LogSignature(code, re.compile(pattern, re.I), cause, remedy, severity, see_also,
+                        _SIGNATURE_CAUSES.get(code, ""))
 
 
 LOG_SIGNATURES: tuple[LogSignature, ...] = (
@@ -1459,7 +1511,7 @@ def check_logs(target: Target) -> CheckResult:
         summary=f"{len(findings)} known signature{'s' if len(findings) != 1 else ''} in {info.name}'s logs: "
         + ", ".join(f"{f.signature.code} ({f.count})" for f in findings) + ".",
         detail="\n".join(detail), remedy="\n".join(remedy), evidence=evidence, see_also=see,
-        cause=findings[0].signature.code,
+        cause=next((f.signature.cause_id for f in findings if f.signature.cause_id), ""),
     )
 
 

@@ -44,6 +44,7 @@ def _stack_dir(tmp: Path, project: str) -> Path:
                                         "exp": now + 86400}, jwt_secret, algorithm="HS256"),
         "SECRET_KEY_BASE": secrets.token_urlsafe(48),
         "DASHBOARD_PASSWORD": secrets.token_urlsafe(16),
+        "REALTIME_DB_ENC_KEY": secrets.token_hex(8),  # 16 characters, as Realtime's AES-128 needs
     }
     lines = []
     for line in (OFFICIAL / "env.example").read_text().splitlines():

@@ -28,25 +28,55 @@ ATTRS = {
     "RestartCount": 3,
     "SomeFutureKey": {"x": 1},
     "State": {
-        "Status": "running", "Running": True, "Restarting": False, "OOMKilled": False, "Pid": 4242,
-        "ExitCode": 0, "Error": "", "StartedAt": "2026-11-25T21:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z",
-        "Health": {"Status": "unhealthy", "FailingStreak": 4, "Log": [
-            {"Start": "a", "End": "b", "ExitCode": 22,
-             "Output": "curl: (22) The requested URL returned error: 403\n"},
-        ]},
+        "Status": "running",
+        "Running": True,
+        "Restarting": False,
+        "OOMKilled": False,
+        "Pid": 4242,
+        "ExitCode": 0,
+        "Error": "",
+        "StartedAt": "2026-11-25T21:00:00Z",
+        "FinishedAt": "0001-01-01T00:00:00Z",
+        "Health": {
+            "Status": "unhealthy",
+            "FailingStreak": 4,
+            "Log": [
+                {
+                    "Start": "a",
+                    "End": "b",
+                    "ExitCode": 22,
+                    "Output": "curl: (22) The requested URL returned error: 403\n",
+                },
+            ],
+        },
     },
     "Config": {
-        "Hostname": "e7d1021f16c0", "Image": "supabase/realtime:v2.134.10",
+        "Hostname": "e7d1021f16c0",
+        "Image": "supabase/realtime:v2.134.10",
         "Env": ["PORT=4000", "DNS_NODES=''", "EMPTY=", "BARE", "A=b=c"],
         "Labels": {"com.docker.compose.project": "supabase", "com.docker.compose.service": "realtime"},
-        "Healthcheck": {"Test": ["CMD-SHELL", "curl -sSfL http://localhost:4000/api/tenants/realtime-dev/health"],
-                        "Interval": 30_000_000_000, "Retries": 3},
+        "Healthcheck": {
+            "Test": ["CMD-SHELL", "curl -sSfL http://localhost:4000/api/tenants/realtime-dev/health"],
+            "Interval": 30_000_000_000,
+            "Retries": 3,
+        },
     },
-    "HostConfig": {"Memory": 0, "RestartPolicy": {"Name": "unless-stopped"},
-                   "Ulimits": [{"Name": "nofile", "Soft": 10000, "Hard": 10000}], "NetworkMode": "supabase_default"},
-    "NetworkSettings": {"Networks": {"supabase_default": {
-        "Aliases": ["realtime-dev.supabase-realtime", "realtime", "e7d1021f16c0"], "IPAddress": "172.18.0.5",
-        "NetworkID": "n1", "DNSNames": None}}},
+    "HostConfig": {
+        "Memory": 0,
+        "RestartPolicy": {"Name": "unless-stopped"},
+        "Ulimits": [{"Name": "nofile", "Soft": 10000, "Hard": 10000}],
+        "NetworkMode": "supabase_default",
+    },
+    "NetworkSettings": {
+        "Networks": {
+            "supabase_default": {
+                "Aliases": ["realtime-dev.supabase-realtime", "realtime", "e7d1021f16c0"],
+                "IPAddress": "172.18.0.5",
+                "NetworkID": "n1",
+                "DNSNames": None,
+            }
+        }
+    },
 }
 
 
@@ -66,8 +96,9 @@ def test_container_info_from_attrs() -> None:
 
 
 def test_container_info_tolerates_missing_and_odd_values() -> None:
-    info = ContainerInfo.from_attrs({"Id": "x", "Config": None, "State": {"ExitCode": "137"},
-                                     "NetworkSettings": {"Networks": None}})
+    info = ContainerInfo.from_attrs(
+        {"Id": "x", "Config": None, "State": {"ExitCode": "137"}, "NetworkSettings": {"Networks": None}}
+    )
     assert info.name == "" and info.env == {} and info.state.exit_code == 137
     assert info.state.health is None and info.networks == {}
 
@@ -97,13 +128,20 @@ def test_parse_env_list_ignores_non_strings() -> None:
     [
         ("getent", "172.18.0.2      realtime-dev.supabase-realtime\n", ["172.18.0.2"]),
         ("getent", "", []),
-        ("nslookup", "Server:\t\t127.0.0.11\nAddress:\t127.0.0.11:53\n\nNon-authoritative answer:\n"
-                     "Name:\trealtime-dev.supabase-realtime\nAddress: 172.18.0.2\n\n", ["172.18.0.2"]),
+        (
+            "nslookup",
+            "Server:\t\t127.0.0.11\nAddress:\t127.0.0.11:53\n\nNon-authoritative answer:\n"
+            "Name:\trealtime-dev.supabase-realtime\nAddress: 172.18.0.2\n\n",
+            ["172.18.0.2"],
+        ),
         ("nslookup", "Server:\t\t127.0.0.11\nAddress:\t127.0.0.11:53\n\n** server can't find x: NXDOMAIN\n", []),
         # bind's nslookup
-        ("nslookup", "Server:         127.0.0.11\nAddress:        127.0.0.11#53\n\nNon-authoritative answer:\n"
-                     "Name:   realtime\nAddress: 10.0.0.7\nName:   realtime\nAddress: fd00::7\n",
-         ["10.0.0.7", "fd00::7"]),
+        (
+            "nslookup",
+            "Server:         127.0.0.11\nAddress:        127.0.0.11#53\n\nNon-authoritative answer:\n"
+            "Name:   realtime\nAddress: 10.0.0.7\nName:   realtime\nAddress: fd00::7\n",
+            ["10.0.0.7", "fd00::7"],
+        ),
     ],
 )
 def test_parse_resolver_output(tool: str, output: str, addrs: list[str]) -> None:
@@ -124,13 +162,15 @@ def test_probe_http_status(output: str, code: int | None) -> None:
 
 
 def test_scan_logs_maps_each_signature_once_with_counts() -> None:
-    text = "\n".join([
-        "[error] TenantNotFound: Tenant not found: acme error_code=TenantNotFound",
-        "[error] TenantNotFound: Tenant not found: 192",
-        "Auth error: tenant `backend-supabase-realtime` not found",
-        "[info] all good",
-        "** (RuntimeError) Failed to detect IP version for DB_HOST: nxdomain",
-    ])
+    text = "\n".join(
+        [
+            "[error] TenantNotFound: Tenant not found: acme error_code=TenantNotFound",
+            "[error] TenantNotFound: Tenant not found: 192",
+            "Auth error: tenant `backend-supabase-realtime` not found",
+            "[info] all good",
+            "** (RuntimeError) Failed to detect IP version for DB_HOST: nxdomain",
+        ]
+    )
     findings = {f.signature.code: f for f in scan_logs(text)}
     assert set(findings) == {"TenantNotFound", "DbHostUnresolvable"}
     assert findings["TenantNotFound"].count == 3
@@ -175,7 +215,20 @@ def test_missing_socket_is_no_engine(tmp_path: Path) -> None:
 
 
 def test_swarm_task_labels_count_as_project_and_service() -> None:
-    attrs = {"Id": "y", "Name": "/supa_realtime.1.abc", "Config": {"Labels": {
-        "com.docker.stack.namespace": "supa", "com.docker.swarm.service.name": "supa_realtime"}}}
+    attrs = {
+        "Id": "y",
+        "Name": "/supa_realtime.1.abc",
+        "Config": {"Labels": {"com.docker.stack.namespace": "supa", "com.docker.swarm.service.name": "supa_realtime"}},
+    }
     info = ContainerInfo.from_attrs(attrs)
     assert (info.compose_project, info.compose_service) == ("supa", "realtime")
+
+
+def test_log_signature_causes_exist_in_remedies() -> None:
+    from rtbook.remedies import cause
+
+    for sig in LOG_SIGNATURES:
+        if sig.cause_id:
+            assert cause(sig.cause_id).id == sig.cause_id
+    for cause_id in ("admin_jwt_mismatch", "tenant_missing_admin", "tenant_not_found", "kong_upstream_dns"):
+        assert cause(cause_id).id == cause_id
