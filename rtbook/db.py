@@ -223,16 +223,16 @@ def classify_db_error(exc: BaseException, target: Target | None = None) -> DbPro
             "Start the db service, or publish its port (ports: ['127.0.0.1:5432:5432']) and use that port.",
             text,
         )
-    if "timeout" in low or "timed out" in low:
-        return DbProblem(
-            "timeout", f"The database did not answer in time ({where.strip()}).",
-            "Check the address and any firewall; raise --timeout if the database is just slow.", text,
-        )
     if "canceling statement due to statement timeout" in low or "lock timeout" in low:
         return DbProblem(
             "statement_timeout", "A query ran longer than the statement timeout.",
             "Look for long transactions (pg_stat_activity where state = 'idle in transaction') "
             "or raise --timeout.", text,
+        )
+    if "timeout" in low or "timed out" in low:
+        return DbProblem(
+            "timeout", f"The database did not answer in time ({where.strip()}).",
+            "Check the address and any firewall; raise --timeout if the database is just slow.", text,
         )
     if "permission denied" in low or "must be superuser" in low:
         return DbProblem(

@@ -278,3 +278,16 @@ def test_long_query_is_cut_by_statement_timeout(fresh: Lab) -> None:
     with engine_for(fresh.target(timeout=1)).connect() as conn, pytest.raises(sa.exc.OperationalError):
         conn.execute(sa.text("SELECT pg_sleep(10)"))
     assert time.monotonic() - started < 5
+
+
+def test_open_transaction_makes_the_slot_probe_time_out_not_hang(fresh: Lab) -> None:
+    # Creating a logical slot waits for every transaction holding an xid; one left open stalls it.
+    with fresh.cluster.connect(autocommit=False) as holder:
+        holder.execute("INSERT INTO public.todos (task) VALUES ('held')")
+        started = time.monotonic()
+        result = run_checks(fresh.target(timeout=1.5), only="db.wal2json").by_id("db.wal2json")
+        assert time.monotonic() - started < 6
+        holder.rollback()
+    assert result.status is Status.FAIL
+    assert finding(result) == "db.long_transaction"
+    assert "pg_stat_activity" in result.remedy

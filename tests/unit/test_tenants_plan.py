@@ -19,8 +19,13 @@ JWT = "CANARY-unit-jwt-secret-0123456789abcdef"
 KEY = "unitcanarykey16b"
 PASSWORD = "CANARY-unit-db-password"
 ENV = {
-    "API_JWT_SECRET": JWT, "DB_ENC_KEY": KEY, "DB_HOST": "db", "DB_PORT": "5432", "DB_NAME": "postgres",
-    "DB_USER": "supabase_admin", "DB_PASSWORD": PASSWORD,
+    "API_JWT_SECRET": JWT,
+    "DB_ENC_KEY": KEY,
+    "DB_HOST": "db",
+    "DB_PORT": "5432",
+    "DB_NAME": "postgres",
+    "DB_USER": "supabase_admin",
+    "DB_PASSWORD": PASSWORD,
 }
 CANARIES = (JWT, KEY, PASSWORD)
 
@@ -29,34 +34,59 @@ def _target(**env: str) -> Target:
     return Target(name="unit", env={**ENV, **env})
 
 
-def _state(tenant_rows: list[dict[str, Any]], ext_rows: list[dict[str, Any]],
-           columns: tuple[str, ...] | None = None) -> tenants.MetadataState:
+def _state(
+    tenant_rows: list[dict[str, Any]], ext_rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None
+) -> tenants.MetadataState:
     cols = columns or tuple(c for c, _ in tenants.TENANT_COLUMNS)
     redactor = Redactor()
     return tenants.MetadataState(
-        schema_exists=True, tenant_columns=cols, extension_columns=tenants.EXTENSION_COLUMNS,
+        schema_exists=True,
+        tenant_columns=cols,
+        extension_columns=tenants.EXTENSION_COLUMNS,
         not_null_without_default=("id", "inserted_at", "updated_at"),
         tenants=tuple(tenants._tenant_row(r, redactor) for r in tenant_rows),
-        extensions=tuple(tenants._extension_row(r, redactor) for r in ext_rows), migrations=30,
+        extensions=tuple(tenants._extension_row(r, redactor) for r in ext_rows),
+        migrations=30,
     )
 
 
 def _tenant(**over: Any) -> dict[str, Any]:
-    row = {"id": str(uuid.uuid4()), "name": "realtime-dev", "external_id": "realtime-dev",
-           "jwt_secret": encrypt(JWT, KEY), "max_concurrent_users": 200, "suspend": False, "private_only": False,
-           "inserted_at": "2026-01-01T00:00:00", "updated_at": "2026-01-01T00:00:00"}
+    row = {
+        "id": str(uuid.uuid4()),
+        "name": "realtime-dev",
+        "external_id": "realtime-dev",
+        "jwt_secret": encrypt(JWT, KEY),
+        "max_concurrent_users": 200,
+        "suspend": False,
+        "private_only": False,
+        "inserted_at": "2026-01-01T00:00:00",
+        "updated_at": "2026-01-01T00:00:00",
+    }
     row.update(over)
     return row
 
 
 def _cdc(**over: Any) -> dict[str, Any]:
-    settings = {k: encrypt(v, KEY) for k, v in (("db_host", "db"), ("db_port", "5432"), ("db_name", "postgres"),
-                                                 ("db_user", "supabase_admin"), ("db_password", PASSWORD))}
+    settings = {
+        k: encrypt(v, KEY)
+        for k, v in (
+            ("db_host", "db"),
+            ("db_port", "5432"),
+            ("db_name", "postgres"),
+            ("db_user", "supabase_admin"),
+            ("db_password", PASSWORD),
+        )
+    }
     settings.update(tenants.PLAIN_SETTING_DEFAULTS)
     settings.update(over.pop("settings", {}))
-    row = {"id": str(uuid.uuid4()), "type": "postgres_cdc_rls", "settings": settings,
-           "tenant_external_id": "realtime-dev", "inserted_at": "2026-01-01T00:00:00",
-           "updated_at": "2026-01-01T00:00:00"}
+    row = {
+        "id": str(uuid.uuid4()),
+        "type": "postgres_cdc_rls",
+        "settings": settings,
+        "tenant_external_id": "realtime-dev",
+        "inserted_at": "2026-01-01T00:00:00",
+        "updated_at": "2026-01-01T00:00:00",
+    }
     row.update(over)
     return row
 
@@ -66,16 +96,20 @@ def _plan(state: tenants.MetadataState, target: Target | None = None, **kwargs: 
     exp = tenants.expected(target, kwargs.pop("tenant", None))
     limits = tenants.parse_limits(kwargs.pop("limits", None))
     changes, notes, blocked = tenants._plan_for(
-        state, exp, create=kwargs.get("create", False), limits=limits,
-        delete_extra=kwargs.get("delete_extra", False), redactor=target.redactor,
+        state,
+        exp,
+        create=kwargs.get("create", False),
+        limits=limits,
+        delete_extra=kwargs.get("delete_extra", False),
+        redactor=target.redactor,
     )
-    return tenants.Plan(exp.tenant, changes, notes, state.fingerprint(exp.tenant), [], blocked, "unit",
-                        target.redactor)
+    return tenants.Plan(exp.tenant, changes, notes, state.fingerprint(exp.tenant), [], blocked, "unit", target.redactor)
 
 
 def _all_text(p: tenants.Plan) -> str:
-    return "\n".join([str(p), repr(p), p._repr_html_(), json.dumps(p.to_dict()), repr(p.changes),
-                      *(str(c) for c in p.changes)])
+    return "\n".join(
+        [str(p), repr(p), p._repr_html_(), json.dumps(p.to_dict()), repr(p.changes), *(str(c) for c in p.changes)]
+    )
 
 
 # ------------------------------------------------------------------ limits
@@ -84,7 +118,10 @@ def _all_text(p: tenants.Plan) -> str:
 def test_parse_limits_accepts_mapping_and_cli_strings() -> None:
     assert tenants.parse_limits({"max_concurrent_users": 500}) == {"max_concurrent_users": 500}
     assert tenants.parse_limits(["max_events_per_second=50", "suspend=false", "private_only=TRUE"]) == {
-        "max_events_per_second": 50, "suspend": False, "private_only": True}
+        "max_events_per_second": 50,
+        "suspend": False,
+        "private_only": True,
+    }
     assert tenants.parse_limits(None) == {}
 
 
@@ -190,8 +227,13 @@ def test_create_adapts_to_columns_and_unknown_not_null_blocks() -> None:
     p = _plan(state, create=True)
     assert set(p.changes[0].statement.params) == {"id", "name", "external_id", "jwt_secret", "max_concurrent_users"}
     strict = tenants.MetadataState(
-        schema_exists=True, tenant_columns=(*old, "future_col"), extension_columns=tenants.EXTENSION_COLUMNS,
-        not_null_without_default=("id", "future_col"), tenants=(), extensions=(), migrations=None,
+        schema_exists=True,
+        tenant_columns=(*old, "future_col"),
+        extension_columns=tenants.EXTENSION_COLUMNS,
+        not_null_without_default=("id", "future_col"),
+        tenants=(),
+        extensions=(),
+        migrations=None,
     )
     with pytest.raises(ConfigError, match="future_col"):
         _plan(strict, create=True)
@@ -280,9 +322,11 @@ def test_sql_url_refuses_passwords_and_other_databases() -> None:
     ("message", "kind"),
     [
         ('FATAL:  password authentication failed for user "supabase_admin"', "auth"),
-        ("connection to server at \"127.0.0.1\", port 1 failed: Connection refused", "refused"),
-        ("could not translate host name \"db\" to address", "dns"),
+        ('connection to server at "127.0.0.1", port 1 failed: Connection refused', "refused"),
+        ('could not translate host name "db" to address', "dns"),
         ("connection timeout expired", "timeout"),
+        ("canceling statement due to statement timeout", "statement_timeout"),
+        ("canceling statement due to lock timeout", "statement_timeout"),
         ('FATAL:  database "nope" does not exist', "no_database"),
         ("no pg_hba.conf entry for host", "hba"),
         ("something else", "other"),
