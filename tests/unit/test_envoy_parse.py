@@ -209,3 +209,10 @@ def test_structured_junk_only_raises_input_error(data: object) -> None:
         parse_envoy(text, text)
     except InputError:
         pass
+
+
+def test_rds_listener_is_flagged() -> None:
+    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {"rds": {"route_config_name": "r"}}}
+    lds = yaml.safe_dump({"resources": [{"name": "l", "filter_chains": [{"filters": [hcm]}]}]})
+    config = parse_envoy(lds, None)
+    assert config.listeners[0].uses_rds and config.route_for("/realtime/v1/websocket") is None
