@@ -852,7 +852,7 @@ def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
 
 def _evaluate_rules(env: Mapping[str, str], info: ContainerInfo, target: Target) -> tuple[list[CheckResult], str]:
     try:
-        from rtbook.compose import evaluate_realtime_env  # type: ignore[import-not-found,unused-ignore]
+        from rtbook.compose import evaluate_realtime_env
     except ImportError as exc:
         return [], f"static rules unavailable ({exc})"
     auth_env = getattr(target.stack, "env", None) if target.stack is not None else None

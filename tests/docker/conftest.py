@@ -23,8 +23,8 @@ from tests.docker.harness import Lab
 OFFICIAL = CORPUS / "official" / "2026-09-1f37f2a"
 
 
-def _stack_dir(tmp: Path, project: str) -> Path:
-    """A writable copy of the official stack with a .env selecting Kong and naming the project."""
+def _stack_dir(tmp: Path, project: str, gateway: str = "kong") -> Path:
+    """A writable copy of the official stack with a .env selecting the gateway and naming the project."""
     dest = tmp / "stack"
     shutil.copytree(OFFICIAL, dest)
     for path in [dest, *dest.rglob("*")]:
@@ -32,7 +32,7 @@ def _stack_dir(tmp: Path, project: str) -> Path:
     jwt_secret = secrets.token_urlsafe(40)
     now = int(time.time())
     values = {
-        "COMPOSE_FILE": "docker-compose.yml:docker-compose.kong.yml",
+        "COMPOSE_FILE": "docker-compose.yml:docker-compose.kong.yml" if gateway == "kong" else "docker-compose.yml",
         "COMPOSE_PROJECT_NAME": project,
         # Fresh secrets, as a careful self-hoster would have: the demo values are public and
         # the redaction assertions must be about values nobody else knows.
@@ -114,3 +114,9 @@ def target(lab: Lab) -> Any:
 
     assert lab.stack_dir is not None
     return Target.from_stack_dir(lab.stack_dir, docker=True, name="dockertest")
+
+
+@pytest.fixture
+def envoy_stack_dir(lab: Lab, tmp_path: Path) -> Path:
+    """A copy of the official stack with its default gateway, Envoy, in the lab's project."""
+    return _stack_dir(tmp_path, lab.prefix, gateway="envoy")

@@ -4,6 +4,7 @@ with the right remedy, and applying the remedy makes the check pass again."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -303,3 +304,25 @@ def test_oom_killed_realtime(lab: Lab, target: Target) -> None:
     assert result.status is Status.FAIL, str(result)
     assert result.evidence["oom_killed"] is True
     assert "mem_limit" in override(result)["realtime"]
+
+
+def test_envoy_gateway_host_rewrite_names_the_tenant(lab: Lab, envoy_stack_dir: Path) -> None:
+    rt = lab.realtime()
+    lab.gateway()  # the api-gw service, as the Envoy stack names it
+    lab.wait_health(rt)
+
+    report = run(Target.from_stack_dir(envoy_stack_dir, docker=True))
+    host = report.by_id("docker.realtime.tenant_host")
+    assert host.status is Status.PASS, str(report)
+    assert host.evidence["host_headers"] == [UPSTREAM]
+    assert status(report, "docker.gateway.resolves_realtime") is Status.PASS, str(report)
+
+    # Envoy keeps connecting to realtime-dev.supabase-realtime but now sends Host realtime.supabase-realtime.
+    lds = envoy_stack_dir / "volumes" / "api" / "envoy" / "lds.template.yaml"
+    lds.write_text(lds.read_text().replace(f"host_rewrite_literal: {UPSTREAM}",
+                                           "host_rewrite_literal: realtime.supabase-realtime"))
+    broken = run(Target.from_stack_dir(envoy_stack_dir, docker=True)).by_id("docker.realtime.tenant_host")
+    assert broken.status is Status.FAIL, str(broken)
+    assert broken.cause == "tenant_not_found"
+    assert "'realtime'" in broken.detail and "'realtime-dev'" in broken.detail
+    assert override(broken) == {"realtime": {"environment": {"SELF_HOST_TENANT_NAME": "realtime"}}}
