@@ -762,6 +762,13 @@ class Gateway:
         self.kong = kong
         self.hosts = dict(hosts)
         self.session: aiohttp.ClientSession | None = None
+        self.sockets: set[Any] = set()
+
+    async def shutdown(self, app: web.Application) -> None:
+        # Close open WebSockets first (1001 going away), so SIGTERM does not wait on idle clients.
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1001, message=b"server shutdown"), 2)
 
     async def startup(self, app: web.Application) -> None:
         trace = aiohttp.TraceConfig()
@@ -1049,6 +1056,7 @@ class Gateway:
             await upstream.close()
             raise
         log.info("WS %s -> %s open", request.path, route.service.name)
+        self.sockets.update((client, upstream))
 
         async def pump(src: Any, dst: Any) -> None:
             async for msg in src:
@@ -1075,6 +1083,7 @@ class Gateway:
         finally:
             for task in tasks:
                 task.cancel()
+            self.sockets.difference_update((client, upstream))
             await upstream.close()
             await client.close()
         log.info("WS %s closed (client %s, upstream %s)", request.path, client.close_code, upstream.close_code)
@@ -1086,6 +1095,7 @@ def build_app(kong: KongConfig, hosts: Mapping[str, str | None]) -> web.Applicat
     gateway = Gateway(kong, hosts)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.on_startup.append(gateway.startup)
+    app.on_shutdown.append(gateway.shutdown)
     app.on_cleanup.append(gateway.cleanup)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     return app

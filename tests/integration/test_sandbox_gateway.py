@@ -1,0 +1,476 @@
+"""The Kong-compatible gateway as a real process in front of a real aiohttp upstream.
+
+The upstream echoes what it received (path, query, headers) and runs a WebSocket echo, so each
+Kong behaviour is observed on the wire: key-auth, acl, cors, strip_path, Host rewriting, the
+request-transformer templates of the official entrypoint, request-termination, basic-auth, host
+map resolution and WebSocket proxying (frames both ways, close codes, handshake error bodies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import websocket
+from aiohttp import WSMsgType, web
+
+from rtbook.sandbox.gateway import entrypoint_env, expand_kong_yml, match_route, parse_kong, upstream_path
+from tests.conftest import CORPUS, require
+
+pytestmark = pytest.mark.sandbox
+
+OFFICIAL = CORPUS / "official" / "2026-09-1f37f2a"
+ANON, SERVICE = "anon-key-canary-111", "service-key-canary-222"
+
+KONG_YML = """
+_format_version: '2.1'
+consumers:
+  - username: DASHBOARD
+  - username: anon
+    keyauth_credentials:
+      - key: $SUPABASE_ANON_KEY
+      - key: $SUPABASE_PUBLISHABLE_KEY
+  - username: service_role
+    keyauth_credentials:
+      - key: $SUPABASE_SERVICE_KEY
+acls:
+  - consumer: anon
+    group: anon
+  - consumer: service_role
+    group: admin
+basicauth_credentials:
+  - consumer: DASHBOARD
+    username: '$DASHBOARD_USERNAME'
+    password: '$DASHBOARD_PASSWORD'
+services:
+  - name: realtime-v1-ws
+    url: http://realtime-dev.supabase-realtime:4000/socket
+    protocol: ws
+    routes:
+      - name: realtime-v1-ws
+        strip_path: true
+        paths:
+          - /realtime/v1/
+    plugins:
+      - name: cors
+      - name: key-auth
+        config:
+          hide_credentials: false
+      - name: request-transformer
+        config:
+          add:
+            headers:
+              - "x-api-key:$LUA_RT_WS_EXPR"
+          replace:
+            querystring:
+              - "apikey:$LUA_RT_WS_EXPR"
+      - name: acl
+        config:
+          hide_groups_header: true
+          allow:
+            - admin
+            - anon
+  - name: realtime-v1-rest-tenants
+    url: http://realtime-dev.supabase-realtime:4000/api/tenants
+    routes:
+      - name: realtime-v1-rest-tenants
+        strip_path: true
+        paths:
+          - /realtime/v1/api/tenants
+    plugins:
+      - name: request-termination
+        config:
+          status_code: 403
+          message: "Access is forbidden."
+  - name: realtime-v1-rest
+    url: http://realtime-dev.supabase-realtime:4000/api
+    routes:
+      - name: realtime-v1-rest
+        strip_path: true
+        paths:
+          - /realtime/v1/api
+    plugins:
+      - name: cors
+      - name: key-auth
+        config:
+          hide_credentials: true
+      - name: request-transformer
+        config:
+          add:
+            headers:
+              - "Authorization: $LUA_AUTH_EXPR"
+      - name: acl
+        config:
+          hide_groups_header: true
+          allow:
+            - admin
+  - name: hidden-ws
+    url: http://realtime-dev.supabase-realtime:4000/socket
+    routes:
+      - name: hidden-ws
+        paths:
+          - /hidden/
+    plugins:
+      - name: key-auth
+        config:
+          hide_credentials: true
+      - name: request-transformer
+        config:
+          add:
+            headers:
+              - "x-api-key:$LUA_RT_WS_EXPR"
+  - name: rest-v1
+    url: http://rest:3000/
+    routes:
+      - name: rest-v1-all
+        paths:
+          - /rest/v1/
+  - name: nowhere
+    url: http://no-such-service:1234/
+    routes:
+      - name: nowhere
+        paths:
+          - /nowhere/
+  - name: dashboard
+    url: http://realtime-dev.supabase-realtime:4000/dash
+    routes:
+      - name: dashboard-all
+        strip_path: true
+        paths:
+          - /
+    plugins:
+      - name: cors
+      - name: basic-auth
+        config:
+          hide_credentials: true
+"""
+
+
+class Upstream:
+    """An aiohttp server in a thread: echoes HTTP requests and WebSocket frames."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.runner: web.AppRunner | None = None
+        self.closes: list[Any] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if request.query.get("fail"):
+                return web.json_response({"error": "Tenant not found"}, status=404)
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.send_json({"hello": True, "path": request.path, "query": dict(request.query),
+                                "headers": dict(request.headers)})
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    if msg.data == "close-me":
+                        await ws.close(code=4001, message=b"bye")
+                        break
+                    await ws.send_str("echo:" + msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await ws.send_bytes(b"echo:" + msg.data)
+            self.closes.append(ws.close_code)
+            return ws
+        return web.json_response({"method": request.method, "path": request.path, "query": dict(request.query),
+                                  "headers": dict(request.headers), "body": (await request.text())})
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.echo)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> Upstream:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            assert self.runner is not None
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start_gateway(tmp: Path, kong_text: str, hosts: dict[str, Any], env: dict[str, str] | None = None,
+                  timeout: float = 15) -> tuple[subprocess.Popen[str], int, Path]:
+    (tmp / "kong.yml").write_text(kong_text)
+    config = {"kong_yml": str(tmp / "kong.yml"), "hosts": hosts, "port": 0,
+              "env": env if env is not None else {
+                  "SUPABASE_ANON_KEY": ANON, "SUPABASE_SERVICE_KEY": SERVICE, "SUPABASE_PUBLISHABLE_KEY": "",
+                  "SUPABASE_SECRET_KEY": "", "DASHBOARD_USERNAME": "dash", "DASHBOARD_PASSWORD": "dash-pw-canary",
+              }}
+    cfg = tmp / "gateway.json"
+    cfg.write_text(json.dumps(config))
+    cfg.chmod(0o600)
+    log = tmp / "gateway.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(cfg)],
+                                stdout=subprocess.PIPE, stderr=fh, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY ") or proc.poll() is not None or not line:
+            break
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait(5)
+        return proc, 0, log
+    return proc, int(line.split()[1]), log
+
+
+def stop(proc: subprocess.Popen[str]) -> int | None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("gw")
+    hosts = {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}", "rest": None}
+    proc, port, log = start_gateway(tmp, KONG_YML, hosts)
+    assert port, log.read_text()
+    yield f"127.0.0.1:{port}"
+    assert stop(proc) == 0, log.read_text()
+    text = log.read_text()
+    for canary in (ANON, SERVICE, "dash-pw-canary"):
+        assert canary not in text, "a key reached the gateway log"
+
+
+# ---------------------------------------------------------------- pure parsing of the official file
+
+
+def test_official_kong_yml_loads_and_routes_realtime_like_kong() -> None:
+    require(OFFICIAL.is_dir(), f"corpus not found at {OFFICIAL}")
+    env = {"SUPABASE_ANON_KEY": "a.b.c", "SUPABASE_SERVICE_KEY": "d.e.f", "SUPABASE_PUBLISHABLE_KEY": "",
+           "SUPABASE_SECRET_KEY": "", "DASHBOARD_USERNAME": "u", "DASHBOARD_PASSWORD": "p",
+           "JWT_ISSUER": "http://localhost:8000/auth/v1"}
+    text = expand_kong_yml((OFFICIAL / "volumes/api/kong.yml").read_text(), entrypoint_env(env))
+    assert "- key: $SUPABASE_PUBLISHABLE_KEY" not in text and "key: \n" not in text  # empty keys deleted
+    assert "/.well-known/oauth-authorization-server/auth/v1" in text  # from JWT_ISSUER, as the script does
+    kong = parse_kong(text)
+    assert kong.consumers["anon"].keys == ("a.b.c",)
+    cases = {
+        "/realtime/v1/websocket": ("realtime-v1-ws", "/socket/websocket"),
+        "/realtime/v1/api/ping": ("realtime-v1-rest", "/api/ping"),
+        "/realtime/v1/api/tenants/realtime-dev/health": ("realtime-v1-rest-tenants", "/api/tenants/realtime-dev/health"),
+        "/rest/v1/": ("rest-v1-openapi-root", "/"),
+        "/rest/v1/todos": ("rest-v1-all", "/todos"),
+        "/anything": ("dashboard-all", "/anything"),
+    }
+    for path, (name, up) in cases.items():
+        found = match_route(kong, path)
+        assert found is not None, path
+        route, prefix = found
+        assert (route.name, upstream_path(route.service.path, route, prefix, path)) == (name, up), path
+    ws = match_route(kong, "/realtime/v1/websocket")
+    assert ws is not None and ws[0].service.host == "realtime-dev.supabase-realtime" and ws[0].service.port == 4000
+
+
+def test_unsupported_plugin_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    text = KONG_YML.replace("      - name: cors\n      - name: key-auth\n        config:\n          hide_credentials: true",
+                            "      - name: rate-limiting\n      - name: key-auth\n        config:\n"
+                            "          hide_credentials: true", 1)
+    assert "rate-limiting" in text
+    proc, port, log = start_gateway(tmp_path, text, {})
+    assert port == 0 and proc.returncode == 2
+    assert "rate-limiting" in log.read_text() and "not supported" in log.read_text()
+
+
+def test_unsupported_option_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    text = KONG_YML.replace("          hide_groups_header: true\n", "          hide_groups_header: true\n"
+                            "          always_use_authenticated_groups: true\n", 1)
+    proc, port, log = start_gateway(tmp_path, text, {})
+    assert port == 0 and proc.returncode == 2
+    assert "always_use_authenticated_groups" in log.read_text()
+
+
+# ---------------------------------------------------------------- HTTP behaviour
+
+
+def test_key_auth_missing_invalid_and_valid(gw: str) -> None:
+    r = requests.get(f"http://{gw}/realtime/v1/api/ping", timeout=5)
+    assert (r.status_code, r.json()) == (401, {"message": "No API key found in request"})
+    r = requests.get(f"http://{gw}/realtime/v1/api/ping", headers={"apikey": "nope"}, timeout=5)
+    assert (r.status_code, r.json()) == (401, {"message": "Invalid authentication credentials"})
+    r = requests.get(f"http://{gw}/realtime/v1/api/ping", headers={"apikey": SERVICE}, timeout=5)
+    assert r.status_code == 200
+    echo = r.json()
+    assert echo["path"] == "/api/ping"  # strip_path + service path
+    # hide_credentials: true on this route removes the key; the transformer adds Authorization from headers.apikey,
+    # which key-auth (priority 1250) already removed, so it renders empty, as in Kong.
+    assert "apikey" not in {k.lower() for k in echo["headers"]}
+    assert echo["headers"].get("Authorization", "") == ""
+    assert echo["headers"]["X-Consumer-Username"] == "service_role"
+    assert "X-Consumer-Groups" not in echo["headers"]
+
+
+def test_acl_refuses_a_consumer_outside_the_allow_list(gw: str) -> None:
+    r = requests.get(f"http://{gw}/realtime/v1/api/ping", params={"apikey": ANON}, timeout=5)
+    assert (r.status_code, r.json()) == (403, {"message": "You cannot consume this service"})
+
+
+def test_upstream_host_is_the_service_host_not_the_clients(gw: str) -> None:
+    r = requests.get(f"http://{gw}/realtime/v1/anything?apikey={ANON}&vsn=1.0.0",
+                     headers={"Host": "client.example.com"}, timeout=5)
+    assert r.status_code == 200
+    echo = r.json()
+    assert echo["headers"]["Host"] == "realtime-dev.supabase-realtime:4000"  # first label = tenant
+    assert echo["path"] == "/socket/anything"
+    # Kong's LUA_RT_WS_EXPR without opaque keys passes the query apikey through, to x-api-key too.
+    assert echo["query"] == {"apikey": ANON, "vsn": "1.0.0"}
+    assert echo["headers"]["x-api-key"] == ANON
+    assert r.headers["Via"].startswith("1.1 kong/")
+
+
+def test_cors_preflight_and_simple_response_headers(gw: str) -> None:
+    r = requests.options(f"http://{gw}/realtime/v1/api/ping",
+                         headers={"Origin": "http://app.localhost:3000", "Access-Control-Request-Method": "POST",
+                                  "Access-Control-Request-Headers": "apikey,content-type"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert r.headers["Access-Control-Allow-Headers"] == "apikey,content-type"
+    r = requests.get(f"http://{gw}/realtime/v1/api/ping", headers={"Origin": "http://x"}, timeout=5)
+    assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_request_termination(gw: str) -> None:
+    r = requests.get(f"http://{gw}/realtime/v1/api/tenants/realtime-dev/health", headers={"apikey": SERVICE},
+                     timeout=5)
+    assert (r.status_code, r.json()) == (403, {"message": "Access is forbidden."})
+
+
+def test_basic_auth_on_the_catch_all(gw: str) -> None:
+    r = requests.get(f"http://{gw}/project/default", timeout=5)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    r = requests.get(f"http://{gw}/project/default", auth=("dash", "wrong"), timeout=5)
+    assert (r.status_code, r.json()) == (401, {"message": "Invalid authentication credentials"})
+    r = requests.get(f"http://{gw}/project/default", auth=("dash", "dash-pw-canary"), timeout=5)
+    assert r.status_code == 200
+    echo = r.json()
+    assert echo["path"] == "/dash/project/default"
+    assert "Authorization" not in echo["headers"]  # hide_credentials
+
+
+def test_services_not_run_and_unknown_hosts(gw: str) -> None:
+    r = requests.get(f"http://{gw}/rest/v1/todos", timeout=5)
+    assert r.status_code == 502
+    r = requests.get(f"http://{gw}/nowhere/x", timeout=5)
+    assert (r.status_code, r.json()) == (503, {"message": "name resolution failed"})
+
+
+# ---------------------------------------------------------------- WebSocket proxying
+
+
+def test_websocket_frames_both_ways_and_close_code(gw: str, upstream: Upstream) -> None:
+    ws = websocket.create_connection(f"ws://{gw}/realtime/v1/websocket?apikey={ANON}&vsn=2.0.0", timeout=5)
+    try:
+        hello = json.loads(ws.recv())
+        assert hello["path"] == "/socket/websocket"
+        assert hello["headers"]["Host"] == "realtime-dev.supabase-realtime:4000"
+        assert hello["query"]["apikey"] == ANON
+        ws.send("ping-1")
+        assert ws.recv() == "echo:ping-1"
+        ws.send_binary(b"\x00\x01")
+        assert ws.recv() == b"echo:\x00\x01"
+        ws.send("close-me")
+        op, data = ws.recv_data(control_frame=True)
+        assert op == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(data[:2], "big") == 4001  # the upstream's close code reaches the client
+    finally:
+        ws.close()
+
+
+def test_client_close_reaches_upstream(gw: str, upstream: Upstream) -> None:
+    before = len(upstream.closes)
+    ws = websocket.create_connection(f"ws://{gw}/realtime/v1/websocket?apikey={ANON}", timeout=5)
+    ws.recv()
+    ws.close(status=4002)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(upstream.closes) == before:
+        time.sleep(0.05)
+    assert upstream.closes[before:] == [4002]
+
+
+def test_websocket_handshake_error_body_passes_through(gw: str) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as err:
+        websocket.create_connection(f"ws://{gw}/realtime/v1/websocket?apikey={ANON}&fail=1", timeout=5)
+    assert err.value.status_code == 404
+    assert json.loads(err.value.resp_body) == {"error": "Tenant not found"}
+
+
+def test_websocket_key_auth_refusal_happens_at_the_gateway(gw: str) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as err:
+        websocket.create_connection(f"ws://{gw}/realtime/v1/websocket", timeout=5)
+    assert err.value.status_code == 401
+    assert json.loads(err.value.resp_body) == {"message": "No API key found in request"}
+
+
+def test_hidden_credentials_leave_no_apikey_for_realtime(gw: str) -> None:
+    ws = websocket.create_connection(f"ws://{gw}/hidden/websocket?apikey={ANON}", timeout=5)
+    try:
+        hello = json.loads(ws.recv())
+    finally:
+        ws.close()
+    assert "apikey" not in hello["query"]
+    assert hello["headers"].get("x-api-key", "") == ""  # template ran after key-auth removed the key
+
+
+def test_sigterm_stops_the_gateway_cleanly(upstream: Upstream, tmp_path: Path) -> None:
+    proc, port, log = start_gateway(tmp_path, KONG_YML, {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}"})
+    assert port, log.read_text()
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey={ANON}", timeout=5)
+    ws.recv()
+    t0 = time.monotonic()
+    assert stop(proc) == 0
+    assert time.monotonic() - t0 < 4  # open WebSockets are closed with 1001, not waited for
+    ws.close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert os.path.exists(log)
+
+
+def test_basic_auth_header_is_decoded_strictly(gw: str) -> None:
+    bad = base64.b64encode(b"no-colon").decode()
+    r = requests.get(f"http://{gw}/x", headers={"Authorization": f"Basic {bad}"}, timeout=5)
+    assert r.status_code == 401
