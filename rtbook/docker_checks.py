@@ -567,9 +567,9 @@ def check_running(target: Target) -> CheckResult:
             summary="No Realtime container found"
             + ("" if status is Status.FAIL else " (the stack does not run on this engine)")
             + ".",
-            detail="Looked for " + disc.looked_for.get("realtime", "") + ". "
-            + (f"Other containers of the stack run: {', '.join(c.name for c in (disc.gateway, disc.db) if c)}."
-               if disc.anything else ""),
+            detail=("Looked for " + disc.looked_for.get("realtime", "") + ". "
+                    + (f"Other containers of the stack run: {', '.join(c.name for c in (disc.gateway, disc.db) if c)}."
+                       if disc.anything else "")).strip(),
             remedy=f"Start it: docker compose up -d {service}; if it was removed or renamed by a deployment "
             f"tool, make sure the compose service is called {service!r} or pass the stack that deployed it.",
             evidence={"looked_for": dict(disc.looked_for)},

@@ -10,6 +10,8 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v chromium >/dev/null || need_apt+=(chromium)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+# The docker tests run the distribution's python3 inside their containers (host /usr mounted read-only).
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -q >/dev/null

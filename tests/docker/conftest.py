@@ -75,6 +75,7 @@ def lab_session(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) ->
     require(OFFICIAL.is_dir(), f"official corpus stack not found at {OFFICIAL}")
     from rtbook.stack import Stack
 
+    Lab.sweep_stale(docker_client)
     lab = Lab.create(docker_client)
     try:
         stack_dir = _stack_dir(tmp_path_factory.mktemp("dockerstack"), lab.prefix)

@@ -305,6 +305,41 @@ class Lab:
         if errors:
             raise RuntimeError("docker test cleanup left objects behind: " + "; ".join(errors))
 
+    @staticmethod
+    def sweep_stale(client: Any, max_age_s: float = 1800) -> list[str]:
+        """Remove test objects (label io.rtbook.test / prefix rtbooktest-) left by a killed run.
+
+        Only objects older than ``max_age_s`` go, so a concurrent test session keeps its own.
+        """
+        import datetime as dt
+
+        def old(created: str | int | None) -> bool:
+            if isinstance(created, int):
+                ts = float(created)
+            elif isinstance(created, str) and created:
+                ts = dt.datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+            else:
+                return False
+            return time.time() - ts > max_age_s
+
+        removed: list[str] = []
+        for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+            if old(c.attrs.get("Created")):
+                c.remove(force=True, v=True)
+                removed.append(c.name)
+        for n in client.networks.list(filters={"label": TEST_LABEL}):
+            n.reload()
+            if old(n.attrs.get("Created")):
+                n.remove()
+                removed.append(n.name)
+        for image in client.images.list():
+            tags = [t for t in image.tags if t.startswith("rtbooktest-")]
+            if tags and old(image.attrs.get("Created")):
+                for tag in tags:
+                    client.images.remove(tag, force=True)
+                removed.extend(tags)
+        return removed
+
     def leftovers(self) -> list[str]:
         """Names of containers, networks and images with this lab's prefix still on the engine."""
         out = [c.name for c in self.client.containers.list(all=True) if c.name.startswith(self.prefix)]
