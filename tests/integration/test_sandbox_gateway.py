@@ -292,7 +292,9 @@ def test_official_kong_yml_loads_and_routes_realtime_like_kong() -> None:
     cases = {
         "/realtime/v1/websocket": ("realtime-v1-ws", "/socket/websocket"),
         "/realtime/v1/api/ping": ("realtime-v1-rest", "/api/ping"),
-        "/realtime/v1/api/tenants/realtime-dev/health": ("realtime-v1-rest-tenants", "/api/tenants/realtime-dev/health"),
+        "/realtime/v1/api/tenants/realtime-dev/health": (
+            "realtime-v1-rest-tenants", "/api/tenants/realtime-dev/health"
+        ),
         "/rest/v1/": ("rest-v1-openapi-root", "/"),
         "/rest/v1/todos": ("rest-v1-all", "/todos"),
         "/anything": ("dashboard-all", "/anything"),
@@ -307,7 +309,8 @@ def test_official_kong_yml_loads_and_routes_realtime_like_kong() -> None:
 
 
 def test_unsupported_plugin_is_a_startup_error_naming_it(tmp_path: Path) -> None:
-    text = KONG_YML.replace("      - name: cors\n      - name: key-auth\n        config:\n          hide_credentials: true",
+    old = "      - name: cors\n      - name: key-auth\n        config:\n          hide_credentials: true"
+    text = KONG_YML.replace(old,
                             "      - name: rate-limiting\n      - name: key-auth\n        config:\n"
                             "          hide_credentials: true", 1)
     assert "rate-limiting" in text
@@ -457,7 +460,8 @@ def test_hidden_credentials_leave_no_apikey_for_realtime(gw: str) -> None:
 
 
 def test_sigterm_stops_the_gateway_cleanly(upstream: Upstream, tmp_path: Path) -> None:
-    proc, port, log = start_gateway(tmp_path, KONG_YML, {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}"})
+    hosts = {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}"}
+    proc, port, log = start_gateway(tmp_path, KONG_YML, hosts)
     assert port, log.read_text()
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey={ANON}", timeout=5)
     ws.recv()
