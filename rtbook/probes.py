@@ -612,6 +612,7 @@ def check_health(target: Target) -> CheckResult:
     if ans.status != 200 or health is None:
         return _answer_failure(cid, "Unexpected health answer", ans, 'HTTP 200 {"data":{...}}', target)
     joined = False
+    join_cause: Cause | None = None
     if not health.db_connected:
         # Realtime connects to the tenant DB on the first join; ask again after one.
         anon = target.secret("ANON_KEY")
@@ -635,6 +636,8 @@ def check_health(target: Target) -> CheckResult:
                         time.sleep(0.3)
             except PhoenixError as exc:
                 evidence["join_error"] = str(exc)
+                if isinstance(exc, HandshakeRefused):
+                    join_cause = diagnose(status=exc.status, body=exc.body)
     evidence["health"] = {
         "healthy": health.healthy,
         "db_connected": health.db_connected,
@@ -651,7 +654,21 @@ def check_health(target: Target) -> CheckResult:
             metrics=metrics,
         )
     reason = str(evidence.get("join", {}).get("reason", "")) if isinstance(evidence.get("join"), dict) else ""
-    found = diagnose(reason=reason) if reason else None
+    found = diagnose(reason=reason) if reason else join_cause
+    if not joined and health.healthy:
+        # Nothing proves the DB is down: Realtime connects on the first join, and ours was refused.
+        return failure(
+            cid,
+            f"Tenant {tenant!r} reports healthy=true, db_connected=false, and rtbook's probe join was refused, "
+            "so the database connection is unproven.",
+            cause=found,
+            detail="Realtime connects to the tenant database on the first channel join; "
+            + (f"the join failed with {reason}." if reason else f"the socket was refused: "
+               f"{evidence.get('join_error', 'no ANON_KEY to join with')}."),
+            evidence=evidence,
+            metrics=metrics,
+            status=Status.WARN,
+        )
     return failure(
         cid,
         f"Tenant {tenant!r} reports db_connected=false (healthy={health.healthy}).",
