@@ -210,19 +210,21 @@ def test_python_and_node_clients_together(
         def sql(stmt: str) -> None:
             cluster.execute(stmt)
 
-        sql("insert into todos (id, task, owner) values (101, 'public', null)")
-        sql(f"insert into todos (id, task, owner) values (102, 'a-private', '{USER_A}')")
-        sql(f"insert into todos (id, task, owner) values (103, 'b-private', '{USER_B}')")
-        await asyncio.sleep(0.6)
-        sql("update todos set done = true where id in (101, 102)")
-        await asyncio.sleep(0.6)
-        sql("delete from todos where id in (101, 102)")
-
         def node_pg(kind: str) -> list[dict[str, Any]]:
             return [e for e in node.events if e.get("kind") == "pg" and e["type"] == kind]
 
         def py_pg(kind: str) -> list[dict[str, Any]]:
             return [p["data"] for p in py_events["pg"] if p["data"]["type"] == kind]
+
+        # Each step waits for its events: RLS is checked by re-reading the row (as Realtime does), so a row
+        # deleted before the poller reads its INSERT/UPDATE would be invisible to everyone.
+        sql("insert into todos (id, task, owner) values (101, 'public', null)")
+        sql(f"insert into todos (id, task, owner) values (102, 'a-private', '{USER_A}')")
+        sql(f"insert into todos (id, task, owner) values (103, 'b-private', '{USER_B}')")
+        await wait_for(lambda: bool(node_pg("INSERT")) and bool(py_pg("INSERT")), 15, "INSERT events", node.drain)
+        sql("update todos set done = true where id in (101, 102)")
+        await wait_for(lambda: bool(node_pg("UPDATE")) and bool(py_pg("UPDATE")), 15, "UPDATE events", node.drain)
+        sql("delete from todos where id in (101, 102)")
 
         await wait_for(lambda: len(node_pg("DELETE")) >= 2 and len(py_pg("DELETE")) >= 2, 15,
                        "DELETE events at both clients", node.drain)
