@@ -429,9 +429,13 @@ def _env_ref(value: str, name: str, target: Target) -> str:
     stack = target.stack
     env: Mapping[str, Any] = getattr(stack, "env", {}) if stack is not None else {}
     if is_secret_name(name) or len(value) >= 24:
-        for key, candidate in env.items():
-            if isinstance(candidate, str) and candidate == value:
-                return "${" + str(key) + "}"
+        holders = [str(k) for k, v in env.items() if isinstance(v, str) and v == value]
+        # Prefer the conventional source (API_JWT_SECRET <- JWT_SECRET, DB_ENC_KEY <- REALTIME_DB_ENC_KEY).
+        for preferred in (name, name.removeprefix("API_"), name.removeprefix("METRICS_"), f"REALTIME_{name}"):
+            if preferred in holders:
+                return "${" + preferred + "}"
+        if holders:
+            return "${" + holders[0] + "}"
         if is_secret_name(name):
             return f"<the {name} value from docker-compose.yml>"
     return value
