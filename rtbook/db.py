@@ -658,8 +658,8 @@ def check_replication_capacity(target: Target) -> CheckResult | list[CheckResult
             )
         return CheckResult(
             cid, Status.PASS,
-            summary=f"{free_slots} free replication slot(s) and {free_senders} free WAL sender(s); Realtime needs "
-            f"{need_slots} and {need_senders} more.",
+            summary=f"{free_slots} free replication slot(s) and {free_senders} free WAL sender(s); Realtime may still "
+            f"need {need_slots} slot(s) and {need_senders} WAL sender(s).",
             detail=detail, evidence=evidence,
         )
 
