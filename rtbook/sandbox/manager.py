@@ -62,6 +62,7 @@ class SandboxState:
     data_dir: str
     breaks: list[str] = field(default_factory=list)
     owns_stack_dir: bool = True
+    run_dir: str = ""
     logs: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -222,16 +223,16 @@ def up(
     if run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.chmod(0o711)  # postgres (when we are root) must traverse to its cluster dir
+    run_dir.chmod(0o700)
     pids: dict[str, int] = {}
     cluster: Any = None
     try:
         from rtbook.sandbox.postgres import PostgresCluster, free_port
 
         values = generate_secrets()
-        cluster = PostgresCluster(
-            run_dir / "pg", wal_level=sc.wal_level_for(chosen), password=values["POSTGRES_PASSWORD"]
-        )
+        # The cluster lives in its own temporary directory: when we run as root, PostgreSQL runs as the
+        # postgres user, who cannot enter a private $RTBOOK_HOME (e.g. under /root).
+        cluster = PostgresCluster(wal_level=sc.wal_level_for(chosen), password=values["POSTGRES_PASSWORD"])
         cluster.start(timeout=timeout)
         # Outlive this process: down() stops the cluster by pid, not the atexit hook.
         atexit.unregister(cluster.stop)
@@ -252,7 +253,8 @@ def up(
             db_url=f"postgresql://supabase_admin@127.0.0.1:{cluster.port}/postgres",
             tenant=TENANT,
             pids=pids,
-            data_dir=str(run_dir.resolve()),
+            data_dir=str(cluster.base_dir),
+            run_dir=str(run_dir.resolve()),
             breaks=[s.name for s in chosen],
             owns_stack_dir=owns_stack,
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
@@ -374,6 +376,8 @@ def down(*, home: str | Path | None = None, timeout: float = 15) -> bool:
         # SIGINT is PostgreSQL's fast shutdown.
         _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
     shutil.rmtree(state.data_dir, ignore_errors=True)
+    if state.run_dir:
+        shutil.rmtree(state.run_dir, ignore_errors=True)
     if state.owns_stack_dir:
         shutil.rmtree(state.stack_dir, ignore_errors=True)
     state_file.unlink(missing_ok=True)
