@@ -163,7 +163,7 @@ def evaluate_realtime_env(
         raw=None,
         version=parse_realtime_version(image),
         source=source,
-        where=source,
+        where=f"the realtime service's environment (compose file; seen in {source})",
         secret_peers=tuple(peers),
         db_names=None,
     )

@@ -191,15 +191,25 @@ def interpolate(text: str, lookup: Callable[[str], str | None] | Mapping[str, st
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _at(source: str) -> str:
+    return f"{source}: " if source else ""
 _MAX_DEPTH = 20
 
 
 def _expand(
-    text: str, pos: int, get: Callable[[str], str | None], source: str, depth: int, stop: str | None
+    text: str,
+    pos: int,
+    get: Callable[[str], str | None],
+    source: str,
+    depth: int,
+    stop: str | None,
+    dry: bool = False,
 ) -> tuple[str, int]:
     """Expand from ``pos`` until the end (or an unnested ``stop`` character); return text and end index."""
     if depth > _MAX_DEPTH:
-        raise InputError(f"{source}: variables nested more than {_MAX_DEPTH} levels deep")
+        raise InputError(f"{_at(source)}variables nested more than {_MAX_DEPTH} levels deep")
     buf: list[str] = []
     i = pos
     n = len(text)
@@ -217,7 +227,7 @@ def _expand(
             i += 2
             continue
         if nxt == "{":
-            value, i = _braced(text, i + 2, get, source, depth)
+            value, i = _braced(text, i + 2, get, source, depth, dry)
             buf.append(value)
             continue
         m = _NAME.match(text, i + 1)
@@ -229,20 +239,22 @@ def _expand(
         buf.append("$")
         i += 1
     if stop is not None:
-        raise InputError(f"{source}: unterminated '${{' in {_preview(text)}; close it with '}}' or write '$$'")
+        raise InputError(f"{_at(source)}unterminated '${{' in a value; close it with '}}' or write '$$' for a literal $")
     return "".join(buf), i
 
 
-def _braced(text: str, pos: int, get: Callable[[str], str | None], source: str, depth: int) -> tuple[str, int]:
+def _braced(
+    text: str, pos: int, get: Callable[[str], str | None], source: str, depth: int, dry: bool
+) -> tuple[str, int]:
     m = _NAME.match(text, pos)
     if m is None:
         end = text.find("}", pos)
         shown = text[pos:end] if end >= 0 else text[pos:]
-        raise InputError(f"{source}: invalid variable reference '${{{shown[:30]}' ; names are letters, digits and _")
+        raise InputError(f"{_at(source)}invalid variable reference '${{{shown[:30]}' ; names are letters, digits and _")
     name = m.group(0)
     i = m.end()
     if i >= len(text):
-        raise InputError(f"{source}: unterminated '${{{name}'; close it with '}}'")
+        raise InputError(f"{_at(source)}unterminated '${{{name}'; close it with '}}'")
     value = get(name)
     if text[i] == "}":
         return value or "", i + 1
@@ -254,19 +266,21 @@ def _braced(text: str, pos: int, get: Callable[[str], str | None], source: str, 
         op = text[i] if i < len(text) else ""
     if op not in ("-", "?", "+"):
         raise InputError(
-            f"{source}: unsupported modifier after '${{{name}' (use :-, -, :?, ?, :+ or +)"
+            f"{_at(source)}unsupported modifier after '${{{name}' (use :-, -, :?, ?, :+ or +)"
         )
-    word, end = _expand(text, i + 1, get, source, depth + 1, stop="}")
     unset = value is None or (colon and value == "")
+    # The word is only evaluated when used (compose is lazy): ${A:-${B:?}} with A set is fine.
+    used = (op == "-" and unset) or (op == "+" and not unset) or (op == "?" and unset)
+    word, end = _expand(text, i + 1, get, source, depth + 1, stop="}", dry=dry or not used)
     if op == "-":
         result = word if unset else (value or "")
     elif op == "+":
         result = "" if unset else word
     else:  # "?"
-        if unset:
+        if unset and not dry:
             reason = word or f"{name} is required"
             raise InputError(
-                f"{source}: required variable {name} is {'empty' if value == '' else 'not set'}: {reason}; "
+                f"{_at(source)}required variable {name} is {'empty' if value == '' else 'not set'}: {reason}; "
                 f"set {name} in the .env file"
             )
         result = value or ""

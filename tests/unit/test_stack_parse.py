@@ -102,6 +102,8 @@ def test_env_error_never_echoes_a_whole_secret() -> None:
         ("$$(cat x) $$A", "$(cat x) $A"),
         ("cost $5", "cost $5"),
         ("${A:?need A}", "a"),
+        ("${A:-${UNSET:?never evaluated}}", "a"),
+        ("${UNSET:+${ALSO_UNSET:?never evaluated}}", ""),
     ],
 )
 def test_interpolation(template: str, expected: str) -> None:
@@ -363,9 +365,8 @@ _junk = st.one_of(
 def test_env_parser_junk(text: str) -> None:
     try:
         parse_env_text(text)
-    except InputError as exc:
-        assert "\n" not in str(exc).strip() or True  # one exception type is the contract
-    # anything else propagates and fails the test
+    except InputError:
+        pass  # the one exception type allowed; anything else propagates and fails the test
 
 
 @settings(max_examples=300, deadline=None)
