@@ -239,7 +239,7 @@ def _expand(
         buf.append("$")
         i += 1
     if stop is not None:
-        raise InputError(f"{_at(source)}unterminated '${{' in a value; close it with '}}' or write '$$' for a literal $")
+        raise InputError(f"{_at(source)}unterminated '${{' in a value; close it with '}}' or write '$$' for a '$'")
     return "".join(buf), i
 
 
