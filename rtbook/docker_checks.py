@@ -633,6 +633,21 @@ def check_running(target: Target) -> CheckResult:
             remedy=f"{logs_hint} Then start it: docker compose up -d {disc.realtime_service}.",
             evidence=evidence, see_also=("docker.realtime.logs",),
         )
+    since_restart = _age_s(st.finished_at, _engine_now(session))
+    evidence["seconds_since_last_exit"] = round(since_restart, 1) if since_restart is not None else None
+    if info.restart_count > 0 and since_restart is not None and since_restart < RESTART_LOOP_WINDOW_S:
+        # Caught between two crashes: the container is up, but its previous run ended moments ago.
+        return CheckResult(
+            cid, Status.FAIL,
+            summary=f"Realtime is in a restart loop: {info.restart_count} restarts, the last one "
+            f"{since_restart:.0f} s ago.",
+            detail=f"{where} is up since {st.started_at}, but its previous run ended at {st.finished_at} and "
+            f"RestartCount={info.restart_count} (restart policy {info.restart_policy or 'no'}). Realtime crashes "
+            "at boot when a required variable is missing or invalid (realtime-facts 7.3).",
+            remedy=logs_hint + " Fix the variable it names, then docker compose up -d "
+            f"--force-recreate {disc.realtime_service}.",
+            evidence=evidence, see_also=("docker.realtime.logs", "docker.realtime.env"),
+        )
     if info.restart_count > 0:
         return CheckResult(
             cid, Status.WARN,
@@ -647,6 +662,43 @@ def check_running(target: Target) -> CheckResult:
         summary=f"Realtime runs ({info.name}, {info.image}), no restarts, not OOM-killed.",
         evidence=evidence,
     )
+
+
+RESTART_LOOP_WINDOW_S = 300.0
+
+
+def _parse_ts(value: str) -> float | None:
+    """Seconds since the epoch for Docker's RFC 3339 timestamps (nanoseconds allowed)."""
+    if not value or value.startswith("0001-"):
+        return None
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", value)
+    if not m:
+        return None
+    import datetime as dt
+
+    frac = (m.group(2) or ".0")[:7]
+    tz = m.group(3) or "Z"
+    text = m.group(1) + frac + ("+00:00" if tz == "Z" else tz)
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _engine_now(session: EngineSession) -> float:
+    """The engine's clock (a remote engine's may differ from ours), else ours."""
+    import time
+
+    try:
+        now = _parse_ts(str(session.client.info().get("SystemTime", "")))
+    except Exception:
+        now = None
+    return now if now is not None else time.time()
+
+
+def _age_s(value: str, now: float) -> float | None:
+    ts = _parse_ts(value)
+    return None if ts is None else max(0.0, now - ts)
 
 
 def _fmt_bytes(n: int) -> str:
