@@ -20,7 +20,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ __all__ = [
     "parse_table",
     "publication_tables",
     "quote_ident",
+    "realtime_env",
+    "realtime_value",
     "role_access",
     "sql_url",
     "table_info",
@@ -77,6 +79,33 @@ REALTIME_APPLICATION_NAMES = (
 )
 # A slot that keeps more WAL than this is worth a warning: it fills the disk of a small server.
 SLOT_LAG_WARN_BYTES = 256 * 1024 * 1024
+
+
+# ------------------------------------------------------------------ the stack's Realtime settings
+
+
+def realtime_env(target: Target) -> Mapping[str, str]:
+    """The realtime service's interpolated environment from the target's stack (empty without a stack)."""
+    if target.stack is None:
+        return {}
+    service = target.stack.realtime_service()
+    env = getattr(service, "environment", None) if service is not None else None
+    if not isinstance(env, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in env.items() if v is not None}
+
+
+def realtime_value(target: Target, name: str) -> tuple[str | None, str]:
+    """A Realtime setting and where it came from: the target's env, the realtime service, else any lookup."""
+    if target.env.get(name):
+        return target.env[name], "the target's env"
+    service = realtime_env(target)
+    if service.get(name):
+        return service[name], "the realtime service's environment"
+    found = target.lookup(name)
+    if found:
+        return found, "the environment"
+    return None, ""
 
 
 # ------------------------------------------------------------------ engine
@@ -475,6 +504,16 @@ def check_connect(target: Target) -> CheckResult:
         version, user, database, superuser = str(row[0]), str(row[1]), str(row[2]), bool(row[3])
         major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
         evidence = {"server_version": version, "user": user, "database": database, "superuser": superuser}
+        db_name, source = realtime_value(target, "DB_NAME")
+        if db_name and db_name != database:
+            return CheckResult(
+                cid, Status.WARN,
+                summary=f"Connected to database {database!r}, but Realtime's DB_NAME is {db_name!r}.",
+                detail=f"DB_NAME={db_name!r} comes from {source}. Realtime keeps its _realtime tables and the "
+                "tenant's publication in that database, so the db.* and tenant.* results describe another one.",
+                remedy=f"Point --db-url at /{db_name} (e.g. postgresql://{user}@HOST:PORT/{db_name}).",
+                evidence={**evidence, "realtime_db_name": db_name}, metrics={"connect_ms": elapsed},
+            )
         if major and major < 14:
             return CheckResult(
                 cid, Status.WARN,

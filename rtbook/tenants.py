@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from rtbook.crypto import DecryptError, decrypt, encrypt, encrypt_gcm
-from rtbook.db import classify_db_error, connect, with_connection, with_finding
+from rtbook.db import classify_db_error, connect, realtime_value, with_connection, with_finding
 from rtbook.exceptions import ConfigError, ConfirmationRequired, ConnectionSetupError
 from rtbook.results import CheckResult, Status, register
 from rtbook.secrets import REDACTED, Redactor, Secret
@@ -338,32 +338,6 @@ def read_state(conn: Connection, redactor: Redactor | None = None, *, lock_tenan
 # ------------------------------------------------------------------ expectations
 
 
-def _realtime_env(target: Target) -> Mapping[str, str]:
-    if target.stack is None:
-        return {}
-    getter = getattr(target.stack, "realtime_service", None)
-    if getter is None:
-        return {}
-    service = getter()
-    env = getattr(service, "environment", None) if service is not None else None
-    if not isinstance(env, Mapping):
-        return {}
-    return {str(k): str(v) for k, v in env.items() if v is not None}
-
-
-def _value(target: Target, name: str) -> tuple[str | None, str]:
-    """A Realtime env value and where it came from: the target's env, the realtime service, else lookup."""
-    if target.env.get(name):
-        return target.env[name], "the target's env"
-    service = _realtime_env(target)
-    if service.get(name):
-        return service[name], "the realtime service's environment"
-    found = target.lookup(name)
-    if found:
-        return found, "the environment"
-    return None, ""
-
-
 @dataclass(frozen=True)
 class Expected:
     """What the stack's Realtime environment says the tenant rows should hold."""
@@ -394,7 +368,7 @@ def expected_tenant(target: Target, tenant: str | None = None) -> str:
         return tenant
     if target.tenant or target.stack is not None:
         return target.resolved_tenant()
-    named, _ = _value(target, "SELF_HOST_TENANT_NAME")
+    named, _ = realtime_value(target, "SELF_HOST_TENANT_NAME")
     return named or DEFAULT_TENANT
 
 
@@ -403,7 +377,7 @@ def expected(target: Target, tenant: str | None = None) -> Expected:
     sources: dict[str, str] = {}
 
     def get(name: str, secret: bool = False) -> str | None:
-        value, source = _value(target, name)
+        value, source = realtime_value(target, name)
         if value is not None:
             sources[name] = source
             if secret:

@@ -291,3 +291,10 @@ def test_open_transaction_makes_the_slot_probe_time_out_not_hang(fresh: Lab) -> 
     assert result.status is Status.FAIL
     assert finding(result) == "db.long_transaction"
     assert "pg_stat_activity" in result.remedy
+
+
+def test_connected_to_another_database_than_realtime_uses(fresh: Lab) -> None:
+    result = _db(fresh.target(env=fresh.env(DB_NAME="app"))).by_id("db.connect")
+    assert result.status is Status.WARN
+    assert "Realtime's DB_NAME is 'app'" in result.summary
+    assert "/app" in result.remedy
