@@ -597,10 +597,10 @@ def check_tenant_consistency(target: Target) -> CheckResult:
         if owners:
             lines.append(f"{host_only} resolves via {'; '.join(owners)}")
         if owner is None:
-            if _looks_external(host_only) and "." in host_only and any(
-                host_only == s.hostname for s in stack.services.values()
-            ):
-                lines.append(f"{host_only} is only a hostname: setting, which Docker DNS does not publish")
+            named = [s.name for s in stack.services.values() if s.hostname == host_only]
+            if named:
+                lines.append(f"{host_only} is only the hostname: of service {named[0]!r}; Docker DNS does not "
+                             "resolve hostname: values for other containers")
             problems.append(f"the gateway's Realtime upstream {host_only} is not the name, container_name or network "
                             "alias of any service, so it does not resolve on the compose network")
             remedies.append(f"Set container_name: {host_only} on services.{rt.name} (or add it under "

@@ -834,26 +834,32 @@ class Stack:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, stack_dir: str | Path, environ: Mapping[str, str] | None = None) -> Stack:
+    def load(
+        cls, stack_dir: str | Path, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
+    ) -> Stack:
         """Load the stack in ``stack_dir``: its compose file (plus ``COMPOSE_FILE`` overlays) and ``.env``.
 
-        Only ``.env`` is read, never ``env.example``: a stack without ``.env`` loads with empty
-        values and the ``env.*`` checks report it. A path to a compose file is accepted too.
+        Only ``.env`` (or the explicit ``env_file``) is read, never ``env.example``: a stack without
+        ``.env`` loads with empty values and the ``env.*`` checks report it. A path to a compose file
+        is accepted too. ``environ`` (e.g. ``os.environ``) overrides the ``.env`` as in compose.
 
         Raises:
             InputError: the directory or compose file is missing or does not parse.
         """
         path = Path(stack_dir)
         if path.is_file():
-            env = path.parent / ".env"
-            return cls.from_files([path], env_file=env if env.is_file() else None, environ=environ)
+            env = Path(env_file) if env_file is not None else path.parent / ".env"
+            given = env if env_file is not None or env.is_file() else None
+            return cls.from_files([path], env_file=given, environ=environ)
         if not path.is_dir():
             raise InputError(f"{path}: stack directory not found")
-        env_path = path / ".env"
+        env_path = Path(env_file) if env_file is not None else path / ".env"
+        if env_file is not None and not env_path.is_file():
+            raise InputError(f"{env_path}: env file not found")
         env_values: dict[str, str] = {}
-        env_file: Path | None = None
+        used_env: Path | None = None
         if env_path.exists():
-            env_file = env_path
+            used_env = env_path
             env_values = parse_env_file(env_path, environ)
         spec = (environ or {}).get("COMPOSE_FILE") or env_values.get("COMPOSE_FILE")
         if spec:
@@ -869,7 +875,7 @@ class Stack:
             override = path / (found[0].stem + ".override" + found[0].suffix)
             if override.is_file():
                 files.append(override)
-        return cls._build(files, env_file, env_values, None, environ)
+        return cls._build(files, used_env, env_values, None, environ)
 
     @classmethod
     def from_files(

@@ -398,3 +398,12 @@ def test_compose_loader_junk(tmp_path: Path, data: bytes) -> None:
     stack.gateway_kind()
     stack.implied_tenant()
     repr(stack)
+
+
+def test_explicit_env_file(corpus: Path, tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    shutil.copytree(corpus / OFFICIAL_2026, d)
+    stack = Stack.load(d, env_file=d / "env.example")
+    assert stack.env_file == d / "env.example" and stack.env["POSTGRES_HOST"] == "db"
+    with pytest.raises(InputError, match="env file not found"):
+        Stack.load(d, env_file=d / "nope.env")
