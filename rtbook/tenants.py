@@ -109,6 +109,8 @@ TENANT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("presence_enabled", "2026-03 (v2.78)"), ("feature_flags", "2026-04 (v2.129)"),
     ("gcm_migrated_at", "2026-08 (v2.129)"),
 )
+# Rows in _realtime.schema_migrations by release (files in priv/repo/migrations).
+_MIGRATION_COUNTS = {21: "2.34.47", 30: "2.78.15", 33: "2.129"}
 REQUIRED_TENANT_COLUMNS = ("id", "external_id", "jwt_secret", "inserted_at", "updated_at")
 EXTENSION_COLUMNS = ("id", "type", "settings", "tenant_external_id", "inserted_at", "updated_at")
 _NOW = "CAST((now() AT TIME ZONE 'utc') AS timestamp(0))"
@@ -1051,10 +1053,14 @@ def check_schema(target: Target) -> CheckResult | list[CheckResult]:
                 "rtbook reads and writes only the columns it knows.",
                 remedy="Upgrade rtbook if its tenant checks misread this version.", evidence=evidence,
             )
+        release = _MIGRATION_COUNTS.get(state.migrations or -1)
+        if release:
+            evidence["release_by_migrations"] = release
         return CheckResult(
             cid, Status.PASS,
             summary=f"_realtime.tenants and extensions exist; columns match Realtime's schema as of {newest}"
-            + (f" ({state.migrations} migrations recorded)." if state.migrations is not None else "."),
+            + (f" ({state.migrations} migrations recorded" + (f", as in v{release})." if release else ").")
+               if state.migrations is not None else "."),
             evidence=evidence,
         )
 

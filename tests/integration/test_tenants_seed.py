@@ -63,6 +63,7 @@ def test_fresh_bootstrap_every_tenant_check_passes(fresh: Lab) -> None:
     for result in report:
         assert result.status is Status.PASS, str(result)
     assert "db_port=" + str(fresh.cluster.port) in report.by_id("tenant.db_settings").summary
+    assert "30 migrations recorded, as in v2.78.15" in report.by_id("tenant.schema").summary
     _assert_clean(fresh, _report_text(report), extra=tuple(_ciphertexts(fresh)))
 
 
