@@ -508,6 +508,13 @@ def _resolvers(stack: Stack, host: str) -> list[str]:
     return out
 
 
+def _envoy_file(stack: Stack, kind: str) -> str:
+    for key, path in stack.envoy_files().items():
+        if kind in f"{key} {path.name}".lower():
+            return str(path)
+    return f"the Envoy {kind} file"
+
+
 def _host_owner(stack: Stack, host: str) -> Service | None:
     for svc in stack.services.values():
         if host in svc.dns_names:
@@ -531,7 +538,8 @@ def check_tenant_consistency(target: Target) -> CheckResult:
     seeded = rt.environment.get("SELF_HOST_TENANT_NAME") or DEFAULT_TENANT
     seeded_src = (f"services.{rt.name}.environment.SELF_HOST_TENANT_NAME"
                   if rt.environment.get("SELF_HOST_TENANT_NAME") else "SELF_HOST_TENANT_NAME unset (default)")
-    lines = [f"seeded tenant: {seeded} ({seeded_src})"]
+    lines = [f"seeded tenant: {seeded} ({seeded_src})",
+             f"Realtime service {rt.name!r} is reachable on its networks as: {', '.join(rt.dns_names)}"]
     problems: list[str] = []
     remedies: list[str] = []
     warnings: list[str] = []
@@ -588,8 +596,9 @@ def check_tenant_consistency(target: Target) -> CheckResult:
                     f"kong.yml realtime services at http://{seeded}.<name>:4000 and give the realtime service "
                     f"container_name (or a network alias) {seeded}.<name>")
             else:
-                remedies.append(f"Set host_rewrite_literal: {seeded}.supabase-realtime on the Envoy Realtime routes, "
-                                f"or SELF_HOST_TENANT_NAME: {tenant} in services.{rt.name}.environment")
+                remedies.append(f"Set host_rewrite_literal: {seeded}.supabase-realtime on the Realtime routes in "
+                                f"{_envoy_file(stack, 'lds')}, or SELF_HOST_TENANT_NAME: {tenant} in "
+                                f"services.{rt.name}.environment")
     for host in resolve_hosts:
         host_only = host.split(":", 1)[0]
         owners = _resolvers(stack, host_only)
@@ -603,8 +612,11 @@ def check_tenant_consistency(target: Target) -> CheckResult:
                              "resolve hostname: values for other containers")
             problems.append(f"the gateway's Realtime upstream {host_only} is not the name, container_name or network "
                             "alias of any service, so it does not resolve on the compose network")
-            remedies.append(f"Set container_name: {host_only} on services.{rt.name} (or add it under "
-                            f"services.{rt.name}.networks.<net>.aliases)")
+            fix = (f"Set container_name: {host_only} on services.{rt.name} (or add it under "
+                   f"services.{rt.name}.networks.<net>.aliases)")
+            if kind == "envoy":
+                fix += f", or set the Realtime cluster address in {_envoy_file(stack, 'cds')} to {rt.name}"
+            remedies.append(fix)
         elif owner.name != rt.name:
             problems.append(f"the gateway's Realtime upstream {host_only} resolves to service {owner.name!r}, "
                             f"not to Realtime ({rt.name!r})")
