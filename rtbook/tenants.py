@@ -1125,7 +1125,8 @@ def check_extension(target: Target) -> CheckResult | list[CheckResult]:
                     "presence need no row (those words are values of realtime.messages.extension in the tenant "
                     "database).")
         ids = " ".join(f"'{e.id}'" for e in (cdc[1:] + others))
-        remedy = ("rtbook tenant apply --yes" + (" --delete-extra" if (others or len(cdc) > 1) else "")
+        remedy = (f"rtbook tenant apply --yes --tenant {exp.tenant}"
+                  + (" --delete-extra" if (others or len(cdc) > 1) else "")
                   + (f"  (or by hand: DELETE FROM _realtime.extensions WHERE id IN ({ids.replace(' ', ', ')});)"
                      if ids else ""))
         return CheckResult(
