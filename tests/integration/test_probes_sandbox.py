@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from rtbook.checks import run_checks
+from rtbook.crypto import encrypt
 from rtbook.results import CheckResult, Report, Status
 from rtbook.target import Target
 from tests.conftest import have_postgres, require
@@ -45,14 +48,25 @@ class Running:
         kwargs.setdefault("timeout", 4.0)
         return Target.from_sandbox(self.home / "sandbox" / "state.json", **kwargs)
 
-    def secrets(self) -> list[str]:
-        env = Path(self.state.stack_dir, ".env").read_text()
-        out = []
-        for line in env.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD") and value:
-                out.append(value.strip().strip('"'))
+    def env(self) -> dict[str, str]:
+        out = {}
+        for line in Path(self.state.stack_dir, ".env").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.lstrip().startswith("#"):
+                out[key.strip()] = value.strip().strip('"')
         return out
+
+    def secrets(self) -> list[str]:
+        env = self.env()
+        return [env[k] for k in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD") if env.get(k)]
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL in the sandbox's database as supabase_admin (outside any sandbox switch)."""
+        url = urlsplit(self.state.db_url)
+        with psycopg.connect(host=url.hostname, port=url.port, user=url.username, dbname=url.path.lstrip("/"),
+                             password=self.env()["POSTGRES_PASSWORD"], connect_timeout=5, autocommit=True) as conn:
+            cur = conn.execute(statement, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
 
     def close(self) -> None:
         self.sandbox.__exit__(None, None, None)
@@ -91,6 +105,73 @@ def test_healthy_sandbox_every_live_check_passes(healthy: Running) -> None:
     text = outputs(report)
     for secret in healthy.secrets():
         assert secret not in text
+
+
+CACHE_S = 1.5  # the sandbox server's tenant cache lives 1 s
+
+
+def test_db_deleted_tenant_row(healthy: Running) -> None:
+    healthy.sql("create table public.h5_t as select * from _realtime.tenants;"
+                "create table public.h5_e as select * from _realtime.extensions;"
+                "delete from _realtime.tenants")
+    try:
+        time.sleep(CACHE_S)
+        report = run_checks(healthy.target(), only=("gateway.rest", "gateway.websocket", "realtime.join",
+                                                    "realtime.health"))
+        for cid in ("gateway.rest", "gateway.websocket", "realtime.join"):
+            r = report.by_id(cid)
+            assert (r.status, r.cause) == (Status.FAIL, "tenant_not_found"), str(r)
+            assert "tenant.row" in r.see_also
+        health = report.by_id("realtime.health")
+        assert (health.status, health.cause) == (Status.FAIL, "tenant_missing_admin"), str(health)
+    finally:
+        healthy.sql("insert into _realtime.tenants select * from public.h5_t;"
+                    "insert into _realtime.extensions select * from public.h5_e;"
+                    "drop table public.h5_t; drop table public.h5_e")
+        time.sleep(CACHE_S)
+
+
+def test_db_wrong_stored_jwt_secret(healthy: Running) -> None:
+    ((old,),) = healthy.sql("select jwt_secret from _realtime.tenants")
+    wrong = encrypt("another-secret-" + "z" * 40, healthy.env()["REALTIME_DB_ENC_KEY"])
+    healthy.sql("update _realtime.tenants set jwt_secret = %s", (wrong,))
+    try:
+        time.sleep(CACHE_S)
+        report = run_checks(healthy.target(), only=("gateway.websocket", "realtime.join", "realtime.presence"))
+        for r in report:
+            assert (r.status, r.cause) == (Status.FAIL, "jwt_signature"), str(r)
+            assert "tenant.jwt_secret" in r.see_also and r.evidence["handshake"]["status"] == 401
+        text = outputs(report)
+        for secret in healthy.secrets():
+            assert secret not in text
+    finally:
+        healthy.sql("update _realtime.tenants set jwt_secret = %s", (old,))
+        time.sleep(CACHE_S)
+
+
+def test_db_table_dropped_from_publication(healthy: Running) -> None:
+    healthy.sql("alter publication supabase_realtime drop table public.todos")
+    try:
+        r = run_checks(healthy.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert (r.status, r.cause) == (Status.FAIL, "not_in_publication"), str(r)
+        assert "db.publication" in r.see_also and "ADD TABLE" in r.remedy
+    finally:
+        healthy.sql("alter publication supabase_realtime add table public.todos")
+
+
+def test_db_rls_without_policy_for_a_role(healthy: Running) -> None:
+    healthy.sql("create table public.h5_notes (id bigint primary key, owner uuid);"
+                "alter table public.h5_notes enable row level security;"
+                "grant select on public.h5_notes to anon, authenticated;"
+                "create policy notes_auth on public.h5_notes for select to authenticated using (true)")
+    try:
+        r = run_checks(healthy.target(tables=("public.todos", "public.h5_notes")),
+                       only="realtime.rls").by_id("realtime.rls")
+        # anon without a policy on a named table warns (it may be intended); authenticated would fail.
+        assert (r.status, r.cause) == (Status.WARN, "rls_denies"), str(r)
+        assert r.evidence["policy_gaps"] == [["public.h5_notes", "anon"]]
+    finally:
+        healthy.sql("drop table public.h5_notes")
 
 
 def check(report: Report, cid: str) -> CheckResult:
