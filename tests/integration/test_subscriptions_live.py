@@ -3,9 +3,9 @@
 sandbox (gateway included) and its break scenarios are in test_probes_sandbox.py.
 
 Healthy first (every check passes and no secret reaches an output), then conditions made directly
-in the database, outside any sandbox switch: the tenant row deleted, a wrong jwt secret stored, the
-table dropped from the publication, RLS with no policy for a role. Then endpoints that are closed or
-silent: each check fails within the timeout instead of hanging.
+in the database, outside any sandbox switch: the tenant row deleted, a wrong jwt secret stored, RLS
+with no policy for a role (also with no table named: every table in the publication is looked at).
+Then endpoints that are closed or silent: each check fails within the timeout instead of hanging.
 """
 
 from __future__ import annotations
