@@ -57,6 +57,11 @@ _DEMO_ISSUER = "supabase-demo"
 # ====================================================================== helpers
 
 
+def _now() -> float:
+    """The current time (a function so tests can pin the clock for the demo keys' fixed expiry)."""
+    return time.time()
+
+
 def _fp(value: str) -> str:
     """A short fingerprint that identifies a secret without revealing it."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:8]
@@ -776,7 +781,7 @@ def check_api_keys(target: Target) -> CheckResult:
                   remedy=f"cp {stack.root}/env.example {stack.root}/.env and generate JWT_SECRET, ANON_KEY and "
                   "SERVICE_ROLE_KEY (utils/generate-keys.sh in the official repo).")
     secret = secret_src[0] if secret_src else None
-    now = time.time()
+    now = _now()
     lines = [f"JWT secret: {secret_src[1] if secret_src else 'not found'}"]
     fails: list[str] = []
     warns: list[str] = []

@@ -18,6 +18,12 @@ from tests.conftest import ROOT
 OFFICIAL_2026 = "official/2026-09-1f37f2a"
 
 
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The corpus demo keys expire on 2027-01-09: judge them as of 2026-11-18 so verdicts stay stable."""
+    monkeypatch.setattr("rtbook.compose._now", lambda: 1795000000.0)
+
+
 @pytest.fixture
 def good_stack(corpus: Path, tmp_path: Path) -> Path:
     d = tmp_path / "stack"
@@ -135,8 +141,9 @@ def test_empty_env_in_stack_dir(good_stack: Path, capsys: pytest.CaptureFixture[
 
 def test_subprocess_module_entry(good_stack: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # env.api_keys is left out: a separate process cannot have its clock pinned (demo keys expire 2027-01-09).
     ok = subprocess.run([sys.executable, "-m", "rtbook", "check", "--stack", str(good_stack), "--no-docker",
-                         "--only", "compose.", "--only", "env."],
+                         "--only", "compose.", "--only", "env.default_secrets"],
                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "compose.realtime.present" in ok.stdout

@@ -23,6 +23,16 @@ KONG_OVERLAY = "COMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\n"
 IDS = ("compose.", "env.")
 
 
+# The corpus env.example files carry the demo keys, which expire on 2027-01-09 23:00 UTC: pin the
+# clock for the corpus verdicts so they do not change with the calendar.
+CORPUS_NOW = 1795000000.0  # 2026-11-18
+
+
+@pytest.fixture
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rtbook.compose._now", lambda: CORPUS_NOW)
+
+
 def copy_stack(corpus: Path, rel: str, tmp_path: Path, extra_env: str = "", env_from: str = "env.example") -> Path:
     dst = tmp_path / "stack"
     shutil.copytree(corpus / rel, dst)
@@ -82,6 +92,7 @@ def token(secret: str, role: str, exp_days: float) -> str:
     ids=["official-2025", "official-2026-envoy", "official-2026-kong", "singh-inder", "pgonrails-kong",
          "pgonrails-envoy"],
 )
+@pytest.mark.usefixtures("pinned_clock")
 def test_consistent_stacks_do_not_fail(corpus: Path, tmp_path: Path, rel: str, extra: str) -> None:
     report = check(copy_stack(corpus, rel, tmp_path, extra))
     assert failures(report) == {}
@@ -109,6 +120,7 @@ def test_official_2026_tenant_sources_named(corpus: Path, tmp_path: Path) -> Non
     assert "Kong upstream host" in kong.detail and "-> tenant realtime-dev" in kong.detail
 
 
+@pytest.mark.usefixtures("pinned_clock")
 def test_official_2025_expected_warnings(corpus: Path, tmp_path: Path) -> None:
     report = check(copy_stack(corpus, OFFICIAL_2025, tmp_path))
     assert report.by_id("compose.realtime.seed_self_host").status is Status.WARN  # unquoted true
@@ -136,6 +148,7 @@ def test_coolify_consistent_with_its_variables(corpus: Path, tmp_path: Path) -> 
     assert report.by_id("compose.realtime.healthcheck").status is Status.WARN  # exec form
 
 
+@pytest.mark.usefixtures("pinned_clock")
 def test_easypanel_upstream_not_resolvable(corpus: Path, tmp_path: Path) -> None:
     """easypanel removed every container_name; kong.yml still targets realtime-dev.supabase-realtime."""
     report = check(copy_stack(corpus, "community/easypanel-io-compose-405fd49/supabase/code", tmp_path))
@@ -145,6 +158,7 @@ def test_easypanel_upstream_not_resolvable(corpus: Path, tmp_path: Path) -> None
     assert "container_name: realtime-dev.supabase-realtime on services.realtime" in result.remedy
 
 
+@pytest.mark.usefixtures("pinned_clock")
 def test_swarm_stack(corpus: Path, tmp_path: Path) -> None:
     """tsensei/supabase-swarm read as plain compose: container_name resolves, so the tenant is consistent;
     rtbook warns that `docker stack deploy` ignores container_name. Its env template ships placeholder
@@ -391,3 +405,29 @@ def test_parse_realtime_version() -> None:
     assert parse_realtime_version("public.ecr.aws/supabase/realtime:2.34.7@sha256:ab").version == (2, 34, 7)
     unknown = parse_realtime_version("supabase/realtime:latest")
     assert unknown.version is None and unknown.at_least((9, 9, 9)) and "assumed" in unknown.describe()
+
+
+@pytest.mark.parametrize(
+    "now, status, needle",
+    [
+        (1795000000.0, Status.PASS, "future exp"),  # 2026-11-18: 52 days left
+        (1798000000.0, Status.WARN, "expires on 2027-01-09 23:00 UTC"),  # 2026-12-23
+        (1800000000.0, Status.FAIL, "expired on 2027-01-09 23:00 UTC"),  # 2027-01-15
+    ],
+)
+def test_demo_keys_expiry(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, now: float,
+                          status: Status, needle: str) -> None:
+    monkeypatch.setattr("rtbook.compose._now", lambda: now)
+    result = check(copy_stack(corpus, OFFICIAL_2026, tmp_path)).by_id("env.api_keys")
+    assert result.status is status and needle in result.summary
+
+
+def test_pgonrails_variables_disagree(corpus: Path, tmp_path: Path) -> None:
+    """pgonrails is consistent only while DEFAULT_TENANT and REALTIME_HOST agree."""
+    d = copy_stack(corpus, "community/BenIsenstein-pgonrails-f799e9a", tmp_path)
+    set_env(d, DEFAULT_TENANT="acme")
+    result = check(d).by_id("compose.realtime.tenant_consistency")
+    assert result.status is Status.FAIL
+    # Kong still sends default-tenant.pgonrails-realtime, which no longer names the container.
+    assert "default-tenant.pgonrails-realtime" in result.summary
+    assert "tenant 'default-tenant'" in result.summary and "'acme'" in result.summary
