@@ -35,7 +35,14 @@ class Cause:
     static_checks: tuple[str, ...] = ()
 
 
-_TENANT_STATIC = ("compose.realtime.tenant_consistency", "kong.realtime_ws", "envoy.realtime_ws", "tenant.row")
+_TENANT_STATIC = (
+    "compose.realtime.tenant_consistency",
+    "kong.realtime_ws",
+    "kong.realtime_preserve_host",
+    "envoy.realtime_ws",
+    "envoy.realtime_host_rewrite",
+    "tenant.row",
+)
 _JWT_STATIC = ("tenant.jwt_secret", "compose.realtime.jwt_secret", "env.api_keys")
 
 _ALL: tuple[Cause, ...] = (
