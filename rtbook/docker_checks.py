@@ -237,19 +237,25 @@ class Discovery:
 
 @dataclass(frozen=True)
 class _Expect:
-    service: str
-    container_name: str
+    services: tuple[str, ...]
+    container_names: tuple[str, ...]
     images: tuple[str, ...]
 
+    @property
+    def service(self) -> str:
+        return self.services[0]
 
-def _service_expect(service: Any, default_service: str, images: Sequence[str]) -> _Expect:
+
+def _service_expect(service: Any, default: _Expect) -> _Expect:
+    """What to look for: the stack's service when it has one, else the official stack's names."""
     if service is None:
-        return _Expect(default_service, "", tuple(images))
-    name = str(getattr(service, "name", "") or default_service)
+        return default
+    name = str(getattr(service, "name", "") or default.service)
     cname = str(getattr(service, "container_name", "") or "")
     image = str(getattr(service, "image", "") or "")
     repo = image_repository(image) if image and "$" not in image else ""
-    return _Expect(name, cname, tuple(dict.fromkeys([*(r for r in [repo] if r), *images])))
+    images = tuple(dict.fromkeys([*(r for r in [repo] if r), *default.images]))
+    return _Expect((name,), (cname,) if cname else (), images)
 
 
 def _stack_project(stack: Any, target: Target | None) -> str:
@@ -278,17 +284,19 @@ def _pick(
         cands.sort(key=lambda c: (not c.state.running, c.compose_project != project, c.name))
         return cands[0]
 
+    services = " or ".join(expect.services)
     steps: list[tuple[str, Callable[[ContainerInfo], bool]]] = []
     if project:
         steps.append(
             (
-                f"compose labels project={project} service={expect.service}",
-                lambda c: c.compose_project == project and c.compose_service == expect.service,
+                f"compose labels project={project} service={services}",
+                lambda c: c.compose_project == project and c.compose_service in expect.services,
             )
         )
-    if expect.container_name:
-        steps.append((f"container name {expect.container_name}", lambda c: c.name == expect.container_name))
-    steps.append((f"compose label service={expect.service}", lambda c: c.compose_service == expect.service))
+    if expect.container_names:
+        steps.append((f"container name {' or '.join(expect.container_names)}",
+                      lambda c: c.name in expect.container_names))
+    steps.append((f"compose label service={services}", lambda c: c.compose_service in expect.services))
     if expect.images:
         steps.append(
             (f"image {' or '.join(expect.images)}", lambda c: c.repository in expect.images)
@@ -296,10 +304,24 @@ def _pick(
     for how, pred in steps:
         found = best([c for c in containers if pred(c)])
         if found is not None:
+            how = how.replace(f"service={services}", f"service={found.compose_service}")
             if found.compose_project and "labels" not in how:
                 how += f" (compose project {found.compose_project})"
             return found, how
     return None, ""
+
+
+_DEFAULT_REALTIME = _Expect((DEFAULT_REALTIME_SERVICE,), (DEFAULT_REALTIME_CONTAINER,), REALTIME_IMAGES)
+_DEFAULT_GATEWAY = _Expect(("api-gw", "kong", "envoy"), ("supabase-kong", "supabase-envoy"), tuple(GATEWAY_IMAGES))
+
+
+def _looked(expect: _Expect, project: str) -> str:
+    text = "compose service " + " or ".join(repr(s) for s in expect.services)
+    if project:
+        text += f" in project {project!r}"
+    if expect.container_names:
+        text += ", container name " + " or ".join(repr(n) for n in expect.container_names)
+    return text + ", image " + " or ".join(expect.images)
 
 
 def discover(client: Any, stack: Any = None, target: Target | None = None) -> Discovery:
@@ -316,29 +338,21 @@ def discover(client: Any, stack: Any = None, target: Target | None = None) -> Di
             kind = str(stack.gateway_kind() or "")
         except Exception:
             kind = ""
-    rt_expect = _service_expect(rt_service, DEFAULT_REALTIME_SERVICE, REALTIME_IMAGES)
-    if rt_service is None:
-        rt_expect = _Expect(DEFAULT_REALTIME_SERVICE, DEFAULT_REALTIME_CONTAINER, REALTIME_IMAGES)
-    gw_images = tuple(GATEWAY_IMAGES)
-    gw_expect = _service_expect(gw_service, "kong", gw_images)
+    rt_expect = _service_expect(rt_service, _DEFAULT_REALTIME)
+    gw_expect = _service_expect(gw_service, _DEFAULT_GATEWAY)
 
     realtime, rt_how = _pick(containers, rt_expect, project)
     # Once Realtime is found, its compose project is the stack's project.
     scope = project or (realtime.compose_project if realtime else "")
     gateway, gw_how = _pick([c for c in containers if c is not realtime], gw_expect, scope)
-    db, _ = _pick(containers, _Expect("db", "supabase-db", DB_IMAGES), scope)
+    db, _ = _pick(containers, _Expect(("db",), ("supabase-db",), DB_IMAGES), scope)
     if gateway is not None and not kind:
         kind = GATEWAY_IMAGES.get(gateway.repository, "")
         if not kind:
             kind = "envoy" if "envoy" in gateway.repository else ("kong" if "kong" in gateway.repository else "")
     looked = {
-        "realtime": f"compose service {rt_expect.service!r}"
-        + (f" in project {project!r}" if project else "")
-        + (f", container name {rt_expect.container_name!r}" if rt_expect.container_name else "")
-        + f", image {'/'.join(rt_expect.images)}",
-        "gateway": f"compose service {gw_expect.service!r}"
-        + (f", container name {gw_expect.container_name!r}" if gw_expect.container_name else "")
-        + f", image {', '.join(gw_expect.images)}",
+        "realtime": _looked(rt_expect, project),
+        "gateway": _looked(gw_expect, project),
     }
     return Discovery(
         realtime=realtime,

@@ -326,3 +326,21 @@ def test_envoy_gateway_host_rewrite_names_the_tenant(lab: Lab, envoy_stack_dir: 
     assert broken.cause == "tenant_not_found"
     assert "'realtime'" in broken.detail and "'realtime-dev'" in broken.detail
     assert override(broken) == {"realtime": {"environment": {"SELF_HOST_TENANT_NAME": "realtime"}}}
+
+
+def test_without_stack_files_the_official_names_are_used(lab: Lab) -> None:
+    rt = lab.realtime()
+    gw = lab.gateway()
+    lab.wait_health(rt)
+
+    report = run(Target(docker=True))
+
+    engine = report.by_id("docker.engine")
+    assert (engine.evidence["realtime"], engine.evidence["gateway"]) == (rt.name, gw.name), str(report)
+    assert "service=api-gw" in engine.evidence["gateway_found_by"]
+    for check_id in ("docker.realtime.running", "docker.realtime.health", "docker.realtime.env",
+                     "docker.gateway.resolves_realtime", "docker.realtime.logs", "docker.realtime.limits"):
+        assert status(report, check_id) is Status.PASS, str(report)
+    # Which host the gateway uses is in its config, which only the stack files give.
+    host = report.by_id("docker.realtime.tenant_host")
+    assert host.status is Status.WARN and "--stack" in host.remedy
