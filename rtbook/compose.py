@@ -33,6 +33,7 @@ __all__ = [
 
 DEFAULT_TENANT = "realtime-dev"
 METRICS_SECRET_SINCE = (2, 78, 5)
+TENANT_NAME_SINCE = (2, 33, 68)
 PUBLIC_DB_ENC_KEY = "supabaserealtime"
 EXPIRY_WARN_DAYS = 30
 
@@ -540,9 +541,17 @@ def check_tenant_consistency(target: Target) -> CheckResult:
         return got
     rt = got
     stack = _stack(target)
-    seeded = rt.environment.get("SELF_HOST_TENANT_NAME") or DEFAULT_TENANT
-    seeded_src = (f"services.{rt.name}.environment.SELF_HOST_TENANT_NAME"
-                  if rt.environment.get("SELF_HOST_TENANT_NAME") else "SELF_HOST_TENANT_NAME unset (default)")
+    named = rt.environment.get("SELF_HOST_TENANT_NAME", "")
+    version = parse_realtime_version(rt.image)
+    if named and not version.at_least(TENANT_NAME_SINCE):
+        # Images before v2.33.68 ignore the variable and always seed realtime-dev.
+        seeded = DEFAULT_TENANT
+        seeded_src = (f"SELF_HOST_TENANT_NAME={named} is ignored by {version.describe()} "
+                      "(supported from v2.33.68)")
+    elif named:
+        seeded, seeded_src = named, f"services.{rt.name}.environment.SELF_HOST_TENANT_NAME"
+    else:
+        seeded, seeded_src = DEFAULT_TENANT, "SELF_HOST_TENANT_NAME unset (default)"
     lines = [f"seeded tenant: {seeded} ({seeded_src})",
              f"Realtime service {rt.name!r} is reachable on its networks as: {', '.join(rt.dns_names)}"]
     problems: list[str] = []

@@ -431,3 +431,14 @@ def test_pgonrails_variables_disagree(corpus: Path, tmp_path: Path) -> None:
     # Kong still sends default-tenant.pgonrails-realtime, which no longer names the container.
     assert "default-tenant.pgonrails-realtime" in result.summary
     assert "tenant 'default-tenant'" in result.summary and "'acme'" in result.summary
+
+
+def test_tenant_name_ignored_by_old_image(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2025, tmp_path)
+    compose = d / "docker-compose.yml"
+    edit_service(compose, "realtime", "APP_NAME: realtime", "APP_NAME: realtime\n      SELF_HOST_TENANT_NAME: acme")
+    edit_service(compose, "realtime", "/api/tenants/realtime-dev/health", "/api/tenants/acme/health")
+    edit_service(compose, "realtime", "supabase/realtime:v2.65.2", "supabase/realtime:v2.30.0")
+    result = check(d).by_id("compose.realtime.tenant_consistency")
+    assert result.status is Status.FAIL
+    assert "ignored by supabase/realtime:v2.30.0" in result.detail
