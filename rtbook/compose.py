@@ -620,9 +620,9 @@ def check_tenant_consistency(target: Target) -> CheckResult:
         if owners:
             lines.append(f"{host_only} resolves via {'; '.join(owners)}")
         if owner is None:
-            named = [s.name for s in stack.services.values() if s.hostname == host_only]
-            if named:
-                lines.append(f"{host_only} is only the hostname: of service {named[0]!r}; Docker DNS does not "
+            hostname_of = [s.name for s in stack.services.values() if s.hostname == host_only]
+            if hostname_of:
+                lines.append(f"{host_only} is only the hostname: of service {hostname_of[0]!r}; Docker DNS does not "
                              "resolve hostname: values for other containers")
             problems.append(f"the gateway's Realtime upstream {host_only} is not the name, container_name or network "
                             "alias of any service, so it does not resolve on the compose network")
