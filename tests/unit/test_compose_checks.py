@@ -442,3 +442,16 @@ def test_tenant_name_ignored_by_old_image(corpus: Path, tmp_path: Path) -> None:
     result = check(d).by_id("compose.realtime.tenant_consistency")
     assert result.status is Status.FAIL
     assert "ignored by supabase/realtime:v2.30.0" in result.detail
+
+
+def test_hostname_does_not_resolve_but_alias_does(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2025, tmp_path)
+    compose = d / "docker-compose.yml"
+    edit_service(compose, "realtime", "container_name: realtime-dev.supabase-realtime",
+                 "hostname: realtime-dev.supabase-realtime")
+    result = check(d).by_id("compose.realtime.tenant_consistency")
+    assert result.status is Status.FAIL and "only the hostname: of service 'realtime'" in result.detail
+    edit_service(compose, "realtime", "hostname: realtime-dev.supabase-realtime",
+                 "networks:\n      default:\n        aliases: [realtime-dev.supabase-realtime]")
+    result = check(d).by_id("compose.realtime.tenant_consistency")
+    assert result.status is Status.PASS and "network alias on default of service 'realtime'" in result.detail
