@@ -746,9 +746,36 @@ def _cmd(value: Any) -> list[str] | str | None:
     return str(value)
 
 
+def _service_env_files(name: str, raw: Any, root: Path | None, environ: Mapping[str, str] | None) -> dict[str, str]:
+    """Variables from a service's ``env_file`` entries (lower precedence than ``environment``)."""
+    entries = raw if isinstance(raw, list) else [raw] if raw is not None else []
+    out: dict[str, str] = {}
+    for entry in entries:
+        required = True
+        path_s: Any = entry
+        if isinstance(entry, dict):
+            path_s = entry.get("path")
+            required = entry.get("required", True) is not False
+        if not isinstance(path_s, str) or not path_s:
+            continue
+        path = Path(path_s)
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        if not path.exists():
+            if required:
+                raise InputError(f"{path}: env_file of service {name!r} not found (or mark it required: false)")
+            continue
+        out.update(parse_env_text(_read_text(path, "env file"), source=str(path), environ=environ))
+    return out
+
+
 def _service(name: str, raw: Any, root: Path | None, environ: Mapping[str, str] | None) -> Service:
     data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     env, env_raw = _parse_environment(data.get("environment"), environ)
+    from_files = _service_env_files(name, data.get("env_file"), root, environ)
+    if from_files:
+        env = {**from_files, **env}
+        env_raw = {**from_files, **env_raw}
     ctx = _build_context(data.get("build"), root)
     image = data.get("image")
     image_s = str(image) if image else _dockerfile_image(data.get("build"), ctx)
@@ -911,10 +938,14 @@ class Stack:
     ) -> Stack:
         get = _chain(env_values, environ)
         docs = []
-        for f in files:
-            doc = load_compose_file(f)
-            docs.append(_interpolate_tree(doc, get, str(f)))
-        model = merge_compose(docs)
+        try:
+            for f in files:
+                doc = load_compose_file(f)
+                docs.append(_interpolate_tree(doc, get, str(f)))
+            model = merge_compose(docs)
+        except RecursionError:
+            raise InputError(f"{files[len(docs)] if len(docs) < len(files) else files[-1]}: nested too deeply "
+                             "to be a compose file") from None
         root = files[0].parent
         raw_services = model.get("services") or {}
         if not isinstance(raw_services, dict):

@@ -407,3 +407,25 @@ def test_explicit_env_file(corpus: Path, tmp_path: Path) -> None:
     assert stack.env_file == d / "env.example" and stack.env["POSTGRES_HOST"] == "db"
     with pytest.raises(InputError, match="env file not found"):
         Stack.load(d, env_file=d / "nope.env")
+
+
+def test_service_env_file(tmp_path: Path) -> None:
+    (tmp_path / "rt.env").write_text("SEED_SELF_HOST=true\nAPI_JWT_SECRET=from-file\n")
+    (tmp_path / "docker-compose.yml").write_text(
+        "services:\n  realtime:\n    image: supabase/realtime:v2.78.15\n"
+        "    env_file: [rt.env, {path: absent.env, required: false}]\n"
+        "    environment: {API_JWT_SECRET: from-environment}\n"
+    )
+    rt = Stack.load(tmp_path).realtime_service()
+    assert rt is not None
+    assert rt.environment["SEED_SELF_HOST"] == "true"
+    assert rt.environment["API_JWT_SECRET"] == "from-environment"
+    (tmp_path / "docker-compose.yml").write_text("services:\n  realtime:\n    image: x\n    env_file: missing.env\n")
+    with pytest.raises(InputError, match="env_file of service 'realtime' not found"):
+        Stack.load(tmp_path)
+
+
+def test_deep_nesting_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "docker-compose.yml").write_text("services:\n  a:\n    x: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InputError):
+        Stack.load(tmp_path)
