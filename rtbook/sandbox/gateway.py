@@ -508,7 +508,8 @@ def _plugins(raw: Any, where: str) -> tuple[Plugin, ...]:
         return ()
     if not isinstance(raw, list):
         raise GatewayConfigError(f"{where}: plugins must be a list")
-    return tuple(_parse_plugin(p, where) for p in raw)
+    # A plugin with enabled: false does not run in Kong either (it is still validated).
+    return tuple(plugin for p in raw if (plugin := _parse_plugin(p, where)) and p.get("enabled", True) is not False)
 
 
 def _parse_service(raw: Any) -> tuple[Service, list[Any]]:
@@ -553,6 +554,10 @@ def _parse_route(raw: Any, service: Service) -> Route:
     unknown = set(raw) - _ROUTE_KEYS
     if unknown:
         raise GatewayConfigError(f"{where}: option(s) {sorted(unknown)} are not supported by the sandbox gateway")
+    protocols = set(raw.get("protocols") or ("http", "https"))
+    if not protocols & {"http", "ws"}:
+        raise GatewayConfigError(f"{where}: protocols {sorted(protocols)} are not served by the sandbox gateway "
+                                 "(it listens on plain HTTP)")
     if raw.get("path_handling", "v0") != "v0":
         raise GatewayConfigError(f"{where}: path_handling {raw['path_handling']!r} is not supported (only v0)")
     paths = tuple(str(p) for p in raw.get("paths") or ())
@@ -621,6 +626,8 @@ def parse_kong(text: str) -> KongConfig:
     routes: list[Route] = []
     for raw in data.get("services") or []:
         service, raw_routes = _parse_service(raw)
+        if raw.get("enabled", True) is False:
+            continue  # Kong matches no route of a disabled service
         for raw_route in raw_routes:
             route = _parse_route(raw_route, service)
             route = dataclasses.replace(route, plugins=_plugins(raw_route.get("plugins"), _where("route", route.name)))

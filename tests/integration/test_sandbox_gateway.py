@@ -478,3 +478,64 @@ def test_basic_auth_header_is_decoded_strictly(gw: str) -> None:
     bad = base64.b64encode(b"no-colon").decode()
     r = requests.get(f"http://{gw}/x", headers={"Authorization": f"Basic {bad}"}, timeout=5)
     assert r.status_code == 401
+
+
+# ---------------------------------------------------------------- the expansion equals the real entrypoint's
+
+
+@pytest.mark.parametrize("opaque", [False, True], ids=["legacy-keys", "opaque-keys"])
+def test_expansion_matches_running_the_official_entrypoint(tmp_path: Path, opaque: bool) -> None:
+    """Run kong-entrypoint.sh itself (sh + awk + sed; only its paths and final exec changed) and compare."""
+    import shutil as _shutil
+
+    require(OFFICIAL.is_dir(), f"corpus not found at {OFFICIAL}")
+    require(all(_shutil.which(b) for b in ("sh", "awk", "sed")), "sh, awk and sed are needed")
+    script = (OFFICIAL / "volumes/api/kong-entrypoint.sh").read_text()
+    temp_yml, out_yml = tmp_path / "temp.yml", tmp_path / "kong.yml"
+    temp_yml.write_text((OFFICIAL / "volumes/api/kong.yml").read_text())
+    assert "/home/kong/temp.yml" in script and "exec /entrypoint.sh kong docker-start" in script
+    script = script.replace("/home/kong/temp.yml", str(temp_yml)).replace(
+        "exec /entrypoint.sh kong docker-start", "exit 0")
+    (tmp_path / "entry.sh").write_text(script)
+    env = {
+        "SUPABASE_ANON_KEY": "eyJ.anon.sig", "SUPABASE_SERVICE_KEY": "eyJ.service.sig",
+        "SUPABASE_PUBLISHABLE_KEY": "sb_publishable_abc" if opaque else "",
+        "SUPABASE_SECRET_KEY": "sb_secret_xyz" if opaque else "",
+        "ANON_KEY_ASYMMETRIC": "eyJ.anon-asym.sig" if opaque else "",
+        "SERVICE_ROLE_KEY_ASYMMETRIC": "eyJ.svc-asym.sig" if opaque else "",
+        "DASHBOARD_USERNAME": "supabase", "DASHBOARD_PASSWORD": "pw-with-$dollar",
+        "JWT_ISSUER": "https://api.example.com/auth/v1/",
+    }
+    run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KONG_DECLARATIVE_CONFIG": str(out_yml), **env}
+    done = subprocess.run(["sh", str(tmp_path / "entry.sh")], env=run_env, capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    # awk's ENVIRON also holds the process environment (PATH, KONG_DECLARATIVE_CONFIG): give ours the same.
+    ours = expand_kong_yml(temp_yml.read_text(), entrypoint_env({**run_env}))
+    assert ours.rstrip("\n") == out_yml.read_text().rstrip("\n")
+    kong = parse_kong(ours)
+    keys = set(kong.key_index)
+    assert keys == ({"eyJ.anon.sig", "eyJ.service.sig", "sb_publishable_abc", "sb_secret_xyz"} if opaque
+                    else {"eyJ.anon.sig", "eyJ.service.sig"})
+
+
+def test_lua_templates_of_the_entrypoint_evaluate_like_kong() -> None:
+    from rtbook.sandbox.gateway import Template
+
+    env = entrypoint_env({"SUPABASE_PUBLISHABLE_KEY": "sb_publishable_abc", "SUPABASE_SECRET_KEY": "sb_secret_xyz",
+                          "ANON_KEY_ASYMMETRIC": "eyJ.anon-asym", "SERVICE_ROLE_KEY_ASYMMETRIC": "eyJ.svc-asym"})
+    ws = Template.compile(env["LUA_RT_WS_EXPR"])
+    assert ws.render({"headers": {}, "query_params": {"apikey": "sb_secret_xyz"}}) == "eyJ.svc-asym"
+    assert ws.render({"headers": {}, "query_params": {"apikey": "sb_publishable_abc"}}) == "eyJ.anon-asym"
+    assert ws.render({"headers": {}, "query_params": {"apikey": "eyJ.legacy"}}) == "eyJ.legacy"
+    auth = Template.compile(env["LUA_AUTH_EXPR"])
+    user = {"authorization": "Bearer eyJ.user"}
+    assert auth.render({"headers": user, "query_params": {}}) == "Bearer eyJ.user"  # user session passes through
+    assert auth.render({"headers": {"apikey": "sb_secret_xyz"}, "query_params": {}}) == "Bearer eyJ.svc-asym"
+    assert auth.render({"headers": {"authorization": "Bearer sb_secret_xyz", "apikey": "sb_secret_xyz"},
+                        "query_params": {}}) == "Bearer eyJ.svc-asym"
+    fn = Template.compile(env["LUA_FUNCTIONS_EXPR"])
+    assert fn.render({"headers": {}, "query_params": {}}) == ""  # nil renders empty
+    legacy = entrypoint_env({})
+    assert Template.compile(legacy["LUA_AUTH_EXPR"]).render({"headers": {"apikey": "k"}, "query_params": {}}) == "k"
+    assert Template.compile(legacy["LUA_FUNCTIONS_EXPR"]).render({"headers": {}, "query_params": {}}) == ""
