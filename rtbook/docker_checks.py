@@ -52,6 +52,7 @@ __all__ = [
     "parse_resolver_output",
     "probe_http_status",
     "scan_logs",
+    "token_verdict",
 ]
 
 REALTIME_IMAGES = ("supabase/realtime",)
@@ -732,7 +733,7 @@ _STATUS_PATTERNS = (
     re.compile(r"\b(?:status|code)[ =:]+(\d{3})\b", re.I),
 )
 _HEALTH_TENANT = re.compile(r"/api/tenants/([^/\s\"']+)/health")
-_BEARER = re.compile(r"Bearer\s+([A-Za-z0-9._-]+)")
+_BEARER = re.compile(r"Bearer\s+([A-Za-z0-9._\-${}]+)")
 
 
 def probe_http_status(output: str) -> int | None:
@@ -744,7 +745,7 @@ def probe_http_status(output: str) -> int | None:
     return None
 
 
-def _token_verdict(command: str, secret: str | None) -> str:
+def token_verdict(command: str, secret: str | None) -> str:
     """Whether the Bearer token in the healthcheck verifies with API_JWT_SECRET (a sentence, or '')."""
     m = _BEARER.search(command)
     if not m:
@@ -836,7 +837,7 @@ def check_health(target: Target) -> CheckResult:
     code = probe_http_status(outputs)
     path_tenant_m = _HEALTH_TENANT.search(command)
     path_tenant = path_tenant_m.group(1) if path_tenant_m else ""
-    verdict = _token_verdict(command, info.env.get("API_JWT_SECRET"))
+    verdict = token_verdict(command, info.env.get("API_JWT_SECRET"))
     evidence["http_status"] = code
     evidence["healthcheck_tenant"] = path_tenant
     evidence["token"] = verdict
@@ -852,12 +853,21 @@ def check_health(target: Target) -> CheckResult:
             "403 on /api/tenants/<id>/health means the Bearer token was refused: it must be a JWT signed with "
             "Realtime's API_JWT_SECRET (realtime-facts 7, 10.4)" + (f"; {verdict}" if verdict else "") + "."
         )
-        remedy = (
-            "Make API_JWT_SECRET equal the JWT_SECRET that signed ANON_KEY (in the compose file API_JWT_SECRET: "
-            "${JWT_SECRET}); if ANON_KEY was generated with another secret, regenerate ANON_KEY and "
-            "SERVICE_ROLE_KEY from JWT_SECRET. Under Podman use the CMD-SHELL form of the healthcheck. "
-            f"Then docker compose up -d --force-recreate {service}."
-        )
+        if verdict.endswith("verifies with the container's API_JWT_SECRET"):
+            # The token is right, so the request itself is mangled or the token is refused by policy.
+            remedy = (
+                "The token is valid, so the probe does not send it as 'Authorization: Bearer <token>': under "
+                "Podman the exec-form healthcheck is mangled (supabase/supabase#40326); use the CMD-SHELL form "
+                "of the official compose file. Also check that API_TOKEN_BLOCKLIST does not list the token:\n"
+                + override_yaml(service, {"healthcheck": {"test": ["CMD-SHELL", official]}})
+            )
+        else:
+            remedy = (
+                "Make API_JWT_SECRET equal the JWT_SECRET that signed ANON_KEY (in the compose file "
+                "API_JWT_SECRET: ${JWT_SECRET}); if ANON_KEY was generated with another secret, regenerate "
+                "ANON_KEY and SERVICE_ROLE_KEY from JWT_SECRET. "
+                f"Then docker compose up -d --force-recreate {service}."
+            )
     elif code == 404:
         cause = "tenant_missing_admin"
         detail.append(

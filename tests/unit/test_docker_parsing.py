@@ -232,3 +232,21 @@ def test_log_signature_causes_exist_in_remedies() -> None:
             assert cause(sig.cause_id).id == sig.cause_id
     for cause_id in ("admin_jwt_mismatch", "tenant_missing_admin", "tenant_not_found", "kong_upstream_dns"):
         assert cause(cause_id).id == cause_id
+
+
+def test_token_verdict() -> None:
+    import time
+
+    import jwt
+
+    from rtbook.docker_checks import token_verdict
+
+    secret = "a-secret-that-is-long-enough-for-hs256-0123"
+    good = jwt.encode({"role": "anon", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+    expired = jwt.encode({"role": "anon", "exp": int(time.time()) - 60}, secret, algorithm="HS256")
+    cmd = 'curl -sSfL -H "Authorization: Bearer {}" http://localhost:4000/api/tenants/realtime-dev/health'
+    assert token_verdict(cmd.format(good), secret).endswith("verifies with the container's API_JWT_SECRET")
+    assert "NOT signed" in token_verdict(cmd.format(good), secret + "x")
+    assert "expired" in token_verdict(cmd.format(expired), secret)
+    assert "unexpanded" in token_verdict(cmd.format("${ANON_KEY}"), secret)
+    assert token_verdict("curl http://localhost:4000/healthcheck", secret) == ""
