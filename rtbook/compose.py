@@ -96,7 +96,8 @@ class ImageVersion:
     def describe(self) -> str:
         """``supabase/realtime:v2.78.15`` or a note that the version is assumed to be the newest."""
         if self.version is not None:
-            return f"{self.image} (v{'.'.join(map(str, self.version))})"
+            plain = "v" + ".".join(map(str, self.version))
+            return self.image if self.image.endswith((plain, plain[1:])) else f"{self.image} ({plain})"
         return f"{self.image or 'an unknown image'} (version unknown: assumed to be the newest)"
 
 
@@ -843,8 +844,10 @@ def check_api_keys(target: Target) -> CheckResult:
     if warns:
         return _r(cid, Status.WARN, "; ".join(warns) + ".", detail=detail,
                   remedy="In .env: " + "; ".join(dict.fromkeys(remedies)) + ".", evidence=evidence)
-    note = "" if secret else " (signature not verified: no JWT_SECRET found)"
-    return _r(cid, Status.PASS, f"ANON_KEY and SERVICE_ROLE_KEY carry the right roles and a future exp{note}.",
+    note = f", signed with {secret_src[1]}" if secret_src else " (signature not verified: no JWT_SECRET found)"
+    expiries = ", ".join(f"{k} until {v['exp']}" for k, v in evidence.items() if v.get("exp"))
+    return _r(cid, Status.PASS, f"ANON_KEY and SERVICE_ROLE_KEY carry the right roles and a future exp "
+              f"({expiries}){note}.",
               detail=detail, evidence=evidence)
 
 
