@@ -51,6 +51,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, MultiDict
 
 from rtbook.exceptions import ConfigError
+from rtbook.secrets import Redactor
 
 __all__ = [
     "Consumer",
@@ -1139,13 +1140,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s",
                         stream=sys.stderr)
+    redactor = Redactor()
     try:
         data = json.loads(Path(args.config).read_text())
         config = GatewayConfig.from_mapping(data)
+        # Error texts quote kong.yml fragments, which hold the keys after expansion.
+        redactor.add_env(config.env)
+        for value in config.env.values():
+            if len(value) >= 6:
+                redactor.add(value)
         config.load_kong()  # fail before binding: a config error is a startup error
         asyncio.run(serve(config))
     except (ConfigError, OSError, ValueError) as exc:
-        sys.stderr.write(f"gateway: {exc}\n")
+        sys.stderr.write(f"gateway: {redactor.text(str(exc))}\n")
         return 2
     return 0
 

@@ -539,3 +539,11 @@ def test_lua_templates_of_the_entrypoint_evaluate_like_kong() -> None:
     legacy = entrypoint_env({})
     assert Template.compile(legacy["LUA_AUTH_EXPR"]).render({"headers": {"apikey": "k"}, "query_params": {}}) == "k"
     assert Template.compile(legacy["LUA_FUNCTIONS_EXPR"]).render({"headers": {}, "query_params": {}}) == ""
+
+
+def test_startup_errors_do_not_reveal_keys(tmp_path: Path) -> None:
+    text = KONG_YML.replace("  - username: service_role\n", "  - usernme: service_role\n", 1)
+    proc, port, log = start_gateway(tmp_path, text, {})
+    assert port == 0 and proc.returncode == 2
+    out = log.read_text()
+    assert "username" in out and SERVICE not in out
