@@ -63,11 +63,12 @@ class ParamsTable:
         rows = "".join(
             f"<tr><td><code>{html.escape(p.name)}</code></td>"
             f"<td><code>{html.escape(json.dumps(self.params.get(p.name, p.default)))}</code></td>"
-            f"<td>{html.escape(p.help)}</td></tr>"
+            f'<td style="text-align:left">{html.escape(p.help)}</td></tr>'
             for p in PARAMS
         )
         return (
-            '<table class="rtbook-params"><thead><tr><th>parameter</th><th>value</th><th>meaning</th></tr>'
+            '<table class="rtbook-params" style="text-align:left">'
+            "<thead><tr><th>parameter</th><th>value</th><th>meaning</th></tr>"
             f"</thead><tbody>{rows}</tbody></table>"
         )
 

@@ -8,6 +8,7 @@ A screenshot is saved under ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +79,12 @@ def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
     }
+    # No news/announcement pop-up over the page (and no attempt to fetch news).
+    labconfig = tmp_path / "config" / "labconfig"
+    labconfig.mkdir(parents=True)
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
     log = (tmp_path / "jupyterlab.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -107,13 +115,31 @@ def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[
         log.close()
 
 
+KERNEL_STATUS = "() => String(window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status)"
+
+
+def _wait_for_kernel(page: Any, deadline_s: float = 120) -> None:
+    """Wait until the notebook's kernel is idle, accepting JupyterLab's kernel dialog if it shows up."""
+    end = time.monotonic() + deadline_s
+    status = ""
+    while time.monotonic() < end:
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count() and accept.first.is_visible():
+            accept.first.click()  # the notebook names python3: accept the proposed kernel
+        status = page.evaluate(KERNEL_STATUS)
+        if status == "idle":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the notebook's kernel did not become idle within {deadline_s}s (status {status})")
+
+
 def test_guided_form_runs_checks_and_shows_the_coloured_table(
     jupyterlab: tuple[str, Path], runbook_target: RunbookTarget  # noqa: F811
 ) -> None:
     chromium = shutil.which("chromium")
     require(chromium is not None, "Chromium not installed (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         require(False, "pip package playwright not installed")
         return
@@ -121,15 +147,16 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+        page = None
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.set_default_timeout(60_000)
             page.goto(url)
             page.wait_for_selector(".jp-Notebook", state="visible")
             page.wait_for_function("() => window.jupyterapp !== undefined")
-            # Wait for the kernel, then run every cell.
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _wait_for_kernel(page)
+            # Not awaited: the command's promise settles only when every cell has run.
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
 
             form = page.locator(".rtbook-form")
             form.wait_for(state="visible", timeout=90_000)
@@ -140,7 +167,7 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
             api.fill("localhost:8000")
             page.locator(".rtbook-invalid").wait_for(state="visible")
             assert "must start with http:// or https://" in page.locator(".rtbook-invalid").inner_text()
-            assert page.get_by_role("button", name="Run checks").is_disabled()
+            expect(page.get_by_role("button", name="Run checks")).to_be_disabled(timeout=10_000)
 
             # Fill the form for the target and run the chosen step.
             for name, value in runbook_target.form_values.items():
@@ -153,10 +180,7 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
             page.get_by_role("button", name="Run checks").click()
 
             table = page.locator(".rtbook-form table.rtbook-report")
-            try:
-                table.wait_for(state="visible", timeout=120_000)
-            finally:
-                page.screenshot(path=str(ARTIFACTS / "browser-00_start_here.png"), full_page=True)
+            table.wait_for(state="visible", timeout=120_000)
             rows = table.locator("tbody tr")
             assert rows.count() >= 3
             passed = table.locator("tr.rtbook-pass")
@@ -167,6 +191,8 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
             for check_id in runbook_target.expect_ids:
                 assert table.locator(f"code:text-is('{check_id}')").count() >= 1, check_id
         finally:
+            if page is not None:
+                page.screenshot(path=str(ARTIFACTS / "browser-00_start_here.png"), full_page=True)
             browser.close()
     saved = work / "outputs" / "params.json"
     assert saved.is_file(), "Save parameters wrote nothing"
