@@ -1180,24 +1180,37 @@ def verify(record: str | Path) -> VerifyResult:
 
 
 @contextlib.contextmanager
-def _sandbox_running(say: Progress) -> Iterator[None]:
-    """Start the embedded sandbox for the run and stop it afterwards (reusing none)."""
+def _sandbox_running(say: Progress, breaks: Sequence[str] = (), timeout_s: float = 60) -> Iterator[None]:
+    """Start the embedded sandbox (with ``breaks``) for the run and stop it afterwards.
+
+    A sandbox that is already running is reused as it is (and left running) when no break
+    scenario was asked for.
+    """
     manager = _optional_module("rtbook.sandbox.manager")
     if manager is None:
         raise DependencyError(
             "the embedded sandbox is not part of this installation (rtbook.sandbox.manager is missing); "
             "run against a stack with --stack DIR --api-url URL --db-url URL"
         )
-    say("sandbox: starting ...")
+    current = manager.status()
+    if current.get("running"):
+        if breaks or current.get("breaks"):
+            raise ConfigError(
+                f"a sandbox is already running (breaks: {current.get('breaks') or 'none'}); stop it with "
+                "'rtbook sandbox down', or pass --no-sandbox-start to run against it as it is"
+            )
+        say("sandbox: reusing the sandbox that is already running (left running afterwards)")
+        yield
+        return
+    say("sandbox: starting" + (f" with break scenario(s) {', '.join(breaks)}" if breaks else "") + " ...")
     t0 = time.monotonic()
-    manager.up()
+    manager.up(breaks=list(breaks), timeout=timeout_s)
     say(f"sandbox: up in {time.monotonic() - t0:.1f}s")
     try:
         yield
     finally:
         say("sandbox: stopping ...")
-        with contextlib.suppress(Exception):
-            manager.down()
+        manager.down()
 
 
 # ================================================================ CLI
@@ -1221,6 +1234,9 @@ def add_cli(subparsers: Any) -> None:
     g.add_argument("--tenant", help="tenant id")
     g.add_argument("--no-sandbox-start", action="store_true",
                    help="with --target sandbox: use the sandbox already running instead of starting one")
+    g.add_argument("--break", dest="breaks", action="append", default=[], metavar="SCENARIO",
+                   help="with --target sandbox: start it with this break scenario (repeatable; "
+                   "see 'rtbook sandbox scenarios')")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set a notebook parameter (repeatable); see 'rtbook run --list-params'")
     p.add_argument("--params-file", metavar="FILE", help="parameters as JSON/YAML (e.g. written by 00_start_here)")
@@ -1291,8 +1307,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
 
     select_notebooks(args.notebooks)  # a bad --notebooks is a usage error before the sandbox starts
+    if args.breaks and (params["target_kind"] != "sandbox" or args.no_sandbox_start):
+        raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
     if params["target_kind"] == "sandbox" and not args.no_sandbox_start:
-        with _sandbox_running(say):
+        with _sandbox_running(say, args.breaks):
             outcome = execute()
     else:
         outcome = execute()
