@@ -695,6 +695,17 @@ def check_healthcheck(target: Target) -> CheckResult:
         problems.append("it sends no 'Authorization: Bearer <token>' header (the endpoint answers 403)")
     elif not m.group(1).strip("\"'\\"):
         problems.append("its Bearer token is empty (ANON_KEY unset in .env?), so the endpoint answers 403")
+    else:
+        # The tenant health endpoint verifies the token with API_JWT_SECRET (not the tenant row).
+        bearer = m.group(1).strip("\"'\\")
+        secret = rt.environment.get("API_JWT_SECRET", "")
+        claims, sig = _decode(bearer, secret or None)
+        if claims is not None and sig == "bad signature":
+            problems.append("its Bearer token is not signed with Realtime's API_JWT_SECRET, so the endpoint "
+                            "answers 403 (re-sign ANON_KEY with JWT_SECRET or make API_JWT_SECRET: ${JWT_SECRET})")
+        exp = claims.get("exp") if claims else None
+        if isinstance(exp, int | float) and exp <= _now():
+            problems.append("its Bearer token has expired, so the endpoint answers 403 (generate a new ANON_KEY)")
     evidence = {"form": hc.form, "tenant": tenant}
     if problems:
         return _r(cid, Status.FAIL, "Realtime's healthcheck cannot pass: " + "; ".join(problems) + ".",

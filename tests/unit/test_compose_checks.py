@@ -455,3 +455,14 @@ def test_hostname_does_not_resolve_but_alias_does(corpus: Path, tmp_path: Path) 
                  "networks:\n      default:\n        aliases: [realtime-dev.supabase-realtime]")
     result = check(d).by_id("compose.realtime.tenant_consistency")
     assert result.status is Status.PASS and "network alias on default of service 'realtime'" in result.detail
+
+
+def test_healthcheck_token_not_signed_with_api_jwt_secret(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2026, tmp_path)
+    other = "a-different-secret-for-the-keys-only-0000000"
+    set_env(d, ANON_KEY=token(other, "anon", 100))
+    result = check(d).by_id("compose.realtime.healthcheck")
+    assert result.status is Status.FAIL and "not signed with Realtime's API_JWT_SECRET" in result.summary
+    set_env(d, ANON_KEY="")
+    result = check(d).by_id("compose.realtime.healthcheck")
+    assert result.status is Status.FAIL and "Bearer token is empty" in result.summary
