@@ -138,8 +138,17 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _spawn(argv: list[str], *, env: dict[str, str], log_path: Path, what: str, timeout: float) -> tuple[int, int]:
-    """Start a child that prints ``READY <port>``; return (pid, port) or raise SandboxError."""
+@dataclass
+class _Child:
+    proc: subprocess.Popen[str]
+    found: list[int]
+    log_path: Path
+    what: str
+    port_hint: int = 0
+
+
+def _launch(argv: list[str], *, env: dict[str, str], log_path: Path, what: str) -> _Child:
+    """Start a child that will print ``READY <port>`` (read by a thread)."""
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["PYTHONUNBUFFERED"] = "1"
@@ -149,7 +158,7 @@ def _spawn(argv: list[str], *, env: dict[str, str], log_path: Path, what: str, t
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    found: list[int] = []
+    child = _Child(proc, [], log_path, what)
 
     def reader() -> None:
         assert proc.stdout is not None
@@ -157,25 +166,30 @@ def _spawn(argv: list[str], *, env: dict[str, str], log_path: Path, what: str, t
             for line in proc.stdout:
                 if line.startswith("READY "):
                     with contextlib.suppress(ValueError, IndexError):
-                        found.append(int(line.split()[1]))
+                        child.found.append(int(line.split()[1]))
                     return
 
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+    threading.Thread(target=reader, daemon=True).start()
+    return child
+
+
+def _await_ready(child: _Child, timeout: float) -> tuple[int, int]:
+    """(pid, port) once the child printed READY; otherwise kill it and raise SandboxError with its last log line."""
+    proc = child.proc
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not found and proc.poll() is None:
+    while time.monotonic() < deadline and not child.found and proc.poll() is None:
         time.sleep(0.05)
-    if found:
-        return proc.pid, found[0]
+    if child.found:
+        return proc.pid, child.found[0]
     if proc.poll() is None:
         proc.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
     _CHILDREN.pop(proc.pid, None)
-    lines = [ln for ln in log_path.read_text(errors="replace").strip().splitlines() if ln.strip()]
+    lines = [ln for ln in child.log_path.read_text(errors="replace").strip().splitlines() if ln.strip()]
     tail = lines[-1].strip() if lines else "no output"
     state = f"exited with {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout:.0f} s"
-    raise SandboxError(f"the {what} {state}: {tail[-300:]} (log: {log_path})")
+    raise SandboxError(f"the {child.what} {state}: {tail[-300:]} (log: {child.log_path})")
 
 
 def _postmaster_pid(data_dir: Path) -> int:
@@ -241,10 +255,17 @@ def up(
         write_stack_dir(stack_dir, values, gateway_port=gateway_port, db_port=cluster.port)
         sc.apply_stack(stack_dir, chosen)
         _bootstrap(cluster, values, stack_dir, chosen)
-        server_pid, server_port = _start_server(cluster, values, run_dir, timeout)
-        pids["realtime"] = server_pid
-        gateway_pid, gateway_port = _start_gateway(stack_dir, run_dir, gateway_port, server_port, timeout)
-        pids["gateway"] = gateway_pid
+        # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
+        # so the gateway's host map can name it before the server is up.
+        server = _start_server(cluster, values, run_dir, free_port())
+        pids["realtime"] = server.proc.pid
+        gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
+        pids["gateway"] = gateway.proc.pid
+        _, server_port = _await_ready(server, timeout)
+        if server_port != server.port_hint:
+            raise SandboxError(f"the Realtime-compatible server listens on {server_port}, not the port "
+                               f"{server.port_hint} the gateway was given")
+        _, gateway_port = _await_ready(gateway, timeout)
         state = SandboxState(
             stack_dir=str(stack_dir.resolve()),
             gateway_url=f"http://127.0.0.1:{gateway_port}",
@@ -298,12 +319,12 @@ def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Se
         raise SandboxError(f"bootstrapping the sandbox database failed: {first}") from exc
 
 
-def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, timeout: float) -> tuple[int, int]:
+def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int) -> _Child:
     config = {
         "db": make_conninfo(host=cluster.host, port=str(cluster.port), user="supabase_admin", dbname="postgres",
                             connect_timeout="5"),
         "host": "127.0.0.1",
-        "port": 0,
+        "port": port,
     }
     path = run_dir / "realtime-server.json"
     _write_private(path, json.dumps(config, indent=2))
@@ -313,11 +334,13 @@ def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, timeout: 
         "RTBOOK_SANDBOX_API_JWT_SECRET": values["JWT_SECRET"],
         "RTBOOK_SANDBOX_METRICS_JWT_SECRET": values["JWT_SECRET"],
     }
-    return _spawn([sys.executable, "-m", "rtbook.sandbox.server", "--config", str(path)], env=env,
-                  log_path=run_dir / "realtime-server.log", what="Realtime-compatible server", timeout=timeout)
+    child = _launch([sys.executable, "-m", "rtbook.sandbox.server", "--config", str(path)], env=env,
+                    log_path=run_dir / "realtime-server.log", what="Realtime-compatible server")
+    child.port_hint = port
+    return child
 
 
-def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int, timeout: float) -> tuple[int, int]:
+def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) -> _Child:
     names = compose_hosts(stack_dir)
     hosts: dict[str, str | None] = {
         name: (f"127.0.0.1:{server_port}" if service == "realtime" else None) for name, service in names.items()
@@ -331,8 +354,8 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int, 
     }
     path = run_dir / "gateway.json"
     _write_private(path, json.dumps(config, indent=2))
-    return _spawn([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(path)], env={},
-                  log_path=run_dir / "gateway.log", what="Kong-compatible gateway", timeout=timeout)
+    return _launch([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(path)], env={},
+                   log_path=run_dir / "gateway.log", what="Kong-compatible gateway")
 
 
 def _read_state(home: str | Path | None) -> SandboxState | None:
