@@ -88,10 +88,12 @@ def test_green_run_against_the_sandbox(tmp_path: Path, home: Path) -> None:
 @pytest.mark.sandbox
 def test_break_scenario_fails_the_right_notebook_and_keeps_every_result(tmp_path: Path, home: Path) -> None:
     """ws-route-missing: 03 fails at its gate, the notebooks after it still run, exit code 1."""
-    box = start_sandbox(home, breaks=["ws-route-missing"])
+    require_sandbox()
     out = tmp_path / "outputs"
     proc = rtbook_cli(
-        ["run", "--target", "sandbox", "--no-sandbox-start", "--output-dir", str(out)], box.env, 900
+        ["run", "--target", "sandbox", "--break", "ws-route-missing", "--output-dir", str(out)],
+        {"RTBOOK_HOME": str(home)},
+        900,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr[-4000:]
     record = _record(out)
