@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -435,10 +435,6 @@ class Sandbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         down(home=self.home)
-
-    def __iter__(self) -> Iterator[SandboxState]:  # pragma: no cover - convenience for fixtures
-        with self as state:
-            yield state
 
     def __repr__(self) -> str:
         return f"Sandbox(breaks={list(self.breaks)}, home={self.home!r})"

@@ -254,8 +254,10 @@ def test_no_apikey_forwarding_realtime_says_api_key_missing(box_wal: Box) -> Non
 # ---------------------------------------------------------------- tenant-missing, jwt-mismatch (own sandboxes)
 
 
-def test_tenant_missing_everywhere(tmp_path_factory: pytest.TempPathFactory) -> None:
-    for box in _box(tmp_path_factory, "tenant-missing"):
+def test_tenant_missing_everywhere(tmp_path: Path) -> None:
+    require(have_postgres(), "PostgreSQL 15 with wal2json is needed by the sandbox")
+    with Sandbox(breaks=["tenant-missing"], home=tmp_path) as state:
+        box = Box(state)
         assert box.sql("SELECT count(*) FROM _realtime.tenants") == [(0,)]
         assert handshake_error(box.gateway_ws(box.anon))[:2] == (404, {"error": "Tenant not found"})
         r = requests.get(box.state.gateway_url + "/realtime/v1/api/ping", headers={"apikey": box.anon}, timeout=10)
@@ -264,8 +266,10 @@ def test_tenant_missing_everywhere(tmp_path_factory: pytest.TempPathFactory) -> 
         assert 'SEED_SELF_HOST: "false"' in compose
 
 
-def test_jwt_mismatch_signature_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
-    for box in _box(tmp_path_factory, "jwt-mismatch"):
+def test_jwt_mismatch_signature_refused(tmp_path: Path) -> None:
+    require(have_postgres(), "PostgreSQL 15 with wal2json is needed by the sandbox")
+    with Sandbox(breaks=["jwt-mismatch"], home=tmp_path) as state:
+        box = Box(state)
         status, body, _ = handshake_error(box.gateway_ws(box.anon))
         assert (status, body) == (401, {"error": "Failed to validate JWT signature"})
         # The keys themselves are fine for the gateway and signed with .env's JWT_SECRET.
