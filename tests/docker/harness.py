@@ -202,9 +202,12 @@ class Lab:
         if healthcheck:
             # The official probe is curl with the interpolated ANON_KEY; the stand-in image has
             # busybox wget, which fails the same way on a non-2xx answer.
-            probe = f'busybox wget -q -O /dev/null --header "Authorization: Bearer {token}" ' \
-                f"http://localhost:{environment.get('PORT', '4000')}{health_path}"
-            hc = {"test": ["CMD-SHELL", probe], "interval": 300_000_000, "timeout": 3_000_000_000,
+            base = f"http://localhost:{environment.get('PORT', '4000')}"
+            # A loaded CI machine can take longer than one probe interval to start python: wait (at
+            # most ~4 s) for the listener, so that one probe gives the verdict, good or bad.
+            wait = f"for i in $(seq 40); do busybox wget -q -O /dev/null {base}/healthcheck && break; sleep 0.1; done; "
+            probe = wait + f'busybox wget -q -O /dev/null --header "Authorization: Bearer {token}" {base}{health_path}'
+            hc = {"test": ["CMD-SHELL", probe], "interval": 300_000_000, "timeout": 8_000_000_000,
                   "retries": 1, "start_period": 0}
         return self._run(
             image or self.realtime_image,
