@@ -414,7 +414,14 @@ class StepReport(Report):
 
     def _repr_html_(self) -> str:
         links = sorted({notebook_for(r.id) for r in self if r.failed})
-        html = super()._repr_html_()
+        # JupyterLab right-aligns table cells by default; findings and remedies read better left-aligned.
+        html = (
+            super()
+            ._repr_html_()
+            .replace("<th>", '<th style="text-align:left">')
+            .replace("<td>", '<td style="text-align:left">')
+            .replace('<td style="color:', '<td style="text-align:left;color:')
+        )
         if links:
             html += "<p>Fix it here: " + ", ".join(f'<a href="{n}.ipynb">{n}</a>' for n in links) + "</p>"
         return html

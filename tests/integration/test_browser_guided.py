@@ -181,6 +181,7 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
 
             table = page.locator(".rtbook-form table.rtbook-report")
             table.wait_for(state="visible", timeout=120_000)
+            table.scroll_into_view_if_needed()
             rows = table.locator("tbody tr")
             assert rows.count() >= 3
             passed = table.locator("tr.rtbook-pass")
@@ -192,7 +193,7 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
                 assert table.locator(f"code:text-is('{check_id}')").count() >= 1, check_id
         finally:
             if page is not None:
-                page.screenshot(path=str(ARTIFACTS / "browser-00_start_here.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / "browser-00_start_here.png"))
             browser.close()
     saved = work / "outputs" / "params.json"
     assert saved.is_file(), "Save parameters wrote nothing"
