@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,7 @@ class EngineSession:
     docker_host: str = ""
     server_version: str = ""
     discovery: Discovery | None = None
+    created: float = field(default_factory=time.monotonic)
 
 
 def _docker_host(env: Mapping[str, str]) -> str:
@@ -370,11 +372,22 @@ def discover(client: Any, stack: Any = None, target: Target | None = None) -> Di
     )
 
 
+# One run of the docker.* checks shares one connection and discovery; a later run (a notebook
+# cell executed again after a fix) discovers again.
+SESSION_TTL_S = 30.0
+
+
 def docker_session(target: Target) -> EngineSession:
     """The engine session of ``target`` (connected and discovered once, then cached)."""
     cached = target.cache.get("docker.session")
-    if isinstance(cached, EngineSession):
+    if isinstance(cached, EngineSession) and time.monotonic() - cached.created < SESSION_TTL_S:
         return cached
+    if isinstance(cached, EngineSession) and cached.client is not None:
+        # A notebook re-runs the checks after a fix: containers may have been recreated since.
+        try:
+            cached.client.close()
+        except Exception:
+            pass
     env = dict(os.environ)
     docker_host = target.env.get("DOCKER_HOST")
     if docker_host:
@@ -702,8 +715,6 @@ def _parse_ts(value: str) -> float | None:
 
 def _engine_now(session: EngineSession) -> float:
     """The engine's clock (a remote engine's may differ from ours), else ours."""
-    import time
-
     try:
         now = _parse_ts(str(session.client.info().get("SystemTime", "")))
     except Exception:
