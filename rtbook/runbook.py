@@ -504,16 +504,27 @@ class NotebookRun:
         return step
 
     def seeding_plan(self) -> Any:
-        """The tenant seeding plan for the target (``rtbook.tenants.plan``), or a note saying why not."""
+        """The tenant seeding plan for the target (``rtbook.tenants.plan``), or a note saying why there is none.
+
+        Planning is a dry run; it may propose creating a missing tenant row, which only
+        :meth:`apply_plan` with ``apply_fixes`` and ``confirm_apply`` would write.
+        """
         tenants = _optional_module("rtbook.tenants")
         if tenants is None or not hasattr(tenants, "plan"):
             return Note("No seeding plan: rtbook.tenants.plan is not available in this installation.")
-        return tenants.plan(self.target)
+        if not self.target.has("db"):
+            return Note(f"No seeding plan: the target has no database ({self.target.why_missing('db')}).")
+        try:
+            return tenants.plan(self.target, create=True)
+        except RtbookError as exc:
+            return Note(f"No seeding plan: {self.target.redactor.text(str(exc))}")
 
     def apply_plan(self, plan: Any) -> Any:
         """Apply ``plan`` when ``apply_fixes`` and ``confirm_apply`` allow it, then re-run the tenant checks."""
         if isinstance(plan, Note):
             return plan
+        if getattr(plan, "empty", False):
+            return Note("Nothing to apply: the stored tenant rows already match the stack.")
         if not self.params.get("apply_fixes"):
             return Note("Not applied: apply_fixes is false (a dry run). Set apply_fixes and confirm_apply to write.")
         if not self.params.get("confirm_apply"):
@@ -522,11 +533,11 @@ class NotebookRun:
         if tenants is None or not hasattr(tenants, "apply"):
             return Note("Not applied: rtbook.tenants.apply is not available in this installation.")
         outcome = tenants.apply(self.target, plan, yes=True)
-        if isinstance(outcome, CheckResult):
-            self.record([outcome])
-        elif isinstance(outcome, Report | list):
-            self.record([r for r in outcome if isinstance(r, CheckResult)])
-        return self.checks("tenant.", "db.", title="After applying the plan")
+        applied = [outcome] if isinstance(outcome, CheckResult) else [r for r in outcome if isinstance(r, CheckResult)]
+        after = self.checks("tenant.", "db.", title="After applying the plan")
+        step = self.record([*applied, *after])
+        step.title = "Applied the plan; the tenant and database checks again"
+        return step
 
     def troubleshoot(self) -> StepReport:
         """Explain the chosen symptom(s) from the results of the run's earlier notebooks."""

@@ -240,7 +240,7 @@ class ParamForm:
         except (ImportError, AttributeError):
             return "<p>No seeding plan: rtbook.tenants.plan is not available in this installation.</p>"
         try:
-            self._plan = plan_fn(self._target)
+            self._plan = plan_fn(self._target, create=True)
         except RtbookError as exc:
             return f"<p>No seeding plan: {html.escape(str(exc))}</p>"
         self.confirm_button.disabled = False

@@ -81,6 +81,10 @@ def test_green_run_against_the_sandbox(tmp_path: Path, home: Path) -> None:
     assert summary["counts"]["fail"] == 0 and summary["counts"]["error"] == 0
     areas = {r["id"].split(".")[0] for n in summary["notebooks"] for r in n["results"]}
     assert {"compose", "kong", "db", "tenant", "gateway", "realtime", "troubleshoot"} <= areas, areas
+    # Headless, the guided form degraded to text in the executed 00_start_here.
+    start = json.loads((record / "00_start_here.ipynb").read_text())
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in start["cells"] for o in c.get("outputs", [])]
+    assert any("text view because no widget frontend is attached" in t for t in texts)
     status = rtbook_cli(["sandbox", "status", "--json"], {"RTBOOK_HOME": str(home)}, 60)
     assert status.returncode != 0 or '"running": false' in status.stdout, "the run must stop the sandbox it started"
 
@@ -166,3 +170,32 @@ def test_canary_secrets_appear_nowhere_in_the_record(tmp_path: Path, home: Path)
     if live:
         # And the sandbox's own freshly generated secrets (used by the live checks) did not leak either.
         assert find_leaks(record, box.secret_values()) == []
+
+
+@pytest.mark.sandbox
+def test_seeding_is_a_dry_run_unless_allowed_then_apply_repairs_the_tenant(tmp_path: Path, home: Path) -> None:
+    """tenant-missing: 02 fails with the plan shown and nothing written; with both switches it repairs and passes."""
+    require_sandbox()
+    dry = rtbook_cli(
+        ["run", "--target", "sandbox", "--break", "tenant-missing", "--notebooks", "02",
+         "--output-dir", str(tmp_path / "dry")],
+        {"RTBOOK_HOME": str(home)},
+        600,
+    )
+    assert dry.returncode == 1, dry.stdout + dry.stderr[-3000:]
+    record = _record(tmp_path / "dry")
+    results = {r["id"]: r["status"] for r in _summary(record)["notebooks"][0]["results"]}
+    assert results.get("tenant.row") == "fail", results
+    assert "tenant.apply" not in results
+    text = (record / "02_tenant_seeding.ipynb").read_text()
+    assert "(dry run)" in text and "Not applied: apply_fixes is false" in text
+
+    fixed = rtbook_cli(
+        ["run", "--target", "sandbox", "--break", "tenant-missing", "--notebooks", "02",
+         "-p", "apply_fixes=true", "-p", "confirm_apply=true", "--output-dir", str(tmp_path / "apply")],
+        {"RTBOOK_HOME": str(home)},
+        600,
+    )
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-3000:]
+    results = {r["id"]: r["status"] for r in _summary(_record(tmp_path / "apply"))["notebooks"][0]["results"]}
+    assert results.get("tenant.apply") == "pass" and results.get("tenant.row") == "pass", results
