@@ -685,11 +685,31 @@ def check_running(target: Target) -> CheckResult:
             remedy=logs_hint,
             evidence=evidence, see_also=("docker.realtime.logs",),
         )
+    file_tag = _tag(str(getattr(target.stack.realtime_service(), "image", "") or "")) if target.stack else ""
+    live_tag = _tag(info.image)
+    evidence["compose_image_tag"] = file_tag
+    if file_tag and live_tag and file_tag != live_tag:
+        return CheckResult(
+            cid, Status.WARN,
+            summary=f"Realtime runs {live_tag}, but the compose file says {file_tag}.",
+            detail=f"{where} was created from {info.image}; the Realtime service's image in the compose files "
+            f"is tagged {file_tag}. Checks on the files (version-dependent rules) describe {file_tag}, not what "
+            "runs.",
+            remedy=f"docker compose pull {disc.realtime_service} && docker compose up -d {disc.realtime_service} "
+            "(or pin the running tag in the compose file if it is the one you want).",
+            evidence=evidence,
+        )
     return CheckResult(
         cid, Status.PASS,
         summary=f"Realtime runs ({info.name}, {info.image}), no restarts, not OOM-killed.",
         evidence=evidence,
     )
+
+
+def _tag(image: str) -> str:
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
 
 
 RESTART_LOOP_WINDOW_S = 300.0

@@ -348,3 +348,16 @@ def test_without_stack_files_the_official_names_are_used(lab: Lab) -> None:
     # Which host the gateway uses is in its config, which only the stack files give.
     host = report.by_id("docker.realtime.tenant_host")
     assert host.status is Status.WARN and "--stack" in host.remedy
+
+
+def test_running_image_differs_from_the_compose_file(lab: Lab, target: Target) -> None:
+    image = lab.tag_image(f"{lab.prefix}.local/rtbooktest/realtime", "v2.65.2")
+    rt = lab.realtime(image=image)
+    lab.gateway()
+    lab.wait_health(rt)
+
+    result = run(target).by_id("docker.realtime.running")
+
+    assert result.status is Status.WARN, str(result)
+    assert "v2.65.2" in result.summary and "v2.134.10" in result.summary
+    assert "docker compose pull realtime" in result.remedy
