@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 from xml.etree import ElementTree as ET
 
 from rtbook.exceptions import (
@@ -1266,6 +1266,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--cell-timeout", type=float, default=900.0, metavar="S", help="seconds allowed per cell")
     p.add_argument("--list-params", action="store_true", help="print the parameter schema and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the kernels' own stderr (warnings)")
     p.set_defaults(func=_cmd_run)
 
     v = subparsers.add_parser("verify", help="check that an audit record was not altered since it was written")
@@ -1306,11 +1307,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     values = params_from_args(args)
     params = validate_params(values)
+    progress: list[TextIO] = [sys.stderr]
 
     def say(msg: str) -> None:
         if not args.quiet:
-            sys.stderr.write(msg + "\n")
-            sys.stderr.flush()
+            progress[0].write(msg + "\n")
+            progress[0].flush()
 
     def execute() -> RunOutcome:
         return run_notebooks(
@@ -1327,10 +1329,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     select_notebooks(args.notebooks)  # a bad --notebooks is a usage error before the sandbox starts
     if args.breaks and (params["target_kind"] != "sandbox" or args.no_sandbox_start):
         raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
-    if params["target_kind"] == "sandbox" and not args.no_sandbox_start:
-        with _sandbox_running(say, args.breaks):
-            outcome = execute()
-    else:
+    with contextlib.ExitStack() as stack:
+        if not args.verbose:
+            progress[0] = stack.enter_context(_kernel_stderr_hidden())
+        if params["target_kind"] == "sandbox" and not args.no_sandbox_start:
+            stack.enter_context(_sandbox_running(say, args.breaks))
         outcome = execute()
     overall = Report([r for n in outcome.notebooks for r in n.report])
     verdict = "PASSED" if outcome.exit_code == 0 else "FAILED"
@@ -1341,6 +1344,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + f"\nrecord: {outcome.record_dir}\nmanifest sha256: {outcome.manifest_sha256}\n"
     )
     return outcome.exit_code
+
+
+@contextlib.contextmanager
+def _kernel_stderr_hidden() -> Iterator[TextIO]:
+    """Send file descriptor 2 (inherited by the kernels) to a discarded file; yield the real stderr.
+
+    Kernels print transport warnings and "KeyboardInterrupt caught" lines on shutdown that say
+    nothing about the stack; the executed notebooks hold everything that matters.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd, path = tempfile.mkstemp(prefix="rtbook-kernels-", suffix=".log")
+    real = os.fdopen(os.dup(saved), "w")
+    os.dup2(fd, 2)
+    try:
+        yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        real.close()
+        os.unlink(path)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
