@@ -1,0 +1,93 @@
+"""The guided form without a browser: validation as you type, saving, running, the guarded apply."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rtbook.runbook import load_params_file, validate_params
+from rtbook.widgets import STEPS, ParamForm, params_table
+from tests.conftest import CORPUS, require
+
+OFFICIAL = CORPUS / "official" / "2026-09-1f37f2a"
+
+
+def test_form_validates_as_you_type(tmp_path: Path) -> None:
+    form = ParamForm(params_path=tmp_path / "params.json")
+    assert "rtbook-valid" in form.status.value and not form.run_button.disabled
+    form.widgets["api_url"].value = "localhost:8000"
+    assert "rtbook-invalid" in form.status.value
+    assert "must start with http:// or https://" in form.status.value
+    assert form.run_button.disabled and form.save_button.disabled
+    assert form.save() is None and not (tmp_path / "params.json").exists()
+    form.widgets["api_url"].value = "http://localhost:8000"
+    assert "rtbook-valid" in form.status.value and not form.run_button.disabled
+
+
+def test_form_refuses_a_token_typed_into_a_field() -> None:
+    form = ParamForm()
+    form.widgets["tenant"].value = "sb_secret_abcdefghijklmnopqrstu"
+    assert "secrets are never parameters" in form.status.value
+    assert "sb_secret_abcdefghijklmnopqrstu" not in form.status.value
+
+
+def test_form_saves_the_parameter_set_the_runner_reads(tmp_path: Path) -> None:
+    form = ParamForm({"tenant": "t1"}, params_path=tmp_path / "out" / "params.json")
+    form.widgets["tables"].value = "public.todos, public.messages"
+    form.widgets["apply_fixes"].value = True
+    saved = form.save()
+    assert saved == tmp_path / "out" / "params.json"
+    data = load_params_file(saved)
+    assert "run_dir" not in data
+    params = validate_params(data)
+    assert params["tables"] == ["public.todos", "public.messages"]
+    # Ticking apply_fixes in the form saves both switches: the confirm button is the form's second switch.
+    assert params["apply_fixes"] is True and params["confirm_apply"] is True
+
+
+def test_headless_rendering_is_text() -> None:
+    form = ParamForm({"tenant": "t1"})
+    bundle = form._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "text view because no widget frontend is attached" in bundle["text/plain"]
+    assert 'tenant         "t1"' in bundle["text/plain"]
+    table = params_table({"tenant": "t1"})
+    assert "tenant" in str(table) and "<table" in table._repr_html_()
+
+
+def test_run_shows_the_coloured_report_and_apply_needs_a_plan(tmp_path: Path) -> None:
+    require(OFFICIAL.is_dir(), f"corpus not found at {OFFICIAL}")
+    stack = tmp_path / "stack"
+    shutil.copytree(OFFICIAL, stack)
+    shutil.copy(stack / "env.example", stack / ".env")
+    form = ParamForm({"target_kind": "stack", "stack_dir": str(stack)})
+    form.step.value = "static files only (01 + 03 configuration)"
+    report = form.run()
+    assert report is not None and len(report) > 3
+    assert {r.id.split(".")[0] for r in report} <= {"compose", "env", "kong", "envoy"}
+    html = form.output.outputs[0]["data"]["text/html"]
+    assert 'class="rtbook-report"' in html and "background:#" in html
+    # The published example secrets in env.example are not a pass, and the table shows the remedy.
+    flagged = report.by_id("env.default_secrets")
+    assert flagged.status.value != "pass" and flagged.remedy
+    assert 'class="rtbook-warn"' in html or 'class="rtbook-fail"' in html
+    # Without apply_fixes there is no plan and the confirm button stays hidden and disabled.
+    assert form.confirm_button.disabled
+    assert form.apply() is None
+    assert "Nothing to apply" in json.dumps(form.output.outputs)
+
+
+def test_steps_cover_the_notebooks() -> None:
+    prefixes = {p for step in STEPS.values() for p in step}
+    assert {"compose.", "env.", "docker.", "tenant.", "db.", "kong.", "envoy.", "gateway.", "realtime."} <= prefixes
+
+
+@pytest.mark.parametrize("bad", [{"tennant": "x"}, {"jwt_secret": "x"}])
+def test_form_refuses_bad_starting_parameters(bad: dict[str, str]) -> None:
+    from rtbook.exceptions import ConfigError
+
+    with pytest.raises(ConfigError):
+        ParamForm(bad)
