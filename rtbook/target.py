@@ -119,6 +119,7 @@ class Target:
         kwargs.setdefault("realtime_host", state.get("realtime_host"))
         kwargs.setdefault("db_url", state.get("db_url"))
         kwargs.setdefault("tenant", state.get("tenant"))
+        kwargs.setdefault("tables", tuple(state.get("tables") or ()))
         kwargs.setdefault("docker", False)
         return cls.from_stack_dir(state["stack_dir"], **kwargs)
 

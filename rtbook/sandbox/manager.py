@@ -64,6 +64,9 @@ class SandboxState:
     owns_stack_dir: bool = True
     run_dir: str = ""
     logs: dict[str, str] = field(default_factory=dict)
+    # The sandbox's application tables: the live checks watch these unless the user names others,
+    # so a scenario that empties the publication is seen as the missing table it is.
+    tables: list[str] = field(default_factory=lambda: ["public.todos"])
 
     def to_json(self) -> str:
         """The state as written to the state file."""
