@@ -127,3 +127,15 @@ def test_links_between_notebooks_resolve() -> None:
         for cell in _load(name)["cells"]:
             for link in re.findall(r"\]\(([^)]+\.ipynb)\)", _source(cell)):
                 assert (NB_DIR / link).is_file(), f"{name}: broken link {link}"
+
+
+def test_troubleshooting_table_matches_the_symptom_catalogue() -> None:
+    from rtbook.troubleshoot import SYMPTOMS
+
+    text = _source(_load("05_troubleshooting")["cells"][0])
+    deciding = {d for s in SYMPTOMS for d in s.deciding}
+    named = set(re.findall(r"`([a-z]+\.[a-z_.]+)`", text))
+    assert named, "the symptom table names its deciding checks"
+    assert named <= deciding, f"05 names checks the catalogue does not use: {named - deciding}"
+    for symptom in SYMPTOMS:
+        assert f"`{symptom.key}`" in text

@@ -190,3 +190,12 @@ def test_notebook_run_troubleshoot_reads_earlier_results(tmp_path: Path) -> None
     assert [r.id for r in report] == ["troubleshoot.socket_closes"]
     assert report[0].status is Status.FAIL and "03_kong_routing" in report[0].remedy
     assert "Fix it here: 05_troubleshooting" in str(report)
+
+
+def test_every_deciding_check_is_registered() -> None:
+    from rtbook.results import all_checks
+    from rtbook.troubleshoot import matches
+
+    ids = {spec.id for spec in all_checks()}
+    missing = [p for p in deciding_prefixes() if not any(matches(i, p) for i in ids)]
+    assert not missing, f"troubleshooting names checks that do not exist (renamed?): {missing}"
