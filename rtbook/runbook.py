@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import difflib
 import hashlib
+import html
 import json
 import os
 import platform
@@ -415,7 +416,7 @@ class StepReport(Report):
     def _repr_html_(self) -> str:
         links = sorted({notebook_for(r.id) for r in self if r.failed})
         # JupyterLab right-aligns table cells by default; findings and remedies read better left-aligned.
-        html = (
+        body = (
             super()
             ._repr_html_()
             .replace("<th>", '<th style="text-align:left">')
@@ -423,8 +424,8 @@ class StepReport(Report):
             .replace('<td style="color:', '<td style="text-align:left;color:')
         )
         if links:
-            html += "<p>Fix it here: " + ", ".join(f'<a href="{n}.ipynb">{n}</a>' for n in links) + "</p>"
-        return html
+            body += "<p>Fix it here: " + ", ".join(f'<a href="{n}.ipynb">{n}</a>' for n in links) + "</p>"
+        return body
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -442,8 +443,6 @@ class Note:
         return self.text
 
     def _repr_html_(self) -> str:
-        import html
-
         return f"<p>{html.escape(self.text)}</p>"
 
 
@@ -845,11 +844,28 @@ def _require_kernel(name: str) -> None:
 
 
 def _run_redactor(params: Mapping[str, ParamValue]) -> Redactor:
-    """Every secret the run could have seen: the environment's and the target stack's."""
+    """Every secret the run could have seen: the environment's and the target stack's.
+
+    Values are also registered HTML-escaped, because HTML outputs (result tables) escape a
+    password holding ``&``, ``<`` or a quote, and the escaped form must not survive either.
+    """
     redactor = Redactor()
-    redactor.add_env(os.environ)
+    sources: list[Mapping[str, str]] = [os.environ]
     with contextlib.suppress(RtbookError, OSError, ImportError):
-        redactor.extend(target_from_params(**params).redactor)
+        target = target_from_params(**params)
+        redactor.extend(target.redactor)
+        if target.stack is not None:
+            sources.append(target.stack.env)
+            realtime = target.stack.realtime_service()
+            if realtime is not None:
+                sources.append(realtime.environment)
+    for source in sources:
+        redactor.add_env(source)
+        for name, value in source.items():
+            if isinstance(value, str) and value and (is_secret_name(name) or looks_secret(value)):
+                for variant in (html.escape(value), html.escape(value, quote=False)):
+                    if variant != value:
+                        redactor.add(variant)
     return redactor
 
 

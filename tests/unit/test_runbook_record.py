@@ -199,3 +199,16 @@ def test_every_deciding_check_is_registered() -> None:
     ids = {spec.id for spec in all_checks()}
     missing = [p for p in deciding_prefixes() if not any(matches(i, p) for i in ids)]
     assert not missing, f"troubleshooting names checks that do not exist (renamed?): {missing}"
+
+
+def test_run_redactor_knows_html_escaped_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import html
+
+    from rtbook.runbook import _run_redactor
+
+    password = 'p&ss<w"rd-' + CANARY
+    monkeypatch.setenv("DASHBOARD_PASSWORD", password)
+    monkeypatch.setenv("RTBOOK_HOME", str(tmp_path))  # no sandbox: the target cannot be built, env still counts
+    redactor = _run_redactor({"target_kind": "sandbox"})
+    for form in (password, html.escape(password), html.escape(password, quote=False)):
+        assert CANARY not in redactor.text(f"<td>{form}</td>")
