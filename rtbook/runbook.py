@@ -352,7 +352,11 @@ def notebook_params(namespace: Mapping[str, Any]) -> dict[str, ParamValue]:
     """
     found: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name.startswith("_") or name in _IPYTHON_NAMES or name in _RUNBOOK_NAMES:
+        if name.startswith("_") or name in _IPYTHON_NAMES:
+            continue
+        if name in _RUNBOOK_NAMES and not isinstance(value, str | int | float | list):
+            # The notebook's own objects (run, target, report...) on a re-run; a plain value under
+            # one of these names (papermill -p target sandbox) is still reported as unknown.
             continue
         if isinstance(value, ModuleType | type) or callable(value):
             continue

@@ -81,6 +81,16 @@ def test_green_run_against_the_sandbox(tmp_path: Path, home: Path) -> None:
     assert summary["counts"]["fail"] == 0 and summary["counts"]["error"] == 0
     areas = {r["id"].split(".")[0] for n in summary["notebooks"] for r in n["results"]}
     assert {"compose", "kong", "db", "tenant", "gateway", "realtime", "troubleshoot"} <= areas, areas
+    # A one-byte change in any file of this real record is caught by rtbook verify (exit 1).
+    for path in sorted(p for p in record.iterdir() if p.is_file()):
+        original = path.read_bytes()
+        changed = bytearray(original)
+        changed[len(changed) // 2] ^= 0x20
+        path.write_bytes(bytes(changed))
+        proc = rtbook_cli(["verify", str(record)], {}, 60)
+        path.write_bytes(original)
+        assert proc.returncode == 1 and path.name in proc.stdout, (path.name, proc.stdout)
+    assert rtbook_cli(["verify", str(record)], {}, 60).returncode == 0
     # Headless, the guided form degraded to text in the executed 00_start_here.
     start = json.loads((record / "00_start_here.ipynb").read_text())
     texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in start["cells"] for o in c.get("outputs", [])]

@@ -162,6 +162,10 @@ def test_notebook_params_spots_injected_unknown_names() -> None:
     namespace["tenat"] = "x"
     with pytest.raises(ConfigError, match="unknown parameter 'tenat'"):
         notebook_params(namespace)
+    del namespace["tenat"]
+    namespace["target"] = "sandbox"  # papermill -p target sandbox: a value, not the notebook's Target
+    with pytest.raises(ConfigError, match="did you mean 'target_kind'"):
+        notebook_params(namespace)
 
 
 def test_parameters_cell_is_what_papermill_documents() -> None:
