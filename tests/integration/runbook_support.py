@@ -99,19 +99,7 @@ def stop_sandbox(home: Path) -> None:
     rtbook_cli(["sandbox", "down"], {"RTBOOK_HOME": str(home)}, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """A healthy sandbox for the module, stopped at the end."""
-    require_sandbox()
-    home = tmp_path_factory.mktemp("rtbook-home")
-    box = start_sandbox(home)
-    try:
-        yield box
-    finally:
-        stop_sandbox(home)
-
-
-def stack_copy(dest: Path, env_overrides: Mapping[str, str] = ()) -> Path:  # type: ignore[assignment]
+def stack_copy(dest: Path, env_overrides: Mapping[str, str] | None = None) -> Path:
     """A copy of the official stack with ``.env`` from ``env.example`` (plus overrides) and the Kong overlay."""
     require(OFFICIAL.is_dir(), f"corpus not found at {OFFICIAL}")
     import shutil
