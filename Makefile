@@ -1,13 +1,18 @@
-# Shortcuts. `make demo` is the README's first command: a full runbook run against the embedded
-# sandbox, leaving an audit record in outputs/<UTC time>-sandbox/.
+# Shortcuts. On a fresh machine each target installs what it needs first (scripts/setup.sh is
+# idempotent). `make demo` is the README's first command: a full runbook run against the
+# embedded sandbox, leaving an audit record in outputs/<UTC time>-sandbox/. `make test` is what
+# CI runs.
 PYTHON ?= python3
 
-.PHONY: demo test lint verify
+.PHONY: setup demo test lint verify
 
-demo:
+setup:
+	bash scripts/setup.sh
+
+demo: setup
 	$(PYTHON) -m rtbook run --target sandbox
 
-test:
+test: setup
 	bash scripts/test.sh
 
 lint:
