@@ -6,6 +6,7 @@ sandbox's stack directory (its realtime service environment and .env), the passw
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -36,7 +37,12 @@ class Box:
         # The cluster runs as an unprivileged user when the tests run as root.
         self.home.chmod(0o755)
         self.sandbox = Sandbox(breaks=breaks, home=self.home)
-        self.state = self.sandbox.__enter__()
+        try:
+            self.state = self.sandbox.__enter__()
+        except BaseException:
+            # up() stops what it started; the home is ours to remove.
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
 
     def target(self, **kwargs: Any) -> Target:
         kwargs.setdefault("tables", ("public.todos",))
@@ -56,6 +62,7 @@ class Box:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+@contextlib.contextmanager
 def _box(breaks: tuple[str, ...] = ()) -> Iterator[Box]:
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
     box = Box(breaks)
@@ -74,7 +81,7 @@ def _run(box: Box, **kwargs: Any) -> Report:
 
 
 def test_healthy_sandbox_every_db_and_tenant_check_passes() -> None:
-    for box in _box():
+    with _box() as box:
         # The server opens its metadata connection (supabase_mt_realtime) right away; give it a moment.
         deadline = time.monotonic() + 10
         report = _run(box)
@@ -99,7 +106,7 @@ def test_healthy_sandbox_every_db_and_tenant_check_passes() -> None:
     ],
 )
 def test_break_scenario_is_found_by_the_right_check(scenario: str, check_id: str, status: Status, found: str) -> None:
-    for box in _box((scenario,)):
+    with _box((scenario,)) as box:
         report = _run(box)
         result = report.by_id(check_id)
         assert result.status is status, str(result)

@@ -8,6 +8,7 @@ right cause (and points back to the static check that catches it).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -41,7 +42,12 @@ class Running:
         # The cluster runs as an unprivileged user when the tests run as root: it must reach its directory.
         self.home.chmod(0o755)
         self.sandbox = Sandbox(breaks=breaks, home=self.home)
-        self.state = self.sandbox.__enter__()
+        try:
+            self.state = self.sandbox.__enter__()
+        except BaseException:
+            # up() stops what it started; the home is ours to remove.
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
 
     def target(self, **kwargs: Any) -> Target:
         kwargs.setdefault("tables", TABLES)
@@ -73,6 +79,7 @@ class Running:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+@contextlib.contextmanager
 def start(breaks: tuple[str, ...] = ()) -> Iterator[Running]:
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
     running = Running(breaks)
@@ -84,7 +91,8 @@ def start(breaks: tuple[str, ...] = ()) -> Iterator[Running]:
 
 @pytest.fixture(scope="module")
 def healthy() -> Iterator[Running]:
-    yield from start()
+    with start() as running:
+        yield running
 
 
 def outputs(report: Report) -> str:
@@ -232,7 +240,7 @@ STILL_PASS: dict[str, tuple[str, ...]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(set(EXPECTED) | set(STILL_PASS)))
 def test_break_scenario_fails_the_right_check(scenario: str) -> None:
-    for running in start((scenario,)):
+    with start((scenario,)) as running:
         started = time.monotonic()
         only = {cid for cid, _, _ in EXPECTED.get(scenario, [])} | set(STILL_PASS.get(scenario, ()))
         if scenario == "jwt-mismatch":
