@@ -334,6 +334,18 @@ class RealtimeServer:
         external_id = tenant_from_host(host)
         return external_id, await self.store.get(external_id)
 
+    async def _assign_tenant(self, request: web.Request) -> Tenant | web.Response:
+        """RealtimeWeb.Plugs.AssignTenant for the HTTP API: the Host's tenant, or the error response."""
+        try:
+            external_id, tenant = await self._lookup(request.host)
+        except psycopg.Error as exc:
+            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
+            return _json_response({"message": "Error connecting to Realtime"}, status=500)
+        if tenant is None:
+            log.error("TenantNotFound: Tenant not found: %s", external_id)
+            return _json_response({"message": "Tenant not found in database"}, status=401)
+        return tenant
+
     # HTTP ---------------------------------------------------------------------------------
 
     async def handle_healthcheck(self, _request: web.Request) -> web.Response:
@@ -342,14 +354,9 @@ class RealtimeServer:
 
     async def handle_ping(self, request: web.Request) -> web.Response:
         """``GET /api/ping``: tenant from Host."""
-        try:
-            external_id, tenant = await self._lookup(request.host)
-        except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
-            return _json_response({"message": "Error connecting to Realtime"}, status=500)
-        if tenant is None:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
-            return _json_response({"message": "Tenant not found in database"}, status=401)
+        tenant = await self._assign_tenant(request)
+        if isinstance(tenant, web.Response):
+            return tenant
         rt = self.runtime(tenant)
         if rt.events.rate() > tenant.max_events_per_second:
             return _json_response({"message": "Too many requests"}, status=429)
@@ -357,14 +364,9 @@ class RealtimeServer:
 
     async def handle_broadcast(self, request: web.Request) -> web.Response:
         """``POST /api/broadcast``: deliver messages to public channels of the Host's tenant."""
-        try:
-            external_id, tenant = await self._lookup(request.host)
-        except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
-            return _json_response({"message": "Error connecting to Realtime"}, status=500)
-        if tenant is None:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
-            return _json_response({"message": "Tenant not found in database"}, status=401)
+        tenant = await self._assign_tenant(request)
+        if isinstance(tenant, web.Response):
+            return tenant
         if tenant.suspend:
             return _json_response({"message": "Tenant is suspended"}, status=403)
         auth = request.headers.get("Authorization", "")
@@ -441,7 +443,7 @@ class RealtimeServer:
                     await conn.execute("SELECT 1")
                     healthy = True
             except (psycopg.Error, RtbookError) as exc:
-                log.error("UnableToConnectToProject: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+                log.error("UnableToConnectToProject: %s", _first_line(exc))
         return _json_response(
             {
                 "data": {
@@ -801,7 +803,7 @@ class RealtimeServer:
         try:
             db = await rt.connect_db()
         except (psycopg.Error, RtbookError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             log.error("UnableToConnectToProject: %s", first)
             await self._join_error(session, join_ref, ref, topic, "UnableToConnectToProject",
                                    "Realtime was unable to connect to the project database")
@@ -865,9 +867,7 @@ class RealtimeServer:
                         if error:
                             break
             except psycopg.Error as exc:
-                error = "Unable to subscribe to changes with given parameters: " + (
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                )
+                error = "Unable to subscribe to changes with given parameters: " + _first_line(exc)
         if chan.session.channels.get(chan.topic) is not chan:
             return
         if error:
