@@ -31,7 +31,6 @@ from rtbook.db import (
     publication_tables,
     quote_ident,
 )
-from rtbook.exceptions import ConfigError
 from rtbook.phoenix import Message, PhoenixClient, PhoenixClosed, PhoenixError, PhoenixTimeout, Reply
 from rtbook.probes import (
     SocketEndpoint,
@@ -172,6 +171,35 @@ def _is_reply_ok(reply: Reply | None) -> bool:
     return reply is not None and reply.ok
 
 
+def _ms_since(client: PhoenixClient, msg: Message, t0: float) -> float:
+    """Milliseconds from ``t0`` (monotonic) to when ``client`` received ``msg``."""
+    return ((client.received_at(msg) or time.monotonic()) - t0) * 1000
+
+
+def _join_all(cid: str, topic: str, joins: list[tuple[str, PhoenixClient, dict[str, Any]]], socks: _Sockets,
+              metrics: dict[str, float], timeout: float) -> CheckResult | None:
+    """Join each ``(name, client, config)`` to ``topic`` in order; the first refusal as a result, else None."""
+    for name, client, cfg in joins:
+        reply = client.join(topic, cfg, timeout=timeout)
+        metrics[f"join_{name}_ms"] = reply.latency_ms
+        if not reply.ok:
+            return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
+    return None
+
+
+def _push_refused(cid: str, summary: str, cause: Cause | None, socks: _Sockets,
+                  metrics: dict[str, float]) -> CheckResult:
+    return failure(cid, summary, cause=cause, evidence={"transcripts": socks.transcripts()}, metrics=metrics)
+
+
+def _jwt_secret_or_skip(target: Target, cid: str) -> Secret | CheckResult:
+    secret = jwt_secret(target)
+    if secret is not None:
+        return secret
+    return CheckResult(cid, Status.SKIP, summary="Skipped: JWT_SECRET is not set.",
+                       remedy="Export JWT_SECRET or put it in the stack's .env.")
+
+
 # ------------------------------------------------------------------ realtime.join
 
 
@@ -236,14 +264,10 @@ def check_broadcast(target: Target) -> CheckResult:
         try:
             a = socks.open(anon)
             b = socks.open(anon)
-            for name, client, cfg in (
-                ("sender", a, channel_config(broadcast_self=True, ack=True)),
-                ("receiver", b, channel_config()),
-            ):
-                reply = client.join(topic, cfg, timeout=target.timeout)
-                metrics[f"join_{name}_ms"] = reply.latency_ms
-                if not reply.ok:
-                    return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
+            refused = _join_all(cid, topic, [("sender", a, channel_config(broadcast_self=True, ack=True)),
+                                             ("receiver", b, channel_config())], socks, metrics, target.timeout)
+            if refused is not None:
+                return refused
             sent = time.monotonic()
             ack = a.push(topic, "broadcast", {"type": "broadcast", "event": "rtbook-probe",
                                               "payload": {"nonce": nonce}}, wait_reply=True,
@@ -251,17 +275,12 @@ def check_broadcast(target: Target) -> CheckResult:
             assert ack is not None
             metrics["ack_ms"] = ack.latency_ms
             if not ack.ok:
-                return failure(
-                    cid,
-                    f"The broadcast was not acknowledged: {ack.reason or ack.status}.",
-                    cause=diagnose(reason=ack.reason or str(ack.response)),
-                    evidence={"transcripts": socks.transcripts()},
-                    metrics=metrics,
-                )
+                return _push_refused(cid, f"The broadcast was not acknowledged: {ack.reason or ack.status}.",
+                                     diagnose(reason=ack.reason or str(ack.response)), socks, metrics)
             own = a.wait_for(_broadcast_of(nonce), target.timeout, "the sender's own broadcast (self: true)")
-            metrics["self_ms"] = ((a.received_at(own) or time.monotonic()) - sent) * 1000
+            metrics["self_ms"] = _ms_since(a, own, sent)
             peer = b.wait_for(_broadcast_of(nonce), target.timeout, "the broadcast at the second client")
-            metrics["peer_ms"] = ((b.received_at(peer) or time.monotonic()) - sent) * 1000
+            metrics["peer_ms"] = _ms_since(b, peer, sent)
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "Broadcast failed", socks, metrics)
         return CheckResult(
@@ -305,12 +324,13 @@ def check_presence(target: Target) -> CheckResult:
         try:
             a = socks.open(anon)
             b = socks.open(anon)
-            for name, client, key in (("observer", b, "rtbook-b"), ("tracker", a, key_a)):
-                cfg = channel_config(presence_key=key, presence_enabled=True)
-                reply = client.join(topic, cfg, timeout=target.timeout)
-                metrics[f"join_{name}_ms"] = reply.latency_ms
-                if not reply.ok:
-                    return _join_failure(cid, reply, f"The {name} could not join", socks, metrics)
+            refused = _join_all(
+                cid, topic,
+                [(name, client, channel_config(presence_key=key, presence_enabled=True))
+                 for name, client, key in (("observer", b, "rtbook-b"), ("tracker", a, key_a))],
+                socks, metrics, target.timeout)
+            if refused is not None:
+                return refused
             sent = time.monotonic()
             tracked = a.push(topic, "presence", {"type": "presence", "event": "track",
                                                  "payload": {"probe": "rtbook", "at": int(time.time())}},
@@ -318,19 +338,14 @@ def check_presence(target: Target) -> CheckResult:
             assert tracked is not None
             metrics["track_reply_ms"] = tracked.latency_ms
             if not tracked.ok:
-                return failure(
-                    cid,
-                    f"The presence track was refused: {tracked.reason or tracked.response}.",
-                    cause=diagnose(reason=tracked.reason),
-                    evidence={"transcripts": socks.transcripts()},
-                    metrics=metrics,
-                )
+                return _push_refused(cid, f"The presence track was refused: {tracked.reason or tracked.response}.",
+                                     diagnose(reason=tracked.reason), socks, metrics)
             seen = b.wait_for(_presence_has(key_a, None), target.timeout, f"presence of {key_a} at the observer")
-            metrics["join_seen_ms"] = ((b.received_at(seen) or time.monotonic()) - sent) * 1000
+            metrics["join_seen_ms"] = _ms_since(b, seen, sent)
             left_at = time.monotonic()
             a.leave(topic, timeout=target.timeout)
             gone = b.wait_for(_presence_has(key_a, "leaves"), target.timeout, f"the leave of {key_a}")
-            metrics["leave_seen_ms"] = ((b.received_at(gone) or time.monotonic()) - left_at) * 1000
+            metrics["leave_seen_ms"] = _ms_since(b, gone, left_at)
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "Presence failed", socks, metrics)
         return CheckResult(
@@ -583,7 +598,7 @@ def check_postgres_changes(target: Target) -> CheckResult:
                                 evidence={**evidence, "payloads": payloads, "transcripts": socks.transcripts()},
                                 metrics=metrics,
                             )
-                        metrics[f"{kind.lower()}_ms"] = ((client.received_at(msg) or time.monotonic()) - t0) * 1000
+                        metrics[f"{kind.lower()}_ms"] = _ms_since(client, msg, t0)
                         payloads[kind] = msg.payload
                 except (SQLAlchemyError, OSError) as exc:
                     return _db_failure(cid, exc, target, "write to the scratch table", metrics)
@@ -639,10 +654,9 @@ def check_rls(target: Target) -> CheckResult:
     anon = _anon(target, cid)
     if isinstance(anon, CheckResult):
         return anon
-    secret = jwt_secret(target)
-    if secret is None:
-        return CheckResult(cid, Status.SKIP, summary="Skipped: JWT_SECRET is not set.",
-                           remedy="Export JWT_SECRET or put it in the stack's .env.")
+    secret = _jwt_secret_or_skip(target, cid)
+    if isinstance(secret, CheckResult):
+        return secret
     owner = str(uuid.uuid4())
     stranger = str(uuid.uuid4())
     service_key = target.secret("SERVICE_ROLE_KEY")
@@ -659,9 +673,7 @@ def check_rls(target: Target) -> CheckResult:
     evidence: dict[str, Any] = {}
     try:
         gaps = _named_rls_gaps(target)
-    except (SQLAlchemyError, OSError, ConfigError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+    except (SQLAlchemyError, OSError) as exc:
         return _db_failure(cid, exc, target, "read the named tables' policies")
     with _sockets(target) as socks:
         try:
@@ -686,23 +698,15 @@ def check_rls(target: Target) -> CheckResult:
                 target, f"INSERT INTO {table.sql} (note, owner) VALUES ('rtbook rls', CAST(:o AS uuid)) RETURNING id",
                 {"o": owner})
             seen: dict[str, bool] = {}
-            # service_role bypasses RLS: once it has the change, the others have had their chance too.
-            try:
-                msg = clients["service_role"].wait_for(_change("INSERT", table.name, row_id), target.timeout,
-                                                       "the INSERT as service_role")
-                seen["service_role"] = True
-                got_at = clients["service_role"].received_at(msg) or time.monotonic()
-                metrics["service_role_ms"] = (got_at - t0) * 1000
-            except PhoenixTimeout:
-                seen["service_role"] = False
-            # Roles that should see the change: wait for it. Roles that should not: one shared grace
-            # period after the others arrived, then look at what each inbox holds.
-            for role in ("authenticated",):
+            # Roles that should see the change: wait for it (service_role first: it bypasses RLS, so once
+            # it has the change the others have had their chance too). Roles that should not: one shared
+            # grace period after the others arrived, then look at what each inbox holds.
+            for role in ("service_role", "authenticated"):
                 try:
                     msg = clients[role].wait_for(_change("INSERT", table.name, row_id), target.timeout,
                                                  f"the INSERT as {role}")
                     seen[role] = True
-                    metrics[f"{role}_ms"] = ((clients[role].received_at(msg) or time.monotonic()) - t0) * 1000
+                    metrics[f"{role}_ms"] = _ms_since(clients[role], msg, t0)
                 except PhoenixTimeout:
                     seen[role] = False
             time.sleep(min(1.0, target.timeout))
@@ -786,10 +790,9 @@ def check_bad_token(target: Target) -> CheckResult:
     anon = _anon(target, cid)
     if isinstance(anon, CheckResult):
         return anon
-    secret = jwt_secret(target)
-    if secret is None:
-        return CheckResult(cid, Status.SKIP, summary="Skipped: JWT_SECRET is not set.",
-                           remedy="Export JWT_SECRET or put it in the stack's .env.")
+    secret = _jwt_secret_or_skip(target, cid)
+    if isinstance(secret, CheckResult):
+        return secret
     cases = (
         _BadCase("invalid_signature",
                  mint_jwt("rtbook-wrong-secret-" + uuid.uuid4().hex, "authenticated", sub=str(uuid.uuid4())),
