@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import queue
 import shutil
 import socket
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +28,11 @@ import pytest
 
 from rtbook.sandbox import PostgresCluster, bootstrap
 from rtbook.sandbox.server_process import ServerProcess, start_server
-from tests.conftest import ROOT, have_postgres, require
+from tests.conftest import have_postgres, require
+from tests.integration.node_client import NodeClient, have_node_client, until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
-NODE_DIR = ROOT / "tests" / "node"
 JWT_SECRET = "canary-sandbox-jwt-secret-with-at-least-32-chars"
 USER_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 USER_B = "bbbbbbbb-0000-4000-8000-00000000000b"
@@ -92,65 +88,6 @@ def localhost_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
-class NodeClient:
-    """The realtime-js driver script as a child process with a JSON-lines event stream."""
-
-    def __init__(self, url: str, topic: str, key: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            ["node", str(NODE_DIR / "realtime_client.mjs"), url, topic, key],
-            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, **env},
-        )
-        self.events: list[dict[str, Any]] = []
-        self._q: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._q.put(json.loads(line))
-            except ValueError:
-                self._q.put({"kind": "raw", "line": line.strip()})
-
-    def drain(self) -> None:
-        while True:
-            try:
-                self.events.append(self._q.get_nowait())
-            except queue.Empty:
-                return
-
-    def command(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def close(self) -> str:
-        if self.proc.poll() is None:
-            try:
-                self.command("quit")
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.stderr.read() if self.proc.stderr else ""
-
-
-async def wait_for(pred: Callable[[], bool], timeout: float, what: str, pump: Callable[[], None] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pump:
-            pump()
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def have_node_client() -> bool:
-    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "@supabase" / "realtime-js").is_dir()
-
-
 @pytest.mark.node
 def test_python_and_node_clients_together(
     stack: tuple[PostgresCluster, ServerProcess], localhost_resolver: None
@@ -181,27 +118,24 @@ def test_python_and_node_clients_together(
         assert py_events["status"][-1][0] == "SUBSCRIBED", py_events["status"]
         await channel.track({"who": "py"})
 
-        def node_has(kind: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True) -> bool:
-            return any(e.get("kind") == kind and pred(e) for e in node.events)
-
-        await wait_for(lambda: node_has("status", lambda e: e["status"] == "SUBSCRIBED"), 15,
+        await until(lambda: node.has("status", lambda e: e["status"] == "SUBSCRIBED"), 15,
                        "realtime-js SUBSCRIBED", node.drain)
         # presence: each sees both keys
-        await wait_for(lambda: node_has("presence", lambda e: e["keys"] == ["node", "py"]), 10,
+        await until(lambda: node.has("presence", lambda e: e["keys"] == ["node", "py"]), 10,
                        "realtime-js presence with both", node.drain)
-        await wait_for(lambda: bool(py_presence) and py_presence[-1] == ["node", "py"], 10, "python presence")
+        await until(lambda: bool(py_presence) and py_presence[-1] == ["node", "py"], 10, "python presence")
         # broadcasts both ways
         await channel.send_broadcast("from-py", {"from": "py"})
         node.command("broadcast from-node")
-        await wait_for(lambda: node_has("broadcast", lambda e: e["event"] == "from-py"), 10,
+        await until(lambda: node.has("broadcast", lambda e: e["event"] == "from-py"), 10,
                        "realtime-js got python broadcast", node.drain)
-        await wait_for(lambda: any(b["event"] == "from-node" for b in py_events["broadcast"]), 10,
+        await until(lambda: any(b["event"] == "from-node" for b in py_events["broadcast"]), 10,
                        "python got node broadcast")
-        assert node_has("sent", lambda e: e["result"] == "ok")
+        assert node.has("sent", lambda e: e["result"] == "ok")
         # wait for both "Subscribed to PostgreSQL"
-        await wait_for(lambda: node_has("system", lambda e: e["payload"].get("message") == "Subscribed to PostgreSQL"),
+        await until(lambda: node.has("system", lambda e: e["payload"].get("message") == "Subscribed to PostgreSQL"),
                        10, "realtime-js system Subscribed to PostgreSQL", node.drain)
-        await wait_for(
+        await until(
             lambda: any(getattr(s, "message", None) == "Subscribed to PostgreSQL" for s in py_events["system"]),
             10, "python system Subscribed to PostgreSQL",
         )
@@ -221,12 +155,12 @@ def test_python_and_node_clients_together(
         sql("insert into todos (id, task, owner) values (101, 'public', null)")
         sql(f"insert into todos (id, task, owner) values (102, 'a-private', '{USER_A}')")
         sql(f"insert into todos (id, task, owner) values (103, 'b-private', '{USER_B}')")
-        await wait_for(lambda: bool(node_pg("INSERT")) and bool(py_pg("INSERT")), 15, "INSERT events", node.drain)
+        await until(lambda: bool(node_pg("INSERT")) and bool(py_pg("INSERT")), 15, "INSERT events", node.drain)
         sql("update todos set done = true where id in (101, 102)")
-        await wait_for(lambda: bool(node_pg("UPDATE")) and bool(py_pg("UPDATE")), 15, "UPDATE events", node.drain)
+        await until(lambda: bool(node_pg("UPDATE")) and bool(py_pg("UPDATE")), 15, "UPDATE events", node.drain)
         sql("delete from todos where id in (101, 102)")
 
-        await wait_for(lambda: len(node_pg("DELETE")) >= 2 and len(py_pg("DELETE")) >= 2, 15,
+        await until(lambda: len(node_pg("DELETE")) >= 2 and len(py_pg("DELETE")) >= 2, 15,
                        "DELETE events at both clients", node.drain)
         await asyncio.sleep(0.5)
         node.drain()
