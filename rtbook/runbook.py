@@ -756,6 +756,7 @@ def run_notebooks(
 
     Raises:
         ConfigError: for bad parameters or notebook names, before any notebook runs.
+        InputError: when the stack in ``stack_dir`` cannot be read, before any notebook runs.
         DependencyError: when papermill or the kernel is missing.
     """
     say = progress or (lambda _msg: None)
@@ -765,6 +766,9 @@ def run_notebooks(
     missing = [nb.name for nb in specs if not (src / f"{nb.name}.ipynb").is_file()]
     if missing:
         raise ConfigError(f"notebooks not found in {src}: {', '.join(missing)}; pass --notebook-dir")
+    if clean["target_kind"] == "stack":
+        # An unreadable stack is a usage error (exit 2, one line), as for 'rtbook check', not six failed notebooks.
+        target_from_params(**clean)
     pm = _papermill()
     _require_kernel(kernel_name)
     redactor = _run_redactor(clean)

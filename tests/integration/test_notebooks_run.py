@@ -137,10 +137,13 @@ def test_usage_errors_exit_2_before_anything_runs(tmp_path: Path) -> None:
         ["run", "--stack", str(stack), "--notebooks", "09"],
         ["run", "--stack", str(stack), "-p", "timeout_s=soon"],
         ["run"],
+        ["run", "--stack", str(stack)],  # no compose file in it
+        ["run", "--stack", str(tmp_path / "absent")],
     ):
         proc = rtbook_cli([*args, "--output-dir", str(out)], {}, 60)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "rtbook: error:" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists(), "a usage error must not leave a record"
 
 
