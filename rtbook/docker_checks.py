@@ -486,7 +486,18 @@ def _no_session_result(check_id: str, session: EngineSession, target: Target) ->
     return None
 
 
-def _need_realtime(check_id: str, target: Target) -> tuple[EngineSession, Any, ContainerInfo] | CheckResult:
+@dataclass(frozen=True)
+class _Live:
+    """The engine session and a freshly fetched Realtime container, for the checks that need both."""
+
+    session: EngineSession
+    disc: Discovery
+    container: Any
+    info: ContainerInfo
+
+
+def _need_realtime(check_id: str, target: Target) -> _Live | CheckResult:
+    """The running stack's Realtime container, or the skip that stands in for it."""
     session = docker_session(target)
     early = _no_session_result(check_id, session, target)
     if early is not None:
@@ -507,7 +518,7 @@ def _need_realtime(check_id: str, target: Target) -> tuple[EngineSession, Any, C
             Status.SKIP,
             summary=f"Skipped: the container {disc.realtime.name} disappeared while checking.",
         )
-    return session, loaded[0], loaded[1]
+    return _Live(session, disc, loaded[0], loaded[1])
 
 
 def _tenant(info: ContainerInfo | None, target: Target) -> tuple[str, str]:
@@ -812,9 +823,7 @@ def check_health(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    session, _, info = got
-    disc = session.discovery
-    assert disc is not None
+    disc, info = got.disc, got.info
     service = disc.realtime_service
     hc = info.healthcheck
     command = hc.command if hc else ""
@@ -984,9 +993,7 @@ def check_env(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    session, _, info = got
-    disc = session.discovery
-    assert disc is not None
+    session, disc, info = got.session, got.disc, got.info
     service = disc.realtime_service
     live = dict(info.env)
     image_env = _image_env(session, info)
@@ -1152,6 +1159,11 @@ def _dns_cause(kind: str) -> str:
     return "kong_upstream_dns" if kind == "kong" else ""
 
 
+def _compose_networks(session: EngineSession, networks: Iterable[str]) -> list[str]:
+    """The compose names of ``networks`` (what an override file calls them), without repeats."""
+    return list(dict.fromkeys(_compose_network_name(session, n) for n in networks))
+
+
 def _compose_network_name(session: EngineSession, network: str) -> str:
     try:
         net = session.client.networks.get(network)
@@ -1169,9 +1181,7 @@ def check_tenant_host(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    session, _, info = got
-    disc = session.discovery
-    assert disc is not None
+    session, disc, info = got.session, got.disc, got.info
     service = disc.realtime_service
     upstream = gateway_upstream(target, disc.gateway_kind)
     hosts, source = list(upstream.hosts), upstream.source
@@ -1219,9 +1229,9 @@ def check_tenant_host(target: Target) -> CheckResult:
             + "; ".join(f"{', '.join(v) or 'nothing'} on {k}" for k, v in names_by_net.items())
         )
         nets = shared or list(info.networks) or ["default"]
-        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in nets))
+        compose_nets = _compose_networks(session, nets)
         if gateway is not None and not shared and gateway.networks:
-            compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gateway.networks))
+            compose_nets = _compose_networks(session, gateway.networks)
         alias_spec = {"networks": {n: {"aliases": list(bad_hosts)} for n in compose_nets}}
         patch = override_yaml(service, alias_spec)
         name_patch = override_yaml(service, {"container_name": bad_hosts[0]})
@@ -1232,7 +1242,7 @@ def check_tenant_host(target: Target) -> CheckResult:
             f"renames containers):\n{patch}\nor restore the container name:\n{name_patch}"
         )
     elif gateway is not None and not shared:
-        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gateway.networks))
+        compose_nets = _compose_networks(session, gateway.networks)
         patch = override_yaml(service, {"networks": compose_nets})
         evidence["override_yaml"] = patch
         remedy_parts.append("Put Realtime on the gateway's network:\n" + patch)
@@ -1329,9 +1339,7 @@ def check_gateway_resolves(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    session, _, info = got
-    disc = session.discovery
-    assert disc is not None
+    session, disc, info = got.session, got.disc, got.info
     if disc.gateway is None:
         return CheckResult(
             cid, Status.SKIP,
@@ -1378,7 +1386,7 @@ def check_gateway_resolves(target: Target) -> CheckResult:
     problems: list[str] = []
     remedy: list[str] = []
     if not shared:
-        compose_nets = list(dict.fromkeys(_compose_network_name(session, n) for n in gw.networks)) or ["default"]
+        compose_nets = _compose_networks(session, gw.networks) or ["default"]
         patch = override_yaml(disc.realtime_service, {"networks": compose_nets})
         evidence["override_yaml"] = patch
         problems.append(
@@ -1581,7 +1589,7 @@ def check_logs(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    _, container, info = got
+    container, info = got.container, got.info
     try:
         raw = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES, timestamps=False)
     except Exception as exc:
@@ -1669,9 +1677,7 @@ def check_limits(target: Target) -> CheckResult:
     got = _need_realtime(cid, target)
     if isinstance(got, CheckResult):
         return got
-    session, container, info = got
-    disc = session.discovery
-    assert disc is not None
+    disc, container, info = got.disc, got.container, got.info
     service = disc.realtime_service
     users, users_source = _max_users(info, target)
     need_fds = users + FD_BASELINE

@@ -22,6 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from rtbook._gateway import (
+    REALTIME_REST_PATH,
+    REALTIME_TENANTS_PATH,
+    REALTIME_WS_PATH,
+    GatewayKind,
+    gateway_context,
+    public_url,
+    realtime_port,
+    tenant_of,
+)
+from rtbook._gateway import result as _result
 from rtbook.exceptions import InputError
 from rtbook.kong import display_path, realtime_names
 from rtbook.results import CheckResult, Status, register
@@ -43,11 +54,6 @@ __all__ = [
     "sed_substitutions",
     "substitute",
 ]
-
-REALTIME_WS_PATH = "/realtime/v1/websocket"
-REALTIME_REST_PATH = "/realtime/v1/api/broadcast"
-REALTIME_TENANTS_PATH = "/realtime/v1/api/tenants"
-DEFAULT_REALTIME_PORT = 4000
 
 # What the official docker-entrypoint.sh substitutes, when the script itself is not available.
 DEFAULT_SUBSTITUTIONS: Mapping[str, tuple[str, ...]] = {
@@ -667,74 +673,27 @@ def load_envoy(stack: Stack) -> EnvoyConfig | None:
 # ====================================================================== checks
 
 
-def _result(
-    check_id: str,
-    status: Status,
-    summary: str,
-    detail: str = "",
-    remedy: str = "",
-    evidence: Mapping[str, Any] | None = None,
-) -> CheckResult:
-    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
+_ENVOY = GatewayKind(
+    kind="envoy",
+    title="Envoy",
+    other=("kong", "Kong", "kong"),
+    files="the Envoy files",
+    config="the Envoy config",
+    unreadable="The Envoy config files could not be read.",
+    unreadable_remedy="Mount envoy.yaml, cds.yaml, lds.template.yaml and docker-entrypoint.sh from "
+    "volumes/api/envoy/ into the api-gw service as the official docker-compose.yml does.",
+    load=load_envoy_detailed,
+)
 
 
 def _context(target: Target, check_id: str, need_config: bool = True) -> EnvoyLoaded | CheckResult:
-    stack = target.stack
-    assert stack is not None  # needs=("stack",)
-    kind = stack.gateway_kind()
-    if kind != "envoy":
-        if kind == "kong":
-            gw = stack.gateway_service()
-            return _result(
-                check_id,
-                Status.SKIP,
-                f"Skipped: the stack's gateway is Kong (service {gw.name if gw else 'kong'!r}), not Envoy; "
-                "the kong.* checks cover it.",
-            )
-        return _result(check_id, Status.SKIP, "Skipped: the stack has no Envoy gateway service.")
-    key = "envoy.loaded"
-    if key not in target.cache:
-        try:
-            target.cache[key] = load_envoy_detailed(stack)
-        except InputError as exc:
-            target.cache[key] = str(exc)
-    cached = target.cache[key]
-    if isinstance(cached, str) and check_id != "envoy.parse":
-        return _result(
-            check_id, Status.SKIP, "Skipped: the Envoy files could not be read (see envoy.parse).", detail=cached
-        )
-    if isinstance(cached, str):
-        return _result(
-            check_id,
-            Status.FAIL,
-            "The Envoy config files could not be read.",
-            detail=cached,
-            remedy="Mount envoy.yaml, cds.yaml, lds.template.yaml and docker-entrypoint.sh from volumes/api/envoy/ "
-            "into the api-gw service as the official docker-compose.yml does.",
-        )
-    if cached is None:
-        return _result(check_id, Status.SKIP, "Skipped: the stack has no Envoy gateway service.")
-    assert isinstance(cached, EnvoyLoaded)
-    if need_config and cached.config is None:
-        return _result(
-            check_id,
-            Status.SKIP,
-            "Skipped: the Envoy config does not load (see envoy.parse).",
-            detail=cached.error or "",
-        )
-    return cached
+    """The loaded Envoy config, or the skip/fail result that stands in for it."""
+    return gateway_context(target, check_id, _ENVOY, need_config)
 
 
 def _cfg(ctx: EnvoyLoaded) -> EnvoyConfig:
     assert ctx.config is not None
     return ctx.config
-
-
-def _realtime_port(target: Target) -> int:
-    stack = target.stack
-    service = stack.realtime_service() if stack is not None else None
-    raw = service.environment.get("PORT") if service is not None else None
-    return int(raw) if raw and str(raw).isdigit() else DEFAULT_REALTIME_PORT
 
 
 def _lds_name(ctx: EnvoyLoaded) -> str:
@@ -842,7 +801,7 @@ def _route_problems(
     ctx: EnvoyLoaded, target: Target, request: str, expected_path: str, label: str
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     config = _cfg(ctx)
-    port = _realtime_port(target)
+    port = realtime_port(target)
     lds = _lds_name(ctx)
     matched = config.route_for(request)
     if matched is None:
@@ -989,19 +948,15 @@ def check_host_rewrite(target: Target) -> CheckResult:
         route = matched[1]
         found = _upstream_hosts(config, route)
         if not found:
-            public = (
-                target.lookup("SUPABASE_PUBLIC_URL") or target.lookup("API_EXTERNAL_URL") or "http://localhost:8000"
-            )
-            m = re.match(r"\w+://([^/:]+)", public)
-            public_host = m.group(1) if m else "localhost"
+            _, public_host = public_url(target)
             problems.append(
                 f"{lds}: route {route.name!r} has no host_rewrite_literal, so Envoy forwards the client's Host "
                 f"(e.g. {public_host!r} from SUPABASE_PUBLIC_URL) and Realtime looks up tenant "
-                f'{public_host.split(".", 1)[0]!r} instead of {expected!r}: "Tenant not found".'
+                f'{tenant_of(public_host)!r} instead of {expected!r}: "Tenant not found".'
             )
         else:
             hosts[route.name] = found[0]
-    tenants = {name: host.split(".", 1)[0] for name, host in hosts.items()}
+    tenants = {name: tenant_of(host) for name, host in hosts.items()}
     evidence = {"host_rewrites": hosts, "tenants": tenants, "self_host_tenant_name": expected}
     if problems:
         return _result(

@@ -25,6 +25,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from rtbook._gateway import (
+    DEFAULT_REALTIME_PORT,
+    REALTIME_REST_PATH,
+    REALTIME_TENANTS_PATH,
+    REALTIME_WS_PATH,
+    GatewayKind,
+    gateway_context,
+    public_url,
+    realtime_port,
+    tenant_of,
+)
+from rtbook._gateway import result as _result
 from rtbook.exceptions import InputError
 from rtbook.results import CheckResult, Status, register
 from rtbook.secrets import Secret
@@ -58,10 +70,6 @@ __all__ = [
 
 KongStyle = Literal["eval", "awk", "none"]
 KNOWN_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
-REALTIME_WS_PATH = "/realtime/v1/websocket"
-REALTIME_REST_PATH = "/realtime/v1/api/broadcast"
-REALTIME_TENANTS_PATH = "/realtime/v1/api/tenants"
-DEFAULT_REALTIME_PORT = 4000
 
 # Kong's bundled plugins (2.8 and 3.x); ``KONG_PLUGINS=bundled`` enables all of them.
 BUNDLED_PLUGINS = frozenset(
@@ -1145,58 +1153,22 @@ def load_kong(stack: Stack) -> KongConfig | None:
 # ====================================================================== checks
 
 
-def _result(
-    check_id: str,
-    status: Status,
-    summary: str,
-    detail: str = "",
-    remedy: str = "",
-    evidence: Mapping[str, Any] | None = None,
-) -> CheckResult:
-    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
+_KONG = GatewayKind(
+    kind="kong",
+    title="Kong",
+    other=("envoy", "Envoy", "api-gw"),
+    files="kong.yml",
+    config="kong.yml",
+    unreadable="kong.yml could not be read.",
+    unreadable_remedy="Mount kong.yml into the kong service at /home/kong/temp.yml (volumes), "
+    "e.g. ./volumes/api/kong.yml:/home/kong/temp.yml:ro",
+    load=load_kong_detailed,
+)
 
 
-def _context(target: Target, check_id: str) -> KongLoaded | CheckResult:
+def _context(target: Target, check_id: str, need_config: bool = True) -> KongLoaded | CheckResult:
     """The loaded Kong config, or the skip/fail result that stands in for it."""
-    stack = target.stack
-    assert stack is not None  # needs=("stack",)
-    kind = stack.gateway_kind()
-    if kind != "kong":
-        if kind == "envoy":
-            gw = stack.gateway_service()
-            return _result(
-                check_id,
-                Status.SKIP,
-                f"Skipped: the stack's gateway is Envoy (service {gw.name if gw else 'api-gw'!r}), "
-                "not Kong; the envoy.* checks cover it.",
-            )
-        return _result(check_id, Status.SKIP, "Skipped: the stack has no Kong gateway service.")
-    key = "kong.loaded"
-    if key not in target.cache:
-        try:
-            target.cache[key] = load_kong_detailed(stack)
-        except InputError as exc:
-            target.cache[key] = str(exc)
-    cached = target.cache[key]
-    if isinstance(cached, str) and check_id != "kong.parse":
-        return _result(check_id, Status.SKIP, "Skipped: kong.yml could not be read (see kong.parse).", detail=cached)
-    if isinstance(cached, str):
-        return _result(
-            check_id,
-            Status.FAIL,
-            "kong.yml could not be read.",
-            detail=cached,
-            remedy="Mount kong.yml into the kong service at /home/kong/temp.yml (volumes), "
-            "e.g. ./volumes/api/kong.yml:/home/kong/temp.yml:ro",
-        )
-    if cached is None:
-        return _result(check_id, Status.SKIP, "Skipped: the stack has no Kong gateway service.")
-    assert isinstance(cached, KongLoaded)
-    if cached.config is None and check_id != "kong.parse" and check_id != "kong.placeholders":
-        return _result(
-            check_id, Status.SKIP, "Skipped: kong.yml does not load (see kong.parse).", detail=cached.error or ""
-        )
-    return cached
+    return gateway_context(target, check_id, _KONG, need_config)
 
 
 def _config(ctx: KongLoaded) -> KongConfig:
@@ -1214,7 +1186,7 @@ def _line_of(text: str, needle: str) -> int | None:
 @register("kong.parse", "kong.yml parses as Kong's declarative config", needs=("stack",))
 def check_parse(target: Target) -> CheckResult:
     """kong.yml expands and parses; an unknown or missing ``_format_version`` is reported."""
-    ctx = _context(target, "kong.parse")
+    ctx = _context(target, "kong.parse", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     evidence: dict[str, Any] = {
@@ -1277,7 +1249,7 @@ def check_parse(target: Target) -> CheckResult:
 @register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",))
 def check_placeholders(target: Target) -> CheckResult:
     """Each ``$VAR`` in kong.yml is provided by the kong service's environment (or its entrypoint)."""
-    ctx = _context(target, "kong.placeholders")
+    ctx = _context(target, "kong.placeholders", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     exp = ctx.expansion
@@ -1424,17 +1396,6 @@ def check_plugins_enabled(target: Target) -> CheckResult:
     )
 
 
-def _realtime_port(target: Target) -> int:
-    stack = target.stack
-    service = stack.realtime_service() if stack is not None else None
-    raw = service.environment.get("PORT") if service is not None else None
-    return int(raw) if raw and str(raw).isdigit() else DEFAULT_REALTIME_PORT
-
-
-def _tenant(host: str) -> str:
-    return host.split(".", 1)[0]
-
-
 def _route_label(route: KongRoute, service: KongService | None) -> str:
     return f"route {route.name!r}" + (f" (service {service.name!r})" if service else " (no service)")
 
@@ -1446,7 +1407,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
-    port = _realtime_port(target)
+    port = realtime_port(target)
     matched = config.route_for(REALTIME_WS_PATH)
     if matched is None:
         return _result(
@@ -1495,7 +1456,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
             )
             compose_fix = (
                 f"In the compose file, give the realtime service `container_name: {service.host}` (or that network "
-                f"alias) so the upstream resolves and its first label {_tenant(service.host)!r} stays the tenant."
+                f"alias) so the upstream resolves and its first label {tenant_of(service.host)!r} stays the tenant."
             )
         if not route.strip_path:
             problems.append(f"{where}: strip_path is false, so Realtime receives {upstream} and answers 404.")
@@ -1519,7 +1480,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
         "kong.realtime_ws",
         Status.PASS,
         f"{REALTIME_WS_PATH} -> {service.protocol}://{service.host}:{service.port}{upstream} "
-        f"(route {route.name!r}, tenant {_tenant(service.host)!r} from the upstream host).",
+        f"(route {route.name!r}, tenant {tenant_of(service.host)!r} from the upstream host).",
         evidence=evidence,
     )
 
@@ -1531,7 +1492,7 @@ def check_realtime_rest(target: Target) -> CheckResult:
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
-    port = _realtime_port(target)
+    port = realtime_port(target)
     matched = config.route_for(REALTIME_REST_PATH)
     fix_all = (
         f"add the official service realtime-v1-rest: url http://realtime-dev.supabase-realtime:{port}/api, "
@@ -1781,19 +1742,17 @@ def check_preserve_host(target: Target) -> CheckResult:
         if r.preserve_host and config.effective_plugin(r, "request-termination") is None
     ]
     hosts = config.realtime_upstream_hosts()
-    evidence: dict[str, Any] = {"upstream_hosts": hosts, "tenants": [_tenant(h) for h in hosts]}
+    evidence: dict[str, Any] = {"upstream_hosts": hosts, "tenants": [tenant_of(h) for h in hosts]}
     if bad:
-        public = target.lookup("SUPABASE_PUBLIC_URL") or target.lookup("API_EXTERNAL_URL") or "http://localhost:8000"
-        m = re.match(r"\w+://([^/:]+)", public)
-        public_host = m.group(1) if m else "localhost"
+        public, public_host = public_url(target)
         names = ", ".join(repr(r.name) for r in bad)
         return _result(
             "kong.realtime_preserve_host",
             Status.FAIL,
             f"preserve_host: true on {names}: Realtime takes the tenant from the client's Host, not the upstream.",
             detail=f"With preserve_host Kong forwards the Host the client used (e.g. {public_host!r} from "
-            f"SUPABASE_PUBLIC_URL={public}), so Realtime looks up tenant {_tenant(public_host)!r} instead of "
-            f"{', '.join(repr(_tenant(h)) for h in hosts) or 'the upstream host label'}; joins fail with "
+            f"SUPABASE_PUBLIC_URL={public}), so Realtime looks up tenant {tenant_of(public_host)!r} instead of "
+            f"{', '.join(repr(tenant_of(h)) for h in hosts) or 'the upstream host label'}; joins fail with "
             '"Tenant not found".',
             remedy=f"In {ctx.source}: remove `preserve_host: true` (or set it to false) on route(s) {names}.",
             evidence=evidence,
