@@ -291,6 +291,12 @@ def _answer_failure(cid: str, what: str, ans: HttpAnswer, expected: str, target:
     )
 
 
+def _answered(cid: str, summary: str, ans: HttpAnswer) -> CheckResult:
+    """A pass that carries the answer as evidence and its latency as the metric."""
+    return CheckResult(cid, Status.PASS, summary=summary, evidence=ans.evidence(),
+                       metrics={"elapsed_ms": ans.elapsed_ms})
+
+
 def _no_key(cid: str, name: str) -> CheckResult:
     return CheckResult(
         cid,
@@ -317,14 +323,8 @@ def check_rest(target: Target) -> CheckResult:
     ans = http_request("GET", _ping_url(target), {"apikey": anon.reveal()}, target.timeout)
     data = ans.json
     if ans.status == 200 and isinstance(data, dict) and data.get("message") == "Success":
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"Realtime answered the ping through the gateway for tenant {target.resolved_tenant()!r} "
-            f"in {ans.elapsed_ms:.0f} ms.",
-            evidence=ans.evidence(),
-            metrics={"elapsed_ms": ans.elapsed_ms},
-        )
+        return _answered(cid, f"Realtime answered the ping through the gateway for tenant "
+                         f"{target.resolved_tenant()!r} in {ans.elapsed_ms:.0f} ms.", ans)
     return _answer_failure(cid, "The ping through the gateway failed", ans, 'HTTP 200 {"message":"Success"}', target)
 
 
@@ -338,14 +338,8 @@ def check_key_auth(target: Target) -> CheckResult:
     found = diagnose(status=ans.status, body=ans.body)
     by_gateway = found is not None and found.id.startswith("kong_")
     if ans.status in (401, 403) and (by_gateway or (found is None and ans.produced_by_kong)):
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"The gateway refused the keyless request: HTTP {ans.status} "
-            f"{ans.body.strip()[:80] or '(empty body)'}.",
-            evidence=ans.evidence(),
-            metrics={"elapsed_ms": ans.elapsed_ms},
-        )
+        return _answered(cid, f"The gateway refused the keyless request: HTTP {ans.status} "
+                         f"{ans.body.strip()[:80] or '(empty body)'}.", ans)
     if ans.status < 400 or (found is not None and not found.id.startswith("kong_")):
         reached = "answered it" if ans.status < 400 else f"answered it (HTTP {ans.status}: {ans.body.strip()[:80]})"
         return failure(
@@ -372,13 +366,8 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
     found = diagnose(status=ans.status, body=ans.body)
     evidence, metrics = ans.evidence(), {"elapsed_ms": ans.elapsed_ms}
     if found is not None and found.id in ("kong_forbidden", "kong_no_route"):
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"The gateway blocks /realtime/v1/api/tenants (HTTP {ans.status} {ans.body.strip()[:60]}).",
-            evidence=evidence,
-            metrics=metrics,
-        )
+        return _answered(cid, f"The gateway blocks /realtime/v1/api/tenants (HTTP {ans.status} "
+                         f"{ans.body.strip()[:60]}).", ans)
     exposed = CAUSES["tenants_api_exposed"]
     if 200 <= ans.status < 300:
         return failure(
@@ -434,13 +423,7 @@ def check_cors(target: Target) -> CheckResult:
     if allow_headers and missing:
         problems.append(f"Access-Control-Allow-Headers lacks {', '.join(missing)}")
     if not problems:
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"The preflight from {ORIGIN} is allowed (origin {allow_origin}).",
-            evidence=ans.evidence(),
-            metrics={"elapsed_ms": ans.elapsed_ms},
-        )
+        return _answered(cid, f"The preflight from {ORIGIN} is allowed (origin {allow_origin}).", ans)
     found = diagnose(status=ans.status, body=ans.body)
     return failure(
         cid,
