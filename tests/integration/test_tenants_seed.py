@@ -393,10 +393,9 @@ def test_no_secret_in_plan_renderings_logs_and_errors(fresh: Lab, caplog: pytest
              repr(the_plan.changes)]
     result = tenants.apply(target, the_plan, yes=True)
     texts += [str(result), json.dumps(result.to_dict())]
-    try:
+    with pytest.raises(ConfirmationRequired) as refused:
         tenants.apply(target, the_plan)
-    except ConfirmationRequired as exc:
-        texts.append(str(exc))
+    texts.append(str(refused.value))
     texts.append(caplog.text)
     _assert_clean(fresh, *texts, extra=tuple(_ciphertexts(fresh)))
 
