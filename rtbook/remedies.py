@@ -95,9 +95,11 @@ _ALL: tuple[Cause, ...] = (
     ),
     Cause(
         "missing_claims",
-        "The JWT lacks role or exp",
-        "Realtime requires both the role and the exp claims.",
-        "Mint the token with a role (anon, authenticated, service_role) and an exp claim.",
+        "The JWT lacks role or a valid exp",
+        "Realtime requires both the role and the exp claims, and exp must be a number (a non-numeric exp "
+        "is refused with 'Token expiration time is invalid').",
+        "Mint the token with a role (anon, authenticated, service_role) and a numeric exp claim (seconds since "
+        "the epoch).",
         ("env.api_keys",),
     ),
     Cause(
