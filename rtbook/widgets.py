@@ -220,9 +220,9 @@ class ParamForm:
             prefixes = STEPS[self.step.value]
             report = StepReport(run_checks(self._target, only=prefixes), title=str(self.step.value))
         except Exception as exc:  # a button callback has nowhere else to show an error
-            self.last_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RtbookError) else str(exc)
-            if self._target is not None:
-                self.last_error = self._target.redactor.text(self.last_error)
+            self.last_error = self._redact(
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RtbookError) else str(exc)
+            )
             self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(self.last_error)}</p>')
             return None
         self.last_report = report
@@ -242,7 +242,7 @@ class ParamForm:
         try:
             self._plan = plan_fn(self._target, create=True)
         except RtbookError as exc:
-            return f"<p>No seeding plan: {html.escape(str(exc))}</p>"
+            return f"<p>No seeding plan: {html.escape(self._redact(str(exc)))}</p>"
         self.confirm_button.disabled = False
         self.confirm_button.layout.display = None
         if hasattr(self._plan, "_repr_html_"):
@@ -262,16 +262,20 @@ class ParamForm:
         try:
             outcome = tenants.apply(self._target, self._plan, yes=True)
         except RtbookError as exc:
-            self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(str(exc))}</p>')
+            self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(self._redact(str(exc)))}</p>')
             return None
         from rtbook.checks import run_checks
 
         after = StepReport(run_checks(self._target, only=("tenant.", "db.")), title="After applying the plan")
-        self._show_html(f"<p>Applied: {html.escape(str(outcome))}</p>{after._repr_html_()}")
+        self._show_html(f"<p>Applied: {html.escape(self._redact(str(outcome)))}</p>{after._repr_html_()}")
         self._plan = None
         return outcome
 
     # ------------------------------------------------------------ display
+    def _redact(self, text: str) -> str:
+        # Error texts from the database or the plan may quote a connection string or a stored secret.
+        return self._target.redactor.text(text) if self._target is not None else text
+
     def _show(self, text: str) -> None:
         self._show_html(f"<pre>{html.escape(text)}</pre>")
 
