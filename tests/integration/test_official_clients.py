@@ -67,12 +67,16 @@ def stack() -> Iterator[tuple[PostgresCluster, ServerProcess]]:
         )
         yield cluster, server
     finally:
-        if server is not None:
-            server.stop()
-            log = server.log_text()
-            assert JWT_SECRET not in log and cluster.password.reveal() not in log
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        log = ""
+        try:
+            if server is not None:
+                server.stop()
+                log = server.log_text()
+        finally:
+            cluster.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
+    assert JWT_SECRET not in log and cluster.password.reveal() not in log
 
 
 @pytest.fixture

@@ -147,10 +147,12 @@ class Lab:
         self.cluster.execute(statement)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        self.cluster.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            if self.server is not None:
+                self.server.stop()
+        finally:
+            self.cluster.stop()
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def lab_fixture() -> Iterator[Lab]:

@@ -193,13 +193,17 @@ def stack() -> Iterator[Stack]:
         server = start_server(_server_config(cluster), workdir=workdir, db_password=cluster.password)
         yield Stack(cluster, server)
     finally:
-        if server is not None:
-            server.stop()
-            log = server.log_text()
-            for secret in (JWT_SECRET, API_SECRET, cluster.password.reveal()):
-                assert secret not in log, "a secret reached the server log"
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        log = ""
+        try:
+            if server is not None:
+                server.stop()
+                log = server.log_text()
+        finally:
+            cluster.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
+    for secret in (JWT_SECRET, API_SECRET, cluster.password.reveal()):
+        assert secret not in log, "a secret reached the server log"
 
 
 # -- handshake ---------------------------------------------------------------------------------
@@ -495,17 +499,19 @@ def test_unreachable_tenant_db_fails_the_join(stack: Stack) -> None:
     try:
         # a fresh server so no tenant DB connection is cached
         workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv2-"))
-        srv = start_server(_server_config(stack.cluster), workdir=workdir, db_password=stack.cluster.password)
         try:
-            other = Stack(stack.cluster, srv)
-            ph = other.ws(apikey=token())
-            assert ph.join("realtime:x") == {
-                "status": "error",
-                "response": {"reason": "UnableToConnectToProject: Realtime was unable to connect to the project "
-                                       "database"}}
-            ph.close()
+            srv = start_server(_server_config(stack.cluster), workdir=workdir, db_password=stack.cluster.password)
+            try:
+                other = Stack(stack.cluster, srv)
+                ph = other.ws(apikey=token())
+                assert ph.join("realtime:x") == {
+                    "status": "error",
+                    "response": {"reason": "UnableToConnectToProject: Realtime was unable to connect to the "
+                                           "project database"}}
+                ph.close()
+            finally:
+                srv.stop()
         finally:
-            srv.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     finally:
         stack.seed()
@@ -537,17 +543,19 @@ def test_wal_level_replica_subscribes_but_delivers_nothing() -> None:
 
 def test_sigterm_stops_within_two_seconds(stack: Stack) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv4-"))
-    srv = start_server(_server_config(stack.cluster), workdir=workdir, db_password=stack.cluster.password)
     try:
-        ph = Stack(stack.cluster, srv).ws(apikey=token())
-        ph.join("realtime:bye", {"postgres_changes": [{"event": "*", "schema": "public", "table": "todos"}]})
-        started = time.monotonic()
-        srv.proc.send_signal(signal.SIGTERM)
-        srv.proc.wait(timeout=5)
-        assert time.monotonic() - started < 2.0
-        assert srv.proc.returncode == 0
+        srv = start_server(_server_config(stack.cluster), workdir=workdir, db_password=stack.cluster.password)
+        try:
+            ph = Stack(stack.cluster, srv).ws(apikey=token())
+            ph.join("realtime:bye", {"postgres_changes": [{"event": "*", "schema": "public", "table": "todos"}]})
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            srv.proc.wait(timeout=5)
+            assert time.monotonic() - started < 2.0
+            assert srv.proc.returncode == 0
+        finally:
+            srv.stop()
     finally:
-        srv.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     with psycopg.connect(stack.cluster.conninfo()) as conn:
         # the temporary slot went away with the poller's connection
