@@ -133,9 +133,9 @@ def test_troubleshooting_table_matches_the_symptom_catalogue() -> None:
     from rtbook.troubleshoot import SYMPTOMS
 
     text = _source(_load("05_troubleshooting")["cells"][0])
-    deciding = {d for s in SYMPTOMS for d in s.deciding}
-    named = set(re.findall(r"`([a-z]+\.[a-z_.]+)`", text))
-    assert named, "the symptom table names its deciding checks"
-    assert named <= deciding, f"05 names checks the catalogue does not use: {named - deciding}"
-    for symptom in SYMPTOMS:
-        assert f"`{symptom.key}`" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "`" in ln]
+    assert len(rows) == len(SYMPTOMS), "one table row per symptom"
+    for symptom, row in zip(SYMPTOMS, rows, strict=True):
+        assert f"(`{symptom.key}`)" in row, f"row for {symptom.key} missing or out of order: {row}"
+        named = re.findall(r"`([a-z0-9_]+\.[a-z0-9_.]+)`", row)
+        assert tuple(named) == symptom.deciding, f"05's row for {symptom.key} must list its deciding checks in order"
