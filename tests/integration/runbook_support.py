@@ -105,20 +105,12 @@ def stack_copy(dest: Path, env_overrides: Mapping[str, str] | None = None) -> Pa
     import shutil
 
     shutil.copytree(OFFICIAL, dest)
-    lines = (dest / "env.example").read_text().splitlines()
+    from rtbook.sandbox.stackdir import render_env
+
     overrides = dict(env_overrides or {})
     if "COMPOSE_FILE" not in overrides and (dest / "docker-compose.kong.yml").exists():
         overrides["COMPOSE_FILE"] = "docker-compose.yml:docker-compose.kong.yml"
-    out, seen = [], set()
-    for line in lines:
-        name = line.split("=", 1)[0].strip()
-        if "=" in line and not line.lstrip().startswith("#") and name in overrides:
-            out.append(f"{name}={overrides[name]}")
-            seen.add(name)
-        else:
-            out.append(line)
-    out += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
-    (dest / ".env").write_text("\n".join(out) + "\n")
+    (dest / ".env").write_text(render_env((dest / "env.example").read_text(), overrides))
     return dest
 
 
