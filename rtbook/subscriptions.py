@@ -13,6 +13,7 @@ remedy, and the static checks that would have caught it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +51,8 @@ from rtbook.target import Target
 __all__ = ["ScratchTable", "channel_config", "scratch_table"]
 
 SCRATCH_PREFIX = "rtbook_scratch_"
+
+log = logging.getLogger("rtbook.subscriptions")
 
 
 MAX_TABLES = 20
@@ -415,9 +418,14 @@ def scratch_table(target: Target, rls: bool = False) -> Iterator[ScratchTable]:
     try:
         yield table
     finally:
-        with contextlib.suppress(SQLAlchemyError, OSError), connect(target) as conn:
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.sql}"))
-            conn.commit()
+        # Not raised: it would hide the check's own outcome; logged so a leftover table is not a mystery.
+        try:
+            with connect(target) as conn:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.sql}"))
+                conn.commit()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not drop the scratch table %s (%s); drop it by hand",
+                        table.sql, classify_db_error(exc, target).summary)
 
 
 def _db_write(target: Target, stmt: str, params: dict[str, Any] | None = None) -> tuple[float, Any]:
