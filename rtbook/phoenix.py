@@ -207,40 +207,28 @@ def decode(frame: str | bytes, vsn: str = VSN1) -> Message:
     raise ProtocolError(f"frame is neither a vsn 1.0.0 object nor a vsn 2.0.0 array: {frame[:120]!r}")
 
 
+def _strings(data: bytes, pos: int, lengths: tuple[int, ...]) -> tuple[list[str], int]:
+    """The consecutive UTF-8 strings of ``lengths`` from ``pos``, and the position after them."""
+    out = []
+    for n in lengths:
+        out.append(data[pos : pos + n].decode())
+        pos += n
+    return out, pos
+
+
 def _decode_binary(data: bytes) -> Message:
     # Phoenix V2 binary layout: a kind byte, 1-byte lengths, then the strings and the raw payload.
     try:
         kind = data[0]
         if kind == 0:  # push: join_ref, topic, event
-            jl, tl, el = data[1], data[2], data[3]
-            pos = 4
-            join_ref = data[pos : pos + jl].decode()
-            pos += jl
-            topic = data[pos : pos + tl].decode()
-            pos += tl
-            event = data[pos : pos + el].decode()
-            pos += el
+            (join_ref, topic, event), pos = _strings(data, 4, (data[1], data[2], data[3]))
             return Message(topic, event, {"binary": data[pos:].hex()}, None, join_ref or None)
         if kind == 1:  # reply: join_ref, ref, topic, status
-            jl, rl, tl, sl = data[1], data[2], data[3], data[4]
-            pos = 5
-            join_ref = data[pos : pos + jl].decode()
-            pos += jl
-            ref = data[pos : pos + rl].decode()
-            pos += rl
-            topic = data[pos : pos + tl].decode()
-            pos += tl
-            status = data[pos : pos + sl].decode()
-            pos += sl
+            (join_ref, ref, topic, status), pos = _strings(data, 5, (data[1], data[2], data[3], data[4]))
             payload = {"status": status, "response": {"binary": data[pos:].hex()}}
             return Message(topic, "phx_reply", payload, ref, join_ref or None)
         if kind in (2, 4):  # broadcast / Realtime user broadcast: topic, event
-            tl, el = data[1], data[2]
-            pos = 3 + (1 if kind == 4 else 0)
-            topic = data[pos : pos + tl].decode()
-            pos += tl
-            event = data[pos : pos + el].decode()
-            pos += el
+            (topic, event), pos = _strings(data, 3 + (1 if kind == 4 else 0), (data[1], data[2]))
             return Message(topic, event, {"binary": data[pos:].hex()})
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ProtocolError(f"malformed binary frame ({len(data)} bytes)") from exc
