@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jwt
+import yaml
 
 from rtbook.results import CheckResult, Status, register
 
@@ -748,6 +750,180 @@ def check_network(target: Target) -> CheckResult:
               f"Realtime ({rt.name}: {', '.join(sorted(rt.networks))}) and the gateway ({gw.name}: "
               f"{', '.join(sorted(gw.networks))}) share no network, so the gateway cannot reach Realtime.",
               remedy=f"Add network {net} to services.{rt.name}.networks.", evidence=evidence)
+
+
+# ---------------------------------------------------------------- compose.db.*
+
+
+# What Realtime's postgres_changes and database broadcasts need from the server (realtime-facts 4.3).
+_WAL_SETTINGS = ("wal_level", "max_replication_slots", "max_wal_senders")
+
+
+def _db_service(stack: Stack) -> Service | None:
+    """The PostgreSQL service of the stack (a pooler is not it), or None when the database is external."""
+    for svc in stack.services.values():
+        repo = svc.image_repo()
+        if repo.endswith(("supabase/postgres", "/postgres")) or repo == "postgres":
+            return svc
+    for name in ("db", "supabase-db"):
+        if name in stack.services:
+            return stack.services[name]
+    return None
+
+
+def _command_words(command: list[str] | str | None) -> list[str]:
+    """The words of a compose ``command``, with ``sh -c "..."`` strings split again."""
+    items = [command] if isinstance(command, str) else list(command or [])
+    words: list[str] = []
+    for item in items:
+        if any(c.isspace() for c in item):
+            try:
+                words.extend(shlex.split(item))
+            except ValueError:  # unbalanced quotes: split on blanks, as a best effort
+                words.extend(item.split())
+        else:
+            words.append(item)
+    return words
+
+
+def _setting_at(words: list[str], i: int) -> tuple[str, str, bool] | None:
+    """The ``(name, value, uses_next_word)`` that ``words[i]`` sets, if it is ``-c x=y``, ``-cx=y`` or ``--x=y``."""
+    word = words[i]
+    if word == "-c" and i + 1 < len(words):
+        option, uses_next = words[i + 1], True
+    elif (word.startswith("-c") and len(word) > 2) or (word.startswith("--") and "=" in word):
+        option, uses_next = word[2:], False
+    else:
+        return None
+    name, sep, value = option.partition("=")
+    # PostgreSQL folds option names: case-insensitive, and "-" stands for "_".
+    name = name.strip().lower().replace("-", "_")
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_.]*", name):
+        return None
+    return name, value.strip().strip("'\""), uses_next
+
+
+def postgres_settings(command: list[str] | str | None) -> dict[str, str]:
+    """The server settings a ``postgres`` command line sets with ``-c name=value`` or ``--name=value``.
+
+    Args:
+        command: the service's ``command`` in list or string form.
+
+    Returns:
+        Setting name (folded as PostgreSQL folds it) -> value as written; the last one wins.
+    """
+    words = _command_words(command)
+    out: dict[str, str] = {}
+    for i in range(len(words)):
+        found = _setting_at(words, i)
+        if found is not None:
+            out[found[0]] = found[1]
+    return out
+
+
+def _set_in_place(words: list[str], fixes: Mapping[str, str]) -> tuple[list[str], set[str]]:
+    """``words`` with each setting named in ``fixes`` given its fixed value where it stands, and the names seen."""
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while i < len(words):
+        found = _setting_at(words, i)
+        if found is not None and found[0] in fixes:
+            seen.add(found[0])
+            out.extend(["-c", f"{found[0]}={fixes[found[0]]}"])
+            i += 2 if found[2] else 1
+            continue
+        out.append(words[i])
+        i += 1
+    return out, seen
+
+
+def _command_with(command: list[str] | str | None, fixes: Mapping[str, str]) -> list[str]:
+    """``command`` in list form with the settings in ``fixes`` set; a ``sh -c "..."`` string is edited inside."""
+    items = _command_words(command) if isinstance(command, str) else list(command or ["postgres"])
+    out, seen = _set_in_place(items, fixes)
+    for n, item in enumerate(out):
+        if any(c.isspace() for c in item):
+            inner, inner_seen = _set_in_place(_command_words(item), fixes)
+            out[n] = shlex.join(inner)
+            seen |= inner_seen
+    out.extend(w for name, value in fixes.items() if name not in seen for w in ("-c", f"{name}={value}"))
+    return out
+
+
+@register("compose.db.wal_level", "The db service's command keeps wal_level=logical and replication slots",
+          needs=("stack",))
+def check_db_wal_level(target: Target) -> CheckResult:
+    """``-c wal_level=...``, ``max_replication_slots`` and ``max_wal_senders`` on the db command line."""
+    cid = "compose.db.wal_level"
+    stack = _stack(target)
+    db = _db_service(stack)
+    if db is None:
+        return _r(cid, Status.SKIP, "Skipped: the stack has no PostgreSQL service (an external database; "
+                  "db.wal_level checks the server itself).")
+    settings = postgres_settings(db.command)
+    found = {k: settings[k] for k in _WAL_SETTINGS if k in settings}
+    repo = db.image_repo()
+    supabase_image = repo.endswith("supabase/postgres")
+    plain_image = not supabase_image and (repo == "postgres" or repo.endswith("/postgres"))
+    where = f"services.{db.name}.command"
+    evidence: dict[str, Any] = {"service": db.name, "image": db.image, "command_settings": found}
+    fixes: dict[str, str] = {}
+    problems: list[str] = []
+    wal_level = found.get("wal_level")
+    if wal_level is not None and wal_level.lower() != "logical":
+        fixes["wal_level"] = "logical"
+        problems.append(
+            f"{where} sets wal_level={wal_level}: logical decoding needs wal_level=logical, so Realtime cannot "
+            "create its replication slot (\"logical decoding requires wal_level >= logical\"); clients still get "
+            "\"Subscribed to PostgreSQL\" but no postgres_changes arrive."
+        )
+    for name, default in (("max_replication_slots", "5"), ("max_wal_senders", "10")):
+        value = found.get(name)
+        if value is not None and value.strip() == "0":
+            fixes[name] = default
+            part = ("Realtime's replication slots (up to 2 per tenant: postgres_changes and database broadcasts)"
+                    if name == "max_replication_slots" else
+                    "the replication connection of database broadcasts (realtime.messages)")
+            problems.append(f"{where} sets {name}=0, which leaves no room for {part}.")
+    if not problems and wal_level is None and plain_image:
+        fixes["wal_level"] = "logical"
+        remedy = _wal_remedy(db, fixes)
+        evidence["override_yaml"] = remedy
+        return _r(cid, Status.WARN,
+                  f"Service {db.name} runs the plain {db.image or repo} image without wal_level on its command "
+                  "line, so PostgreSQL uses its default wal_level=replica and postgres_changes never arrive.",
+                  detail="supabase/postgres sets wal_level=logical in its postgresql.conf; the postgres image "
+                  "does not. That image also lacks the wal2json plugin Realtime reads changes with (see "
+                  "db.wal2json).",
+                  remedy="Set wal_level=logical on the server's command line:\n" + remedy, evidence=evidence)
+    if problems:
+        remedy = _wal_remedy(db, fixes)
+        evidence["override_yaml"] = remedy
+        return _r(cid, Status.FAIL,
+                  f"Service {db.name}'s command turns off what Realtime replicates with: "
+                  + ", ".join(f"{k}={found[k]}" for k in fixes) + ".",
+                  detail="\n".join(problems),
+                  remedy="Change the command (compose replaces a command as a whole, so give all of it, in "
+                  "docker-compose.yml or an override file), then recreate the database container "
+                  f"(docker compose up -d --force-recreate {db.name}):\n" + remedy,
+                  evidence=evidence)
+    if wal_level is not None:
+        return _r(cid, Status.PASS, f"Service {db.name}'s command sets wal_level=logical.", evidence=evidence)
+    if supabase_image:
+        return _r(cid, Status.PASS, f"Service {db.name} ({db.image}) keeps the image's wal_level=logical "
+                  "(nothing on its command line changes it).", evidence=evidence)
+    return _r(cid, Status.SKIP,
+              f"Skipped: service {db.name} ({db.image or 'a locally built image'}) does not set wal_level on its "
+              "command line, so its image's configuration decides (db.wal_level checks the live server).",
+              evidence=evidence)
+
+
+def _wal_remedy(db: Service, fixes: Mapping[str, str]) -> str:
+    """The compose YAML that gives ``db`` its command with ``fixes`` applied."""
+    command = _command_with(db.command, fixes)
+    body = yaml.safe_dump({"services": {db.name: {"command": command}}}, sort_keys=False, default_flow_style=False)
+    return body.rstrip()
 
 
 # ---------------------------------------------------------------- env.*

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import jwt
 import pytest
+import yaml
 
 from rtbook.checks import run_checks
-from rtbook.compose import evaluate_realtime_env, parse_realtime_version
+from rtbook.compose import evaluate_realtime_env, parse_realtime_version, postgres_settings
 from rtbook.exceptions import InputError
 from rtbook.results import Report, Status
 from rtbook.stack import Stack
@@ -466,3 +467,113 @@ def test_healthcheck_token_not_signed_with_api_jwt_secret(corpus: Path, tmp_path
     set_env(d, ANON_KEY="")
     result = check(d).by_id("compose.realtime.healthcheck")
     assert result.status is Status.FAIL and "Bearer token is empty" in result.summary
+
+
+# ====================================================================== compose.db.wal_level
+
+
+@pytest.mark.parametrize(
+    "rel, status",
+    [
+        (OFFICIAL_2025, Status.PASS),
+        (OFFICIAL_2026, Status.PASS),
+        ("community/singh-inder-supabase-automated-self-host-5f050b6/docker", Status.PASS),
+        ("community/easypanel-io-compose-405fd49/supabase/code", Status.PASS),
+        # Its db is built from ./db, whose Dockerfile the corpus lacks: the image decides, rtbook cannot tell.
+        ("community/BenIsenstein-pgonrails-f799e9a", Status.SKIP),
+    ],
+    ids=["official-2025", "official-2026", "singh-inder", "easypanel", "pgonrails"],
+)
+def test_db_wal_level_on_corpus(corpus: Path, tmp_path: Path, rel: str, status: Status) -> None:
+    result = check(copy_stack(corpus, rel, tmp_path)).by_id("compose.db.wal_level")
+    assert result.status is status, result.summary
+    assert result.evidence["service"] == "db"
+    assert result.evidence["command_settings"] == {}
+
+
+DB_LAST_ARG = '"log_min_messages=fatal"'
+
+
+@pytest.mark.parametrize(
+    "extra, shown",
+    [
+        (',\n        "-c",\n        "wal_level=replica"', "wal_level=replica"),
+        (',\n        "-c",\n        "wal_level=minimal"', "wal_level=minimal"),
+        (',\n        "--wal-level=replica"', "wal_level=replica"),
+        (',\n        "-c",\n        "max_replication_slots=0"', "max_replication_slots=0"),
+        (',\n        "-c",\n        "max_wal_senders=0"', "max_wal_senders=0"),
+    ],
+    ids=["replica", "minimal", "long-option", "no-slots", "no-wal-senders"],
+)
+def test_db_wal_level_broken_command(corpus: Path, tmp_path: Path, extra: str, shown: str) -> None:
+    d = copy_stack(corpus, OFFICIAL_2026, tmp_path)
+    edit_service(d / "docker-compose.yml", "db", DB_LAST_ARG, DB_LAST_ARG + extra)
+    report = check(d)
+    result = report.by_id("compose.db.wal_level")
+    assert result.status is Status.FAIL
+    assert shown in result.summary
+    name, _, _ = shown.partition("=")
+    fixed = {"wal_level": "logical", "max_replication_slots": "5", "max_wal_senders": "10"}[name]
+    # The remedy is the whole command, with the setting fixed and nothing else lost.
+    patch = yaml.safe_load(result.remedy.split(":\n", 1)[1])
+    command = patch["services"]["db"]["command"]
+    assert command[:5] == ["postgres", "-c", "config_file=/etc/postgresql/postgresql.conf", "-c",
+                           "log_min_messages=fatal"]
+    assert command[5:] == ["-c", f"{name}={fixed}"]
+    assert "docker compose up -d --force-recreate db" in result.remedy
+    # Applying the remedy makes the check pass.
+    text = (d / "docker-compose.yml").read_text()
+    (d / "docker-compose.yml").write_text(text.replace(extra, extra.replace(shown.partition("=")[2], fixed)
+                                                       .replace("--wal-level", "--wal_level"), 1))
+    assert check(d).by_id("compose.db.wal_level").status is Status.PASS
+
+
+def test_db_wal_level_string_command_and_last_setting_wins(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2026, tmp_path)
+    compose = d / "docker-compose.yml"
+    text = compose.read_text()
+    start = text.index("    command:\n      [\n        \"postgres\"")
+    end = text.index("]\n", start) + 2
+    compose.write_text(text[:start] + "    command: postgres -c config_file=/etc/postgresql/postgresql.conf "
+                       "-c wal_level=logical -c 'wal_level=replica'\n" + text[end:])
+    result = check(d).by_id("compose.db.wal_level")
+    assert result.status is Status.FAIL and "wal_level=replica" in result.summary
+    patch = yaml.safe_load(result.remedy.split(":\n", 1)[1])
+    assert patch["services"]["db"]["command"] == [
+        "postgres", "-c", "config_file=/etc/postgresql/postgresql.conf", "-c", "wal_level=logical", "-c",
+        "wal_level=logical",
+    ]
+
+
+def test_db_wal_level_plain_postgres_image(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2026, tmp_path)
+    edit_service(d / "docker-compose.yml", "db", "image: supabase/postgres:17.6.1.136", "image: postgres:17")
+    result = check(d).by_id("compose.db.wal_level")
+    assert result.status is Status.WARN
+    assert "wal_level=replica" in result.summary and "wal2json" in result.detail
+    patch = yaml.safe_load(result.remedy.split(":\n", 1)[1])
+    assert patch["services"]["db"]["command"][-2:] == ["-c", "wal_level=logical"]
+    # With the setting on its command line the plain image passes.
+    edit_service(d / "docker-compose.yml", "db", DB_LAST_ARG,
+                 DB_LAST_ARG + ',\n        "-c",\n        "wal_level=logical"')
+    assert check(d).by_id("compose.db.wal_level").status is Status.PASS
+
+
+def test_db_wal_level_external_database(corpus: Path, tmp_path: Path) -> None:
+    d = copy_stack(corpus, OFFICIAL_2026, tmp_path)
+    compose = d / "docker-compose.yml"
+    text = compose.read_text()
+    start = text.index("\n  db:\n") + 1
+    end = text.index("\n  # Update the DATABASE_URL", start) + 1
+    compose.write_text(text[:start] + text[end:])
+    result = check(d).by_id("compose.db.wal_level")
+    assert result.status is Status.SKIP and "external database" in result.summary
+
+
+def test_postgres_settings_forms() -> None:
+    command = ["postgres", "-c", "wal_level=replica", "-cmax_wal_senders=0", "--Max-Replication-Slots=1"]
+    assert postgres_settings(command) == {"wal_level": "replica", "max_wal_senders": "0", "max_replication_slots": "1"}
+    assert postgres_settings("postgres -c 'wal_level=minimal'") == {"wal_level": "minimal"}
+    assert postgres_settings(["sh", "-c", "exec docker-entrypoint.sh postgres -c wal_level=replica"]) == {
+        "wal_level": "replica"}
+    assert postgres_settings(["postgres", "-c"]) == {} and postgres_settings(None) == {}
