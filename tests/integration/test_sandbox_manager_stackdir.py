@@ -128,3 +128,26 @@ def test_scenario_names_are_checked_and_conflicts_named(tmp_path: Path) -> None:
     stack = write_stack_dir(tmp_path / "s", generate_secrets(), gateway_port=1, db_port=2)
     with pytest.raises(ConfigError, match="realtime-v1-ws"):
         apply_stack(stack, resolve(["ws-route-missing", "no-apikey-forwarding"]))
+
+
+def test_static_checks_see_wal_level_replica(tmp_path: Path) -> None:
+    """wal-level-replica only edits the db command; compose.db.wal_level is the static check that notices it."""
+    from rtbook.checks import run_checks
+    from rtbook.results import Status
+    from rtbook.target import Target
+
+    values = generate_secrets()
+    healthy, broken = tmp_path / "healthy", tmp_path / "broken"
+    for dest in (healthy, broken):
+        write_stack_dir(dest, values, gateway_port=54321, db_port=54322)
+    apply_stack(broken, resolve(["wal-level-replica"]))
+
+    def not_passing(stack: Path) -> dict[str, str]:
+        report = run_checks(Target.from_stack_dir(stack, docker=False), only=("compose.", "env.", "kong."))
+        return {r.id: r.remedy for r in report if r.status not in (Status.PASS, Status.SKIP)}
+
+    assert not_passing(healthy) == {}
+    found = not_passing(broken)
+    assert set(found) == {"compose.db.wal_level"}
+    assert "- wal_level=logical" in found["compose.db.wal_level"]
+    assert "wal_level=replica" not in found["compose.db.wal_level"]
