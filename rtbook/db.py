@@ -121,7 +121,7 @@ def sql_url(target: Target) -> URL:
         raise ConfigError("no database URL: " + target.why_missing("db"))
     try:
         url = make_url(target.db_url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
             f"db_url {target.db_url!r} is not a database URL; use postgresql://USER@HOST:PORT/DBNAME"
         ) from exc

@@ -189,6 +189,14 @@ def test_closed_port_fails_fast() -> None:
     assert finding(result) == "db.refused"
 
 
+def test_port_that_is_not_a_number_is_a_config_failure_not_a_crash() -> None:
+    target = Target(db_url="postgresql://supabase_admin@127.0.0.1:fivefourthreetwo/postgres", timeout=3, env={})
+    report = run_checks(target, only="db.")
+    assert report.by_id("db.connect").status is Status.FAIL, str(report)
+    assert "not a database URL" in report.by_id("db.connect").summary + report.by_id("db.connect").detail
+    assert not [r for r in report if r.status is Status.ERROR], str(report)
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts TCP connections and never says a word."""
