@@ -7,19 +7,14 @@ sandbox's stack directory (its realtime service environment and .env), the passw
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rtbook.checks import run_checks
 from rtbook.results import Report, Status
-from rtbook.target import Target
-from tests.conftest import have_postgres, require
+from tests.integration.sandbox_support import Running, start
 from tests.integration.test_db_fixtures import finding
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
@@ -27,52 +22,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 AREAS = ("db.", "tenant.")
 
 
-class Box:
-    """A running sandbox in its own RTBOOK home."""
-
-    def __init__(self, breaks: tuple[str, ...]) -> None:
-        from rtbook.sandbox.manager import Sandbox
-
-        self.home = Path(tempfile.mkdtemp(prefix="rtbook-h6-sbx-"))
-        # The cluster runs as an unprivileged user when the tests run as root.
-        self.home.chmod(0o755)
-        self.sandbox = Sandbox(breaks=breaks, home=self.home)
-        try:
-            self.state = self.sandbox.__enter__()
-        except BaseException:
-            # up() stops what it started; the home is ours to remove.
-            shutil.rmtree(self.home, ignore_errors=True)
-            raise
-
-    def target(self, **kwargs: Any) -> Target:
-        kwargs.setdefault("tables", ("public.todos",))
-        kwargs.setdefault("timeout", 5.0)
-        return Target.from_sandbox(self.home / "sandbox" / "state.json", **kwargs)
-
-    def secrets(self) -> list[str]:
-        out = []
-        for line in Path(self.state.stack_dir, ".env").read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() in ("JWT_SECRET", "POSTGRES_PASSWORD", "ANON_KEY", "SERVICE_ROLE_KEY") and value.strip():
-                out.append(value.strip().strip('"'))
-        return out
-
-    def close(self) -> None:
-        self.sandbox.__exit__(None, None, None)
-        shutil.rmtree(self.home, ignore_errors=True)
+def _box(breaks: tuple[str, ...] = ()) -> contextlib.AbstractContextManager[Running]:
+    return start(breaks, timeout=5.0)
 
 
-@contextlib.contextmanager
-def _box(breaks: tuple[str, ...] = ()) -> Iterator[Box]:
-    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    box = Box(breaks)
-    try:
-        yield box
-    finally:
-        box.close()
-
-
-def _run(box: Box, **kwargs: Any) -> Report:
+def _run(box: Running, **kwargs: Any) -> Report:
     report = run_checks(box.target(**kwargs), only=AREAS)
     text = str(report) + report.to_json() + report._repr_html_()
     for secret in box.secrets():
@@ -120,7 +74,7 @@ def test_break_scenario_is_found_by_the_right_check(scenario: str, check_id: str
             _repair(box)
 
 
-def _repair(box: Box) -> None:
+def _repair(box: Running) -> None:
     """plan/apply fixes the tenant rows from the sandbox stack's own values."""
     from rtbook import tenants
 

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
-from rtbook.sandbox import PostgresCluster, bootstrap
-from rtbook.sandbox.server_process import ServerProcess, start_server
-from tests.conftest import have_postgres, require
+from rtbook.sandbox import PostgresCluster
+from rtbook.sandbox.server_process import ServerProcess
+from tests.conftest import require
 from tests.integration.node_client import NodeClient, have_node_client, until
+from tests.integration.sandbox_support import cluster_and_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
@@ -46,37 +44,19 @@ def token(role: str, sub: str | None = None, ttl: int = 3600) -> str:
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
+def _server_config(cluster: PostgresCluster) -> dict[str, Any]:
+    return {
+        "db": f"host=127.0.0.1 port={cluster.port} user=supabase_admin dbname=postgres",
+        "db_enc_key": "supabaserealtime",
+        "api_jwt_secret": JWT_SECRET,
+        "metrics_jwt_secret": JWT_SECRET,
+    }
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[PostgresCluster, ServerProcess]]:
-    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    cluster = PostgresCluster()
-    cluster.start()
-    workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv-"))
-    server: ServerProcess | None = None
-    try:
-        bootstrap(cluster, jwt_secret=JWT_SECRET)
-        server = start_server(
-            {
-                "db": f"host=127.0.0.1 port={cluster.port} user=supabase_admin dbname=postgres",
-                "db_enc_key": "supabaserealtime",
-                "api_jwt_secret": JWT_SECRET,
-                "metrics_jwt_secret": JWT_SECRET,
-            },
-            workdir=workdir,
-            db_password=cluster.password,
-        )
-        yield cluster, server
-    finally:
-        log = ""
-        try:
-            if server is not None:
-                server.stop()
-                log = server.log_text()
-        finally:
-            cluster.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
-    assert JWT_SECRET not in log and cluster.password.reveal() not in log
+    with cluster_and_server(JWT_SECRET, _server_config, kept_out_of_the_log=(JWT_SECRET,)) as both:
+        yield both
 
 
 @pytest.fixture

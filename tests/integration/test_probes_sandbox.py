@@ -8,85 +8,19 @@ right cause (and points back to the static check that catches it).
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 
 from rtbook.checks import run_checks
 from rtbook.crypto import encrypt
 from rtbook.results import CheckResult, Report, Status
-from rtbook.target import Target
-from tests.conftest import have_postgres, require
+from tests.integration.sandbox_support import Running, start
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
 LIVE = ("gateway.", "realtime.")
-TABLES = ("public.todos",)
-
-
-class Running:
-    """A started sandbox and a target for it."""
-
-    def __init__(self, breaks: tuple[str, ...] = ()) -> None:
-        from rtbook.sandbox.manager import Sandbox
-
-        self.home = Path(tempfile.mkdtemp(prefix="rtbook-h5-sbx-"))
-        # The cluster runs as an unprivileged user when the tests run as root: it must reach its directory.
-        self.home.chmod(0o755)
-        self.sandbox = Sandbox(breaks=breaks, home=self.home)
-        try:
-            self.state = self.sandbox.__enter__()
-        except BaseException:
-            # up() stops what it started; the home is ours to remove.
-            shutil.rmtree(self.home, ignore_errors=True)
-            raise
-
-    def target(self, **kwargs: Any) -> Target:
-        kwargs.setdefault("tables", TABLES)
-        kwargs.setdefault("timeout", 4.0)
-        return Target.from_sandbox(self.home / "sandbox" / "state.json", **kwargs)
-
-    def env(self) -> dict[str, str]:
-        out = {}
-        for line in Path(self.state.stack_dir, ".env").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.lstrip().startswith("#"):
-                out[key.strip()] = value.strip().strip('"')
-        return out
-
-    def secrets(self) -> list[str]:
-        env = self.env()
-        return [env[k] for k in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD") if env.get(k)]
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run SQL in the sandbox's database as supabase_admin (outside any sandbox switch)."""
-        url = urlsplit(self.state.db_url)
-        with psycopg.connect(host=url.hostname, port=url.port, user=url.username, dbname=url.path.lstrip("/"),
-                             password=self.env()["POSTGRES_PASSWORD"], connect_timeout=5, autocommit=True) as conn:
-            cur = conn.execute(statement, params)  # type: ignore[arg-type]
-            return cur.fetchall() if cur.description else []
-
-    def close(self) -> None:
-        self.sandbox.__exit__(None, None, None)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def start(breaks: tuple[str, ...] = ()) -> Iterator[Running]:
-    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    running = Running(breaks)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture(scope="module")

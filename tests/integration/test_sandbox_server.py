@@ -27,6 +27,7 @@ from rtbook.sandbox import PostgresCluster, TenantLimits, bootstrap, seed_tenant
 from rtbook.sandbox.server_process import ServerProcess, start_server
 from rtbook.sandbox.server_tenants import ServerConfig
 from tests.conftest import have_postgres, require
+from tests.integration.sandbox_support import cluster_and_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
@@ -179,31 +180,13 @@ def _server_config(cluster: PostgresCluster, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    cluster = PostgresCluster()
-    cluster.start()
-    workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv-"))
-    server: ServerProcess | None = None
-    try:
-        bootstrap(cluster, jwt_secret=JWT_SECRET)
-        cluster.execute("create table public.notes (id bigint primary key, body text, n int)")
-        cluster.execute("alter table public.notes replica identity full")
-        cluster.execute("alter publication supabase_realtime add table public.notes")
-        cluster.execute("create table public.hidden (id bigint primary key, body text)")
-        server = start_server(_server_config(cluster), workdir=workdir, db_password=cluster.password)
+    setup = ("create table public.notes (id bigint primary key, body text, n int)",
+             "alter table public.notes replica identity full",
+             "alter publication supabase_realtime add table public.notes",
+             "create table public.hidden (id bigint primary key, body text)")
+    with cluster_and_server(JWT_SECRET, _server_config, setup_sql=setup,
+                            kept_out_of_the_log=(JWT_SECRET, API_SECRET)) as (cluster, server):
         yield Stack(cluster, server)
-    finally:
-        log = ""
-        try:
-            if server is not None:
-                server.stop()
-                log = server.log_text()
-        finally:
-            cluster.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
-    for secret in (JWT_SECRET, API_SECRET, cluster.password.reveal()):
-        assert secret not in log, "a secret reached the server log"
 
 
 # -- handshake ---------------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""A whole sandbox (rtbook.sandbox.manager) in a home of its own, for the tests that run checks against it."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from rtbook.target import Target
+from tests.conftest import have_postgres, require
+
+if TYPE_CHECKING:
+    from rtbook.sandbox import PostgresCluster
+    from rtbook.sandbox.server_process import ServerProcess
+
+TABLES = ("public.todos",)
+
+
+class Running:
+    """A started sandbox and a target for it."""
+
+    def __init__(self, breaks: tuple[str, ...] = (), timeout: float = 4.0) -> None:
+        from rtbook.sandbox.manager import Sandbox
+
+        self.timeout = timeout
+        self.home = Path(tempfile.mkdtemp(prefix="rtbook-sbx-"))
+        # Traversable by the postgres user, as which PostgreSQL runs when the tests run as root.
+        self.home.chmod(0o755)
+        self.sandbox = Sandbox(breaks=breaks, home=self.home)
+        try:
+            self.state = self.sandbox.__enter__()
+        except BaseException:
+            # up() stops what it started; the home is ours to remove.
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
+
+    def target(self, **kwargs: Any) -> Target:
+        kwargs.setdefault("tables", TABLES)
+        kwargs.setdefault("timeout", self.timeout)
+        return Target.from_sandbox(self.home / "sandbox" / "state.json", **kwargs)
+
+    def env(self) -> dict[str, str]:
+        out = {}
+        for line in Path(self.state.stack_dir, ".env").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.lstrip().startswith("#"):
+                out[key.strip()] = value.strip().strip('"')
+        return out
+
+    def secrets(self) -> list[str]:
+        env = self.env()
+        return [env[k] for k in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD") if env.get(k)]
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL in the sandbox's database as supabase_admin (outside any sandbox switch)."""
+        url = urlsplit(self.state.db_url)
+        with psycopg.connect(host=url.hostname, port=url.port, user=url.username, dbname=url.path.lstrip("/"),
+                             password=self.env()["POSTGRES_PASSWORD"], connect_timeout=5, autocommit=True) as conn:
+            cur = conn.execute(statement, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        try:
+            self.sandbox.__exit__(None, None, None)
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def start(breaks: tuple[str, ...] = (), timeout: float = 4.0) -> Iterator[Running]:
+    """A running sandbox, stopped and removed on leaving (also when the test fails)."""
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    running = Running(breaks, timeout)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@contextlib.contextmanager
+def cluster_and_server(
+    jwt_secret: str,
+    config: Callable[[PostgresCluster], dict[str, Any]],
+    *,
+    setup_sql: tuple[str, ...] = (),
+    kept_out_of_the_log: tuple[str, ...] = (),
+) -> Iterator[tuple[PostgresCluster, ServerProcess]]:
+    """A bootstrapped PostgreSQL 15 cluster and the Realtime-compatible server on it, both stopped on leaving.
+
+    After the clean-up, the server's log must hold none of ``kept_out_of_the_log`` nor the cluster's password.
+    """
+    from rtbook.sandbox import PostgresCluster, bootstrap
+    from rtbook.sandbox.server_process import start_server
+
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    cluster = PostgresCluster()
+    cluster.start()
+    workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv-"))
+    server: ServerProcess | None = None
+    log = ""
+    try:
+        bootstrap(cluster, jwt_secret=jwt_secret)
+        for statement in setup_sql:
+            cluster.execute(statement)
+        server = start_server(config(cluster), workdir=workdir, db_password=cluster.password)
+        yield cluster, server
+    finally:
+        try:
+            if server is not None:
+                server.stop()
+                log = server.log_text()
+        finally:
+            cluster.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
+    for secret in (*kept_out_of_the_log, cluster.password.reveal()):
+        assert secret not in log, "a secret reached the server log"
