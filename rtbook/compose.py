@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import yaml
 
+from rtbook.exceptions import InputError
 from rtbook.results import CheckResult, Status, register
 
 if TYPE_CHECKING:
@@ -597,7 +598,7 @@ def check_tenant_consistency(target: Target) -> CheckResult:
                     warnings.append("the Envoy Realtime routes do not rewrite Host, so the tenant depends on the "
                                     "public host name clients use")
                 resolve_hosts = clusters
-        except Exception as exc:  # the gateway's own checks (kong.parse/envoy.parse) report the details
+        except InputError as exc:  # the gateway's own checks (kong.parse/envoy.parse) report the details
             lines.append(f"{kind} config: unreadable ({type(exc).__name__}); see the {kind}.* results")
             warnings.append(f"the {kind} config could not be read, so its upstream host was not compared")
         if not host_tenants and not resolve_hosts and not warnings:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from docker.errors import NotFound
 
 from rtbook.docker_inspect import (
     COMPOSE_NETWORK_LABEL,
@@ -31,6 +32,7 @@ from rtbook.docker_inspect import (
     image_repository,
     parse_env_list,
 )
+from rtbook.exceptions import InputError
 from rtbook.results import CheckResult, Status, register
 from rtbook.secrets import REDACTED, is_secret_name
 from rtbook.target import DEFAULT_TENANT, Target
@@ -335,12 +337,7 @@ def discover(client: Any, stack: Any = None, target: Target | None = None) -> Di
 
     rt_service = stack.realtime_service() if stack is not None else None
     gw_service = stack.gateway_service() if stack is not None else None
-    kind = ""
-    if stack is not None:
-        try:
-            kind = str(stack.gateway_kind() or "")
-        except Exception:
-            kind = ""
+    kind = str(stack.gateway_kind() or "") if stack is not None else ""
     rt_expect = _service_expect(rt_service, _DEFAULT_REALTIME)
     gw_expect = _service_expect(gw_service, _DEFAULT_GATEWAY)
 
@@ -408,10 +405,10 @@ def docker_session(target: Target) -> EngineSession:
 
 
 def _reload(session: EngineSession, info: ContainerInfo) -> tuple[Any, ContainerInfo] | None:
-    """Fetch a container again (state changes between checks)."""
+    """Fetch a container again (state changes between checks); None when it was removed meanwhile."""
     try:
         container = session.client.containers.get(info.id)
-    except Exception:
+    except NotFound:
         return None
     return container, ContainerInfo.from_attrs(container.attrs)
 
@@ -965,16 +962,14 @@ def _compose_str(value: Any) -> str:
 def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
     try:
         image = session.client.images.get(info.image_id or info.image)
-    except Exception:
+    except NotFound:  # the image was removed after the container was created
         return {}
     return parse_env_list((image.attrs.get("Config") or {}).get("Env") or [])
 
 
 def _evaluate_rules(env: Mapping[str, str], info: ContainerInfo, target: Target) -> tuple[list[CheckResult], str]:
-    try:
-        from rtbook.compose import evaluate_realtime_env
-    except ImportError as exc:
-        return [], f"static rules unavailable ({exc})"
+    from rtbook.compose import evaluate_realtime_env
+
     auth_env = getattr(target.stack, "env", None) if target.stack is not None else None
     try:
         results = evaluate_realtime_env(
@@ -1140,7 +1135,7 @@ def gateway_upstream(target: Target, kind: str) -> Upstream:
                 # (kong.realtime_preserve_host reports routes that change that).
                 hosts = kong.realtime_upstream_hosts()
                 source = "kong.yml's Realtime services"
-    except Exception as exc:  # a broken gateway config is reported by kong.parse / envoy.parse
+    except InputError as exc:  # a broken gateway config is reported by kong.parse / envoy.parse
         source = f"the gateway config cannot be read ({type(exc).__name__}: {exc}; see {kind or 'kong'}.parse)"
         hosts = ()
     out = tuple(dict.fromkeys(_split_host(str(h)) for h in hosts if str(h)))
@@ -1168,7 +1163,7 @@ def _compose_network_name(session: EngineSession, network: str) -> str:
     try:
         net = session.client.networks.get(network)
         label = (net.attrs.get("Labels") or {}).get(COMPOSE_NETWORK_LABEL)
-    except Exception:
+    except NotFound:
         label = None
     return str(label) if label else ("default" if network.endswith("_default") else network)
 

@@ -168,7 +168,8 @@ class ContainerState:
 class Healthcheck:
     """``Config.Healthcheck``: the probe command and its timing (nanoseconds, as Docker stores them)."""
 
-    test: tuple[str, ...] = ()
+    # The probe carries a Bearer token once compose has interpolated ${ANON_KEY}: keep it out of reprs.
+    test: tuple[str, ...] = field(default=(), repr=False)
     interval_ns: int = 0
     timeout_ns: int = 0
     retries: int = 0
@@ -180,11 +181,7 @@ class Healthcheck:
         if not self.test:
             return ""
         kind, *rest = self.test
-        if kind == "CMD-SHELL":
-            return " ".join(rest)
-        if kind == "CMD":
-            return " ".join(rest)
-        return " ".join(self.test)
+        return " ".join(rest if kind in ("CMD-SHELL", "CMD") else self.test)
 
     @property
     def disabled(self) -> bool:
@@ -254,11 +251,6 @@ class ContainerInfo:
     network_mode: str = ""
     memory_limit: int = 0
     ulimits: tuple[Ulimit, ...] = ()
-
-    @property
-    def short_id(self) -> str:
-        """The 12-character id Docker prints."""
-        return self.id[:12]
 
     @property
     def compose_project(self) -> str:

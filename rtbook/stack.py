@@ -1122,8 +1122,6 @@ class Stack:
         red = Redactor()
         red.add_env(self.env)
         for svc in [*self.services.values(), *self.inactive_services.values()]:
+            # Healthchecks carry bearer tokens too (${ANON_KEY}); the redactor's token patterns cover them.
             red.add_env(svc.environment)
-            if svc.healthcheck is not None and svc.healthcheck.command:
-                # Healthchecks carry bearer tokens (${ANON_KEY}); the token patterns cover them.
-                pass
         return red

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -250,3 +252,17 @@ def test_token_verdict() -> None:
     assert "expired" in token_verdict(cmd.format(expired), secret)
     assert "unexpanded" in token_verdict(cmd.format("${ANON_KEY}"), secret)
     assert token_verdict("curl http://localhost:4000/healthcheck", secret) == ""
+
+
+def test_container_info_repr_hides_env_and_healthcheck_token() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
+    attrs: dict[str, Any] = copy.deepcopy(ATTRS)
+    attrs["Config"]["Env"] = [f"API_JWT_SECRET={'s' * 40}"]
+    attrs["Config"]["Healthcheck"] = {
+        "Test": ["CMD-SHELL", f'curl -sSfL -H "Authorization: Bearer {token}" http://localhost:4000/api/ping'],
+    }
+    info = ContainerInfo.from_attrs(attrs)
+    assert info.healthcheck is not None and token in info.healthcheck.command
+    shown = repr(info)
+    assert token not in shown and "s" * 40 not in shown
+    assert "realtime-dev.supabase-realtime" in shown
