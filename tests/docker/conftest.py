@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import jwt
 import pytest
 
@@ -100,12 +101,17 @@ def lab(lab_session: Lab) -> Iterator[Lab]:
         yield lab_session
     finally:
         lab_session.remove_containers()
+        left: list[str] = []
         while len(lab_session.networks) > networks_before:
             net = lab_session.networks.pop()
             try:
                 net.remove()
-            except Exception:
+            except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:  # reported after the others are removed, never hidden
+                left.append(f"network {net.name}: {exc}")
+        if left:
+            raise RuntimeError("docker test cleanup left networks behind: " + "; ".join(left))
 
 
 @pytest.fixture

@@ -236,6 +236,7 @@ def test_stack_not_running(lab: Lab) -> None:
     assert lab.stack_dir is not None
     auto = run(Target.from_stack_dir(lab.stack_dir, docker=None))
     assert status(auto, "docker.engine") is Status.SKIP, str(auto)
+    assert [r.id for r in auto] == list(DOCKER_IDS), str(auto)
     assert all(r.status is Status.SKIP for r in auto), str(auto)
     required = run(Target.from_stack_dir(lab.stack_dir, docker=True))
     engine = required.by_id("docker.engine")
@@ -248,6 +249,7 @@ def test_unreachable_engine_is_a_result_not_an_exception(lab: Lab, docker_host: 
     assert lab.stack_dir is not None
     env = {"DOCKER_HOST": docker_host}
     auto = run(Target.from_stack_dir(lab.stack_dir, docker=None, env=env))
+    assert [r.id for r in auto] == list(DOCKER_IDS), str(auto)
     assert all(r.status is Status.SKIP for r in auto), str(auto)
     required = run(Target.from_stack_dir(lab.stack_dir, docker=True, env=env))
     engine = required.by_id("docker.engine")
@@ -255,7 +257,9 @@ def test_unreachable_engine_is_a_result_not_an_exception(lab: Lab, docker_host: 
     assert engine.evidence["problem"] == "docker_host"
     assert docker_host in engine.remedy and "DOCKER_HOST" in engine.remedy
     # One failure carries the cause; the other checks point to it instead of repeating it.
-    assert all(r.status is Status.SKIP and "docker.engine" in r.summary for r in required if r is not engine)
+    others = [r for r in required if r is not engine]
+    assert len(others) == len(DOCKER_IDS) - 1, str(required)
+    assert all(r.status is Status.SKIP and "docker.engine" in r.summary for r in others)
 
 
 def test_discovery_by_image_without_compose_labels(lab: Lab) -> None:

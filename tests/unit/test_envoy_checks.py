@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from rtbook.results import Status
-from tests.unit.test_kong_checks import OFFICIAL_2025, OFFICIAL_2026, copy_stack, describe, edit, run, status
+from tests.unit.test_kong_checks import (
+    KONG_IDS,
+    OFFICIAL_2025,
+    OFFICIAL_2026,
+    copy_stack,
+    describe,
+    edit,
+    run,
+    status,
+)
 
 ENVOY_IDS = (
     "envoy.parse",
@@ -185,7 +194,8 @@ def test_pgonrails_envoy_overlay(tmp_path: Path) -> None:
     for check_id in set(ENVOY_IDS) - {"envoy.tenants_api_blocked"}:
         assert status(report, check_id) is Status.PASS, describe(report)
     kong = run(stack, "kong.")
-    assert all(r.status is Status.SKIP for r in kong)
+    assert {r.id for r in kong} == set(KONG_IDS), describe(kong)
+    assert all(r.status is Status.SKIP and "gateway is Envoy" in r.summary for r in kong), describe(kong)
 
 
 def test_secrets_never_reach_outputs(tmp_path: Path) -> None:
