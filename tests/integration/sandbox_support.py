@@ -54,8 +54,11 @@ class Running:
         return out
 
     def secrets(self) -> list[str]:
+        """The stack's secrets; each must be set, so a no-leak assertion over them cannot pass vacuously."""
         env = self.env()
-        return [env[k] for k in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD") if env.get(k)]
+        found = [env.get(k, "") for k in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "POSTGRES_PASSWORD")]
+        assert all(found), "the sandbox's .env lacks a secret the no-leak assertions look for"
+        return found
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run SQL in the sandbox's database as supabase_admin (outside any sandbox switch)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -20,7 +21,7 @@ USER_A = "11111111-1111-1111-1111-111111111111"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> PostgresCluster:
+def cluster() -> Iterator[PostgresCluster]:
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
     c = PostgresCluster()
     c.start()
