@@ -512,9 +512,8 @@ class NotebookRun:
         Planning is a dry run; it may propose creating a missing tenant row, which only
         :meth:`apply_plan` with ``apply_fixes`` and ``confirm_apply`` would write.
         """
-        tenants = _optional_module("rtbook.tenants")
-        if tenants is None or not hasattr(tenants, "plan"):
-            return Note("No seeding plan: rtbook.tenants.plan is not available in this installation.")
+        from rtbook import tenants
+
         if not self.target.has("db"):
             return Note(f"No seeding plan: the target has no database ({self.target.why_missing('db')}).")
         try:
@@ -532,9 +531,8 @@ class NotebookRun:
             return Note("Not applied: apply_fixes is false (a dry run). Set apply_fixes and confirm_apply to write.")
         if not self.params.get("confirm_apply"):
             raise ConfirmationRequired("apply_fixes is true but confirm_apply is false; nothing was written")
-        tenants = _optional_module("rtbook.tenants")
-        if tenants is None or not hasattr(tenants, "apply"):
-            return Note("Not applied: rtbook.tenants.apply is not available in this installation.")
+        from rtbook import tenants
+
         outcome = tenants.apply(self.target, plan, yes=True)
         applied = [outcome] if isinstance(outcome, CheckResult) else [r for r in outcome if isinstance(r, CheckResult)]
         after = self.checks("tenant.", "db.", title="After applying the plan")
@@ -582,17 +580,6 @@ def _run_deciding_checks(target: Target, symptom: str) -> Report:
 
     prefixes = troubleshoot.deciding_prefixes(symptom)
     return run_checks(target, only=prefixes)
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
 
 
 def start(notebook: str, namespace: Mapping[str, Any], *, need_target: bool = True) -> NotebookRun:
@@ -1228,12 +1215,8 @@ def _sandbox_running(say: Progress, breaks: Sequence[str] = (), timeout_s: float
     A sandbox that is already running is reused as it is (and left running) when no break
     scenario was asked for.
     """
-    manager = _optional_module("rtbook.sandbox.manager")
-    if manager is None:
-        raise DependencyError(
-            "the embedded sandbox is not part of this installation (rtbook.sandbox.manager is missing); "
-            "run against a stack with --stack DIR --api-url URL --db-url URL"
-        )
+    from rtbook.sandbox import manager
+
     current = manager.status()
     if current.get("running"):
         if breaks or current.get("breaks"):

@@ -233,14 +233,10 @@ class ParamForm:
         return report
 
     def _prepare_plan(self) -> str:
-        try:
-            from rtbook import tenants
+        from rtbook import tenants
 
-            plan_fn = tenants.plan
-        except (ImportError, AttributeError):
-            return "<p>No seeding plan: rtbook.tenants.plan is not available in this installation.</p>"
         try:
-            self._plan = plan_fn(self._target, create=True)
+            self._plan = tenants.plan(self._target, create=True)
         except RtbookError as exc:
             return f"<p>No seeding plan: {html.escape(self._redact(str(exc)))}</p>"
         self.confirm_button.disabled = False

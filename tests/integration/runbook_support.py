@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ import pytest
 from tests.conftest import CORPUS, ROOT, have_postgres, require
 
 OFFICIAL = CORPUS / "official" / "2026-09-1f37f2a"
-
-
-def have_module(name: str) -> bool:
-    """True when ``name`` can be imported (another engineer's module may not have landed yet)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def rtbook_cli(
@@ -74,7 +65,6 @@ class Sandbox:
 
 def require_sandbox() -> None:
     """Skip locally / fail in CI when the sandbox cannot run here."""
-    require(have_module("rtbook.sandbox.manager"), "the embedded sandbox (rtbook.sandbox.manager) is not available")
     require(have_postgres(), "PostgreSQL 15 with wal2json is needed by the sandbox")
 
 
@@ -123,7 +113,6 @@ class RunbookTarget:
     form_values: dict[str, str]
     step: str
     expect_ids: tuple[str, ...] = ()
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -138,6 +127,7 @@ def runbook_target(tmp_path: Path) -> Iterator[RunbookTarget]:
             env=box.env,
             form_values={"api_url": "", "tenant": str(box.status.get("tenant") or "")},
             step="01 setup: compose, env, containers, health",
+            expect_ids=("compose.realtime.tenant_consistency", "env.api_keys", "realtime.health"),
         )
     finally:
         stop_sandbox(home)

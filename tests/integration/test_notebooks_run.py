@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 
 from rtbook.runbook import NOTEBOOKS, verify
-from tests.conftest import require
 from tests.integration.runbook_support import (
     find_leaks,
-    have_module,
     require_sandbox,
     rtbook_cli,
     stack_copy,
@@ -149,7 +147,6 @@ def test_usage_errors_exit_2_before_anything_runs(tmp_path: Path) -> None:
 
 def test_canary_secrets_appear_nowhere_in_the_record(tmp_path: Path, home: Path) -> None:
     """Canaries in the environment and the stack's .env are found nowhere, raw or base64-encoded."""
-    require(have_module("rtbook.stack"), "rtbook.stack (the stack loader) is not available yet")
     canary_env = "cnry-env-" + secrets.token_hex(12)
     canary_dotenv = "cnry-dotenv-" + secrets.token_hex(12)
     canary_enc = "cnry" + secrets.token_hex(6)  # 16 characters, the shape DB_ENC_KEY must have
@@ -165,11 +162,9 @@ def test_canary_secrets_appear_nowhere_in_the_record(tmp_path: Path, home: Path)
     }
     out = tmp_path / "outputs"
     args = ["run", "--stack", str(stack), "--output-dir", str(out), "-p", "docker=off"]
-    live = have_module("rtbook.sandbox.manager")
-    if live:
-        # Point the live checks at a running sandbox so that they really use (and could leak) the secrets.
-        box = start_sandbox(home)
-        args += ["--api-url", str(box.status["gateway_url"]), "--db-url", str(box.status["db_url"])]
+    # Point the live checks at a running sandbox so that they really use (and could leak) the secrets.
+    box = start_sandbox(home)
+    args += ["--api-url", str(box.status["gateway_url"]), "--db-url", str(box.status["db_url"])]
     proc = rtbook_cli(args, env, 900)
     assert proc.returncode in (0, 1), proc.stderr[-4000:]
     record = _record(out)
@@ -180,9 +175,8 @@ def test_canary_secrets_appear_nowhere_in_the_record(tmp_path: Path, home: Path)
     manifest = json.loads((record / "manifest.json").read_text())
     assert ".env" in manifest["target_fingerprint"]["stack_files_sha256"]
     assert str(Path.home()) + "/" not in "".join(p.read_text() for p in record.iterdir() if p.is_file())
-    if live:
-        # And the sandbox's own freshly generated secrets (used by the live checks) did not leak either.
-        assert find_leaks(record, box.secret_values()) == []
+    # And the sandbox's own freshly generated secrets (used by the live checks) did not leak either.
+    assert find_leaks(record, box.secret_values()) == []
 
 
 @pytest.mark.sandbox

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtbook.cli import main
+from rtbook.exceptions import ChecksFailedError
 from rtbook.results import CheckResult, Report, Status
 from rtbook.runbook import NotebookRun, load_results, redact_notebook, verify, write_manifest
 from rtbook.secrets import Redactor
@@ -177,7 +178,7 @@ def test_notebook_run_saves_latest_result_per_id(tmp_path: Path) -> None:
     assert [(r.id, r.status) for r in saved] == [("tenant.row", Status.PASS), ("tenant.extension", Status.WARN)]
     run.gate()  # a warning does not fail without strict
     run.params["strict"] = True
-    with pytest.raises(Exception, match=r"tenant\.extension"):
+    with pytest.raises(ChecksFailedError, match=r"tenant\.extension"):
         run.gate()
 
 
