@@ -75,54 +75,51 @@ class GatewayKind(Generic[L]):
     unreadable_remedy: str
     load: Callable[[Stack], L | None]
 
+    def context(self, target: Target, check_id: str, need_config: bool = True) -> L | CheckResult:
+        """The loaded gateway config (cached on the target), or the skip/fail result that stands in for it.
 
-def gateway_context(target: Target, check_id: str, spec: GatewayKind[L], need_config: bool = True) -> L | CheckResult:
-    """The loaded gateway config (cached on the target), or the skip/fail result that stands in for it.
+        Args:
+            target: the target; its stack is required (the checks declare ``needs=("stack",)``).
+            check_id: the calling check, which the stand-in result carries.
+            need_config: False for the checks that report on a config that does not parse.
 
-    Args:
-        target: the target; its stack is required (the checks declare ``needs=("stack",)``).
-        check_id: the calling check, which the stand-in result carries.
-        spec: the gateway's wording and loader.
-        need_config: False for the checks that report on a config that does not parse.
-
-    Returns:
-        What ``spec.load`` returned (a ``KongLoaded`` or ``EnvoyLoaded``), or a :class:`CheckResult`.
-    """
-    stack = target.stack
-    assert stack is not None  # needs=("stack",)
-    kind = stack.gateway_kind()
-    if kind != spec.kind:
-        other_kind, other_title, other_service = spec.other
-        if kind == other_kind:
-            gw = stack.gateway_service()
+        Returns:
+            What ``self.load`` returned (a ``KongLoaded`` or ``EnvoyLoaded``), or a :class:`CheckResult`.
+        """
+        stack = target.stack
+        assert stack is not None  # needs=("stack",)
+        kind = stack.gateway_kind()
+        if kind != self.kind:
+            other_kind, other_title, other_service = self.other
+            if kind == other_kind:
+                gw = stack.gateway_service()
+                return result(
+                    check_id,
+                    Status.SKIP,
+                    f"Skipped: the stack's gateway is {other_title} (service {gw.name if gw else other_service!r}), "
+                    f"not {self.title}; the {other_kind}.* checks cover it.",
+                )
+            return result(check_id, Status.SKIP, f"Skipped: the stack has no {self.title} gateway service.")
+        key = f"{self.kind}.loaded"
+        if key not in target.cache:
+            try:
+                target.cache[key] = self.load(stack)
+            except InputError as exc:
+                target.cache[key] = str(exc)
+        cached: L | str | None = target.cache[key]
+        parse_id = f"{self.kind}.parse"
+        if isinstance(cached, str) and check_id != parse_id:
             return result(
-                check_id,
-                Status.SKIP,
-                f"Skipped: the stack's gateway is {other_title} (service {gw.name if gw else other_service!r}), "
-                f"not {spec.title}; the {other_kind}.* checks cover it.",
+                check_id, Status.SKIP, f"Skipped: {self.files} could not be read (see {parse_id}).", detail=cached
             )
-        return result(check_id, Status.SKIP, f"Skipped: the stack has no {spec.title} gateway service.")
-    key = f"{spec.kind}.loaded"
-    if key not in target.cache:
-        try:
-            target.cache[key] = spec.load(stack)
-        except InputError as exc:
-            target.cache[key] = str(exc)
-    cached: L | str | None = target.cache[key]
-    parse_id = f"{spec.kind}.parse"
-    if isinstance(cached, str) and check_id != parse_id:
-        return result(
-            check_id, Status.SKIP, f"Skipped: {spec.files} could not be read (see {parse_id}).", detail=cached
-        )
-    if isinstance(cached, str):
-        return result(check_id, Status.FAIL, spec.unreadable, detail=cached, remedy=spec.unreadable_remedy)
-    if cached is None:
-        return result(check_id, Status.SKIP, f"Skipped: the stack has no {spec.title} gateway service.")
-    if need_config and cached.config is None:
-        return result(
-            check_id, Status.SKIP, f"Skipped: {spec.config} does not load (see {parse_id}).", detail=cached.error or ""
-        )
-    return cached
+        if isinstance(cached, str):
+            return result(check_id, Status.FAIL, self.unreadable, detail=cached, remedy=self.unreadable_remedy)
+        if cached is None:
+            return result(check_id, Status.SKIP, f"Skipped: the stack has no {self.title} gateway service.")
+        if need_config and cached.config is None:
+            summary = f"Skipped: {self.config} does not load (see {parse_id})."
+            return result(check_id, Status.SKIP, summary, detail=cached.error or "")
+        return cached
 
 
 def realtime_port(target: Target) -> int:

@@ -27,7 +27,6 @@ from rtbook._gateway import (
     REALTIME_TENANTS_PATH,
     REALTIME_WS_PATH,
     GatewayKind,
-    gateway_context,
     public_url,
     realtime_port,
     tenant_of,
@@ -686,11 +685,6 @@ _ENVOY = GatewayKind(
 )
 
 
-def _context(target: Target, check_id: str, need_config: bool = True) -> EnvoyLoaded | CheckResult:
-    """The loaded Envoy config, or the skip/fail result that stands in for it."""
-    return gateway_context(target, check_id, _ENVOY, need_config)
-
-
 def _cfg(ctx: EnvoyLoaded) -> EnvoyConfig:
     assert ctx.config is not None
     return ctx.config
@@ -703,7 +697,7 @@ def _lds_name(ctx: EnvoyLoaded) -> str:
 @register("envoy.parse", "The Envoy gateway config substitutes and parses", needs=("stack",))
 def check_parse(target: Target) -> CheckResult:
     """The LDS/CDS files parse after the entrypoint's substitution and define listeners and clusters."""
-    ctx = _context(target, "envoy.parse", need_config=False)
+    ctx = _ENVOY.context(target, "envoy.parse", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     evidence: dict[str, Any] = {
@@ -758,7 +752,7 @@ def check_parse(target: Target) -> CheckResult:
 @register("envoy.placeholders", "Every ${VAR} in the Envoy templates is substituted with a value", needs=("stack",))
 def check_placeholders(target: Target) -> CheckResult:
     """No ``${VAR}`` is left unsubstituted, and required substituted values are not empty."""
-    ctx = _context(target, "envoy.placeholders", need_config=False)
+    ctx = _ENVOY.context(target, "envoy.placeholders", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     problems: list[str] = []
@@ -867,7 +861,7 @@ def _route_problems(
 )
 def check_realtime_ws(target: Target) -> CheckResult:
     """``/realtime/v1/websocket`` reaches the Realtime cluster as ``/socket/websocket`` with upgrades enabled."""
-    ctx = _context(target, "envoy.realtime_ws")
+    ctx = _ENVOY.context(target, "envoy.realtime_ws")
     if isinstance(ctx, CheckResult):
         return ctx
     problems, fixes, evidence = _route_problems(ctx, target, REALTIME_WS_PATH, "/socket/websocket", "WebSocket")
@@ -906,7 +900,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
 @register("envoy.realtime_rest", "Envoy routes /realtime/v1/api to Realtime's /api", needs=("stack",))
 def check_realtime_rest(target: Target) -> CheckResult:
     """``/realtime/v1/api/broadcast`` reaches the Realtime cluster as ``/api/broadcast``."""
-    ctx = _context(target, "envoy.realtime_rest")
+    ctx = _ENVOY.context(target, "envoy.realtime_rest")
     if isinstance(ctx, CheckResult):
         return ctx
     problems, fixes, evidence = _route_problems(ctx, target, REALTIME_REST_PATH, "/api/broadcast", "REST")
@@ -933,7 +927,7 @@ def check_realtime_rest(target: Target) -> CheckResult:
 @register("envoy.realtime_host_rewrite", "Envoy sets the Host (the tenant) on the Realtime routes", needs=("stack",))
 def check_host_rewrite(target: Target) -> CheckResult:
     """The Realtime routes rewrite Host (``host_rewrite_literal``), since Realtime takes the tenant from it."""
-    ctx = _context(target, "envoy.realtime_host_rewrite")
+    ctx = _ENVOY.context(target, "envoy.realtime_host_rewrite")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _cfg(ctx)
@@ -1030,7 +1024,7 @@ def _rbac_protects(rules: Mapping[str, Any], path: str, keys: Sequence[str]) -> 
 )
 def check_realtime_auth(target: Target) -> CheckResult:
     """The Realtime routes require a known apikey (Lua or RBAC) and the WebSocket route copies it to ``x-api-key``."""
-    ctx = _context(target, "envoy.realtime_auth")
+    ctx = _ENVOY.context(target, "envoy.realtime_auth")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _cfg(ctx)
@@ -1132,7 +1126,7 @@ def check_realtime_auth(target: Target) -> CheckResult:
 @register("envoy.tenants_api_blocked", "Envoy blocks Realtime's tenant admin API", needs=("stack",))
 def check_tenants_api_blocked(target: Target) -> CheckResult:
     """``/realtime/v1/api/tenants`` is denied (RBAC deny or direct response) rather than proxied."""
-    ctx = _context(target, "envoy.tenants_api_blocked")
+    ctx = _ENVOY.context(target, "envoy.tenants_api_blocked")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _cfg(ctx)

@@ -31,7 +31,6 @@ from rtbook._gateway import (
     REALTIME_TENANTS_PATH,
     REALTIME_WS_PATH,
     GatewayKind,
-    gateway_context,
     public_url,
     realtime_port,
     tenant_of,
@@ -1166,11 +1165,6 @@ _KONG = GatewayKind(
 )
 
 
-def _context(target: Target, check_id: str, need_config: bool = True) -> KongLoaded | CheckResult:
-    """The loaded Kong config, or the skip/fail result that stands in for it."""
-    return gateway_context(target, check_id, _KONG, need_config)
-
-
 def _config(ctx: KongLoaded) -> KongConfig:
     assert ctx.config is not None
     return ctx.config
@@ -1186,7 +1180,7 @@ def _line_of(text: str, needle: str) -> int | None:
 @register("kong.parse", "kong.yml parses as Kong's declarative config", needs=("stack",))
 def check_parse(target: Target) -> CheckResult:
     """kong.yml expands and parses; an unknown or missing ``_format_version`` is reported."""
-    ctx = _context(target, "kong.parse", need_config=False)
+    ctx = _KONG.context(target, "kong.parse", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     evidence: dict[str, Any] = {
@@ -1249,7 +1243,7 @@ def check_parse(target: Target) -> CheckResult:
 @register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",))
 def check_placeholders(target: Target) -> CheckResult:
     """Each ``$VAR`` in kong.yml is provided by the kong service's environment (or its entrypoint)."""
-    ctx = _context(target, "kong.placeholders", need_config=False)
+    ctx = _KONG.context(target, "kong.placeholders", need_config=False)
     if isinstance(ctx, CheckResult):
         return ctx
     exp = ctx.expansion
@@ -1360,7 +1354,7 @@ def _enabled_plugins(value: str | None) -> tuple[set[str], bool]:
 @register("kong.plugins_enabled", "Every plugin in kong.yml is listed in KONG_PLUGINS", needs=("stack",))
 def check_plugins_enabled(target: Target) -> CheckResult:
     """Kong refuses a declarative config that uses a plugin ``KONG_PLUGINS`` does not load."""
-    ctx = _context(target, "kong.plugins_enabled")
+    ctx = _KONG.context(target, "kong.plugins_enabled")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
@@ -1403,7 +1397,7 @@ def _route_label(route: KongRoute, service: KongService | None) -> str:
 @register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",))
 def check_realtime_ws(target: Target) -> CheckResult:
     """``/realtime/v1/websocket`` reaches ``<host>:4000/socket/websocket`` on a ``protocol: ws`` service."""
-    ctx = _context(target, "kong.realtime_ws")
+    ctx = _KONG.context(target, "kong.realtime_ws")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
@@ -1488,7 +1482,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
 @register("kong.realtime_rest", "Kong routes /realtime/v1/api to Realtime's /api", needs=("stack",))
 def check_realtime_rest(target: Target) -> CheckResult:
     """``/realtime/v1/api/broadcast`` reaches ``<host>:4000/api/broadcast``."""
-    ctx = _context(target, "kong.realtime_rest")
+    ctx = _KONG.context(target, "kong.realtime_rest")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
@@ -1557,7 +1551,7 @@ def _consumers_with(config: KongConfig, value: str | None) -> list[KongConsumer]
 @register("kong.realtime_auth", "Kong key-auth and ACL let the anon and service keys into Realtime", needs=("stack",))
 def check_realtime_auth(target: Target) -> CheckResult:
     """key-auth keeps the apikey, the ACL admits anon and admin, and consumers hold both keys."""
-    ctx = _context(target, "kong.realtime_auth")
+    ctx = _KONG.context(target, "kong.realtime_auth")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
@@ -1680,7 +1674,7 @@ def check_realtime_auth(target: Target) -> CheckResult:
 @register("kong.tenants_api_blocked", "Kong blocks Realtime's tenant admin API", needs=("stack",))
 def check_tenants_api_blocked(target: Target) -> CheckResult:
     """``/realtime/v1/api/tenants`` is answered by request-termination rather than passed to Realtime."""
-    ctx = _context(target, "kong.tenants_api_blocked")
+    ctx = _KONG.context(target, "kong.tenants_api_blocked")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
@@ -1732,7 +1726,7 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
 @register("kong.realtime_preserve_host", "Kong sends the upstream host (the tenant) to Realtime", needs=("stack",))
 def check_preserve_host(target: Target) -> CheckResult:
     """``preserve_host: true`` on a Realtime route makes the client's Host, not the upstream, choose the tenant."""
-    ctx = _context(target, "kong.realtime_preserve_host")
+    ctx = _KONG.context(target, "kong.realtime_preserve_host")
     if isinstance(ctx, CheckResult):
         return ctx
     config = _config(ctx)
