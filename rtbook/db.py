@@ -204,6 +204,42 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(text.split())[:600]
 
 
+# How libpq/PostgreSQL words each problem: (alternatives, each a set of fragments that must all be in the
+# lowered message; kind; summary with {where} = " user@host:port/db" and {at} = the same without the space;
+# remedy). First match wins, so the statement timeout comes before the generic timeout.
+_DB_ERRORS: tuple[tuple[tuple[tuple[str, ...], ...], str, str, str], ...] = (
+    ((("password authentication failed",), ("no password supplied",)), "auth",
+     "The database refused the password for{where}.",
+     "Set POSTGRES_PASSWORD (environment or the stack's .env) to the password of the user in --db-url."),
+    ((("no pg_hba.conf entry",),), "hba",
+     "pg_hba.conf has no entry allowing this connection ({at}).",
+     "Add a host line for this client to pg_hba.conf (or connect from inside the compose network) "
+     "and reload PostgreSQL."),
+    ((("does not exist", "database"),), "no_database",
+     "The database in --db-url does not exist ({at}).",
+     "Use the database Realtime's DB_NAME names (postgres in the official compose)."),
+    ((("role", "does not exist"),), "no_role",
+     "The user in --db-url does not exist ({at}).",
+     "Connect as supabase_admin or postgres (the users the official image creates)."),
+    ((("could not translate host name",), ("name or service not known",)), "dns",
+     "The host in --db-url does not resolve ({at}).",
+     "Use an address reachable from where rtbook runs, e.g. 127.0.0.1 with the published port "
+     "(the compose name 'db' only resolves inside the compose network)."),
+    ((("connection refused",),), "refused",
+     "Nothing accepts connections at{where}.",
+     "Start the db service, or publish its port (ports: ['127.0.0.1:5432:5432']) and use that port."),
+    ((("canceling statement due to statement timeout",), ("lock timeout",)), "statement_timeout",
+     "A query ran longer than the statement timeout.",
+     "Look for long transactions (pg_stat_activity where state = 'idle in transaction') or raise --timeout."),
+    ((("timeout",), ("timed out",)), "timeout",
+     "The database did not answer in time ({at}).",
+     "Check the address and any firewall; raise --timeout if the database is just slow."),
+    ((("permission denied",), ("must be superuser",)), "permission",
+     "The user in --db-url lacks a privilege this check needs.",
+     "Connect as supabase_admin (superuser in the official image)."),
+)
+
+
 def classify_db_error(exc: BaseException, target: Target | None = None) -> DbProblem:
     """Map a connection or query error to a cause and a remedy."""
     text = _error_text(exc)
@@ -215,59 +251,9 @@ def classify_db_error(exc: BaseException, target: Target | None = None) -> DbPro
             where = f" {url.username or ''}@{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
         except ConfigError:
             where = ""
-    if "password authentication failed" in low or "no password supplied" in low:
-        return DbProblem(
-            "auth",
-            f"The database refused the password for{where}.",
-            "Set POSTGRES_PASSWORD (environment or the stack's .env) to the password of the user in --db-url.",
-            text,
-        )
-    if "no pg_hba.conf entry" in low:
-        return DbProblem(
-            "hba",
-            f"pg_hba.conf has no entry allowing this connection ({where.strip()}).",
-            "Add a host line for this client to pg_hba.conf (or connect from inside the compose network) "
-            "and reload PostgreSQL.",
-            text,
-        )
-    if "does not exist" in low and "database" in low:
-        return DbProblem(
-            "no_database", f"The database in --db-url does not exist ({where.strip()}).",
-            "Use the database Realtime's DB_NAME names (postgres in the official compose).", text,
-        )
-    if "role" in low and "does not exist" in low:
-        return DbProblem(
-            "no_role", f"The user in --db-url does not exist ({where.strip()}).",
-            "Connect as supabase_admin or postgres (the users the official image creates).", text,
-        )
-    if "could not translate host name" in low or "name or service not known" in low:
-        return DbProblem(
-            "dns", f"The host in --db-url does not resolve ({where.strip()}).",
-            "Use an address reachable from where rtbook runs, e.g. 127.0.0.1 with the published port "
-            "(the compose name 'db' only resolves inside the compose network).", text,
-        )
-    if "connection refused" in low:
-        return DbProblem(
-            "refused", f"Nothing accepts connections at{where}.",
-            "Start the db service, or publish its port (ports: ['127.0.0.1:5432:5432']) and use that port.",
-            text,
-        )
-    if "canceling statement due to statement timeout" in low or "lock timeout" in low:
-        return DbProblem(
-            "statement_timeout", "A query ran longer than the statement timeout.",
-            "Look for long transactions (pg_stat_activity where state = 'idle in transaction') "
-            "or raise --timeout.", text,
-        )
-    if "timeout" in low or "timed out" in low:
-        return DbProblem(
-            "timeout", f"The database did not answer in time ({where.strip()}).",
-            "Check the address and any firewall; raise --timeout if the database is just slow.", text,
-        )
-    if "permission denied" in low or "must be superuser" in low:
-        return DbProblem(
-            "permission", "The user in --db-url lacks a privilege this check needs.",
-            "Connect as supabase_admin (superuser in the official image).", text,
-        )
+    for alternatives, kind, summary, remedy in _DB_ERRORS:
+        if any(all(part in low for part in parts) for parts in alternatives):
+            return DbProblem(kind, summary.format(where=where, at=where.strip()), remedy, text)
     return DbProblem("other", "The database returned an error.", "Read the database's message in the detail.", text)
 
 
