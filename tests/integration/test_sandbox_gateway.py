@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -231,12 +232,24 @@ def start_gateway(tmp: Path, kong_text: str, hosts: dict[str, Any], env: dict[st
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(cfg)],
                                 stdout=subprocess.PIPE, stderr=fh, text=True)
-    assert proc.stdout is not None
+    # A reader thread, so a gateway that neither prints nor exits cannot block past the deadline.
+    out: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for text in proc.stdout:
+            out.put(text)
+        out.put("")  # end of output: the gateway exited
+
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + timeout
     line = ""
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("READY ") or proc.poll() is not None or not line:
+        try:
+            line = out.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line.startswith("READY ") or not line:
             break
     if not line.startswith("READY "):
         proc.kill()
@@ -315,16 +328,22 @@ def test_unsupported_plugin_is_a_startup_error_naming_it(tmp_path: Path) -> None
                             "          hide_credentials: true", 1)
     assert "rate-limiting" in text
     proc, port, log = start_gateway(tmp_path, text, {})
-    assert port == 0 and proc.returncode == 2
-    assert "rate-limiting" in log.read_text() and "not supported" in log.read_text()
+    try:
+        assert port == 0 and proc.returncode == 2
+        assert "rate-limiting" in log.read_text() and "not supported" in log.read_text()
+    finally:
+        stop(proc)  # only if it started after all
 
 
 def test_unsupported_option_is_a_startup_error_naming_it(tmp_path: Path) -> None:
     text = KONG_YML.replace("          hide_groups_header: true\n", "          hide_groups_header: true\n"
                             "          always_use_authenticated_groups: true\n", 1)
     proc, port, log = start_gateway(tmp_path, text, {})
-    assert port == 0 and proc.returncode == 2
-    assert "always_use_authenticated_groups" in log.read_text()
+    try:
+        assert port == 0 and proc.returncode == 2
+        assert "always_use_authenticated_groups" in log.read_text()
+    finally:
+        stop(proc)  # only if it started after all
 
 
 # ---------------------------------------------------------------- HTTP behaviour
@@ -462,13 +481,16 @@ def test_hidden_credentials_leave_no_apikey_for_realtime(gw: str) -> None:
 def test_sigterm_stops_the_gateway_cleanly(upstream: Upstream, tmp_path: Path) -> None:
     hosts = {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}"}
     proc, port, log = start_gateway(tmp_path, KONG_YML, hosts)
-    assert port, log.read_text()
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey={ANON}", timeout=5)
-    ws.recv()
-    t0 = time.monotonic()
-    assert stop(proc) == 0
-    assert time.monotonic() - t0 < 4  # open WebSockets are closed with 1001, not waited for
-    ws.close()
+    try:
+        assert port, log.read_text()
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey={ANON}", timeout=5)
+        ws.recv()
+        t0 = time.monotonic()
+        assert stop(proc) == 0
+        assert time.monotonic() - t0 < 4  # open WebSockets are closed with 1001, not waited for
+        ws.close()
+    finally:
+        stop(proc)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/", timeout=2)
     assert os.path.exists(log)
@@ -544,6 +566,9 @@ def test_lua_templates_of_the_entrypoint_evaluate_like_kong() -> None:
 def test_startup_errors_do_not_reveal_keys(tmp_path: Path) -> None:
     text = KONG_YML.replace("  - username: service_role\n", "  - usernme: service_role\n", 1)
     proc, port, log = start_gateway(tmp_path, text, {})
-    assert port == 0 and proc.returncode == 2
-    out = log.read_text()
-    assert "username" in out and SERVICE not in out
+    try:
+        assert port == 0 and proc.returncode == 2
+        out = log.read_text()
+        assert "username" in out and SERVICE not in out
+    finally:
+        stop(proc)  # only if it started after all
