@@ -624,12 +624,6 @@ class Service:
             image = image[: image.rfind(":")]
         return image
 
-    def image_tag(self) -> str | None:
-        """The image tag (``v2.78.15``), or None when absent."""
-        image = self.image.split("@", 1)[0]
-        last = image.rsplit("/", 1)[-1]
-        return last.split(":", 1)[1] if ":" in last else None
-
 
 def _env_str(value: Any) -> str:
     if value is None:
@@ -1113,8 +1107,8 @@ class Stack:
 
                 envoy = load_envoy(self)
                 return (list(envoy.realtime_host_rewrites()) if envoy else []), "Envoy host rewrite"
-        except Exception as exc:  # the gateway loaders report their own errors in kong.*/envoy.*
-            return [], f"gateway config unreadable: {type(exc).__name__}"
+        except InputError:  # the gateway's own checks (kong.parse/envoy.parse) report the details
+            return [], "gateway config unreadable"
         return [], "no gateway"
 
     def redactor(self) -> Redactor:

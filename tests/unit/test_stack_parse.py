@@ -221,6 +221,16 @@ def test_official_2026_envoy_and_kong_overlay(corpus: Path, tmp_path: Path) -> N
     assert stack.implied_tenant() == "realtime-dev"
 
 
+def test_unreadable_gateway_config_leaves_the_default_tenant(corpus: Path, tmp_path: Path) -> None:
+    kong_dir = stack_copy(
+        corpus, OFFICIAL_2026, tmp_path, "COMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\n"
+    )
+    (kong_dir / "volumes/api/kong.yml").write_text("services: [unclosed\n")
+    stack = Stack.load(kong_dir)
+    assert stack.gateway_realtime_hosts() == ([], "gateway config unreadable")
+    assert stack.implied_tenant() == "realtime-dev"
+
+
 def test_official_2025_unquoted_bool_kept_raw(corpus: Path, tmp_path: Path) -> None:
     stack = Stack.load(stack_copy(corpus, OFFICIAL_2025, tmp_path))
     rt = stack.realtime_service()
