@@ -8,15 +8,16 @@ when the config is not there or cannot be read. Only the wording and the loader 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from rtbook.exceptions import InputError
 from rtbook.results import CheckResult, Status
 
 if TYPE_CHECKING:
-    from rtbook.stack import Stack
+    from rtbook.stack import Service, Stack
     from rtbook.target import Target
 
 REALTIME_WS_PATH = "/realtime/v1/websocket"
@@ -120,6 +121,62 @@ class GatewayKind(Generic[L]):
             summary = f"Skipped: {self.config} does not load (see {parse_id})."
             return result(check_id, Status.SKIP, summary, detail=cached.error or "")
         return cached
+
+
+class ConfigReader:
+    """Checks the shape of one parsed gateway file; each error names the file and the place in it."""
+
+    def __init__(self, source: str) -> None:
+        """Read values of the file ``source``."""
+        self.source = source
+
+    def err(self, where: str, problem: str) -> InputError:
+        """The error for ``problem`` at ``where``."""
+        return InputError(f"{self.source}: {where}: {problem}")
+
+    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        """``value`` as a mapping (absent: empty)."""
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.err(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def seq(self, value: Any, where: str) -> Sequence[Any]:
+        """``value`` as a list (absent: empty)."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.err(where, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def text(self, value: Any, where: str) -> str | None:
+        """``value`` as a string (absent: None); YAML numbers count, booleans and containers do not."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.err(where, f"expected a string, got {type(value).__name__}")
+        return str(value)
+
+
+def volume_mounts(stack: Stack, service: Service) -> dict[str, Path]:
+    """Container path -> host path of the service's bind mounts (relative sources taken from the stack's root)."""
+    out: dict[str, Path] = {}
+    for vol in getattr(service, "volumes", None) or ():
+        source: Any = None
+        target: Any = None
+        if isinstance(vol, str):
+            parts = vol.split(":")
+            if len(parts) >= 2:
+                source, target = parts[0], parts[1]
+        elif isinstance(vol, Mapping):
+            source, target = vol.get("source"), vol.get("target")
+        else:
+            source, target = getattr(vol, "source", None), getattr(vol, "target", None)
+        if isinstance(source, str) and isinstance(target, str):
+            path = Path(source)
+            out[target] = path if path.is_absolute() or stack.root is None else Path(stack.root) / path
+    return out
 
 
 def realtime_port(target: Target) -> int:

@@ -26,10 +26,12 @@ from rtbook._gateway import (
     REALTIME_REST_PATH,
     REALTIME_TENANTS_PATH,
     REALTIME_WS_PATH,
+    ConfigReader,
     GatewayKind,
     public_url,
     realtime_port,
     tenant_of,
+    volume_mounts,
 )
 from rtbook._gateway import result as _result
 from rtbook.exceptions import InputError
@@ -293,34 +295,7 @@ def _upstream_hosts(config: EnvoyConfig, route: EnvoyRoute) -> list[str]:
 # ---------------------------------------------------------------------- parsing
 
 
-class _P:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def err(self, where: str, problem: str) -> InputError:
-        return InputError(f"{self.source}: {where}: {problem}")
-
-    def map(self, value: Any, where: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.err(where, f"expected a mapping, got {type(value).__name__}")
-        return value
-
-    def seq(self, value: Any, where: str) -> Sequence[Any]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.err(where, f"expected a list, got {type(value).__name__}")
-        return value
-
-    def text(self, value: Any, where: str) -> str | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.err(where, f"expected a string, got {type(value).__name__}")
-        return str(value)
-
+class _P(ConfigReader):
     def port(self, value: Any, where: str) -> int | None:
         if value is None:
             return None
@@ -344,7 +319,7 @@ def load_yaml(text: str, source: str) -> Any:
 def _upgrades(p: _P, raw: Any, where: str) -> dict[str, bool]:
     out: dict[str, bool] = {}
     for n, item in enumerate(p.seq(raw, where)):
-        data = p.map(item, f"{where}[{n}]")
+        data = p.mapping(item, f"{where}[{n}]")
         kind = (p.text(data.get("upgrade_type"), f"{where}[{n}].upgrade_type") or "").lower()
         enabled = data.get("enabled", True)
         out[kind] = enabled is not False
@@ -352,23 +327,23 @@ def _upgrades(p: _P, raw: Any, where: str) -> dict[str, bool]:
 
 
 def _route(p: _P, raw: Any, where: str, vhost: str) -> EnvoyRoute:
-    data = p.map(raw, where)
-    match = p.map(data.get("match"), f"{where}.match")
-    action = p.map(data.get("route"), f"{where}.route")
+    data = p.mapping(raw, where)
+    match = p.mapping(data.get("match"), f"{where}.match")
+    action = p.mapping(data.get("route"), f"{where}.route")
     regex = None
     if match.get("safe_regex") is not None:
         regex = p.text(
-            p.map(match.get("safe_regex"), f"{where}.match.safe_regex").get("regex"), f"{where}.match.safe_regex"
+            p.mapping(match.get("safe_regex"), f"{where}.match.safe_regex").get("regex"), f"{where}.match.safe_regex"
         )
     prefix = p.text(match.get("prefix"), f"{where}.match.prefix")
     if prefix is None and match.get("path_separated_prefix") is not None:
         prefix = p.text(match.get("path_separated_prefix"), f"{where}.match.path_separated_prefix")
     regex_rewrite = None
     if action.get("regex_rewrite") is not None:
-        rr = p.map(action.get("regex_rewrite"), f"{where}.route.regex_rewrite")
-        pattern = p.map(rr.get("pattern"), f"{where}.route.regex_rewrite.pattern").get("regex")
+        rr = p.mapping(action.get("regex_rewrite"), f"{where}.route.regex_rewrite")
+        pattern = p.mapping(rr.get("pattern"), f"{where}.route.regex_rewrite.pattern").get("regex")
         regex_rewrite = (str(pattern or ""), str(rr.get("substitution") or ""))
-    per_filter = p.map(data.get("typed_per_filter_config"), f"{where}.typed_per_filter_config")
+    per_filter = p.mapping(data.get("typed_per_filter_config"), f"{where}.typed_per_filter_config")
     disabled: list[str] = []
     rbac_deny = False
     for fname, cfg in per_filter.items():
@@ -401,9 +376,9 @@ def _route(p: _P, raw: Any, where: str, vhost: str) -> EnvoyRoute:
 
 
 def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
-    data = p.map(raw, where)
-    sock = p.map(
-        p.map(data.get("address"), f"{where}.address").get("socket_address"), f"{where}.address.socket_address"
+    data = p.mapping(raw, where)
+    sock = p.mapping(
+        p.mapping(data.get("address"), f"{where}.address").get("socket_address"), f"{where}.address.socket_address"
     )
     routes: list[EnvoyRoute] = []
     filters: list[EnvoyFilter] = []
@@ -411,10 +386,10 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
     rds = False
     for c, chain in enumerate(p.seq(data.get("filter_chains"), f"{where}.filter_chains")):
         cw = f"{where}.filter_chains[{c}]"
-        for f, flt in enumerate(p.seq(p.map(chain, cw).get("filters"), f"{cw}.filters")):
+        for f, flt in enumerate(p.seq(p.mapping(chain, cw).get("filters"), f"{cw}.filters")):
             fw = f"{cw}.filters[{f}]"
-            fdata = p.map(flt, fw)
-            typed = p.map(fdata.get("typed_config"), f"{fw}.typed_config")
+            fdata = p.mapping(flt, fw)
+            typed = p.mapping(fdata.get("typed_config"), f"{fw}.typed_config")
             if "http_connection_manager" not in str(fdata.get("name", "")) and not str(typed.get("@type", "")).endswith(
                 "HttpConnectionManager"
             ):
@@ -422,17 +397,17 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
             upgrades.update(_upgrades(p, typed.get("upgrade_configs"), f"{fw}.typed_config.upgrade_configs"))
             if typed.get("rds") is not None:
                 rds = True
-            rc = p.map(typed.get("route_config"), f"{fw}.typed_config.route_config")
+            rc = p.mapping(typed.get("route_config"), f"{fw}.typed_config.route_config")
             for v, vh in enumerate(p.seq(rc.get("virtual_hosts"), f"{fw}.route_config.virtual_hosts")):
                 vw = f"{fw}.route_config.virtual_hosts[{v}]"
-                vdata = p.map(vh, vw)
+                vdata = p.mapping(vh, vw)
                 vname = p.text(vdata.get("name"), f"{vw}.name") or vw
                 for r, route in enumerate(p.seq(vdata.get("routes"), f"{vw}.routes")):
                     routes.append(_route(p, route, f"{vw}.routes[{r}]", vname))
             for h, hf in enumerate(p.seq(typed.get("http_filters"), f"{fw}.typed_config.http_filters")):
                 hw = f"{fw}.http_filters[{h}]"
-                hdata = p.map(hf, hw)
-                htyped = p.map(hdata.get("typed_config"), f"{hw}.typed_config")
+                hdata = p.mapping(hf, hw)
+                htyped = p.mapping(hdata.get("typed_config"), f"{hw}.typed_config")
                 code = htyped.get("inline_code")
                 if code is None and isinstance(htyped.get("default_source_code"), Mapping):
                     code = htyped["default_source_code"].get("inline_string")
@@ -454,15 +429,16 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
 
 
 def _cluster(p: _P, raw: Any, where: str) -> EnvoyCluster:
-    data = p.map(raw, where)
+    data = p.mapping(raw, where)
     endpoints: list[tuple[str, int | None]] = []
-    la = p.map(data.get("load_assignment"), f"{where}.load_assignment")
+    la = p.mapping(data.get("load_assignment"), f"{where}.load_assignment")
     for e, group in enumerate(p.seq(la.get("endpoints"), f"{where}.load_assignment.endpoints")):
         gw = f"{where}.load_assignment.endpoints[{e}]"
-        for n, lb in enumerate(p.seq(p.map(group, gw).get("lb_endpoints"), f"{gw}.lb_endpoints")):
+        for n, lb in enumerate(p.seq(p.mapping(group, gw).get("lb_endpoints"), f"{gw}.lb_endpoints")):
             lw = f"{gw}.lb_endpoints[{n}]"
-            endpoint = p.map(p.map(lb, lw).get("endpoint"), f"{lw}.endpoint")
-            sock = p.map(p.map(endpoint.get("address"), f"{lw}.address").get("socket_address"), f"{lw}.socket_address")
+            endpoint = p.mapping(p.mapping(lb, lw).get("endpoint"), f"{lw}.endpoint")
+            address = p.mapping(endpoint.get("address"), f"{lw}.address")
+            sock = p.mapping(address.get("socket_address"), f"{lw}.socket_address")
             host = p.text(sock.get("address"), f"{lw}.socket_address.address")
             if host is not None:
                 endpoints.append((host, p.port(sock.get("port_value"), f"{lw}.socket_address.port_value")))
@@ -473,12 +449,12 @@ def _resources(p: _P, data: Any, kind: str) -> Iterator[Any]:
     """Listener or Cluster resources from an xDS file (``resources:``) or a bootstrap's static_resources."""
     if data is None:
         return
-    top = p.map(data, "top level")
+    top = p.mapping(data, "top level")
     for n, res in enumerate(p.seq(top.get("resources"), "resources")):
-        rtype = str(p.map(res, f"resources[{n}]").get("@type", ""))
+        rtype = str(p.mapping(res, f"resources[{n}]").get("@type", ""))
         if rtype.endswith(kind) or not rtype:
             yield res
-    static = p.map(top.get("static_resources"), "static_resources")
+    static = p.mapping(top.get("static_resources"), "static_resources")
     yield from p.seq(static.get("listeners" if kind == "Listener" else "clusters"), f"static_resources.{kind.lower()}s")
 
 
@@ -526,30 +502,11 @@ class EnvoyLoaded:
     error: str | None = None
 
 
-def _mounts(stack: Stack, service: Service) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for vol in getattr(service, "volumes", None) or ():
-        source: Any = None
-        target: Any = None
-        if isinstance(vol, str):
-            parts = vol.split(":")
-            if len(parts) >= 2:
-                source, target = parts[0], parts[1]
-        elif isinstance(vol, Mapping):
-            source, target = vol.get("source"), vol.get("target")
-        else:
-            source, target = getattr(vol, "source", None), getattr(vol, "target", None)
-        if isinstance(source, str) and isinstance(target, str):
-            path = Path(source)
-            out[target] = path if path.is_absolute() or stack.root is None else Path(stack.root) / path
-    return out
-
-
 def _find_files(stack: Stack, service: Service) -> dict[str, Path]:
     """Host paths of the bootstrap, the LDS/CDS templates or files, and the entrypoint script."""
     candidates: dict[str, Path] = {}
     given = stack.envoy_files() or {}
-    for key, path in {**{str(k): Path(v) for k, v in given.items()}, **_mounts(stack, service)}.items():
+    for key, path in {**{str(k): Path(v) for k, v in given.items()}, **volume_mounts(stack, service)}.items():
         name = Path(key).name.lower() + " " + Path(path).name.lower()
         if "entrypoint" in name:
             candidates.setdefault("entrypoint", Path(path))

@@ -30,10 +30,12 @@ from rtbook._gateway import (
     REALTIME_REST_PATH,
     REALTIME_TENANTS_PATH,
     REALTIME_WS_PATH,
+    ConfigReader,
     GatewayKind,
     public_url,
     realtime_port,
     tenant_of,
+    volume_mounts,
 )
 from rtbook._gateway import result as _result
 from rtbook.exceptions import InputError
@@ -646,33 +648,10 @@ def upstream_path(route: KongRoute, service: KongService | None, request_path: s
 # ---------------------------------------------------------------------- parsing
 
 
-class _Ctx:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def err(self, where: str, problem: str) -> InputError:
-        return InputError(f"{self.source}: {where}: {problem}")
-
-    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.err(where, f"expected a mapping, got {type(value).__name__}")
-        return value
-
-    def seq(self, value: Any, where: str) -> Sequence[Any]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.err(where, f"expected a list, got {type(value).__name__}")
-        return value
-
+class _Ctx(ConfigReader):
     def text(self, value: Any, where: str, default: str = "") -> str:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.err(where, f"expected a string, got {type(value).__name__}")
-        return str(value)
+        found = super().text(value, where)
+        return default if found is None else found
 
     def flag(self, value: Any, where: str, default: bool) -> bool:
         if value is None:
@@ -942,21 +921,7 @@ def _words(value: Any) -> str:
 
 def _mount_source(stack: Stack, service: Service, target_suffix: str) -> Path | None:
     """The host path mounted at a container path ending with ``target_suffix``."""
-    for vol in getattr(service, "volumes", None) or ():
-        source: Any = None
-        target: Any = None
-        if isinstance(vol, str):
-            parts = vol.split(":")
-            if len(parts) >= 2:
-                source, target = parts[0], parts[1]
-        elif isinstance(vol, Mapping):
-            source, target = vol.get("source"), vol.get("target")
-        else:
-            source, target = getattr(vol, "source", None), getattr(vol, "target", None)
-        if isinstance(source, str) and isinstance(target, str) and target.endswith(target_suffix):
-            path = Path(source)
-            return path if path.is_absolute() or stack.root is None else (Path(stack.root) / path)
-    return None
+    return next((p for t, p in volume_mounts(stack, service).items() if t.endswith(target_suffix)), None)
 
 
 def _mount_content(service: Service, target_suffix: str) -> str | None:
