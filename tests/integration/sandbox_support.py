@@ -93,6 +93,7 @@ def cluster_and_server(
     *,
     setup_sql: tuple[str, ...] = (),
     kept_out_of_the_log: tuple[str, ...] = (),
+    wal_level: str = "logical",
 ) -> Iterator[tuple[PostgresCluster, ServerProcess]]:
     """A bootstrapped PostgreSQL 15 cluster and the Realtime-compatible server on it, both stopped on leaving.
 
@@ -102,7 +103,7 @@ def cluster_and_server(
     from rtbook.sandbox.server_process import start_server
 
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    cluster = PostgresCluster()
+    cluster = PostgresCluster(wal_level=wal_level)
     cluster.start()
     workdir = Path(tempfile.mkdtemp(prefix="rtbook-srv-"))
     server: ServerProcess | None = None

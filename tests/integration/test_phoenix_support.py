@@ -9,21 +9,20 @@ Secrets are fresh canaries; tests assert that none reaches an output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
 
 from rtbook.results import Report
 from rtbook.target import Target
+from tests.integration.sandbox_support import cluster_and_server
 
 TENANT = "realtime-dev"
 TENANT_HOST = "realtime-dev.localhost"
@@ -88,31 +87,21 @@ class Lab:
     """A PostgreSQL cluster and the Realtime-compatible server, with canary secrets."""
 
     def __init__(self, wal_level: str = "logical") -> None:
-        from rtbook.sandbox import PostgresCluster, bootstrap
-        from rtbook.sandbox.server_process import start_server
-
         self.jwt_secret = "CANARY-jwt-" + secrets.token_hex(16)
         self.anon_key = make_token(self.jwt_secret, "anon")
         self.service_key = make_token(self.jwt_secret, "service_role")
-        self.cluster = PostgresCluster(wal_level=wal_level)
-        self.cluster.start()
-        self.workdir = Path(tempfile.mkdtemp(prefix="rtbook-h5-"))
-        self.server = None
-        try:
-            bootstrap(self.cluster, jwt_secret=self.jwt_secret)
-            self.server = start_server(
-                {
-                    "db": f"host=127.0.0.1 port={self.cluster.port} user=supabase_admin dbname=postgres",
-                    "db_enc_key": "supabaserealtime",
-                    "api_jwt_secret": self.jwt_secret,
-                    "metrics_jwt_secret": self.jwt_secret,
-                },
-                workdir=self.workdir,
-                db_password=self.cluster.password,
-            )
-        except BaseException:
-            self.close()
-            raise
+        self._running = contextlib.ExitStack()
+        self.cluster, self.server = self._running.enter_context(cluster_and_server(
+            self.jwt_secret,
+            lambda cluster: {
+                "db": f"host=127.0.0.1 port={cluster.port} user=supabase_admin dbname=postgres",
+                "db_enc_key": "supabaserealtime",
+                "api_jwt_secret": self.jwt_secret,
+                "metrics_jwt_secret": self.jwt_secret,
+            },
+            wal_level=wal_level,
+            kept_out_of_the_log=(self.jwt_secret, self.anon_key, self.service_key),
+        ))
 
     @property
     def canaries(self) -> tuple[str, ...]:
@@ -120,7 +109,6 @@ class Lab:
 
     @property
     def realtime_url(self) -> str:
-        assert self.server is not None
         return self.server.url()
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -147,12 +135,8 @@ class Lab:
         self.cluster.execute(statement)
 
     def close(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            self.cluster.stop()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Stop the server and the cluster; then no canary may be in the server's log."""
+        self._running.close()
 
 
 def lab_fixture() -> Iterator[Lab]:
