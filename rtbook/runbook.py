@@ -63,7 +63,6 @@ __all__ = [
     "VerifyResult",
     "add_cli",
     "default_params",
-    "gate",
     "load_params_file",
     "notebook_for",
     "notebook_params",
@@ -598,11 +597,6 @@ def start(notebook: str, namespace: Mapping[str, Any], *, need_target: bool = Tr
     run = NotebookRun(notebook, params, target)
     run.save()
     return run
-
-
-def gate(run: NotebookRun) -> None:
-    """The last cell of every notebook: save the results and raise when a check failed."""
-    run.gate()
 
 
 def load_results(run_dir: str | Path, exclude: Sequence[str] = ()) -> Report:
