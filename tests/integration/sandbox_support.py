@@ -80,10 +80,19 @@ def start(breaks: tuple[str, ...] = (), timeout: float = 4.0) -> Iterator[Runnin
     """A running sandbox, stopped and removed on leaving (also when the test fails)."""
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
     running = Running(breaks, timeout)
+    logs: dict[str, str] = {}
     try:
+        secrets = running.secrets()
         yield running
     finally:
-        running.close()
+        try:
+            logs = {name: Path(path).read_text(errors="replace") for name, path in running.state.logs.items()
+                    if name in ("realtime", "gateway") and Path(path).exists()}
+        finally:
+            running.close()
+    # Checked after the clean-up, so a leak found here leaves no process or directory behind.
+    for name, text in logs.items():
+        assert not [s for s in secrets if s in text], f"a secret of the stack reached the sandbox's {name} log"
 
 
 @contextlib.contextmanager
