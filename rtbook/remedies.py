@@ -209,7 +209,8 @@ _ALL: tuple[Cause, ...] = (
         "wal2json, a free replication slot) or the CDC poller is not working.",
         "Check wal_level=logical, the wal2json plugin and free replication slots; read Realtime's log "
         "for PoolingReplicationPreparationError / ReplicationSlotBeingUsed.",
-        ("db.wal_level", "db.wal2json", "db.replication_capacity", "db.realtime_slots", "db.publication"),
+        ("compose.db.wal_level", "db.wal_level", "db.wal2json", "db.replication_capacity", "db.realtime_slots",
+         "db.publication"),
     ),
     Cause(
         "wal_level",
@@ -217,7 +218,7 @@ _ALL: tuple[Cause, ...] = (
         "Logical decoding requires wal_level >= logical; Realtime cannot create its wal2json slot.",
         "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (the supabase/postgres image "
         "defaults to logical).",
-        ("db.wal_level",),
+        ("compose.db.wal_level", "db.wal_level"),
     ),
     Cause(
         "wal2json_missing",

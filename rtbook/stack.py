@@ -930,6 +930,11 @@ class Stack:
         kong_file: Path | None,
         environ: Mapping[str, str] | None,
     ) -> Stack:
+        # Relative mounts are resolved against the stack folder later, so the folder must not
+        # depend on the caller's working directory.
+        files = [f.absolute() for f in files]
+        env_file = env_file.absolute() if env_file is not None else None
+        kong_file = kong_file.absolute() if kong_file is not None else None
         get = _chain(env_values, environ)
         docs = []
         try:

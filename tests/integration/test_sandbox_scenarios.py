@@ -288,6 +288,7 @@ STATIC = {
     "no-apikey-forwarding": "kong.realtime_auth",
     "tenant-missing": "compose.realtime.seed_self_host",
     "jwt-mismatch": "compose.realtime.seed_self_host",
+    "wal-level-replica": "compose.db.wal_level",
 }
 
 

@@ -164,3 +164,20 @@ def test_checks_lists_static_ids(capsys: pytest.CaptureFixture[str]) -> None:
                 "compose.realtime.secret_key_base", "compose.realtime.search_path", "compose.realtime.db_connection",
                 "compose.realtime.healthcheck", "compose.realtime.network", "env.api_keys", "env.default_secrets"):
         assert cid in out
+
+
+def test_relative_stack_path_gives_the_same_verdicts(
+    good_stack: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kong's entrypoint mount is resolved against the stack folder, not the working directory.
+    (good_stack / ".env").write_text(
+        (good_stack / ".env").read_text() + "\nCOMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\n"
+    )
+    absolute = run(["check", "--stack", str(good_stack), "--no-docker", "--format", "json"], capsys)
+    monkeypatch.chdir(good_stack.parent.parent)
+    relative = run(["check", "--stack", str(good_stack.relative_to(good_stack.parent.parent)), "--no-docker",
+                    "--format", "json"], capsys)
+    assert relative[0] == absolute[0] == 0, relative[1]
+    statuses = lambda out: {r["id"]: r["status"] for r in json.loads(out)["results"]}  # noqa: E731
+    assert statuses(relative[1]) == statuses(absolute[1])
+    assert statuses(relative[1])["kong.placeholders"] == "pass"
