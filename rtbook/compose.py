@@ -199,7 +199,9 @@ def _rule_jwt_secret(ctx: _EnvContext) -> CheckResult:
         return _r(cid, Status.FAIL, f"API_JWT_SECRET is not set in {ctx.source}.",
                   detail="Realtime seeds the tenant's jwt_secret from API_JWT_SECRET and verifies every client "
                   "token against it; unset, the seed falls back to a built-in public default.",
-                  remedy=f"Set API_JWT_SECRET: ${{JWT_SECRET}} in {ctx.where}.")
+                  remedy=f"Set API_JWT_SECRET: ${{JWT_SECRET}} in {ctx.where}, and JWT_SECRET (32+ characters) "
+                  "in the stack's .env: compose interpolates an unset variable to an empty string, so an existing "
+                  "API_JWT_SECRET: ${JWT_SECRET} line is empty when .env lacks JWT_SECRET.")
     lines = [f"API_JWT_SECRET ({ctx.source}): {_desc(secret)}"]
     mismatched: list[str] = []
     skipped: list[str] = []
