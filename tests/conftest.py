@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("RTBOOK_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = Path(os.environ.get("RTBOOK_CORPUS", ROOT / "tests" / "fixtures" / "corpus"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_BIN = Path(os.environ.get("RTBOOK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
