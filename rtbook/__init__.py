@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtbook.checks import run_checks
 from rtbook.exceptions import (
     ChecksFailedError,
     ConfigError,
@@ -18,7 +17,8 @@ from rtbook.exceptions import (
     RtbookError,
     SandboxError,
 )
-from rtbook.results import CheckResult, Report, Status, all_checks
+from rtbook.registry import all_checks, run_checks
+from rtbook.results import CheckResult, Report, Status
 from rtbook.secrets import Redactor, Secret
 from rtbook.target import Target
 
@@ -48,7 +48,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazily expose the Stack so importing rtbook stays cheap.
     if name == "Stack":
-        from rtbook.stack import Stack
+        from rtbook.config.stack import Stack
 
         return Stack
     raise AttributeError(f"module 'rtbook' has no attribute {name!r}")

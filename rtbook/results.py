@@ -12,29 +12,19 @@ import dataclasses
 import enum
 import html
 import json
-import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from rtbook.exceptions import ChecksFailedError, ConfigError
+from rtbook.exceptions import ChecksFailedError
 from rtbook.secrets import Redactor
 
 if TYPE_CHECKING:
-    from rtbook.target import Target
+    pass
 
-__all__ = [
-    "CheckResult",
-    "CheckSpec",
-    "Report",
-    "Status",
-    "all_checks",
-    "get_check",
-    "register",
-    "run_one",
-]
+__all__ = ['CheckResult', 'Report', 'Status']
+
 
 
 class Status(enum.StrEnum):
@@ -336,114 +326,3 @@ class Report(Sequence[CheckResult]):
             elif r.status is Status.WARN:
                 ET.SubElement(tc, "system-out").text = f"WARN: {message}\n{body}".strip()
         return ET.tostring(root, encoding="unicode", xml_declaration=True)
-
-
-# ---------------------------------------------------------------- registry
-
-CheckFunc = Callable[["Target"], "CheckResult | Iterable[CheckResult]"]
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """A registered check: its id, title, what it needs and the function that runs it."""
-
-    id: str
-    title: str
-    func: CheckFunc
-    needs: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-
-    @property
-    def area(self) -> str:
-        """The first component of the id (``compose``, ``kong``, ``db``...)."""
-        return self.id.split(".", 1)[0]
-
-
-_REGISTRY: dict[str, CheckSpec] = {}
-
-
-def register(
-    check_id: str, title: str, *, needs: Sequence[str] = (), tags: Sequence[str] = ()
-) -> Callable[[CheckFunc], CheckFunc]:
-    """Register a check function under a stable id.
-
-    ``needs`` names what the check requires from the target (``stack``, ``db``, ``gateway``,
-    ``realtime``, ``docker``); the runner skips the check with that reason when it is absent.
-    """
-    if check_id.count(".") < 1 or check_id != check_id.strip():
-        raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
-
-    def decorate(func: CheckFunc) -> CheckFunc:
-        existing = _REGISTRY.get(check_id)
-        if existing is not None and existing.func.__qualname__ != func.__qualname__:
-            raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
-        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags))
-        return func
-
-    return decorate
-
-
-def all_checks() -> list[CheckSpec]:
-    """Every registered check, in registration order (importing every check module first)."""
-    from rtbook.checks import load_check_modules
-
-    load_check_modules()
-    return list(_REGISTRY.values())
-
-
-def get_check(check_id: str) -> CheckSpec:
-    """Return the spec for ``check_id``; raise ConfigError naming close ids when unknown."""
-    all_checks()
-    try:
-        return _REGISTRY[check_id]
-    except KeyError:
-        close = [k for k in _REGISTRY if k.startswith(check_id.split(".", 1)[0])]
-        raise ConfigError(
-            f"no check with id {check_id!r}; run 'rtbook checks' for the list"
-            + (f" (same area: {', '.join(close[:8])})" if close else "")
-        ) from None
-
-
-def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
-    """Run one check and return its results; a crash becomes an ``error`` result, never a traceback."""
-    started = time.perf_counter()
-    try:
-        missing = [need for need in spec.needs if not target.has(need)]
-        if missing:
-            out: list[CheckResult] = [
-                CheckResult(
-                    spec.id,
-                    Status.SKIP,
-                    spec.title,
-                    summary=f"Skipped: the target has no {', '.join(missing)} "
-                    f"({target.why_missing(missing[0])}).",
-                )
-            ]
-        else:
-            produced = spec.func(target)
-            out = [produced] if isinstance(produced, CheckResult) else list(produced)
-            for r in out:
-                if not isinstance(r, CheckResult):
-                    raise TypeError(f"check {spec.id} returned {type(r).__name__}, not CheckResult")
-    except Exception as exc:  # a check must never stop the run
-        tb = traceback.format_exception_only(type(exc), exc)
-        out = [
-            CheckResult(
-                spec.id,
-                Status.ERROR,
-                spec.title,
-                summary=f"The check {spec.id} crashed: {type(exc).__name__}: {exc}",
-                detail="".join(tb).strip(),
-                remedy="This is a bug in rtbook or an input it does not understand; "
-                "report it with the detail above.",
-            )
-        ]
-    elapsed = (time.perf_counter() - started) * 1000
-    final = []
-    for r in out:
-        if not r.title:
-            r = dataclasses.replace(r, title=spec.title)
-        if not r.duration_ms:
-            r = dataclasses.replace(r, duration_ms=elapsed / max(len(out), 1))
-        final.append(r.redacted(target.redactor))
-    return final

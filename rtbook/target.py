@@ -13,13 +13,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rtbook.config.gateway import implied_tenant
+from rtbook.config.stack import Stack
 from rtbook.exceptions import ConfigError
 from rtbook.secrets import Redactor, Secret
-
-if TYPE_CHECKING:
-    from rtbook.stack import Stack
 
 __all__ = ["DEFAULT_TENANT", "Target", "sandbox_state_path"]
 
@@ -95,8 +94,6 @@ class Target:
     @classmethod
     def from_stack_dir(cls, stack_dir: str | Path, **kwargs: Any) -> Target:
         """Load the stack in ``stack_dir`` and wrap it in a target."""
-        from rtbook.stack import Stack
-
         return cls(stack=Stack.load(stack_dir), **kwargs)
 
     @classmethod
@@ -193,9 +190,7 @@ class Target:
         if self.tenant:
             return self.tenant
         if self.stack is not None:
-            implied = self.stack.implied_tenant()
-            if implied:
-                return implied
+            return implied_tenant(self.stack)
         return DEFAULT_TENANT
 
 

@@ -12,7 +12,7 @@ query string, Lua ``$(...)`` templates of the entrypoint), ``request-termination
 ``post-function`` idiom of the official file (clear a header when empty). Anything else is a
 startup error naming it. Upstream host names resolve through the config's ``hosts`` map only.
 
-The gateway deliberately shares no code with :mod:`rtbook.kong`: it is an independent reading of
+The gateway deliberately shares no code with :mod:`rtbook.config.kong`: it is an independent reading of
 the same files, so the product's parser is checked against it rather than against itself.
 
 Config JSON (written 0600 by the manager; it holds the kong environment's keys)::

@@ -74,7 +74,7 @@ def docker_client() -> Iterator[Any]:
 def lab_session(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The session's lab: image, project network and the official stack copied to a tmp dir."""
     require(OFFICIAL.is_dir(), f"official corpus stack not found at {OFFICIAL}")
-    from rtbook.stack import Stack
+    from rtbook.config.stack import Stack
 
     Lab.sweep_stale(docker_client)
     lab = Lab.create(docker_client)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from docker.types import Ulimit
 
-from rtbook.checks import run_checks
-from rtbook.docker_checks import connect_engine, discover
+from rtbook.clients.docker import connect_engine, discover
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from rtbook.target import Target
 from tests.docker.harness import Lab
@@ -96,7 +96,7 @@ def test_renamed_container_fails_until_the_alias_is_added(
     rt = lab.realtime(name=f"{lab.prefix}-renamed-realtime", aliases=(UPSTREAM,))
     lab.wait_health(rt)
     # The same target, as in a notebook cell run again: the engine is asked afresh.
-    monkeypatch.setattr("rtbook.docker_checks.SESSION_TTL_S", 0.0)
+    monkeypatch.setattr("rtbook.clients.docker.SESSION_TTL_S", 0.0)
     again = run(target)
     assert status(again, "docker.realtime.tenant_host") is Status.PASS, str(again)
     assert status(again, "docker.gateway.resolves_realtime") is Status.PASS, str(again)

@@ -197,6 +197,6 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
             browser.close()
     saved = work / "outputs" / "params.json"
     assert saved.is_file(), "Save parameters wrote nothing"
-    from rtbook.runbook import load_params_file, validate_params
+    from rtbook.runbook.params import load_params_file, validate_params
 
     assert validate_params(load_params_file(saved))["target_kind"] == runbook_target.target_kind

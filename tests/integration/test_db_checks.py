@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from rtbook.checks import run_checks
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from rtbook.target import Target
 from tests.conftest import have_postgres, require
@@ -263,7 +263,7 @@ def test_wal_level_replica(replica_lab: Lab) -> None:
 def test_engine_sets_timeouts_and_keeps_the_password_out_of_strings(fresh: Lab) -> None:
     import sqlalchemy as sa
 
-    from rtbook.db import engine_for
+    from rtbook.clients.db import engine_for
 
     target = fresh.target(timeout=3.5)
     engine = engine_for(target)
@@ -280,7 +280,7 @@ def test_engine_sets_timeouts_and_keeps_the_password_out_of_strings(fresh: Lab) 
 def test_long_query_is_cut_by_statement_timeout(fresh: Lab) -> None:
     import sqlalchemy as sa
 
-    from rtbook.db import engine_for
+    from rtbook.clients.db import engine_for
 
     started = time.monotonic()
     with engine_for(fresh.target(timeout=1)).connect() as conn, pytest.raises(sa.exc.OperationalError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rtbook.checks import run_checks
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from tests.integration.sandbox_support import Running, start
 from tests.integration.test_db_fixtures import finding
@@ -76,17 +76,17 @@ def test_break_scenario_is_found_by_the_right_check(scenario: str, check_id: str
 
 def _repair(box: Running) -> None:
     """plan/apply fixes the tenant rows from the sandbox stack's own values."""
-    from rtbook import tenants
+    from rtbook import seeding
 
     target = box.target()
-    the_plan = tenants.plan(target, create=True)
+    the_plan = seeding.plan(target, create=True)
     assert the_plan.changes and not the_plan.blocked
-    result = tenants.apply(target, the_plan, yes=True)
+    result = seeding.apply(target, the_plan, yes=True)
     assert result.status is Status.PASS, str(result)
     after = run_checks(box.target(), only="tenant.")
     for r in after:
         assert r.status is Status.PASS, str(r)
-    assert tenants.plan(box.target()).empty
+    assert seeding.plan(box.target()).empty
     text = str(the_plan) + the_plan._repr_html_() + str(result) + str(after)
     for secret in box.secrets():
         assert secret not in text

@@ -28,7 +28,7 @@ def broken_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def test_confirm_button_applies_the_plan_and_the_saved_file_runs_headless(
     tmp_path: Path, broken_sandbox: Sandbox
 ) -> None:
-    from rtbook.widgets import ParamForm
+    from rtbook.runbook.widgets import ParamForm
 
     form = ParamForm(params_path=tmp_path / "params.json")
     form.step.value = "02 tenant and database"

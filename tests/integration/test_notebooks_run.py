@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from rtbook.runbook import NOTEBOOKS, verify
+from rtbook.runbook.notebooks import NOTEBOOKS
+from rtbook.runbook.record import verify
 from tests.integration.runbook_support import (
     find_leaks,
     require_sandbox,

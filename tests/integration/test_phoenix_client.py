@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtbook.phoenix import (
+from rtbook.clients.phoenix import (
     VSN1,
     VSN2,
     ConnectFailed,

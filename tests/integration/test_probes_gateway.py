@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rtbook.checks import run_checks
+from rtbook.registry import run_checks
 from rtbook.results import Status
 from tests.conftest import have_postgres, require
 from tests.integration.test_phoenix_support import Lab, Silent, assert_no_canary, closed_port, lab_fixture

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtbook.checks import run_checks
 from rtbook.crypto import encrypt
+from rtbook.registry import run_checks
 from rtbook.results import CheckResult, Report, Status
 from tests.integration.sandbox_support import Running, start
 

@@ -132,7 +132,7 @@ def test_scenario_names_are_checked_and_conflicts_named(tmp_path: Path) -> None:
 
 def test_static_checks_see_wal_level_replica(tmp_path: Path) -> None:
     """wal-level-replica only edits the db command; compose.db.wal_level is the static check that notices it."""
-    from rtbook.checks import run_checks
+    from rtbook.registry import run_checks
     from rtbook.results import Status
     from rtbook.target import Target
 

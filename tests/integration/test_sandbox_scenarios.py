@@ -294,7 +294,7 @@ STATIC = {
 
 @pytest.mark.parametrize(("name", "check_id"), sorted(STATIC.items()))
 def test_static_checks_see_the_stack_edit(name: str, check_id: str, tmp_path: Path) -> None:
-    from rtbook.checks import run_checks
+    from rtbook.registry import run_checks
     from rtbook.target import Target
 
     healthy, broken = tmp_path / "healthy", tmp_path / "broken"

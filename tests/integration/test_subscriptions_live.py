@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtbook.checks import run_checks
 from rtbook.crypto import encrypt
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from tests.conftest import have_postgres, require
 from tests.integration.test_phoenix_support import Lab, Silent, assert_no_canary, closed_port, lab_fixture

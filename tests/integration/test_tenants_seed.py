@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from rtbook import tenants
-from rtbook.checks import run_checks
+from rtbook import seeding
 from rtbook.cli import main
 from rtbook.crypto import decrypt, encrypt, encrypt_gcm
 from rtbook.exceptions import ConfigError, ConfirmationRequired
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from rtbook.target import Target
 from tests.integration.test_db_fixtures import ENC_CANARY, JWT_CANARY, TENANT, Lab, finding, pg_lab, reset  # noqa: F401
@@ -40,7 +40,7 @@ def _ciphertexts(lab: Lab) -> list[str]:
     """Every encrypted value stored now (they must not reach outputs either)."""
     out = [r[0] for r in lab.query("SELECT jwt_secret FROM _realtime.tenants WHERE jwt_secret IS NOT NULL")]
     for (settings,) in lab.query("SELECT settings FROM _realtime.extensions"):
-        out += [settings[k] for k in tenants.ENCRYPTED_SETTINGS if isinstance(settings.get(k), str)]
+        out += [settings[k] for k in seeding.ENCRYPTED_SETTINGS if isinstance(settings.get(k), str)]
     return out
 
 
@@ -117,14 +117,14 @@ def test_gcm_values_need_the_gcm_key(fresh: Lab) -> None:
     with_key = fresh.target(env=fresh.env(DB_ENC_KEY_GCM=gcm_key))
     for result in _checks(with_key):
         assert result.status is Status.PASS, str(result)
-    assert tenants.plan(with_key).empty
+    assert seeding.plan(with_key).empty
     without = fresh.target()
     report = _checks(without)
     assert report.by_id("tenant.jwt_secret").status is Status.WARN
     assert "DB_ENC_KEY_GCM" in report.by_id("tenant.jwt_secret").summary
     assert report.by_id("tenant.db_settings").status is Status.WARN
     # Without the key rtbook cannot tell, so it does not overwrite the values.
-    the_plan = tenants.plan(without)
+    the_plan = seeding.plan(without)
     assert the_plan.empty and sum("DB_ENC_KEY_GCM" in n for n in the_plan.notes) == 2
     _assert_clean(fresh, _report_text(report), str(the_plan), extra=(gcm_key,))
 
@@ -149,9 +149,9 @@ def test_duplicate_cdc_rows_without_unique_index(fresh: Lab) -> None:
         result = _checks(fresh.target()).by_id("tenant.extension")
         assert result.status is Status.FAIL
         assert "2 postgres_cdc_rls rows" in result.summary
-        the_plan = tenants.plan(fresh.target(), delete_extra=True)
+        the_plan = seeding.plan(fresh.target(), delete_extra=True)
         assert [c.kind for c in the_plan.changes] == ["delete"]
-        assert tenants.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
+        assert seeding.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
         assert _checks(fresh.target()).by_id("tenant.extension").status is Status.PASS
     finally:
         fresh.sql("DELETE FROM _realtime.tenants")
@@ -195,7 +195,7 @@ def test_schema_missing(fresh: Lab) -> None:
         assert "_realtime_moved" in schema.detail  # the tables were found elsewhere
         assert "CREATE SCHEMA IF NOT EXISTS _realtime" in schema.remedy
         assert report.by_id("tenant.row").status is Status.SKIP
-        assert tenants.plan(fresh.target()).blocked
+        assert seeding.plan(fresh.target()).blocked
     finally:
         fresh.sql("ALTER SCHEMA _realtime_moved RENAME TO _realtime")
 
@@ -212,8 +212,8 @@ def test_schema_adapts_to_older_realtime_columns(fresh: Lab) -> None:
         assert "2024-11" in report.by_id("tenant.schema").summary
         assert report.by_id("tenant.jwt_secret").status is Status.PASS
         # Creating a second tenant adapts to the columns too.
-        the_plan = tenants.plan(fresh.target(), tenant="older", create=True)
-        assert tenants.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
+        the_plan = seeding.plan(fresh.target(), tenant="older", create=True)
+        assert seeding.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
         assert _checks(fresh.target(tenant="older")).by_id("tenant.row").status is Status.PASS
     finally:
         fresh.sql("DROP TABLE _realtime.tenants_backup")
@@ -235,12 +235,12 @@ def test_schema_adapts_to_older_realtime_columns(fresh: Lab) -> None:
 def test_plan_is_a_dry_run_and_apply_needs_confirmation(fresh: Lab) -> None:
     fresh.sql(f"UPDATE _realtime.tenants SET jwt_secret = '{ROTATED}'")
     before = fresh.dump()
-    the_plan = tenants.plan(fresh.target())
+    the_plan = seeding.plan(fresh.target())
     assert [(c.kind, c.table) for c in the_plan.changes] == [("update", "tenants")]
     assert "jwt_secret" in the_plan.changes[0].after
     assert fresh.dump() == before  # planning wrote nothing
     with pytest.raises(ConfirmationRequired, match="yes=True"):
-        tenants.apply(fresh.target(), the_plan)
+        seeding.apply(fresh.target(), the_plan)
     assert fresh.dump() == before
     assert "(dry run)" in str(the_plan)
 
@@ -250,9 +250,9 @@ def test_repair_then_second_apply_changes_nothing(fresh: Lab) -> None:
     fresh.sql("UPDATE _realtime.extensions SET settings = settings - 'region' || "
               f"jsonb_build_object('db_port', 5432, 'db_name', '{encrypt('wrongdb', ENC_CANARY)}')")
     target = fresh.target()
-    first = tenants.plan(target)
+    first = seeding.plan(target)
     assert len(first.changes) == 2
-    result = tenants.apply(target, first, yes=True)
+    result = seeding.apply(target, first, yes=True)
     assert result.status is Status.PASS, str(result)
     for check in _checks(fresh.target()):
         assert check.status is Status.PASS, str(check)
@@ -262,13 +262,13 @@ def test_repair_then_second_apply_changes_nothing(fresh: Lab) -> None:
     assert settings["region"] == "us-east-1"
     after_first = fresh.dump()
     # A new plan is empty, and applying it changes nothing.
-    second = tenants.plan(fresh.target())
+    second = seeding.plan(fresh.target())
     assert second.empty, str(second)
-    again = tenants.apply(fresh.target(), second, yes=True)
+    again = seeding.apply(fresh.target(), second, yes=True)
     assert again.status is Status.PASS and "Nothing to do" in again.summary
     assert fresh.dump() == after_first
     # Re-applying the stale first plan is refused and changes nothing either.
-    stale = tenants.apply(fresh.target(), first, yes=True)
+    stale = seeding.apply(fresh.target(), first, yes=True)
     assert stale.status is Status.FAIL and finding(stale) == "tenant.plan_stale"
     assert fresh.dump() == after_first
 
@@ -277,7 +277,7 @@ def test_apply_records_prior_rows_redacted(fresh: Lab) -> None:
     fresh.sql(f"UPDATE _realtime.tenants SET jwt_secret = '{ROTATED}'")
     old_cipher = _ciphertexts(fresh)
     target = fresh.target()
-    result = tenants.apply(target, tenants.plan(target), yes=True)
+    result = seeding.apply(target, seeding.plan(target), yes=True)
     prior = result.evidence["prior_rows"]
     assert {p["table"] for p in prior} == {"tenants", "extensions"}
     tenant_row = next(p for p in prior if p["table"] == "tenants")
@@ -293,34 +293,34 @@ def test_connection_killed_mid_apply_leaves_tables_unchanged(fresh: Lab) -> None
     fresh.sql("INSERT INTO _realtime.extensions (id, type, settings, tenant_external_id, inserted_at, updated_at) "
               f"VALUES (gen_random_uuid(), 'broadcast', '{{}}', '{TENANT}', now(), now())")
     target = fresh.target()
-    the_plan = tenants.plan(target, delete_extra=True)
+    the_plan = seeding.plan(target, delete_extra=True)
     assert [c.kind for c in the_plan.changes] == ["update", "update", "delete"]
     before = fresh.dump()
     killed: list[int] = []
 
-    def kill_after_first_statement(index: int, _change: tenants.Change, pid: int) -> None:
+    def kill_after_first_statement(index: int, _change: seeding.Change, pid: int) -> None:
         if index == 1:
             # Another session ends the applying backend between two statements.
             with fresh.cluster.connect() as other:
                 killed.append(int(other.execute("SELECT pg_terminate_backend(%s)::int", (pid,)).fetchone()[0]))
 
-    result = tenants.apply(target, the_plan, yes=True, on_step=kill_after_first_statement)
+    result = seeding.apply(target, the_plan, yes=True, on_step=kill_after_first_statement)
     assert killed == [1]
     assert result.status is Status.FAIL
     assert "rolled back" in result.summary and "Nothing written" in result.summary
     assert fresh.dump() == before
     _assert_clean(fresh, str(result), json.dumps(result.to_dict()))
     # The same plan still applies afterwards.
-    assert tenants.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
+    assert seeding.apply(fresh.target(), the_plan, yes=True).status is Status.PASS
     assert _checks(fresh.target()).by_id("tenant.extension").status is Status.PASS
 
 
 def test_rows_changed_between_plan_and_apply(fresh: Lab) -> None:
     fresh.sql("UPDATE _realtime.extensions SET settings = settings || jsonb_build_object('db_port', 5432)")
-    the_plan = tenants.plan(fresh.target())
+    the_plan = seeding.plan(fresh.target())
     fresh.sql("UPDATE _realtime.tenants SET max_concurrent_users = 7")
     before = fresh.dump()
-    result = tenants.apply(fresh.target(), the_plan, yes=True)
+    result = seeding.apply(fresh.target(), the_plan, yes=True)
     assert result.status is Status.FAIL and finding(result) == "tenant.plan_stale"
     assert fresh.dump() == before
 
@@ -328,20 +328,20 @@ def test_rows_changed_between_plan_and_apply(fresh: Lab) -> None:
 def test_extra_rows_kept_unless_asked(fresh: Lab) -> None:
     fresh.sql("INSERT INTO _realtime.extensions (id, type, settings, tenant_external_id, inserted_at, updated_at) "
               f"VALUES (gen_random_uuid(), 'presence', '{{}}', '{TENANT}', now(), now())")
-    kept = tenants.plan(fresh.target())
+    kept = seeding.plan(fresh.target())
     assert kept.empty
     assert any("Kept: rtbook did not create it" in n and "'presence'" in n for n in kept.notes)
-    deleting = tenants.plan(fresh.target(), delete_extra=True)
+    deleting = seeding.plan(fresh.target(), delete_extra=True)
     assert [c.kind for c in deleting.changes] == ["delete"]
 
 
 def test_create_additional_tenant_and_change_limits(fresh: Lab) -> None:
     target = fresh.target()
-    missing = tenants.plan(target, tenant="second")
+    missing = seeding.plan(target, tenant="second")
     assert missing.empty and "does not exist" in missing.notes[0]
-    created = tenants.plan(target, tenant="second", create=True, limits={"max_concurrent_users": 50})
+    created = seeding.plan(target, tenant="second", create=True, limits={"max_concurrent_users": 50})
     assert [(c.kind, c.table) for c in created.changes] == [("insert", "tenants"), ("insert", "extensions")]
-    assert tenants.apply(target, created, yes=True).status is Status.PASS
+    assert seeding.apply(target, created, yes=True).status is Status.PASS
     rows = fresh.query("SELECT external_id, id, max_concurrent_users, max_joins_per_second, inserted_at, updated_at "
                        "FROM _realtime.tenants ORDER BY external_id")
     assert [r[0] for r in rows] == [TENANT, "second"]
@@ -349,52 +349,52 @@ def test_create_additional_tenant_and_change_limits(fresh: Lab) -> None:
     assert isinstance(second[1], uuid.UUID) and second[2] == 50 and second[3] == 100
     assert second[4] is not None and second[4].microsecond == 0
     ext = fresh.query("SELECT settings FROM _realtime.extensions WHERE tenant_external_id = 'second'")[0][0]
-    assert ext[tenants.MARKER_KEY]
+    assert ext[seeding.MARKER_KEY]
     assert isinstance(ext["db_port"], str) and decrypt(ext["db_port"], ENC_CANARY) == str(fresh.cluster.port)
     for check in _checks(fresh.target(tenant="second")):
         assert check.status is Status.PASS, str(check)
     # Change the new tenant's limits through the same path.
-    bigger = tenants.plan(target, tenant="second", limits=["max_concurrent_users=500", "private_only=false"])
+    bigger = seeding.plan(target, tenant="second", limits=["max_concurrent_users=500", "private_only=false"])
     assert [(c.kind, c.before, c.after) for c in bigger.changes] == [
         ("update", {"max_concurrent_users": 50}, {"max_concurrent_users": 500})]
-    assert tenants.apply(target, bigger, yes=True).status is Status.PASS
+    assert seeding.apply(target, bigger, yes=True).status is Status.PASS
     assert fresh.query("SELECT max_concurrent_users FROM _realtime.tenants WHERE external_id = 'second'") == [(500,)]
-    assert tenants.plan(target, tenant="second", limits={"max_concurrent_users": 500}).empty
+    assert seeding.plan(target, tenant="second", limits={"max_concurrent_users": 500}).empty
     # A row carrying rtbook's marker is rtbook's own: it may be removed without delete_extra.
     fresh.sql("INSERT INTO _realtime.extensions (id, type, settings, tenant_external_id, inserted_at, updated_at) "
-              f"VALUES (gen_random_uuid(), 'presence', '{{\"{tenants.MARKER_KEY}\": \"x\"}}', 'second', now(), now())")
-    cleanup = tenants.plan(target, tenant="second")
+              f"VALUES (gen_random_uuid(), 'presence', '{{\"{seeding.MARKER_KEY}\": \"x\"}}', 'second', now(), now())")
+    cleanup = seeding.plan(target, tenant="second")
     assert [(c.kind, c.key.split("/")[1]) for c in cleanup.changes] == [("delete", "presence")]
 
 
 def test_recreate_deleted_tenant(fresh: Lab) -> None:
     fresh.sql(f"DELETE FROM _realtime.tenants WHERE external_id = '{TENANT}'")
     target = fresh.target()
-    the_plan = tenants.plan(target, create=True)
-    assert tenants.apply(target, the_plan, yes=True).status is Status.PASS
+    the_plan = seeding.plan(target, create=True)
+    assert seeding.apply(target, the_plan, yes=True).status is Status.PASS
     for check in _checks(fresh.target()):
         assert check.status is Status.PASS, str(check)
-    assert tenants.plan(fresh.target()).empty
+    assert seeding.plan(fresh.target()).empty
 
 
 def test_bad_limits_are_config_errors(fresh: Lab) -> None:
     with pytest.raises(ConfigError, match="unknown tenant limit 'max_users'"):
-        tenants.plan(fresh.target(), limits={"max_users": 5})
+        seeding.plan(fresh.target(), limits={"max_users": 5})
     with pytest.raises(ConfigError, match="positive whole number"):
-        tenants.plan(fresh.target(), limits=["max_concurrent_users=-1"])
+        seeding.plan(fresh.target(), limits=["max_concurrent_users=-1"])
 
 
 def test_no_secret_in_plan_renderings_logs_and_errors(fresh: Lab, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="rtbook")
     fresh.sql(f"DELETE FROM _realtime.tenants WHERE external_id = '{TENANT}'")
     target = fresh.target()
-    the_plan = tenants.plan(target, create=True)
+    the_plan = seeding.plan(target, create=True)
     texts = [str(the_plan), repr(the_plan), the_plan._repr_html_(), json.dumps(the_plan.to_dict()),
              repr(the_plan.changes)]
-    result = tenants.apply(target, the_plan, yes=True)
+    result = seeding.apply(target, the_plan, yes=True)
     texts += [str(result), json.dumps(result.to_dict())]
     with pytest.raises(ConfirmationRequired) as refused:
-        tenants.apply(target, the_plan)
+        seeding.apply(target, the_plan)
     texts.append(str(refused.value))
     texts.append(caplog.text)
     _assert_clean(fresh, *texts, extra=tuple(_ciphertexts(fresh)))
@@ -404,7 +404,7 @@ def test_unreachable_database_plan_raises_clean_error(fresh: Lab) -> None:
     wrong = "WRONG-" + fresh.password[::-1]
     target = fresh.target(env=fresh.env(POSTGRES_PASSWORD=wrong, DB_PASSWORD=wrong))
     with pytest.raises(Exception) as info:
-        tenants.plan(target)
+        seeding.plan(target)
     assert "password" in str(info.value)
     _assert_clean(fresh, str(info.value), extra=(wrong,))
 
@@ -451,11 +451,11 @@ def test_cli_bad_limit_is_usage_error(fresh: Lab, monkeypatch: pytest.MonkeyPatc
 
 def test_concurrent_apply_only_one_writes(fresh: Lab) -> None:
     fresh.sql(f"DELETE FROM _realtime.tenants WHERE external_id = '{TENANT}'")
-    plans = [tenants.plan(fresh.target(), create=True) for _ in range(2)]
+    plans = [seeding.plan(fresh.target(), create=True) for _ in range(2)]
     results: list[Any] = [None, None]
 
     def run(i: int) -> None:
-        results[i] = tenants.apply(fresh.target(), plans[i], yes=True)
+        results[i] = seeding.apply(fresh.target(), plans[i], yes=True)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from rtbook import tenants
-from rtbook.checks import run_checks
+from rtbook import seeding
+from rtbook.registry import run_checks
 from rtbook.results import Status
 from rtbook.target import Target
 from tests.integration.test_db_fixtures import JWT_CANARY, TENANT, Lab, finding, pg_lab, reset  # noqa: F401
@@ -74,9 +74,9 @@ def test_rotated_jwt_secret_in_env_is_found_and_repaired(stack_lab: tuple[Lab, P
     result = run_checks(target, only="tenant.jwt_secret").by_id("tenant.jwt_secret")
     assert result.status is Status.FAIL and finding(result) == "tenant.jwt_secret_mismatch"
     assert "the realtime service's environment" in result.detail
-    the_plan = tenants.plan(target)
+    the_plan = seeding.plan(target)
     assert [(c.kind, c.table) for c in the_plan.changes] == [("update", "tenants")]
-    assert tenants.apply(target, the_plan, yes=True).status is Status.PASS
+    assert seeding.apply(target, the_plan, yes=True).status is Status.PASS
     assert run_checks(_target(lab, stack), only="tenant.jwt_secret").by_id("tenant.jwt_secret").status is Status.PASS
     assert rotated not in str(the_plan) + str(result)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from rtbook.checks import run_checks
 from rtbook.cli import main
-from rtbook.stack import Stack
+from rtbook.config.stack import Stack
+from rtbook.registry import run_checks
 from rtbook.target import Target
 
 CANARY_JWT = "canary-jwt-secret-7f3a9c1e5b2d4f6a8c0e2b4d6f8a0c2e"

@@ -21,7 +21,7 @@ OFFICIAL_2026 = "official/2026-09-1f37f2a"
 @pytest.fixture(autouse=True)
 def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """The corpus demo keys expire on 2027-01-09: judge them as of 2026-11-18 so verdicts stay stable."""
-    monkeypatch.setattr("rtbook.compose._now", lambda: 1795000000.0)
+    monkeypatch.setattr("rtbook.checks._common.now", lambda: 1795000000.0)
 
 
 @pytest.fixture

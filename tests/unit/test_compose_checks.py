@@ -11,11 +11,11 @@ import jwt
 import pytest
 import yaml
 
-from rtbook.checks import run_checks
-from rtbook.compose import evaluate_realtime_env, parse_realtime_version, postgres_settings
+from rtbook.checks.compose import evaluate_realtime_env, parse_realtime_version, postgres_settings
+from rtbook.config.stack import Stack
 from rtbook.exceptions import InputError
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
-from rtbook.stack import Stack
 from rtbook.target import Target
 
 OFFICIAL_2026 = "official/2026-09-1f37f2a"
@@ -31,7 +31,7 @@ CORPUS_NOW = 1795000000.0  # 2026-11-18
 
 @pytest.fixture
 def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rtbook.compose._now", lambda: CORPUS_NOW)
+    monkeypatch.setattr("rtbook.checks._common.now", lambda: CORPUS_NOW)
 
 
 def copy_stack(corpus: Path, rel: str, tmp_path: Path, extra_env: str = "", env_from: str = "env.example") -> Path:
@@ -418,7 +418,7 @@ def test_parse_realtime_version() -> None:
 )
 def test_demo_keys_expiry(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, now: float,
                           status: Status, needle: str) -> None:
-    monkeypatch.setattr("rtbook.compose._now", lambda: now)
+    monkeypatch.setattr("rtbook.checks._common.now", lambda: now)
     result = check(copy_stack(corpus, OFFICIAL_2026, tmp_path)).by_id("env.api_keys")
     assert result.status is status and needle in result.summary
 

@@ -10,16 +10,8 @@ import docker
 import pytest
 import yaml
 
-from rtbook.docker_checks import (
-    LOG_SIGNATURES,
-    classify_engine_error,
-    connect_engine,
-    override_yaml,
-    parse_resolver_output,
-    probe_http_status,
-    scan_logs,
-)
-from rtbook.docker_inspect import ContainerInfo, image_repository, parse_env_list
+from rtbook.checks.docker import LOG_SIGNATURES, override_yaml, parse_resolver_output, probe_http_status, scan_logs
+from rtbook.clients.docker import ContainerInfo, classify_engine_error, connect_engine, image_repository, parse_env_list
 
 # Trimmed from a real `docker inspect` of a compose-created container (engine 20.10), plus keys
 # a newer engine adds, which must be ignored.
@@ -241,7 +233,7 @@ def test_token_verdict() -> None:
 
     import jwt
 
-    from rtbook.docker_checks import token_verdict
+    from rtbook.checks.docker import token_verdict
 
     secret = "a-secret-that-is-long-enough-for-hs256-0123"
     good = jwt.encode({"role": "anon", "exp": int(time.time()) + 60}, secret, algorithm="HS256")

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtbook.envoy import computed_env, parse_envoy, sed_substitutions, substitute
+from rtbook.config.envoy import computed_env, parse_envoy, sed_substitutions, substitute
 from rtbook.exceptions import InputError
 from tests.conftest import CORPUS, require
 

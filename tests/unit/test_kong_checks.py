@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rtbook.checks import run_checks
+from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from rtbook.target import Target
 from tests.conftest import CORPUS, require

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from rtbook.config.kong import expand_kong, expand_kong_detailed, parse_kong, upstream_path
 from rtbook.exceptions import InputError
-from rtbook.kong import expand_kong, expand_kong_detailed, parse_kong, upstream_path
 from tests.conftest import CORPUS, require
 
 OLD_KONG = CORPUS / "official/2025-11-f8a85e7/volumes/api/kong.yml"
@@ -153,7 +153,7 @@ def test_awk_matches_the_real_entrypoint(script_path: Path, kong_path: Path, tmp
     assert done.returncode == 0, done.stderr
     real = (tmp_path / "kong.yml").read_text()
 
-    from rtbook.kong import _script_env
+    from rtbook.config.kong import _script_env
 
     ours_env = {**env, **_script_env(script_text, env)}
     ours = expand_kong(kong_path.read_text(), ours_env, "awk")

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from rtbook.runbook import NOTEBOOKS, PARAMS, parameters_cell_source
+from rtbook.runbook.notebooks import NOTEBOOKS
+from rtbook.runbook.params import PARAMS, parameters_cell_source
 
 NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = [nb.name for nb in NOTEBOOKS]
@@ -130,7 +131,7 @@ def test_links_between_notebooks_resolve() -> None:
 
 
 def test_troubleshooting_table_matches_the_symptom_catalogue() -> None:
-    from rtbook.troubleshoot import SYMPTOMS
+    from rtbook.runbook.troubleshoot import SYMPTOMS
 
     text = _source(_load("05_troubleshooting")["cells"][0])
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "`" in ln]

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtbook.exceptions import ConfigError, RtbookError
-from rtbook.phoenix import (
+from rtbook.clients.phoenix import (
     VSN1,
     VSN2,
     HandshakeRefused,
@@ -20,6 +19,7 @@ from rtbook.phoenix import (
     encode,
     socket_url,
 )
+from rtbook.exceptions import ConfigError, RtbookError
 from rtbook.secrets import REDACTED, Redactor
 
 

@@ -122,14 +122,14 @@ def test_tenant_cause_points_back_to_static_checks() -> None:
 
 
 def test_cause_ids_used_by_db_and_tenant_checks_exist() -> None:
-    from rtbook.db import FINDING_CAUSES
+    from rtbook.clients.db import FINDING_CAUSES
 
     for finding, cause_id in FINDING_CAUSES.items():
         assert cause_id == "" or cause_id in CAUSES, (finding, cause_id)
 
 
 def test_static_check_ids_are_registered_checks() -> None:
-    from rtbook.results import all_checks
+    from rtbook.registry import all_checks
 
     registered = {spec.id for spec in all_checks()}
     named = {check for cause in CAUSES.values() for check in cause.static_checks}

@@ -3,9 +3,9 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from rtbook.checks import run_checks, select_checks
 from rtbook.exceptions import ChecksFailedError, ConfigError
-from rtbook.results import CheckResult, Report, Status, register, run_one
+from rtbook.registry import register, run_checks, run_one, select_checks
+from rtbook.results import CheckResult, Report, Status
 from rtbook.secrets import Redactor
 from rtbook.target import Target
 
@@ -61,7 +61,7 @@ def test_redacted_result_hides_values():
 
 @pytest.fixture
 def scratch_registry():
-    from rtbook.results import _REGISTRY
+    from rtbook.registry import _REGISTRY
 
     before = dict(_REGISTRY)
     yield

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from rtbook.exceptions import ConfigError, InputError
-from rtbook.runbook import (
+from rtbook.runbook.notebooks import select_notebooks
+from rtbook.runbook.params import (
     PARAMS,
     default_params,
     load_params_file,
     notebook_params,
     parameters_cell_source,
     parse_assignment,
-    select_notebooks,
     validate_params,
 )
 

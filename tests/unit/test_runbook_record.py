@@ -11,9 +11,10 @@ import pytest
 from rtbook.cli import main
 from rtbook.exceptions import ChecksFailedError
 from rtbook.results import CheckResult, Report, Status
-from rtbook.runbook import NotebookRun, load_results, redact_notebook, verify, write_manifest
+from rtbook.runbook.record import redact_notebook, verify, write_manifest
+from rtbook.runbook.session import NotebookRun, load_results
+from rtbook.runbook.troubleshoot import SYMPTOMS, deciding_prefixes, diagnose
 from rtbook.secrets import Redactor
-from rtbook.troubleshoot import SYMPTOMS, deciding_prefixes, diagnose
 
 CANARY = "canary-7f3Kq9ZxW2mN5vB8cD1e"
 JWT = (
@@ -194,8 +195,8 @@ def test_notebook_run_troubleshoot_reads_earlier_results(tmp_path: Path) -> None
 
 
 def test_every_deciding_check_is_registered() -> None:
-    from rtbook.results import all_checks
-    from rtbook.troubleshoot import matches
+    from rtbook.registry import all_checks
+    from rtbook.runbook.troubleshoot import matches
 
     ids = {spec.id for spec in all_checks()}
     missing = [p for p in deciding_prefixes() if not any(matches(i, p) for i in ids)]
@@ -205,7 +206,7 @@ def test_every_deciding_check_is_registered() -> None:
 def test_run_redactor_knows_html_escaped_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import html
 
-    from rtbook.runbook import _run_redactor
+    from rtbook.runbook.record import _run_redactor
 
     password = 'p&ss<w"rd-' + CANARY
     monkeypatch.setenv("DASHBOARD_PASSWORD", password)

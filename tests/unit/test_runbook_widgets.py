@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rtbook.runbook import load_params_file, validate_params
-from rtbook.widgets import STEPS, ParamForm, params_table
+from rtbook.runbook.params import load_params_file, validate_params
+from rtbook.runbook.widgets import STEPS, ParamForm, params_table
 from tests.conftest import CORPUS, require
 
 OFFICIAL = CORPUS / "official" / "2026-09-1f37f2a"

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rtbook.config.gateway import implied_tenant, realtime_upstream
+from rtbook.config.stack import Stack, interpolate, load_compose_file, merge_compose, parse_env_text
 from rtbook.exceptions import InputError
-from rtbook.stack import Stack, interpolate, load_compose_file, merge_compose, parse_env_text
 
 OFFICIAL_2026 = "official/2026-09-1f37f2a"
 OFFICIAL_2025 = "official/2025-11-f8a85e7"
@@ -201,7 +202,7 @@ def test_official_2026_envoy_and_kong_overlay(corpus: Path, tmp_path: Path) -> N
     assert rt.environment["DB_ENC_KEY"] == "your16charkey123"  # ${REALTIME_DB_ENC_KEY:-supabaserealtime}
     assert rt.healthcheck is not None and rt.healthcheck.form == "CMD-SHELL"
     assert gw.ports == ("8000:8000/tcp",)
-    assert stack.implied_tenant() == "realtime-dev"
+    assert implied_tenant(stack) == "realtime-dev"
 
     kong_dir = stack_copy(
         corpus, OFFICIAL_2026, tmp_path / "k", "COMPOSE_FILE=docker-compose.yml:docker-compose.kong.yml\n"
@@ -218,7 +219,7 @@ def test_official_2026_envoy_and_kong_overlay(corpus: Path, tmp_path: Path) -> N
     assert gw.healthcheck is not None and gw.healthcheck.test == ["CMD", "kong", "health"]
     assert gw.healthcheck.interval == "5s"
     assert stack.kong_file() == kong_dir / "volumes/api/kong.yml"
-    assert stack.implied_tenant() == "realtime-dev"
+    assert implied_tenant(stack) == "realtime-dev"
 
 
 def test_unreadable_gateway_config_leaves_the_default_tenant(corpus: Path, tmp_path: Path) -> None:
@@ -227,8 +228,9 @@ def test_unreadable_gateway_config_leaves_the_default_tenant(corpus: Path, tmp_p
     )
     (kong_dir / "volumes/api/kong.yml").write_text("services: [unclosed\n")
     stack = Stack.load(kong_dir)
-    assert stack.gateway_realtime_hosts() == ([], "gateway config unreadable")
-    assert stack.implied_tenant() == "realtime-dev"
+    up = realtime_upstream(stack)
+    assert (up.host_headers, up.source) == ((), "gateway config unreadable") and up.error
+    assert implied_tenant(stack) == "realtime-dev"
 
 
 def test_official_2025_unquoted_bool_kept_raw(corpus: Path, tmp_path: Path) -> None:
@@ -250,7 +252,7 @@ def test_pgonrails_build_folders_and_profiles(corpus: Path, tmp_path: Path) -> N
     assert stack.gateway_kind() == "kong"
     kong = stack.kong_file()
     assert kong is not None and kong.parts[-2:] == ("kong", "kong.yml")
-    assert stack.implied_tenant() == "default-tenant"
+    assert implied_tenant(stack) == "default-tenant"
 
     stack = Stack.load(
         stack_copy(corpus, rel, tmp_path / "e", "COMPOSE_FILE=docker-compose.yml:docker-compose.envoy.yml\n")
@@ -406,7 +408,7 @@ def test_compose_loader_junk(tmp_path: Path, data: bytes) -> None:
         return
     stack.realtime_service()
     stack.gateway_kind()
-    stack.implied_tenant()
+    implied_tenant(stack)
     repr(stack)
 
 

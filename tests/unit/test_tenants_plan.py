@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from rtbook import tenants
+from rtbook import seeding
+from rtbook.clients.db import classify_db_error, parse_table, quote_ident, sql_url
 from rtbook.crypto import decrypt, encrypt
-from rtbook.db import classify_db_error, parse_table, quote_ident, sql_url
 from rtbook.exceptions import ConfigError
 from rtbook.secrets import Redactor
 from rtbook.target import Target
@@ -36,16 +36,16 @@ def _target(**env: str) -> Target:
 
 def _state(
     tenant_rows: list[dict[str, Any]], ext_rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None
-) -> tenants.MetadataState:
-    cols = columns or tuple(c for c, _ in tenants.TENANT_COLUMNS)
+) -> seeding.MetadataState:
+    cols = columns or tuple(c for c, _ in seeding.TENANT_COLUMNS)
     redactor = Redactor()
-    return tenants.MetadataState(
+    return seeding.MetadataState(
         schema_exists=True,
         tenant_columns=cols,
-        extension_columns=tenants.EXTENSION_COLUMNS,
+        extension_columns=seeding.EXTENSION_COLUMNS,
         not_null_without_default=("id", "inserted_at", "updated_at"),
-        tenants=tuple(tenants._tenant_row(r, redactor) for r in tenant_rows),
-        extensions=tuple(tenants._extension_row(r, redactor) for r in ext_rows),
+        tenants=tuple(seeding._tenant_row(r, redactor) for r in tenant_rows),
+        extensions=tuple(seeding._extension_row(r, redactor) for r in ext_rows),
         migrations=30,
     )
 
@@ -77,7 +77,7 @@ def _cdc(**over: Any) -> dict[str, Any]:
             ("db_password", PASSWORD),
         )
     }
-    settings.update(tenants.PLAIN_SETTING_DEFAULTS)
+    settings.update(seeding.PLAIN_SETTING_DEFAULTS)
     settings.update(over.pop("settings", {}))
     row = {
         "id": str(uuid.uuid4()),
@@ -91,11 +91,11 @@ def _cdc(**over: Any) -> dict[str, Any]:
     return row
 
 
-def _plan(state: tenants.MetadataState, target: Target | None = None, **kwargs: Any) -> tenants.Plan:
+def _plan(state: seeding.MetadataState, target: Target | None = None, **kwargs: Any) -> seeding.Plan:
     target = target or _target()
-    exp = tenants.expected(target, kwargs.pop("tenant", None))
-    limits = tenants.parse_limits(kwargs.pop("limits", None))
-    changes, notes, blocked = tenants._plan_for(
+    exp = seeding.expected(target, kwargs.pop("tenant", None))
+    limits = seeding.parse_limits(kwargs.pop("limits", None))
+    changes, notes, blocked = seeding._plan_for(
         state,
         exp,
         create=kwargs.get("create", False),
@@ -103,10 +103,10 @@ def _plan(state: tenants.MetadataState, target: Target | None = None, **kwargs: 
         delete_extra=kwargs.get("delete_extra", False),
         redactor=target.redactor,
     )
-    return tenants.Plan(exp.tenant, changes, notes, state.fingerprint(exp.tenant), [], blocked, "unit", target.redactor)
+    return seeding.Plan(exp.tenant, changes, notes, state.fingerprint(exp.tenant), [], blocked, "unit", target.redactor)
 
 
-def _all_text(p: tenants.Plan) -> str:
+def _all_text(p: seeding.Plan) -> str:
     return "\n".join(
         [str(p), repr(p), p._repr_html_(), json.dumps(p.to_dict()), repr(p.changes), *(str(c) for c in p.changes)]
     )
@@ -116,13 +116,13 @@ def _all_text(p: tenants.Plan) -> str:
 
 
 def test_parse_limits_accepts_mapping_and_cli_strings() -> None:
-    assert tenants.parse_limits({"max_concurrent_users": 500}) == {"max_concurrent_users": 500}
-    assert tenants.parse_limits(["max_events_per_second=50", "suspend=false", "private_only=TRUE"]) == {
+    assert seeding.parse_limits({"max_concurrent_users": 500}) == {"max_concurrent_users": 500}
+    assert seeding.parse_limits(["max_events_per_second=50", "suspend=false", "private_only=TRUE"]) == {
         "max_events_per_second": 50,
         "suspend": False,
         "private_only": True,
     }
-    assert tenants.parse_limits(None) == {}
+    assert seeding.parse_limits(None) == {}
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_parse_limits_accepts_mapping_and_cli_strings() -> None:
 )
 def test_parse_limits_rejects_bad_input(given: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        tenants.parse_limits(given)
+        seeding.parse_limits(given)
 
 
 # ------------------------------------------------------------------ planning
@@ -207,10 +207,10 @@ def test_missing_tenant_needs_create() -> None:
     assert params["external_id"] == "realtime-dev" and params["max_joins_per_second"] == 7
     assert params["max_concurrent_users"] == 200  # env default when TENANT_MAX_* is unset
     ext = created.changes[1].statement.params["settings"]
-    assert ext[tenants.MARKER_KEY] and ext["region"] == "us-east-1"
-    assert {k for k in tenants.ENCRYPTED_SETTINGS if decrypt(ext[k].reveal(), KEY)} == set(tenants.ENCRYPTED_SETTINGS)
+    assert ext[seeding.MARKER_KEY] and ext["region"] == "us-east-1"
+    assert {k for k in seeding.ENCRYPTED_SETTINGS if decrypt(ext[k].reveal(), KEY)} == set(seeding.ENCRYPTED_SETTINGS)
     # The rendered SQL parameters are JSON with the secrets revealed only at execution time.
-    assert json.loads(tenants._reveal(ext))["db_password"] != PASSWORD
+    assert json.loads(seeding._reveal(ext))["db_password"] != PASSWORD
     for needle in CANARIES:
         assert needle not in _all_text(created)
 
@@ -226,10 +226,10 @@ def test_create_adapts_to_columns_and_unknown_not_null_blocks() -> None:
     state = _state([], [], columns=old)
     p = _plan(state, create=True)
     assert set(p.changes[0].statement.params) == {"id", "name", "external_id", "jwt_secret", "max_concurrent_users"}
-    strict = tenants.MetadataState(
+    strict = seeding.MetadataState(
         schema_exists=True,
         tenant_columns=(*old, "future_col"),
-        extension_columns=tenants.EXTENSION_COLUMNS,
+        extension_columns=seeding.EXTENSION_COLUMNS,
         not_null_without_default=("id", "future_col"),
         tenants=(),
         extensions=(),
@@ -247,7 +247,7 @@ def test_limit_on_a_column_this_version_lacks() -> None:
 
 def test_extra_rows_kept_unless_asked_or_ours() -> None:
     broadcast = _cdc(type="broadcast", settings={})
-    ours = _cdc(type="presence", settings={tenants.MARKER_KEY: "2026-01-01T00:00:00+00:00"})
+    ours = _cdc(type="presence", settings={seeding.MARKER_KEY: "2026-01-01T00:00:00+00:00"})
     state = _state([_tenant()], [_cdc(), broadcast, ours])
     p = _plan(state)
     assert [(c.kind, c.key.split("/")[1]) for c in p.changes] == [("delete", "presence")]
@@ -266,7 +266,7 @@ def test_duplicate_cdc_keeps_the_row_that_decrypts() -> None:
 
 
 def test_schema_missing_blocks_the_plan() -> None:
-    state = tenants.MetadataState(False, (), (), (), (), (), None)
+    state = seeding.MetadataState(False, (), (), (), (), (), None)
     p = _plan(state)
     assert p.blocked and "tenant.schema" in p.blocked
     assert "BLOCKED" in str(p) and "Blocked" in p._repr_html_()
@@ -290,9 +290,9 @@ def test_row_reprs_hide_ciphertext() -> None:
 
 
 def test_expected_tenant_order() -> None:
-    assert tenants.expected_tenant(Target(env={"SELF_HOST_TENANT_NAME": "acme"})) == "acme"
-    assert tenants.expected_tenant(Target(tenant="x", env={"SELF_HOST_TENANT_NAME": "acme"})) == "x"
-    assert tenants.expected_tenant(Target(env={}), "explicit") == "explicit"
+    assert seeding.expected_tenant(Target(env={"SELF_HOST_TENANT_NAME": "acme"})) == "acme"
+    assert seeding.expected_tenant(Target(tenant="x", env={"SELF_HOST_TENANT_NAME": "acme"})) == "x"
+    assert seeding.expected_tenant(Target(env={}), "explicit") == "explicit"
 
 
 # ------------------------------------------------------------------ db helpers
@@ -339,11 +339,11 @@ def test_classify_db_error(message: str, kind: str) -> None:
 
 def test_invalid_jwks_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="API_JWT_JWKS is not valid JSON"):
-        tenants.expected(_target(API_JWT_JWKS="{not json"))
+        seeding.expected(_target(API_JWT_JWKS="{not json"))
 
 
 def test_unusable_db_url_is_a_failed_result_not_a_crash() -> None:
-    from rtbook.checks import run_checks
+    from rtbook.registry import run_checks
     from rtbook.results import Status
 
     report = run_checks(Target(db_url="mysql://root@127.0.0.1/db"), only=("db.", "tenant."))

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from rtbook.exceptions import ConfigError
 from rtbook.results import CheckResult, Report, Status
 
-__all__ = ["SYMPTOMS", "Symptom", "deciding_prefixes", "diagnose", "matches"]
+__all__ = ['SYMPTOMS', 'Symptom', 'deciding_prefixes', 'diagnose', 'matches']
+
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def matches(check_id: str, deciding: str) -> bool:
 
 
 def _verdict(symptom: Symptom, results: Report) -> CheckResult:
-    from rtbook.runbook import notebook_for
+    from rtbook.runbook.notebooks import notebook_for
 
     seen: list[CheckResult] = []
     for deciding in symptom.deciding:

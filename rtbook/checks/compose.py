@@ -12,27 +12,25 @@ import hashlib
 import ipaddress
 import re
 import shlex
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jwt
 import yaml
 
-from rtbook.exceptions import InputError
-from rtbook.results import CheckResult, Status, register
+from rtbook.checks import _common
+from rtbook.checks._common import result as _r
+from rtbook.config.gateway import realtime_upstream, tenant_of
+from rtbook.registry import register
+from rtbook.results import CheckResult, Status
+from rtbook.tokens import verify_jwt
 
 if TYPE_CHECKING:
-    from rtbook.stack import Service, Stack
+    from rtbook.config.stack import Service, Stack
     from rtbook.target import Target
 
-__all__ = [
-    "DEMO_VALUES",
-    "ImageVersion",
-    "evaluate_realtime_env",
-    "parse_realtime_version",
-]
+__all__ = ['DEMO_VALUES', 'ImageVersion', 'evaluate_realtime_env', 'parse_realtime_version']
+
 
 DEFAULT_TENANT = "realtime-dev"
 METRICS_SECRET_SINCE = (2, 78, 5)
@@ -61,11 +59,6 @@ _DEMO_ISSUER = "supabase-demo"
 # ====================================================================== helpers
 
 
-def _now() -> float:
-    """The current time (a function so tests can pin the clock for the demo keys' fixed expiry)."""
-    return time.time()
-
-
 def _fp(value: str) -> str:
     """A short fingerprint that identifies a secret without revealing it."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:8]
@@ -73,11 +66,6 @@ def _fp(value: str) -> str:
 
 def _desc(value: str) -> str:
     return f"{len(value)} characters, {_fp(value)}"
-
-
-def _r(check_id: str, status: Status, summary: str, detail: str = "", remedy: str = "",
-       evidence: Mapping[str, Any] | None = None) -> CheckResult:
-    return CheckResult(check_id, status, summary=summary, detail=detail, remedy=remedy, evidence=dict(evidence or {}))
 
 
 @dataclass(frozen=True)
@@ -572,37 +560,28 @@ def check_tenant_consistency(target: Target) -> CheckResult:
     if kind is None or gw is None:
         lines.append("gateway: none in the stack (clients must send a Host whose first label is the tenant)")
     else:
-        try:
-            if kind == "kong":
-                from rtbook.kong import load_kong
-
-                kong = load_kong(stack)
-                hosts = list(kong.realtime_upstream_hosts()) if kong else []
-                for h in hosts:
-                    host_tenants.append((h, h.split(".", 1)[0]))
-                    lines.append(f"Kong upstream host (kong.yml realtime service url): {h} -> tenant "
-                                 f"{h.split('.', 1)[0]} (Kong sends the upstream host as Host)")
-                resolve_hosts = hosts
-            else:
-                from rtbook.envoy import load_envoy
-
-                envoy = load_envoy(stack)
-                rewrites = list(envoy.realtime_host_rewrites()) if envoy else []
-                clusters = list(envoy.realtime_cluster_hosts()) if envoy else []
-                for h in rewrites:
-                    host_tenants.append((h, h.split(".", 1)[0]))
-                    lines.append(f"Envoy host rewrite (host_rewrite_literal): {h} -> tenant {h.split('.', 1)[0]}")
-                for h in clusters:
-                    lines.append(f"Envoy realtime cluster address: {h} (must resolve to the Realtime container)")
-                if not rewrites and clusters:
-                    lines.append("Envoy routes keep the client's Host: the tenant is the first label of the "
-                                 "public host name")
-                    warnings.append("the Envoy Realtime routes do not rewrite Host, so the tenant depends on the "
-                                    "public host name clients use")
-                resolve_hosts = clusters
-        except InputError as exc:  # the gateway's own checks (kong.parse/envoy.parse) report the details
-            lines.append(f"{kind} config: unreadable ({type(exc).__name__}); see the {kind}.* results")
+        up = realtime_upstream(stack)
+        if up.error:  # the gateway's own checks (kong.parse/envoy.parse) report the details
+            lines.append(f"{kind} config: unreadable ({up.error.split(':', 1)[0]}); see the {kind}.* results")
             warnings.append(f"the {kind} config could not be read, so its upstream host was not compared")
+        elif kind == "kong":
+            for h in up.host_headers:
+                host_tenants.append((h, tenant_of(h)))
+                lines.append(f"Kong upstream host (kong.yml realtime service url): {h} -> tenant "
+                             f"{tenant_of(h)} (Kong sends the upstream host as Host)")
+            resolve_hosts = list(up.connect_hosts)
+        else:
+            for h in up.host_headers:
+                host_tenants.append((h, tenant_of(h)))
+                lines.append(f"Envoy host rewrite (host_rewrite_literal): {h} -> tenant {tenant_of(h)}")
+            for h in up.connect_hosts:
+                lines.append(f"Envoy realtime cluster address: {h} (must resolve to the Realtime container)")
+            if not up.host_headers and up.connect_hosts:
+                lines.append("Envoy routes keep the client's Host: the tenant is the first label of the "
+                             "public host name")
+                warnings.append("the Envoy Realtime routes do not rewrite Host, so the tenant depends on the "
+                                "public host name clients use")
+            resolve_hosts = list(up.connect_hosts)
         if not host_tenants and not resolve_hosts and not warnings:
             warnings.append(f"the {kind} config has no route to Realtime (see {kind}.realtime_ws)")
     evidence["gateway"] = kind
@@ -704,12 +683,12 @@ def check_healthcheck(target: Target) -> CheckResult:
         # The tenant health endpoint verifies the token with API_JWT_SECRET (not the tenant row).
         bearer = m.group(1).strip("\"'\\")
         secret = rt.environment.get("API_JWT_SECRET", "")
-        claims, sig = _decode(bearer, secret or None)
+        claims, sig = verify_jwt(bearer, secret or None)
         if claims is not None and sig == "bad signature":
             problems.append("its Bearer token is not signed with Realtime's API_JWT_SECRET, so the endpoint "
                             "answers 403 (re-sign ANON_KEY with JWT_SECRET or make API_JWT_SECRET: ${JWT_SECRET})")
         exp = claims.get("exp") if claims else None
-        if isinstance(exp, int | float) and exp <= _now():
+        if isinstance(exp, int | float) and exp <= _common.now():
             problems.append("its Bearer token has expired, so the endpoint answers 403 (generate a new ANON_KEY)")
     evidence = {"form": hc.form, "tenant": tenant}
     if problems:
@@ -927,150 +906,3 @@ def _wal_remedy(db: Service, fixes: Mapping[str, str]) -> str:
     command = _command_with(db.command, fixes)
     body = yaml.safe_dump({"services": {db.name: {"command": command}}}, sort_keys=False, default_flow_style=False)
     return body.rstrip()
-
-
-# ---------------------------------------------------------------- env.*
-
-
-def _decode(token: str, secret: str | None) -> tuple[dict[str, Any] | None, str]:
-    """The claims and how the signature check went ('ok', 'bad signature', 'not a JWT', 'no secret')."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
-    except jwt.PyJWTError:
-        return None, "not a JWT"
-    if not isinstance(claims, dict):
-        return None, "not a JWT"
-    if not secret:
-        return claims, "no secret"
-    try:
-        jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"],
-                   options={"verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False})
-    except jwt.InvalidSignatureError:
-        return claims, "bad signature"
-    except jwt.InvalidAlgorithmError:
-        return claims, "not HS256"
-    except jwt.PyJWTError as exc:
-        return claims, f"invalid ({type(exc).__name__})"
-    return claims, "ok"
-
-
-def _key_source(stack: Stack, names: tuple[str, ...]) -> tuple[str, str] | None:
-    for name in names:
-        if stack.env.get(name):
-            return stack.env[name], f".env {name}"
-    gw = stack.gateway_service()
-    if gw is not None:
-        for name in names:
-            if gw.environment.get(name):
-                return gw.environment[name], f"services.{gw.name}.environment.{name}"
-    return None
-
-
-@register("env.api_keys", "ANON_KEY and SERVICE_ROLE_KEY are valid JWTs signed with JWT_SECRET", needs=("stack",))
-def check_api_keys(target: Target) -> CheckResult:
-    """Both keys are HS256 JWTs signed with ``JWT_SECRET``, with ``role`` and an ``exp`` not near."""
-    cid = "env.api_keys"
-    stack = _stack(target)
-    secret_src = _key_source(stack, ("JWT_SECRET",))
-    rt = stack.realtime_service()
-    if secret_src is None and rt is not None and rt.environment.get("API_JWT_SECRET"):
-        secret_src = (rt.environment["API_JWT_SECRET"], f"services.{rt.name}.environment.API_JWT_SECRET")
-    if stack.env_file is None and secret_src is None:
-        return _r(cid, Status.FAIL, f"The stack has no .env in {stack.root}, so ANON_KEY, SERVICE_ROLE_KEY and "
-                  "JWT_SECRET are empty.",
-                  remedy=f"cp {stack.root}/env.example {stack.root}/.env and generate JWT_SECRET, ANON_KEY and "
-                  "SERVICE_ROLE_KEY (utils/generate-keys.sh in the official repo).")
-    secret = secret_src[0] if secret_src else None
-    now = _now()
-    lines = [f"JWT secret: {secret_src[1] if secret_src else 'not found'}"]
-    fails: list[str] = []
-    warns: list[str] = []
-    remedies: list[str] = []
-    evidence: dict[str, Any] = {}
-    for names, role in ((("ANON_KEY", "SUPABASE_ANON_KEY"), "anon"),
-                        (("SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY"), "service_role")):
-        found = _key_source(stack, names)
-        label = names[0]
-        if found is None:
-            fails.append(f"{label} is not set")
-            remedies.append(f"set {label} in .env to a JWT with role {role} signed with JWT_SECRET")
-            continue
-        token, where = found
-        claims, sig = _decode(token, secret)
-        if claims is None:
-            fails.append(f"{label} ({where}) is not a JWT")
-            remedies.append(f"replace {label} in .env with a JWT (role {role}) signed with JWT_SECRET")
-            continue
-        exp = claims.get("exp")
-        info: dict[str, Any] = {"role": claims.get("role"), "iss": claims.get("iss"), "signature": sig}
-        if isinstance(exp, int | float):
-            info["exp"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(exp))
-        evidence[label] = info
-        lines.append(f"{label} ({where}): role={claims.get('role')!r}, exp={info.get('exp', 'missing')}, "
-                     f"signature {sig}")
-        if sig == "bad signature":
-            fails.append(f"{label} is not signed with the JWT secret ({secret_src[1] if secret_src else ''})")
-            remedies.append(f"re-sign {label} with the current JWT_SECRET (or restore the secret it was signed with)")
-        elif sig not in ("ok", "no secret"):
-            fails.append(f"{label}: {sig}")
-            remedies.append(f"regenerate {label} as an HS256 JWT signed with JWT_SECRET")
-        if claims.get("role") != role:
-            fails.append(f"{label} has role {claims.get('role')!r}, expected {role!r}")
-            remedies.append(f"regenerate {label} with the claim \"role\": \"{role}\"")
-        if not isinstance(exp, int | float):
-            fails.append(f"{label} has no numeric exp claim (Realtime requires role and exp)")
-            remedies.append(f"regenerate {label} with an exp claim")
-        elif exp <= now:
-            fails.append(f"{label} expired on {info['exp']}")
-            remedies.append(f"generate a new {label} with a later exp, signed with JWT_SECRET")
-        elif exp - now < EXPIRY_WARN_DAYS * 86400:
-            warns.append(f"{label} expires on {info['exp']} (in {int((exp - now) // 86400)} days)")
-            remedies.append(f"generate a new {label} with a later exp before {info['exp']}")
-    detail = "\n".join(lines)
-    if fails:
-        return _r(cid, Status.FAIL, "API keys are unusable: " + "; ".join(fails) + ".", detail=detail,
-                  remedy="In .env: " + "; ".join(dict.fromkeys(remedies)) + ". Then restart the stack.",
-                  evidence=evidence)
-    if warns:
-        return _r(cid, Status.WARN, "; ".join(warns) + ".", detail=detail,
-                  remedy="In .env: " + "; ".join(dict.fromkeys(remedies)) + ".", evidence=evidence)
-    note = f", signed with {secret_src[1]}" if secret_src else " (signature not verified: no JWT_SECRET found)"
-    expiries = ", ".join(f"{k} until {v['exp']}" for k, v in evidence.items() if v.get("exp"))
-    return _r(cid, Status.PASS, f"ANON_KEY and SERVICE_ROLE_KEY carry the right roles and a future exp "
-              f"({expiries}){note}.",
-              detail=detail, evidence=evidence)
-
-
-@register("env.default_secrets", "No public example secrets in use", needs=("stack",))
-def check_default_secrets(target: Target) -> CheckResult:
-    """Warn for every secret still set to a value published in an ``env.example``."""
-    cid = "env.default_secrets"
-    stack = _stack(target)
-    found: list[str] = []
-    for name, values in DEMO_VALUES.items():
-        if stack.env.get(name) in values:
-            found.append(f".env {name}")
-    for svc in stack.services.values():
-        for name in ("SECRET_KEY_BASE", "API_JWT_SECRET", "POSTGRES_PASSWORD", "DASHBOARD_PASSWORD"):
-            value = svc.environment.get(name)
-            demo = DEMO_VALUES.get("JWT_SECRET" if name == "API_JWT_SECRET" else name, ())
-            if value and value in demo and value not in stack.env.values():
-                found.append(f"services.{svc.name}.environment.{name} (hard-coded)")
-    for name in ("ANON_KEY", "SERVICE_ROLE_KEY"):
-        token = stack.env.get(name)
-        if token:
-            claims, _ = _decode(token, None)
-            if claims and claims.get("iss") == _DEMO_ISSUER:
-                found.append(f".env {name} (the demo key, iss supabase-demo)")
-    if not stack.env_file:
-        return _r(cid, Status.SKIP if not found else Status.WARN,
-                  "No .env to inspect" + (f"; hard-coded example values: {', '.join(found)}." if found else "."))
-    if found:
-        return _r(cid, Status.WARN, f"{len(found)} example secret(s) still in use: {', '.join(found)}.",
-                  detail="These values are published in env.example files; anyone can sign tokens or log in "
-                  "with them.",
-                  remedy="Generate new values in .env (JWT_SECRET: openssl rand -base64 48, then re-sign ANON_KEY "
-                  "and SERVICE_ROLE_KEY; POSTGRES_PASSWORD, DASHBOARD_PASSWORD, SECRET_KEY_BASE, VAULT_ENC_KEY, "
-                  "PG_META_CRYPTO_KEY: random strings) before exposing the stack.",
-                  evidence={"found": found})
-    return _r(cid, Status.PASS, "No public example secret found in .env or the compose environment.")

@@ -54,6 +54,7 @@ __all__ = [
     "socket_url",
 ]
 
+
 VSN1 = "1.0.0"
 VSN2 = "2.0.0"
 Vsn = Literal["1.0.0", "2.0.0"]

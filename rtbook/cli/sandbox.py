@@ -9,7 +9,8 @@ from typing import Any
 
 from rtbook.exceptions import RtbookError, SandboxError
 
-__all__ = ["add_cli"]
+__all__ = ['add_cli']
+
 
 
 def add_cli(subparsers: Any) -> None:

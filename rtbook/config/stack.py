@@ -44,6 +44,7 @@ __all__ = [
     "parse_env_text",
 ]
 
+
 DEFAULT_TENANT = "realtime-dev"
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 GatewayKind = Literal["kong", "envoy"]
@@ -1085,36 +1086,6 @@ class Stack:
                 out.write_text(vol.content, encoding="utf-8")
             return out
         return path
-
-    def implied_tenant(self) -> str | None:
-        """The tenant the stack implies: ``SELF_HOST_TENANT_NAME``, else the gateway upstream host's first
-        label, else ``realtime-dev``."""
-        rt = self.realtime_service()
-        if rt is not None and rt.environment.get("SELF_HOST_TENANT_NAME"):
-            return rt.environment["SELF_HOST_TENANT_NAME"]
-        for host in self.gateway_realtime_hosts()[0]:
-            label = host.split(".", 1)[0]
-            if label:
-                return label
-        return DEFAULT_TENANT
-
-    def gateway_realtime_hosts(self) -> tuple[list[str], str]:
-        """The Host values the gateway sends to Realtime, and where they came from (never raises)."""
-        kind = self.gateway_kind()
-        try:
-            if kind == "kong":
-                from rtbook.kong import load_kong
-
-                kong = load_kong(self)
-                return (list(kong.realtime_upstream_hosts()) if kong else []), "kong.yml upstream host"
-            if kind == "envoy":
-                from rtbook.envoy import load_envoy
-
-                envoy = load_envoy(self)
-                return (list(envoy.realtime_host_rewrites()) if envoy else []), "Envoy host rewrite"
-        except InputError:  # the gateway's own checks (kong.parse/envoy.parse) report the details
-            return [], "gateway config unreadable"
-        return [], "no gateway"
 
     def redactor(self) -> Redactor:
         """A redactor that knows every secret-looking value of the ``.env`` and of every service's environment."""

@@ -14,42 +14,40 @@ edits the user's files.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from docker.errors import NotFound
 
-from rtbook.docker_inspect import (
+from rtbook.clients.docker import (
     COMPOSE_NETWORK_LABEL,
     ContainerInfo,
+    Discovery,
+    EngineSession,
+    ExecOutcome,
     HealthProbe,
-    image_repository,
+    _reload,
+    docker_session,
+    exec_in,
     parse_env_list,
 )
-from rtbook.exceptions import InputError
-from rtbook.results import CheckResult, Status, register
+from rtbook.config.gateway import realtime_upstream
+from rtbook.registry import register
+from rtbook.results import CheckResult, Status
 from rtbook.secrets import REDACTED, is_secret_name
 from rtbook.target import DEFAULT_TENANT, Target
+from rtbook.tokens import verify_jwt
 
 __all__ = [
     "LOG_SIGNATURES",
-    "Discovery",
-    "EngineSession",
-    "ExecOutcome",
     "LogFinding",
     "LogSignature",
     "Upstream",
-    "classify_engine_error",
-    "connect_engine",
-    "discover",
-    "docker_session",
-    "exec_in",
     "gateway_upstream",
     "override_yaml",
     "parse_resolver_output",
@@ -58,11 +56,6 @@ __all__ = [
     "token_verdict",
 ]
 
-REALTIME_IMAGES = ("supabase/realtime",)
-GATEWAY_IMAGES = {"kong": "kong", "kong/kong": "kong", "envoyproxy/envoy": "envoy"}
-DB_IMAGES = ("supabase/postgres",)
-DEFAULT_REALTIME_SERVICE = "realtime"
-DEFAULT_REALTIME_CONTAINER = "realtime-dev.supabase-realtime"
 DEFAULT_OVERRIDE_FILE = "docker-compose.override.yml"
 LOG_TAIL_LINES = 2000
 
@@ -87,360 +80,6 @@ CRITICAL_ENV = frozenset(
         "APP_NAME",
     }
 )
-
-
-# ------------------------------------------------------------------ engine connection
-
-
-@dataclass(frozen=True)
-class EngineProblem:
-    """Why the engine could not be used, and what to do about it."""
-
-    kind: str  # permission | no_engine | docker_host | timeout | sdk | other
-    summary: str
-    detail: str
-    remedy: str
-
-
-@dataclass
-class EngineSession:
-    """A connected client (or the reason there is none) and the discovered containers."""
-
-    client: Any = None
-    problem: EngineProblem | None = None
-    docker_host: str = ""
-    server_version: str = ""
-    discovery: Discovery | None = None
-    created: float = field(default_factory=time.monotonic)
-
-
-def _docker_host(env: Mapping[str, str]) -> str:
-    return env.get("DOCKER_HOST", "") or "unix:///var/run/docker.sock"
-
-
-def classify_engine_error(exc: BaseException, docker_host: str, host_from_env: bool) -> EngineProblem:
-    """Map an exception raised while connecting to the engine to a problem with its remedy.
-
-    Args:
-        exc: what ``docker.from_env(...).ping()`` raised.
-        docker_host: the address tried.
-        host_from_env: whether that address came from ``DOCKER_HOST`` (then it is the first suspect).
-    """
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 10:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
-    lowered = text.lower()
-    no_docker = "Or pass --no-docker (docker=False) to skip the container checks."
-    if any(isinstance(e, PermissionError) for e in chain) or "permission denied" in lowered:
-        sock = docker_host.removeprefix("unix://")
-        return EngineProblem(
-            "permission",
-            f"Permission denied on the Docker socket {sock}.",
-            f"Connecting to {docker_host} failed: {text}. The engine runs, but this user may not use its socket.",
-            "Add your user to the docker group (sudo usermod -aG docker $USER, then log in again), "
-            "run rtbook as a user that may use the socket, or set DOCKER_HOST to an engine you can reach "
-            "(rootless: unix:///run/user/$UID/docker.sock). " + no_docker,
-        )
-    if "timed out" in lowered or any(isinstance(e, TimeoutError | socket.timeout) for e in chain):
-        return EngineProblem(
-            "timeout",
-            f"The Docker engine at {docker_host} did not answer in time.",
-            f"Connecting to {docker_host} timed out: {text}.",
-            "Check that the engine is responsive (docker info), raise the timeout, or fix DOCKER_HOST. " + no_docker,
-        )
-    if host_from_env:
-        return EngineProblem(
-            "docker_host",
-            f"DOCKER_HOST={docker_host} does not answer.",
-            f"DOCKER_HOST is set to {docker_host!r} and connecting failed: {text}.",
-            f"Fix DOCKER_HOST (now {docker_host!r}) or unset it to use the local socket "
-            "unix:///var/run/docker.sock; 'docker context ls' shows the engines this machine knows. " + no_docker,
-        )
-    if (
-        any(isinstance(e, FileNotFoundError | ConnectionRefusedError) for e in chain)
-        or "no such file" in lowered
-        or "connection refused" in lowered
-    ):
-        return EngineProblem(
-            "no_engine",
-            f"No Docker engine answers at {docker_host}.",
-            f"Connecting to {docker_host} failed: {text}. The engine is not running on this machine "
-            "or listens elsewhere.",
-            "Start the engine (sudo systemctl start docker, or Docker Desktop), or set DOCKER_HOST to the engine "
-            "that runs the stack (e.g. ssh://user@host or unix:///run/user/$UID/docker.sock). " + no_docker,
-        )
-    return EngineProblem(
-        "other",
-        f"The Docker engine at {docker_host} could not be used.",
-        f"Connecting to {docker_host} failed: {text}.",
-        "Run 'docker info' with the same user and DOCKER_HOST to see the engine's own error. " + no_docker,
-    )
-
-
-def connect_engine(env: Mapping[str, str] | None = None, timeout: float = 10.0) -> EngineSession:
-    """Connect to the engine named by ``DOCKER_HOST`` (or the local socket) and ping it.
-
-    Never raises: a failure is returned as ``EngineSession.problem``.
-    """
-    environ = dict(os.environ if env is None else env)
-    host = _docker_host(environ)
-    from_env = bool(environ.get("DOCKER_HOST"))
-    try:
-        import docker
-    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
-        return EngineSession(
-            problem=EngineProblem(
-                "sdk",
-                "The docker Python package is not installed.",
-                str(exc),
-                "pip install 'docker>=7' (it is a dependency of rtbook; reinstall rtbook).",
-            ),
-            docker_host=host,
-        )
-    client = None
-    try:
-        client = docker.from_env(timeout=max(1, round(timeout)), environment=environ)
-        client.ping()
-        version = str(client.version().get("Version", ""))
-    except Exception as exc:  # every failure becomes a result, never a traceback
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-        return EngineSession(problem=classify_engine_error(exc, host, from_env), docker_host=host)
-    return EngineSession(client=client, docker_host=host, server_version=version)
-
-
-# ------------------------------------------------------------------ discovery
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """The stack's containers found on the engine and how each was recognised."""
-
-    realtime: ContainerInfo | None = None
-    realtime_how: str = ""
-    gateway: ContainerInfo | None = None
-    gateway_how: str = ""
-    gateway_kind: str = ""
-    db: ContainerInfo | None = None
-    project: str = ""
-    realtime_service: str = DEFAULT_REALTIME_SERVICE
-    gateway_service: str = ""
-    looked_for: Mapping[str, str] = field(default_factory=dict)
-    seen: tuple[str, ...] = ()
-
-    @property
-    def anything(self) -> bool:
-        """Whether any container of the stack was found."""
-        return any(c is not None for c in (self.realtime, self.gateway, self.db))
-
-
-@dataclass(frozen=True)
-class _Expect:
-    services: tuple[str, ...]
-    container_names: tuple[str, ...]
-    images: tuple[str, ...]
-
-    @property
-    def service(self) -> str:
-        return self.services[0]
-
-
-def _service_expect(service: Any, default: _Expect) -> _Expect:
-    """What to look for: the stack's service when it has one, else the official stack's names."""
-    if service is None:
-        return default
-    name = str(getattr(service, "name", "") or default.service)
-    cname = str(getattr(service, "container_name", "") or "")
-    image = str(getattr(service, "image", "") or "")
-    repo = image_repository(image) if image and "$" not in image else ""
-    images = tuple(dict.fromkeys([*(r for r in [repo] if r), *default.images]))
-    return _Expect((name,), (cname,) if cname else (), images)
-
-
-def _stack_project(stack: Any, target: Target | None) -> str:
-    for attr in ("project_name", "project"):
-        value = getattr(stack, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    if target is not None:
-        value = target.lookup("COMPOSE_PROJECT_NAME")
-        if value:
-            return value
-    for attr in ("root", "path", "directory", "dir"):
-        value = getattr(stack, attr, None)
-        if value:
-            base = os.path.basename(str(value).rstrip("/"))
-            return re.sub(r"[^a-z0-9_-]", "", base.lower())
-    return ""
-
-
-def _pick(
-    containers: Sequence[ContainerInfo], expect: _Expect, project: str
-) -> tuple[ContainerInfo | None, str]:
-    def best(cands: list[ContainerInfo]) -> ContainerInfo | None:
-        if not cands:
-            return None
-        cands.sort(key=lambda c: (not c.state.running, c.compose_project != project, c.name))
-        return cands[0]
-
-    services = " or ".join(expect.services)
-    steps: list[tuple[str, Callable[[ContainerInfo], bool]]] = []
-    if project:
-        steps.append(
-            (
-                f"compose labels project={project} service={services}",
-                lambda c: c.compose_project == project and c.compose_service in expect.services,
-            )
-        )
-    if expect.container_names:
-        steps.append((f"container name {' or '.join(expect.container_names)}",
-                      lambda c: c.name in expect.container_names))
-    steps.append((f"compose label service={services}", lambda c: c.compose_service in expect.services))
-    if expect.images:
-        steps.append(
-            (f"image {' or '.join(expect.images)}", lambda c: c.repository in expect.images)
-        )
-    for how, pred in steps:
-        found = best([c for c in containers if pred(c)])
-        if found is not None:
-            how = how.replace(f"service={services}", f"service={found.compose_service}")
-            if found.compose_project and "labels" not in how:
-                how += f" (compose project {found.compose_project})"
-            return found, how
-    return None, ""
-
-
-_DEFAULT_REALTIME = _Expect((DEFAULT_REALTIME_SERVICE,), (DEFAULT_REALTIME_CONTAINER,), REALTIME_IMAGES)
-_DEFAULT_GATEWAY = _Expect(("api-gw", "kong", "envoy"), ("supabase-kong", "supabase-envoy"), tuple(GATEWAY_IMAGES))
-
-
-def _looked(expect: _Expect, project: str) -> str:
-    text = "compose service " + " or ".join(repr(s) for s in expect.services)
-    if project:
-        text += f" in project {project!r}"
-    if expect.container_names:
-        text += ", container name " + " or ".join(repr(n) for n in expect.container_names)
-    return text + ", image " + " or ".join(expect.images)
-
-
-def discover(client: Any, stack: Any = None, target: Target | None = None) -> Discovery:
-    """Find Realtime, the gateway and the database among the engine's containers (running or not)."""
-    raw = client.containers.list(all=True)
-    containers = [ContainerInfo.from_attrs(c.attrs) for c in raw]
-    project = _stack_project(stack, target) if stack is not None else ""
-
-    rt_service = stack.realtime_service() if stack is not None else None
-    gw_service = stack.gateway_service() if stack is not None else None
-    kind = str(stack.gateway_kind() or "") if stack is not None else ""
-    rt_expect = _service_expect(rt_service, _DEFAULT_REALTIME)
-    gw_expect = _service_expect(gw_service, _DEFAULT_GATEWAY)
-
-    realtime, rt_how = _pick(containers, rt_expect, project)
-    # Once Realtime is found, its compose project is the stack's project.
-    scope = project or (realtime.compose_project if realtime else "")
-    gateway, gw_how = _pick([c for c in containers if c is not realtime], gw_expect, scope)
-    db, _ = _pick(containers, _Expect(("db",), ("supabase-db",), DB_IMAGES), scope)
-    if gateway is not None and not kind:
-        kind = GATEWAY_IMAGES.get(gateway.repository, "")
-        if not kind:
-            kind = "envoy" if "envoy" in gateway.repository else ("kong" if "kong" in gateway.repository else "")
-    looked = {
-        "realtime": _looked(rt_expect, project),
-        "gateway": _looked(gw_expect, project),
-    }
-    return Discovery(
-        realtime=realtime,
-        realtime_how=rt_how,
-        gateway=gateway,
-        gateway_how=gw_how,
-        gateway_kind=kind,
-        db=db,
-        project=scope,
-        realtime_service=(realtime.compose_service if realtime and realtime.compose_service else rt_expect.service),
-        gateway_service=(gateway.compose_service if gateway and gateway.compose_service else gw_expect.service),
-        looked_for=looked,
-        seen=tuple(sorted(c.name for c in containers)),
-    )
-
-
-# One run of the docker.* checks shares one connection and discovery; a later run (a notebook
-# cell executed again after a fix) discovers again.
-SESSION_TTL_S = 30.0
-
-
-def docker_session(target: Target) -> EngineSession:
-    """The engine session of ``target`` (connected and discovered once, then cached)."""
-    cached = target.cache.get("docker.session")
-    if isinstance(cached, EngineSession) and time.monotonic() - cached.created < SESSION_TTL_S:
-        return cached
-    if isinstance(cached, EngineSession) and cached.client is not None:
-        # A notebook re-runs the checks after a fix: containers may have been recreated since.
-        try:
-            cached.client.close()
-        except Exception:
-            pass
-    env = dict(os.environ)
-    docker_host = target.env.get("DOCKER_HOST")
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    session = connect_engine(env, timeout=target.timeout)
-    if session.client is not None:
-        try:
-            session.discovery = discover(session.client, target.stack, target)
-        except Exception as exc:
-            session.problem = classify_engine_error(exc, session.docker_host, bool(env.get("DOCKER_HOST")))
-        if session.discovery is not None:
-            for info in (session.discovery.realtime, session.discovery.gateway, session.discovery.db):
-                if info is not None:
-                    # The live env holds the real secrets, which may differ from the files'.
-                    target.redactor.add_env(info.env)
-    target.cache["docker.session"] = session
-    return session
-
-
-def _reload(session: EngineSession, info: ContainerInfo) -> tuple[Any, ContainerInfo] | None:
-    """Fetch a container again (state changes between checks); None when it was removed meanwhile."""
-    try:
-        container = session.client.containers.get(info.id)
-    except NotFound:
-        return None
-    return container, ContainerInfo.from_attrs(container.attrs)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-@dataclass(frozen=True)
-class ExecOutcome:
-    """The result of running a command inside a container."""
-
-    command: tuple[str, ...]
-    exit_code: int | None
-    output: str
-    missing: bool = False  # the executable does not exist in the image
-    error: str = ""
-
-
-def exec_in(container: Any, command: Sequence[str]) -> ExecOutcome:
-    """Run ``command`` in ``container`` and capture its output; never raises."""
-    cmd = tuple(command)
-    try:
-        result = container.exec_run(list(cmd), stdout=True, stderr=True, demux=False)
-    except Exception as exc:
-        return ExecOutcome(cmd, None, "", error=f"{type(exc).__name__}: {exc}")
-    output = (result.output or b"").decode("utf-8", "replace") if isinstance(result.output, bytes) else ""
-    code = result.exit_code
-    lowered = output.lower()
-    missing = code in (126, 127) and (
-        "executable file not found" in lowered or "no such file" in lowered or "not found" in lowered
-    )
-    return ExecOutcome(cmd, code, output, missing=missing)
 
 
 def override_yaml(service: str, spec: Mapping[str, Any], file: str = DEFAULT_OVERRIDE_FILE) -> str:
@@ -795,21 +434,17 @@ def token_verdict(command: str, secret: str | None) -> str:
             "must have it set, or compose must interpolate it"
     if not secret:
         return ""
-    import warnings
-
-    import jwt
-
-    try:
-        with warnings.catch_warnings():
-            # A short secret is reported by the env rules; here only the signature matters.
-            warnings.simplefilter("ignore")
-            jwt.decode(token, secret, algorithms=["HS256", "HS384", "HS512"], options={"verify_aud": False})
-    except jwt.ExpiredSignatureError:
-        return "the healthcheck's token verifies with API_JWT_SECRET but has expired"
-    except jwt.InvalidSignatureError:
+    with warnings.catch_warnings():
+        # A short secret is reported by the env rules; here only the signature matters.
+        warnings.simplefilter("ignore")
+        claims, verdict = verify_jwt(token, secret)
+    if verdict == "bad signature":
         return "the healthcheck's Bearer token (ANON_KEY) is NOT signed with the container's API_JWT_SECRET"
-    except jwt.PyJWTError as exc:
-        return f"the healthcheck's Bearer token cannot be verified: {type(exc).__name__}"
+    if verdict != "ok":
+        return f"the healthcheck's Bearer token cannot be verified: {verdict}"
+    exp = (claims or {}).get("exp")
+    if isinstance(exp, int | float) and exp < time.time():
+        return "the healthcheck's token verifies with API_JWT_SECRET but has expired"
     return "the healthcheck's Bearer token verifies with the container's API_JWT_SECRET"
 
 
@@ -968,7 +603,7 @@ def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
 
 
 def _evaluate_rules(env: Mapping[str, str], info: ContainerInfo, target: Target) -> tuple[list[CheckResult], str]:
-    from rtbook.compose import evaluate_realtime_env
+    from rtbook.checks.compose import evaluate_realtime_env
 
     auth_env = getattr(target.stack, "env", None) if target.stack is not None else None
     try:
@@ -1114,33 +749,13 @@ def gateway_upstream(target: Target, kind: str) -> Upstream:
     stack = target.stack
     if stack is None:
         return Upstream((), (), "no stack files to read the gateway's upstream from")
-    hosts: Iterable[Any] = ()
-    headers: Iterable[Any] | None = None
-    source = ""
-    try:
-        if kind == "envoy":
-            from rtbook.envoy import load_envoy
-
-            envoy = load_envoy(stack)
-            if envoy is not None:
-                hosts = envoy.realtime_cluster_hosts()
-                headers = envoy.realtime_host_rewrites()
-                source = "the Envoy cluster of the Realtime routes"
-        else:
-            from rtbook.kong import load_kong
-
-            kong = load_kong(stack)
-            if kong is not None:
-                # Kong's default preserve_host=false sends the upstream host as Host
-                # (kong.realtime_preserve_host reports routes that change that).
-                hosts = kong.realtime_upstream_hosts()
-                source = "kong.yml's Realtime services"
-    except InputError as exc:  # a broken gateway config is reported by kong.parse / envoy.parse
-        source = f"the gateway config cannot be read ({type(exc).__name__}: {exc}; see {kind or 'kong'}.parse)"
-        hosts = ()
-    out = tuple(dict.fromkeys(_split_host(str(h)) for h in hosts if str(h)))
+    up = realtime_upstream(stack)
+    source = up.source
+    if up.error:  # a broken gateway config is reported by kong.parse / envoy.parse
+        source = f"the gateway config cannot be read ({up.error}; see {kind or 'kong'}.parse)"
+    out = tuple(dict.fromkeys(_split_host(h) for h in up.connect_hosts))
     if out:
-        head = out if headers is None else tuple(dict.fromkeys(_split_host(str(h)) for h in headers if str(h)))
+        head = out if up.kind != "envoy" else tuple(dict.fromkeys(_split_host(h) for h in up.host_headers))
         return Upstream(out, head, source)
     rt = stack.realtime_service()
     cname = getattr(rt, "container_name", "") if rt is not None else ""

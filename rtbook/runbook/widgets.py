@@ -20,17 +20,12 @@ from typing import Any
 
 from rtbook.exceptions import RtbookError
 from rtbook.results import Report
-from rtbook.runbook import (
-    PARAMS,
-    Param,
-    ParamValue,
-    StepReport,
-    notebook_dir,
-    target_from_params,
-    validate_params,
-)
+from rtbook.runbook.notebooks import notebook_dir
+from rtbook.runbook.params import PARAMS, Param, ParamValue, target_from_params, validate_params
+from rtbook.runbook.session import StepReport
 
-__all__ = ["STEPS", "ParamForm", "ParamsTable", "params_table"]
+__all__ = ['STEPS', 'ParamForm', 'ParamsTable', 'params_table']
+
 
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -206,7 +201,7 @@ class ParamForm:
 
     def run(self) -> Report | None:
         """Build the target from the form and run the chosen step's checks; show the coloured table."""
-        from rtbook.checks import run_checks
+        from rtbook.registry import run_checks
 
         params = self.validate()
         if params is None:
@@ -233,7 +228,7 @@ class ParamForm:
         return report
 
     def _prepare_plan(self) -> str:
-        from rtbook import tenants
+        from rtbook import seeding as tenants
 
         try:
             self._plan = tenants.plan(self._target, create=True)
@@ -252,7 +247,7 @@ class ParamForm:
         if self._plan is None or self._target is None:
             self._show("Nothing to apply: press Run checks with apply_fixes ticked first.")
             return None
-        from rtbook import tenants
+        from rtbook import seeding as tenants
 
         self.confirm_button.disabled = True
         try:
@@ -260,7 +255,7 @@ class ParamForm:
         except RtbookError as exc:
             self._show_html(f'<p class="rtbook-error" style="color:#c5221f">{html.escape(self._redact(str(exc)))}</p>')
             return None
-        from rtbook.checks import run_checks
+        from rtbook.registry import run_checks
 
         after = StepReport(run_checks(self._target, only=("tenant.", "db.")), title="After applying the plan")
         self._show_html(f"<p>Applied: {html.escape(self._redact(str(outcome)))}</p>{after._repr_html_()}")

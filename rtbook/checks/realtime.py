@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from rtbook.db import (
+from rtbook.checks._live import (
+    SocketEndpoint,
+    _answer_failure,
+    _no_key,
+    admin_secret,
+    failure,
+    jwt_secret,
+    open_socket,
+    realtime_host,
+    socket_endpoint,
+    socket_failure,
+)
+from rtbook.clients.db import (
     DEFAULT_PUBLICATION,
     TableRef,
     classify_db_error,
@@ -32,27 +45,179 @@ from rtbook.db import (
     publication_tables,
     quote_ident,
 )
-from rtbook.phoenix import Message, PhoenixClient, PhoenixClosed, PhoenixError, PhoenixTimeout, Reply
-from rtbook.probes import (
-    SocketEndpoint,
-    failure,
-    jwt_secret,
-    mint_jwt,
-    open_socket,
-    realtime_host,
-    socket_endpoint,
-    socket_failure,
+from rtbook.clients.http import HttpAnswer, http_request
+from rtbook.clients.phoenix import (
+    HandshakeRefused,
+    Message,
+    PhoenixClient,
+    PhoenixClosed,
+    PhoenixError,
+    PhoenixTimeout,
+    Reply,
 )
+from rtbook.registry import register
 from rtbook.remedies import CAUSES, Cause, diagnose
-from rtbook.results import CheckResult, Status, register
+from rtbook.results import CheckResult, Status
 from rtbook.secrets import Secret
 from rtbook.target import Target
+from rtbook.tokens import mint_jwt
 
-__all__ = ["ScratchTable", "channel_config", "scratch_table"]
+__all__ = ['ScratchTable', 'channel_config', 'scratch_table']
+
+
+
+# ------------------------------------------------------------------ realtime.health
+
+
+@dataclass(frozen=True)
+class Health:
+    """Realtime's tenant health JSON (realtime-facts §7.1)."""
+
+    healthy: bool | None
+    db_connected: bool | None
+    replication_connected: bool | None
+    connected_cluster: int | None
+
+    @classmethod
+    def parse(cls, data: Any) -> Health | None:
+        """Parse ``{"data": {...}}``; None when the shape is not the health JSON."""
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return None
+        d = data["data"]
+
+        def b(key: str) -> bool | None:
+            v = d.get(key)
+            return v if isinstance(v, bool) else None
+
+        cc = d.get("connected_cluster")
+        return cls(b("healthy"), b("db_connected"), b("replication_connected"), cc if isinstance(cc, int) else None)
+
+
+def _health(target: Target, token: str) -> HttpAnswer:
+    tenant = urllib.parse.quote(target.resolved_tenant(), safe="")
+    return http_request(
+        "GET",
+        f"{target.realtime_url}/api/tenants/{tenant}/health",
+        {"Authorization": f"Bearer {token}"},
+        target.timeout,
+        host_header=realtime_host(target),
+    )
+
+
+@register("realtime.health", "Realtime's tenant health: the tenant database is connected",
+          needs=("realtime_direct",))
+def check_health(target: Target) -> CheckResult:
+    """``GET {realtime_url}/api/tenants/{tenant}/health`` reads ``db_connected``, not only ``healthy``.
+
+    With no client connected Realtime may report healthy without a DB connection, so when
+    ``db_connected`` is false one channel is joined and the health read again.
+    """
+    cid = "realtime.health"
+    secret = admin_secret(target)
+    if secret is None:
+        return _no_key(cid, "API_JWT_SECRET (or JWT_SECRET)")
+    token = mint_jwt(secret, "service_role", expires_in=120)
+    target.redactor.add(token)
+    ans = _health(target, token)
+    tenant = target.resolved_tenant()
+    metrics: dict[str, float] = {"elapsed_ms": ans.elapsed_ms}
+    evidence: dict[str, Any] = {"first": ans.evidence()}
+    if ans.status is None:
+        return _answer_failure(cid, "Realtime's health endpoint got no answer", ans, "HTTP 200", target)
+    if ans.status == 403:
+        return failure(
+            cid,
+            "Realtime refused the health request's token (HTTP 403).",
+            cause=CAUSES["admin_jwt_mismatch"],
+            detail="The token was signed with API_JWT_SECRET (or JWT_SECRET) as rtbook sees it; Realtime's "
+            "API_JWT_SECRET must be a different value.",
+            evidence=evidence,
+            metrics=metrics,
+        )
+    if ans.status == 404:
+        return failure(
+            cid,
+            f"Realtime has no tenant {tenant!r} (HTTP 404 on /api/tenants/{tenant}/health).",
+            cause=CAUSES["tenant_missing_admin"],
+            evidence=evidence,
+            metrics=metrics,
+        )
+    health = Health.parse(ans.json)
+    if ans.status != 200 or health is None:
+        return _answer_failure(cid, "Unexpected health answer", ans, 'HTTP 200 {"data":{...}}', target)
+    joined = False
+    join_cause: Cause | None = None
+    if not health.db_connected:
+        # Realtime connects to the tenant DB on the first join; ask again after one.
+        anon = target.secret("ANON_KEY")
+        if anon is not None:
+            ep = SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
+            try:
+                with open_socket(target, anon, endpoint=ep) as client:
+                    reply = client.join(f"realtime:rtbook-health-{uuid.uuid4().hex[:8]}", {"private": False},
+                                        timeout=target.timeout)
+                    joined = reply.ok
+                    evidence["join"] = {"status": reply.status, "reason": reply.reason}
+                    deadline = time.monotonic() + target.timeout
+                    while time.monotonic() < deadline:
+                        again = _health(target, token)
+                        parsed = Health.parse(again.json)
+                        evidence["after_join"] = again.evidence()
+                        if parsed is not None:
+                            health = parsed
+                        if health.db_connected or not joined:
+                            break
+                        time.sleep(0.3)
+            except PhoenixError as exc:
+                evidence["join_error"] = str(exc)
+                if isinstance(exc, HandshakeRefused):
+                    join_cause = diagnose(status=exc.status, body=exc.body)
+    evidence["health"] = {
+        "healthy": health.healthy,
+        "db_connected": health.db_connected,
+        "replication_connected": health.replication_connected,
+        "connected_cluster": health.connected_cluster,
+    }
+    if health.db_connected:
+        return CheckResult(
+            cid,
+            Status.PASS,
+            summary=f"Tenant {tenant!r} is healthy with its database connected"
+            + (" (after one join)." if joined else "."),
+            evidence=evidence,
+            metrics=metrics,
+        )
+    reason = str(evidence.get("join", {}).get("reason", "")) if isinstance(evidence.get("join"), dict) else ""
+    found = diagnose(reason=reason) if reason else join_cause
+    if not joined and health.healthy:
+        # Nothing proves the DB is down: Realtime connects on the first join, and ours was refused.
+        return failure(
+            cid,
+            f"Tenant {tenant!r} reports healthy=true, db_connected=false, and rtbook's probe join was refused, "
+            "so the database connection is unproven.",
+            cause=found,
+            detail="Realtime connects to the tenant database on the first channel join; "
+            + (f"the join failed with {reason}." if reason else f"the socket was refused: "
+               f"{evidence.get('join_error', 'no ANON_KEY to join with')}."),
+            evidence=evidence,
+            metrics=metrics,
+            status=Status.WARN,
+        )
+    return failure(
+        cid,
+        f"Tenant {tenant!r} reports db_connected=false (healthy={health.healthy}).",
+        cause=found or CAUSES["tenant_db_unreachable"],
+        detail="healthy=true alone does not prove the tenant database is reachable (Realtime reports migration "
+        "status when no client is connected); db_connected stayed false"
+        + (" after a channel join." if joined else "; no join succeeded to make Realtime connect.")
+        + (f" Join reply: {reason}." if reason else ""),
+        evidence=evidence,
+        metrics=metrics,
+    )
 
 SCRATCH_PREFIX = "rtbook_scratch_"
 
-log = logging.getLogger("rtbook.subscriptions")
+log = logging.getLogger("rtbook.checks.realtime")
 
 
 MAX_TABLES = 20

@@ -1,0 +1,1 @@
+"""rtbook.config."""

@@ -1,0 +1,87 @@
+"""The one gateway interface: which hosts the stack's gateway sends Realtime traffic to, and the tenant that implies.
+
+Realtime takes the tenant from the first label of the Host header it receives (realtime-facts §1.1).
+Kong (``preserve_host`` off, its default) sends its service's upstream host; Envoy sends the
+``host_rewrite_literal`` of the route, or the client's own Host when it has none. Every check that
+needs "the Host Realtime sees" (compose, docker, kong, envoy) asks :func:`realtime_upstream`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rtbook.config.envoy import load_envoy
+from rtbook.config.kong import load_kong
+from rtbook.config.stack import DEFAULT_TENANT, Stack
+from rtbook.exceptions import InputError
+
+__all__ = ["RealtimeUpstream", "implied_tenant", "realtime_upstream", "tenant_of"]
+
+
+def tenant_of(host: str) -> str:
+    """The tenant Realtime reads from a Host: its first label (``Realtime.Database.get_external_id``)."""
+    return host.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class RealtimeUpstream:
+    """Where the gateway sends Realtime traffic.
+
+    Attributes:
+        kind: ``"kong"``, ``"envoy"``, or ``""`` when the stack has no gateway.
+        connect_hosts: the hosts the gateway connects to (these must resolve to the Realtime container).
+        host_headers: the Host values Realtime receives (their first label is the tenant); empty for
+            an Envoy route that keeps the client's Host.
+        source: where the values come from, in words.
+        error: why the gateway config could not be read (its ``<kind>.parse`` check has the detail).
+    """
+
+    kind: str
+    connect_hosts: tuple[str, ...] = ()
+    host_headers: tuple[str, ...] = ()
+    source: str = ""
+    error: str = ""
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants the Host values imply, in order, without repeats."""
+        return tuple(dict.fromkeys(tenant_of(h) for h in self.host_headers if h))
+
+
+def _hosts(values: object) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(v) for v in (values or ()) if str(v)))  # type: ignore[attr-defined]
+
+
+def realtime_upstream(stack: Stack) -> RealtimeUpstream:
+    """What the stack's gateway sends to Realtime (never raises; an unreadable config sets ``error``)."""
+    kind = stack.gateway_kind() or ""
+    try:
+        if kind == "kong":
+            kong = load_kong(stack)
+            hosts = _hosts(kong.realtime_upstream_hosts()) if kong else ()
+            # Kong's default preserve_host=false sends the upstream host as Host
+            # (kong.realtime_preserve_host reports routes that change that).
+            return RealtimeUpstream(kind, hosts, hosts, "kong.yml's Realtime services")
+        if kind == "envoy":
+            envoy = load_envoy(stack)
+            if envoy is None:
+                return RealtimeUpstream(kind, source="no Envoy config")
+            return RealtimeUpstream(
+                kind,
+                _hosts(envoy.realtime_cluster_hosts()),
+                _hosts(envoy.realtime_host_rewrites()),
+                "the Envoy cluster and host rewrite of the Realtime routes",
+            )
+    except InputError as exc:
+        return RealtimeUpstream(kind, source="gateway config unreadable", error=f"{type(exc).__name__}: {exc}")
+    return RealtimeUpstream(kind, source="no gateway")
+
+
+def implied_tenant(stack: Stack) -> str:
+    """The tenant the stack implies: ``SELF_HOST_TENANT_NAME``, else the gateway's Host, else ``realtime-dev``."""
+    rt = stack.realtime_service()
+    if rt is not None and rt.environment.get("SELF_HOST_TENANT_NAME"):
+        return rt.environment["SELF_HOST_TENANT_NAME"]
+    for tenant in realtime_upstream(stack).tenants:
+        return tenant
+    return DEFAULT_TENANT

@@ -1,0 +1,204 @@
+"""Running registered checks against a target."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rtbook.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
+
+import importlib
+
+from rtbook.results import CheckResult, Report, Status
+from rtbook.target import Target
+
+__all__ = [
+    "CHECK_MODULES",
+    "CheckSpec",
+    "all_checks",
+    "get_check",
+    "load_check_modules",
+    "register",
+    "run_checks",
+    "run_one",
+    "select_checks",
+]
+
+
+
+# ---------------------------------------------------------------- registry
+
+CheckFunc = Callable[["Target"], "CheckResult | Iterable[CheckResult]"]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: its id, title, what it needs and the function that runs it."""
+
+    id: str
+    title: str
+    func: CheckFunc
+    needs: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def area(self) -> str:
+        """The first component of the id (``compose``, ``kong``, ``db``...)."""
+        return self.id.split(".", 1)[0]
+
+
+_REGISTRY: dict[str, CheckSpec] = {}
+
+
+def register(
+    check_id: str, title: str, *, needs: Sequence[str] = (), tags: Sequence[str] = ()
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register a check function under a stable id.
+
+    ``needs`` names what the check requires from the target (``stack``, ``db``, ``gateway``,
+    ``realtime``, ``docker``); the runner skips the check with that reason when it is absent.
+    """
+    if check_id.count(".") < 1 or check_id != check_id.strip():
+        raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
+
+    def decorate(func: CheckFunc) -> CheckFunc:
+        existing = _REGISTRY.get(check_id)
+        if existing is not None and existing.func.__qualname__ != func.__qualname__:
+            raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
+        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags))
+        return func
+
+    return decorate
+
+
+def all_checks() -> list[CheckSpec]:
+    """Every registered check, in registration order (importing every check module first)."""
+    from rtbook.registry import load_check_modules
+
+    load_check_modules()
+    return list(_REGISTRY.values())
+
+
+def get_check(check_id: str) -> CheckSpec:
+    """Return the spec for ``check_id``; raise ConfigError naming close ids when unknown."""
+    all_checks()
+    try:
+        return _REGISTRY[check_id]
+    except KeyError:
+        close = [k for k in _REGISTRY if k.startswith(check_id.split(".", 1)[0])]
+        raise ConfigError(
+            f"no check with id {check_id!r}; run 'rtbook checks' for the list"
+            + (f" (same area: {', '.join(close[:8])})" if close else "")
+        ) from None
+
+
+def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
+    """Run one check and return its results; a crash becomes an ``error`` result, never a traceback."""
+    started = time.perf_counter()
+    try:
+        missing = [need for need in spec.needs if not target.has(need)]
+        if missing:
+            out: list[CheckResult] = [
+                CheckResult(
+                    spec.id,
+                    Status.SKIP,
+                    spec.title,
+                    summary=f"Skipped: the target has no {', '.join(missing)} "
+                    f"({target.why_missing(missing[0])}).",
+                )
+            ]
+        else:
+            produced = spec.func(target)
+            out = [produced] if isinstance(produced, CheckResult) else list(produced)
+            for r in out:
+                if not isinstance(r, CheckResult):
+                    raise TypeError(f"check {spec.id} returned {type(r).__name__}, not CheckResult")
+    except Exception as exc:  # a check must never stop the run
+        tb = traceback.format_exception_only(type(exc), exc)
+        out = [
+            CheckResult(
+                spec.id,
+                Status.ERROR,
+                spec.title,
+                summary=f"The check {spec.id} crashed: {type(exc).__name__}: {exc}",
+                detail="".join(tb).strip(),
+                remedy="This is a bug in rtbook or an input it does not understand; "
+                "report it with the detail above.",
+            )
+        ]
+    elapsed = (time.perf_counter() - started) * 1000
+    final = []
+    for r in out:
+        if not r.title:
+            r = dataclasses.replace(r, title=spec.title)
+        if not r.duration_ms:
+            r = dataclasses.replace(r, duration_ms=elapsed / max(len(out), 1))
+        final.append(r.redacted(target.redactor))
+    return final
+
+# Every module that registers checks, in the order a run goes through them: static first,
+# then containers, database, gateway and subscriptions.
+CHECK_MODULES = (
+    "rtbook.checks.compose",
+    "rtbook.checks.env",
+    "rtbook.checks.kong",
+    "rtbook.checks.envoy",
+    "rtbook.checks.docker",
+    "rtbook.checks.tenant",
+    "rtbook.checks.db",
+    "rtbook.checks.gateway",
+    "rtbook.checks.realtime",
+)
+
+_loaded = False
+
+
+def load_check_modules() -> None:
+    """Import every check module so that its checks are registered."""
+    global _loaded
+    if _loaded:
+        return
+    for name in CHECK_MODULES:
+        importlib.import_module(name)
+    _loaded = True
+
+
+def select_checks(only: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[CheckSpec]:
+    """Registered checks whose id starts with one of ``only`` (all when empty) and none of ``exclude``."""
+    load_check_modules()
+    only_t = tuple(only)
+    exclude_t = tuple(exclude)
+    specs = list(_REGISTRY.values())
+    order = {area: i for i, area in enumerate(_AREA_ORDER)}
+    specs.sort(key=lambda s: order.get(s.area, len(order)))
+    return [
+        s
+        for s in specs
+        if (not only_t or s.id.startswith(only_t)) and not (exclude_t and s.id.startswith(exclude_t))
+    ]
+
+
+_AREA_ORDER = ("compose", "env", "kong", "envoy", "docker", "db", "tenant", "gateway", "realtime")
+
+
+def run_checks(
+    target: Target, only: Iterable[str] | str = (), exclude: Iterable[str] | str = (), title: str = ""
+) -> Report:
+    """Run the selected checks against ``target`` and return their report.
+
+    Every selected check runs even when earlier ones fail; a check that crashes becomes an
+    ``error`` result. ``only`` and ``exclude`` are id prefixes such as ``"kong."``.
+    """
+    only_t = (only,) if isinstance(only, str) else tuple(only)
+    exclude_t = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    report = Report(title=title)
+    for spec in select_checks(only_t, exclude_t):
+        report.extend(run_one(spec, target))
+    return report

@@ -1,0 +1,438 @@
+"""Audit records: redacted notebooks, summaries, JUnit, the manifest and ``verify``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import html
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
+
+from rtbook.exceptions import (
+    InputError,
+    RtbookError,
+)
+from rtbook.results import Report, Status
+from rtbook.runbook.params import ParamValue, target_from_params
+from rtbook.secrets import REDACTED, Redactor, is_secret_name, looks_secret
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ['VerifyResult', 'redact_notebook', 'verify', 'write_manifest']
+
+
+@dataclass
+class NotebookOutcome:
+    """How one notebook of a run went."""
+
+    name: str
+    status: str  # passed | failed | error
+    duration_s: float
+    report: Report
+    error: str = ""
+    error_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for ``summary.json``."""
+        return {
+            "notebook": self.name,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "error_name": self.error_name,
+            "error": self.error,
+            "counts": self.report.counts(),
+            "results": [r.to_dict() for r in self.report],
+        }
+
+
+@dataclass
+class RunOutcome:
+    """The result of ``rtbook run``: where the record is and how each notebook went."""
+
+    record_dir: Path
+    notebooks: list[NotebookOutcome] = field(default_factory=list)
+    manifest_sha256: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every notebook passed, 1 otherwise."""
+        return 0 if self.notebooks and all(n.status == "passed" for n in self.notebooks) else 1
+
+
+
+def _run_redactor(params: Mapping[str, ParamValue]) -> Redactor:
+    """Every secret the run could have seen: the environment's and the target stack's.
+
+    Values are also registered HTML-escaped, because HTML outputs (result tables) escape a
+    password holding ``&``, ``<`` or a quote, and the escaped form must not survive either.
+    """
+    redactor = Redactor()
+    sources: list[Mapping[str, str]] = [os.environ]
+    with contextlib.suppress(RtbookError, OSError, ImportError):
+        target = target_from_params(**params)
+        redactor.extend(target.redactor)
+        if target.stack is not None:
+            sources.append(target.stack.env)
+            realtime = target.stack.realtime_service()
+            if realtime is not None:
+                sources.append(realtime.environment)
+    for source in sources:
+        redactor.add_env(source)
+        for name, value in source.items():
+            if isinstance(value, str) and value and (is_secret_name(name) or looks_secret(value)):
+                for variant in (html.escape(value), html.escape(value, quote=False)):
+                    if variant != value:
+                        redactor.add(variant)
+    return redactor
+
+
+# ================================================================ redaction
+
+
+def _path_replacements(staging: Path, source_dir: Path) -> list[tuple[str, str]]:
+    home = str(Path.home())
+    pairs = [(str(staging), "."), (str(source_dir.resolve()), "notebooks"), (str(source_dir), "notebooks")]
+    with contextlib.suppress(OSError):
+        pairs.append((str(staging.resolve()), "."))
+    if home not in ("/", ""):
+        pairs.append((home, "~"))
+    # Longest first so the staging dir wins over a home dir that contains it.
+    return sorted({p for p in pairs if p[0]}, key=lambda p: len(p[0]), reverse=True)
+
+
+def _scrub_text(text: str, redactor: Redactor, paths: Sequence[tuple[str, str]]) -> str:
+    for old, new in paths:
+        text = text.replace(old, new)
+    return redactor.text(text)
+
+
+def _scrub(value: Any, redactor: Redactor, paths: Sequence[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value, redactor, paths)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            skey = _scrub_text(str(key), redactor, paths)
+            out[skey] = REDACTED if isinstance(item, str) and item and is_secret_name(str(key)) else _scrub(
+                item, redactor, paths
+            )
+        return out
+    if isinstance(value, list | tuple):
+        return [_scrub(v, redactor, paths) for v in value]
+    return value
+
+
+def redact_notebook(
+    nb: Mapping[str, Any],
+    redactor: Redactor,
+    *,
+    paths: Sequence[tuple[str, str]] = (),
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return a copy of notebook JSON with secrets, tokens and local paths removed everywhere.
+
+    Cell sources, outputs (streams, rich data, tracebacks), cell and notebook metadata are all
+    scrubbed. ``metadata.papermill.parameters`` is replaced by ``parameters`` (the validated,
+    non-secret set) and papermill's input/output paths are reduced to file names.
+    """
+    data: dict[str, Any] = json.loads(json.dumps(nb))
+    meta = data.setdefault("metadata", {})
+    pmeta = meta.get("papermill")
+    if isinstance(pmeta, dict):
+        if parameters is not None:
+            pmeta["parameters"] = dict(parameters)
+        for key in ("input_path", "output_path"):
+            if pmeta.get(key):
+                pmeta[key] = Path(str(pmeta[key])).name
+        pmeta.pop("environment_variables", None)
+    return dict(_scrub(data, redactor, paths))
+
+
+def _read_notebook(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the executed notebook {path.name}: {exc}") from exc
+    return dict(data)
+
+
+# ================================================================ the record
+
+
+def _write_record(
+    record: Path,
+    outcome: RunOutcome,
+    executed: Mapping[str, Any],
+    staging: Path,
+    source_dir: Path,
+    params: Mapping[str, ParamValue],
+    redactor: Redactor,
+    started: dt.datetime,
+    ended: dt.datetime,
+) -> None:
+    paths = _path_replacements(staging, source_dir)
+    safe_params = {**_scrub(dict(params), redactor, paths), "run_dir": "."}
+    record.mkdir(parents=True, exist_ok=False)
+
+    def write(name: str, text: str) -> None:
+        (record / name).write_text(_scrub_text(text, redactor, paths))
+
+    for name, nb in executed.items():
+        clean = redact_notebook(nb, redactor, paths=paths, parameters=safe_params)
+        write(f"{name}.ipynb", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
+    for nb_outcome in outcome.notebooks:
+        write(
+            f"{nb_outcome.name}.results.json",
+            json.dumps(_scrub(nb_outcome.to_dict(), redactor, paths), indent=2) + "\n",
+        )
+    overall = Report([r for n in outcome.notebooks for r in n.report])
+    summary = {
+        "rtbook_version": _version(),
+        "started": started.isoformat(timespec="seconds"),
+        "ended": ended.isoformat(timespec="seconds"),
+        "exit_code": outcome.exit_code,
+        "parameters": safe_params,
+        "counts": overall.counts(),
+        "notebooks": [n.to_dict() for n in outcome.notebooks],
+    }
+    write("summary.json", json.dumps(_scrub(summary, redactor, paths), indent=2) + "\n")
+    write("summary.md", _summary_md(outcome, safe_params, started, ended))
+    write("junit.xml", _junit(outcome))
+    manifest = {
+        "format": "rtbook-record/1",
+        "rtbook_version": _version(),
+        "git": _git_info(),
+        "python": platform.python_version(),
+        "packages": _package_versions(),
+        "parameters": safe_params,
+        "started": started.isoformat(timespec="seconds"),
+        "ended": ended.isoformat(timespec="seconds"),
+        "exit_code": outcome.exit_code,
+        "target_fingerprint": _fingerprint(params),
+    }
+    outcome.manifest_sha256 = write_manifest(record, _scrub(manifest, redactor, paths))
+
+
+def _summary_md(
+    outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime, ended: dt.datetime
+) -> str:
+    overall = Report([r for n in outcome.notebooks for r in n.report])
+    lines = [
+        f"# rtbook run {outcome.record_dir.name}",
+        "",
+        f"- verdict: **{'PASSED' if outcome.exit_code == 0 else 'FAILED'}** ({overall.summary_line()})",
+        f"- started {started.isoformat(timespec='seconds')}, ended {ended.isoformat(timespec='seconds')}",
+        f"- target: {params.get('target_kind')}"
+        + (f", tenant {params['tenant']}" if params.get("tenant") else ""),
+        "",
+        "| notebook | status | results | time |",
+        "|---|---|---|---|",
+    ]
+    for n in outcome.notebooks:
+        lines.append(f"| [{n.name}]({n.name}.ipynb) | {n.status} | {n.report.summary_line()} | {n.duration_s:.1f}s |")
+    for n in outcome.notebooks:
+        lines += ["", f"## {n.name}: {n.status}", ""]
+        if n.error_name and n.status == "error":
+            lines += [f"The notebook stopped with {n.error_name}: {n.error}", ""]
+        if not len(n.report):
+            lines.append("No check results were recorded.")
+        for r in n.report:
+            lines.append(f"- **{r.status.value.upper()}** `{r.id}`: {r.summary or r.title}")
+            if r.status is not Status.PASS and r.remedy:
+                lines.append(f"  - remedy: {r.remedy}".replace("\n", " "))
+    return "\n".join(lines) + "\n"
+
+
+def _junit(outcome: RunOutcome) -> str:
+    root = ET.Element("testsuites", name="rtbook")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for n in outcome.notebooks:
+        parsed = ET.fromstring(n.report.to_junit(suite=n.name).split("?>", 1)[-1])
+        suite = parsed.find("testsuite")
+        if suite is None:
+            continue
+        suite.set("name", n.name)
+        if n.status == "error":
+            case = ET.SubElement(suite, "testcase", classname="rtbook.runbook", name=f"{n.name}.execution")
+            ET.SubElement(case, "error", message=f"{n.error_name}: {n.error}"[:500]).text = n.error
+            suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+            suite.set("errors", str(int(suite.get("errors", "0")) + 1))
+        for key in totals:
+            totals[key] += int(suite.get(key, "0"))
+        root.append(suite)
+    for key, value in totals.items():
+        root.set(key, str(value))
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _version() -> str:
+    from rtbook import __version__
+
+    return __version__
+
+
+def _git_info() -> dict[str, Any]:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=normal", "--", "rtbook", "notebooks"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+_PACKAGES = (
+    "rtbook", "papermill", "nbformat", "nbclient", "ipykernel", "ipywidgets", "jupyterlab", "sqlalchemy",
+    "psycopg", "websocket-client", "aiohttp", "docker", "pyyaml", "pyjwt", "cryptography",
+)
+
+
+def _package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fingerprint(params: Mapping[str, ParamValue]) -> dict[str, Any]:
+    """Hashes that identify the target without revealing it: stack files and endpoint URLs."""
+    stack_dir = str(params.get("stack_dir") or "")
+    if params.get("target_kind") == "sandbox":
+        with contextlib.suppress(OSError, ValueError, ImportError):
+            from rtbook.target import sandbox_state_path
+
+            stack_dir = str(json.loads(sandbox_state_path().read_text()).get("stack_dir") or "")
+    files: dict[str, str] = {}
+    if stack_dir and Path(stack_dir).is_dir():
+        root = Path(stack_dir)
+        for pattern in ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", ".env", "volumes/api/*"):
+            for path in sorted(root.glob(pattern)):
+                if path.is_file():
+                    files[path.relative_to(root).as_posix()] = _sha256_bytes(path.read_bytes())
+    endpoints = {
+        key: _sha256_bytes(str(params[key]).encode())
+        for key in ("api_url", "realtime_url", "realtime_host", "db_url", "tenant")
+        if params.get(key)
+    }
+    return {"kind": params.get("target_kind"), "stack_files_sha256": files, "endpoints_sha256": endpoints}
+
+
+# ================================================================ manifest and verify
+
+MANIFEST = "manifest.json"
+_SELF_PLACEHOLDER = "0" * 64
+_SELF_FIELD = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
+
+
+def _file_hashes(record: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in sorted(record.rglob("*")):
+        rel = path.relative_to(record).as_posix()
+        if path.is_file() and rel != MANIFEST:
+            out[rel] = _sha256_bytes(path.read_bytes())
+    return out
+
+
+def write_manifest(record: Path, fields: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` with the sha256 of every file in ``record`` and of itself; return the latter.
+
+    The manifest's own hash is computed over its exact bytes with the ``manifest_sha256`` value
+    zeroed, so a change to any byte of the manifest (a time, a parameter) is detected too.
+    """
+    body = {**fields, "files": _file_hashes(record), "manifest_sha256": _SELF_PLACEHOLDER}
+    text = json.dumps(body, indent=2) + "\n"
+    digest = _sha256_bytes(text.encode())
+    (record / MANIFEST).write_text(text.replace(f'"manifest_sha256": "{_SELF_PLACEHOLDER}"',
+                                                f'"manifest_sha256": "{digest}"'))
+    return digest
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify`` found in a record."""
+
+    record: Path
+    altered: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    manifest_ok: bool = True
+    manifest_sha256: str = ""
+
+    @property
+    def intact(self) -> bool:
+        """True when every file matches the manifest and the manifest matches itself."""
+        return self.manifest_ok and not (self.altered or self.missing or self.extra)
+
+    def __str__(self) -> str:
+        if self.intact:
+            return f"{self.record}: intact (manifest sha256 {self.manifest_sha256})"
+        lines = [f"{self.record}: ALTERED"]
+        if not self.manifest_ok:
+            lines.append(f"  manifest.json: its content does not match its own hash ({self.manifest_sha256 or 'none'})")
+        lines += [f"  altered: {p}" for p in self.altered]
+        lines += [f"  missing: {p}" for p in self.missing]
+        lines += [f"  extra:   {p}" for p in self.extra]
+        return "\n".join(lines)
+
+
+def verify(record: str | Path) -> VerifyResult:
+    """Re-hash every file of an audit record and compare with its manifest.
+
+    Raises:
+        InputError: when the folder or its manifest cannot be read at all.
+    """
+    folder = Path(record)
+    path = folder / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{folder} holds no readable {MANIFEST}: {exc.strerror}; is it an rtbook run folder?") from exc
+    result = VerifyResult(folder)
+    match = _SELF_FIELD.search(raw)
+    if match is None:
+        result.manifest_ok = False
+    else:
+        result.manifest_sha256 = match.group(1).decode()
+        zeroed = raw[: match.start(1)] + _SELF_PLACEHOLDER.encode() + raw[match.end(1) :]
+        result.manifest_ok = _sha256_bytes(zeroed) == result.manifest_sha256
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        listed = json.loads(text).get("files", {})
+    except ValueError:
+        listed = {}
+        result.manifest_ok = False
+    if not isinstance(listed, dict):
+        listed, result.manifest_ok = {}, False
+    actual = _file_hashes(folder)
+    for name, digest in sorted(listed.items()):
+        if name not in actual:
+            result.missing.append(name)
+        elif actual[name] != digest:
+            result.altered.append(name)
+    result.extra = sorted(set(actual) - set(listed))
+    return result

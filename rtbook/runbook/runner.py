@@ -1,0 +1,195 @@
+"""Running the notebooks headless with papermill (and the sandbox around them)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rtbook.exceptions import (
+    ChecksFailedError,
+    ConfigError,
+    DependencyError,
+    InputError,
+)
+from rtbook.results import Report
+from rtbook.runbook.notebooks import notebook_dir, select_notebooks
+from rtbook.runbook.params import target_from_params, validate_params
+from rtbook.runbook.record import NotebookOutcome, RunOutcome, _read_notebook, _run_redactor, _write_record
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ['RunOutcome', 'run_notebooks']
+
+
+
+Progress = Callable[[str], None]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _record_dir(output_dir: Path, label: str, started: dt.datetime) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "run"
+    base = output_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}"
+    path = base
+    for i in range(2, 100):
+        if not path.exists():
+            break
+        path = Path(f"{base}-{i}")
+    return path
+
+
+def run_notebooks(
+    params: Mapping[str, Any],
+    *,
+    notebooks: str | Sequence[str] | None = None,
+    output_dir: str | Path = "outputs",
+    label: str = "",
+    source_dir: str | Path | None = None,
+    kernel_name: str = "python3",
+    cell_timeout_s: float = 900,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Execute the selected notebooks with papermill and write the redacted audit record.
+
+    Every notebook runs even when an earlier one failed, so the record is complete.
+
+    Raises:
+        ConfigError: for bad parameters or notebook names, before any notebook runs.
+        InputError: when the stack in ``stack_dir`` cannot be read, before any notebook runs.
+        DependencyError: when papermill or the kernel is missing.
+    """
+    say = progress or (lambda _msg: None)
+    clean = validate_params({k: v for k, v in params.items() if k != "run_dir"})
+    specs = select_notebooks(notebooks)
+    src = Path(source_dir) if source_dir else notebook_dir()
+    missing = [nb.name for nb in specs if not (src / f"{nb.name}.ipynb").is_file()]
+    if missing:
+        raise ConfigError(f"notebooks not found in {src}: {', '.join(missing)}; pass --notebook-dir")
+    if clean["target_kind"] == "stack":
+        # An unreadable stack is a usage error (exit 2, one line), as for 'rtbook check', not six failed notebooks.
+        target_from_params(**clean)
+    pm = _papermill()
+    _require_kernel(kernel_name)
+    redactor = _run_redactor(clean)
+    started = _utc_now()
+    record = _record_dir(Path(output_dir), label or str(clean["target_kind"]), started)
+    outcome = RunOutcome(record_dir=record)
+    staging = Path(tempfile.mkdtemp(prefix="rtbook-run-"))
+    os.chmod(staging, 0o700)
+    executed: dict[str, Any] = {}
+    try:
+        for i, spec in enumerate(specs, 1):
+            say(f"[{i}/{len(specs)}] {spec.name}: {spec.title} ...")
+            t0 = time.monotonic()
+            run_params = {**clean, "run_dir": str(staging)}
+            nb_out = staging / f"{spec.name}.ipynb"
+            error_name = error = ""
+            try:
+                pm.execute_notebook(
+                    str(src / f"{spec.name}.ipynb"),
+                    str(nb_out),
+                    parameters=run_params,
+                    kernel_name=kernel_name,
+                    progress_bar=False,
+                    cwd=str(src),
+                    execution_timeout=cell_timeout_s,
+                )
+            except pm.PapermillExecutionError as exc:
+                error_name, error = str(exc.ename), str(exc.evalue)
+            except Exception as exc:  # a dead kernel must not lose the rest of the record
+                error_name, error = type(exc).__name__, str(exc)
+            duration = time.monotonic() - t0
+            results_file = staging / f"{spec.name}.results.json"
+            report = load_one(results_file) if results_file.exists() else Report()
+            if not error_name:
+                status = "passed"
+            elif error_name == ChecksFailedError.__name__:
+                status = "failed"
+            else:
+                status = "error"
+            outcome.notebooks.append(
+                NotebookOutcome(spec.name, status, duration, report, redactor.text(error), error_name)
+            )
+            if nb_out.exists():
+                executed[spec.name] = _read_notebook(nb_out)
+            detail = f" ({error_name}: {redactor.text(error)[:200]})" if status == "error" else ""
+            say(f"      {status.upper()} in {duration:.1f}s: {report.summary_line()}{detail}")
+        ended = _utc_now()
+        _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return outcome
+
+
+def load_one(path: Path) -> Report:
+    """Read one ``<notebook>.results.json``."""
+    try:
+        return Report.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read {path.name}: {exc}") from exc
+
+
+def _papermill() -> Any:
+    try:
+        import papermill
+    except ImportError as exc:
+        raise DependencyError("papermill is not installed; run pip install papermill") from exc
+    return papermill
+
+
+def _require_kernel(name: str) -> None:
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    except ImportError as exc:
+        raise DependencyError("jupyter_client is not installed; run pip install ipykernel") from exc
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise DependencyError(
+            f"no Jupyter kernel named {name!r}; install one with: python3 -m ipykernel install --sys-prefix"
+        ) from None
+
+
+# ================================================================ sandbox
+
+
+@contextlib.contextmanager
+def _sandbox_running(say: Progress, breaks: Sequence[str] = (), timeout_s: float = 60) -> Iterator[None]:
+    """Start the embedded sandbox (with ``breaks``) for the run and stop it afterwards.
+
+    A sandbox that is already running is reused as it is (and left running) when no break
+    scenario was asked for.
+    """
+    from rtbook.sandbox import manager
+
+    current = manager.status()
+    if current.get("running"):
+        if breaks or current.get("breaks"):
+            raise ConfigError(
+                f"a sandbox is already running (breaks: {current.get('breaks') or 'none'}); stop it with "
+                "'rtbook sandbox down', or pass --no-sandbox-start to run against it as it is"
+            )
+        say("sandbox: reusing the sandbox that is already running (left running afterwards)")
+        yield
+        return
+    say("sandbox: starting" + (f" with break scenario(s) {', '.join(breaks)}" if breaks else "") + " ...")
+    t0 = time.monotonic()
+    manager.up(breaks=list(breaks), timeout=timeout_s)
+    say(f"sandbox: up in {time.monotonic() - t0:.1f}s")
+    try:
+        yield
+    finally:
+        say("sandbox: stopping ...")
+        manager.down()

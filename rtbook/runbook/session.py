@@ -1,0 +1,236 @@
+"""The notebook side of a run: ``start(name, globals())`` and the ``NotebookRun`` each notebook reports into."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rtbook.exceptions import (
+    ConfigError,
+    ConfirmationRequired,
+    InputError,
+    RtbookError,
+)
+from rtbook.results import CheckResult, Report
+from rtbook.runbook.notebooks import notebook_for
+from rtbook.runbook.params import ParamValue, notebook_params, target_from_params
+from rtbook.secrets import Redactor
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
+
+__all__ = ['NotebookRun', 'StepReport', 'start']
+
+
+
+class StepReport(Report):
+    """A report that shows its full text (not just the counts) when rendered as plain text."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        links = sorted({notebook_for(r.id) for r in self if r.failed})
+        # JupyterLab right-aligns table cells by default; findings and remedies read better left-aligned.
+        body = (
+            super()
+            ._repr_html_()
+            .replace("<th>", '<th style="text-align:left">')
+            .replace("<td>", '<td style="text-align:left">')
+            .replace('<td style="color:', '<td style="text-align:left;color:')
+        )
+        if links:
+            body += "<p>Fix it here: " + ", ".join(f'<a href="{n}.ipynb">{n}</a>' for n in links) + "</p>"
+        return body
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        links = sorted({notebook_for(r.id) for r in self if r.failed})
+        return text + (f"\nFix it here: {', '.join(links)}" if links else "")
+
+
+class Note:
+    """A short message that renders the same as text and as HTML (e.g. "nothing applied")."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.text)}</p>"
+
+
+class NotebookRun:
+    """What one notebook has found so far: its parameters, target and results, saved as it goes.
+
+    Each step adds its results; a later result with the same id replaces an earlier one (the
+    check after an apply wins over the check before it). :meth:`gate` saves and raises.
+    """
+
+    def __init__(self, notebook: str, params: Mapping[str, ParamValue], target: Target | None) -> None:
+        self.notebook = notebook
+        self.params = dict(params)
+        self._target = target
+        self._results: dict[str, list[CheckResult]] = {}
+        self.notes: list[str] = []
+
+    @property
+    def target(self) -> Target:
+        """The target under test (ConfigError when the notebook has none, e.g. 05 over a record)."""
+        if self._target is None:
+            raise ConfigError(f"{self.notebook} has no target; check its parameters")
+        return self._target
+
+    @property
+    def report(self) -> Report:
+        """Every result this notebook recorded, latest per check id."""
+        return Report([r for rs in self._results.values() for r in rs], title=self.notebook)
+
+    def record(self, results: Iterable[CheckResult]) -> StepReport:
+        """Add results to the notebook's record (replacing same-id results) and save it."""
+        step = StepReport(results)
+        grouped: dict[str, list[CheckResult]] = {}
+        for r in step:
+            grouped.setdefault(r.id, []).append(r)
+        self._results.update(grouped)
+        self.save()
+        return step
+
+    def checks(self, *prefixes: str, title: str = "", skip_done: bool = False) -> StepReport:
+        """Run the checks whose id starts with one of ``prefixes`` and record their results.
+
+        With ``skip_done``, checks this notebook already ran are left out (a "everything else" step).
+        """
+        from rtbook.registry import run_one, select_checks
+
+        target = self.target
+        results: list[CheckResult] = []
+        for spec in select_checks(prefixes):
+            if skip_done and spec.id in self._results:
+                continue
+            results.extend(run_one(spec, target))
+        step = self.record(results)
+        step.title = title or ", ".join(prefixes)
+        if not len(step):
+            self.notes.append(f"no check registered for {', '.join(prefixes)}")
+        return step
+
+    def seeding_plan(self) -> Any:
+        """The tenant seeding plan for the target (``rtbook.seeding.plan``), or a note saying why there is none.
+
+        Planning is a dry run; it may propose creating a missing tenant row, which only
+        :meth:`apply_plan` with ``apply_fixes`` and ``confirm_apply`` would write.
+        """
+        from rtbook import seeding as tenants
+
+        if not self.target.has("db"):
+            return Note(f"No seeding plan: the target has no database ({self.target.why_missing('db')}).")
+        try:
+            return tenants.plan(self.target, create=True)
+        except RtbookError as exc:
+            return Note(f"No seeding plan: {self.target.redactor.text(str(exc))}")
+
+    def apply_plan(self, plan: Any) -> Any:
+        """Apply ``plan`` when ``apply_fixes`` and ``confirm_apply`` allow it, then re-run the tenant checks."""
+        if isinstance(plan, Note):
+            return plan
+        if getattr(plan, "empty", False):
+            return Note("Nothing to apply: the stored tenant rows already match the stack.")
+        if not self.params.get("apply_fixes"):
+            return Note("Not applied: apply_fixes is false (a dry run). Set apply_fixes and confirm_apply to write.")
+        if not self.params.get("confirm_apply"):
+            raise ConfirmationRequired("apply_fixes is true but confirm_apply is false; nothing was written")
+        from rtbook import seeding as tenants
+
+        outcome = tenants.apply(self.target, plan, yes=True)
+        applied = [outcome] if isinstance(outcome, CheckResult) else [r for r in outcome if isinstance(r, CheckResult)]
+        after = self.checks("tenant.", "db.", title="After applying the plan")
+        step = self.record([*applied, *after])
+        step.title = "Applied the plan; the tenant and database checks again"
+        return step
+
+    def troubleshoot(self) -> StepReport:
+        """Explain the chosen symptom(s) from the results of the run's earlier notebooks."""
+        from rtbook.runbook import troubleshoot
+
+        symptom = str(self.params.get("symptom") or "")
+        run_dir = str(self.params.get("run_dir") or "")
+        earlier = load_results(run_dir, exclude=(self.notebook,)) if run_dir else None
+        if earlier is None or not len(earlier):
+            if self._target is None:
+                return self.record(troubleshoot.diagnose(Report(), symptom))
+            earlier = _run_deciding_checks(self.target, symptom)
+        return self.record(troubleshoot.diagnose(earlier, symptom))
+
+    def save(self) -> Path | None:
+        """Write ``<run_dir>/<notebook>.results.json`` (redacted); no-op without ``run_dir``."""
+        run_dir = str(self.params.get("run_dir") or "")
+        if not run_dir:
+            return None
+        path = Path(run_dir) / f"{self.notebook}.results.json"
+        redactor = self._target.redactor if self._target is not None else Redactor()
+        data = {"notebook": self.notebook, **self.report.to_dict(), "notes": self.notes}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(redactor.data(data), indent=2))
+        tmp.replace(path)
+        return path
+
+    def gate(self) -> None:
+        """Save the results, then raise ChecksFailedError if a check failed (or warned, when strict)."""
+        self.save()
+        report = self.report
+        report.raise_for_failures(strict=bool(self.params.get("strict")))
+
+
+def _run_deciding_checks(target: Target, symptom: str) -> Report:
+    from rtbook.runbook import troubleshoot
+    from rtbook.registry import run_checks
+
+    prefixes = troubleshoot.deciding_prefixes(symptom)
+    return run_checks(target, only=prefixes)
+
+
+def start(notebook: str, namespace: Mapping[str, Any], *, need_target: bool = True) -> NotebookRun:
+    """Validate the notebook's parameters from ``namespace`` and build its target.
+
+    The second cell of every notebook calls this. Without ``need_target`` (05 reading a record)
+    a target that cannot be built is tolerated.
+    """
+    params = notebook_params(namespace)
+    try:
+        target = target_from_params(**params)
+    except (RtbookError, ImportError):
+        if need_target:
+            raise
+        target = None
+    run = NotebookRun(notebook, params, target)
+    run.save()
+    return run
+
+
+def load_results(run_dir: str | Path, exclude: Sequence[str] = ()) -> Report:
+    """Every result saved by the notebooks of a run (``*.results.json`` in ``run_dir``), in notebook order."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"run_dir {str(folder)!r} is not a directory; pass the folder of a run (outputs/<run>)")
+    report = Report(title=f"results in {folder.name}")
+    for path in sorted(folder.glob("*.results.json")):
+        name = path.name.removesuffix(".results.json")
+        if name in exclude:
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {path.name}: {exc}") from exc
+        report.extend(Report.from_dict(data))
+    return report
+
+
+# ================================================================ the runner
+
