@@ -65,7 +65,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
 def notebook_dir() -> Path:
     """Where the runbook's notebooks live (``$RTBOOK_NOTEBOOKS`` or the repository's ``notebooks/``)."""
     env = os.environ.get("RTBOOK_NOTEBOOKS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "notebooks"
 
 
 def select_notebooks(selection: str | Sequence[str] | None) -> list[NotebookSpec]:
