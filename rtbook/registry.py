@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rtbook.exceptions import ConfigError
+from rtbook.results import CheckResult, Report, Status
 
 if TYPE_CHECKING:
     from rtbook.target import Target
-
-import importlib
-
-from rtbook.results import CheckResult, Report, Status
-from rtbook.target import Target
 
 __all__ = [
     "CHECK_MODULES",
@@ -35,7 +32,11 @@ __all__ = [
 
 # ---------------------------------------------------------------- registry
 
-CheckFunc = Callable[["Target"], "CheckResult | Iterable[CheckResult]"]
+# A check is called as func(target, check_id) or, with a provider, func(target, check_id, context).
+CheckFunc = Callable[..., "CheckResult | Iterable[CheckResult]"]
+# What a check needs before it can start (a loaded gateway config, the Realtime service...): the
+# provider returns it, or the result (usually a skip) that stands in for the check when it is absent.
+Provider = Callable[["Target", str], Any]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CheckSpec:
     func: CheckFunc
     needs: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    using: Provider | None = None
 
     @property
     def area(self) -> str:
@@ -58,12 +60,21 @@ _REGISTRY: dict[str, CheckSpec] = {}
 
 
 def register(
-    check_id: str, title: str, *, needs: Sequence[str] = (), tags: Sequence[str] = ()
+    check_id: str,
+    title: str,
+    *,
+    needs: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    using: Provider | None = None,
 ) -> Callable[[CheckFunc], CheckFunc]:
-    """Register a check function under a stable id.
+    """Register a check function under a stable id; the id is written here only.
 
+    The function is called with the target and its own id (for the results it returns).
     ``needs`` names what the check requires from the target (``stack``, ``db``, ``gateway``,
     ``realtime``, ``docker``); the runner skips the check with that reason when it is absent.
+    ``using`` is a provider called as ``using(target, check_id)`` before the check: a
+    :class:`CheckResult` from it stands in for the check, anything else is passed to the check as
+    its third argument. That keeps the "load it or skip" preamble out of every check.
     """
     if check_id.count(".") < 1 or check_id != check_id.strip():
         raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
@@ -72,7 +83,7 @@ def register(
         existing = _REGISTRY.get(check_id)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
-        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags))
+        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags), using)
         return func
 
     return decorate
@@ -99,6 +110,15 @@ def get_check(check_id: str) -> CheckSpec:
         ) from None
 
 
+def _call(spec: CheckSpec, target: Target) -> CheckResult | Iterable[CheckResult]:
+    if spec.using is None:
+        return spec.func(target, spec.id)
+    context = spec.using(target, spec.id)
+    if isinstance(context, CheckResult):
+        return context
+    return spec.func(target, spec.id, context)
+
+
 def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
     """Run one check and return its results; a crash becomes an ``error`` result, never a traceback."""
     started = time.perf_counter()
@@ -115,7 +135,7 @@ def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
                 )
             ]
         else:
-            produced = spec.func(target)
+            produced = _call(spec, target)
             out = [produced] if isinstance(produced, CheckResult) else list(produced)
             for r in out:
                 if not isinstance(r, CheckResult):

@@ -61,6 +61,10 @@ class GatewayKind(Generic[L]):
     unreadable_remedy: str
     load: Callable[[Stack], L | None]
 
+    def provider(self, need_config: bool = True) -> Callable[[Target, str], L | CheckResult]:
+        """The ``using=`` provider for :func:`~rtbook.registry.register`: :meth:`context` with ``need_config``."""
+        return lambda target, check_id: self.context(target, check_id, need_config)
+
     def context(self, target: Target, check_id: str, need_config: bool = True) -> L | CheckResult:
         """The loaded gateway config (cached on the target), or the skip/fail result that stands in for it.
 

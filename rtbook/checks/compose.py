@@ -418,7 +418,7 @@ def _env_rule(target: Target, cid: str, rule: Any) -> CheckResult:
 
 
 @register("compose.realtime.present", "A Realtime service exists", needs=("stack",))
-def check_present(target: Target) -> CheckResult:
+def check_present(target: Target, cid: str) -> CheckResult:
     """A service with image ``supabase/realtime`` (or named ``realtime``) is defined and active."""
     stack = _stack(target)
     rt = stack.realtime_service()
@@ -426,59 +426,59 @@ def check_present(target: Target) -> CheckResult:
     if rt is None:
         inactive = [s.name for s in stack.inactive_services.values() if "realtime" in s.image or "realtime" in s.name]
         extra = f" ({', '.join(inactive)} is disabled by profiles)" if inactive else ""
-        return _r("compose.realtime.present", Status.FAIL,
+        return _r(cid, Status.FAIL,
                   f"No Realtime service in {files}{extra}.",
                   detail=f"Services: {', '.join(sorted(stack.services)) or 'none'}. rtbook looks for image "
                   "supabase/realtime or a service named realtime.",
                   remedy="Add the realtime service from supabase/supabase docker/docker-compose.yml "
                   "(image supabase/realtime, container_name realtime-dev.supabase-realtime).")
     version = parse_realtime_version(rt.image)
-    return _r("compose.realtime.present", Status.PASS,
+    return _r(cid, Status.PASS,
               f"Realtime is service {rt.name!r}, image {version.describe()}.",
               evidence={"service": rt.name, "image": rt.image, "container_name": rt.container_name,
                         "env_file": str(stack.env_file) if stack.env_file else None})
 
 
 @register("compose.realtime.seed_self_host", "SEED_SELF_HOST is the string \"true\"", needs=("stack",))
-def check_seed(target: Target) -> CheckResult:
+def check_seed(target: Target, cid: str) -> CheckResult:
     """The seed creates the tenant row only when ``SEED_SELF_HOST`` is exactly ``true``."""
-    return _env_rule(target, "compose.realtime.seed_self_host", _rule_seed)
+    return _env_rule(target, cid, _rule_seed)
 
 
 @register("compose.realtime.jwt_secret", "Realtime's API_JWT_SECRET matches auth and rest", needs=("stack",))
-def check_jwt_secret(target: Target) -> CheckResult:
+def check_jwt_secret(target: Target, cid: str) -> CheckResult:
     """``API_JWT_SECRET`` equals the JWT secret of auth, rest and ``.env``, and has 32+ characters."""
-    return _env_rule(target, "compose.realtime.jwt_secret", _rule_jwt_secret)
+    return _env_rule(target, cid, _rule_jwt_secret)
 
 
 @register("compose.realtime.metrics_jwt_secret", "METRICS_JWT_SECRET set where the image needs it", needs=("stack",))
-def check_metrics(target: Target) -> CheckResult:
+def check_metrics(target: Target, cid: str) -> CheckResult:
     """v2.78.5 and later crash at boot without ``METRICS_JWT_SECRET``."""
-    return _env_rule(target, "compose.realtime.metrics_jwt_secret", _rule_metrics)
+    return _env_rule(target, cid, _rule_metrics)
 
 
 @register("compose.realtime.db_enc_key", "DB_ENC_KEY is 16 bytes and not the public default", needs=("stack",))
-def check_db_enc_key(target: Target) -> CheckResult:
+def check_db_enc_key(target: Target, cid: str) -> CheckResult:
     """AES-128 needs a 16-byte key; ``supabaserealtime`` is public."""
-    return _env_rule(target, "compose.realtime.db_enc_key", _rule_db_enc_key)
+    return _env_rule(target, cid, _rule_db_enc_key)
 
 
 @register("compose.realtime.secret_key_base", "SECRET_KEY_BASE is set (64+ characters)", needs=("stack",))
-def check_secret_key_base(target: Target) -> CheckResult:
+def check_secret_key_base(target: Target, cid: str) -> CheckResult:
     """Realtime crashes at boot without ``SECRET_KEY_BASE``."""
-    return _env_rule(target, "compose.realtime.secret_key_base", _rule_secret_key_base)
+    return _env_rule(target, cid, _rule_secret_key_base)
 
 
 @register("compose.realtime.search_path", "DB_AFTER_CONNECT_QUERY sets search_path to _realtime", needs=("stack",))
-def check_search_path(target: Target) -> CheckResult:
+def check_search_path(target: Target, cid: str) -> CheckResult:
     """Realtime's own tables live in ``_realtime``."""
-    return _env_rule(target, "compose.realtime.search_path", _rule_search_path)
+    return _env_rule(target, cid, _rule_search_path)
 
 
 @register("compose.realtime.db_connection", "Realtime's DB_* variables reach the database", needs=("stack",))
-def check_db_connection(target: Target) -> CheckResult:
+def check_db_connection(target: Target, cid: str) -> CheckResult:
     """``DB_HOST``/``DB_PORT``/``DB_USER``/``DB_PASSWORD``/``DB_NAME`` set and ``DB_HOST`` names the db."""
-    return _env_rule(target, "compose.realtime.db_connection", _rule_db_connection)
+    return _env_rule(target, cid, _rule_db_connection)
 
 
 # ---------------------------------------------------------------- tenant consistency
@@ -526,13 +526,10 @@ def _host_owner(stack: Stack, host: str) -> Service | None:
     "compose.realtime.tenant_consistency",
     "Gateway Host, container name, healthcheck and seeded tenant agree",
     needs=("stack",),
+    using=_realtime_or_skip,
 )
-def check_tenant_consistency(target: Target) -> CheckResult:
+def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckResult:
     """The tenant from the gateway's upstream Host equals the seeded tenant, and that host resolves to Realtime."""
-    cid = "compose.realtime.tenant_consistency"
-    got = _realtime_or_skip(target, cid)
-    if isinstance(got, CheckResult):
-        return got
     rt = got
     stack = _stack(target)
     named = rt.environment.get("SELF_HOST_TENANT_NAME", "")
@@ -650,13 +647,10 @@ def check_tenant_consistency(target: Target) -> CheckResult:
 # ---------------------------------------------------------------- healthcheck / network
 
 
-@register("compose.realtime.healthcheck", "Realtime healthcheck targets the tenant health URL", needs=("stack",))
-def check_healthcheck(target: Target) -> CheckResult:
+@register("compose.realtime.healthcheck", "Realtime healthcheck targets the tenant health URL", needs=("stack",),
+          using=_realtime_or_skip)
+def check_healthcheck(target: Target, cid: str, got: Service) -> CheckResult:
     """A ``CMD-SHELL`` healthcheck on ``/api/tenants/<tenant>/health`` with a Bearer token."""
-    cid = "compose.realtime.healthcheck"
-    got = _realtime_or_skip(target, cid)
-    if isinstance(got, CheckResult):
-        return got
     rt = got
     stack = _stack(target)
     where = f"services.{rt.name}.healthcheck"
@@ -703,13 +697,10 @@ def check_healthcheck(target: Target) -> CheckResult:
               f"({hc.form} form).", evidence=evidence)
 
 
-@register("compose.realtime.network", "Realtime and the gateway share a network", needs=("stack",))
-def check_network(target: Target) -> CheckResult:
+@register("compose.realtime.network", "Realtime and the gateway share a network", needs=("stack",),
+          using=_realtime_or_skip)
+def check_network(target: Target, cid: str, got: Service) -> CheckResult:
     """The gateway can only reach Realtime over a common network."""
-    cid = "compose.realtime.network"
-    got = _realtime_or_skip(target, cid)
-    if isinstance(got, CheckResult):
-        return got
     rt = got
     stack = _stack(target)
     gw = stack.gateway_service()
@@ -835,9 +826,8 @@ def _command_with(command: list[str] | str | None, fixes: Mapping[str, str]) -> 
 
 @register("compose.db.wal_level", "The db service's command keeps wal_level=logical and replication slots",
           needs=("stack",))
-def check_db_wal_level(target: Target) -> CheckResult:
+def check_db_wal_level(target: Target, cid: str) -> CheckResult:
     """``-c wal_level=...``, ``max_replication_slots`` and ``max_wal_senders`` on the db command line."""
-    cid = "compose.db.wal_level"
     stack = _stack(target)
     db = _db_service(stack)
     if db is None:

@@ -100,9 +100,8 @@ def with_connection(target: Target, cid: str, body: Body) -> CheckResult | list[
 
 
 @register("db.connect", "The database accepts rtbook's connection", needs=("db",))
-def check_connect(target: Target) -> CheckResult:
+def check_connect(target: Target, cid: str) -> CheckResult:
     """Connect and read the server version, the user and the database."""
-    cid = "db.connect"
     target.cache.pop(PROBLEM_KEY, None)
     started = time.perf_counter()
 
@@ -143,9 +142,8 @@ def check_connect(target: Target) -> CheckResult:
 
 
 @register("db.wal_level", "wal_level is logical", needs=("db",))
-def check_wal_level(target: Target) -> CheckResult | list[CheckResult]:
+def check_wal_level(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """postgres_changes need logical decoding, i.e. ``wal_level = logical``."""
-    cid = "db.wal_level"
 
     def body(conn: Connection) -> CheckResult:
         level = str(conn.execute(sa.text("SHOW wal_level")).scalar())
@@ -167,9 +165,8 @@ def check_wal_level(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("db.wal2json", "A temporary wal2json logical slot can be created", needs=("db",))
-def check_wal2json(target: Target) -> CheckResult | list[CheckResult]:
+def check_wal2json(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Create and drop a temporary logical slot with wal2json, as Realtime's poller does."""
-    cid = "db.wal2json"
     slot = f"rtbook_probe_{uuid.uuid4().hex[:12]}"
 
     def body(conn: Connection) -> CheckResult:
@@ -243,9 +240,8 @@ def _tenant_count(conn: Connection) -> int | None:
 
 
 @register("db.replication_capacity", "Free replication slots and WAL senders for Realtime", needs=("db",))
-def check_replication_capacity(target: Target) -> CheckResult | list[CheckResult]:
+def check_replication_capacity(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Realtime needs up to two slots per tenant (CDC and broadcast-from-database) and one WAL sender."""
-    cid = "db.replication_capacity"
 
     def body(conn: Connection) -> CheckResult:
         row = conn.execute(
@@ -317,9 +313,8 @@ def check_replication_capacity(target: Target) -> CheckResult | list[CheckResult
 
 
 @register("db.realtime_slots", "Realtime's replication slots: active, and how far they lag", needs=("db",))
-def check_realtime_slots(target: Target) -> CheckResult | list[CheckResult]:
+def check_realtime_slots(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """List the ``supabase_realtime%`` slots with their state and lag in bytes."""
-    cid = "db.realtime_slots"
 
     def body(conn: Connection) -> CheckResult:
         rows = conn.execute(
@@ -403,9 +398,8 @@ def _bytes(value: Any) -> str:
 
 
 @register("db.publication", "The supabase_realtime publication holds the tables", needs=("db",))
-def check_publication(target: Target) -> CheckResult | list[CheckResult]:
+def check_publication(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """The publication exists, lists its tables, and contains the tables the user named."""
-    cid = "db.publication"
     def body(conn: Connection) -> CheckResult:
         pub = _publication_name(target, conn)
         prow = conn.execute(
@@ -536,7 +530,7 @@ def _worst(statuses: Iterable[Status]) -> Status:
 
 
 @register("db.replica_identity", "REPLICA IDENTITY gives UPDATE/DELETE events their old values", needs=("db",))
-def check_replica_identity(target: Target) -> CheckResult | list[CheckResult]:
+def check_replica_identity(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """FULL gives complete old records; DEFAULT gives only the primary key; NOTHING breaks UPDATE/DELETE."""
 
     def judge(_conn: Connection, info: TableInfo) -> Verdict:
@@ -548,19 +542,19 @@ def check_replica_identity(target: Target) -> CheckResult | list[CheckResult]:
             return Status.PASS, "REPLICA IDENTITY USING INDEX (old records carry the index columns)", "", ""
         if ri == "n":
             return (Status.FAIL, "REPLICA IDENTITY NOTHING: UPDATE and DELETE on a published table fail with "
-                    "'cannot update table ... does not have a replica identity'", full, "db.replica_identity")
+                    "'cannot update table ... does not have a replica identity'", full, cid)
         if not info.primary_key:
             return (Status.FAIL, "REPLICA IDENTITY DEFAULT without a primary key: old records are empty and "
-                    "UPDATE/DELETE fail once the table is published", full, "db.replica_identity")
+                    "UPDATE/DELETE fail once the table is published", full, cid)
         return (Status.WARN, f"REPLICA IDENTITY DEFAULT: old_record of UPDATE/DELETE holds only "
                 f"{', '.join(info.primary_key)}, and DELETE filters on other columns never match", full,
-                "db.replica_identity")
+                cid)
 
-    return _per_table_check(target, "db.replica_identity", judge)
+    return _per_table_check(target, cid, judge)
 
 
 @register("db.primary_key", "Every checked table has a primary key", needs=("db",))
-def check_primary_key(target: Target) -> CheckResult | list[CheckResult]:
+def check_primary_key(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Without a primary key Realtime sends ``Error 400: Bad Request, no primary key`` instead of rows."""
 
     def judge(_conn: Connection, info: TableInfo) -> Verdict:
@@ -570,7 +564,7 @@ def check_primary_key(target: Target) -> CheckResult | list[CheckResult]:
                 "instead of records", f"ALTER TABLE {info.ref.sql} ADD PRIMARY KEY (id);  -- use your key column(s)",
                 "db.no_primary_key")
 
-    return _per_table_check(target, "db.primary_key", judge)
+    return _per_table_check(target, cid, judge)
 
 
 @dataclass(frozen=True)
@@ -617,7 +611,7 @@ def role_access(conn: Connection, info: TableInfo, roles: Sequence[str] = SUPABA
 
 
 @register("db.rls", "RLS is on and each role has a SELECT policy", needs=("db",))
-def check_rls(target: Target) -> CheckResult | list[CheckResult]:
+def check_rls(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Realtime checks each change against the subscriber's role by running a SELECT as that role."""
 
     def judge(conn: Connection, info: TableInfo) -> Verdict:
@@ -655,13 +649,12 @@ def check_rls(target: Target) -> CheckResult | list[CheckResult]:
                 )
         return status, "RLS on; " + "; ".join(parts), " ".join(remedies), finding
 
-    return _per_table_check(target, "db.rls", judge)
+    return _per_table_check(target, cid, judge)
 
 
 @register("db.realtime_connections", "Realtime's sessions in pg_stat_activity", needs=("db",))
-def check_realtime_connections(target: Target) -> CheckResult | list[CheckResult]:
+def check_realtime_connections(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Count Realtime's sessions by application_name; none means Realtime is not using this database."""
-    cid = "db.realtime_connections"
 
     def body(conn: Connection) -> CheckResult:
         rows = conn.execute(

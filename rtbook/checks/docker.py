@@ -132,7 +132,7 @@ class _Live:
     info: ContainerInfo
 
 
-def _need_realtime(check_id: str, target: Target) -> _Live | CheckResult:
+def _need_realtime(target: Target, check_id: str) -> _Live | CheckResult:
     """The running stack's Realtime container, or the skip that stands in for it."""
     session = docker_session(target)
     early = _no_session_result(check_id, session, target)
@@ -170,10 +170,9 @@ def _tenant(info: ContainerInfo | None, target: Target) -> tuple[str, str]:
 
 
 @register("docker.engine", "Docker engine reachable and the stack's containers found", needs=("docker",))
-def check_engine(target: Target) -> CheckResult:
+def check_engine(target: Target, cid: str) -> CheckResult:
     """The engine answers and the stack's Realtime and gateway containers are found."""
     session = docker_session(target)
-    cid = "docker.engine"
     if session.problem is not None:
         return CheckResult(
             cid,
@@ -228,9 +227,8 @@ def check_engine(target: Target) -> CheckResult:
 
 
 @register("docker.realtime.running", "Realtime container running, not restarting, not OOM-killed", needs=("docker",))
-def check_running(target: Target) -> CheckResult:
+def check_running(target: Target, cid: str) -> CheckResult:
     """State, restart count, OOM kill and the exit code of the last run."""
-    cid = "docker.realtime.running"
     session = docker_session(target)
     early = _no_session_result(cid, session, target)
     if early is not None:
@@ -448,13 +446,9 @@ def token_verdict(command: str, secret: str | None) -> str:
     return "the healthcheck's Bearer token verifies with the container's API_JWT_SECRET"
 
 
-@register("docker.realtime.health", "Realtime healthcheck healthy", needs=("docker",))
-def check_health(target: Target) -> CheckResult:
+@register("docker.realtime.health", "Realtime healthcheck healthy", needs=("docker",), using=_need_realtime)
+def check_health(target: Target, cid: str, got: _Live) -> CheckResult:
     """Health status and the output of the last probes, with the known meaning of 403 and 404."""
-    cid = "docker.realtime.health"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     disc, info = got.disc, got.info
     service = disc.realtime_service
     hc = info.healthcheck
@@ -616,13 +610,9 @@ def _evaluate_rules(env: Mapping[str, str], info: ContainerInfo, target: Target)
 
 
 @register("docker.realtime.env", "Realtime container environment matches the compose file and the rules",
-          needs=("docker",))
-def check_env(target: Target) -> CheckResult:
+          needs=("docker",), using=_need_realtime)
+def check_env(target: Target, cid: str, got: _Live) -> CheckResult:
     """The static Realtime env rules on the live environment, and every difference from the compose file."""
-    cid = "docker.realtime.env"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     session, disc, info = got.session, got.disc, got.info
     service = disc.realtime_service
     live = dict(info.env)
@@ -784,13 +774,9 @@ def _compose_network_name(session: EngineSession, network: str) -> str:
 
 
 @register("docker.realtime.tenant_host", "Gateway upstream host resolves to Realtime and names the tenant",
-          needs=("docker",))
-def check_tenant_host(target: Target) -> CheckResult:
+          needs=("docker",), using=_need_realtime)
+def check_tenant_host(target: Target, cid: str, got: _Live) -> CheckResult:
     """The container name and aliases make the upstream host resolvable; its first label is the tenant."""
-    cid = "docker.realtime.tenant_host"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     session, disc, info = got.session, got.disc, got.info
     service = disc.realtime_service
     upstream = gateway_upstream(target, disc.gateway_kind)
@@ -942,13 +928,9 @@ def _resolve_in(container: Any, host: str) -> tuple[str, ExecOutcome | None, lis
 
 
 @register("docker.gateway.resolves_realtime", "The gateway container resolves Realtime's upstream host",
-          needs=("docker",))
-def check_gateway_resolves(target: Target) -> CheckResult:
+          needs=("docker",), using=_need_realtime)
+def check_gateway_resolves(target: Target, cid: str, got: _Live) -> CheckResult:
     """From inside the gateway container, the upstream host resolves to Realtime; both share a network."""
-    cid = "docker.gateway.resolves_realtime"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     session, disc, info = got.session, got.disc, got.info
     if disc.gateway is None:
         return CheckResult(
@@ -1192,13 +1174,10 @@ def scan_logs(text: str, signatures: Sequence[LogSignature] = LOG_SIGNATURES) ->
     return out
 
 
-@register("docker.realtime.logs", "Realtime logs free of known failure signatures", needs=("docker",))
-def check_logs(target: Target) -> CheckResult:
+@register("docker.realtime.logs", "Realtime logs free of known failure signatures", needs=("docker",),
+          using=_need_realtime)
+def check_logs(target: Target, cid: str, got: _Live) -> CheckResult:
     """Recent logs scanned for known signatures, each mapped to its cause and remedy (secrets redacted)."""
-    cid = "docker.realtime.logs"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     container, info = got.container, got.info
     try:
         raw = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES, timestamps=False)
@@ -1280,13 +1259,10 @@ def _max_users(info: ContainerInfo, target: Target) -> tuple[int, str]:
     return 200, "Realtime's default max_concurrent_users (200)"
 
 
-@register("docker.realtime.limits", "Open-files and memory limits fit the tenant limits", needs=("docker",))
-def check_limits(target: Target) -> CheckResult:
+@register("docker.realtime.limits", "Open-files and memory limits fit the tenant limits", needs=("docker",),
+          using=_need_realtime)
+def check_limits(target: Target, cid: str, got: _Live) -> CheckResult:
     """The open-files limit inside the container and the memory limit against what the tenant limits need."""
-    cid = "docker.realtime.limits"
-    got = _need_realtime(cid, target)
-    if isinstance(got, CheckResult):
-        return got
     disc, container, info = got.disc, got.container, got.info
     service = disc.realtime_service
     users, users_source = _max_users(info, target)

@@ -34,9 +34,8 @@ def _key_source(stack: Stack, names: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 @register("env.api_keys", "ANON_KEY and SERVICE_ROLE_KEY are valid JWTs signed with JWT_SECRET", needs=("stack",))
-def check_api_keys(target: Target) -> CheckResult:
+def check_api_keys(target: Target, cid: str) -> CheckResult:
     """Both keys are HS256 JWTs signed with ``JWT_SECRET``, with ``role`` and an ``exp`` not near."""
-    cid = "env.api_keys"
     stack = _stack(target)
     secret_src = _key_source(stack, ("JWT_SECRET",))
     rt = stack.realtime_service()
@@ -109,9 +108,8 @@ def check_api_keys(target: Target) -> CheckResult:
 
 
 @register("env.default_secrets", "No public example secrets in use", needs=("stack",))
-def check_default_secrets(target: Target) -> CheckResult:
+def check_default_secrets(target: Target, cid: str) -> CheckResult:
     """Warn for every secret still set to a value published in an ``env.example``."""
-    cid = "env.default_secrets"
     stack = _stack(target)
     found: list[str] = []
     for name, values in DEMO_VALUES.items():

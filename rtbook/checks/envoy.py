@@ -49,19 +49,17 @@ def _lds_name(ctx: EnvoyLoaded) -> str:
     return ctx.files.get("lds", "lds.template.yaml")
 
 
-@register("envoy.parse", "The Envoy gateway config substitutes and parses", needs=("stack",))
-def check_parse(target: Target) -> CheckResult:
+@register("envoy.parse", "The Envoy gateway config substitutes and parses", needs=("stack",),
+          using=_ENVOY.provider(need_config=False))
+def check_parse(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """The LDS/CDS files parse after the entrypoint's substitution and define listeners and clusters."""
-    ctx = _ENVOY.context(target, "envoy.parse", need_config=False)
-    if isinstance(ctx, CheckResult):
-        return ctx
     evidence: dict[str, Any] = {
         "files": dict(ctx.files),
         "substituted": {k: list(v) for k, v in ctx.substituted.items()},
     }
     if ctx.config is None:
         return _result(
-            "envoy.parse",
+            cid,
             Status.FAIL,
             "The Envoy config does not parse; Envoy will not start.",
             detail=ctx.error or "",
@@ -74,7 +72,7 @@ def check_parse(target: Target) -> CheckResult:
     rds = [x.name for x in config.listeners if x.uses_rds]
     if rds:
         return _result(
-            "envoy.parse",
+            cid,
             Status.WARN,
             f"Listener(s) {', '.join(rds)} take routes from RDS, which rtbook does not read.",
             detail="The route checks only see inline route_config; with RDS they cannot tell where /realtime/v1/ goes.",
@@ -85,7 +83,7 @@ def check_parse(target: Target) -> CheckResult:
     if not config.listeners or not config.clusters:
         missing = "listeners" if not config.listeners else "clusters"
         return _result(
-            "envoy.parse",
+            cid,
             Status.FAIL,
             f"The Envoy config defines no {missing}.",
             detail=f"Files read: {', '.join(ctx.files.values())}.",
@@ -96,7 +94,7 @@ def check_parse(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "envoy.parse",
+        cid,
         Status.PASS,
         f"Envoy config parses ({len(config.listeners)} listener(s), {evidence['routes']} routes, "
         f"{len(config.clusters)} clusters).",
@@ -104,12 +102,10 @@ def check_parse(target: Target) -> CheckResult:
     )
 
 
-@register("envoy.placeholders", "Every ${VAR} in the Envoy templates is substituted with a value", needs=("stack",))
-def check_placeholders(target: Target) -> CheckResult:
+@register("envoy.placeholders", "Every ${VAR} in the Envoy templates is substituted with a value", needs=("stack",),
+          using=_ENVOY.provider(need_config=False))
+def check_placeholders(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """No ``${VAR}`` is left unsubstituted, and required substituted values are not empty."""
-    ctx = _ENVOY.context(target, "envoy.placeholders", need_config=False)
-    if isinstance(ctx, CheckResult):
-        return ctx
     problems: list[str] = []
     fixes: list[str] = []
     for path, names in ctx.leftovers.items():
@@ -133,7 +129,7 @@ def check_placeholders(target: Target) -> CheckResult:
     evidence = {"leftovers": {k: list(v) for k, v in ctx.leftovers.items()}, "empty": empty}
     if problems:
         return _result(
-            "envoy.placeholders",
+            cid,
             Status.FAIL,
             f"{len(problems)} Envoy template placeholder problem(s).",
             detail="\n".join(problems),
@@ -142,7 +138,7 @@ def check_placeholders(target: Target) -> CheckResult:
         )
     count = sum(len(v) for v in ctx.substituted.values())
     return _result(
-        "envoy.placeholders", Status.PASS, f"All {count} substituted placeholders have values.", evidence=evidence
+        cid, Status.PASS, f"All {count} substituted placeholders have values.", evidence=evidence
     )
 
 
@@ -212,13 +208,11 @@ def _route_problems(
 
 
 @register(
-    "envoy.realtime_ws", "Envoy routes /realtime/v1/ to Realtime's /socket/ with WebSocket upgrades", needs=("stack",)
+    "envoy.realtime_ws", "Envoy routes /realtime/v1/ to Realtime's /socket/ with WebSocket upgrades", needs=("stack",),
+    using=_ENVOY.provider(),
 )
-def check_realtime_ws(target: Target) -> CheckResult:
+def check_realtime_ws(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """``/realtime/v1/websocket`` reaches the Realtime cluster as ``/socket/websocket`` with upgrades enabled."""
-    ctx = _ENVOY.context(target, "envoy.realtime_ws")
-    if isinstance(ctx, CheckResult):
-        return ctx
     problems, fixes, evidence = _route_problems(ctx, target, REALTIME_WS_PATH, "/socket/websocket", "WebSocket")
     config = _cfg(ctx)
     matched = config.route_for(REALTIME_WS_PATH)
@@ -236,7 +230,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
             )
     if problems:
         return _result(
-            "envoy.realtime_ws",
+            cid,
             Status.FAIL,
             "Envoy's Realtime WebSocket route is wrong: " + problems[0],
             detail="\n".join(problems),
@@ -244,7 +238,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "envoy.realtime_ws",
+        cid,
         Status.PASS,
         f"{REALTIME_WS_PATH} -> cluster {evidence['cluster']!r} ({', '.join(evidence['endpoints'])}) as "
         f"{evidence['upstream_path']}, WebSocket upgrade enabled.",
@@ -252,16 +246,14 @@ def check_realtime_ws(target: Target) -> CheckResult:
     )
 
 
-@register("envoy.realtime_rest", "Envoy routes /realtime/v1/api to Realtime's /api", needs=("stack",))
-def check_realtime_rest(target: Target) -> CheckResult:
+@register("envoy.realtime_rest", "Envoy routes /realtime/v1/api to Realtime's /api", needs=("stack",),
+          using=_ENVOY.provider())
+def check_realtime_rest(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """``/realtime/v1/api/broadcast`` reaches the Realtime cluster as ``/api/broadcast``."""
-    ctx = _ENVOY.context(target, "envoy.realtime_rest")
-    if isinstance(ctx, CheckResult):
-        return ctx
     problems, fixes, evidence = _route_problems(ctx, target, REALTIME_REST_PATH, "/api/broadcast", "REST")
     if problems:
         return _result(
-            "envoy.realtime_rest",
+            cid,
             Status.FAIL,
             "Envoy's Realtime REST route is wrong: " + problems[0],
             detail="\n".join(problems),
@@ -272,19 +264,17 @@ def check_realtime_rest(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "envoy.realtime_rest",
+        cid,
         Status.PASS,
         f"{REALTIME_REST_PATH} -> cluster {evidence['cluster']!r} as {evidence['upstream_path']}.",
         evidence=evidence,
     )
 
 
-@register("envoy.realtime_host_rewrite", "Envoy sets the Host (the tenant) on the Realtime routes", needs=("stack",))
-def check_host_rewrite(target: Target) -> CheckResult:
+@register("envoy.realtime_host_rewrite", "Envoy sets the Host (the tenant) on the Realtime routes", needs=("stack",),
+          using=_ENVOY.provider())
+def check_host_rewrite(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """The Realtime routes rewrite Host (``host_rewrite_literal``), since Realtime takes the tenant from it."""
-    ctx = _ENVOY.context(target, "envoy.realtime_host_rewrite")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _cfg(ctx)
     lds = _lds_name(ctx)
     problems: list[str] = []
@@ -309,7 +299,7 @@ def check_host_rewrite(target: Target) -> CheckResult:
     evidence = {"host_rewrites": hosts, "tenants": tenants, "self_host_tenant_name": expected}
     if problems:
         return _result(
-            "envoy.realtime_host_rewrite",
+            cid,
             Status.FAIL,
             "A Realtime route in Envoy does not set the Host header, so the tenant comes from the client.",
             detail="\n".join(problems),
@@ -319,7 +309,7 @@ def check_host_rewrite(target: Target) -> CheckResult:
         )
     if len(set(tenants.values())) > 1:
         return _result(
-            "envoy.realtime_host_rewrite",
+            cid,
             Status.FAIL,
             "The Realtime routes in Envoy imply different tenants: "
             + ", ".join(f"{k} -> {v!r}" for k, v in tenants.items()),
@@ -329,11 +319,11 @@ def check_host_rewrite(target: Target) -> CheckResult:
         )
     if not tenants:
         return _result(
-            "envoy.realtime_host_rewrite", Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws)."
+            cid, Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws)."
         )
     tenant = next(iter(tenants.values()))
     return _result(
-        "envoy.realtime_host_rewrite",
+        cid,
         Status.PASS,
         f"The Realtime routes send Host {next(iter(hosts.values()))!r}, i.e. tenant {tenant!r}.",
         evidence=evidence,
@@ -375,13 +365,13 @@ def _rbac_protects(rules: Mapping[str, Any], path: str, keys: Sequence[str]) -> 
 
 
 @register(
-    "envoy.realtime_auth", "Envoy validates the apikey on Realtime routes and mirrors it to x-api-key", needs=("stack",)
+    "envoy.realtime_auth",
+    "Envoy validates the apikey on Realtime routes and mirrors it to x-api-key",
+    needs=("stack",),
+    using=_ENVOY.provider(),
 )
-def check_realtime_auth(target: Target) -> CheckResult:
+def check_realtime_auth(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """The Realtime routes require a known apikey (Lua or RBAC) and the WebSocket route copies it to ``x-api-key``."""
-    ctx = _ENVOY.context(target, "envoy.realtime_auth")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _cfg(ctx)
     lds = _lds_name(ctx)
     anon = ctx.env.get("ANON_KEY", "")
@@ -451,10 +441,10 @@ def check_realtime_auth(target: Target) -> CheckResult:
         )
         fixes.append(f"add `{missing[0]}: ${{{missing[0]}}}` to services.{ctx.service_name}.environment")
     if not checked:
-        return _result("envoy.realtime_auth", Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws).")
+        return _result(cid, Status.SKIP, "Skipped: no Realtime route (see envoy.realtime_ws).")
     if problems:
         return _result(
-            "envoy.realtime_auth",
+            cid,
             Status.FAIL,
             "Envoy's apikey handling on the Realtime routes is broken.",
             detail="\n".join(problems + warnings),
@@ -463,7 +453,7 @@ def check_realtime_auth(target: Target) -> CheckResult:
         )
     if warnings:
         return _result(
-            "envoy.realtime_auth",
+            cid,
             Status.WARN,
             "Envoy does not mirror the apikey to x-api-key on the Realtime WebSocket route.",
             detail="\n".join(warnings),
@@ -471,36 +461,34 @@ def check_realtime_auth(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "envoy.realtime_auth",
+        cid,
         Status.PASS,
         "The Realtime routes require a valid apikey and the WebSocket route mirrors it to x-api-key.",
         evidence=evidence,
     )
 
 
-@register("envoy.tenants_api_blocked", "Envoy blocks Realtime's tenant admin API", needs=("stack",))
-def check_tenants_api_blocked(target: Target) -> CheckResult:
+@register("envoy.tenants_api_blocked", "Envoy blocks Realtime's tenant admin API", needs=("stack",),
+          using=_ENVOY.provider())
+def check_tenants_api_blocked(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """``/realtime/v1/api/tenants`` is denied (RBAC deny or direct response) rather than proxied."""
-    ctx = _ENVOY.context(target, "envoy.tenants_api_blocked")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _cfg(ctx)
     matched = config.route_for(REALTIME_TENANTS_PATH)
     if matched is None:
-        return _result("envoy.tenants_api_blocked", Status.PASS, f"No Envoy route matches {REALTIME_TENANTS_PATH}.")
+        return _result(cid, Status.PASS, f"No Envoy route matches {REALTIME_TENANTS_PATH}.")
     _, route = matched
     upstream = route.rewritten(REALTIME_TENANTS_PATH)
     evidence = {"route": route.name, "cluster": route.cluster, "upstream_path": upstream}
     if route.blocked:
         return _result(
-            "envoy.tenants_api_blocked",
+            cid,
             Status.PASS,
             f"{REALTIME_TENANTS_PATH} is blocked by route {route.name!r}.",
             evidence=evidence,
         )
     if route.cluster and upstream.startswith("/api/tenants"):
         return _result(
-            "envoy.tenants_api_blocked",
+            cid,
             Status.WARN,
             "Realtime's tenant admin API is reachable through Envoy.",
             detail=f"{REALTIME_TENANTS_PATH} matches route {route.name!r} and reaches Realtime as {upstream}. "
@@ -511,7 +499,7 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "envoy.tenants_api_blocked",
+        cid,
         Status.PASS,
         f"{REALTIME_TENANTS_PATH} does not reach the tenant API (route {route.name!r} -> {upstream}).",
         evidence=evidence,

@@ -36,9 +36,8 @@ def _ping_url(target: Target) -> str:
 
 
 @register("gateway.rest", "The gateway routes /realtime/v1/api/ping to Realtime's tenant", needs=("gateway",))
-def check_rest(target: Target) -> CheckResult:
+def check_rest(target: Target, cid: str) -> CheckResult:
     """``GET {api_url}/realtime/v1/api/ping`` with the anon key answers 200 ``{"message":"Success"}``."""
-    cid = "gateway.rest"
     anon = target.secret("ANON_KEY")
     if anon is None:
         return _no_key(cid, "ANON_KEY")
@@ -51,9 +50,8 @@ def check_rest(target: Target) -> CheckResult:
 
 
 @register("gateway.key_auth", "The gateway refuses Realtime requests without an apikey", needs=("gateway",))
-def check_key_auth(target: Target) -> CheckResult:
+def check_key_auth(target: Target, cid: str) -> CheckResult:
     """The same ping without a key is refused by the gateway (Kong: 401 No API key found in request)."""
-    cid = "gateway.key_auth"
     ans = http_request("GET", _ping_url(target), {}, target.timeout)
     if ans.status is None:
         return _answer_failure(cid, "The keyless ping got no answer", ans, "HTTP 401 from the gateway", target)
@@ -77,9 +75,8 @@ def check_key_auth(target: Target) -> CheckResult:
 
 
 @register("gateway.tenants_api_blocked", "The gateway blocks Realtime's tenant admin API", needs=("gateway",))
-def check_tenants_api_blocked(target: Target) -> CheckResult:
+def check_tenants_api_blocked(target: Target, cid: str) -> CheckResult:
     """``/realtime/v1/api/tenants`` is refused by the gateway itself (Kong: 403 Access is forbidden.)."""
-    cid = "gateway.tenants_api_blocked"
     anon = target.secret("ANON_KEY")
     headers = {"apikey": anon.reveal()} if anon else {}
     ans = http_request("GET", f"{target.api_url}/realtime/v1/api/tenants", headers, target.timeout)
@@ -118,9 +115,8 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
 
 
 @register("gateway.cors", "A browser's CORS preflight to Realtime's REST API is allowed", needs=("gateway",))
-def check_cors(target: Target) -> CheckResult:
+def check_cors(target: Target, cid: str) -> CheckResult:
     """OPTIONS preflight with Origin and Access-Control-Request-* is answered with allow headers."""
-    cid = "gateway.cors"
     wanted = "apikey,authorization,content-type,x-client-info"
     ans = http_request(
         "OPTIONS",
@@ -162,9 +158,8 @@ def check_cors(target: Target) -> CheckResult:
 
 @register("gateway.websocket", "The WebSocket upgrade through the gateway works and heartbeats are answered",
           needs=("gateway",))
-def check_websocket(target: Target) -> CheckResult:
+def check_websocket(target: Target, cid: str) -> CheckResult:
     """``/realtime/v1/websocket?apikey=…&vsn=1.0.0`` answers 101 and a heartbeat gets its reply."""
-    cid = "gateway.websocket"
     anon = target.secret("ANON_KEY")
     if anon is None:
         return _no_key(cid, "ANON_KEY")

@@ -64,12 +64,10 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-@register("kong.parse", "kong.yml parses as Kong's declarative config", needs=("stack",))
-def check_parse(target: Target) -> CheckResult:
+@register("kong.parse", "kong.yml parses as Kong's declarative config", needs=("stack",),
+          using=_KONG.provider(need_config=False))
+def check_parse(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """kong.yml expands and parses; an unknown or missing ``_format_version`` is reported."""
-    ctx = _KONG.context(target, "kong.parse", need_config=False)
-    if isinstance(ctx, CheckResult):
-        return ctx
     evidence: dict[str, Any] = {
         "file": ctx.source,
         "expansion": ctx.style,
@@ -78,7 +76,7 @@ def check_parse(target: Target) -> CheckResult:
     }
     if ctx.config is None:
         return _result(
-            "kong.parse",
+            cid,
             Status.FAIL,
             f"kong.yml does not load after the {ctx.style} expansion.",
             detail=f"{ctx.error}\nExpansion style: {ctx.style} ({ctx.style_reason}).",
@@ -93,7 +91,7 @@ def check_parse(target: Target) -> CheckResult:
     }
     if config.format_version is None:
         return _result(
-            "kong.parse",
+            cid,
             Status.FAIL,
             "kong.yml has no _format_version; Kong rejects it.",
             detail=f"{ctx.source} parsed, but the top-level key _format_version is missing.",
@@ -102,7 +100,7 @@ def check_parse(target: Target) -> CheckResult:
         )
     if config.format_version not in KNOWN_FORMAT_VERSIONS:
         return _result(
-            "kong.parse",
+            cid,
             Status.WARN,
             f"kong.yml declares _format_version {config.format_version!r}, which rtbook does not know.",
             detail=f"Known versions: {', '.join(KNOWN_FORMAT_VERSIONS)}. YAML turns an unquoted 2.1 into a "
@@ -112,7 +110,7 @@ def check_parse(target: Target) -> CheckResult:
         )
     if not config.services:
         return _result(
-            "kong.parse",
+            cid,
             Status.FAIL,
             "kong.yml defines no services.",
             detail=f"{ctx.source} parsed, but there is no `services:` list, so Kong routes nothing.",
@@ -120,23 +118,21 @@ def check_parse(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "kong.parse",
+        cid,
         Status.PASS,
         f"kong.yml parses ({len(config.services)} services, {len(config.routes)} routes, {ctx.style} expansion).",
         evidence=evidence,
     )
 
 
-@register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",))
-def check_placeholders(target: Target) -> CheckResult:
+@register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",),
+          using=_KONG.provider(need_config=False))
+def check_placeholders(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """Each ``$VAR`` in kong.yml is provided by the kong service's environment (or its entrypoint)."""
-    ctx = _KONG.context(target, "kong.placeholders", need_config=False)
-    if isinstance(ctx, CheckResult):
-        return ctx
     exp = ctx.expansion
     if exp is None:
         return _result(
-            "kong.placeholders",
+            cid,
             Status.SKIP,
             "Skipped: kong.yml could not be expanded (see kong.parse).",
             detail=ctx.error or "",
@@ -164,7 +160,7 @@ def check_placeholders(target: Target) -> CheckResult:
     }
     if ctx.style == "none" and exp.referenced:
         return _result(
-            "kong.placeholders",
+            cid,
             Status.FAIL,
             f"kong.yml uses {len(exp.referenced)} $VAR placeholders but nothing substitutes them.",
             detail=f"{ctx.source} refers to {', '.join('$' + n for n in exp.referenced)}; the service "
@@ -209,7 +205,7 @@ def check_placeholders(target: Target) -> CheckResult:
             )
         status = Status.FAIL
         return _result(
-            "kong.placeholders",
+            cid,
             status,
             f"{len(unresolved) + len(empty_bad)} kong.yml placeholder(s) have no value: "
             + ", ".join("$" + n for n in (*unresolved, *empty_bad))
@@ -219,7 +215,7 @@ def check_placeholders(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "kong.placeholders",
+        cid,
         Status.PASS,
         f"All {len(exp.referenced)} placeholders in kong.yml have values ({ctx.style} expansion).",
         evidence=evidence,
@@ -238,12 +234,10 @@ def _enabled_plugins(value: str | None) -> tuple[set[str], bool]:
     return names, bundled
 
 
-@register("kong.plugins_enabled", "Every plugin in kong.yml is listed in KONG_PLUGINS", needs=("stack",))
-def check_plugins_enabled(target: Target) -> CheckResult:
+@register("kong.plugins_enabled", "Every plugin in kong.yml is listed in KONG_PLUGINS", needs=("stack",),
+          using=_KONG.provider())
+def check_plugins_enabled(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """Kong refuses a declarative config that uses a plugin ``KONG_PLUGINS`` does not load."""
-    ctx = _KONG.context(target, "kong.plugins_enabled")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     setting = ctx.compose_env.get("KONG_PLUGINS")
     enabled, _ = _enabled_plugins(setting)
@@ -260,7 +254,7 @@ def check_plugins_enabled(target: Target) -> CheckResult:
         where = "; ".join(f"{n} (on {', '.join(sorted(set(used[n]))[:4])})" for n in missing)
         new_value = ",".join([*(p.strip() for p in (setting or "bundled").split(",") if p.strip()), *missing])
         return _result(
-            "kong.plugins_enabled",
+            cid,
             Status.FAIL,
             f"kong.yml uses plugin(s) that KONG_PLUGINS does not load: {', '.join(missing)}; Kong will not start.",
             detail=f"services.{ctx.service_name}.environment.KONG_PLUGINS = {setting!r}. Used but not loaded: {where}. "
@@ -270,7 +264,7 @@ def check_plugins_enabled(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "kong.plugins_enabled",
+        cid,
         Status.PASS,
         f"All {len(used)} plugins used in kong.yml are loaded by KONG_PLUGINS.",
         evidence=evidence,
@@ -281,18 +275,16 @@ def _route_label(route: KongRoute, service: KongService | None) -> str:
     return f"route {route.name!r}" + (f" (service {service.name!r})" if service else " (no service)")
 
 
-@register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",))
-def check_realtime_ws(target: Target) -> CheckResult:
+@register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",),
+          using=_KONG.provider())
+def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``/realtime/v1/websocket`` reaches ``<host>:4000/socket/websocket`` on a ``protocol: ws`` service."""
-    ctx = _KONG.context(target, "kong.realtime_ws")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     port = realtime_port(target)
     matched = config.route_for(REALTIME_WS_PATH)
     if matched is None:
         return _result(
-            "kong.realtime_ws",
+            cid,
             Status.FAIL,
             f"No Kong route matches {REALTIME_WS_PATH}; WebSockets get 404.",
             detail=f"{ctx.source} has no route with a path prefix of /realtime/v1/.",
@@ -347,7 +339,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
             fixes.append(f"set the url path of service {service.name!r} to /socket and the route path to /realtime/v1/")
     if problems:
         return _result(
-            "kong.realtime_ws",
+            cid,
             Status.FAIL,
             "Kong's Realtime WebSocket route is wrong: " + problems[0].split(": ", 1)[-1],
             detail="\n".join(problems),
@@ -358,7 +350,7 @@ def check_realtime_ws(target: Target) -> CheckResult:
         )
     assert service is not None
     return _result(
-        "kong.realtime_ws",
+        cid,
         Status.PASS,
         f"{REALTIME_WS_PATH} -> {service.protocol}://{service.host}:{service.port}{upstream} "
         f"(route {route.name!r}, tenant {tenant_of(service.host)!r} from the upstream host).",
@@ -366,12 +358,10 @@ def check_realtime_ws(target: Target) -> CheckResult:
     )
 
 
-@register("kong.realtime_rest", "Kong routes /realtime/v1/api to Realtime's /api", needs=("stack",))
-def check_realtime_rest(target: Target) -> CheckResult:
+@register("kong.realtime_rest", "Kong routes /realtime/v1/api to Realtime's /api", needs=("stack",),
+          using=_KONG.provider())
+def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``/realtime/v1/api/broadcast`` reaches ``<host>:4000/api/broadcast``."""
-    ctx = _KONG.context(target, "kong.realtime_rest")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     port = realtime_port(target)
     matched = config.route_for(REALTIME_REST_PATH)
@@ -381,7 +371,7 @@ def check_realtime_rest(target: Target) -> CheckResult:
     )
     if matched is None:
         return _result(
-            "kong.realtime_rest",
+            cid,
             Status.FAIL,
             f"No Kong route matches {REALTIME_REST_PATH}.",
             detail=f"{ctx.source} has no route for /realtime/v1/api.",
@@ -413,7 +403,7 @@ def check_realtime_rest(target: Target) -> CheckResult:
             problems.append(f"{where}: service protocol is {service.protocol!r}; the REST API needs http.")
     if problems:
         return _result(
-            "kong.realtime_rest",
+            cid,
             Status.FAIL,
             "Kong's Realtime REST route is wrong.",
             detail="\n".join(problems),
@@ -422,7 +412,7 @@ def check_realtime_rest(target: Target) -> CheckResult:
         )
     assert service is not None
     return _result(
-        "kong.realtime_rest",
+        cid,
         Status.PASS,
         f"{REALTIME_REST_PATH} -> {service.upstream.rsplit('/api', 1)[0]}{upstream} (route {route.name!r}).",
         evidence=evidence,
@@ -435,12 +425,10 @@ def _consumers_with(config: KongConfig, value: str | None) -> list[KongConsumer]
     return [c for c in config.consumers if any(k.reveal() == value for k in c.keyauth_credentials)]
 
 
-@register("kong.realtime_auth", "Kong key-auth and ACL let the anon and service keys into Realtime", needs=("stack",))
-def check_realtime_auth(target: Target) -> CheckResult:
+@register("kong.realtime_auth", "Kong key-auth and ACL let the anon and service keys into Realtime", needs=("stack",),
+          using=_KONG.provider())
+def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """key-auth keeps the apikey, the ACL admits anon and admin, and consumers hold both keys."""
-    ctx = _KONG.context(target, "kong.realtime_auth")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     env = ctx.env
     anon = env.get("SUPABASE_ANON_KEY") or target.lookup("ANON_KEY")
@@ -527,11 +515,11 @@ def check_realtime_auth(target: Target) -> CheckResult:
     evidence["routes"] = routes_checked
     if not routes_checked:
         return _result(
-            "kong.realtime_auth", Status.SKIP, "Skipped: no Realtime route to inspect (see kong.realtime_ws)."
+            cid, Status.SKIP, "Skipped: no Realtime route to inspect (see kong.realtime_ws)."
         )
     if problems:
         return _result(
-            "kong.realtime_auth",
+            cid,
             Status.FAIL,
             "Kong rejects valid API keys on the Realtime routes.",
             detail="\n".join(problems + warnings),
@@ -540,7 +528,7 @@ def check_realtime_auth(target: Target) -> CheckResult:
         )
     if warnings:
         return _result(
-            "kong.realtime_auth",
+            cid,
             Status.WARN,
             "Kong's Realtime authentication is incomplete.",
             detail="\n".join(warnings),
@@ -550,7 +538,7 @@ def check_realtime_auth(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "kong.realtime_auth",
+        cid,
         Status.PASS,
         "key-auth keeps the apikey, the acl admits the anon and service_role consumers, and both keys "
         "belong to a consumer.",
@@ -558,17 +546,15 @@ def check_realtime_auth(target: Target) -> CheckResult:
     )
 
 
-@register("kong.tenants_api_blocked", "Kong blocks Realtime's tenant admin API", needs=("stack",))
-def check_tenants_api_blocked(target: Target) -> CheckResult:
+@register("kong.tenants_api_blocked", "Kong blocks Realtime's tenant admin API", needs=("stack",),
+          using=_KONG.provider())
+def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``/realtime/v1/api/tenants`` is answered by request-termination rather than passed to Realtime."""
-    ctx = _KONG.context(target, "kong.tenants_api_blocked")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     matched = config.route_for(REALTIME_TENANTS_PATH)
     if matched is None:
         return _result(
-            "kong.tenants_api_blocked",
+            cid,
             Status.PASS,
             f"No Kong route matches {REALTIME_TENANTS_PATH}; the tenant API is not exposed.",
         )
@@ -578,7 +564,7 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
     if term is not None:
         evidence["status_code"] = term.config.get("status_code", 503)
         return _result(
-            "kong.tenants_api_blocked",
+            cid,
             Status.PASS,
             f"{REALTIME_TENANTS_PATH} is blocked by request-termination on route {route.name!r} "
             f"(status {term.config.get('status_code', 503)}).",
@@ -589,13 +575,13 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
     reaches_admin = upstream.startswith("/api/tenants")
     if not reaches_admin:
         return _result(
-            "kong.tenants_api_blocked",
+            cid,
             Status.PASS,
             f"{REALTIME_TENANTS_PATH} reaches {upstream} on route {route.name!r}, not the tenant API.",
             evidence=evidence,
         )
     return _result(
-        "kong.tenants_api_blocked",
+        cid,
         Status.WARN,
         "Realtime's tenant admin API is reachable through Kong.",
         detail=f"{REALTIME_TENANTS_PATH} matches route {route.name!r} and reaches Realtime as {upstream}. The admin "
@@ -610,12 +596,10 @@ def check_tenants_api_blocked(target: Target) -> CheckResult:
     )
 
 
-@register("kong.realtime_preserve_host", "Kong sends the upstream host (the tenant) to Realtime", needs=("stack",))
-def check_preserve_host(target: Target) -> CheckResult:
+@register("kong.realtime_preserve_host", "Kong sends the upstream host (the tenant) to Realtime", needs=("stack",),
+          using=_KONG.provider())
+def check_preserve_host(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``preserve_host: true`` on a Realtime route makes the client's Host, not the upstream, choose the tenant."""
-    ctx = _KONG.context(target, "kong.realtime_preserve_host")
-    if isinstance(ctx, CheckResult):
-        return ctx
     config = _config(ctx)
     bad = [
         r
@@ -628,7 +612,7 @@ def check_preserve_host(target: Target) -> CheckResult:
         public, public_host = public_url(target)
         names = ", ".join(repr(r.name) for r in bad)
         return _result(
-            "kong.realtime_preserve_host",
+            cid,
             Status.FAIL,
             f"preserve_host: true on {names}: Realtime takes the tenant from the client's Host, not the upstream.",
             detail=f"With preserve_host Kong forwards the Host the client used (e.g. {public_host!r} from "
@@ -639,7 +623,7 @@ def check_preserve_host(target: Target) -> CheckResult:
             evidence=evidence,
         )
     return _result(
-        "kong.realtime_preserve_host",
+        cid,
         Status.PASS,
         "Realtime routes do not preserve the client Host; the tenant comes from the upstream host "
         + (", ".join(repr(h) for h in hosts) if hosts else "(no Realtime upstream)")

@@ -106,13 +106,12 @@ def _health(target: Target, token: str) -> HttpAnswer:
 
 @register("realtime.health", "Realtime's tenant health: the tenant database is connected",
           needs=("realtime_direct",))
-def check_health(target: Target) -> CheckResult:
+def check_health(target: Target, cid: str) -> CheckResult:
     """``GET {realtime_url}/api/tenants/{tenant}/health`` reads ``db_connected``, not only ``healthy``.
 
     With no client connected Realtime may report healthy without a DB connection, so when
     ``db_connected`` is false one channel is joined and the health read again.
     """
-    cid = "realtime.health"
     secret = admin_secret(target)
     if secret is None:
         return _no_key(cid, "API_JWT_SECRET (or JWT_SECRET)")
@@ -371,13 +370,9 @@ def _jwt_secret_or_skip(target: Target, cid: str) -> Secret | CheckResult:
 # ------------------------------------------------------------------ realtime.join
 
 
-@register("realtime.join", "A public channel can be joined with the anon key", needs=("realtime",))
-def check_join(target: Target) -> CheckResult:
+@register("realtime.join", "A public channel can be joined with the anon key", needs=("realtime",), using=_anon)
+def check_join(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Connect with ``ANON_KEY`` and join a public channel; record connect and join latency."""
-    cid = "realtime.join"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     metrics: dict[str, float] = {}
     with _sockets(target) as socks:
         try:
@@ -418,13 +413,9 @@ def _broadcast_of(nonce: str) -> Callable[[Message], bool]:
 
 
 @register("realtime.broadcast", "Broadcast reaches the sender (self) and a second client, with ack",
-          needs=("realtime",))
-def check_broadcast(target: Target) -> CheckResult:
+          needs=("realtime",), using=_anon)
+def check_broadcast(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Two sockets join one topic; the first sends with ``self`` and ``ack``; both receive it."""
-    cid = "realtime.broadcast"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     metrics: dict[str, float] = {}
     topic = _topic("broadcast")
     nonce = uuid.uuid4().hex
@@ -478,13 +469,9 @@ def _presence_has(key: str, section: str | None) -> Callable[[Message], bool]:
 
 
 @register("realtime.presence", "Presence track is seen by a second client, and so is the leave",
-          needs=("realtime",))
-def check_presence(target: Target) -> CheckResult:
+          needs=("realtime",), using=_anon)
+def check_presence(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Client A tracks a state; client B sees it (presence_state/diff) and then sees A leave."""
-    cid = "realtime.presence"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     metrics: dict[str, float] = {}
     topic = _topic("presence")
     key_a = f"rtbook-a-{uuid.uuid4().hex[:6]}"
@@ -700,13 +687,9 @@ def _system_failure(cid: str, system: Message, where: str, socks: _Sockets,
 
 
 @register("realtime.postgres_changes", "INSERT, UPDATE and DELETE on a published table reach a subscriber",
-          needs=("realtime", "db"))
-def check_postgres_changes(target: Target) -> CheckResult:
+          needs=("realtime", "db"), using=_anon)
+def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Subscribe to a scratch table, write to it, and time each change; subscribe to named tables."""
-    cid = "realtime.postgres_changes"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     metrics: dict[str, float] = {}
     evidence: dict[str, Any] = {}
     try:
@@ -820,13 +803,9 @@ def _named_rls_gaps(target: Target) -> list[tuple[str, str]]:
 
 
 @register("realtime.rls", "RLS decides who receives a change: anon, authenticated (owner) and service_role",
-          needs=("realtime", "db"))
-def check_rls(target: Target) -> CheckResult:
+          needs=("realtime", "db"), using=_anon)
+def check_rls(target: Target, cid: str, anon: Secret) -> CheckResult:
     """One change on an RLS scratch table is seen by the owner and service_role, not by anon or others."""
-    cid = "realtime.rls"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     secret = _jwt_secret_or_skip(target, cid)
     if isinstance(secret, CheckResult):
         return secret
@@ -956,13 +935,9 @@ class _BadCase:
 
 
 @register("realtime.bad_token", "Invalid-signature and expired tokens are refused with the documented errors",
-          needs=("realtime",))
-def check_bad_token(target: Target) -> CheckResult:
+          needs=("realtime",), using=_anon)
+def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Join with a token signed by another secret and with an expired one; both must be refused."""
-    cid = "realtime.bad_token"
-    anon = _anon(target, cid)
-    if isinstance(anon, CheckResult):
-        return anon
     secret = _jwt_secret_or_skip(target, cid)
     if isinstance(secret, CheckResult):
         return secret

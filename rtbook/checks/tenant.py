@@ -53,9 +53,8 @@ def _no_row(cid: str, exp: Expected) -> CheckResult:
 
 
 @register("tenant.schema", "Realtime's _realtime schema and tables exist with known columns", needs=("db",))
-def check_schema(target: Target) -> CheckResult | list[CheckResult]:
+def check_schema(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """``_realtime.tenants`` and ``_realtime.extensions`` exist with the columns of a known Realtime version."""
-    cid = "tenant.schema"
 
     def body(conn: Connection) -> CheckResult:
         state = read_state(conn, target.redactor)
@@ -123,9 +122,8 @@ def check_schema(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("tenant.row", "A tenant row exists for the tenant clients resolve to", needs=("db",))
-def check_row(target: Target) -> CheckResult | list[CheckResult]:
+def check_row(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """The tenant id requests carry (the Host header's first label) has a row."""
-    cid = "tenant.row"
 
     def judge(state: MetadataState, exp: Expected) -> CheckResult:
         present = [t.external_id for t in state.tenants]
@@ -153,9 +151,8 @@ def check_row(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("tenant.extension", "Exactly one postgres_cdc_rls extension row", needs=("db",))
-def check_extension(target: Target) -> CheckResult | list[CheckResult]:
+def check_extension(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Realtime reads every tenant-database setting from exactly one postgres_cdc_rls row."""
-    cid = "tenant.extension"
 
     def judge(state: MetadataState, exp: Expected) -> CheckResult:
         if state.tenant(exp.tenant) is None:
@@ -198,9 +195,8 @@ def check_extension(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("tenant.jwt_secret", "The stored jwt_secret decrypts and equals API_JWT_SECRET", needs=("db",))
-def check_jwt_secret(target: Target) -> CheckResult | list[CheckResult]:
+def check_jwt_secret(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Realtime verifies client tokens with the tenant's stored secret, not the env var."""
-    cid = "tenant.jwt_secret"
 
     def judge(state: MetadataState, exp: Expected) -> CheckResult:
         row = state.tenant(exp.tenant)
@@ -259,9 +255,8 @@ def check_jwt_secret(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("tenant.db_settings", "The stored database settings match the stack", needs=("db",))
-def check_db_settings(target: Target) -> CheckResult | list[CheckResult]:
+def check_db_settings(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """The five encrypted settings decrypt to DB_HOST, DB_PORT (a string), DB_NAME, DB_USER and DB_PASSWORD."""
-    cid = "tenant.db_settings"
 
     def judge(state: MetadataState, exp: Expected) -> CheckResult:
         if state.tenant(exp.tenant) is None:
@@ -329,9 +324,8 @@ def check_db_settings(target: Target) -> CheckResult | list[CheckResult]:
 
 
 @register("tenant.limits", "Tenant limits and flags are sane", needs=("db",))
-def check_limits(target: Target) -> CheckResult | list[CheckResult]:
+def check_limits(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     """Compare the stored limits with the env defaults; report suspend and private_only."""
-    cid = "tenant.limits"
 
     def judge(state: MetadataState, exp: Expected) -> CheckResult:
         row = state.tenant(exp.tenant)
@@ -371,7 +365,7 @@ def check_limits(target: Target) -> CheckResult | list[CheckResult]:
                 cid, Status.WARN, summary="; ".join(warnings) + ".", detail=f"Stored limits: {shown}.",
                 remedy=(f"rtbook tenant apply --yes --tenant {exp.tenant} " + " ".join(dict.fromkeys(remedies)))
                 if remedies else "Set the TENANT_MAX_* variables to the values you want, or change the row.",
-                cause="tenant.private_only" if row.private_only else "tenant.limits", evidence=evidence,
+                cause="tenant.private_only" if row.private_only else cid, evidence=evidence,
             )
         return CheckResult(cid, Status.PASS, summary=f"Limits are sane: {shown}.", evidence=evidence)
 

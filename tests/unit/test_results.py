@@ -71,11 +71,11 @@ def scratch_registry():
 
 def test_crashing_check_becomes_error_result_and_skips_on_missing_need(scratch_registry):
     @register("test.crash", "Crashes")
-    def crash(target):
+    def crash(target, cid):
         raise RuntimeError("boom with canary-secret-value-123")
 
     @register("test.needs_db", "Needs db", needs=("db",))
-    def needs_db(target):
+    def needs_db(target, cid):
         raise AssertionError("must not run")
 
     target = Target(env={"DB_PASSWORD": "canary-secret-value-123"})
@@ -84,6 +84,27 @@ def test_crashing_check_becomes_error_result_and_skips_on_missing_need(scratch_r
     assert "canary-secret-value-123" not in res.summary + res.detail
     report = run_checks(target, only="test.needs_db")
     assert report[0].status is Status.SKIP and "--db-url" in report[0].summary
+
+
+def test_using_provider_stands_in_or_passes_its_context(scratch_registry):
+    """A provider's CheckResult replaces the check; anything else is handed to it with the check's own id."""
+    seen: list[tuple[str, object]] = []
+
+    def provider(target, cid):
+        if target.tenant == "absent":
+            return CheckResult(cid, Status.SKIP, summary="Skipped: nothing to load.")
+        return {"loaded_for": cid}
+
+    @register("test.uses", "Uses a provider", using=provider)
+    def uses(target, cid, ctx):
+        seen.append((cid, ctx))
+        return CheckResult(cid, Status.PASS, summary="ran")
+
+    [skipped] = run_checks(Target(tenant="absent"), only="test.uses")
+    assert skipped.status is Status.SKIP and skipped.id == "test.uses" and skipped.title == "Uses a provider"
+    assert seen == []
+    [ran] = run_checks(Target(tenant="present"), only="test.uses")
+    assert ran.status is Status.PASS and seen == [("test.uses", {"loaded_for": "test.uses"})]
 
 
 def test_register_rejects_bad_ids(scratch_registry):
