@@ -17,6 +17,7 @@ from rtbook.exceptions import (
 from rtbook.results import CheckResult, Report
 from rtbook.runbook.notebooks import notebook_for
 from rtbook.runbook.params import ParamValue, notebook_params, target_from_params
+from rtbook.runbook.troubleshoot import deciding_prefixes, diagnose
 from rtbook.secrets import Redactor
 
 if TYPE_CHECKING:
@@ -156,16 +157,15 @@ class NotebookRun:
 
     def troubleshoot(self) -> StepReport:
         """Explain the chosen symptom(s) from the results of the run's earlier notebooks."""
-        from rtbook.runbook import troubleshoot
 
         symptom = str(self.params.get("symptom") or "")
         run_dir = str(self.params.get("run_dir") or "")
         earlier = load_results(run_dir, exclude=(self.notebook,)) if run_dir else None
         if earlier is None or not len(earlier):
             if self._target is None:
-                return self.record(troubleshoot.diagnose(Report(), symptom))
+                return self.record(diagnose(Report(), symptom))
             earlier = _run_deciding_checks(self.target, symptom)
-        return self.record(troubleshoot.diagnose(earlier, symptom))
+        return self.record(diagnose(earlier, symptom))
 
     def save(self) -> Path | None:
         """Write ``<run_dir>/<notebook>.results.json`` (redacted); no-op without ``run_dir``."""
@@ -190,9 +190,8 @@ class NotebookRun:
 
 def _run_deciding_checks(target: Target, symptom: str) -> Report:
     from rtbook.registry import run_checks
-    from rtbook.runbook import troubleshoot
 
-    prefixes = troubleshoot.deciding_prefixes(symptom)
+    prefixes = deciding_prefixes(symptom)
     return run_checks(target, only=prefixes)
 
 
