@@ -145,3 +145,12 @@ def test_the_wheel_in_a_fresh_venv_runs_the_runbook_and_its_record_verifies(tmp_
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "intact" in verify.stdout
     assert not list(work.iterdir()), "rtbook run wrote into its working folder"
+
+    # Editable copies come out of the installed package too, identical to the tracked notebooks.
+    mine = tmp_path / "my-notebooks"
+    copied = _run([venv / "bin" / "rtbook", "notebooks", "copy", mine], env, work, 120)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert sorted(p.name for p in mine.iterdir()) == sorted(f"{nb.name}.ipynb" for nb in NOTEBOOKS)
+    for nb in NOTEBOOKS:
+        tracked = ROOT / "rtbook" / "notebooks" / f"{nb.name}.ipynb"
+        assert (mine / f"{nb.name}.ipynb").read_bytes() == tracked.read_bytes(), nb.name
