@@ -57,7 +57,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--notebooks", metavar="LIST", help="comma-separated numbers or names, e.g. 01,03")
     p.add_argument("--output-dir", default="outputs", metavar="DIR", help="where run folders go (default: outputs)")
     p.add_argument("--label", help="name suffix of the run folder (default: the target kind)")
-    p.add_argument("--notebook-dir", metavar="DIR", help="where the notebooks are (default: the repository's)")
+    p.add_argument("--notebook-dir", metavar="DIR",
+                   help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "
+                   "(default: the ones shipped with rtbook)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     p.add_argument("--cell-timeout", type=float, default=900.0, metavar="S", help="seconds allowed per cell")
     p.add_argument("--list-params", action="store_true", help="print the parameter schema and exit")

@@ -144,7 +144,7 @@ def _unknown_error(name: str) -> ConfigError:
     hint = f"did you mean {close[0]!r}? " if close else ""
     return ConfigError(
         f"unknown parameter {name!r}: {hint}the runbook's parameters are {', '.join(_BY_NAME)} "
-        "(see notebooks/00_start_here.ipynb or 'papermill --help-notebook')"
+        "(see 'rtbook run --list-params' or the notebook 00_start_here)"
     )
 
 

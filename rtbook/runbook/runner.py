@@ -86,6 +86,7 @@ def run_notebooks(
     started = _utc_now()
     record = _record_dir(Path(output_dir), label or str(clean["target_kind"]), started)
     outcome = RunOutcome(record_dir=record)
+    workdir = Path.cwd()
     staging = Path(tempfile.mkdtemp(prefix="rtbook-run-"))
     os.chmod(staging, 0o700)
     executed: dict[str, Any] = {}
@@ -103,7 +104,9 @@ def run_notebooks(
                     parameters=run_params,
                     kernel_name=kernel_name,
                     progress_bar=False,
-                    cwd=str(src),
+                    # The caller's folder, not src: the shipped notebooks may sit in a read-only
+                    # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
+                    cwd=str(workdir),
                     execution_timeout=cell_timeout_s,
                 )
             except pm.PapermillExecutionError as exc:

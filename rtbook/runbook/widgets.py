@@ -20,7 +20,6 @@ from typing import Any
 
 from rtbook.exceptions import RtbookError
 from rtbook.results import Report
-from rtbook.runbook.notebooks import notebook_dir
 from rtbook.runbook.params import PARAMS, Param, ParamValue, target_from_params, validate_params
 from rtbook.runbook.session import StepReport
 
@@ -74,7 +73,10 @@ def params_table(params: Mapping[str, ParamValue]) -> ParamsTable:
 
 
 def _default_params_path() -> Path:
-    return notebook_dir().parent / "outputs" / "params.json"
+    # The kernel's working folder is the notebook's (in JupyterLab, the user's copy made by
+    # 'rtbook notebooks copy'), never the installed notebooks: 'outputs/params.json' beside the
+    # copies is where 'rtbook run --params-file outputs/params.json' run from there finds it.
+    return Path.cwd() / "outputs" / "params.json"
 
 
 class ParamForm:

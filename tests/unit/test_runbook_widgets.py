@@ -91,3 +91,11 @@ def test_form_refuses_bad_starting_parameters(bad: dict[str, str]) -> None:
 
     with pytest.raises(ConfigError):
         ParamForm(bad)
+
+
+def test_form_saves_beside_the_notebook_not_in_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's working folder is the notebook's (the user's copy): outputs/params.json goes there."""
+    monkeypatch.chdir(tmp_path)
+    form = ParamForm({"api_url": "http://localhost:8000"})
+    assert form.params_path == tmp_path / "outputs" / "params.json"
+    assert form.save() == tmp_path / "outputs" / "params.json"
