@@ -190,7 +190,6 @@ class NotebookRun:
 
 def _run_deciding_checks(target: Target, symptom: str) -> Report:
     from rtbook.registry import run_checks
-    from rtbook.runbook import troubleshoot
 
     prefixes = deciding_prefixes(symptom)
     return run_checks(target, only=prefixes)
