@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from rtbook.exceptions import (
     ConfigError,
+    InputError,
 )
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ['NOTEBOOKS', 'NotebookSpec', 'notebook_dir', 'notebook_for', 'select_notebooks']
+__all__ = ['NOTEBOOKS', 'NotebookSpec', 'copy_notebooks', 'notebook_dir', 'notebook_for', 'select_notebooks']
 
 
 
@@ -82,3 +84,33 @@ def select_notebooks(selection: str | Sequence[str] | None) -> list[NotebookSpec
         chosen.extend(m for m in match if m not in chosen)
     return [nb for nb in NOTEBOOKS if nb in chosen]
 
+
+def copy_notebooks(dest: Path, *, force: bool = False) -> list[Path]:
+    """Copy every shipped notebook from :func:`notebook_dir` into ``dest`` and return the new paths.
+
+    ``dest`` is created when missing. Nothing is copied when a notebook of the same name is
+    already there, unless ``force``.
+
+    Raises:
+        ConfigError: ``dest`` is a file, is the shipped folder itself, or already holds one of
+            the notebooks (without ``force``).
+        InputError: a shipped notebook is missing.
+    """
+    src = notebook_dir()
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} is a file; pass a directory to copy the notebooks into")
+    sources = [src / f"{nb.name}.ipynb" for nb in NOTEBOOKS]
+    missing = [s.name for s in sources if not s.is_file()]
+    if missing:
+        raise InputError(f"shipped notebooks not found in {src}: {', '.join(missing)}; set RTBOOK_NOTEBOOKS")
+    if dest.is_dir() and dest.resolve() == src.resolve():
+        raise ConfigError(f"{dest} is where the notebooks are shipped; pass another directory")
+    targets = [dest / s.name for s in sources]
+    existing = [t.name for t in targets if t.exists()]
+    if existing and not force:
+        raise ConfigError(f"{dest} already has {', '.join(existing)}; pass --force to overwrite")
+    dest.mkdir(parents=True, exist_ok=True)
+    for source, target in zip(sources, targets, strict=True):
+        shutil.copyfile(source, target)
+    return targets
