@@ -189,8 +189,8 @@ class NotebookRun:
 
 
 def _run_deciding_checks(target: Target, symptom: str) -> Report:
-    from rtbook.runbook import troubleshoot
     from rtbook.registry import run_checks
+    from rtbook.runbook import troubleshoot
 
     prefixes = troubleshoot.deciding_prefixes(symptom)
     return run_checks(target, only=prefixes)
