@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -42,7 +43,7 @@ def console_for(stream: TextIO | None = None) -> Console | None:
 
 def checks_table(rows: Iterable[tuple[str, str, tuple[str, ...]]]) -> Table:
     """The check catalogue as a table: id, title and what each check needs."""
-    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("id", style="cyan", no_wrap=True)
     table.add_column("title")
     table.add_column("needs", style="dim")
