@@ -60,6 +60,28 @@ def _parse_args(command: click.Command, parse: Callable[[click.Context, list[str
         raise
 
 
+def _expand_prefixes(command: click.Command, ctx: click.Context, args: list[str]) -> list[str]:
+    """Spell out unique prefixes of long options (``--list`` -> ``--list-params``), as argparse did.
+
+    Only for a leaf command, whose arguments are all its own; ``--`` ends the options.
+    """
+    longs = sorted({o for p in command.get_params(ctx) if isinstance(p, click.Option)
+                    for o in (*p.opts, *p.secondary_opts) if o.startswith("--")})
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        name, sep, value = arg.partition("=")
+        if name.startswith("--") and len(name) > 2 and name not in longs:
+            matches = [o for o in longs if o.startswith(name)]
+            if len(matches) > 1:
+                raise click.UsageError(f"ambiguous option: {name} could match {', '.join(matches)}", ctx)
+            if matches:
+                arg = matches[0] + sep + value
+        out.append(arg)
+    return out
+
+
 def _help_option(option: click.Option | None) -> click.Option | None:
     if option is not None:
         option.help = "show this help message and exit"
@@ -74,8 +96,8 @@ class RtbookCommand(click.Command):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Parse ``args``; a usage error always names this command's context."""
-        return _parse_args(self, super().parse_args, ctx, args)
+        """Parse ``args`` (unique long-option prefixes allowed); a usage error always names this command."""
+        return _parse_args(self, super().parse_args, ctx, _expand_prefixes(self, ctx, args))
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         """``-h/--help``, worded like the rest of the help."""

@@ -99,7 +99,7 @@ def copy_notebooks(dest: Path, *, force: bool = False) -> list[Path]:
     src = notebook_dir()
     dest = Path(dest).expanduser()
     if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"{dest} is a file; pass a directory to copy the notebooks into")
+        raise ConfigError(f"{dest} is a file, not a folder; choose a folder to copy the notebooks into")
     sources = [src / f"{nb.name}.ipynb" for nb in NOTEBOOKS]
     missing = [s.name for s in sources if not s.is_file()]
     if missing:
@@ -107,9 +107,10 @@ def copy_notebooks(dest: Path, *, force: bool = False) -> list[Path]:
     if dest.is_dir() and dest.resolve() == src.resolve():
         raise ConfigError(f"{dest} is where the notebooks are shipped; pass another directory")
     targets = [dest / s.name for s in sources]
-    existing = [t.name for t in targets if t.exists()]
+    existing = [t for t in targets if t.exists()]
     if existing and not force:
-        raise ConfigError(f"{dest} already has {', '.join(existing)}; pass --force to overwrite")
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"{existing[0]} already exists{more}; pass --force to overwrite")
     dest.mkdir(parents=True, exist_ok=True)
     for source, target in zip(sources, targets, strict=True):
         shutil.copyfile(source, target)

@@ -120,6 +120,18 @@ def test_usage_errors_are_one_line_naming_the_value_and_exit_2(
         assert word in err, (word, err)
 
 
+def test_unique_prefixes_of_long_options_still_work(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["run", "--list"], capsys)
+    assert code == 0 and "timeout_s: float" in out
+    code, out, _ = run(["checks", "--on=db.wal_level"], capsys)
+    assert code == 0 and out.startswith("db.wal_level")
+    code, out, err = run(["check", "--t", "x"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "ambiguous option: --t could match --table, --target, --tenant, --timeout" in err
+    code, _, err = run(["check", "--", "--stack"], capsys)
+    assert code == 2 and "--stack" in err
+
+
 def test_a_password_in_db_url_is_refused_without_echoing_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["check", "--db-url", "postgresql://postgres:hunter2hunter2@localhost/postgres"], capsys)
     assert code == 2 and "must not contain a password" in err and "hunter2" not in err
@@ -200,7 +212,9 @@ def test_notebooks_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0, err
     names = sorted(p.name for p in dest.iterdir())
     assert names == sorted(f"{nb.name}.ipynb" for nb in NOTEBOOKS)
-    assert out.splitlines() == [str(dest / f"{nb.name}.ipynb") for nb in NOTEBOOKS]
+    assert out.splitlines()[:-1] == [str(dest / f"{nb.name}.ipynb") for nb in NOTEBOOKS]
+    assert out.splitlines()[-1].startswith(f"copied {len(NOTEBOOKS)} notebooks to {dest}; ")
+    assert f"rtbook run --notebook-dir {dest}" in out
     shipped = ROOT / "notebooks" / "01_setup.ipynb"
     assert (dest / "01_setup.ipynb").read_bytes() == shipped.read_bytes()
     json.loads((dest / "00_start_here.ipynb").read_text())
@@ -208,7 +222,7 @@ def test_notebooks_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (dest / "01_setup.ipynb").write_text("edited")
     code, out, err = run(["notebooks", "copy", str(dest)], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "already has" in err and "--force" in err
+    assert "00_start_here.ipynb already exists (and 5 more)" in err and "--force" in err
     assert (dest / "01_setup.ipynb").read_text() == "edited"
     assert run(["notebooks", "copy", str(dest), "--force"], capsys)[0] == 0
     assert (dest / "01_setup.ipynb").read_bytes() == shipped.read_bytes()
