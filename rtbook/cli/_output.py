@@ -55,8 +55,10 @@ def checks_table(rows: Iterable[tuple[str, str, tuple[str, ...]]]) -> Table:
 def progress_line(message: str) -> Text:
     """One progress line of ``rtbook run`` with the step counter dimmed and the verdict coloured."""
     text = Text(message)
-    text.highlight_regex(r"^\[\d+/\d+\]", "dim")
-    text.highlight_regex(r"^\[\d+/\d+\] [^:]+", "bold")
+    step = re.match(r"^(\[\d+/\d+\]) ([^:]+)", message)
+    if step:
+        text.stylize("dim", *step.span(1))
+        text.stylize("bold", *step.span(2))
     text.highlight_regex(r"^sandbox:.*", "dim")
     for word, style in _STATUS_STYLES.items():
         text.highlight_regex(rf"^\s*{word}\b", style)
