@@ -48,8 +48,8 @@ def _format_sectioned_options(command: click.Command, ctx: click.Context, format
                 formatter.write_dl(records)
 
 
-def _parse_args(command: click.Command, parse: Callable[[click.Context, list[str]], list[str]],
-                ctx: click.Context, args: list[str]) -> list[str]:
+def _parse_args(parse: Callable[[click.Context, list[str]], list[str]], ctx: click.Context,
+                args: list[str]) -> list[str]:
     try:
         return parse(ctx, args)
     except click.UsageError as exc:
@@ -60,16 +60,17 @@ def _parse_args(command: click.Command, parse: Callable[[click.Context, list[str
         raise
 
 
-def _expand_prefixes(command: click.Command, ctx: click.Context, args: list[str]) -> list[str]:
+def _expand_prefixes(command: click.Command, ctx: click.Context, args: list[str], *, group: bool = False) -> list[str]:
     """Spell out unique prefixes of long options (``--list`` -> ``--list-params``), as argparse did.
 
-    Only for a leaf command, whose arguments are all its own; ``--`` ends the options.
+    ``--`` ends the options; in a group, so does the first argument that is not an option (the
+    subcommand, whose own arguments are its business).
     """
     longs = sorted({o for p in command.get_params(ctx) if isinstance(p, click.Option)
                     for o in (*p.opts, *p.secondary_opts) if o.startswith("--")})
     out: list[str] = []
     for i, arg in enumerate(args):
-        if arg == "--":
+        if arg == "--" or (group and not arg.startswith("-")):
             return out + args[i:]
         name, sep, value = arg.partition("=")
         if name.startswith("--") and len(name) > 2 and name not in longs:
@@ -97,7 +98,7 @@ class RtbookCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Parse ``args`` (unique long-option prefixes allowed); a usage error always names this command."""
-        return _parse_args(self, super().parse_args, ctx, _expand_prefixes(self, ctx, args))
+        return _parse_args(super().parse_args, ctx, _expand_prefixes(self, ctx, args))
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         """``-h/--help``, worded like the rest of the help."""
@@ -118,8 +119,8 @@ class RtbookGroup(click.Group):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Parse ``args``; a usage error always names this group's context."""
-        return _parse_args(self, super().parse_args, ctx, args)
+        """Parse ``args`` (unique long-option prefixes allowed); a usage error always names this group."""
+        return _parse_args(super().parse_args, ctx, _expand_prefixes(self, ctx, args, group=True))
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         """``-h/--help``, worded like the rest of the help."""

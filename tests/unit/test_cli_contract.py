@@ -121,6 +121,7 @@ def test_usage_errors_are_one_line_naming_the_value_and_exit_2(
 
 
 def test_unique_prefixes_of_long_options_still_work(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--vers"], capsys)[:2] == (0, f"rtbook {__version__}\n")
     code, out, _ = run(["run", "--list"], capsys)
     assert code == 0 and "timeout_s: float" in out
     code, out, _ = run(["checks", "--on=db.wal_level"], capsys)
