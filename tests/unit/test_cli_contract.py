@@ -13,7 +13,7 @@ import pytest
 
 from rtbook import __version__
 from rtbook.cli import _output, main
-from rtbook.runbook.notebooks import NOTEBOOKS
+from rtbook.runbook.notebooks import NOTEBOOKS, notebook_dir
 from tests.conftest import ROOT
 
 ANSI = re.compile(r"\x1b\[")
@@ -216,7 +216,7 @@ def test_notebooks_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert out.splitlines()[:-1] == [str(dest / f"{nb.name}.ipynb") for nb in NOTEBOOKS]
     assert out.splitlines()[-1].startswith(f"copied {len(NOTEBOOKS)} notebooks to {dest}; ")
     assert f"rtbook run --notebook-dir {dest}" in out
-    shipped = ROOT / "notebooks" / "01_setup.ipynb"
+    shipped = notebook_dir() / "01_setup.ipynb"
     assert (dest / "01_setup.ipynb").read_bytes() == shipped.read_bytes()
     json.loads((dest / "00_start_here.ipynb").read_text())
     # A second copy would overwrite the user's edits: refused, nothing touched.
