@@ -103,7 +103,8 @@ def _print_params() -> None:
 @click.option("--notebooks", metavar="LIST", help="comma-separated numbers or names, e.g. 01,03")
 @click.option("--output-dir", default="outputs", metavar="DIR", help="where run folders go (default: outputs)")
 @click.option("--label", metavar="LABEL", help="name suffix of the run folder (default: the target kind)")
-@click.option("--notebook-dir", metavar="DIR", help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "
+@click.option("--notebook-dir", metavar="DIR",
+              help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "
               "(default: the ones shipped with rtbook)")
 @click.option("--kernel", default="python3", metavar="KERNEL", help="Jupyter kernel name (default: python3)")
 @click.option("--cell-timeout", type=Seconds(_MAX_CELL_S), default=900.0,
