@@ -40,14 +40,22 @@ def _utc_now() -> dt.datetime:
 
 
 def _record_dir(output_dir: Path, label: str, started: dt.datetime) -> Path:
+    """Create and return this run's record folder: ``<UTC time>-<label>``, then ``-2``, ``-3``... if taken.
+
+    The folder is made here, atomically, so two runs started in the same second (or two processes
+    sharing ``outputs/``) can never pick the same name.
+    """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "run"
     base = output_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}"
-    path = base
-    for i in range(2, 100):
-        if not path.exists():
-            break
-        path = Path(f"{base}-{i}")
-    return path
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = base if i == 1 else Path(f"{base}-{i}")
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"{output_dir} already holds 10000 runs named {base.name}-N; clean it up or pass --output-dir")
 
 
 def run_notebooks(
