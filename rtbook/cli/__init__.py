@@ -21,7 +21,7 @@ __all__ = ['main']
 
 
 # Modules that add subcommands: each defines add_cli(subparsers).
-_CLI_MODULES = ("rtbook.cli.sandbox", "rtbook.cli.tenant", "rtbook.cli.run")
+_CLI_MODULES = ("rtbook.cli.sandbox", "rtbook.cli.tenant", "rtbook.cli.probe", "rtbook.cli.run")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,6 +27,8 @@ def add_cli(subparsers: Any) -> None:
     up.add_argument("--break", dest="breaks", action="append", default=[], metavar="SCENARIO",
                     help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
     up.add_argument("--timeout", type=float, default=60, help="seconds each part may take to start (default 60)")
+    up.add_argument("--no-probe", dest="probe", action="store_false",
+                    help="do not install the rtbook probe (then the live checks prove subscriptions, not delivery)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop the sandbox and remove its cluster and state")
     down.set_defaults(func=_down)
@@ -47,7 +49,7 @@ def _up(args: argparse.Namespace) -> int:
     from rtbook.sandbox import manager
 
     try:
-        state = manager.up(args.dir, args.breaks, args.timeout)
+        state = manager.up(args.dir, args.breaks, args.timeout, probe=args.probe)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
@@ -55,6 +57,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"stack directory: {state.stack_dir}")
     if state.breaks:
         print(f"break scenarios: {', '.join(state.breaks)}")
+    print("rtbook probe: " + ("installed (rtbook_probe.events)" if state.probe else "not installed"))
     return 0
 
 
