@@ -250,8 +250,10 @@ class ProbePlan:
                 "statements": list(self.statements), "notes": list(self.notes), "blocked": self.blocked,
                 "changes_publication": self.changes_publication}
 
-    def __str__(self) -> str:
-        head = f"Probe {self.action} plan" + (f" on {self.target_name}" if self.target_name else "") + " (dry run)"
+    def text(self, *, dry_run: bool = True) -> str:
+        """The prior state and the SQL; ``dry_run=False`` words it as what was run."""
+        where = f" on {self.target_name}" if self.target_name else ""
+        head = f"Probe {self.action} plan{where} (dry run)" if dry_run else f"Probe {self.action}{where}"
         lines = [head, f"  before: {self.before.describe()}"]
         if self.blocked:
             lines.append(f"  BLOCKED: {self.blocked}")
@@ -259,12 +261,16 @@ class ProbePlan:
             lines.append("  Nothing to do: " + ("the probe is installed." if self.action == "install"
                                                  else "there is no probe to remove."))
         else:
-            lines.append("  SQL (one transaction; any error rolls all of it back):")
+            lines.append("  SQL (one transaction; any error rolls all of it back):" if dry_run
+                         else "  SQL run (one transaction):")
             lines += ["    " + line for line in self.sql().splitlines()]
         lines += [f"  note: {n}" for n in self.notes]
-        if self.statements and not self.blocked:
+        if dry_run and self.statements and not self.blocked:
             lines.append(f"  Run it with: rtbook probe {self.action} --yes")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()
 
 
 def _plan(target: Target, action: str, build: Callable[[ProbeState], tuple[list[str], list[str], str]]) -> ProbePlan:

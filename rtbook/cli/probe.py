@@ -56,7 +56,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     run = probe.install if args.probe_action == "install" else probe.remove
     result = run(target, plan, yes=True).redacted(target.redactor)
     out["result"] = result.to_dict()
-    _emit(target, args, f"{plan}\n{result.status.symbol} {result.summary}\n{result.detail}".rstrip(), out)
+    text = f"{plan.text(dry_run=False)}\n{result.status.symbol} {result.summary}\n{result.detail}".rstrip()
+    _emit(target, args, text, out)
     return 1 if result.failed else 0
 
 

@@ -10,6 +10,7 @@ Then endpoints that are closed or silent: each check fails within the timeout in
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -46,12 +47,20 @@ def test_healthy_every_live_check_passes(lab: Lab) -> None:
     pgc = report.by_id("realtime.postgres_changes")
     assert {"insert_ms", "update_ms", "delete_ms", "subscribed_ms"} <= set(pgc.metrics)
     assert set(pgc.evidence["payloads"]) == {"INSERT", "UPDATE", "DELETE"}
-    assert pgc.evidence["payloads"]["DELETE"]["data"]["old_record"]["note"] == "rtbook update"
+    assert pgc.evidence["delivery"] == "proven on the probe"
+    # REPLICA IDENTITY FULL: the UPDATE carries the whole old row; RLS is on, so DELETE's old_record is the key only.
+    update = pgc.evidence["payloads"]["UPDATE"]["data"]
+    old, new = (v if isinstance(v, dict) else json.loads(v)
+                for v in (update["old_record"]["payload"], update["record"]["payload"]))
+    assert (old["step"], new["step"]) == ("insert", "update")
+    assert set(pgc.evidence["payloads"]["DELETE"]["data"]["old_record"]) == {"id"}
     assert report.by_id("realtime.broadcast").metrics["peer_ms"] >= 0
+    rls = report.by_id("realtime.rls")
+    assert rls.evidence["seen"] == rls.evidence["expected"], str(rls)
     assert_no_canary(report, lab.canaries)
-    # The scratch tables are gone.
+    # The checks wrote only to the probe, and deleted their rows.
     with lab.cluster.connect() as conn:
-        left = conn.execute("select count(*) from pg_tables where tablename like 'rtbook_scratch_%'").fetchone()
+        left = conn.execute("select count(*) from rtbook_probe.events").fetchone()
     assert left == (0,)
 
 
@@ -112,6 +121,7 @@ def test_rls_without_policy_for_a_role(lab: Lab) -> None:
         assert result.evidence["policy_gaps"] == [["public.h5_notes", "authenticated"]]
         pgc = report.by_id("realtime.postgres_changes")
         assert pgc.status is Status.PASS, str(pgc)
+        # The probe is the table written to; the others are only subscribed to.
         assert set(pgc.evidence["named_tables"]) == {"public.todos", "public.h5_notes"}
     finally:
         lab.sql("drop table public.h5_notes")
