@@ -166,6 +166,9 @@ def test_an_empty_publication_gives_no_false_failure_and_the_probe_then_proves_d
         assert "rtbook probe install --yes" in pgc.detail
         rls = report.by_id("realtime.rls")
         assert rls.status is Status.SKIP and "NOT proven" in rls.summary, str(rls)
+        # The scenario's symptom, for an application that names its table: a true failure.
+        named = run_checks(box.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert (named.status, named.cause) == (Status.FAIL, "not_in_publication"), str(named)
         # The user installs the probe on purpose; Realtime may need its 60 s publication re-check, which the
         # check waits for (budget min(75 s, 8 x 10 s)), so this also holds once the stand-in behaves so.
         installed = rtbook(box, "probe", "install", "--yes", "--target", "sandbox")
