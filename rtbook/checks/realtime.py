@@ -719,7 +719,7 @@ class _Waited:
                 + ("; Realtime re-subscribed the channel meanwhile." if self.resubscribed else "."))
 
 
-def _await_capture(target: Target, state: ProbeState, facts: CdcFacts, channels: list[tuple[PhoenixClient, str]],
+def _await_capture(target: Target, state: ProbeState, channels: list[tuple[PhoenixClient, str]],
                    deadline: float, waited: _Waited) -> CdcFacts:
     """Wait, bounded by ``deadline``, until Realtime reads changes of the probe table.
 
@@ -730,6 +730,7 @@ def _await_capture(target: Target, state: ProbeState, facts: CdcFacts, channels:
     """
     started = time.monotonic()
     last_beat = started
+    facts = cdc_facts(target, state)  # after the subscriptions: a poller they started may have made its slot
     while True:
         if not facts.has_slot and "its replication slot did not exist yet" not in waited.reasons:
             waited.reasons.append("its replication slot did not exist yet")
@@ -757,18 +758,19 @@ def _capture_failure(cid: str, facts: CdcFacts, waited: _Waited, budget: float, 
                      evidence: dict[str, Any], metrics: dict[str, float]) -> CheckResult:
     """Why subscribed changes did not arrive, from the database's facts (wal_level was checked before)."""
     evidence = {**evidence, "cdc": facts.to_dict()}
+    if facts.recheck_pending and not waited.resubscribed:
+        # Realtime ran before the probe existed and has not re-read the publication yet: not a failure yet.
+        state = "has no replication slot yet" if not facts.has_slot else "may still be re-creating subscriptions"
+        return failure(
+            cid,
+            f"{what}: not proven yet. The probe was installed {facts.probe_age_s:.0f} s ago and Realtime {state}; "
+            f"it re-reads the publication every {RECHECK_S:.0f} s.",
+            cause=CAUSES["cdc_poller_idle"] if not facts.has_slot else CAUSES["no_events"],
+            detail=f"Waited {waited.seconds:.0f} s of a {budget:.0f} s budget (min(75 s, 8 x --timeout)).",
+            remedy="Run the check again in a minute, or with a larger --timeout.",
+            evidence=evidence, metrics=metrics, status=Status.WARN,
+        )
     if not facts.has_slot:
-        fresh = facts.probe_age_s is not None and facts.probe_age_s < RECHECK_S + _RECHECK_MARGIN_S
-        if fresh:
-            return failure(
-                cid,
-                f"{what}: not proven yet. The probe was installed {facts.probe_age_s:.0f} s ago and Realtime has "
-                f"no replication slot yet; it re-reads the publication every {RECHECK_S:.0f} s.",
-                cause=CAUSES["cdc_poller_idle"],
-                detail=f"waited {waited.seconds:.0f} s of a {budget:.0f} s budget (min(75 s, 8 x --timeout)).",
-                remedy="Run the check again in a minute, or with a larger --timeout.",
-                evidence=evidence, metrics=metrics, status=Status.WARN,
-            )
         return failure(
             cid,
             f"{what}: Realtime has no replication slot: its change poller is idle or failing "
@@ -791,7 +793,8 @@ def _capture_failure(cid: str, facts: CdcFacts, waited: _Waited, budget: float, 
 
 def _retry_after_recheck(facts: CdcFacts, waited: _Waited, deadline: float) -> bool:
     """A missed change deserves one more try when Realtime may have been re-creating subscriptions."""
-    recent = facts.probe_age_s is not None and facts.probe_age_s < RECHECK_S + 15.0
+    recent = (facts.stale_sessions > 0 and facts.probe_age_s is not None
+              and facts.probe_age_s < RECHECK_S + 15.0)
     return (recent or waited.resubscribed) and time.monotonic() < deadline
 
 
@@ -894,7 +897,7 @@ def _probe_delivery(cid: str, target: Target, socks: _Sockets, anon: Secret, sta
     payloads: dict[str, Any] = {}
     try:
         for attempt in (1, 2):
-            facts = _await_capture(target, state, facts, [(client, topic)], deadline, waited)
+            facts = _await_capture(target, state, [(client, topic)], deadline, waited)
             if not facts.has_slot:
                 return _capture_failure(cid, facts, waited, budget, "postgres_changes on the probe",
                                         {**evidence, "transcripts": socks.transcripts()}, metrics)
@@ -1115,7 +1118,7 @@ def _rls_delivery(cid: str, target: Target, socks: _Sockets, anon: Secret, state
               "CAST(:p AS jsonb)) RETURNING id")
     try:
         for attempt in (1, 2):
-            facts = _await_capture(target, state, facts, list(clients.values()), deadline, waited)
+            facts = _await_capture(target, state, list(clients.values()), deadline, waited)
             if not facts.has_slot:
                 return _capture_failure(cid, facts, waited, budget, "The RLS test",
                                         {**evidence, "transcripts": socks.transcripts()}, metrics)

@@ -14,7 +14,9 @@ import json
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from rtbook.crypto import encrypt
 from rtbook.registry import run_checks
@@ -141,3 +143,68 @@ def test_unreachable_realtime_fails_within_the_timeout(lab: Lab) -> None:
             # Each check gives up after one timeout (health: one request; sockets: one connect).
             assert elapsed < len(only) * (timeout + 1.0), elapsed
 
+
+
+def _no_realtime_slot(lab: Lab) -> None:
+    """Wait (bounded) until the server's poller has dropped its temporary slot after the previous test."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lab.cluster.connect() as conn:
+            left = conn.execute(r"select count(*) from pg_replication_slots "
+                                r"where slot_name like 'supabase\_realtime%'").fetchone()
+        if left == (0,):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the server kept its replication slot")
+
+
+def test_an_idle_poller_is_named_as_such_not_blamed_on_wal_level_or_wal2json(lab: Lab) -> None:
+    # Every replication slot taken: the server's poller cannot create its slot and retries, like Realtime's.
+    _no_realtime_slot(lab)
+    with lab.cluster.connect() as conn:
+        (free,) = conn.execute("select current_setting('max_replication_slots')::int - count(*) "
+                               "from pg_replication_slots").fetchone()
+        names = [f"h5_filler_{i}" for i in range(free)]
+        for name in names:
+            conn.execute("select pg_create_physical_replication_slot(%s)", (name,))
+    try:
+        timeout = 1.5
+        started = time.monotonic()
+        result = run_checks(lab.target(timeout=timeout), only="realtime.postgres_changes").by_id(
+            "realtime.postgres_changes")
+        elapsed = time.monotonic() - started
+        assert (result.status, result.cause) == (Status.FAIL, "cdc_poller_idle"), str(result)
+        assert "no replication slot" in result.summary and "wal_level is logical" in result.summary
+        assert result.evidence["cdc"]["wal_level"] == "logical"
+        # It waited for the slot, bounded by min(75 s, 8 x --timeout), and no longer.
+        assert 8 * timeout <= elapsed < 8 * timeout + 10, elapsed
+        with lab.cluster.connect() as conn:
+            assert conn.execute("select count(*) from rtbook_probe.events").fetchone() == (0,)
+    finally:
+        with lab.cluster.connect() as conn:
+            for name in names:
+                conn.execute("select pg_drop_replication_slot(%s)", (name,))
+
+
+def test_a_fresh_probe_waits_for_realtimes_publication_recheck_bounded_and_says_so(lab: Lab) -> None:
+    # A Realtime CDC session that started before the probe was installed may still act on the old table list
+    # for up to 60 s; the check waits (bounded by its budget) and states it. The install time is the comment's.
+    with lab.cluster.connect() as conn:
+        (comment,) = conn.execute("select obj_description('rtbook_probe.events'::regclass, 'pg_class')").fetchone()
+        conninfo = lab.cluster.conninfo() + " application_name=realtime_rls"
+        with psycopg.connect(conninfo):
+            time.sleep(1.1)
+            conn.execute("select 1")
+            fresh = "rtbook probe v1; installed " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            conn.execute(sql.SQL("comment on table rtbook_probe.events is {}").format(sql.Literal(fresh)))
+            try:
+                timeout = 2.0
+                result = run_checks(lab.target(timeout=timeout), only="realtime.postgres_changes").by_id(
+                    "realtime.postgres_changes")
+            finally:
+                conn.execute(sql.SQL("comment on table rtbook_probe.events is {}").format(sql.Literal(comment)))
+    assert result.status is Status.PASS, str(result)
+    assert result.evidence["cdc"]["realtime_cdc_sessions_older_than_probe"] >= 1
+    assert "Realtime re-reads the publication every 60 s" in result.summary
+    assert f"(budget {8 * timeout:.0f} s)" in result.summary
+    assert 8 * timeout - 1 <= result.metrics["waited_for_realtime_s"] <= 8 * timeout + 2
