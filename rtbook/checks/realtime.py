@@ -682,7 +682,8 @@ def cdc_facts(target: Target, state: ProbeState | None) -> CdcFacts:
         level = str(conn.execute(sa.text("SHOW wal_level")).scalar())
         rows = conn.execute(sa.text(
             r"SELECT slot_name, temporary, active, database FROM pg_replication_slots "
-            r"WHERE plugin = 'wal2json' AND slot_name LIKE 'supabase\_realtime%' ORDER BY slot_name")).all()
+            r"WHERE plugin = 'wal2json' AND slot_name LIKE 'supabase\_realtime%' "
+            r"AND database = current_database() ORDER BY slot_name")).all()
         age: float | None = None
         stale = 0
         if installed is not None:
@@ -713,8 +714,8 @@ class _Waited:
     reasons: list[str] = dataclasses.field(default_factory=list)
 
     def describe(self, budget: float) -> str:
-        if not self.reasons:
-            return ""
+        if not self.reasons or (self.seconds < 1.0 and not self.resubscribed):
+            return ""  # a poller that made its slot within a second is not worth a sentence
         return (f" Waited {self.seconds:.0f} s (budget {budget:.0f} s) for Realtime: {'; '.join(self.reasons)}"
                 + ("; Realtime re-subscribed the channel meanwhile." if self.resubscribed else "."))
 
