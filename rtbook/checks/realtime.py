@@ -858,13 +858,7 @@ def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResul
                         "delivery NOT proven." + incomplete,
                         detail=_PROBE_HOWTO + ".", evidence=evidence, see_also=("db.publication",),
                     )
-                return CheckResult(
-                    cid, Status.PASS,
-                    summary=f"Subscribed to PostgreSQL for {len(named)} table(s) ({source}); delivery NOT proven: "
-                    "rtbook wrote nothing. Prove it with: rtbook probe install --yes." + incomplete,
-                    detail=_PROBE_HOWTO + ". Subscribed: " + ", ".join(map(str, named)) + ".",
-                    evidence=evidence, metrics=metrics,
-                )
+                return _subscribed_only(cid, target, state, named, source, incomplete, metrics, evidence)
             return _probe_delivery(cid, target, socks, anon, state, named, metrics, evidence)
         except _NoSubscription as exc:
             return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics, CAUSES["no_events"])
@@ -872,6 +866,39 @@ def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResul
             return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics)
         except (SQLAlchemyError, OSError) as exc:
             return _db_failure(cid, exc, target, "write to the probe table", metrics)
+
+
+def _subscribed_only(cid: str, target: Target, state: ProbeState, named: list[TableRef], source: str,
+                     incomplete: str, metrics: dict[str, float], evidence: dict[str, Any]) -> CheckResult:
+    """Without the probe: the subscriptions were accepted; what the database says about delivery, read-only."""
+    facts = cdc_facts(target, state)
+    if facts.wal_level != "logical":
+        return _wal_level_failure(cid, facts, evidence)
+    # The subscriptions started Realtime's poller if it was not running; give it --timeout to make its slot.
+    deadline = time.monotonic() + target.timeout
+    while not facts.has_slot and time.monotonic() < deadline:
+        time.sleep(0.3)
+        facts = cdc_facts(target, state)
+    evidence["cdc"] = facts.to_dict()
+    listing = ", ".join(map(str, named))
+    if not facts.has_slot:
+        return failure(
+            cid,
+            f"Subscribed to PostgreSQL for {len(named)} table(s) ({source}), but Realtime has no replication slot "
+            f"after {target.timeout:g} s: its change poller may be idle or failing, so changes may not arrive "
+            "(delivery NOT proven: rtbook wrote nothing).",
+            cause=CAUSES["cdc_poller_idle"],
+            detail=f"wal_level is logical. Subscribed: {listing}. " + _PROBE_HOWTO + "." + incomplete,
+            evidence=evidence, metrics=metrics, status=Status.WARN,
+        )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"Subscribed to PostgreSQL for {len(named)} table(s) ({source}) and Realtime's slot "
+        f"{facts.slots[0]['slot_name']} exists; delivery NOT proven: rtbook wrote nothing. Prove it with: "
+        "rtbook probe install --yes." + incomplete,
+        detail=_PROBE_HOWTO + f". Subscribed: {listing}.",
+        evidence=evidence, metrics=metrics,
+    )
 
 
 def _probe_delivery(cid: str, target: Target, socks: _Sockets, anon: Secret, state: ProbeState,

@@ -208,3 +208,35 @@ def test_a_fresh_probe_waits_for_realtimes_publication_recheck_bounded_and_says_
     assert "Realtime re-reads the publication every 60 s" in result.summary
     assert f"(budget {8 * timeout:.0f} s)" in result.summary
     assert 8 * timeout - 1 <= result.metrics["waited_for_realtime_s"] <= 8 * timeout + 2
+
+
+def test_without_the_probe_the_database_facts_still_decide() -> None:
+    # No probe: nothing is written, but wal_level and Realtime's slot are read, so a broken poller is not a pass.
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    bare = Lab(probe=False)
+    try:
+        with bare.cluster.connect() as conn:
+            (free,) = conn.execute("select current_setting('max_replication_slots')::int - count(*) "
+                                   "from pg_replication_slots").fetchone()
+            names = [f"h5_filler_{i}" for i in range(free)]
+            for name in names:
+                conn.execute("select pg_create_physical_replication_slot(%s)", (name,))
+        result = run_checks(bare.target(timeout=1.5), only="realtime.postgres_changes").by_id(
+            "realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.WARN, "cdc_poller_idle"), str(result)
+        assert "delivery NOT proven" in result.summary
+        with bare.cluster.connect() as conn:
+            for name in names:
+                conn.execute("select pg_drop_replication_slot(%s)", (name,))
+        result = run_checks(bare.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert result.status is Status.PASS and "supabase_realtime_replication_slot" in result.summary, str(result)
+        assert result.evidence["delivery"] == "not proven: the probe is not installed"
+    finally:
+        bare.close()
+    replica = Lab(wal_level="replica", probe=False)
+    try:
+        result = run_checks(replica.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.FAIL, "wal_level"), str(result)
+        assert "nothing was written" in result.summary
+    finally:
+        replica.close()
