@@ -298,6 +298,10 @@ def _install_steps(state: ProbeState) -> tuple[list[str], list[str], str]:
     notes: list[str] = []
     if state.table_exists:
         notes.append("The probe exists but is incomplete; these statements complete it (they keep its rows).")
+    if state.in_publication:
+        # The comment records when the probe joined the publication (the checks wait for Realtime's re-check
+        # after it); completing a probe already in the publication does not change that time.
+        statements = [s for s in statements if not s.startswith("DO $$")]
     if state.publication_all_tables:
         notes.append(f"{state.publication} is FOR ALL TABLES, so the probe is in it as soon as it exists.")
     elif not state.in_publication:
