@@ -176,6 +176,8 @@ def check_wal2json(target: Target, cid: str) -> CheckResult | list[CheckResult]:
     plugin decodes format-version 2. The read-only facts that decide it are reported too (free
     slots, Realtime's DB user's REPLICATION privilege, long-open transactions, which a new logical
     slot waits for). ``realtime.postgres_changes`` with the probe proves the whole path.
+    wal2json is an output plugin, not an extension, so ``pg_available_extensions`` never lists it;
+    listing ``$libdir`` (``pg_ls_dir``) would need the same superuser right as ``LOAD`` and prove less.
     """
 
     def body(conn: Connection) -> CheckResult:
