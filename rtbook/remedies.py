@@ -213,6 +213,18 @@ _ALL: tuple[Cause, ...] = (
          "db.publication"),
     ),
     Cause(
+        "cdc_poller_idle",
+        "Realtime's change poller has no replication slot",
+        "Realtime reads changes through a temporary wal2json slot (supabase_realtime_replication_slot...). "
+        "Since v2.107.1 it creates the slot only while the publication holds tables and re-reads the "
+        "publication every 60 s, so after a first table is added the slot appears within about a minute; "
+        "it is also absent while the poller retries a failing slot creation, or after it gave up.",
+        "If a table was just added, wait a minute and run again. Otherwise read Realtime's log for "
+        "PoolingReplicationPreparationError (wal2json missing, no free slot, no REPLICATION privilege) or "
+        "ReplicationPollerMaxRetriesReached; a new postgres_changes join restarts the poller.",
+        ("db.wal2json", "db.replication_capacity", "db.realtime_slots", "db.publication"),
+    ),
+    Cause(
         "wal_level",
         "wal_level is not logical",
         "Logical decoding requires wal_level >= logical; Realtime cannot create its wal2json slot.",

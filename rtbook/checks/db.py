@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,36 +163,133 @@ def check_wal_level(target: Target, cid: str) -> CheckResult | list[CheckResult]
     return with_connection(target, cid, body)
 
 
-@register("db.wal2json", "A temporary wal2json logical slot can be created", needs=("db",))
+@register("db.wal2json", "The wal2json output plugin is available (proved read-only)", needs=("db",))
 def check_wal2json(target: Target, cid: str) -> CheckResult | list[CheckResult]:
-    """Create and drop a temporary logical slot with wal2json, as Realtime's poller does."""
-    slot = f"rtbook_probe_{uuid.uuid4().hex[:12]}"
+    """Prove wal2json without writing anything: Realtime's own wal2json slot, else ``LOAD 'wal2json'``.
+
+    Creating a slot (even a temporary one) writes to the catalog and holds WAL, so this check does
+    not. Realtime's ``supabase_realtime_replication_slot...`` slot with plugin wal2json proves the
+    plugin works on this server (Realtime created it). Without one, ``LOAD 'wal2json'`` proves the
+    library is installed and loads into this PostgreSQL (it reads a file into this session only;
+    superusers may load it, others get "access ... is not allowed" and the check says it could not
+    tell). What stays unproven without a slot: that a slot can be created right now and that the
+    plugin decodes format-version 2. The read-only facts that decide it are reported too (free
+    slots, Realtime's DB user's REPLICATION privilege, long-open transactions, which a new logical
+    slot waits for). ``realtime.postgres_changes`` with the probe proves the whole path.
+    wal2json is an output plugin, not an extension, so ``pg_available_extensions`` never lists it;
+    listing ``$libdir`` (``pg_ls_dir``) would need the same superuser right as ``LOAD`` and prove less.
+    """
 
     def body(conn: Connection) -> CheckResult:
         auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-        started = time.perf_counter()
-        try:
-            auto.execute(sa.text("SELECT pg_create_logical_replication_slot(:s, 'wal2json', true)"), {"s": slot})
-        except DBAPIError as exc:
-            return _wal2json_failure(cid, exc, target)
-        try:
-            auto.execute(
-                sa.text("SELECT count(*) FROM pg_logical_slot_peek_changes(:s, NULL, 1, 'format-version', '2')"),
-                {"s": slot},
+        level = str(auto.execute(sa.text("SHOW wal_level")).scalar())
+        allowed = auto.execute(sa.text(
+            "SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'")).scalar()
+        slots = [str(r[0]) for r in auto.execute(sa.text(
+            r"SELECT slot_name FROM pg_replication_slots WHERE plugin = 'wal2json' "
+            r"AND slot_name LIKE 'supabase\_realtime%' ORDER BY 1")).all()]
+        free = int(auto.execute(sa.text(
+            "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)"))
+            .scalar() or 0)
+        db_user, user_source = realtime_value(target, "DB_USER")
+        role = auto.execute(sa.text(
+            "SELECT rolname, rolsuper OR rolreplication FROM pg_roles "
+            "WHERE rolname = coalesce(CAST(:u AS name), current_user)"), {"u": db_user}).first()
+        holders = auto.execute(sa.text(
+            "SELECT count(*), coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
+            "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+            "AND xact_start < now() - make_interval(secs => :s)"), {"s": target.timeout}).one()
+        evidence: dict[str, Any] = {"wal_level": level, "realtime_wal2json_slots": slots, "free_slots": free,
+                                    "output_plugin_libraries": allowed, "writes": "none (read-only check)"}
+        if level != "logical":
+            return CheckResult(
+                cid, Status.FAIL, summary="Logical decoding is off (wal_level is not logical), so no wal2json slot "
+                "can exist.",
+                detail=f"SHOW wal_level returned {level!r}; Realtime's pg_create_logical_replication_slot(..., "
+                "'wal2json', true) fails with 'logical decoding requires wal_level >= logical'.",
+                remedy="ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL.",
+                cause="db.wal_level_not_logical", see_also=("db.wal_level",), evidence=evidence,
             )
-        finally:
-            auto.execute(sa.text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
-        elapsed = (time.perf_counter() - started) * 1000
+        if allowed is not None and "wal2json" not in [p.strip() for p in str(allowed).split(",")]:
+            return CheckResult(
+                cid, Status.FAIL, summary="This PostgreSQL build only allows the decoding plugins in "
+                f"output_plugin_libraries ({allowed}); wal2json is not among them.",
+                detail="Realtime's slot creation fails with this setting even for superusers.",
+                remedy="Add wal2json to output_plugin_libraries (postgresql.conf) and restart PostgreSQL.",
+                cause="db.wal2json_missing", evidence=evidence,
+            )
+        if slots:
+            return CheckResult(
+                cid, Status.PASS,
+                summary=f"Realtime's own slot {', '.join(slots)} decodes with wal2json: the plugin works on this "
+                "server (proved by Realtime, nothing written by rtbook).",
+                evidence=evidence,
+            )
+        try:
+            auto.execute(sa.text("LOAD 'wal2json'"))
+        except DBAPIError as exc:
+            text = _error_text(exc)
+            evidence["load_error"] = text
+            if "is not allowed" in text.lower():
+                return CheckResult(
+                    cid, Status.SKIP,
+                    summary="Could not tell read-only whether wal2json is installed: Realtime has no wal2json slot "
+                    "yet and this user may not LOAD it.",
+                    detail=f"LOAD 'wal2json' answered: {text}. Only superusers may load a library outside "
+                    "$libdir/plugins. rtbook does not create a slot to find out (that is a write).",
+                    remedy="Run the check as supabase_admin, or install the probe (rtbook probe install --yes) and "
+                    "let realtime.postgres_changes prove delivery end to end.",
+                    evidence=evidence, see_also=("realtime.postgres_changes",),
+                )
+            return _wal2json_failure(cid, exc, target, evidence)
+        notes = []
+        if free <= 0:
+            return CheckResult(
+                cid, Status.FAIL, summary="wal2json loads, but every replication slot is in use, so Realtime "
+                "cannot create its slot.",
+                detail=f"max_replication_slots minus the slots in pg_replication_slots is {free}.",
+                remedy="Drop unused slots (SELECT slot_name, active FROM pg_replication_slots; then "
+                "SELECT pg_drop_replication_slot('<name>');) or raise max_replication_slots and restart.",
+                cause="db.no_free_slots", see_also=("db.replication_capacity",), evidence=evidence,
+            )
+        if role is not None and not role[1]:
+            who = f"Realtime's DB_USER {role[0]!r} ({user_source})" if db_user else f"The database user {role[0]!r}"
+            return CheckResult(
+                cid, Status.FAIL, summary=f"{who} has neither SUPERUSER nor REPLICATION, so it cannot create "
+                "Realtime's replication slot.",
+                remedy=f"ALTER ROLE {quote_ident(str(role[0]))} WITH REPLICATION; (supabase_admin has it in the "
+                "Supabase image).", cause="db.no_replication_privilege", evidence=evidence,
+            )
+        count, oldest = int(holders[0]), float(holders[1])
+        if count:
+            evidence["long_transactions"] = {"count": count, "oldest_s": round(oldest)}
+            return CheckResult(
+                cid, Status.WARN,
+                summary=f"wal2json loads, but {count} transaction(s) holding a transaction id have been open for "
+                f"up to {oldest:.0f} s; creating Realtime's slot waits until they end.",
+                detail="A new logical slot needs a consistent snapshot, which waits for every transaction that "
+                "holds a transaction id; Realtime's poller times out and retries meanwhile.",
+                remedy="Find them: SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE backend_xid IS "
+                "NOT NULL ORDER BY xact_start; end them (or raise --timeout if they are expected).",
+                cause="db.long_transaction", evidence=evidence,
+            )
+        notes.append(f"{free} free slot(s)")
+        if role is not None:
+            notes.append(f"{role[0]} may create slots")
         return CheckResult(
             cid, Status.PASS,
-            summary="A temporary logical slot with the wal2json plugin was created, read and dropped.",
-            evidence={"probe_slot": slot}, metrics={"slot_roundtrip_ms": elapsed},
+            summary="The wal2json library loads on this server and wal_level is logical ("
+            + ", ".join(notes) + "); nothing was written.",
+            detail="Proved read-only with LOAD 'wal2json'. Not proved without a write: creating a slot and decoding "
+            "format-version 2; Realtime does both when a channel subscribes to a published table "
+            "(db.realtime_slots then lists its slot), and realtime.postgres_changes with the probe proves delivery.",
+            evidence=evidence,
         )
 
     return with_connection(target, cid, body)
 
 
-def _wal2json_failure(cid: str, exc: DBAPIError, target: Target) -> CheckResult:
+def _wal2json_failure(cid: str, exc: DBAPIError, target: Target, evidence: dict[str, Any]) -> CheckResult:
     text = _error_text(exc)
     low = text.lower()
     if "wal2json" in low and ("could not access file" in low or "no such file" in low):
@@ -201,34 +297,20 @@ def _wal2json_failure(cid: str, exc: DBAPIError, target: Target) -> CheckResult:
         remedy = ("Install wal2json on the server (Debian: apt-get install postgresql-15-wal2json) or use the "
                   "supabase/postgres image, which ships it.")
         cause = "db.wal2json_missing"
-    elif "wal_level" in low:
-        summary = "Logical decoding is off (wal_level is not logical)."
-        remedy = "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL."
-        cause = "db.wal_level_not_logical"
-    elif "replication slots are in use" in low or "max_replication_slots" in low:
-        summary = "Every replication slot is in use; Realtime could not create its slot either."
-        remedy = ("Drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                  "WHERE NOT active AND slot_name = '...') or raise max_replication_slots and restart.")
-        cause = "db.no_free_slots"
-    elif "permission denied" in low or "must be superuser or replication" in low or "replication role" in low:
-        summary = "The database user may not create replication slots."
-        remedy = "ALTER ROLE <db_user> WITH REPLICATION; (Realtime's DB_USER needs it too; supabase_admin has it)."
-        cause = "db.no_replication_privilege"
     elif "statement timeout" in low:
-        summary = "Creating the slot timed out: it waits for every open transaction to finish."
-        remedy = ("Find long-open transactions: SELECT pid, state, xact_start FROM pg_stat_activity "
-                  "WHERE xact_start < now() - interval '1 minute'; end them or raise --timeout.")
-        cause = "db.long_transaction"
+        summary = "Loading wal2json timed out."
+        remedy = "Raise --timeout if the server is just slow."
+        cause = "db.other"
     else:
-        summary = "Creating a temporary wal2json slot failed."
+        summary = "Loading the wal2json library failed."
         remedy = "Read the database's message in the detail."
         cause = "db.other"
     return CheckResult(
         cid, Status.FAIL, summary=summary,
-        detail=f"SELECT pg_create_logical_replication_slot(<probe>, 'wal2json', true) failed: {text}. Realtime runs "
-        "the same call for postgres_changes (Extensions.PostgresCdcRls.Replications.prepare_replication).",
+        detail=f"LOAD 'wal2json' failed: {text}. Realtime's pg_create_logical_replication_slot(..., 'wal2json', "
+        "true) needs the same library (Extensions.PostgresCdcRls.Replications.prepare_replication).",
         remedy=remedy, cause=cause, see_also=("db.wal_level", "db.replication_capacity"),
-        evidence={"error": text},
+        evidence={**evidence, "error": text},
     )
 
 

@@ -2,9 +2,11 @@
 
 Each test opens real Phoenix sockets to the target (through the gateway when ``api_url`` is set,
 else directly with the tenant's Host header), does what an application does, and measures it.
-Database-backed tests create a scratch table ``rtbook_scratch_<random>`` (primary key, REPLICA
-IDENTITY FULL, in the ``supabase_realtime`` publication) and drop it in a ``finally``; tables the
-user names in ``target.tables`` are only subscribed to and read, never written.
+Nothing here writes to the database by default: tables the user names in ``target.tables`` (or
+the publication's tables) are only subscribed to and their policies read. Delivery of changes is
+proven only when the user installed the probe (``rtbook probe install --yes``, see
+:mod:`rtbook.probe`); then postgres_changes and RLS write to ``rtbook_probe.events`` only (their
+own rows, deleted afterwards).
 
 A failure is passed to :func:`rtbook.remedies.diagnose`, so every result names its cause, the
 remedy, and the static checks that would have caught it.
@@ -13,6 +15,8 @@ remedy, and the static checks that would have caught it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import time
 import urllib.parse
@@ -24,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from rtbook import probe_sql
 from rtbook.checks._live import (
     SocketEndpoint,
     _answer_failure,
@@ -37,13 +42,12 @@ from rtbook.checks._live import (
     socket_failure,
 )
 from rtbook.clients.db import (
-    DEFAULT_PUBLICATION,
     TableRef,
+    _publication_name,
     classify_db_error,
     connect,
     parse_table,
     publication_tables,
-    quote_ident,
 )
 from rtbook.clients.http import HttpAnswer, http_request
 from rtbook.clients.phoenix import (
@@ -55,6 +59,8 @@ from rtbook.clients.phoenix import (
     PhoenixTimeout,
     Reply,
 )
+from rtbook.probe import RECHECK_S, ProbeState
+from rtbook.probe import read_state as read_probe_state
 from rtbook.registry import register
 from rtbook.remedies import CAUSES, Cause, diagnose
 from rtbook.results import CheckResult, Status
@@ -62,7 +68,7 @@ from rtbook.secrets import Secret
 from rtbook.target import Target
 from rtbook.tokens import mint_jwt
 
-__all__ = ['ScratchTable', 'channel_config', 'scratch_table']
+__all__ = ['CdcFacts', 'cdc_facts', 'channel_config', 'lifecycle_budget', 'tables_to_watch']
 
 
 
@@ -214,8 +220,6 @@ def check_health(target: Target, cid: str) -> CheckResult:
         metrics=metrics,
     )
 
-SCRATCH_PREFIX = "rtbook_scratch_"
-
 log = logging.getLogger("rtbook.checks.realtime")
 
 
@@ -223,9 +227,10 @@ MAX_TABLES = 20
 
 
 def tables_to_watch(target: Target) -> tuple[list[TableRef], str]:
-    """The user's tables (``target.tables``), else every table in the publication (scratch tables excluded).
+    """The user's tables (``target.tables``), else every table in the publication (the probe excluded).
 
-    At most :data:`MAX_TABLES`; the second value says where the list came from.
+    At most :data:`MAX_TABLES`; the second value says where the list came from. rtbook only
+    subscribes to these tables and reads their policies; it never writes to them.
 
     Raises:
         ConfigError: a named table is not ``schema.table``.
@@ -233,9 +238,10 @@ def tables_to_watch(target: Target) -> tuple[list[TableRef], str]:
     if target.tables:
         return [parse_table(t) for t in target.tables][:MAX_TABLES], "the tables you named"
     with connect(target) as conn:
-        found = publication_tables(conn, DEFAULT_PUBLICATION) or []
-    mine = [t for t in found if not t.name.startswith(SCRATCH_PREFIX)]
-    return mine[:MAX_TABLES], f"the tables in the {DEFAULT_PUBLICATION} publication"
+        pub = _publication_name(target, conn)
+        found = publication_tables(conn, pub) or []
+    mine = [t for t in found if t.schema != probe_sql.SCHEMA]
+    return mine[:MAX_TABLES], f"the tables in the {pub} publication"
 
 
 def channel_config(
@@ -513,71 +519,7 @@ def check_presence(target: Target, cid: str, anon: Secret) -> CheckResult:
         )
 
 
-# ------------------------------------------------------------------ scratch tables
-
-
-@dataclass(frozen=True)
-class ScratchTable:
-    """A throwaway table in the publication: ``public.rtbook_scratch_<hex>``."""
-
-    schema: str
-    name: str
-    rls: bool
-
-    @property
-    def sql(self) -> str:
-        """Quoted name."""
-        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
-
-
-# SQL Realtime evaluates as the subscriber's role with request.jwt.claims set (realtime-facts §4.4).
-_SUB_CLAIM = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')"
-
-
-@contextlib.contextmanager
-def scratch_table(target: Target, rls: bool = False) -> Iterator[ScratchTable]:
-    """Create a scratch table (PK, REPLICA IDENTITY FULL, in the publication) and drop it afterwards.
-
-    With ``rls`` the table has RLS on and one SELECT policy: ``authenticated`` sees rows whose
-    ``owner`` equals the JWT ``sub``; ``anon`` has none; ``service_role`` bypasses RLS.
-    """
-    table = ScratchTable("public", f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:10]}", rls)
-    ddl = [
-        f"CREATE TABLE {table.sql} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text, owner uuid)",
-        f"ALTER TABLE {table.sql} REPLICA IDENTITY FULL",
-    ]
-    with connect(target) as conn:
-        roles = set(conn.execute(sa.text(
-            "SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role')"
-        )).scalars())
-        if roles:
-            ddl.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table.sql} TO {', '.join(sorted(roles))}")
-        if rls:
-            ddl.append(f"ALTER TABLE {table.sql} ENABLE ROW LEVEL SECURITY")
-            if "authenticated" in roles:
-                ddl.append(
-                    f"CREATE POLICY rtbook_owner_select ON {table.sql} FOR SELECT TO authenticated "
-                    f"USING (owner::text = {_SUB_CLAIM})"
-                )
-        ddl.append(f"ALTER PUBLICATION {DEFAULT_PUBLICATION} ADD TABLE {table.sql}")
-        try:
-            for stmt in ddl:
-                conn.execute(sa.text(stmt))
-            conn.commit()
-        except SQLAlchemyError:
-            conn.rollback()
-            raise
-    try:
-        yield table
-    finally:
-        # Not raised: it would hide the check's own outcome; logged so a leftover table is not a mystery.
-        try:
-            with connect(target) as conn:
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.sql}"))
-                conn.commit()
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("could not drop the scratch table %s (%s); drop it by hand",
-                        table.sql, classify_db_error(exc, target).summary)
+# ------------------------------------------------------------------ postgres_changes: shared helpers
 
 
 def _db_write(target: Target, stmt: str, params: dict[str, Any] | None = None) -> tuple[float, Any]:
@@ -630,16 +572,6 @@ def _change(kind: str, table: str, row_id: Any) -> Callable[[Message], bool]:
     return match
 
 
-def _wal_cause(target: Target) -> Cause:
-    """Why subscribed changes do not arrive: look at wal_level before blaming the poller."""
-    try:
-        with connect(target) as conn:
-            level = conn.execute(sa.text("SHOW wal_level")).scalar()
-    except (SQLAlchemyError, OSError):
-        return CAUSES["no_events"]
-    return CAUSES["wal_level"] if level != "logical" else CAUSES["no_events"]
-
-
 def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeout: float,
                access_token: Secret | str | None = None) -> tuple[Reply, Message | None, float]:
     """Join with one postgres_changes binding and wait for the ``system`` answer.
@@ -683,105 +615,378 @@ def _system_failure(cid: str, system: Message, where: str, socks: _Sockets,
     )
 
 
+def _subscribe_named(cid: str, target: Target, socks: _Sockets, anon: Secret, named: list[TableRef],
+                     metrics: dict[str, float], evidence: dict[str, Any]) -> CheckResult | None:
+    """Subscribe (read-only) to each table, one channel each; the first refusal as a result, else None."""
+    if not named:
+        return None
+    watcher = socks.open(anon)
+    for ref in named:
+        reply, system, ms = _subscribe(watcher, _topic("pgc"), ref.schema, ref.name, target.timeout)
+        if system is None:
+            return _join_failure(cid, reply, f"Subscribing to {ref}", socks, metrics)
+        metrics[f"subscribed_{ref}_ms"] = ms
+        bad = _system_failure(cid, system, str(ref), socks, metrics)
+        if bad is not None:
+            return bad
+        evidence.setdefault("named_tables", {})[str(ref)] = "Subscribed to PostgreSQL"
+    return None
+
+
+# ------------------------------------------------------------------ the probe and Realtime's change capture
+
+_REALTIME_CDC_SESSIONS = ("realtime_rls", "realtime_subscription_manager", "realtime_subscription_manager_pub")
+# After the re-check interval, a margin for the timer's phase and the work it triggers.
+_RECHECK_MARGIN_S = 5.0
+
+
+def lifecycle_budget(target: Target) -> float:
+    """How long a check may wait for Realtime's change capture to catch up: min(75 s, 8 x --timeout).
+
+    75 s covers Realtime's 60 s publication re-check (notes/realtime.md §4.1, §4.4) with a margin.
+    """
+    return min(RECHECK_S + 15.0, 8 * target.timeout)
+
+
+@dataclass(frozen=True)
+class CdcFacts:
+    """What the database says about Realtime's change capture (read-only)."""
+
+    wal_level: str
+    slots: tuple[dict[str, Any], ...]
+    probe_age_s: float | None
+    stale_sessions: int
+
+    @property
+    def has_slot(self) -> bool:
+        """Realtime's wal2json slot exists (its poller is reading changes)."""
+        return bool(self.slots)
+
+    @property
+    def recheck_pending(self) -> bool:
+        """A Realtime that was running before the probe's install may not have re-read the publication yet."""
+        return (self.stale_sessions > 0 and self.probe_age_s is not None
+                and self.probe_age_s < RECHECK_S + _RECHECK_MARGIN_S)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the evidence."""
+        return {"wal_level": self.wal_level, "realtime_wal2json_slots": list(self.slots),
+                "probe_installed_s_ago": None if self.probe_age_s is None else round(self.probe_age_s, 1),
+                "realtime_cdc_sessions_older_than_probe": self.stale_sessions}
+
+
+def cdc_facts(target: Target, state: ProbeState | None) -> CdcFacts:
+    """wal_level, Realtime's wal2json slots, the probe's age, and Realtime CDC sessions older than the probe."""
+    installed = state.installed_at if state is not None else None
+    with connect(target) as conn:
+        level = str(conn.execute(sa.text("SHOW wal_level")).scalar())
+        rows = conn.execute(sa.text(
+            r"SELECT slot_name, temporary, active, database FROM pg_replication_slots "
+            r"WHERE plugin = 'wal2json' AND slot_name LIKE 'supabase\_realtime%' "
+            r"AND database = current_database() ORDER BY slot_name")).all()
+        age: float | None = None
+        stale = 0
+        if installed is not None:
+            age = float(conn.execute(sa.text("SELECT extract(epoch FROM now() - CAST(:t AS timestamptz))"),
+                                     {"t": installed}).scalar() or 0.0)
+            stale = int(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names) "
+                "AND backend_start < CAST(:t AS timestamptz)"),
+                {"names": list(_REALTIME_CDC_SESSIONS), "t": installed}).scalar() or 0)
+    slots = tuple({"slot_name": r[0], "temporary": bool(r[1]), "active": bool(r[2]), "database": r[3]} for r in rows)
+    return CdcFacts(level, slots, age, stale)
+
+
+def _wal_level_failure(cid: str, facts: CdcFacts, evidence: dict[str, Any]) -> CheckResult:
+    return failure(
+        cid,
+        f"wal_level is {facts.wal_level}: Realtime cannot create its replication slot, so no change can be "
+        "delivered (nothing was written to test it).",
+        cause=CAUSES["wal_level"],
+        evidence={**evidence, "cdc": facts.to_dict()},
+    )
+
+
+@dataclass
+class _Waited:
+    seconds: float = 0.0
+    resubscribed: bool = False
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+    def describe(self, budget: float) -> str:
+        if not self.reasons or (self.seconds < 1.0 and not self.resubscribed):
+            return ""  # a poller that made its slot within a second is not worth a sentence
+        return (f" Waited {self.seconds:.0f} s (budget {budget:.0f} s) for Realtime: {'; '.join(self.reasons)}"
+                + ("; Realtime re-subscribed the channel meanwhile." if self.resubscribed else "."))
+
+
+def _await_capture(target: Target, state: ProbeState, channels: list[tuple[PhoenixClient, str]],
+                   deadline: float, waited: _Waited) -> CdcFacts:
+    """Wait, bounded by ``deadline``, until Realtime reads changes of the probe table.
+
+    That is: its wal2json slot exists (since v2.107.1 it is created only while the publication has
+    tables, at the poller's 60 s re-check after a first table arrived), and a Realtime that ran
+    before the probe's install has re-read the publication (its 60 s re-check re-creates every
+    subscription; a second "Subscribed to PostgreSQL" on our channel shows it did).
+    """
+    started = time.monotonic()
+    last_beat = started
+    facts = cdc_facts(target, state)  # after the subscriptions: a poller they started may have made its slot
+    while True:
+        if not facts.has_slot and "its replication slot did not exist yet" not in waited.reasons:
+            waited.reasons.append("its replication slot did not exist yet")
+        if facts.recheck_pending and not waited.resubscribed and not any(
+                r.startswith("the probe was installed") for r in waited.reasons):
+            waited.reasons.append(f"the probe was installed {facts.probe_age_s:.0f} s ago and Realtime re-reads "
+                                  f"the publication every {RECHECK_S:.0f} s")
+        if (facts.has_slot and (not facts.recheck_pending or waited.resubscribed)) or time.monotonic() >= deadline:
+            break
+        for client, topic in channels:
+            if client.collect(_system_for(topic), 0):
+                waited.resubscribed = True
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() - last_beat >= 20:
+            # Phoenix closes a socket that sends nothing for 60 s.
+            for client, _topic_name in channels:
+                client.heartbeat(timeout=target.timeout)
+            last_beat = time.monotonic()
+        facts = cdc_facts(target, state)
+    waited.seconds += time.monotonic() - started
+    return facts
+
+
+def _capture_failure(cid: str, facts: CdcFacts, waited: _Waited, budget: float, what: str,
+                     evidence: dict[str, Any], metrics: dict[str, float]) -> CheckResult:
+    """Why subscribed changes did not arrive, from the database's facts (wal_level was checked before)."""
+    evidence = {**evidence, "cdc": facts.to_dict()}
+    if facts.recheck_pending and not waited.resubscribed:
+        # Realtime ran before the probe existed and has not re-read the publication yet: not a failure yet.
+        state = "has no replication slot yet" if not facts.has_slot else "may still be re-creating subscriptions"
+        return failure(
+            cid,
+            f"{what}: not proven yet. The probe was installed {facts.probe_age_s:.0f} s ago and Realtime {state}; "
+            f"it re-reads the publication every {RECHECK_S:.0f} s.",
+            cause=CAUSES["cdc_poller_idle"] if not facts.has_slot else CAUSES["no_events"],
+            detail=f"Waited {waited.seconds:.0f} s of a {budget:.0f} s budget (min(75 s, 8 x --timeout)).",
+            remedy="Run the check again in a minute, or with a larger --timeout.",
+            evidence=evidence, metrics=metrics, status=Status.WARN,
+        )
+    if not facts.has_slot:
+        return failure(
+            cid,
+            f"{what}: Realtime has no replication slot: its change poller is idle or failing "
+            f"(wal_level is logical; waited {waited.seconds:.0f} s).",
+            cause=CAUSES["cdc_poller_idle"],
+            detail="No slot named supabase_realtime_replication_slot... with the wal2json plugin exists while a "
+            "channel is subscribed to a table of the publication.",
+            evidence=evidence, metrics=metrics,
+        )
+    return failure(
+        cid,
+        f"{what}: Realtime's replication slot exists and the channel is subscribed, but the change never arrived.",
+        cause=CAUSES["no_events"],
+        detail="wal_level is logical and the slot " + ", ".join(str(s["slot_name"]) for s in facts.slots)
+        + " exists, so the poller runs; look at Realtime's log for PoolingReplicationError, "
+        "MessagePerSecondRateLimitReached, or RLS errors." + waited.describe(budget),
+        evidence=evidence, metrics=metrics,
+    )
+
+
+def _retry_after_recheck(facts: CdcFacts, waited: _Waited, deadline: float) -> bool:
+    """A missed change deserves one more try when Realtime may have been re-creating subscriptions."""
+    recent = (facts.stale_sessions > 0 and facts.probe_age_s is not None
+              and facts.probe_age_s < RECHECK_S + 15.0)
+    return (recent or waited.resubscribed) and time.monotonic() < deadline
+
+
+def _cleanup_probe_rows(target: Target, run: str) -> None:
+    """Delete what this run wrote to the probe (normally nothing is left: the check deletes its rows)."""
+    try:
+        _db_write(target, f"DELETE FROM {probe_sql.qualified()} WHERE payload ->> 'rtbook_run' = :run", {"run": run})
+    except (SQLAlchemyError, OSError) as exc:
+        # Not raised: it would hide the check's own outcome; logged so leftover rows are not a mystery.
+        log.warning("could not delete this run's probe rows (%s); they are marked rtbook_run=%s",
+                    classify_db_error(exc, target).summary, run)
+
+
+_PROBE_HOWTO = ("rtbook writes nothing by default; to prove delivery, install the probe once: "
+                "rtbook probe install --yes (a table rtbook_probe.events in the publication; the checks then write "
+                "only to it)")
+
+
+def _probe_state(target: Target) -> ProbeState:
+    with connect(target) as conn:
+        return read_probe_state(conn, _publication_name(target, conn))
+
+
 # ------------------------------------------------------------------ realtime.postgres_changes
 
 
-@register("realtime.postgres_changes", "INSERT, UPDATE and DELETE on a published table reach a subscriber",
+@register("realtime.postgres_changes", "postgres_changes: subscriptions are accepted; with the probe, changes arrive",
           needs=("realtime", "db"), using=_anon)
 def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResult:
-    """Subscribe to a scratch table, write to it, and time each change; subscribe to named tables."""
+    """Subscribe to the named (or published) tables, read-only; with the probe, write to it and time each change.
+
+    Without the probe nothing is written: the result proves the subscriptions ("Subscribed to
+    PostgreSQL") and says that delivery was not proven. With the probe, one public row of
+    ``rtbook_probe.events`` is inserted, updated and deleted after Realtime's change capture is
+    ready (see :func:`_await_capture`).
+    """
     metrics: dict[str, float] = {}
     evidence: dict[str, Any] = {}
     try:
         named, source = tables_to_watch(target)
+        state = _probe_state(target)
     except (SQLAlchemyError, OSError) as exc:
-        return _db_failure(cid, exc, target, "list the publication's tables")
+        return _db_failure(cid, exc, target, "read the publication and the probe's state")
     evidence["named_tables_source"] = source
+    evidence["probe"] = state.describe()
     with _sockets(target) as socks:
         try:
-            # The user's tables: subscribe only (rtbook never writes to them), one channel each.
-            watcher = socks.open(anon) if named else None
-            for ref in named:
-                assert watcher is not None
-                reply, system, ms = _subscribe(watcher, _topic("pgc"), ref.schema, ref.name, target.timeout)
-                if system is None:
-                    return _join_failure(cid, reply, f"Subscribing to {ref}", socks, metrics)
-                metrics[f"subscribed_{ref}_ms"] = ms
-                bad = _system_failure(cid, system, str(ref), socks, metrics)
-                if bad is not None:
-                    return bad
-                evidence.setdefault("named_tables", {})[str(ref)] = "Subscribed to PostgreSQL"
-            try:
-                scratch_cm = scratch_table(target)
-                table = scratch_cm.__enter__()
-            except (SQLAlchemyError, OSError) as exc:
-                return _db_failure(cid, exc, target, "create the scratch table", metrics)
-            try:
-                client = socks.open(anon)
-                metrics["connect_ms"] = client.connect_ms
-                reply, system, ms = _subscribe(client, _topic("pgc"), table.schema, table.name, target.timeout)
-                if system is None:
-                    return _join_failure(cid, reply, "Subscribing to the scratch table", socks, metrics)
-                metrics["join_ms"] = reply.latency_ms
-                metrics["subscribed_ms"] = ms
-                bad = _system_failure(cid, system, f"{table.schema}.{table.name}", socks, metrics)
-                if bad is not None:
-                    return bad
-                payloads: dict[str, Any] = {}
-                try:
-                    t_ins, row_id = _db_write(
-                        target, f"INSERT INTO {table.sql} (note) VALUES ('rtbook insert') RETURNING id")
-                    for kind, stmt, t0 in (
-                        ("INSERT", None, t_ins),
-                        ("UPDATE", f"UPDATE {table.sql} SET note = 'rtbook update' WHERE id = :id", None),
-                        ("DELETE", f"DELETE FROM {table.sql} WHERE id = :id", None),
-                    ):
-                        if stmt is not None:
-                            t0, _ = _db_write(target, stmt, {"id": row_id})
-                        assert t0 is not None
-                        try:
-                            msg = client.wait_for(_change(kind, table.name, row_id), target.timeout,
-                                                  f"the {kind} event")
-                        except PhoenixTimeout:
-                            got = [k for k in ("INSERT", "UPDATE", "DELETE") if k in payloads]
-                            return failure(
-                                cid,
-                                f"Subscribed, but the {kind} on {table.schema}.{table.name} never arrived "
-                                f"(waited {target.timeout:g} s).",
-                                cause=_wal_cause(target),
-                                detail=f"Realtime confirmed 'Subscribed to PostgreSQL'; events received before: "
-                                f"{', '.join(got) or 'none'}.",
-                                evidence={**evidence, "payloads": payloads, "transcripts": socks.transcripts()},
-                                metrics=metrics,
-                            )
-                        metrics[f"{kind.lower()}_ms"] = _ms_since(client, msg, t0)
-                        payloads[kind] = msg.payload
-                except (SQLAlchemyError, OSError) as exc:
-                    return _db_failure(cid, exc, target, "write to the scratch table", metrics)
-            finally:
-                scratch_cm.__exit__(None, None, None)
+            refused = _subscribe_named(cid, target, socks, anon, named, metrics, evidence)
+            if refused is not None:
+                return refused
+            if not state.installed:
+                evidence["delivery"] = "not proven: the probe is not installed"
+                evidence["transcripts"] = socks.transcripts()
+                incomplete = (" The probe exists but is incomplete (" + state.describe() + "); "
+                              "rtbook probe install --yes completes it.") if state.table_exists else ""
+                if not named:
+                    return CheckResult(
+                        cid, Status.SKIP,
+                        summary="Nothing to subscribe to: no table was named and the publication holds none; "
+                        "delivery NOT proven." + incomplete,
+                        detail=_PROBE_HOWTO + ".", evidence=evidence, see_also=("db.publication",),
+                    )
+                return _subscribed_only(cid, target, state, named, source, incomplete, metrics, evidence)
+            return _probe_delivery(cid, target, socks, anon, state, named, metrics, evidence)
         except _NoSubscription as exc:
-            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics, _wal_cause(target))
+            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics, CAUSES["no_events"])
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics)
-        evidence.update({"table": f"{table.schema}.{table.name}", "payloads": payloads,
-                         "transcripts": socks.transcripts()})
-        return CheckResult(
+        except (SQLAlchemyError, OSError) as exc:
+            return _db_failure(cid, exc, target, "write to the probe table", metrics)
+
+
+def _subscribed_only(cid: str, target: Target, state: ProbeState, named: list[TableRef], source: str,
+                     incomplete: str, metrics: dict[str, float], evidence: dict[str, Any]) -> CheckResult:
+    """Without the probe: the subscriptions were accepted; what the database says about delivery, read-only."""
+    facts = cdc_facts(target, state)
+    if facts.wal_level != "logical":
+        return _wal_level_failure(cid, facts, evidence)
+    # The subscriptions started Realtime's poller if it was not running; give it --timeout to make its slot.
+    deadline = time.monotonic() + target.timeout
+    while not facts.has_slot and time.monotonic() < deadline:
+        time.sleep(0.3)
+        facts = cdc_facts(target, state)
+    evidence["cdc"] = facts.to_dict()
+    listing = ", ".join(map(str, named))
+    if not facts.has_slot:
+        return failure(
             cid,
-            Status.PASS,
-            summary=f"INSERT/UPDATE/DELETE arrived in {metrics['insert_ms']:.0f}/{metrics['update_ms']:.0f}/"
-            f"{metrics['delete_ms']:.0f} ms after commit"
-            + (f"; subscribed to {len(named)} named table(s)." if named else "."),
-            evidence=evidence,
-            metrics=metrics,
+            f"Subscribed to PostgreSQL for {len(named)} table(s) ({source}), but Realtime has no replication slot "
+            f"after {target.timeout:g} s: its change poller may be idle or failing, so changes may not arrive "
+            "(delivery NOT proven: rtbook wrote nothing).",
+            cause=CAUSES["cdc_poller_idle"],
+            detail=f"wal_level is logical. Subscribed: {listing}. " + _PROBE_HOWTO + "." + incomplete,
+            evidence=evidence, metrics=metrics, status=Status.WARN,
         )
+    return CheckResult(
+        cid, Status.PASS,
+        summary=f"Subscribed to PostgreSQL for {len(named)} table(s) ({source}) and Realtime's slot "
+        f"{facts.slots[0]['slot_name']} exists; delivery NOT proven: rtbook wrote nothing. Prove it with: "
+        "rtbook probe install --yes." + incomplete,
+        detail=_PROBE_HOWTO + f". Subscribed: {listing}.",
+        evidence=evidence, metrics=metrics,
+    )
+
+
+def _probe_delivery(cid: str, target: Target, socks: _Sockets, anon: Secret, state: ProbeState,
+                    named: list[TableRef], metrics: dict[str, float], evidence: dict[str, Any]) -> CheckResult:
+    table = probe_sql.TABLE
+    facts = cdc_facts(target, state)
+    if facts.wal_level != "logical":
+        return _wal_level_failure(cid, facts, evidence)
+    budget = lifecycle_budget(target)
+    deadline = time.monotonic() + budget
+    client = socks.open(anon)
+    metrics["connect_ms"] = client.connect_ms
+    topic = _topic("pgc")
+    reply, system, ms = _subscribe(client, topic, probe_sql.SCHEMA, table, target.timeout)
+    if system is None:
+        return _join_failure(cid, reply, f"Subscribing to {state.table}", socks, metrics)
+    metrics["join_ms"] = reply.latency_ms
+    metrics["subscribed_ms"] = ms
+    bad = _system_failure(cid, system, state.table, socks, metrics)
+    if bad is not None:
+        return bad
+    waited = _Waited()
+    run = uuid.uuid4().hex
+    payloads: dict[str, Any] = {}
+    try:
+        for attempt in (1, 2):
+            facts = _await_capture(target, state, [(client, topic)], deadline, waited)
+            if not facts.has_slot:
+                return _capture_failure(cid, facts, waited, budget, "postgres_changes on the probe",
+                                        {**evidence, "transcripts": socks.transcripts()}, metrics)
+            missed = _write_and_watch(target, client, table, run, payloads, metrics)
+            if missed is None:
+                break
+            if attempt == 1 and _retry_after_recheck(facts, waited, deadline):
+                waited.reasons.append(f"the {missed} was missed while Realtime may have been re-creating "
+                                      "subscriptions; tried again")
+                payloads.clear()
+                continue
+            got = [k for k in ("INSERT", "UPDATE", "DELETE") if k in payloads]
+            return _capture_failure(
+                cid, cdc_facts(target, state), waited, budget,
+                f"Subscribed, but the {missed} on {state.table} never arrived (waited {target.timeout:g} s; "
+                f"received before: {', '.join(got) or 'none'})",
+                {**evidence, "payloads": payloads, "transcripts": socks.transcripts()}, metrics)
+    finally:
+        _cleanup_probe_rows(target, run)
+    metrics["waited_for_realtime_s"] = round(waited.seconds, 1)
+    evidence.update({"table": state.table, "payloads": payloads, "cdc": facts.to_dict(),
+                     "delivery": "proven on the probe", "transcripts": socks.transcripts()})
+    return CheckResult(
+        cid,
+        Status.PASS,
+        summary=f"INSERT/UPDATE/DELETE on {state.table} arrived in {metrics['insert_ms']:.0f}/"
+        f"{metrics['update_ms']:.0f}/{metrics['delete_ms']:.0f} ms after commit"
+        + (f"; subscribed to {len(named)} other table(s) without writing to them." if named else ".")
+        + waited.describe(lifecycle_budget(target)),
+        evidence=evidence,
+        metrics=metrics,
+    )
+
+
+def _write_and_watch(target: Target, client: PhoenixClient, table: str, run: str, payloads: dict[str, Any],
+                     metrics: dict[str, float]) -> str | None:
+    """Insert, update and delete one public probe row; each change must arrive. The missed kind, else None."""
+    t = probe_sql.qualified()
+    t_ins, row_id = _db_write(
+        target, f"INSERT INTO {t} (owner, is_public, payload) VALUES (CAST(:o AS uuid), true, CAST(:p AS jsonb)) "
+        "RETURNING id", {"o": str(uuid.uuid4()), "p": json.dumps({"rtbook_run": run, "step": "insert"})})
+    for kind, stmt in (
+        ("INSERT", None),
+        ("UPDATE", f"UPDATE {t} SET payload = payload || CAST(:patch AS jsonb) WHERE id = :id"),
+        ("DELETE", f"DELETE FROM {t} WHERE id = :id"),
+    ):
+        t0 = t_ins if stmt is None else _db_write(target, stmt, {"id": row_id, "patch": '{"step": "update"}'})[0]
+        try:
+            msg = client.wait_for(_change(kind, table, row_id), target.timeout, f"the {kind} event")
+        except PhoenixTimeout:
+            return kind  # a row left behind is deleted by _cleanup_probe_rows
+        metrics[f"{kind.lower()}_ms"] = _ms_since(client, msg, t0)
+        payloads[kind] = msg.payload
+    return None
 
 
 # ------------------------------------------------------------------ realtime.rls
 
 
-def _named_rls_gaps(target: Target) -> list[tuple[str, str]]:
-    """(table, role) pairs where a named table has RLS on and the role has no SELECT policy."""
+def _named_rls_gaps(target: Target) -> tuple[list[TableRef], list[tuple[str, str]]]:
+    """The tables judged, and the (table, role) pairs where RLS is on and the role has no SELECT policy."""
     gaps: list[tuple[str, str]] = []
     refs, _source = tables_to_watch(target)
     with connect(target) as conn:
@@ -799,129 +1004,188 @@ def _named_rls_gaps(target: Target) -> list[tuple[str, str]]:
                     {"s": ref.schema, "t": ref.name, "r": role}).scalar()
                 if not has:
                     gaps.append((str(ref), role))
-    return gaps
+    return refs, gaps
+
+
+def _gaps_result(cid: str, gaps: list[tuple[str, str]], lead: str, evidence: dict[str, Any],
+                 metrics: dict[str, float]) -> CheckResult:
+    critical = [g for g in gaps if g[1] == "authenticated"]
+    listing = ", ".join(f"{t} ({r})" for t, r in gaps)
+    return failure(
+        cid,
+        f"{lead}named tables have no SELECT policy for some roles: {listing}.",
+        cause=CAUSES["rls_denies"],
+        detail="With RLS on and no SELECT policy, Realtime delivers no change on that table to that role. "
+        "This is right only if the role must never see the table.",
+        remedy="; ".join(f"CREATE POLICY ... ON {t} FOR SELECT TO {r} USING (...)" for t, r in gaps),
+        evidence={**evidence, "policy_gaps": [list(g) for g in gaps]},
+        metrics=metrics,
+        status=Status.FAIL if critical else Status.WARN,
+    )
+
+
+# Who must receive which probe row: a private row of the owner, then a public row.
+_RLS_EXPECTED: dict[str, dict[str, bool]] = {
+    "private": {"anon": False, "authenticated": True, "other_user": False, "service_role": True},
+    "public": {"anon": True, "authenticated": True, "other_user": True, "service_role": True},
+}
 
 
 @register("realtime.rls", "RLS decides who receives a change: anon, authenticated (owner) and service_role",
           needs=("realtime", "db"), using=_anon)
 def check_rls(target: Target, cid: str, anon: Secret) -> CheckResult:
-    """One change on an RLS scratch table is seen by the owner and service_role, not by anon or others."""
+    """With the probe, per-role delivery of a private and a public row; always the named tables' policies."""
     secret = _jwt_secret_or_skip(target, cid)
     if isinstance(secret, CheckResult):
         return secret
+    metrics: dict[str, float] = {}
+    evidence: dict[str, Any] = {}
+    try:
+        judged, gaps = _named_rls_gaps(target)
+        state = _probe_state(target)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_failure(cid, exc, target, "read the named tables' policies and the probe's state")
+    evidence["probe"] = state.describe()
+    evidence["tables_judged"] = [str(t) for t in judged]
+    if not state.installed:
+        evidence["delivery"] = "not proven: the probe is not installed"
+        if gaps:
+            return _gaps_result(cid, gaps, "Per-role delivery was not tested (no probe); ", evidence, metrics)
+        if not judged:
+            return CheckResult(cid, Status.SKIP,
+                               summary="No table to judge (none named, none in the publication); per-role delivery "
+                               "NOT proven.", detail=_PROBE_HOWTO + ".", evidence=evidence)
+        return CheckResult(
+            cid, Status.PASS,
+            summary=f"{len(judged)} table(s) have SELECT policies for anon and authenticated where RLS is on "
+            "(read from pg_policies); per-role delivery NOT proven: rtbook wrote nothing. Prove it with: "
+            "rtbook probe install --yes.",
+            detail=_PROBE_HOWTO + ". Judged: " + ", ".join(map(str, judged)) + ".",
+            evidence=evidence,
+        )
     owner = str(uuid.uuid4())
-    stranger = str(uuid.uuid4())
     service_key = target.secret("SERVICE_ROLE_KEY")
     tokens: dict[str, str | None] = {
         "anon": None,
         "authenticated": mint_jwt(secret, "authenticated", sub=owner),
-        "other_user": mint_jwt(secret, "authenticated", sub=stranger),
+        "other_user": mint_jwt(secret, "authenticated", sub=str(uuid.uuid4())),
         "service_role": service_key.reveal() if service_key else mint_jwt(secret, "service_role"),
     }
     for tok in tokens.values():
         target.redactor.add(tok)
-    expected = {"anon": False, "authenticated": True, "other_user": False, "service_role": True}
-    metrics: dict[str, float] = {}
-    evidence: dict[str, Any] = {}
-    try:
-        gaps = _named_rls_gaps(target)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_failure(cid, exc, target, "read the named tables' policies")
     with _sockets(target) as socks:
         try:
-            scratch_cm = scratch_table(target, rls=True)
-            table = scratch_cm.__enter__()
-        except (SQLAlchemyError, OSError) as exc:
-            return _db_failure(cid, exc, target, "create the RLS scratch table")
-        try:
-            clients: dict[str, PhoenixClient] = {}
-            for role, token in tokens.items():
-                client = socks.open(anon)
-                reply, system, ms = _subscribe(client, _topic(f"rls-{role}"), table.schema, table.name,
-                                               target.timeout, access_token=token)
-                if system is None:
-                    return _join_failure(cid, reply, f"Subscribing as {role}", socks, metrics)
-                bad = _system_failure(cid, system, f"{table.schema}.{table.name} as {role}", socks, metrics)
-                if bad is not None:
-                    return bad
-                metrics[f"subscribed_{role}_ms"] = ms
-                clients[role] = client
-            t0, row_id = _db_write(
-                target, f"INSERT INTO {table.sql} (note, owner) VALUES ('rtbook rls', CAST(:o AS uuid)) RETURNING id",
-                {"o": owner})
-            seen: dict[str, bool] = {}
-            # Roles that should see the change: wait for it (service_role first: it bypasses RLS, so once
-            # it has the change the others have had their chance too). Roles that should not: one shared
-            # grace period after the others arrived, then look at what each inbox holds.
-            for role in ("service_role", "authenticated"):
-                try:
-                    msg = clients[role].wait_for(_change("INSERT", table.name, row_id), target.timeout,
-                                                 f"the INSERT as {role}")
-                    seen[role] = True
-                    metrics[f"{role}_ms"] = _ms_since(clients[role], msg, t0)
-                except PhoenixTimeout:
-                    seen[role] = False
-            time.sleep(min(1.0, target.timeout))
-            for role in ("anon", "other_user"):
-                got = clients[role].collect(_change("INSERT", table.name, row_id), 0)
-                seen[role] = bool(got)
-        except (SQLAlchemyError, OSError) as exc:
-            return _db_failure(cid, exc, target, "write to the RLS scratch table", metrics)
+            seen = _rls_delivery(cid, target, socks, anon, state, owner, tokens, metrics, evidence)
         except _NoSubscription as exc:
-            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics, _wal_cause(target))
+            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics, CAUSES["no_events"])
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics)
-        finally:
-            scratch_cm.__exit__(None, None, None)
-        evidence.update({"table": f"{table.schema}.{table.name}", "expected": expected, "seen": seen,
+        except (SQLAlchemyError, OSError) as exc:
+            return _db_failure(cid, exc, target, "write to the probe table", metrics)
+        if isinstance(seen, CheckResult):
+            return seen
+        evidence.update({"table": state.table, "expected": _RLS_EXPECTED, "seen": seen,
                          "transcripts": socks.transcripts()})
-    if not seen["service_role"]:
-        return failure(
-            cid,
-            "Not even service_role received the change, so RLS cannot be judged.",
-            cause=_wal_cause(target),
-            evidence=evidence,
-            metrics=metrics,
-        )
-    wrong = {r: seen[r] for r in expected if seen.get(r) != expected[r]}
+    wrong = [(row, role) for row, roles in _RLS_EXPECTED.items() for role, want in roles.items()
+             if seen[row][role] != want]
     if wrong:
-        leaks = [r for r, v in wrong.items() if v]
-        denied = [r for r, v in wrong.items() if not v]
-        found = CAUSES["rls_leaks"] if leaks else CAUSES["rls_denies"]
+        leaks = sorted({role for row, role in wrong if seen[row][role]})
+        denied = sorted({role for row, role in wrong if not seen[row][role]})
         return failure(
             cid,
-            "Realtime did not apply the table's RLS policies: "
-            + "; ".join([f"{', '.join(leaks)} received a row its policy hides" if leaks else "",
-                         f"{', '.join(denied)} missed a row its policy allows" if denied else ""]).strip("; ")
+            "Realtime did not apply the probe table's RLS policies: "
+            + "; ".join(p for p in (f"{', '.join(leaks)} received a row its policy hides" if leaks else "",
+                                    f"{', '.join(denied)} missed a row its policy allows" if denied else "") if p)
             + ".",
-            cause=found,
-            detail="Scratch table policy: authenticated may SELECT rows whose owner equals its JWT sub; anon has "
-            "no policy; service_role bypasses RLS. Expected " + repr(expected) + ", saw " + repr(seen) + ".",
+            cause=CAUSES["rls_leaks"] if leaks else CAUSES["rls_denies"],
+            detail=f"Probe policies ({state.table}): anon may SELECT rows with is_public; authenticated may SELECT "
+            "public rows and rows whose owner equals its JWT sub; service_role bypasses RLS. Expected "
+            f"{_RLS_EXPECTED!r}, saw {seen!r}.",
             evidence=evidence,
             metrics=metrics,
         )
     if gaps:
-        critical = [g for g in gaps if g[1] == "authenticated"]
-        listing = ", ".join(f"{t} ({r})" for t, r in gaps)
-        return failure(
-            cid,
-            f"RLS works, but named tables have no SELECT policy for some roles: {listing}.",
-            cause=CAUSES["rls_denies"],
-            detail="With RLS on and no SELECT policy, Realtime delivers no change on that table to that role. "
-            "This is right only if the role must never see the table.",
-            remedy="; ".join(f"CREATE POLICY ... ON {t} FOR SELECT TO {r} USING (...)" for t, r in gaps),
-            evidence={**evidence, "policy_gaps": [list(g) for g in gaps]},
-            metrics=metrics,
-            status=Status.FAIL if critical else Status.WARN,
-        )
+        return _gaps_result(cid, gaps, "RLS works on the probe, but ", evidence, metrics)
     return CheckResult(
         cid,
         Status.PASS,
-        summary="RLS applied per role: the owner and service_role received the change; anon and another user "
-        "did not.",
+        summary=f"RLS applied per role on {state.table}: the owner and service_role received the private row, anon "
+        "and another user did not; every role received the public row"
+        + (f"; {len(judged)} named table(s) have SELECT policies." if judged else "."),
         evidence=evidence,
         metrics=metrics,
     )
+
+
+def _rls_delivery(cid: str, target: Target, socks: _Sockets, anon: Secret, state: ProbeState, owner: str,
+                  tokens: dict[str, str | None], metrics: dict[str, float],
+                  evidence: dict[str, Any]) -> dict[str, dict[str, bool]] | CheckResult:
+    """Subscribe once per role, insert a private then a public row of ``owner``; who received which."""
+    table = probe_sql.TABLE
+    facts = cdc_facts(target, state)
+    if facts.wal_level != "logical":
+        return _wal_level_failure(cid, facts, evidence)
+    budget = lifecycle_budget(target)
+    deadline = time.monotonic() + budget
+    clients: dict[str, tuple[PhoenixClient, str]] = {}
+    for role, token in tokens.items():
+        client = socks.open(anon)
+        topic = _topic(f"rls-{role}")
+        reply, system, ms = _subscribe(client, topic, probe_sql.SCHEMA, table, target.timeout, access_token=token)
+        if system is None:
+            return _join_failure(cid, reply, f"Subscribing as {role}", socks, metrics)
+        bad = _system_failure(cid, system, f"{state.table} as {role}", socks, metrics)
+        if bad is not None:
+            return bad
+        metrics[f"subscribed_{role}_ms"] = ms
+        clients[role] = (client, topic)
+    waited = _Waited()
+    run = uuid.uuid4().hex
+    t = probe_sql.qualified()
+    insert = (f"INSERT INTO {t} (owner, is_public, payload) VALUES (CAST(:o AS uuid), CAST(:pub AS boolean), "
+              "CAST(:p AS jsonb)) RETURNING id")
+    try:
+        for attempt in (1, 2):
+            facts = _await_capture(target, state, list(clients.values()), deadline, waited)
+            if not facts.has_slot:
+                return _capture_failure(cid, facts, waited, budget, "The RLS test",
+                                        {**evidence, "transcripts": socks.transcripts()}, metrics)
+            ids: dict[str, Any] = {}
+            t0 = 0.0
+            for row, public in (("private", False), ("public", True)):
+                t0, ids[row] = _db_write(target, insert, {"o": owner, "pub": public,
+                                                          "p": json.dumps({"rtbook_run": run, "row": row})})
+            seen: dict[str, dict[str, bool]] = {"private": {}, "public": {}}
+            # Everyone must receive the public row. Realtime delivers a subscriber's changes in commit order, so
+            # once the public row is there, the private row (committed first) has arrived if it ever will.
+            for role, (client, _topic_name) in clients.items():
+                try:
+                    msg = client.wait_for(_change("INSERT", table, ids["public"]), target.timeout,
+                                          f"the public row as {role}")
+                    seen["public"][role] = True
+                    metrics[f"{role}_ms"] = _ms_since(client, msg, t0)
+                except PhoenixTimeout:
+                    seen["public"][role] = False
+            time.sleep(min(0.3, target.timeout))  # a margin for a private row arriving out of order
+            for role, (client, _topic_name) in clients.items():
+                seen["private"][role] = bool(client.collect(_change("INSERT", table, ids["private"]), 0))
+            if seen["public"]["service_role"]:
+                break
+            if attempt == 1 and _retry_after_recheck(facts, waited, deadline):
+                waited.reasons.append("no change reached service_role while Realtime may have been re-creating "
+                                      "subscriptions; tried again")
+                continue
+            return _capture_failure(
+                cid, cdc_facts(target, state), waited, budget,
+                "Not even service_role received the probe's change, so RLS cannot be judged",
+                {**evidence, "seen": seen, "transcripts": socks.transcripts()}, metrics)
+    finally:
+        _cleanup_probe_rows(target, run)
+    metrics["waited_for_realtime_s"] = round(waited.seconds, 1)
+    evidence["cdc"] = facts.to_dict()
+    if waited.reasons:
+        evidence["waited"] = waited.describe(budget).strip()
+    return seen
 
 
 # ------------------------------------------------------------------ realtime.bad_token

@@ -25,7 +25,8 @@ from rtbook.exceptions import ChecksFailedError, RtbookError
 __all__ = ["cli", "main"]
 
 # Modules that add subcommands: each defines add_cli(group).
-_CLI_MODULES = ("rtbook.cli.run", "rtbook.cli.tenant", "rtbook.cli.sandbox", "rtbook.cli.notebooks")
+_CLI_MODULES = ("rtbook.cli.run", "rtbook.cli.tenant", "rtbook.cli.probe", "rtbook.cli.sandbox",
+                "rtbook.cli.notebooks")
 
 
 def _version() -> str:

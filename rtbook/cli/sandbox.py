@@ -48,11 +48,13 @@ def _fail(exc: RtbookError) -> int:
               help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
 @click.option("--timeout", type=Seconds(_MAX_START_S), default=60.0,
               help=f"seconds each part may take to start (0 < t <= {_MAX_START_S:g}; default 60)")
-def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float) -> int:
+@click.option("--no-probe", "no_probe", is_flag=True,
+              help="do not install the rtbook probe (then the live checks prove subscriptions, not delivery)")
+def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool) -> int:
     from rtbook.sandbox import manager
 
     try:
-        state = manager.up(stack_dir, list(breaks), timeout)
+        state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
@@ -60,6 +62,7 @@ def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float) -> int:
     print(f"stack directory: {state.stack_dir}")
     if state.breaks:
         print(f"break scenarios: {', '.join(state.breaks)}")
+    print("rtbook probe: " + ("installed (rtbook_probe.events)" if state.probe else "not installed"))
     return 0
 
 

@@ -172,6 +172,11 @@ def _verdict(symptom: Symptom, results: Report) -> CheckResult:
         summary += f"; look at the warnings first: {', '.join(r.id for r in warned)}"
     if not_run:
         summary += f"; not run: {', '.join(not_run)}"
+    # A passing postgres_changes check without the probe proved the subscription, not the delivery.
+    unproven = [r.id for r in ran if str(r.evidence.get("delivery", "")).startswith("not proven")]
+    if unproven:
+        summary += (f"; delivery NOT proven by {', '.join(unproven)} (rtbook writes nothing by default; "
+                    "install the probe with 'rtbook probe install --yes' and run again)")
     return CheckResult(
         cid,
         Status.WARN if warned else Status.PASS,

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rtbook import probe_sql
 from rtbook.crypto import encrypt
 from rtbook.exceptions import ConfigError
 from rtbook.sandbox.postgres import PostgresCluster
@@ -38,6 +39,7 @@ __all__ = [
     "PUBLICATION",
     "TenantLimits",
     "bootstrap",
+    "install_probe",
     "migrations_for",
     "realtime_schema_sql",
     "seed_tenant",
@@ -288,6 +290,7 @@ def bootstrap(
     realtime_version: str = DEFAULT_REALTIME_VERSION,
     demo: bool = True,
     seed: bool = True,
+    probe: bool = False,
 ) -> None:
     """Give a fresh cluster what the supabase/postgres image and Realtime's boot provide.
 
@@ -296,6 +299,10 @@ def bootstrap(
     ``supabase_realtime`` publication, the demo table ``public.todos`` (``demo``) and the seeded
     tenant (``seed``, see :func:`seed_tenant`). Running it again on the same cluster is safe: the
     ``_realtime`` schema is kept and the tenant is re-seeded.
+
+    ``probe`` also installs the rtbook probe (``rtbook_probe.events`` in the publication, the same
+    SQL ``rtbook probe install --yes`` runs, from :mod:`rtbook.probe_sql`), so the live checks can
+    prove delivery; a stand-in for a user who installed it on purpose.
     """
     with cluster.connect() as conn:
         conn.execute(_ROLES_SQL.encode())
@@ -307,6 +314,8 @@ def bootstrap(
             conn.execute(realtime_schema_sql(realtime_version).encode())
         if demo:
             conn.execute(_DEMO_SQL.encode())
+        if probe:
+            install_probe(conn)
         if seed:
             seed_tenant(
                 conn,
@@ -319,6 +328,19 @@ def bootstrap(
                 db_user=cluster.superuser,
                 db_password=cluster.password,
             )
+
+
+def install_probe(conn: psycopg.Connection[Any], publication: str = PUBLICATION) -> None:
+    """Install the rtbook probe in one transaction (a no-op when it is already in the publication)."""
+    cur = conn.execute(
+        "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
+        (publication, probe_sql.SCHEMA, probe_sql.TABLE),
+    )
+    if cur.fetchone() is not None:
+        return
+    with conn.transaction():
+        for statement in probe_sql.install_statements(publication):
+            conn.execute(statement.encode())
 
 
 def seed_tenant(

@@ -67,6 +67,8 @@ class SandboxState:
     # The sandbox's application tables: the live checks watch these unless the user names others,
     # so a scenario that empties the publication is seen as the missing table it is.
     tables: list[str] = field(default_factory=lambda: ["public.todos"])
+    # Whether the rtbook probe (rtbook_probe.events) was installed at start: the live checks then prove delivery.
+    probe: bool = False
 
     def to_json(self) -> str:
         """The state as written to the state file."""
@@ -208,6 +210,7 @@ def up(
     timeout: float = 60,
     *,
     home: str | Path | None = None,
+    probe: bool = True,
 ) -> SandboxState:
     """Start the sandbox and return its state (also written to the state file).
 
@@ -216,6 +219,8 @@ def up(
         breaks: break scenario names (see :data:`rtbook.sandbox.scenarios.SCENARIOS`).
         timeout: seconds each part may take to become ready.
         home: use ``home/sandbox/`` instead of ``$RTBOOK_HOME/sandbox/`` (for tests).
+        probe: install the rtbook probe before the server starts (unless a scenario says otherwise), as a
+            user who ran ``rtbook probe install --yes`` would have; without it the live checks write nothing.
 
     Raises:
         SandboxError: a part did not start (the message says which and why); nothing is left running.
@@ -257,7 +262,8 @@ def up(
         gateway_port = free_port()
         write_stack_dir(stack_dir, values, gateway_port=gateway_port, db_port=cluster.port)
         sc.apply_stack(stack_dir, chosen)
-        _bootstrap(cluster, values, stack_dir, chosen)
+        with_probe = probe and all(s.probe for s in chosen)
+        _bootstrap(cluster, values, stack_dir, chosen, with_probe)
         # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
         # so the gateway's host map can name it before the server is up.
         server = _start_server(cluster, values, run_dir, free_port())
@@ -281,6 +287,7 @@ def up(
             run_dir=str(run_dir.resolve()),
             breaks=[s.name for s in chosen],
             owns_stack_dir=owns_stack,
+            probe=with_probe,
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
                   "postgres": str(cluster.log_file)},
         )
@@ -305,13 +312,14 @@ def up(
         raise
 
 
-def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Sequence[sc.Scenario]) -> None:
+def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Sequence[sc.Scenario],
+               probe: bool) -> None:
     from rtbook.sandbox.bootstrap import bootstrap
 
     try:
         bootstrap(
             cluster, tenant=TENANT, jwt_secret=values["JWT_SECRET"], db_enc_key=values["REALTIME_DB_ENC_KEY"],
-            realtime_version=realtime_image_version(stack_dir),
+            realtime_version=realtime_image_version(stack_dir), probe=probe,
         )
         with cluster.connect() as conn:
             sc.apply_db(conn, sc.DbContext(TENANT, values["REALTIME_DB_ENC_KEY"]), chosen)
@@ -423,15 +431,17 @@ class Sandbox:
         timeout: float = 60,
         *,
         home: str | Path | None = None,
+        probe: bool = True,
     ) -> None:
         self.dir = dir
         self.breaks = tuple(breaks)
         self.timeout = timeout
         self.home = home
+        self.probe = probe
         self.state: SandboxState | None = None
 
     def __enter__(self) -> SandboxState:
-        self.state = up(self.dir, self.breaks, self.timeout, home=self.home)
+        self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe)
         return self.state
 
     def __exit__(

@@ -58,6 +58,8 @@ class Scenario:
     edit_db: DbEdit | None = None
     wal_level: str | None = None
     keeps_full_replica_identity: bool = True
+    # False: the sandbox does not install the rtbook probe (it would put a table in the publication).
+    probe: bool = True
 
 
 # ------------------------------------------------------------------ text edits
@@ -194,6 +196,15 @@ SCENARIOS: dict[str, Scenario] = {
             "\"Unable to subscribe to changes with given parameters...\"; no changes arrive",
             "public.todos is not in the supabase_realtime publication (§10.7)",
             edit_db=_drop_from_publication,
+        ),
+        Scenario(
+            "publication-empty",
+            "every postgres_changes join gets the system error \"Unable to subscribe to changes with given "
+            "parameters...\"; Realtime v2.107.1 and newer keeps no replication slot (its poller idles)",
+            "the supabase_realtime publication holds no table, as the supabase/postgres image creates it, and the "
+            "rtbook probe is not installed (§10.7)",
+            edit_db=_drop_from_publication,
+            probe=False,
         ),
         Scenario(
             "rls-denies",

@@ -25,14 +25,14 @@ TABLES = ("public.todos",)
 class Running:
     """A started sandbox and a target for it."""
 
-    def __init__(self, breaks: tuple[str, ...] = (), timeout: float = 4.0) -> None:
+    def __init__(self, breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True) -> None:
         from rtbook.sandbox.manager import Sandbox
 
         self.timeout = timeout
         self.home = Path(tempfile.mkdtemp(prefix="rtbook-sbx-"))
         # Traversable by the postgres user, as which PostgreSQL runs when the tests run as root.
         self.home.chmod(0o755)
-        self.sandbox = Sandbox(breaks=breaks, home=self.home)
+        self.sandbox = Sandbox(breaks=breaks, home=self.home, probe=probe)
         try:
             self.state = self.sandbox.__enter__()
         except BaseException:
@@ -76,10 +76,13 @@ class Running:
 
 
 @contextlib.contextmanager
-def start(breaks: tuple[str, ...] = (), timeout: float = 4.0) -> Iterator[Running]:
-    """A running sandbox, stopped and removed on leaving (also when the test fails)."""
+def start(breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True) -> Iterator[Running]:
+    """A running sandbox, stopped and removed on leaving (also when the test fails).
+
+    ``probe``: the sandbox installs the rtbook probe (as a user who ran ``rtbook probe install --yes``).
+    """
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    running = Running(breaks, timeout)
+    running = Running(breaks, timeout, probe)
     logs: dict[str, str] = {}
     try:
         secrets = running.secrets()
@@ -103,6 +106,7 @@ def cluster_and_server(
     setup_sql: tuple[str, ...] = (),
     kept_out_of_the_log: tuple[str, ...] = (),
     wal_level: str = "logical",
+    probe: bool = False,
 ) -> Iterator[tuple[PostgresCluster, ServerProcess]]:
     """A bootstrapped PostgreSQL 15 cluster and the Realtime-compatible server on it, both stopped on leaving.
 
@@ -118,7 +122,7 @@ def cluster_and_server(
     server: ServerProcess | None = None
     log = ""
     try:
-        bootstrap(cluster, jwt_secret=jwt_secret)
+        bootstrap(cluster, jwt_secret=jwt_secret, probe=probe)
         for statement in setup_sql:
             cluster.execute(statement)
         server = start_server(config(cluster), workdir=workdir, db_password=cluster.password)

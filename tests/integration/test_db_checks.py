@@ -48,8 +48,10 @@ def test_fresh_bootstrap_every_db_check_passes(fresh: Lab) -> None:
         "db.publication", "db.replica_identity", "db.primary_key", "db.rls", "db.realtime_connections",
     }
     assert report.by_id("db.publication").evidence["tables"] == ["public.todos"]
-    # The probe slot is gone afterwards.
-    assert fresh.query("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'rtbook_probe%'")[0][0] == 0
+    # No Realtime slot on this bare cluster: wal2json is proved by loading the library, not by making a slot.
+    wal2json = report.by_id("db.wal2json")
+    assert "loads" in wal2json.summary and wal2json.evidence["writes"] == "none (read-only check)"
+    assert fresh.query("SELECT count(*) FROM pg_replication_slots")[0][0] == 0
     _assert_no_canary(fresh, report)
 
 
@@ -288,17 +290,59 @@ def test_long_query_is_cut_by_statement_timeout(fresh: Lab) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_open_transaction_makes_the_slot_probe_time_out_not_hang(fresh: Lab) -> None:
-    # Creating a logical slot waits for every transaction holding an xid; one left open stalls it.
+def test_long_open_transaction_is_reported_without_creating_a_slot(fresh: Lab) -> None:
+    # Creating a logical slot waits for every transaction holding an xid: read-only, the check names the holders.
     with fresh.cluster.connect(autocommit=False) as holder:
         holder.execute("INSERT INTO public.todos (task) VALUES ('held')")
+        time.sleep(1.6)
         started = time.monotonic()
         result = run_checks(fresh.target(timeout=1.5), only="db.wal2json").by_id("db.wal2json")
         assert time.monotonic() - started < 6
         holder.rollback()
-    assert result.status is Status.FAIL
+    assert result.status is Status.WARN, str(result)
     assert finding(result) == "db.long_transaction"
+    assert result.evidence["long_transactions"]["count"] == 1
     assert "pg_stat_activity" in result.remedy
+    # A transaction younger than --timeout is not worth a warning.
+    with fresh.cluster.connect(autocommit=False) as holder:
+        holder.execute("INSERT INTO public.todos (task) VALUES ('held')")
+        result = run_checks(fresh.target(timeout=5), only="db.wal2json").by_id("db.wal2json")
+        holder.rollback()
+    assert result.status is Status.PASS, str(result)
+
+
+def test_wal2json_is_proved_by_realtimes_own_slot(fresh: Lab) -> None:
+    fresh.sql("SELECT pg_create_logical_replication_slot('supabase_realtime_replication_slot_', 'wal2json')")
+    try:
+        result = run_checks(fresh.target(), only="db.wal2json").by_id("db.wal2json")
+        assert result.status is Status.PASS, str(result)
+        assert "supabase_realtime_replication_slot_" in result.summary
+        assert result.evidence["realtime_wal2json_slots"] == ["supabase_realtime_replication_slot_"]
+    finally:
+        fresh.sql("SELECT pg_drop_replication_slot('supabase_realtime_replication_slot_')")
+
+
+def test_wal2json_unprovable_by_a_non_superuser_is_a_skip_not_a_failure(fresh: Lab) -> None:
+    fresh.sql("CREATE ROLE h5_reader LOGIN PASSWORD 'h5-reader-pw' REPLICATION")
+    try:
+        target = fresh.target(env=fresh.env(POSTGRES_PASSWORD="h5-reader-pw", DB_USER="h5_reader"))
+        target.db_url = fresh.cluster.url(user="h5_reader")
+        result = run_checks(target, only="db.wal2json").by_id("db.wal2json")
+        assert result.status is Status.SKIP, str(result)
+        assert "is not allowed" in result.detail and "rtbook probe install --yes" in result.remedy
+    finally:
+        fresh.sql("DROP ROLE h5_reader")
+
+
+def test_realtime_user_without_replication_privilege(fresh: Lab) -> None:
+    fresh.sql("CREATE ROLE h5_rt LOGIN")
+    try:
+        result = run_checks(fresh.target(env=fresh.env(DB_USER="h5_rt")), only="db.wal2json").by_id("db.wal2json")
+        assert result.status is Status.FAIL, str(result)
+        assert finding(result) == "db.no_replication_privilege"
+        assert "ALTER ROLE h5_rt WITH REPLICATION" in result.remedy
+    finally:
+        fresh.sql("DROP ROLE h5_rt")
 
 
 def test_connected_to_another_database_than_realtime_uses(fresh: Lab) -> None:

@@ -2,8 +2,9 @@
 
 * :class:`Silent`: a TCP listener that accepts connections and never answers (a hung endpoint).
 * :func:`closed_port`: a port nothing listens on.
-* :class:`Lab`: a throwaway PostgreSQL cluster bootstrapped like the supabase image, plus the
-  sandbox's Realtime-compatible server, reached directly with the tenant's Host header.
+* :class:`Lab`: a throwaway PostgreSQL cluster bootstrapped like the supabase image (with the rtbook
+  probe installed, as a user who ran ``rtbook probe install --yes``), plus the sandbox's
+  Realtime-compatible server, reached directly with the tenant's Host header.
 Secrets are fresh canaries; tests assert that none reaches an output.
 """
 
@@ -86,7 +87,7 @@ def make_token(secret: str, role: str, ttl: int = 3600, **claims: Any) -> str:
 class Lab:
     """A PostgreSQL cluster and the Realtime-compatible server, with canary secrets."""
 
-    def __init__(self, wal_level: str = "logical") -> None:
+    def __init__(self, wal_level: str = "logical", probe: bool = True) -> None:
         self.jwt_secret = "CANARY-jwt-" + secrets.token_hex(16)
         self.anon_key = make_token(self.jwt_secret, "anon")
         self.service_key = make_token(self.jwt_secret, "service_role")
@@ -100,6 +101,7 @@ class Lab:
                 "metrics_jwt_secret": self.jwt_secret,
             },
             wal_level=wal_level,
+            probe=probe,
             kept_out_of_the_log=(self.jwt_secret, self.anon_key, self.service_key),
         ))
 

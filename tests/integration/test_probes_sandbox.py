@@ -44,6 +44,11 @@ def test_healthy_sandbox_every_live_check_passes(healthy: Running) -> None:
     ws = report.by_id("gateway.websocket")
     assert ws.metrics["connect_ms"] > 0 and ws.metrics["heartbeat_ms"] >= 0
     assert report.by_id("realtime.join").evidence["endpoint"].endswith("(gateway)")
+    # The sandbox installs the probe, so delivery and per-role RLS are proven, on the probe table only.
+    pgc = report.by_id("realtime.postgres_changes")
+    assert pgc.evidence["delivery"] == "proven on the probe" and pgc.evidence["table"] == "rtbook_probe.events"
+    rls = report.by_id("realtime.rls")
+    assert rls.evidence["seen"] == rls.evidence["expected"]
     text = outputs(report)
     for secret in healthy.secrets():
         assert secret not in text

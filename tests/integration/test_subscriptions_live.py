@@ -10,10 +10,13 @@ Then endpoints that are closed or silent: each check fails within the timeout in
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from rtbook.crypto import encrypt
 from rtbook.registry import run_checks
@@ -46,12 +49,20 @@ def test_healthy_every_live_check_passes(lab: Lab) -> None:
     pgc = report.by_id("realtime.postgres_changes")
     assert {"insert_ms", "update_ms", "delete_ms", "subscribed_ms"} <= set(pgc.metrics)
     assert set(pgc.evidence["payloads"]) == {"INSERT", "UPDATE", "DELETE"}
-    assert pgc.evidence["payloads"]["DELETE"]["data"]["old_record"]["note"] == "rtbook update"
+    assert pgc.evidence["delivery"] == "proven on the probe"
+    # REPLICA IDENTITY FULL: the UPDATE carries the whole old row; RLS is on, so DELETE's old_record is the key only.
+    update = pgc.evidence["payloads"]["UPDATE"]["data"]
+    old, new = (v if isinstance(v, dict) else json.loads(v)
+                for v in (update["old_record"]["payload"], update["record"]["payload"]))
+    assert (old["step"], new["step"]) == ("insert", "update")
+    assert set(pgc.evidence["payloads"]["DELETE"]["data"]["old_record"]) == {"id"}
     assert report.by_id("realtime.broadcast").metrics["peer_ms"] >= 0
+    rls = report.by_id("realtime.rls")
+    assert rls.evidence["seen"] == rls.evidence["expected"], str(rls)
     assert_no_canary(report, lab.canaries)
-    # The scratch tables are gone.
+    # The checks wrote only to the probe, and deleted their rows.
     with lab.cluster.connect() as conn:
-        left = conn.execute("select count(*) from pg_tables where tablename like 'rtbook_scratch_%'").fetchone()
+        left = conn.execute("select count(*) from rtbook_probe.events").fetchone()
     assert left == (0,)
 
 
@@ -112,6 +123,7 @@ def test_rls_without_policy_for_a_role(lab: Lab) -> None:
         assert result.evidence["policy_gaps"] == [["public.h5_notes", "authenticated"]]
         pgc = report.by_id("realtime.postgres_changes")
         assert pgc.status is Status.PASS, str(pgc)
+        # The probe is the table written to; the others are only subscribed to.
         assert set(pgc.evidence["named_tables"]) == {"public.todos", "public.h5_notes"}
     finally:
         lab.sql("drop table public.h5_notes")
@@ -131,3 +143,100 @@ def test_unreachable_realtime_fails_within_the_timeout(lab: Lab) -> None:
             # Each check gives up after one timeout (health: one request; sockets: one connect).
             assert elapsed < len(only) * (timeout + 1.0), elapsed
 
+
+
+def _no_realtime_slot(lab: Lab) -> None:
+    """Wait (bounded) until the server's poller has dropped its temporary slot after the previous test."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lab.cluster.connect() as conn:
+            left = conn.execute(r"select count(*) from pg_replication_slots "
+                                r"where slot_name like 'supabase\_realtime%'").fetchone()
+        if left == (0,):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the server kept its replication slot")
+
+
+def test_an_idle_poller_is_named_as_such_not_blamed_on_wal_level_or_wal2json(lab: Lab) -> None:
+    # Every replication slot taken: the server's poller cannot create its slot and retries, like Realtime's.
+    _no_realtime_slot(lab)
+    with lab.cluster.connect() as conn:
+        (free,) = conn.execute("select current_setting('max_replication_slots')::int - count(*) "
+                               "from pg_replication_slots").fetchone()
+        names = [f"h5_filler_{i}" for i in range(free)]
+        for name in names:
+            conn.execute("select pg_create_physical_replication_slot(%s)", (name,))
+    try:
+        timeout = 1.5
+        started = time.monotonic()
+        result = run_checks(lab.target(timeout=timeout), only="realtime.postgres_changes").by_id(
+            "realtime.postgres_changes")
+        elapsed = time.monotonic() - started
+        assert (result.status, result.cause) == (Status.FAIL, "cdc_poller_idle"), str(result)
+        assert "no replication slot" in result.summary and "wal_level is logical" in result.summary
+        assert result.evidence["cdc"]["wal_level"] == "logical"
+        # It waited for the slot, bounded by min(75 s, 8 x --timeout), and no longer.
+        assert 8 * timeout <= elapsed < 8 * timeout + 10, elapsed
+        with lab.cluster.connect() as conn:
+            assert conn.execute("select count(*) from rtbook_probe.events").fetchone() == (0,)
+    finally:
+        with lab.cluster.connect() as conn:
+            for name in names:
+                conn.execute("select pg_drop_replication_slot(%s)", (name,))
+
+
+def test_a_fresh_probe_waits_for_realtimes_publication_recheck_bounded_and_says_so(lab: Lab) -> None:
+    # A Realtime CDC session that started before the probe was installed may still act on the old table list
+    # for up to 60 s; the check waits (bounded by its budget) and states it. The install time is the comment's.
+    with lab.cluster.connect() as conn:
+        (comment,) = conn.execute("select obj_description('rtbook_probe.events'::regclass, 'pg_class')").fetchone()
+        conninfo = lab.cluster.conninfo() + " application_name=realtime_rls"
+        with psycopg.connect(conninfo):
+            time.sleep(1.1)
+            conn.execute("select 1")
+            fresh = "rtbook probe v1; installed " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            conn.execute(sql.SQL("comment on table rtbook_probe.events is {}").format(sql.Literal(fresh)))
+            try:
+                timeout = 2.0
+                result = run_checks(lab.target(timeout=timeout), only="realtime.postgres_changes").by_id(
+                    "realtime.postgres_changes")
+            finally:
+                conn.execute(sql.SQL("comment on table rtbook_probe.events is {}").format(sql.Literal(comment)))
+    assert result.status is Status.PASS, str(result)
+    assert result.evidence["cdc"]["realtime_cdc_sessions_older_than_probe"] >= 1
+    assert "Realtime re-reads the publication every 60 s" in result.summary
+    assert f"(budget {8 * timeout:.0f} s)" in result.summary
+    assert 8 * timeout - 1 <= result.metrics["waited_for_realtime_s"] <= 8 * timeout + 2
+
+
+def test_without_the_probe_the_database_facts_still_decide() -> None:
+    # No probe: nothing is written, but wal_level and Realtime's slot are read, so a broken poller is not a pass.
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    bare = Lab(probe=False)
+    try:
+        with bare.cluster.connect() as conn:
+            (free,) = conn.execute("select current_setting('max_replication_slots')::int - count(*) "
+                                   "from pg_replication_slots").fetchone()
+            names = [f"h5_filler_{i}" for i in range(free)]
+            for name in names:
+                conn.execute("select pg_create_physical_replication_slot(%s)", (name,))
+        result = run_checks(bare.target(timeout=1.5), only="realtime.postgres_changes").by_id(
+            "realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.WARN, "cdc_poller_idle"), str(result)
+        assert "delivery NOT proven" in result.summary
+        with bare.cluster.connect() as conn:
+            for name in names:
+                conn.execute("select pg_drop_replication_slot(%s)", (name,))
+        result = run_checks(bare.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert result.status is Status.PASS and "supabase_realtime_replication_slot" in result.summary, str(result)
+        assert result.evidence["delivery"] == "not proven: the probe is not installed"
+    finally:
+        bare.close()
+    replica = Lab(wal_level="replica", probe=False)
+    try:
+        result = run_checks(replica.target(), only="realtime.postgres_changes").by_id("realtime.postgres_changes")
+        assert (result.status, result.cause) == (Status.FAIL, "wal_level"), str(result)
+        assert "nothing was written" in result.summary
+    finally:
+        replica.close()

@@ -40,7 +40,10 @@ FLAGS = {
     ("tenant", "plan"): ["--stack", "--db-url", "--timeout", "--no-docker", "--create", "--limit", "--delete-extra",
                          "--format"],
     ("tenant", "apply"): ["--stack", "--db-url", "--create", "--limit", "--delete-extra", "--format", "--yes"],
-    ("sandbox", "up"): ["--dir", "--break", "--timeout"],
+    ("probe", "install"): ["--stack", "--target", "--db-url", "--format", "--yes"],
+    ("probe", "remove"): ["--stack", "--target", "--db-url", "--format", "--yes"],
+    ("probe", "status"): ["--stack", "--target", "--db-url", "--format"],
+    ("sandbox", "up"): ["--dir", "--break", "--timeout", "--no-probe"],
     ("sandbox", "down"): [],
     ("sandbox", "status"): ["--json"],
     ("sandbox", "scenarios"): ["--json"],
@@ -62,7 +65,7 @@ def test_top_level_help_lists_the_commands_in_workflow_order(capsys: pytest.Capt
     code, out, _ = run(["--help"], capsys)
     assert code == 0
     listed = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], flags=re.MULTILINE)
-    assert listed == ["check", "checks", "run", "verify", "tenant", "sandbox", "notebooks"]
+    assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks"]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

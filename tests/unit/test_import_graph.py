@@ -96,7 +96,11 @@ FORBIDDEN = {
     "rtbook.seeding": ("rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
     "rtbook.runbook": ("rtbook.cli",),
     "rtbook.sandbox": ("rtbook.checks", "rtbook.clients", "rtbook.config", "rtbook.runbook", "rtbook.cli",
-                       "rtbook.registry", "rtbook.seeding"),
+                       "rtbook.registry", "rtbook.seeding", "rtbook.probe"),
+    # The probe's logic reads and writes through clients; the checks and the CLI use it, not the reverse.
+    "rtbook.probe": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox", "rtbook.seeding"),
+    # Plain SQL text shared by rtbook.probe and the sandbox: it imports nothing of rtbook.
+    "rtbook.probe_sql": ("rtbook",),
 }
 
 

@@ -209,6 +209,19 @@ def test_troubleshoot_sub_results_and_single_symptom() -> None:
     assert diagnose([_r("db.rls", Status.WARN, "add a policy")], "no_changes")[0].status is Status.WARN
 
 
+def test_troubleshoot_says_when_delivery_was_not_proven() -> None:
+    from rtbook.results import CheckResult
+
+    unproven = CheckResult("realtime.postgres_changes", Status.PASS, summary="Subscribed",
+                           evidence={"delivery": "not proven: the probe is not installed"})
+    (only,) = diagnose([unproven, _r("db.wal_level", Status.PASS)], "no_changes")
+    assert only.status is Status.PASS
+    assert "delivery NOT proven by realtime.postgres_changes" in only.summary
+    assert "rtbook probe install --yes" in only.summary
+    proven = CheckResult("realtime.postgres_changes", Status.PASS, evidence={"delivery": "proven on the probe"})
+    assert "NOT proven" not in diagnose([proven], "no_changes")[0].summary
+
+
 def test_notebook_run_saves_latest_result_per_id(tmp_path: Path) -> None:
     run = NotebookRun("02_tenant_seeding", {"run_dir": str(tmp_path), "strict": False}, None)
     run.record([_r("tenant.row", Status.FAIL)])
