@@ -481,7 +481,7 @@ def _join_failure(cid: str, reply: Reply, what: str, socks: _Sockets, metrics: d
         f"{what}: the join was refused: {reply.reason or reply.status}.",
         cause=found,
         detail=f"phx_join through {socks.endpoint.label} answered status {reply.status!r} "
-        f"with {reply.response!r} after {reply.latency_ms / 1000:.1f} s.",
+        f"with {reply.response!r} after {reply.latency_ms / 1000:.1f} s. {socks.waits.describe()}",
         evidence=evidence,
         metrics=metrics,
     )
