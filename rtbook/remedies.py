@@ -596,6 +596,27 @@ _ALL: tuple[Cause, ...] = (
         ("db.rls",),
     ),
     Cause(
+        "messages_rls_off",
+        "Row level security is off on realtime.messages: private channels are not private",
+        "Realtime authorizes private channels by querying realtime.messages as the token's role; with RLS "
+        "disabled on the table every role (anon included) may read and write every private topic.",
+        "ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY; then add SELECT/INSERT policies per role and "
+        "topic (see realtime.private's policy SQL).",
+        ("db.rls",),
+    ),
+    Cause(
+        "private_not_enforced",
+        "The server admitted a private join that no policy allows",
+        "Realtime (v2.78.19, v2.129.8) admits a private join only when a SELECT policy on realtime.messages "
+        "returns its probe row for the token's role and topic. Here the join was admitted although no "
+        "permissive SELECT policy applies to <role>, RLS is on and the role does not bypass it: whatever "
+        "answered does not enforce private-channel authorization (a stand-in or a modified server).",
+        "Check what serves the Realtime URL and its version; do not rely on private channels there until a "
+        "join without a policy is refused with 'Unauthorized: You do not have permissions to read from this "
+        "Channel topic'.",
+        ("db.rls",),
+    ),
+    Cause(
         "messages_table_missing",
         "realtime.messages does not exist",
         "Realtime authorizes private channels by querying realtime.messages, which its tenant migrations "

@@ -844,6 +844,21 @@ def judge_private(seen: PrivateOutcome, db: MessagesPolicies | None, db_note: st
             "They most likely match your application's own topics; to let this check pass add the policy "
             "in the remedy for its topic (or judge your topics with the same USING expression).",
             denied)
+    if db is not None and db.exists and not db.role_bypasses_rls:
+        # Admitted: a real Realtime ran the role's SELECT policies, so they must allow it.
+        if not db.rls_enabled:
+            return PrivateVerdict(
+                Status.WARN,
+                f"{role} joined private channel {topic!r}, but RLS is off on realtime.messages: every role may "
+                "read and write every private topic.",
+                known, CAUSES["messages_rls_off"])
+        if not reads:
+            return PrivateVerdict(
+                Status.WARN,
+                f"{role} joined private channel {topic!r} although no SELECT policy on realtime.messages lets it "
+                "read: the server does not enforce private channels.",
+                f"{known} Policies: {_listing(list(db.policies)) or 'none'}.",
+                CAUSES["private_not_enforced"].fill(role=role, topic=topic))
     if seen.ack == "ok":
         if not seen.echoed:
             return PrivateVerdict(

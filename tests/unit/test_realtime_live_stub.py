@@ -297,9 +297,20 @@ def test_judge_private_explains_with_the_policies() -> None:
     assert not MessagesPolicy("r", "SELECT", ("authenticated",), False, None, None).applies(
         "authenticated", ("SELECT",))
     dropped = PrivateOutcome("authenticated", "t", ack="none", waited_s=2)
-    writes = judge_private(dropped, MessagesPolicies(True, True, (_policy("w", "INSERT", ("authenticated",), None,
-                                                                          "realtime.topic() = 'x'"),)))
+    writes = judge_private(dropped, MessagesPolicies(True, True, (
+        _policy("r", "SELECT", ("authenticated",), "true"),
+        _policy("w", "INSERT", ("authenticated",), None, "realtime.topic() = 'x'"))))
     assert writes.status is Status.WARN and "none allowed topic 't'" in writes.detail
+    # Admitted, acknowledged: a real Realtime only admits what a SELECT policy allows, so the policies must agree.
+    fine = PrivateOutcome("authenticated", "t", ack="ok", echoed=True)
+    assert judge_private(fine, None).status is Status.PASS
+    reader = MessagesPolicies(True, True, (_policy("auth_read", "SELECT", ("authenticated",)),))
+    assert judge_private(fine, reader).status is Status.PASS
+    rls_off = judge_private(fine, MessagesPolicies(True, False))
+    assert (rls_off.status, rls_off.cause and rls_off.cause.id) == (Status.WARN, "messages_rls_off")
+    unenforced = judge_private(fine, MessagesPolicies(True, True, (_policy("anon_read", "SELECT", ("anon",)),)))
+    assert (unenforced.status, unenforced.cause and unenforced.cause.id) == (Status.WARN, "private_not_enforced")
+    assert judge_private(fine, MessagesPolicies(True, True, (), role_bypasses_rls=True)).status is Status.PASS
     other = judge_private(PrivateOutcome("anon", "t", "JwtSignatureError: Failed to validate JWT signature"), None)
     assert (other.status, other.cause and other.cause.id) == (Status.FAIL, "jwt_signature")
 
