@@ -164,7 +164,7 @@ def reload_tenant(lab: Lab) -> None:
 def test_health_fails_when_realtime_cannot_reach_the_tenant_db(lab: Lab) -> None:
     with lab.cluster.connect() as conn:
         (old,) = conn.execute("select settings->'db_port' from _realtime.extensions").fetchone()
-        conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', to_jsonb(%s))",
+        conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', to_jsonb(%s::text))",
                      (encrypt(str(closed_port()), "supabaserealtime"),))
     reload_tenant(lab)
     try:
@@ -178,7 +178,7 @@ def test_health_fails_when_realtime_cannot_reach_the_tenant_db(lab: Lab) -> None
         assert_no_canary(report, lab.canaries)
     finally:
         with lab.cluster.connect() as conn:
-            conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', %s)",
+            conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', %s::jsonb)",
                          (json.dumps(old),))
         reload_tenant(lab)
 
