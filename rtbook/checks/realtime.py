@@ -1,4 +1,5 @@
-"""Subscription tests (``realtime.*``): join, broadcast, presence, postgres_changes, RLS, bad tokens.
+"""Subscription tests (``realtime.*``): health, join, broadcast, presence, private channels, postgres_changes,
+RLS, bad tokens.
 
 Each test opens real Phoenix sockets to the target (through the gateway when ``api_url`` is set,
 else directly with the tenant's Host header), does what an application does, and measures it.
@@ -7,7 +8,10 @@ IDENTITY FULL, in the ``supabase_realtime`` publication) and drop it in a ``fina
 user names in ``target.tables`` are only subscribed to and read, never written.
 
 A failure is passed to :func:`rtbook.remedies.diagnose`, so every result names its cause, the
-remedy, and the static checks that would have caught it.
+remedy, and the static checks that would have caught it. Realtime holds its refusals before
+answering (2 s at the handshake since v2.81.0, 5 s at a join since v2.83.0), so every socket waits
+``--timeout`` plus that hold (:func:`rtbook.checks._live.refusal_waits`) and failures say so. A
+tenant that allows only private channels makes the public-channel checks skip with that reason.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ from rtbook.secrets import Secret
 from rtbook.target import Target
 from rtbook.tokens import mint_jwt, verify_jwt
 
-__all__ = ['ScratchTable', 'channel_config', 'scratch_table']
+__all__ = ['Health', 'HealthProbe', 'MessagesPolicies', 'MessagesPolicy', 'PrivateOutcome', 'ScratchTable',
+           'channel_config', 'judge_health', 'judge_private', 'read_messages_policies', 'scratch_table']
 
 
 
