@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rtbook.clients.db import realtime_value
 from rtbook.clients.http import HttpAnswer
 from rtbook.clients.phoenix import VSN1, ConnectFailed, HandshakeRefused, PhoenixClient, PhoenixError
 from rtbook.remedies import CAUSES, Cause, diagnose
@@ -13,7 +15,8 @@ from rtbook.results import CheckResult, Status
 from rtbook.secrets import Secret
 from rtbook.target import Target
 
-__all__ = ['SocketEndpoint', 'failure', 'open_socket', 'socket_endpoint']
+__all__ = ['RefusalWaits', 'SocketEndpoint', 'failure', 'open_socket', 'realtime_version', 'refusal_waits',
+           'socket_endpoint']
 
 
 
@@ -25,6 +28,97 @@ def jwt_secret(target: Target) -> Secret | None:
 def admin_secret(target: Target) -> Secret | None:
     """The secret of Realtime's admin API (``API_JWT_SECRET``, else ``JWT_SECRET``)."""
     return target.secret("API_JWT_SECRET") or target.secret("JWT_SECRET")
+
+
+# ------------------------------------------------------------------ refusal delays
+
+# Realtime holds its refusals before answering (research notes §2, §3): every failed handshake
+# sleeps CONNECT_ERROR_BACKOFF_MS (default 2 s, since v2.81.0, commit 83da1ae9) and every refused
+# join CHANNEL_ERROR_BACKOFF_MS (default 5 s, since v2.83.0, commit d8e0d6fc); older images answer
+# at once. A wait of only --timeout would report a clear refusal as a timeout.
+CONNECT_BACKOFF_SINCE = (2, 81, 0)
+CHANNEL_BACKOFF_SINCE = (2, 83, 0)
+CONNECT_BACKOFF_DEFAULT_S = 2.0
+CHANNEL_BACKOFF_DEFAULT_S = 5.0
+# An environment value is honoured up to this many seconds, so every wait stays bounded.
+BACKOFF_CAP_S = 30.0
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
+
+def realtime_version(target: Target) -> tuple[tuple[int, int, int] | None, str]:
+    """The Realtime image's version from the stack (``supabase/realtime:v2.134.10``), and the image."""
+    if target.stack is None:
+        return None, ""
+    service = target.stack.realtime_service()
+    if service is None or not service.image:
+        return None, ""
+    image = service.image.split("@", 1)[0]
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    m = _VERSION.match(tag)
+    if m is None:
+        return None, image
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))), image
+
+
+@dataclass(frozen=True)
+class RefusalWaits:
+    """How long a check waits for a handshake answer and a join reply: the timeout plus Realtime's hold."""
+
+    timeout: float
+    connect_backoff: float
+    join_backoff: float
+    basis: str
+
+    @property
+    def connect(self) -> float:
+        """Seconds to wait for the answer to the WebSocket upgrade."""
+        return self.timeout + self.connect_backoff
+
+    @property
+    def join(self) -> float:
+        """Seconds to wait for a ``phx_join`` reply."""
+        return self.timeout + self.join_backoff
+
+    def describe(self) -> str:
+        """One sentence for a result's detail."""
+        return (f"Waits: up to {self.connect:g} s for the handshake answer (timeout {self.timeout:g} s + "
+                f"{self.connect_backoff:g} s CONNECT_ERROR_BACKOFF) and up to {self.join:g} s for a join reply "
+                f"(timeout {self.timeout:g} s + {self.join_backoff:g} s CHANNEL_ERROR_BACKOFF), because Realtime "
+                f"holds each refusal that long before it answers; {self.basis}.")
+
+    def evidence(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return {"timeout_s": self.timeout, "connect_backoff_s": self.connect_backoff,
+                "join_backoff_s": self.join_backoff, "basis": self.basis}
+
+
+def _backoff_s(target: Target, name: str, version: tuple[int, int, int] | None, since: tuple[int, int, int],
+               default_s: float) -> tuple[float, str]:
+    raw, where = realtime_value(target, name)
+    if raw is not None:
+        try:
+            ms = int(raw.strip())
+        except ValueError:
+            ms = -1
+        if ms >= 0:
+            return min(ms / 1000, BACKOFF_CAP_S), f"{name}={ms} from {where}"
+    if version is None:
+        return default_s, f"{name} default {default_s:g} s (image version unknown, so the newest behaviour)"
+    if version >= since:
+        return default_s, f"{name} default {default_s:g} s (v{'.'.join(map(str, since))}+)"
+    return 0.0, f"no {name} before v{'.'.join(map(str, since))}"
+
+
+def refusal_waits(target: Target) -> RefusalWaits:
+    """The waits for the target's Realtime: its version (from the stack's image) and any backoff env values."""
+    version, image = realtime_version(target)
+    connect, why_connect = _backoff_s(target, "CONNECT_ERROR_BACKOFF_MS", version, CONNECT_BACKOFF_SINCE,
+                                      CONNECT_BACKOFF_DEFAULT_S)
+    join, why_join = _backoff_s(target, "CHANNEL_ERROR_BACKOFF_MS", version, CHANNEL_BACKOFF_SINCE,
+                                CHANNEL_BACKOFF_DEFAULT_S)
+    basis = (f"image {image}" if image else "no stack image") + f": {why_connect}; {why_join}"
+    return RefusalWaits(target.timeout, connect, join, basis)
 
 
 # ------------------------------------------------------------------ sockets
@@ -66,10 +160,16 @@ def open_socket(
     vsn: str = VSN1,
     endpoint: SocketEndpoint | None = None,
 ) -> PhoenixClient:
-    """Connect a Phoenix socket to the target (raises :class:`~rtbook.clients.phoenix.ConnectFailed`)."""
+    """Connect a Phoenix socket to the target (raises :class:`~rtbook.clients.phoenix.ConnectFailed`).
+
+    The upgrade is awaited :attr:`RefusalWaits.connect` seconds and every join of the client
+    :attr:`RefusalWaits.join` (see :func:`refusal_waits`).
+    """
     ep = endpoint or socket_endpoint(target)
+    waits = refusal_waits(target)
     return PhoenixClient.connect(
-        ep.base, apikey, vsn=vsn, host_header=ep.host_header, timeout=target.timeout, redactor=target.redactor
+        ep.base, apikey, vsn=vsn, host_header=ep.host_header, timeout=waits.connect, redactor=target.redactor,
+        join_grace=waits.join_backoff,
     )
 
 
@@ -150,14 +250,18 @@ def _no_key(cid: str, name: str) -> CheckResult:
 
 
 def socket_failure(cid: str, exc: PhoenixError, what: str, ep: SocketEndpoint,
-                   evidence: Mapping[str, Any] | None = None) -> CheckResult:
-    """A failed result for an exception from the Phoenix client."""
+                   evidence: Mapping[str, Any] | None = None, waits: RefusalWaits | None = None,
+                   apikey_sent: bool | None = None) -> CheckResult:
+    """A failed result for an exception from the Phoenix client (``waits``: what the check allowed)."""
     ev: dict[str, Any] = dict(evidence or {})
     transcript = getattr(exc, "transcript", None)
     if transcript is not None:
         ev["transcript"] = transcript.to_list()
+    waited = f" {waits.describe()}" if waits is not None else ""
+    if waits is not None:
+        ev["waits"] = waits.evidence()
     if isinstance(exc, HandshakeRefused):
-        found = diagnose(status=exc.status, body=exc.body)
+        found = diagnose(status=exc.status, body=exc.body, apikey_sent=apikey_sent)
         note = ""
         if exc.status == 401 and exc.headers.get("www-authenticate", "").lower().startswith("basic"):
             # Kong's basic-auth (the dashboard's catch-all route) answered: no Realtime route matched.
@@ -171,7 +275,8 @@ def socket_failure(cid: str, exc: PhoenixError, what: str, ep: SocketEndpoint,
             f"{what}: the WebSocket upgrade was refused with HTTP {exc.status} {exc.error_text[:100]}.",
             cause=found,
             detail=f"Connecting to {ep.label} answered HTTP {exc.status} with body "
-            f"{exc.body.strip()[:300] or '(empty)'} instead of 101 Switching Protocols.{note}",
+            f"{exc.body.strip()[:300] or '(empty)'} after {exc.elapsed_ms / 1000:.1f} s instead of 101 Switching "
+            f"Protocols.{note}{waited}",
             evidence=ev,
             metrics={"connect_ms": exc.elapsed_ms},
         )
@@ -180,8 +285,8 @@ def socket_failure(cid: str, exc: PhoenixError, what: str, ep: SocketEndpoint,
             cid,
             f"{what}: cannot open a WebSocket to {ep.base} ({exc.kind}).",
             cause=transport_cause(exc.kind),
-            detail=str(exc),
+            detail=str(exc) + waited,
             evidence=ev,
             metrics={"connect_ms": exc.elapsed_ms},
         )
-    return failure(cid, f"{what}: {exc}", cause=CAUSES["timeout"], detail=str(exc), evidence=ev)
+    return failure(cid, f"{what}: {exc}", cause=CAUSES["timeout"], detail=str(exc) + waited, evidence=ev)

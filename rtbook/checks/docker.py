@@ -39,18 +39,22 @@ from rtbook.clients.docker import (
 from rtbook.config.gateway import realtime_upstream
 from rtbook.config.images import image_tag
 from rtbook.registry import register
+from rtbook.remedies import diagnose
 from rtbook.results import CheckResult, Status
 from rtbook.secrets import REDACTED, is_secret_name
 from rtbook.target import DEFAULT_TENANT, Target
 from rtbook.tokens import verify_jwt
 
 __all__ = [
+    "HIDDEN_BY_DEFAULT",
     "LOG_SIGNATURES",
     "LogFinding",
+    "LogLine",
     "LogSignature",
     "Upstream",
     "gateway_upstream",
     "override_yaml",
+    "parse_log_line",
     "parse_resolver_output",
     "probe_http_status",
     "scan_logs",
@@ -1037,8 +1041,43 @@ def check_gateway_resolves(target: Target, cid: str, got: _Live) -> CheckResult:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One console line of Realtime, split the way its formatter writes it.
+
+    Realtime's ``config/config.exs`` formatter is ``$time $metadata[$level] $message``: the
+    metadata (``project= external_id= error_code= ...``) comes **before** the level (research
+    notes §6). Lines of other shapes (crash reports, older formats) keep their text as the message.
+    """
+
+    time: str
+    metadata: dict[str, str]
+    level: str
+    message: str
+
+
+_LOG_LINE = re.compile(
+    r"^(?P<time>\d{2}:\d{2}:\d{2}\.\d{3})\s+(?P<meta>(?:[a-z_]+=\S*\s+)*)"
+    r"\[(?P<level>debug|info|notice|warning|warn|error|critical|alert|emergency)\]\s?(?P<message>.*)$"
+)
+_META_PAIR = re.compile(r"([a-z_]+)=(\S*)")
+
+
+def parse_log_line(line: str) -> LogLine:
+    """Split ``line`` into time, metadata, level and message (empty fields when it has another shape)."""
+    m = _LOG_LINE.match(line.strip())
+    if m is None:
+        return LogLine("", dict(_META_PAIR.findall(line)) if "error_code=" in line else {}, "", line.strip())
+    return LogLine(m.group("time"), dict(_META_PAIR.findall(m.group("meta"))), m.group("level"), m.group("message"))
+
+
+@dataclass(frozen=True)
 class LogSignature:
-    """A known log line and what it means."""
+    """A known log line and what it means.
+
+    ``level`` is the level Realtime writes it at (``warning`` lines need the client's
+    ``log_level=warning|info`` to be written at all); ``codes`` are the ``error_code`` metadata
+    values that identify it even when the message text differs.
+    """
 
     code: str
     pattern: re.Pattern[str]
@@ -1047,6 +1086,8 @@ class LogSignature:
     severity: Status = Status.FAIL
     see_also: tuple[str, ...] = ()
     cause_id: str = ""  # the matching cause in rtbook.remedies, when there is one
+    level: str = "error"
+    codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1058,6 +1099,9 @@ class LogFinding:
     first: str
     last: str
     captured: tuple[str, ...] = ()
+    levels: tuple[tuple[str, int], ...] = ()
+    tenants: tuple[str, ...] = ()
+    cause_id: str = ""  # refined from the lines themselves (e.g. the Postgrex error inside)
 
 
 _SIGNATURE_CAUSES = {
@@ -1067,16 +1111,89 @@ _SIGNATURE_CAUSES = {
     "MigrationsFailed": "realtime_schema_permission",
     "JwtError": "jwt_signature",
     "TokenExpired": "token_expired",
+    "PoolingReplicationPreparationError": "no_events",
+    "ReplicationPollerMaxRetriesReached": "no_events",
+    "ReplicationPollerConnectionFailed": "no_events",
+    "StartReplicationFailed": "replication_capacity",
+    "UnableToConnectToProject": "tenant_db_unreachable",
+    "JoinsRateLimitReached": "too_many_joins_at_connect",
+    "ClientJoinRateLimitReached": "too_many_joins",
+    "MissingApiKey": "missing_api_key",
+    "MalformedJWT": "malformed_jwt",
 }
 
 
 def _sig(code: str, pattern: str, cause: str, remedy: str, severity: Status = Status.FAIL,
-         see_also: tuple[str, ...] = ()) -> LogSignature:
+         see_also: tuple[str, ...] = (), *, level: str = "error", codes: tuple[str, ...] = ()) -> LogSignature:
     return LogSignature(code, re.compile(pattern, re.I), cause, remedy, severity, see_also,
-                        _SIGNATURE_CAUSES.get(code, ""))
+                        _SIGNATURE_CAUSES.get(code, ""), level, codes)
 
 
+# First match per line wins: Realtime's own error codes first, generic wordings (connection
+# refused...) last, so that e.g. a PoolingReplicationPreparationError carrying a refused connection
+# is reported as what it is.
 LOG_SIGNATURES: tuple[LogSignature, ...] = (
+    _sig("PoolingReplicationPreparationError", r"PoolingReplicationPreparationError",
+         "Realtime's postgres_changes poller could not prepare its replication: creating the wal2json slot (or, "
+         "in newer images, reading the publication) failed; the inspected Postgrex error on the line names why. "
+         "Until it succeeds no postgres_changes event is delivered (research notes §4.1).",
+         "Read the Postgrex message in the line: wal_level must be logical, wal2json installed, and a "
+         "replication slot and WAL sender free (max_replication_slots, max_wal_senders); see db.wal_level, "
+         "db.wal2json, db.replication_capacity.",
+         see_also=("db.wal_level", "db.wal2json", "db.replication_capacity"),
+         codes=("PoolingReplicationPreparationError",)),
+    _sig("ReplicationPollerMaxRetriesReached", r"ReplicationPollerMaxRetriesReached",
+         "Realtime (v2.102.2+) gave up on the tenant's postgres_changes after 6 failed polls and stopped its CDC "
+         "processes. Channels already joined are not told: they stay 'subscribed' and receive nothing until a "
+         "new join restarts CDC.",
+         "Fix the reason on the line (often the replication slot or the database connection), then make clients "
+         "rejoin (or restart realtime).",
+         see_also=("db.realtime_slots", "db.replication_capacity"),
+         codes=("ReplicationPollerMaxRetriesReached",)),
+    _sig("ReplicationPollerConnectionFailed", r"ReplicationPollerConnectionFailed",
+         "The postgres_changes poller could not open its database connection and stopped.",
+         "Check the tenant's database settings (db_host/db_port/db_user/db_password of the extension row) and "
+         "that the database accepts connections; see tenant.db_settings.",
+         see_also=("tenant.db_settings",), codes=("ReplicationPollerConnectionFailed",)),
+    _sig("StartReplicationFailed",
+         r"StartReplicationFailed|ReplicationMaxWalSendersReached|ReplicationConnectionTimeout",
+         "Realtime could not start the tenant's broadcast-from-database replication connection (the one behind "
+         "realtime.send()/realtime.broadcast_changes()); ReplicationMaxWalSendersReached means max_wal_senders "
+         "is used up.",
+         "Raise max_wal_senders and max_replication_slots (restart PostgreSQL) or drop unused slots; for a "
+         "timeout check the database's load; see db.replication_capacity.",
+         see_also=("db.replication_capacity",),
+         codes=("StartReplicationFailed", "ReplicationMaxWalSendersReached", "ReplicationConnectionTimeout")),
+    _sig("UnableToConnectToProject", r"UnableToConnectToProject|UnableToConnectToTenantDatabase",
+         "Realtime cannot connect to the tenant's database (UnableToConnectToTenantDatabase names the error, "
+         "UnableToConnectToProject is what the joins were told): every channel join fails, broadcast-only ones "
+         "too.",
+         "Make the database reachable from realtime at the extension row's db_host/db_port (seeded from DB_HOST/"
+         "DB_PORT); see tenant.db_settings and db.connect.",
+         see_also=("tenant.db_settings", "db.connect"),
+         codes=("UnableToConnectToProject", "UnableToConnectToTenantDatabase")),
+    _sig("JoinsRateLimitReached", r"JoinsRateLimitReached",
+         "The handshake refused sockets because the tenant's joins per second were over max_joins_per_second "
+         "(429 'Too many joins per second'): usually clients reconnecting in a loop.",
+         "Raise max_joins_per_second on the tenant row if the load is real; otherwise find the client that "
+         "reconnects without backoff.",
+         Status.WARN, codes=("JoinsRateLimitReached",)),
+    _sig("ClientJoinRateLimitReached", r"ClientJoinRateLimitReached",
+         "A channel join tripped the tenant's joins-per-second counter (logged at critical, once per trip, not "
+         "per refused join); the refused clients were disconnected.",
+         "Raise max_joins_per_second on the tenant row if the load is real, or make clients rejoin with backoff.",
+         Status.WARN, level="critical"),
+    _sig("MissingApiKey", r"MissingAPIKey|API key is missing",
+         "Sockets arrived without an apikey (no x-api-key header, no apikey parameter): a gateway stripping "
+         "credentials (key-auth hide_credentials: true) or a client sending none.",
+         "Keep hide_credentials: false on the key-auth plugin of kong.yml's realtime-v1-ws service and send "
+         "apikey=<ANON_KEY> from clients; see kong.realtime_auth.",
+         see_also=("kong.realtime_auth",), codes=("MissingAPIKey",)),
+    _sig("MalformedJWT", r"MalformedJWT|not a valid JWT",
+         "A token that is not a JWT reached Realtime (truncated, quoted, or an opaque sb_ key not translated by "
+         "the gateway).",
+         "Send the full ANON_KEY JWT (three dot-separated parts); see env.api_keys.",
+         see_also=("env.api_keys",), codes=("MalformedJWT",)),
     _sig("TenantNotFound",
          r"TenantNotFound: Tenant not found:?\s*(\S*)|Auth error: tenant `?([^`\s]+)`? not found|Tenant not found",
          "A request reached Realtime with a Host header whose first label is not an existing tenant "
@@ -1085,7 +1202,7 @@ LOG_SIGNATURES: tuple[LogSignature, ...] = (
          "Keep the Host's first label equal to the tenant id (the upstream host realtime-dev.supabase-realtime "
          "gives realtime-dev), or set SELF_HOST_TENANT_NAME to the label the Host carries; see "
          "docker.realtime.tenant_host.",
-         see_also=("docker.realtime.tenant_host",)),
+         see_also=("docker.realtime.tenant_host",), codes=("TenantNotFound",)),
     _sig("TenantsRelationMissing", r"relation \"(?:_realtime\.)?tenants\" does not exist",
          "Realtime's metadata schema _realtime is missing or not on the search_path: the migrations did not run "
          "(realtime-facts 10.6).",
@@ -1100,7 +1217,8 @@ LOG_SIGNATURES: tuple[LogSignature, ...] = (
          "Another connection holds Realtime's replication slot: a second Realtime on the same database or a "
          "stale backend (realtime-facts 10.9).",
          "Stop the other Realtime; or terminate the holder: SELECT pg_terminate_backend(active_pid) FROM "
-         "pg_replication_slots WHERE slot_name LIKE 'supabase_realtime%' AND active;"),
+         "pg_replication_slots WHERE slot_name LIKE 'supabase_realtime%' AND active;",
+         codes=("ReplicationSlotBeingUsed",)),
     _sig("DbHostUnresolvable", r"Failed to detect IP version for DB_HOST",
          "DB_HOST does not resolve inside the Realtime container, so Realtime crashes at boot (realtime-facts 7.3).",
          "Set DB_HOST to the database service name (POSTGRES_HOST=db in .env) and put Realtime on the database's "
@@ -1117,15 +1235,21 @@ LOG_SIGNATURES: tuple[LogSignature, ...] = (
          "ALTER ROLE), then docker compose up -d --force-recreate realtime."),
     _sig("JwtError",
          r"JwtSignatureError|JWSInvalidSignature|signature_error|Failed to validate JWT signature|"
-         r"InvalidJWTToken|error_generating_signer|JwtClaimValidatorsError",
+         r"InvalidJWTToken: Token expiration time is invalid|error_generating_signer|JwtSignerError|"
+         r"JwtClaimValidatorsError",
          "A token was refused: the client's JWT is not signed with Realtime's API_JWT_SECRET (or the tenant's "
-         "jwt_secret), or JWT_CLAIM_VALIDATORS is malformed (realtime-facts 6, 10.10).",
+         "jwt_secret), or JWT_CLAIM_VALIDATORS is malformed (realtime-facts 6, 10.10). A bad signature at the "
+         "handshake is logged as 'ErrorConnectingToWebsocket: {:error, :signature_error}'.",
          "Make ANON_KEY/SERVICE_ROLE_KEY signed by JWT_SECRET and API_JWT_SECRET: ${JWT_SECRET}; if the tenant "
          "row keeps an old secret, re-seed it (see the tenant.* checks).",
          see_also=("docker.realtime.env",)),
-    _sig("TokenExpired", r"Token has expired|expired_token|ExpiredToken",
-         "Clients connect with expired JWTs.", "Refresh the access token on the client (access_token event).",
-         Status.WARN),
+    _sig("TokenExpired", r"Token has expired|expired_token|ExpiredToken|Fields `role` and `exp` are required",
+         "Clients connect or join with expired tokens or tokens without role/exp. Realtime logs these only at "
+         "warning level and only for clients that connected with log_level=warning or info, so what is here "
+         "is a sample at best.",
+         "Refresh the access token on the client (supabase.realtime.setAuth / the access_token event) and mint "
+         "keys with role and exp.",
+         Status.WARN, level="warning"),
     _sig("SecretKeyBaseMissing", r"SECRET_KEY_BASE.*(?:missing|not set|is required)",
          "SECRET_KEY_BASE is not set; Realtime refuses to boot (realtime-facts 7.3).",
          "Set SECRET_KEY_BASE (64 characters) in .env and pass it as SECRET_KEY_BASE: ${SECRET_KEY_BASE}."),
@@ -1138,7 +1262,7 @@ LOG_SIGNATURES: tuple[LogSignature, ...] = (
          "Raise RLIMIT_NOFILE and the container's nofile ulimit; see docker.realtime.limits.",
          see_also=("docker.realtime.limits",)),
     _sig("RateLimited",
-         r"ConnectionRateLimitReached|ClientJoinRateLimitReached|MessagePerSecondRateLimitReached|"
+         r"ConnectionRateLimitReached|MessagePerSecondRateLimitReached|"
          r"ChannelRateLimitReached|PresenceRateLimitReached|Too many connected users",
          "A tenant limit was reached (realtime-facts 9).",
          "Raise the tenant's limit (PATCH /api/tenants/<id> or the TENANT_MAX_* env defaults) if the load is "
@@ -1146,33 +1270,78 @@ LOG_SIGNATURES: tuple[LogSignature, ...] = (
          Status.WARN),
 )
 
+# What Realtime does not write at its default levels, so an absent line proves nothing (notes §2, §3, §6).
+HIDDEN_BY_DEFAULT = (
+    "Expired tokens ('InvalidJWTToken: Token has expired N seconds ago') and tokens without role/exp are "
+    "logged only at warning level and only for clients that connected with log_level=warning or info; with "
+    "the default (error) Realtime writes nothing for them, so this log cannot show them. Test tokens with "
+    "realtime.bad_token or the client's own error (CHANNEL_ERROR / the join reply) instead."
+)
+_TOKEN_CODES = frozenset({"JwtError", "TokenExpired", "MalformedJWT", "MissingApiKey"})
+
+
+def _line_matches(sig: LogSignature, line: str, parsed: LogLine) -> re.Match[str] | bool:
+    m = sig.pattern.search(line)
+    if m is not None:
+        return m
+    return bool(sig.codes) and parsed.metadata.get("error_code") in sig.codes
+
 
 def scan_logs(text: str, signatures: Sequence[LogSignature] = LOG_SIGNATURES) -> list[LogFinding]:
-    """Find every known signature in ``text`` (one finding per signature, with counts and examples)."""
+    """Find every known signature in ``text`` (one finding per signature, with counts, levels and examples)."""
     hits: dict[str, list[str]] = {}
     captured: dict[str, list[str]] = {}
+    levels: dict[str, dict[str, int]] = {}
+    tenants: dict[str, list[str]] = {}
     for line in text.splitlines():
+        parsed = parse_log_line(line)
         for sig in signatures:
-            m = sig.pattern.search(line)
-            if m:
-                hits.setdefault(sig.code, []).append(line.strip())
+            m = _line_matches(sig, line, parsed)
+            if not m:
+                continue
+            hits.setdefault(sig.code, []).append(line.strip())
+            if isinstance(m, re.Match):
                 groups = [g for g in m.groups() if g]
-                if groups:
-                    captured.setdefault(sig.code, []).extend(groups)
-                break
+                captured.setdefault(sig.code, []).extend(groups)
+            if parsed.level:
+                counts = levels.setdefault(sig.code, {})
+                counts[parsed.level] = counts.get(parsed.level, 0) + 1
+            ext = parsed.metadata.get("external_id")
+            if ext:
+                tenants.setdefault(sig.code, []).append(ext)
+            break
     out = []
     for sig in signatures:
         lines = hits.get(sig.code)
         if lines:
             caps = tuple(dict.fromkeys(captured.get(sig.code, [])))[:10]
-            out.append(LogFinding(sig, len(lines), lines[0][:400], lines[-1][:400], caps))
+            out.append(LogFinding(sig, len(lines), lines[0][:400], lines[-1][:400], caps,
+                                  tuple(sorted(levels.get(sig.code, {}).items())),
+                                  tuple(dict.fromkeys(tenants.get(sig.code, [])))[:10],
+                                  _refine_cause(sig, lines)))
     return out
+
+
+def _refine_cause(sig: LogSignature, lines: list[str]) -> str:
+    """The cause the lines themselves name (the Postgrex error inside a replication failure), else the signature's."""
+    if sig.code in ("PoolingReplicationPreparationError", "ReplicationPollerMaxRetriesReached",
+                    "StartReplicationFailed"):
+        for line in reversed(lines):
+            found = diagnose(message=line)
+            if found is not None and found.id in ("wal_level", "wal2json_missing", "replication_capacity",
+                                                  "replication_slot_in_use"):
+                return found.id
+    return sig.cause_id
 
 
 @register("docker.realtime.logs", "Realtime logs free of known failure signatures", needs=("docker",),
           using=_need_realtime)
 def check_logs(target: Target, cid: str, got: _Live) -> CheckResult:
-    """Recent logs scanned for known signatures, each mapped to its cause and remedy (secrets redacted)."""
+    """Recent logs scanned for known signatures, each mapped to its cause and remedy (secrets redacted).
+
+    What the default log level hides is said in the detail, so a clean log is not read as "no
+    token problem".
+    """
     container, info = got.container, got.info
     try:
         raw = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES, timestamps=False)
@@ -1191,30 +1360,45 @@ def check_logs(target: Target, cid: str, got: _Live) -> CheckResult:
         "lines_scanned": nlines,
         "findings": [
             {"code": f.signature.code, "count": f.count, "first": f.first, "last": f.last,
-             "captured": list(f.captured), "severity": f.signature.severity.value}
+             "captured": list(f.captured), "severity": f.signature.severity.value,
+             "logged_at": f.signature.level, "levels_seen": dict(f.levels), "tenants": list(f.tenants),
+             "cause": f.cause_id}
             for f in findings
         ],
+        "not_logged_by_default": ["InvalidJWTToken: Token has expired ...",
+                                  "InvalidJWTToken: Fields `role` and `exp` are required in JWT",
+                                  "ChannelShutdown", "ReconnectSubscribeToPostgres"],
     }
     if not findings:
         return CheckResult(
             cid, Status.PASS,
             summary=f"No known failure signature in the last {nlines} log lines of {info.name}.",
+            detail=HIDDEN_BY_DEFAULT,
             evidence=evidence,
         )
     status = Status.FAIL if any(f.signature.severity is Status.FAIL for f in findings) else Status.WARN
     detail = []
     remedy = []
+    tenant = _tenant(info, target)[0]
     for f in findings:
         extra = f" (values: {', '.join(f.captured)})" if f.captured else ""
-        detail.append(f"{f.signature.code} x{f.count}{extra}: {f.signature.cause} Last line: {f.last}")
+        seen = f" [{', '.join(f'{lvl} x{n}' for lvl, n in f.levels)}]" if f.levels else ""
+        detail.append(f"{f.signature.code} x{f.count}{extra}{seen}: {f.signature.cause} Last line: {f.last}")
+        if f.signature.code == "TenantNotFound" and tenant in f.captured:
+            detail.append(
+                f"TenantNotFound names {tenant!r}, the tenant this stack seeds. If that row exists, on Realtime "
+                "v2.78 images this is how a socket WITHOUT an apikey is logged (403 without a body at the client); "
+                "newer images log MissingAPIKey instead.")
         remedy.append(f"[{f.signature.code}] {f.signature.remedy}")
+    if any(f.signature.code in _TOKEN_CODES for f in findings):
+        detail.append(HIDDEN_BY_DEFAULT)
     see = tuple(dict.fromkeys(s for f in findings for s in f.signature.see_also))
     return CheckResult(
         cid, status,
         summary=f"{len(findings)} known signature{'s' if len(findings) != 1 else ''} in {info.name}'s logs: "
         + ", ".join(f"{f.signature.code} ({f.count})" for f in findings) + ".",
         detail="\n".join(detail), remedy="\n".join(remedy), evidence=evidence, see_also=see,
-        cause=next((f.signature.cause_id for f in findings if f.signature.cause_id), ""),
+        cause=next((f.cause_id for f in findings if f.cause_id), ""),
     )
 
 

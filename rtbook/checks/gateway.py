@@ -16,6 +16,7 @@ from rtbook.checks._live import (
     _no_key,
     failure,
     open_socket,
+    refusal_waits,
     socket_failure,
 )
 from rtbook.clients.http import http_request
@@ -167,7 +168,8 @@ def check_websocket(target: Target, cid: str) -> CheckResult:
     try:
         client = open_socket(target, anon, endpoint=ep)
     except PhoenixError as exc:
-        return socket_failure(cid, exc, "The WebSocket through the gateway failed", ep)
+        # The upgrade was awaited --timeout plus Realtime's hold on refusals; the result says how long.
+        return socket_failure(cid, exc, "The WebSocket through the gateway failed", ep, waits=refusal_waits(target))
     try:
         try:
             beat = client.heartbeat(timeout=target.timeout)

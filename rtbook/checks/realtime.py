@@ -1,4 +1,5 @@
-"""Subscription tests (``realtime.*``): join, broadcast, presence, postgres_changes, RLS, bad tokens.
+"""Subscription tests (``realtime.*``): health, join, broadcast, presence, private channels, postgres_changes,
+RLS, bad tokens.
 
 Each test opens real Phoenix sockets to the target (through the gateway when ``api_url`` is set,
 else directly with the tenant's Host header), does what an application does, and measures it.
@@ -9,7 +10,10 @@ proven only when the user installed the probe (``rtbook probe install --yes``, s
 own rows, deleted afterwards).
 
 A failure is passed to :func:`rtbook.remedies.diagnose`, so every result names its cause, the
-remedy, and the static checks that would have caught it.
+remedy, and the static checks that would have caught it. Realtime holds its refusals before
+answering (2 s at the handshake since v2.81.0, 5 s at a join since v2.83.0), so every socket waits
+``--timeout`` plus that hold (:func:`rtbook.checks._live.refusal_waits`) and failures say so. A
+tenant that allows only private channels makes the public-channel checks skip with that reason.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rtbook import probe_sql
 from rtbook.checks._live import (
+    RefusalWaits,
     SocketEndpoint,
     _answer_failure,
     _no_key,
@@ -38,6 +43,7 @@ from rtbook.checks._live import (
     jwt_secret,
     open_socket,
     realtime_host,
+    refusal_waits,
     socket_endpoint,
     socket_failure,
 )
@@ -48,6 +54,7 @@ from rtbook.clients.db import (
     connect,
     parse_table,
     publication_tables,
+    realtime_env,
 )
 from rtbook.clients.http import HttpAnswer, http_request
 from rtbook.clients.phoenix import (
@@ -66,9 +73,23 @@ from rtbook.remedies import CAUSES, Cause, diagnose
 from rtbook.results import CheckResult, Status
 from rtbook.secrets import Secret
 from rtbook.target import Target
-from rtbook.tokens import mint_jwt
+from rtbook.tokens import mint_jwt, verify_jwt
 
-__all__ = ['CdcFacts', 'cdc_facts', 'channel_config', 'lifecycle_budget', 'tables_to_watch']
+__all__ = [
+    "CdcFacts",
+    "Health",
+    "HealthProbe",
+    "MessagesPolicies",
+    "MessagesPolicy",
+    "PrivateOutcome",
+    "cdc_facts",
+    "channel_config",
+    "judge_health",
+    "judge_private",
+    "lifecycle_budget",
+    "read_messages_policies",
+    "tables_to_watch",
+]
 
 
 
@@ -77,12 +98,14 @@ __all__ = ['CdcFacts', 'cdc_facts', 'channel_config', 'lifecycle_budget', 'table
 
 @dataclass(frozen=True)
 class Health:
-    """Realtime's tenant health JSON (realtime-facts §7.1)."""
+    """Realtime's tenant health JSON: ``{"data": {"healthy", "db_connected", ...}}`` (notes §1)."""
 
     healthy: bool | None
     db_connected: bool | None
     replication_connected: bool | None
     connected_cluster: int | None
+    region: str | None = None
+    node: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Health | None:
@@ -95,8 +118,154 @@ class Health:
             v = d.get(key)
             return v if isinstance(v, bool) else None
 
+        def s(key: str) -> str | None:
+            v = d.get(key)
+            return v if isinstance(v, str) else None
+
         cc = d.get("connected_cluster")
-        return cls(b("healthy"), b("db_connected"), b("replication_connected"), cc if isinstance(cc, int) else None)
+        return cls(b("healthy"), b("db_connected"), b("replication_connected"),
+                   cc if isinstance(cc, int) and not isinstance(cc, bool) else None, s("region"), s("node"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """For evidence."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """What rtbook's one channel join (made so that Realtime connects to the tenant DB) got.
+
+    Attributes:
+        attempted: False when there was no ANON_KEY to join with.
+        joined: the join was accepted (Realtime had the tenant DB connection at that moment).
+        reason: the join's refusal reason, if refused.
+        private: the join was made on a private channel (the tenant allows only private ones).
+        refused: the handshake's cause when the socket itself was refused.
+        error: any other failure (timeout, connection), as text.
+    """
+
+    attempted: bool = False
+    joined: bool = False
+    reason: str = ""
+    private: bool = False
+    refused: Cause | None = None
+    error: str = ""
+
+    @property
+    def cause(self) -> Cause | None:
+        """The known cause of the refusal, if any."""
+        return diagnose(reason=self.reason) if self.reason else self.refused
+
+    @property
+    def reached_db(self) -> bool:
+        """The join got far enough that Realtime talked to the tenant DB.
+
+        A private join refused as Unauthorized ran its policy query on the tenant DB, which needs
+        the connection (the join checks the connection before the policies).
+        """
+        found = self.cause
+        return self.joined or (found is not None and found.id == "private_channel_denied")
+
+
+# Refusals that say Realtime cannot use the tenant database (join reasons, notes §3).
+DB_CAUSES = frozenset({"tenant_db_unreachable", "tenant_db_full", "tenant_db_connect_rate", "tenant_db_pool",
+                       "tenant_db_initializing", "authorization_query_failed"})
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """The outcome of :func:`judge_health`."""
+
+    status: Status
+    summary: str
+    detail: str
+    cause: Cause | None = None
+
+
+def _flags(h: Health) -> str:
+    return (f"healthy={str(h.healthy).lower()}, db_connected={str(h.db_connected).lower()}, "
+            f"connected_cluster={h.connected_cluster}")
+
+
+def judge_health(tenant: str, first: Health, after: Health | None, probe: HealthProbe,
+                 db_values: Mapping[str, str] | None = None) -> HealthVerdict:
+    """Decide from ``healthy`` and ``db_connected`` together (research notes §1, Realtime.Tenants.health_check/1).
+
+    ``healthy`` alone is not the database: with no client joined and no connection, Realtime reports
+    the state of the tenant's migrations (v2.78 runs them and says true when they are already done,
+    without touching the database; v2.129 compares the migration count). Only ``db_connected`` says
+    the connection exists; rtbook's probe join makes Realtime open it. ``db_values`` (the stack's
+    ``DB_HOST``/``DB_PORT``) fill in the remedy.
+    """
+    h = after or first
+    joined_note = " after rtbook's join" if probe.joined and not first.db_connected else ""
+    if h.db_connected:
+        if h.healthy is False:
+            return HealthVerdict(
+                Status.WARN,
+                f"Tenant {tenant!r}: the database is connected, but the health answer says healthy=false.",
+                f"Realtime reported {_flags(h)}{joined_note}.",
+                CAUSES["health_inconsistent"].fill(tenant=tenant),
+            )
+        pending = (" Before the join it reported healthy=false: the tenant's migrations were due."
+                   if first.healthy is False and not first.db_connected else "")
+        return HealthVerdict(
+            Status.PASS,
+            f"Tenant {tenant!r} is healthy with its database connected{joined_note}.",
+            f"Realtime reported {_flags(h)}.{pending}",
+        )
+    found = probe.cause
+    told = (f"Realtime first reported {_flags(first)}"
+            + (f", then {_flags(after)} after rtbook's join" if after is not None else "") + ".")
+    if found is not None and found.id in DB_CAUSES:
+        filled = found.fill(db_values or {})
+        return HealthVerdict(
+            Status.FAIL,
+            f"Realtime cannot use tenant {tenant!r}'s database: the probe join was refused with {probe.reason}"
+            + (" (although the health said healthy=true)." if first.healthy else "."),
+            f"{told} healthy=true alone does not prove the database: with no client joined Realtime reports "
+            "its migration state without contacting the database. The join, which needs the connection, "
+            "says Realtime cannot reach it.",
+            filled,
+        )
+    if (first.connected_cluster or 0) > 0:
+        return HealthVerdict(
+            Status.FAIL,
+            f"Tenant {tenant!r} has {first.connected_cluster} joined client(s) but no database connection.",
+            f"{told} Realtime reports this only when the tenant's database connection is gone while clients "
+            "are joined: they stay subscribed and receive nothing from the database.",
+            (found if found is not None and found.id in DB_CAUSES else CAUSES["tenant_db_unreachable"]).fill(
+                db_values or {}),
+        )
+    if probe.joined:
+        return HealthVerdict(
+            Status.FAIL,
+            f"Tenant {tenant!r}: a channel join succeeded, but db_connected stayed false.",
+            f"{told} A join needs the tenant database connection, so Realtime had it at the join; that it is "
+            "not reported means the connection drops right after it is made.",
+            CAUSES["tenant_db_unreachable"].fill(db_values or {}),
+        )
+    migrations = ("" if first.healthy else
+                  " healthy=false with no connection and no client means the tenant's migrations are due "
+                  "(newer Realtime runs them in the background) or failed (v2.78 runs them in the request).")
+    if not probe.attempted:
+        return HealthVerdict(
+            Status.WARN,
+            f"Tenant {tenant!r} reports db_connected=false and rtbook had no ANON_KEY to join with, so the "
+            "database connection is unproven.",
+            f"{told}{migrations} Realtime connects to the tenant database on the first channel join.",
+            None if first.healthy else CAUSES["tenant_migrations_pending"],
+        )
+    why = (f"the join failed with {probe.reason}" if probe.reason else
+           f"the socket was refused ({probe.refused.title})" if probe.refused is not None else
+           f"the join did not complete ({probe.error})")
+    return HealthVerdict(
+        Status.WARN,
+        f"Tenant {tenant!r} reports {_flags(first)} and rtbook's probe join did not get through, so the "
+        "database connection is unproven.",
+        f"{told}{migrations} Realtime connects to the tenant database on the first channel join; {why}.",
+        found if found is not None else (None if first.healthy else CAUSES["tenant_migrations_pending"]),
+    )
 
 
 def _health(target: Target, token: str) -> HttpAnswer:
@@ -110,13 +279,62 @@ def _health(target: Target, token: str) -> HttpAnswer:
     )
 
 
+def _probe_join(target: Target, token: str, evidence: dict[str, Any]) -> tuple[HealthProbe, Health | None]:
+    """Join one channel directly so that Realtime opens the tenant DB connection; read the health again.
+
+    A tenant that allows only private channels refuses the public join before it touches the
+    database, so the join is repeated on a private channel, whose refusal (no policy) still
+    proves the connection.
+    """
+    anon = target.secret("ANON_KEY")
+    if anon is None:
+        return HealthProbe(), None
+    ep = SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
+    probe = HealthProbe(attempted=True)
+    after: Health | None = None
+    try:
+        with open_socket(target, anon, endpoint=ep) as client:
+            reply = client.join(f"realtime:rtbook-health-{uuid.uuid4().hex[:8]}", {"private": False},
+                                timeout=target.timeout)
+            found = diagnose(reason=reply.reason) if not reply.ok else None
+            private = found is not None and found.id == "private_only"
+            if private:
+                evidence["join_public"] = {"status": reply.status, "reason": reply.reason}
+                reply = client.join(f"realtime:rtbook-health-{uuid.uuid4().hex[:8]}", {"private": True},
+                                    timeout=target.timeout)
+            evidence["join"] = {"status": reply.status, "reason": reply.reason, "private": private}
+            probe = HealthProbe(True, reply.ok, "" if reply.ok else reply.reason or reply.status, private)
+            if probe.reached_db:
+                deadline = time.monotonic() + target.timeout
+                while time.monotonic() < deadline:
+                    again = _health(target, token)
+                    evidence["after_join"] = again.evidence()
+                    after = Health.parse(again.json) or after
+                    if after is not None and after.db_connected:
+                        break
+                    time.sleep(0.3)
+    except HandshakeRefused as exc:
+        evidence["join_error"] = str(exc)
+        probe = HealthProbe(True, refused=diagnose(status=exc.status, body=exc.body), error=str(exc))
+    except PhoenixError as exc:
+        evidence["join_error"] = str(exc)
+        probe = HealthProbe(True, error=str(exc))
+    return probe, after
+
+
+def db_values(target: Target) -> dict[str, str]:
+    """The stack's ``DB_HOST``/``DB_PORT`` for the realtime service (what the seed copies into the tenant)."""
+    env = realtime_env(target)
+    return {k: env[k] for k in ("DB_HOST", "DB_PORT") if env.get(k)}
+
+
 @register("realtime.health", "Realtime's tenant health: the tenant database is connected",
           needs=("realtime_direct",))
 def check_health(target: Target, cid: str) -> CheckResult:
-    """``GET {realtime_url}/api/tenants/{tenant}/health`` reads ``db_connected``, not only ``healthy``.
+    """``GET {realtime_url}/api/tenants/{tenant}/health`` judged on ``healthy`` and ``db_connected`` together.
 
-    With no client connected Realtime may report healthy without a DB connection, so when
-    ``db_connected`` is false one channel is joined and the health read again.
+    When ``db_connected`` is false, one channel is joined (Realtime connects to the tenant DB on the
+    first join) and the health read again; the join's refusal names the cause.
     """
     secret = admin_secret(target)
     if secret is None:
@@ -128,14 +346,19 @@ def check_health(target: Target, cid: str) -> CheckResult:
     metrics: dict[str, float] = {"elapsed_ms": ans.elapsed_ms}
     evidence: dict[str, Any] = {"first": ans.evidence()}
     if ans.status is None:
-        return _answer_failure(cid, "Realtime's health endpoint got no answer", ans, "HTTP 200", target)
-    if ans.status == 403:
+        failed = _answer_failure(cid, "Realtime's health endpoint got no answer", ans, "HTTP 200", target)
+        return dataclasses.replace(
+            failed, detail=failed.detail + "\nRealtime may hold the health answer up to 15 s while it opens the "
+            "tenant's database connection (connect_connection_ready_timeout); a longer --timeout tells a slow "
+            "connect from a dead endpoint.")
+    if ans.status == 403 and not ans.body.strip():
         return failure(
             cid,
-            "Realtime refused the health request's token (HTTP 403).",
+            "Realtime refused the health request's token (HTTP 403, empty body).",
             cause=CAUSES["admin_jwt_mismatch"],
             detail="The token was signed with API_JWT_SECRET (or JWT_SECRET) as rtbook sees it; Realtime's "
-            "API_JWT_SECRET must be a different value.",
+            "admin API verifies only against its own API_JWT_SECRET (or API_JWT_SECRET_NEXT) and answers every "
+            "failure with 403 and no body, so its API_JWT_SECRET must be a different value.",
             evidence=evidence,
             metrics=metrics,
         )
@@ -147,78 +370,25 @@ def check_health(target: Target, cid: str) -> CheckResult:
             evidence=evidence,
             metrics=metrics,
         )
-    health = Health.parse(ans.json)
-    if ans.status != 200 or health is None:
+    first = Health.parse(ans.json)
+    if ans.status != 200 or first is None:
         return _answer_failure(cid, "Unexpected health answer", ans, 'HTTP 200 {"data":{...}}', target)
-    joined = False
-    join_cause: Cause | None = None
-    if not health.db_connected:
-        # Realtime connects to the tenant DB on the first join; ask again after one.
-        anon = target.secret("ANON_KEY")
-        if anon is not None:
-            ep = SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
-            try:
-                with open_socket(target, anon, endpoint=ep) as client:
-                    reply = client.join(f"realtime:rtbook-health-{uuid.uuid4().hex[:8]}", {"private": False},
-                                        timeout=target.timeout)
-                    joined = reply.ok
-                    evidence["join"] = {"status": reply.status, "reason": reply.reason}
-                    deadline = time.monotonic() + target.timeout
-                    while time.monotonic() < deadline:
-                        again = _health(target, token)
-                        parsed = Health.parse(again.json)
-                        evidence["after_join"] = again.evidence()
-                        if parsed is not None:
-                            health = parsed
-                        if health.db_connected or not joined:
-                            break
-                        time.sleep(0.3)
-            except PhoenixError as exc:
-                evidence["join_error"] = str(exc)
-                if isinstance(exc, HandshakeRefused):
-                    join_cause = diagnose(status=exc.status, body=exc.body)
-    evidence["health"] = {
-        "healthy": health.healthy,
-        "db_connected": health.db_connected,
-        "replication_connected": health.replication_connected,
-        "connected_cluster": health.connected_cluster,
-    }
-    if health.db_connected:
-        return CheckResult(
-            cid,
-            Status.PASS,
-            summary=f"Tenant {tenant!r} is healthy with its database connected"
-            + (" (after one join)." if joined else "."),
-            evidence=evidence,
-            metrics=metrics,
-        )
-    reason = str(evidence.get("join", {}).get("reason", "")) if isinstance(evidence.get("join"), dict) else ""
-    found = diagnose(reason=reason) if reason else join_cause
-    if not joined and health.healthy:
-        # Nothing proves the DB is down: Realtime connects on the first join, and ours was refused.
-        return failure(
-            cid,
-            f"Tenant {tenant!r} reports healthy=true, db_connected=false, and rtbook's probe join was refused, "
-            "so the database connection is unproven.",
-            cause=found,
-            detail="Realtime connects to the tenant database on the first channel join; "
-            + (f"the join failed with {reason}." if reason else f"the socket was refused: "
-               f"{evidence.get('join_error', 'no ANON_KEY to join with')}."),
-            evidence=evidence,
-            metrics=metrics,
-            status=Status.WARN,
-        )
-    return failure(
-        cid,
-        f"Tenant {tenant!r} reports db_connected=false (healthy={health.healthy}).",
-        cause=found or CAUSES["tenant_db_unreachable"],
-        detail="healthy=true alone does not prove the tenant database is reachable (Realtime reports migration "
-        "status when no client is connected); db_connected stayed false"
-        + (" after a channel join." if joined else "; no join succeeded to make Realtime connect.")
-        + (f" Join reply: {reason}." if reason else ""),
-        evidence=evidence,
-        metrics=metrics,
-    )
+    probe, after = HealthProbe(), None
+    if not first.db_connected:
+        probe, after = _probe_join(target, token, evidence)
+    evidence["health"] = (after or first).as_dict()
+    if after is not None:
+        evidence["health_before_join"] = first.as_dict()
+    verdict = judge_health(tenant, first, after, probe, db_values(target))
+    if probe.attempted:
+        evidence["waits"] = refusal_waits(target).evidence()
+    if verdict.status is Status.PASS:
+        return CheckResult(cid, Status.PASS, summary=verdict.summary, detail=verdict.detail, evidence=evidence,
+                           metrics=metrics)
+    waits = f" {refusal_waits(target).describe()}" if probe.attempted else ""
+    return failure(cid, verdict.summary, cause=verdict.cause, detail=verdict.detail + waits, evidence=evidence,
+                   metrics=metrics, status=verdict.status)
+
 
 log = logging.getLogger("rtbook.checks.realtime")
 
@@ -251,8 +421,9 @@ def channel_config(
     presence_key: str = "",
     presence_enabled: bool = False,
     postgres_changes: list[dict[str, str]] | None = None,
+    private: bool = False,
 ) -> dict[str, Any]:
-    """The ``config`` of a public channel join (realtime-facts §5.4).
+    """The ``config`` of a channel join (realtime-facts §5.4); public unless ``private``.
 
     ``presence_enabled`` is what realtime-js sends when presence callbacks are registered; without
     it Realtime sends presence events only once the channel itself tracks.
@@ -261,7 +432,7 @@ def channel_config(
         "broadcast": {"self": broadcast_self, "ack": ack},
         "presence": {"key": presence_key, "enabled": presence_enabled},
         "postgres_changes": postgres_changes or [],
-        "private": False,
+        "private": private,
     }
 
 
@@ -275,6 +446,7 @@ class _Sockets:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.endpoint: SocketEndpoint = socket_endpoint(target)
+        self.waits: RefusalWaits = refusal_waits(target)
         self.clients: list[PhoenixClient] = []
 
     def open(self, apikey: Secret | str | None) -> PhoenixClient:
@@ -313,13 +485,27 @@ def _anon(target: Target, cid: str) -> Secret | CheckResult:
 
 def _join_failure(cid: str, reply: Reply, what: str, socks: _Sockets, metrics: dict[str, float]) -> CheckResult:
     found = diagnose(reason=reply.reason)
+    evidence = {"transcripts": socks.transcripts(), "waits": socks.waits.evidence()}
+    if found is not None and found.id == "private_only":
+        # Not a fault of the stack: the tenant is set to refuse every public channel (notes §5).
+        return CheckResult(
+            cid,
+            Status.SKIP,
+            summary="Skipped: the tenant allows only private channels (private_only), so this public-channel "
+            f"check cannot run; Realtime answered {reply.reason!r}. realtime.private tests private channels.",
+            detail=f"{found.explanation}\nIf the tenant should accept public channels: {found.remedy}",
+            evidence=evidence,
+            metrics=metrics,
+            cause=found.id,
+            see_also=("realtime.private", *found.static_checks),
+        )
     return failure(
         cid,
         f"{what}: the join was refused: {reply.reason or reply.status}.",
         cause=found,
         detail=f"phx_join through {socks.endpoint.label} answered status {reply.status!r} "
-        f"with {reply.response!r}.",
-        evidence={"transcripts": socks.transcripts()},
+        f"with {reply.response!r} after {reply.latency_ms / 1000:.1f} s. {socks.waits.describe()}",
+        evidence=evidence,
         metrics=metrics,
     )
 
@@ -327,15 +513,17 @@ def _join_failure(cid: str, reply: Reply, what: str, socks: _Sockets, metrics: d
 def _phoenix_failure(cid: str, exc: PhoenixError, what: str, socks: _Sockets,
                      metrics: dict[str, float], cause: Cause | None = None) -> CheckResult:
     if not isinstance(exc, PhoenixTimeout | PhoenixClosed):
-        return socket_failure(cid, exc, what, socks.endpoint, {"transcripts": socks.transcripts()})
+        return socket_failure(cid, exc, what, socks.endpoint, {"transcripts": socks.transcripts()},
+                              waits=socks.waits)
     closed = isinstance(exc, PhoenixClosed)
     return failure(
         cid,
         f"{what}: {exc}.",
         cause=cause or CAUSES["timeout"],
         detail=("The server closed the socket. " if closed else "")
-        + f"Connected through {socks.endpoint.label}; the transcript in the evidence shows every frame.",
-        evidence={"transcripts": socks.transcripts()},
+        + f"Connected through {socks.endpoint.label}; the transcript in the evidence shows every frame. "
+        + socks.waits.describe(),
+        evidence={"transcripts": socks.transcripts(), "waits": socks.waits.evidence()},
         metrics=metrics,
     )
 
@@ -517,6 +705,286 @@ def check_presence(target: Target, cid: str, anon: Secret) -> CheckResult:
             evidence={"topic": topic, "state": seen.payload, "transcripts": socks.transcripts()},
             metrics=metrics,
         )
+
+
+# ------------------------------------------------------------------ realtime.private
+
+# A fixed sub-topic, so that a policy written from the remedy makes this check pass on the next run.
+PRIVATE_TOPIC = "rtbook-private-probe"
+
+
+@dataclass(frozen=True)
+class MessagesPolicy:
+    """One row of ``pg_policies`` for ``realtime.messages``."""
+
+    name: str
+    cmd: str  # SELECT, INSERT, UPDATE, DELETE or ALL
+    roles: tuple[str, ...]
+    permissive: bool
+    using: str | None
+    check: str | None
+
+    def applies(self, role: str, cmds: tuple[str, ...]) -> bool:
+        """Whether the policy can grant ``role`` one of ``cmds`` (restrictive policies only narrow)."""
+        return self.permissive and self.cmd in (*cmds, "ALL") and (role in self.roles or "public" in self.roles)
+
+    def show(self) -> str:
+        """``name (cmd to roles: USING ... / WITH CHECK ...)`` for a detail."""
+        parts = [f"USING ({self.using})" if self.using else "", f"WITH CHECK ({self.check})" if self.check else ""]
+        clause = " ".join(p for p in parts if p)
+        return f"{self.name} ({self.cmd} TO {', '.join(self.roles)}{': ' + clause if clause else ''})"
+
+
+@dataclass(frozen=True)
+class MessagesPolicies:
+    """What the database says about ``realtime.messages``: does it exist, is RLS on, its policies."""
+
+    exists: bool
+    rls_enabled: bool
+    policies: tuple[MessagesPolicy, ...] = ()
+    role_bypasses_rls: bool = False
+
+    def for_role(self, role: str, cmds: tuple[str, ...]) -> list[MessagesPolicy]:
+        """The permissive policies that can grant ``role`` one of ``cmds``."""
+        return [p for p in self.policies if p.applies(role, cmds)]
+
+
+def read_messages_policies(target: Target, role: str) -> MessagesPolicies:
+    """Read-only: does ``realtime.messages`` exist, its RLS flag, its ``pg_policies`` rows, does ``role`` bypass RLS.
+
+    Raises:
+        SQLAlchemyError, OSError: the database could not be read.
+    """
+    with connect(target) as conn:
+        rls = conn.execute(sa.text(
+            "SELECT c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'realtime' AND c.relname = 'messages'")).first()
+        bypass = conn.execute(sa.text(
+            "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
+        if rls is None:
+            return MessagesPolicies(False, False, (), bool(bypass))
+        rows = conn.execute(sa.text(
+            "SELECT policyname, cmd, CAST(roles AS text[]), permissive = 'PERMISSIVE', qual, with_check "
+            "FROM pg_policies WHERE schemaname = 'realtime' AND tablename = 'messages' ORDER BY policyname"
+        )).all()
+    policies = tuple(MessagesPolicy(str(r[0]), str(r[1]), tuple(str(x) for x in (r[2] or ())), bool(r[3]),
+                                    r[4], r[5]) for r in rows)
+    return MessagesPolicies(True, bool(rls[0]), policies, bool(bypass))
+
+
+@dataclass(frozen=True)
+class PrivateOutcome:
+    """What the private-channel probe saw (the input of :func:`judge_private`).
+
+    Attributes:
+        role: the role of the token the join used.
+        topic: the sub-topic (what ``realtime.topic()`` returns), without ``realtime:``.
+        join_reason: the refusal reason ("" when the join was accepted).
+        ack: ``ok``, ``error`` (a refusing reply) or ``none`` (no reply within the wait); "" when not sent.
+        ack_reason: the refusing reply's reason or response.
+        echoed: the sender received its own broadcast back (``self: true``).
+        waited_s: how long the ack was awaited.
+    """
+
+    role: str
+    topic: str
+    join_reason: str = ""
+    ack: str = ""
+    ack_reason: str = ""
+    echoed: bool = False
+    waited_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PrivateVerdict:
+    """The outcome of :func:`judge_private`."""
+
+    status: Status
+    summary: str
+    detail: str
+    cause: Cause | None = None
+
+
+def _listing(policies: list[MessagesPolicy]) -> str:
+    return "; ".join(p.show() for p in policies)
+
+
+def judge_private(seen: PrivateOutcome, db: MessagesPolicies | None, db_note: str = "") -> PrivateVerdict:
+    """The verdict of realtime.private from the probe's replies, explained by the policies when they are known.
+
+    Real semantics (research notes §5): the join runs the role's SELECT policies on
+    ``realtime.messages`` with ``realtime.topic()`` = the sub-topic, and is refused as
+    ``Unauthorized`` when none returns the probe row; the first broadcast runs the INSERT policies,
+    and without one the broadcast is dropped with no reply at all, even with ``ack: true``.
+    """
+    role, topic = seen.role, seen.topic
+    known = db_note or ("" if db is None else (
+        f"realtime.messages {'exists' if db.exists else 'does not exist'}"
+        + (f", RLS {'on' if db.rls_enabled else 'off'}, {len(db.policies)} polic"
+           f"{'y' if len(db.policies) == 1 else 'ies'}" if db.exists else "")
+        + (f"; {role} bypasses RLS" if db.role_bypasses_rls else "") + "."))
+    reads = db.for_role(role, ("SELECT",)) if db is not None else []
+    writes = db.for_role(role, ("INSERT",)) if db is not None else []
+    if seen.join_reason:
+        found = diagnose(reason=seen.join_reason)
+        if found is None or found.id != "private_channel_denied":
+            return PrivateVerdict(Status.FAIL, f"Joining a private channel as {role} was refused: {seen.join_reason}.",
+                                  known, found)
+        denied = found.fill(role=role, topic=topic)
+        if db is None:
+            return PrivateVerdict(
+                Status.FAIL,
+                f"A private channel refused {role}: no SELECT policy on realtime.messages for this role/topic "
+                f"({topic!r}).",
+                f"Realtime answered {seen.join_reason!r}. "
+                + (known or "The database was not given, so the policies could not be read."),
+                denied)
+        if not db.exists:
+            return PrivateVerdict(
+                Status.WARN,
+                "Private channels cannot work: realtime.messages does not exist, so every private join is "
+                "refused as Unauthorized.",
+                f"Realtime answered {seen.join_reason!r}. {known}",
+                CAUSES["messages_table_missing"])
+        if not db.policies:
+            return PrivateVerdict(
+                Status.WARN,
+                "Private channels are not set up: realtime.messages has no policy, so every private join is "
+                f"refused (as {role} on {topic!r} now). Fine if the app uses only public channels.",
+                f"Realtime answered {seen.join_reason!r}. {known}",
+                denied)
+        if not reads:
+            return PrivateVerdict(
+                Status.FAIL,
+                f"A private channel refused {role}: no SELECT policy on realtime.messages for this role/topic "
+                f"(policies exist for other roles or commands: {', '.join(p.name for p in db.policies)}).",
+                f"Realtime answered {seen.join_reason!r}. {known} Policies: {_listing(list(db.policies))}.",
+                denied)
+        return PrivateVerdict(
+            Status.WARN,
+            f"{role} has SELECT policies on realtime.messages, but none allowed rtbook's topic {topic!r}.",
+            f"Realtime answered {seen.join_reason!r}. {known} SELECT policies for {role}: {_listing(reads)}. "
+            "They most likely match your application's own topics; to let this check pass add the policy "
+            "in the remedy for its topic (or judge your topics with the same USING expression).",
+            denied)
+    if db is not None and db.exists and not db.role_bypasses_rls:
+        # Admitted: a real Realtime ran the role's SELECT policies, so they must allow it.
+        if not db.rls_enabled:
+            return PrivateVerdict(
+                Status.WARN,
+                f"{role} joined private channel {topic!r}, but RLS is off on realtime.messages: every role may "
+                "read and write every private topic.",
+                known, CAUSES["messages_rls_off"])
+        if not reads:
+            return PrivateVerdict(
+                Status.WARN,
+                f"{role} joined private channel {topic!r} although no SELECT policy on realtime.messages lets it "
+                "read: the server does not enforce private channels.",
+                f"{known} Policies: {_listing(list(db.policies)) or 'none'}.",
+                CAUSES["private_not_enforced"].fill(role=role, topic=topic))
+    if seen.ack == "ok":
+        if not seen.echoed:
+            return PrivateVerdict(
+                Status.WARN,
+                f"{role} joined the private channel and its broadcast was acknowledged, but it did not come back "
+                "to the sender (self: true).",
+                f"Realtime skips receivers whose read policy is false. {known}"
+                + (f" SELECT policies for {role}: {_listing(reads)}." if reads else ""))
+        return PrivateVerdict(
+            Status.PASS,
+            f"{role} joined private channel {topic!r}; its broadcast was acknowledged and delivered back.",
+            known + (f" SELECT policies for {role}: {_listing(reads)}; INSERT: {_listing(writes) or 'none found'}."
+                     if reads or writes else ""))
+    if seen.ack == "error":
+        found = diagnose(reason=seen.ack_reason)
+        return PrivateVerdict(Status.FAIL, f"The private broadcast was refused: {seen.ack_reason}.", known, found)
+    no_insert = CAUSES["private_no_insert_policy"].fill(role=role, topic=topic)
+    explain = (f"INSERT policies for {role}: {_listing(writes)} — none allowed topic {topic!r}." if writes else
+               f"No INSERT (or ALL) policy on realtime.messages applies to {role}." if db is not None else "")
+    return PrivateVerdict(
+        Status.WARN,
+        f"{role} joined private channel {topic!r}, but its broadcast got no ack within {seen.waited_s:g} s: no "
+        "INSERT policy: private broadcasts are dropped silently.",
+        f"Realtime sends no reply at all for a private broadcast the role may not INSERT, even with ack: true. "
+        f"{known} {explain}".strip(),
+        no_insert)
+
+
+def _private_token(target: Target, anon: Secret) -> tuple[str, str]:
+    """The private join's token and role: an authenticated user minted with the JWT secret, else the anon key."""
+    secret = jwt_secret(target)
+    if secret is not None:
+        token = mint_jwt(secret, "authenticated", sub=str(uuid.uuid4()))
+        target.redactor.add(token)
+        return token, "authenticated"
+    claims, _verdict = verify_jwt(anon.reveal(), None)
+    role = claims.get("role") if isinstance(claims, dict) else None
+    return anon.reveal(), str(role or "anon")
+
+
+@register("realtime.private", "A private channel admits the user's token and delivers its broadcast",
+          needs=("realtime",), using=_anon)
+def check_private(target: Target, cid: str, anon: Secret) -> CheckResult:
+    """Join ``realtime:rtbook-private-probe`` with ``config.private = true``, broadcast with ack, judge by the replies.
+
+    The token is an ``authenticated`` user minted with JWT_SECRET when it is known, else ANON_KEY.
+    With a database, ``realtime.messages``'s policies are read (read-only) to explain the verdict.
+    """
+    token, role = _private_token(target, anon)
+    topic = f"realtime:{PRIVATE_TOPIC}"
+    nonce = uuid.uuid4().hex
+    metrics: dict[str, float] = {}
+    db: MessagesPolicies | None = None
+    db_note = ""
+    if target.has("db"):
+        try:
+            db = read_messages_policies(target, role)
+        except (SQLAlchemyError, OSError) as exc:
+            db_note = f"The policies of realtime.messages could not be read: {classify_db_error(exc, target).summary}"
+    evidence: dict[str, Any] = {"role": role, "topic": topic}
+    if db is not None:
+        evidence["messages_table"] = {"exists": db.exists, "rls_enabled": db.rls_enabled,
+                                      "role_bypasses_rls": db.role_bypasses_rls,
+                                      "policies": [dataclasses.asdict(p) for p in db.policies]}
+    with _sockets(target) as socks:
+        evidence["waits"] = socks.waits.evidence()
+        try:
+            client = socks.open(anon)
+            metrics["connect_ms"] = client.connect_ms
+            reply = client.join(topic, channel_config(broadcast_self=True, ack=True, private=True),
+                                access_token=token, timeout=target.timeout)
+            metrics["join_ms"] = reply.latency_ms
+            seen = PrivateOutcome(role, PRIVATE_TOPIC, "" if reply.ok else (reply.reason or reply.status))
+            if reply.ok:
+                sent = time.monotonic()
+                try:
+                    ack = client.push(topic, "broadcast", {"type": "broadcast", "event": "rtbook-private",
+                                                          "payload": {"nonce": nonce}},
+                                      wait_reply=True, timeout=target.timeout)
+                    assert ack is not None
+                    metrics["ack_ms"] = ack.latency_ms
+                    seen = dataclasses.replace(seen, ack="ok" if ack.ok else "error",
+                                               ack_reason=ack.reason or repr(ack.response), waited_s=target.timeout)
+                except PhoenixTimeout:
+                    seen = dataclasses.replace(seen, ack="none", waited_s=target.timeout)
+                if seen.ack == "ok":
+                    try:
+                        own = client.wait_for(_broadcast_of(nonce), target.timeout, "the private broadcast's echo")
+                        metrics["self_ms"] = _ms_since(client, own, sent)
+                        seen = dataclasses.replace(seen, echoed=True)
+                    except PhoenixTimeout:
+                        pass
+        except PhoenixError as exc:
+            return _phoenix_failure(cid, exc, "The private channel test failed", socks, metrics)
+        evidence["transcripts"] = socks.transcripts()
+        waits = socks.waits.describe()
+    verdict = judge_private(seen, db, db_note)
+    evidence["outcome"] = dataclasses.asdict(seen)
+    if verdict.status is Status.PASS:
+        return CheckResult(cid, Status.PASS, summary=verdict.summary, detail=verdict.detail, evidence=evidence,
+                           metrics=metrics)
+    return failure(cid, verdict.summary, cause=verdict.cause, detail=f"{verdict.detail}\n{waits}",
+                   evidence=evidence, metrics=metrics, status=verdict.status, see_also=("db.rls",))
 
 
 # ------------------------------------------------------------------ postgres_changes: shared helpers
@@ -1222,8 +1690,9 @@ def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
         for case in cases:
             try:
                 client = socks.open(anon)
+                # The client waits the timeout plus Realtime's hold on join refusals (socks.waits).
                 reply = client.join(_topic("badtoken"), channel_config(), access_token=case.token,
-                                    timeout=target.timeout + 6)  # Realtime delays join errors by up to 5 s
+                                    timeout=target.timeout)
             except PhoenixError as exc:
                 return _phoenix_failure(cid, exc, f"The {case.name} token test failed", socks, metrics)
             metrics[f"{case.name}_reply_ms"] = reply.latency_ms
@@ -1235,27 +1704,32 @@ def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
             elif found is None or found.id not in case.causes:
                 problems.append(f"{case.name}: refused with {reply.reason or reply.response!r}, "
                                 f"expected {' or '.join(case.causes)}")
-        # Directly, the socket's own apikey is verified at the handshake (>= 2.116: 401 + reason).
+        # Directly, the socket's own apikey is verified at the handshake (>= 2.116: 401 + reason; v2.78:
+        # 403 without a body). A socket without any apikey must be refused too.
         if target.realtime_url:
             ep = SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
-            for case in cases:
+            handshakes: list[tuple[str, str | None, tuple[str, ...]]] = [
+                (c.name, c.token, (*c.causes, "connect_refused_legacy")) for c in cases]
+            handshakes.append(("no_apikey", None, ("missing_api_key", "missing_api_key_legacy")))
+            for name, token, ok_ids in handshakes:
                 try:
-                    client = open_socket(target, case.token, endpoint=ep)
+                    client = open_socket(target, token, endpoint=ep)
                     client.close()
-                    accepted.append(f"{case.name} (handshake)")
+                    accepted.append(f"{name} (handshake)")
                 except PhoenixError as exc:
                     status = getattr(exc, "status", None)
                     body = getattr(exc, "body", "")
-                    found = diagnose(status=status, body=body) if status is not None else None
-                    outcomes[f"{case.name}_handshake"] = {"status": status, "body": body[:200],
-                                                          "cause": found.id if found else None}
-                    ok_ids = (*case.causes, "connect_refused_legacy")
+                    found = (diagnose(status=status, body=body, apikey_sent=token is not None)
+                             if status is not None else None)
+                    outcomes[f"{name}_handshake"] = {"status": status, "body": body[:200],
+                                                     "cause": found.id if found else None,
+                                                     "ms": round(getattr(exc, "elapsed_ms", 0.0))}
                     if status is None:
-                        problems.append(f"{case.name} handshake: {exc}")
+                        problems.append(f"{name} handshake: {exc}")
                     elif found is None or found.id not in ok_ids:
-                        problems.append(f"{case.name} handshake: HTTP {status} {body[:80]!r}, "
-                                        f"expected {' or '.join(case.causes)}")
-        evidence = {"outcomes": outcomes, "transcripts": socks.transcripts()}
+                        problems.append(f"{name} handshake: HTTP {status} {body[:80]!r}, "
+                                        f"expected {' or '.join(ok_ids)}")
+        evidence = {"outcomes": outcomes, "transcripts": socks.transcripts(), "waits": socks.waits.evidence()}
     if accepted:
         return CheckResult(
             cid,
@@ -1275,7 +1749,8 @@ def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
             Status.WARN,
             summary="Bad tokens were refused, but not with the documented errors: " + "; ".join(problems) + ".",
             detail="The refusal reasons come from Realtime's error catalogue (realtime-facts §1.3, §5.4); a "
-            "different reason means another check failed first (e.g. the tenant or its database).",
+            "different reason means another check failed first (e.g. the tenant or its database). "
+            + socks.waits.describe(),
             remedy="Read the outcomes in the evidence; fix the failure they name first.",
             evidence=evidence,
             metrics=metrics,
@@ -1285,6 +1760,7 @@ def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
         Status.PASS,
         summary="Invalid-signature and expired tokens were refused with "
         + ", ".join(f"{k}: {v.get('reason') or v.get('status')}" for k, v in outcomes.items()) + ".",
+        detail=socks.waits.describe(),
         evidence=evidence,
         metrics=metrics,
     )

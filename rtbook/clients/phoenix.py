@@ -2,7 +2,8 @@
 
 Realtime speaks the Phoenix channels protocol over a WebSocket (realtime-facts §5): frames are
 JSON objects ``{"topic","event","payload","ref","join_ref"}`` with ``vsn=1.0.0`` and JSON arrays
-``[join_ref, ref, topic, event, payload]`` with ``vsn=2.0.0``. :class:`PhoenixClient` connects,
+``[join_ref, ref, topic, event, payload]`` with ``vsn=2.0.0``, where Realtime also sends and
+accepts binary frames (:func:`decode`, :func:`encode_user_broadcast`). :class:`PhoenixClient` connects,
 joins, pushes and waits for replies with explicit timeouts, and keeps a :class:`Transcript` of
 every frame in both directions with the ``apikey`` and every ``access_token`` redacted, so a
 check can put the conversation into its evidence.
@@ -51,6 +52,7 @@ __all__ = [
     "Transcript",
     "decode",
     "encode",
+    "encode_user_broadcast",
     "socket_url",
 ]
 
@@ -184,7 +186,9 @@ def decode(frame: str | bytes, vsn: str = VSN1) -> Message:
 
     Text frames are JSON (an object for vsn 1.0.0, an array for 2.0.0; either shape is accepted
     whatever ``vsn`` says, since a server may ignore the requested version). Binary frames are
-    Phoenix V2 binary pushes, replies and broadcasts.
+    Phoenix V2 binary pushes (kind 0), replies (1) and broadcasts (2), and Realtime's user
+    broadcasts (kind 4), which come back shaped as supabase-js shows them: event ``broadcast``
+    with ``{"type": "broadcast", "event", "payload", "meta"?}``.
 
     Raises:
         ProtocolError: the frame is not a Phoenix message.
@@ -209,31 +213,116 @@ def decode(frame: str | bytes, vsn: str = VSN1) -> Message:
 
 
 def _strings(data: bytes, pos: int, lengths: tuple[int, ...]) -> tuple[list[str], int]:
-    """The consecutive UTF-8 strings of ``lengths`` from ``pos``, and the position after them."""
+    """The consecutive UTF-8 strings of ``lengths`` from ``pos``, and the position after them.
+
+    Raises:
+        ProtocolError: the header announces more bytes than the frame has.
+    """
     out = []
     for n in lengths:
+        if pos + n > len(data):
+            raise ProtocolError(f"binary frame of {len(data)} bytes is shorter than its header says")
         out.append(data[pos : pos + n].decode())
         pos += n
     return out, pos
 
 
+# Binary frame kinds of Realtime's V2 serializer (RealtimeWeb.Socket.V2Serializer, v2.63.0+).
+KIND_PUSH = 0
+KIND_REPLY = 1
+KIND_BROADCAST = 2
+KIND_USER_BROADCAST_PUSH = 3
+KIND_USER_BROADCAST = 4
+# The encoding byte of kinds 3 and 4: how the user payload is carried.
+ENCODING_BINARY = 0
+ENCODING_JSON = 1
+
+
+def _binary(raw: bytes) -> dict[str, str]:
+    # Raw binary payloads stay visible (and JSON-serialisable) in transcripts and evidence as hex.
+    return {"binary": raw.hex()}
+
+
 def _decode_binary(data: bytes) -> Message:
-    # Phoenix V2 binary layout: a kind byte, 1-byte lengths, then the strings and the raw payload.
+    # Header layouts (1-byte lengths, UTF-8 strings, payload = the rest of the frame), as the server
+    # sends them: kind 0 push [kind, join_ref_len, topic_len, event_len]; kind 1 reply [kind,
+    # join_ref_len, ref_len, topic_len, status_len]; kind 2 broadcast [kind, topic_len, event_len];
+    # kind 4 user broadcast [kind, topic_len, user_event_len, metadata_len, encoding].
     try:
         kind = data[0]
-        if kind == 0:  # push: join_ref, topic, event
+        if kind == KIND_PUSH:
             (join_ref, topic, event), pos = _strings(data, 4, (data[1], data[2], data[3]))
-            return Message(topic, event, {"binary": data[pos:].hex()}, None, join_ref or None)
-        if kind == 1:  # reply: join_ref, ref, topic, status
+            return Message(topic, event, _binary(data[pos:]), None, join_ref or None)
+        if kind == KIND_REPLY:
             (join_ref, ref, topic, status), pos = _strings(data, 5, (data[1], data[2], data[3], data[4]))
-            payload = {"status": status, "response": {"binary": data[pos:].hex()}}
+            payload = {"status": status, "response": _binary(data[pos:])}
             return Message(topic, "phx_reply", payload, ref, join_ref or None)
-        if kind in (2, 4):  # broadcast / Realtime user broadcast: topic, event
-            (topic, event), pos = _strings(data, 3 + (1 if kind == 4 else 0), (data[1], data[2]))
-            return Message(topic, event, {"binary": data[pos:].hex()})
+        if kind == KIND_BROADCAST:
+            (topic, event), pos = _strings(data, 3, (data[1], data[2]))
+            return Message(topic, event, _binary(data[pos:]))
+        if kind == KIND_USER_BROADCAST:
+            return _decode_user_broadcast(data)
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ProtocolError(f"malformed binary frame ({len(data)} bytes)") from exc
     raise ProtocolError(f"unknown binary frame kind {data[:1].hex() or 'empty'}")
+
+
+def _decode_user_broadcast(data: bytes) -> Message:
+    """Kind 4, what a V2 socket receives for a client's ``channel.send({type: "broadcast", ...})``.
+
+    Shaped the way supabase-js decodes it, so checks match it like a JSON broadcast: event
+    ``broadcast`` and payload ``{"type": "broadcast", "event": <user event>, "payload": ..., "meta"?}``.
+    """
+    encoding = data[4]
+    (topic, user_event, metadata), pos = _strings(data, 5, (data[1], data[2], data[3]))
+    raw = data[pos:]
+    payload: dict[str, Any] = {"type": "broadcast", "event": user_event}
+    if encoding == ENCODING_JSON:
+        try:
+            payload["payload"] = json.loads(raw.decode())
+        except ValueError as exc:
+            raise ProtocolError(f"user broadcast on {topic!r} says JSON but its payload is not JSON") from exc
+    elif encoding == ENCODING_BINARY:
+        payload["payload"] = _binary(raw)
+    else:
+        raise ProtocolError(f"user broadcast on {topic!r} has unknown encoding byte {encoding}")
+    if metadata:
+        try:
+            payload["meta"] = json.loads(metadata)
+        except ValueError as exc:
+            raise ProtocolError(f"user broadcast on {topic!r} has metadata that is not JSON") from exc
+    return Message(topic, "broadcast", payload)
+
+
+def encode_user_broadcast(
+    topic: str,
+    user_event: str,
+    payload: Any,
+    *,
+    join_ref: str | None,
+    ref: str | None,
+    metadata: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A kind-3 binary user broadcast push, as supabase-js >= 2.81 sends ``channel.send`` on vsn 2.0.0.
+
+    Header ``[3, join_ref_len, ref_len, topic_len, user_event_len, metadata_len, encoding]``, then
+    the strings, the metadata JSON (empty when none) and the payload: ``bytes`` go as they are
+    (encoding 0), anything else as JSON (encoding 1).
+
+    Raises:
+        ConfigError: a string is longer than 255 bytes (one length byte each).
+    """
+    if isinstance(payload, bytes | bytearray):
+        body, encoding = bytes(payload), ENCODING_BINARY
+    else:
+        body, encoding = json.dumps(payload, separators=(",", ":")).encode(), ENCODING_JSON
+    meta = json.dumps(dict(metadata), separators=(",", ":")).encode() if metadata else b""
+    parts = [(join_ref or "").encode(), (ref or "").encode(), topic.encode(), user_event.encode(), meta]
+    for name, part in zip(("join_ref", "ref", "topic", "event", "metadata"), parts, strict=True):
+        if len(part) > 255:
+            raise ConfigError(f"{name} is {len(part)} bytes; a binary broadcast allows at most 255")
+    header = bytes([KIND_USER_BROADCAST_PUSH, *(len(p) for p in parts), encoding])
+    return header + b"".join(parts) + body
 
 
 # ------------------------------------------------------------------ transcript
@@ -406,6 +495,7 @@ class PhoenixClient:
         connect_ms: float,
         heartbeat_interval: float | None = None,
         max_inbox: int = 2000,
+        join_grace: float = 0.0,
     ) -> None:
         self._ws = ws
         self.url = url
@@ -422,6 +512,7 @@ class PhoenixClient:
         self._ref_lock = threading.Lock()
         self._join_refs: dict[str, str] = {}
         self._heartbeat_interval = heartbeat_interval
+        self.join_grace = join_grace
         self._last_sent = time.monotonic()
         self._reader = threading.Thread(target=self._read_loop, name="rtbook-phoenix-reader", daemon=True)
         self._reader.start()
@@ -440,6 +531,7 @@ class PhoenixClient:
         headers: Mapping[str, str] | None = None,
         heartbeat_interval: float | None = None,
         params: Mapping[str, str] | None = None,
+        join_grace: float = 0.0,
     ) -> PhoenixClient:
         """Open the socket and return the client.
 
@@ -454,6 +546,9 @@ class PhoenixClient:
             headers: extra request headers (e.g. ``Origin``).
             heartbeat_interval: send ``phoenix``/``heartbeat`` this often while open (None: never).
             params: extra query parameters.
+            join_grace: seconds every :meth:`join` waits beyond its ``timeout``: Realtime >= 2.83
+                holds each join refusal for CHANNEL_ERROR_BACKOFF_MS (5 s by default) before it
+                answers, so a short timeout alone would turn a clear refusal into a timeout.
 
         Raises:
             ConfigError: bad ``vsn``, ``url`` or ``timeout``.
@@ -509,6 +604,7 @@ class PhoenixClient:
             transcript=transcript,
             connect_ms=elapsed,
             heartbeat_interval=heartbeat_interval,
+            join_grace=join_grace,
         )
 
     # -------------------------------------------------------------- state
@@ -550,6 +646,47 @@ class PhoenixClient:
             self._mark_closed(f"send failed: {type(exc).__name__}: {exc}")
             raise PhoenixClosed(f"socket to {self.url} closed while sending: {self._close_reason}") from None
         self._last_sent = time.monotonic()
+
+    def send_user_broadcast(
+        self,
+        topic: str,
+        user_event: str,
+        payload: Any,
+        *,
+        wait_reply: bool = False,
+        timeout: float = 10.0,
+    ) -> Reply | None:
+        """Send ``channel.send({type: "broadcast", event, payload})`` as supabase-js does on vsn 2.0.0.
+
+        The frame is a binary kind-3 push (:func:`encode_user_broadcast`); with ``wait_reply``
+        the ``phx_reply`` (only sent when the channel joined with ``broadcast.ack``) is awaited.
+
+        Raises:
+            ConfigError: the socket is not vsn 2.0.0 (vsn 1.0.0 has no binary frames).
+            PhoenixTimeout: ``wait_reply`` and no reply within ``timeout``.
+            PhoenixClosed: the socket is closed.
+        """
+        if self.vsn != VSN2:
+            raise ConfigError(f"binary broadcasts need vsn 2.0.0; this socket speaks {self.vsn}")
+        ref = self.next_ref()
+        frame = encode_user_broadcast(topic, user_event, payload, join_ref=self._join_refs.get(topic), ref=ref)
+        if self.closed:
+            raise PhoenixClosed(f"socket to {self.url} is closed ({self._close_reason or 'closed'})")
+        started = time.monotonic()
+        self.transcript.record("note", f"binary frame kind 3, {len(frame)} bytes, as JSON:")
+        shown_payload = _binary(bytes(payload)) if isinstance(payload, bytes | bytearray) else payload
+        self.transcript.record("sent", encode(Message(topic, "broadcast", {"type": "broadcast", "event": user_event,
+                                                                          "payload": shown_payload}, ref,
+                                                      self._join_refs.get(topic)), VSN2))
+        try:
+            self._ws.send_binary(frame)
+        except (websocket.WebSocketException, OSError) as exc:
+            self._mark_closed(f"send failed: {type(exc).__name__}: {exc}")
+            raise PhoenixClosed(f"socket to {self.url} closed while sending: {self._close_reason}") from None
+        self._last_sent = time.monotonic()
+        if not wait_reply:
+            return None
+        return self._await_reply(topic, ref, started, timeout, f"binary broadcast on {topic}")
 
     def push(
         self,
@@ -606,7 +743,8 @@ class PhoenixClient:
         """Send ``phx_join`` for ``topic`` and return the reply (``ok`` or ``error`` with a reason).
 
         A ``None`` config sends no ``config`` key (the legacy API); the token, if given, goes in
-        the payload as ``access_token``.
+        the payload as ``access_token``. The reply is awaited ``timeout`` + :attr:`join_grace`
+        seconds (see :meth:`connect`).
 
         Raises:
             PhoenixTimeout: no reply within ``timeout``.
@@ -624,7 +762,7 @@ class PhoenixClient:
         self._join_refs[topic] = ref
         started = time.monotonic()
         self.send(Message(topic, "phx_join", payload, ref, ref))
-        return self._await_reply(topic, ref, started, timeout, f"phx_join on {topic}")
+        return self._await_reply(topic, ref, started, timeout + self.join_grace, f"phx_join on {topic}")
 
     def leave(self, topic: str, timeout: float = 10.0) -> Reply:
         """Send ``phx_leave`` and wait for its reply."""
@@ -710,17 +848,22 @@ class PhoenixClient:
             if opcode == websocket.ABNF.OPCODE_TEXT:
                 text = data.decode("utf-8", errors="replace")
                 frame: str | bytes = text
+                self.transcript.record("recv", text)
             elif opcode == websocket.ABNF.OPCODE_BINARY:
                 frame = data
-                text = f"<binary {len(data)} bytes>"
             else:
                 continue
-            self.transcript.record("recv", text)
             try:
                 msg = decode(frame, self.vsn)
             except ProtocolError as exc:
+                if isinstance(frame, bytes):
+                    self.transcript.record("recv", f"<binary {len(frame)} bytes>")
                 self.transcript.record("note", f"not a Phoenix frame: {exc}")
                 continue
+            if isinstance(frame, bytes):
+                # Shown decoded (as a vsn 2.0.0 array) so the transcript reads like the text frames.
+                self.transcript.record("note", f"binary frame kind {frame[0]}, {len(frame)} bytes, decoded:")
+                self.transcript.record("recv", encode(msg, VSN2))
             now = time.monotonic()
             with self._cond:
                 self.history.append((now, msg))

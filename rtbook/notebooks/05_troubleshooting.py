@@ -9,7 +9,7 @@
 # | symptom | deciding checks (in order) |
 # |---|---|
 # | *Tenant not found* (404; an empty 403 before Realtime 2.116) (`tenant_not_found`) | `compose.realtime.tenant_consistency`, `docker.realtime.tenant_host`, `compose.realtime.seed_self_host`, `tenant.row`, `kong.realtime_preserve_host`, `envoy.realtime_host_rewrite`, `kong.realtime_ws`, `kong.realtime_rest`, `envoy.realtime_ws`, `gateway.websocket`, `gateway.rest`, `docker.realtime.logs`, `realtime.health` |
-# | the socket closes at once / CHANNEL_ERROR (`socket_closes`) | `kong.realtime_ws`, `envoy.realtime_ws`, `kong.realtime_auth`, `gateway.websocket`, `gateway.key_auth`, `env.api_keys`, `compose.realtime.jwt_secret`, `tenant.jwt_secret`, `docker.realtime.running`, `realtime.join`, `realtime.bad_token` |
+# | the socket closes at once / CHANNEL_ERROR (`socket_closes`) | `kong.realtime_ws`, `envoy.realtime_ws`, `kong.realtime_auth`, `gateway.websocket`, `gateway.key_auth`, `env.api_keys`, `compose.realtime.jwt_secret`, `tenant.jwt_secret`, `docker.realtime.running`, `realtime.join`, `realtime.private`, `realtime.bad_token` |
 # | SUBSCRIBED but no changes (`no_changes`) | `db.wal_level`, `db.wal2json`, `db.publication`, `db.replica_identity`, `db.rls`, `db.realtime_slots`, `db.replication_capacity`, `tenant.extension`, `tenant.db_settings`, `realtime.postgres_changes`, `realtime.rls` |
 # | high memory / OOM (`high_memory`) | `docker.realtime.running`, `docker.realtime.limits`, `tenant.limits`, `db.realtime_connections`, `db.realtime_slots` |
 #

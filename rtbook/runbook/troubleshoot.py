@@ -55,7 +55,8 @@ SYMPTOMS: tuple[Symptom, ...] = (
         "socket_closes",
         "The WebSocket closes right after connecting, or the channel goes to CHANNEL_ERROR at once",
         "The upgrade must reach Realtime through the gateway with a key it accepts, and the JWT must be "
-        "signed with the secret Realtime verifies against.",
+        "signed with the secret Realtime verifies against. A private channel (config.private: true) also "
+        "needs a SELECT policy on realtime.messages for the token's role and topic.",
         (
             "kong.realtime_ws",
             "envoy.realtime_ws",
@@ -67,6 +68,7 @@ SYMPTOMS: tuple[Symptom, ...] = (
             "tenant.jwt_secret",
             "docker.realtime.running",
             "realtime.join",
+            "realtime.private",
             "realtime.bad_token",
         ),
     ),

@@ -194,6 +194,37 @@ def test_known_log_signatures_are_mapped_and_redacted(lab: Lab, target: Target) 
     assert codes["TenantNotFound"]["captured"] == ["192"]
     assert "SELF_HOST_TENANT_NAME" in result.remedy and "realtime.sql" in result.remedy
     assert anon not in str(result.to_dict())
+    # A token symptom: the detail says what the default log level never writes.
+    assert "log_level=warning or info" in result.detail
+
+
+def test_real_format_replication_and_db_lines(lab: Lab, target: Target) -> None:
+    # Realtime's own format: "$time $metadata[$level] $message" (supabase/realtime config/config.exs).
+    meta = "project=realtime-dev external_id=realtime-dev"
+    lines = [
+        f"10:00:01.000 {meta} error_code=PoolingReplicationPreparationError [error] "
+        'PoolingReplicationPreparationError: %Postgrex.Error{postgres: %{message: "logical decoding requires '
+        'wal_level >= logical"}}',
+        f"10:00:02.000 {meta} error_code=UnableToConnectToProject [error] UnableToConnectToProject: Realtime was "
+        "unable to connect to the project database",
+        f"10:00:03.000 {meta} [critical] ClientJoinRateLimitReached: Too many joins per second",
+        f"10:00:04.000 {meta} error_code=TenantNotFound [error] TenantNotFound: Tenant not found: realtime-dev",
+    ]
+    rt = lab.realtime(args=[a for line in lines for a in ("--log", line)])
+    lab.gateway()
+    lab.wait_health(rt)
+
+    result = run(target).by_id("docker.realtime.logs")
+
+    assert result.status is Status.FAIL, str(result)
+    codes = {f["code"]: f for f in result.evidence["findings"]}
+    assert set(codes) == {"PoolingReplicationPreparationError", "UnableToConnectToProject",
+                          "ClientJoinRateLimitReached", "TenantNotFound"}
+    assert codes["PoolingReplicationPreparationError"]["cause"] == "wal_level"
+    assert codes["ClientJoinRateLimitReached"]["levels_seen"] == {"critical": 1}
+    assert codes["UnableToConnectToProject"]["tenants"] == ["realtime-dev"]
+    # TenantNotFound for the stack's own tenant: the v2.78 missing-apikey reading is offered.
+    assert "WITHOUT an apikey" in result.detail
 
 
 def test_containers_on_different_networks(lab: Lab, target: Target) -> None:

@@ -138,3 +138,30 @@ def cluster_and_server(
     # Checked after the clean-up, so a leak found here leaves no process or directory behind.
     for secret in (*kept_out_of_the_log, cluster.password.reveal()):
         assert secret not in log, "a secret reached the server log"
+
+
+# What Realtime's tenant migrations create for private channels (supabase/realtime v2.129.8
+# priv/repo/tenant_schema/realtime/tables/messages.sql and functions/topic.sql, research notes §5),
+# which the sandbox's stand-in does not run (notes §10 item 17), plus the SELECT and INSERT policies
+# that realtime.private's remedy shows for its probe topic. Idempotent.
+PRIVATE_CHANNELS_SQL = """
+CREATE SCHEMA IF NOT EXISTS realtime;
+CREATE TABLE IF NOT EXISTS realtime.messages (
+    topic text NOT NULL, extension text NOT NULL, payload jsonb, event text, private boolean DEFAULT false,
+    updated_at timestamp NOT NULL DEFAULT now(), inserted_at timestamp NOT NULL DEFAULT now(),
+    id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (id, inserted_at)
+) PARTITION BY RANGE (inserted_at);
+CREATE TABLE IF NOT EXISTS realtime.messages_rtbook_default PARTITION OF realtime.messages DEFAULT;
+ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY;
+GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role;
+GRANT SELECT, INSERT, UPDATE ON realtime.messages TO anon, authenticated, service_role;
+CREATE OR REPLACE FUNCTION realtime.topic() RETURNS text LANGUAGE sql STABLE
+    AS $$ select nullif(current_setting('realtime.topic', true), '')::text $$;
+DROP POLICY IF EXISTS "authenticated reads rtbook-private-probe" ON realtime.messages;
+CREATE POLICY "authenticated reads rtbook-private-probe" ON realtime.messages FOR SELECT TO authenticated
+    USING (realtime.topic() = 'rtbook-private-probe' AND realtime.messages.extension IN ('broadcast', 'presence'));
+DROP POLICY IF EXISTS "authenticated writes rtbook-private-probe" ON realtime.messages;
+CREATE POLICY "authenticated writes rtbook-private-probe" ON realtime.messages FOR INSERT TO authenticated
+    WITH CHECK (realtime.topic() = 'rtbook-private-probe'
+                AND realtime.messages.extension IN ('broadcast', 'presence'));
+"""

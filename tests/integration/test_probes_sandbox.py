@@ -8,7 +8,9 @@ right cause (and points back to the static check that catches it).
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +18,8 @@ import pytest
 from rtbook.crypto import encrypt
 from rtbook.registry import run_checks
 from rtbook.results import CheckResult, Report, Status
-from tests.integration.sandbox_support import Running, start
+from rtbook.tokens import mint_jwt
+from tests.integration.sandbox_support import PRIVATE_CHANNELS_SQL, Running, start
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
@@ -34,11 +37,15 @@ def outputs(report: Report) -> str:
 
 
 def test_healthy_sandbox_every_live_check_passes(healthy: Running) -> None:
+    # realtime.messages and the probe topic's policies, as Realtime's tenant migrations and an app using
+    # private channels would have them (the stand-in runs no tenant migrations).
+    healthy.sql(PRIVATE_CHANNELS_SQL)
     report = run_checks(healthy.target(), only=LIVE)
     ids = {r.id for r in report}
     assert ids >= {"gateway.rest", "gateway.key_auth", "gateway.tenants_api_blocked", "gateway.cors",
                    "gateway.websocket", "realtime.health", "realtime.join", "realtime.broadcast",
-                   "realtime.presence", "realtime.postgres_changes", "realtime.rls", "realtime.bad_token"}
+                   "realtime.presence", "realtime.postgres_changes", "realtime.rls", "realtime.bad_token",
+                   "realtime.private"}
     bad = [str(r) for r in report if r.status is not Status.PASS]
     assert not bad, "\n".join(bad)
     ws = report.by_id("gateway.websocket")
@@ -119,6 +126,36 @@ def test_db_rls_without_policy_for_a_role(healthy: Running) -> None:
         assert r.evidence["policy_gaps"] == [["public.h5_notes", "anon"]]
     finally:
         healthy.sql("drop table public.h5_notes")
+
+
+def _reload_tenant(running: Running) -> None:
+    """POST /api/tenants/<id>/reload on Realtime: its cached tenant row and open DB connection are dropped."""
+    target = running.target()
+    token = mint_jwt(target.secret("API_JWT_SECRET") or target.require_secret("JWT_SECRET"), "service_role")
+    req = urllib.request.Request(f"{target.realtime_url}/api/tenants/{target.resolved_tenant()}/reload",
+                                 method="POST", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 204
+
+
+def test_health_names_the_stacks_db_host_when_the_tenant_db_is_unreachable(healthy: Running) -> None:
+    ((old,),) = healthy.sql("select settings->'db_port' from _realtime.extensions")
+    port = encrypt("1", healthy.env()["REALTIME_DB_ENC_KEY"])  # port 1: nothing listens there
+    healthy.sql("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', to_jsonb(%s::text))",
+                (port,))
+    _reload_tenant(healthy)
+    try:
+        target = healthy.target()
+        r = run_checks(target, only="realtime.health").by_id("realtime.health")
+        assert (r.status, r.cause) == (Status.FAIL, "tenant_db_unreachable"), str(r)
+        env = target.stack.realtime_service().environment  # type: ignore[union-attr]
+        assert f"DB_HOST={env['DB_HOST']}, DB_PORT={env['DB_PORT']}" in r.remedy
+        for secret in healthy.secrets():
+            assert secret not in outputs(Report([r]))
+    finally:
+        healthy.sql("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', %s::jsonb)",
+                    (json.dumps(old),))
+        _reload_tenant(healthy)
 
 
 def check(report: Report, cid: str) -> CheckResult:

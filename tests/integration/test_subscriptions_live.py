@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from rtbook.checks._live import refusal_waits
 from rtbook.crypto import encrypt
 from rtbook.registry import run_checks
 from rtbook.results import Report, Status
 from tests.conftest import have_postgres, require
-from tests.integration.test_phoenix_support import Lab, Silent, assert_no_canary, closed_port, lab_fixture
+from tests.integration.sandbox_support import PRIVATE_CHANNELS_SQL
+from tests.integration.test_phoenix_support import (
+    TENANT,
+    Lab,
+    Silent,
+    assert_no_canary,
+    closed_port,
+    lab_fixture,
+    make_token,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
@@ -41,11 +52,17 @@ def by_id(report: Report) -> dict[str, tuple[Status, str]]:
 
 
 def test_healthy_every_live_check_passes(lab: Lab) -> None:
+    # realtime.messages and its policies, as Realtime's tenant migrations and an app using private channels
+    # would have them (the stand-in runs no tenant migrations).
+    lab.sql(PRIVATE_CHANNELS_SQL)
     report = run_checks(lab.target(), only=LIVE)
     statuses = by_id(report)
     assert set(statuses) >= {"realtime.health", "realtime.join", "realtime.broadcast", "realtime.presence",
-                             "realtime.postgres_changes", "realtime.rls", "realtime.bad_token"}
+                             "realtime.postgres_changes", "realtime.rls", "realtime.bad_token", "realtime.private"}
     assert all(s is Status.PASS for s, _ in statuses.values()), str(report)
+    private = report.by_id("realtime.private")
+    assert [p["name"] for p in private.evidence["messages_table"]["policies"]] == [
+        "authenticated reads rtbook-private-probe", "authenticated writes rtbook-private-probe"]
     pgc = report.by_id("realtime.postgres_changes")
     assert {"insert_ms", "update_ms", "delete_ms", "subscribed_ms"} <= set(pgc.metrics)
     assert set(pgc.evidence["payloads"]) == {"INSERT", "UPDATE", "DELETE"}
@@ -140,8 +157,10 @@ def test_unreachable_realtime_fails_within_the_timeout(lab: Lab) -> None:
             for r in report:
                 assert r.status is Status.FAIL, str(r)
                 assert r.cause == cause, str(r)
-            # Each check gives up after one timeout (health: one request; sockets: one connect).
-            assert elapsed < len(only) * (timeout + 1.0), elapsed
+            # Each check gives up after one wait (health: one request; sockets: one connect, whose wait is the
+            # timeout plus Realtime's CONNECT_ERROR_BACKOFF, since a refusal may be held that long).
+            waits = refusal_waits(lab.target(realtime_url=url, timeout=timeout))
+            assert elapsed < len(only) * (waits.connect + 1.0), elapsed
 
 
 
@@ -240,3 +259,69 @@ def test_without_the_probe_the_database_facts_still_decide() -> None:
         assert "nothing was written" in result.summary
     finally:
         replica.close()
+
+
+def reload_tenant(lab: Lab) -> None:
+    """POST /api/tenants/<id>/reload: the server drops the tenant's cached row and its open DB connection."""
+    req = urllib.request.Request(f"{lab.realtime_url}/api/tenants/{TENANT}/reload", method="POST",
+                                 headers={"Authorization": f"Bearer {make_token(lab.jwt_secret, 'service_role')}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 204
+
+
+def test_health_fails_when_realtime_cannot_reach_the_tenant_db(lab: Lab) -> None:
+    with lab.cluster.connect() as conn:
+        (old,) = conn.execute("select settings->'db_port' from _realtime.extensions").fetchone()
+        conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', to_jsonb(%s::text))",
+                     (encrypt(str(closed_port()), "supabaserealtime"),))
+    reload_tenant(lab)
+    try:
+        report = run_checks(lab.target(), only=("realtime.health", "realtime.join"))
+        health = report.by_id("realtime.health")
+        assert (health.status, health.cause) == (Status.FAIL, "tenant_db_unreachable"), str(health)
+        assert health.evidence["join"]["reason"].startswith("UnableToConnectToProject:")
+        assert "DB_HOST=<DB_HOST>" in health.remedy  # no stack here: the placeholder stays for the reader
+        join = report.by_id("realtime.join")
+        assert (join.status, join.cause) == (Status.FAIL, "tenant_db_unreachable"), str(join)
+        assert_no_canary(report, lab.canaries)
+    finally:
+        with lab.cluster.connect() as conn:
+            conn.execute("update _realtime.extensions set settings = jsonb_set(settings, '{db_port}', %s::jsonb)",
+                         (json.dumps(old),))
+        reload_tenant(lab)
+
+
+def test_private_only_tenant(lab: Lab) -> None:
+    lab.sql(PRIVATE_CHANNELS_SQL)
+    lab.sql("update _realtime.tenants set private_only = true")
+    reload_tenant(lab)
+    try:
+        report = run_checks(lab.target(), only=("realtime.join", "realtime.broadcast", "realtime.presence",
+                                                "realtime.health", "realtime.private"))
+        for cid in ("realtime.join", "realtime.broadcast", "realtime.presence"):
+            r = report.by_id(cid)
+            assert (r.status, r.cause) == (Status.SKIP, "private_only"), str(r)
+        # Health proves the DB connection with a private join instead of false-failing.
+        health = report.by_id("realtime.health")
+        assert health.status is Status.PASS, str(health)
+        assert report.by_id("realtime.private").status is Status.PASS
+    finally:
+        lab.sql("update _realtime.tenants set private_only = false")
+        reload_tenant(lab)
+
+
+def test_private_channel_without_policies(lab: Lab) -> None:
+    lab.sql(PRIVATE_CHANNELS_SQL)
+    lab.sql('drop policy "authenticated reads rtbook-private-probe" on realtime.messages;'
+            'drop policy "authenticated writes rtbook-private-probe" on realtime.messages;'
+            "create policy anon_reads_rooms on realtime.messages for select to anon using (true)")
+    try:
+        r = run_checks(lab.target(), only="realtime.private").by_id("realtime.private")
+        # The stand-in admits the join (it runs no policy query, notes §10 item 15); the policies read from
+        # pg_policies show that a real Realtime would not: nothing lets authenticated read.
+        assert (r.status, r.cause) == (Status.WARN, "private_not_enforced"), str(r)
+        assert r.evidence["messages_table"]["policies"][0]["name"] == "anon_reads_rooms"
+        assert r.evidence["role"] == "authenticated" and "anon_reads_rooms (SELECT TO anon" in r.detail
+    finally:
+        lab.sql("drop policy anon_reads_rooms on realtime.messages")
+        lab.sql(PRIVATE_CHANNELS_SQL)

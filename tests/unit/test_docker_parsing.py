@@ -10,7 +10,15 @@ import docker
 import pytest
 import yaml
 
-from rtbook.checks.docker import LOG_SIGNATURES, override_yaml, parse_resolver_output, probe_http_status, scan_logs
+from rtbook.checks.docker import (
+    HIDDEN_BY_DEFAULT,
+    LOG_SIGNATURES,
+    override_yaml,
+    parse_log_line,
+    parse_resolver_output,
+    probe_http_status,
+    scan_logs,
+)
 from rtbook.clients.docker import ContainerInfo, classify_engine_error, connect_engine, parse_env_list
 from rtbook.config.images import image_repository
 
@@ -259,3 +267,84 @@ def test_container_info_repr_hides_env_and_healthcheck_token() -> None:
     shown = repr(info)
     assert token not in shown and "s" * 40 not in shown
     assert "realtime-dev.supabase-realtime" in shown
+
+
+# ---------------------------------------------------------------- Realtime's real log lines
+# Format of supabase/realtime v2.129.8 / v2.78.19 config/config.exs: "$time $metadata[$level] $message",
+# metadata keys in the order request_id project external_id application_name error_code sub iss exp
+# (research notes §6). Lines below are in that shape, with the texts the notes quote.
+
+REAL = {
+    "TenantNotFound": "10:00:00.123 project=realtime-dev external_id=realtime-dev error_code=TenantNotFound "
+                      "[error] TenantNotFound: Tenant not found: foo",
+    "PoolingReplicationPreparationError": (
+        "10:00:01.000 project=realtime-dev external_id=realtime-dev error_code=PoolingReplicationPreparationError "
+        '[error] PoolingReplicationPreparationError: %Postgrex.Error{message: nil, postgres: %{code: '
+        ':object_not_in_prerequisite_state, message: "logical decoding requires wal_level >= logical"}}'),
+    "ReplicationPollerMaxRetriesReached": (
+        "10:00:02.000 project=realtime-dev external_id=realtime-dev error_code=ReplicationPollerMaxRetriesReached "
+        "[error] ReplicationPollerMaxRetriesReached: %DBConnection.ConnectionError{message: \"tcp recv: closed\"}"),
+    "StartReplicationFailed": (
+        "10:00:03.000 project=realtime-dev external_id=realtime-dev error_code=ReplicationMaxWalSendersReached "
+        "[error] ReplicationMaxWalSendersReached: Tenant database has reached the maximum number of WAL senders"),
+    "UnableToConnectToProject": (
+        "10:00:04.000 project=realtime-dev external_id=realtime-dev error_code=UnableToConnectToProject "
+        "[error] UnableToConnectToProject: Realtime was unable to connect to the project database"),
+    "JoinsRateLimitReached": (
+        "10:00:05.000 project=realtime-dev external_id=realtime-dev error_code=JoinsRateLimitReached "
+        "[error] JoinsRateLimitReached: Too many joins per second"),
+    "ClientJoinRateLimitReached": ("10:00:06.000 project=realtime-dev external_id=realtime-dev "
+                                   "[critical] ClientJoinRateLimitReached: Too many joins per second"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(REAL))
+def test_real_format_lines_are_recognised(code: str) -> None:
+    (finding,) = scan_logs(REAL[code])
+    assert finding.signature.code == code
+    assert finding.tenants == ("realtime-dev",)
+    level = "critical" if code == "ClientJoinRateLimitReached" else "error"
+    assert finding.levels == ((level, 1),) and finding.signature.level == level
+
+
+def test_parse_log_line_puts_metadata_before_the_level() -> None:
+    line = parse_log_line(REAL["TenantNotFound"])
+    assert (line.time, line.level) == ("10:00:00.123", "error")
+    assert line.metadata == {"project": "realtime-dev", "external_id": "realtime-dev", "error_code": "TenantNotFound"}
+    assert line.message == "TenantNotFound: Tenant not found: foo"
+    bare = parse_log_line("10:00:00.123 [info] Running RealtimeWeb.Endpoint")
+    assert (bare.level, bare.metadata, bare.message) == ("info", {}, "Running RealtimeWeb.Endpoint")
+    crash = parse_log_line("** (RuntimeError) boom")
+    assert (crash.level, crash.message) == ("", "** (RuntimeError) boom")
+
+
+def test_the_error_code_metadata_identifies_a_line_whose_text_differs() -> None:
+    # Realtime.Logs.log_error inspects non-string terms (pretty, possibly multi-line): the code is in the metadata.
+    line = ("10:00:07.000 project=realtime-dev external_id=realtime-dev error_code=UnableToConnectToTenantDatabase "
+            "[error] %Postgrex.Error{message: \"connection refused\"}")
+    (finding,) = scan_logs(line)
+    assert finding.signature.code == "UnableToConnectToProject"
+
+
+def test_the_postgrex_error_inside_refines_the_cause() -> None:
+    findings = {f.signature.code: f for f in scan_logs("\n".join(REAL.values()))}
+    assert findings["PoolingReplicationPreparationError"].cause_id == "wal_level"
+    assert findings["StartReplicationFailed"].cause_id == "replication_capacity"
+    assert findings["ReplicationPollerMaxRetriesReached"].cause_id == "no_events"
+    assert findings["JoinsRateLimitReached"].cause_id == "too_many_joins_at_connect"
+    assert findings["ClientJoinRateLimitReached"].cause_id == "too_many_joins"
+
+
+def test_expired_token_lines_are_warnings_that_need_the_clients_log_level() -> None:
+    line = ("10:00:08.000 project=realtime-dev external_id=realtime-dev error_code=InvalidJWTToken sub=u1 "
+            "[warning] InvalidJWTToken: Token has expired 42 seconds ago")
+    (finding,) = scan_logs(line)
+    assert finding.signature.code == "TokenExpired" and finding.signature.level == "warning"
+    assert "log_level=warning or info" in finding.signature.cause
+    # The note the check adds for token symptoms says the same, and that the default writes nothing.
+    assert "log_level=warning or info" in HIDDEN_BY_DEFAULT and "writes nothing" in HIDDEN_BY_DEFAULT
+    # A bad signature is an error and a different finding.
+    sig = ("10:00:09.000 project=realtime-dev external_id=realtime-dev error_code=ErrorConnectingToWebsocket "
+           "[error] ErrorConnectingToWebsocket: {:error, :signature_error}")
+    (bad,) = scan_logs(sig)
+    assert bad.signature.code == "JwtError"

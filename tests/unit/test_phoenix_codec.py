@@ -17,6 +17,7 @@ from rtbook.clients.phoenix import (
     Transcript,
     decode,
     encode,
+    encode_user_broadcast,
     socket_url,
 )
 from rtbook.exceptions import ConfigError, RtbookError
@@ -57,18 +58,96 @@ def test_decode_rejects_non_phoenix_frames(frame: str) -> None:
         decode(frame)
 
 
-def test_decode_binary_v2_push_reply_broadcast() -> None:
-    push = bytes([0, 1, 3, 2]) + b"1" + b"abc" + b"ev" + b"\x01\x02"
+# Binary frames below are written out byte by byte from the layout in the research notes (§8, from
+# supabase/realtime v2.129.8 lib/realtime_web/socket/v2_serializer.ex and supabase-js v2.112.2
+# packages/core/realtime-js/src/lib/serializer.ts), never produced by our own encoder.
+
+
+def test_decode_binary_kind0_push_has_a_4_byte_header() -> None:
+    # [kind=0, join_ref_len=1, topic_len=3, event_len=2] "1" "abc" "ev" <payload 0x01 0x02>
+    push = b"\x00\x01\x03\x02" + b"1" + b"abc" + b"ev" + b"\x01\x02"
     assert decode(push, VSN2) == Message("abc", "ev", {"binary": "0102"}, None, "1")
-    reply = bytes([1, 1, 2, 1, 2]) + b"1" + b"10" + b"t" + b"ok" + b"{}"
+
+
+def test_decode_binary_kind1_reply_has_a_5_byte_header() -> None:
+    # [kind=1, join_ref_len=1, ref_len=2, topic_len=1, status_len=2] "1" "10" "t" "ok" <payload "{}">
+    reply = b"\x01\x01\x02\x01\x02" + b"1" + b"10" + b"t" + b"ok" + b"{}"
     got = decode(reply, VSN2)
-    assert (got.event, got.ref, got.topic, got.payload["status"]) == ("phx_reply", "10", "t", "ok")
-    bcast = bytes([2, 1, 1]) + b"t" + b"e" + b"xy"
+    assert got == Message("t", "phx_reply", {"status": "ok", "response": {"binary": b"{}".hex()}}, "10", "1")
+    assert got.is_reply
+
+
+def test_decode_binary_kind2_broadcast_has_a_3_byte_header() -> None:
+    # [kind=2, topic_len=1, event_len=1] "t" "e" <payload "xy">
+    bcast = b"\x02\x01\x01" + b"t" + b"e" + b"xy"
     assert decode(bcast, VSN2) == Message("t", "e", {"binary": b"xy".hex()})
+
+
+def test_decode_binary_kind4_user_broadcast_json_like_supabase_js() -> None:
+    topic, event, body = b"realtime:room1", b"cursor", b'{"x":1,"y":[2,3]}'
+    # [kind=4, topic_len, user_event_len, metadata_len=0, encoding=1 (JSON)] topic event <no metadata> payload
+    frame = bytes([4, len(topic), len(event), 0, 1]) + topic + event + body
+    got = decode(frame, VSN2)
+    # The SDK's shape: Phoenix event "broadcast", the user event inside, the payload JSON-parsed, no meta.
+    assert got == Message("realtime:room1", "broadcast",
+                          {"type": "broadcast", "event": "cursor", "payload": {"x": 1, "y": [2, 3]}})
+    assert got.ref is None and got.join_ref is None
+
+
+def test_decode_binary_kind4_with_metadata_and_binary_encoding() -> None:
+    topic, event, meta, body = b"realtime:r", b"blob", b'{"id":"abc"}', b"\x00\xff\x10"
+    # encoding=0: the payload is raw bytes; the metadata sits between the event and the payload.
+    frame = bytes([4, len(topic), len(event), len(meta), 0]) + topic + event + meta + body
+    got = decode(frame, VSN2)
+    assert got.topic == "realtime:r" and got.event == "broadcast"
+    assert got.payload == {"type": "broadcast", "event": "blob", "payload": {"binary": "00ff10"},
+                           "meta": {"id": "abc"}}
+
+
+def test_decode_binary_kind4_payload_starts_after_five_plus_the_lengths() -> None:
+    # A 1-byte-off reading (the old 4-byte header) would take "\x01r" as the topic start; the right
+    # one finds the topic "ab", the event "c" and the payload exactly at 5 + 2 + 1 + 0.
+    frame = bytes([4, 2, 1, 0, 1]) + b"ab" + b"c" + b"[1]"
+    got = decode(frame, VSN2)
+    assert (got.topic, got.payload["event"], got.payload["payload"]) == ("ab", "c", [1])
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        bytes([9, 0]),  # unknown kind
+        bytes([1, 5]),  # header cut short
+        bytes([2, 5, 1]) + b"ab",  # topic longer than the frame
+        bytes([4, 1, 1, 0, 1]) + b"t" + b"e" + b"not json",  # encoding 1 but no JSON
+        bytes([4, 1, 1, 0, 7]) + b"t" + b"e" + b"{}",  # unknown encoding byte
+        b"",
+    ],
+)
+def test_decode_rejects_malformed_binary(frame: bytes) -> None:
     with pytest.raises(ProtocolError):
-        decode(bytes([9, 0]), VSN2)
-    with pytest.raises(ProtocolError):
-        decode(bytes([1, 5]), VSN2)
+        decode(frame, VSN2)
+
+
+def test_encode_kind3_user_broadcast_json_matches_the_layout() -> None:
+    frame = encode_user_broadcast("realtime:room1", "cursor", {"x": 1}, join_ref="1", ref="12")
+    # [kind=3, join_ref_len=1, ref_len=2, topic_len=14, user_event_len=6, metadata_len=0, encoding=1]
+    expected = (b"\x03\x01\x02\x0e\x06\x00\x01" + b"1" + b"12" + b"realtime:room1" + b"cursor" + b""
+                + b'{"x":1}')
+    assert frame == expected
+
+
+def test_encode_kind3_binary_payload_and_metadata() -> None:
+    frame = encode_user_broadcast("t", "e", b"\x00\x01", join_ref=None, ref="3", metadata={"k": "v"})
+    # No join_ref (length 0), metadata JSON between the event and the payload, encoding 0 (binary).
+    assert frame == b"\x03\x00\x01\x01\x01\x09\x00" + b"3" + b"t" + b"e" + b'{"k":"v"}' + b"\x00\x01"
+
+
+def test_encode_kind3_refuses_strings_over_255_bytes() -> None:
+    with pytest.raises(ConfigError, match="topic is 256 bytes"):
+        encode_user_broadcast("x" * 256, "e", {}, join_ref="1", ref="2")
+    # The limit is in bytes, not characters: 128 two-byte characters are 256 bytes.
+    with pytest.raises(ConfigError, match="event is 256 bytes"):
+        encode_user_broadcast("t", "é" * 128, {}, join_ref="1", ref="2")
 
 
 def test_unknown_vsn_is_a_config_error_naming_the_value() -> None:
