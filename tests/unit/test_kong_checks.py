@@ -121,12 +121,49 @@ def change_ws(text: str, old: str, new: str) -> str:
 
 
 @pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
-def test_ws_route_without_protocol_ws(src: Path, tmp_path: Path) -> None:
+def test_ws_route_without_protocol_ws_works_as_in_kong(src: Path, tmp_path: Path) -> None:
+    """Kong OSS has no ws protocol: the url's http is what Kong uses, and the Upgrade is proxied on it.
+
+    (rtbook used to fail this edit, believing `protocol: ws` was needed; notes/kong.md §10, §13b.1-2.)
+    """
     stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
     edit(kong_yml(stack), lambda t: change_ws(t, "    protocol: ws\n", ""))
-    result = run(stack).by_id("kong.realtime_ws")
-    assert result.status is Status.FAIL
-    assert "protocol: ws" in result.remedy and "realtime-v1-ws" in result.remedy
+    report = run(stack)
+    for check_id in ("kong.parse", "kong.realtime_ws", "kong.realtime_auth"):
+        assert status(report, check_id) is Status.PASS, describe(report)
+    assert "http://realtime-dev.supabase-realtime:4000/socket/websocket" in report.by_id("kong.realtime_ws").summary
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+def test_official_protocol_ws_is_overwritten_by_the_url(src: Path, tmp_path: Path) -> None:
+    result = run(copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)).by_id("kong.realtime_ws")
+    assert result.status is Status.PASS
+    assert result.evidence["protocol_field_ignored"] == "protocol: ws is overwritten by the url (http)"
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("url: http://realtime-dev.supabase-realtime:4000/socket", "url: ws://realtime-dev.supabase-realtime:4000/socket"),
+        (
+            "url: http://realtime-dev.supabase-realtime:4000/socket\n    protocol: ws\n",
+            "host: realtime-dev.supabase-realtime\n    port: 4000\n    path: /socket\n    protocol: ws\n",
+        ),
+    ],
+    ids=["ws-url", "protocol-ws-without-url"],
+)
+def test_ws_protocol_that_kong_uses_is_refused_at_start(src: Path, change: tuple[str, str], tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: change_ws(t, *change))
+    report = run(stack)
+    parse = report.by_id("kong.parse")
+    assert parse.status is Status.FAIL
+    assert "in 'protocol': expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp" in parse.summary
+    assert "- in entry " in parse.summary and "in 'services'" in parse.summary
+    assert "url: http://" in parse.remedy
+    ws = report.by_id("kong.realtime_ws")
+    assert ws.status is Status.FAIL and "refuses the file at start-up" in ws.detail
 
 
 @pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
