@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -26,7 +27,14 @@ import requests
 import websocket
 from aiohttp import WSMsgType, web
 
-from rtbook.sandbox.gateway import entrypoint_env, expand_kong_yml, match_route, parse_kong, upstream_path
+from rtbook.sandbox.gateway import (
+    Version,
+    entrypoint_env,
+    expand_kong_yml,
+    match_route,
+    parse_kong,
+    upstream_path,
+)
 from tests.conftest import CORPUS, require
 
 pytestmark = pytest.mark.sandbox
@@ -218,9 +226,9 @@ class Upstream:
 
 
 def start_gateway(tmp: Path, kong_text: str, hosts: dict[str, Any], env: dict[str, str] | None = None,
-                  timeout: float = 15) -> tuple[subprocess.Popen[str], int, Path]:
+                  timeout: float = 15, kong_version: str = "3.9.3") -> tuple[subprocess.Popen[str], int, Path]:
     (tmp / "kong.yml").write_text(kong_text)
-    config = {"kong_yml": str(tmp / "kong.yml"), "hosts": hosts, "port": 0,
+    config = {"kong_yml": str(tmp / "kong.yml"), "hosts": hosts, "port": 0, "kong_version": kong_version,
               "env": env if env is not None else {
                   "SUPABASE_ANON_KEY": ANON, "SUPABASE_SERVICE_KEY": SERVICE, "SUPABASE_PUBLISHABLE_KEY": "",
                   "SUPABASE_SECRET_KEY": "", "DASHBOARD_USERNAME": "dash", "DASHBOARD_PASSWORD": "dash-pw-canary",
@@ -276,11 +284,17 @@ def upstream() -> Iterator[Upstream]:
     up.stop()
 
 
+@pytest.fixture(scope="module", params=["3.9.3", "2.8.1"])
+def version(request: pytest.FixtureRequest) -> str:
+    """The Kong version the gateway answers as (the official 2026 and 2025 stacks)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def gw(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gw(upstream: Upstream, version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("gw")
     hosts = {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}", "rest": None}
-    proc, port, log = start_gateway(tmp, KONG_YML, hosts)
+    proc, port, log = start_gateway(tmp, KONG_YML, hosts, kong_version=version)
     assert port, log.read_text()
     yield f"127.0.0.1:{port}"
     assert stop(proc) == 0, log.read_text()
@@ -300,8 +314,8 @@ def test_official_kong_yml_loads_and_routes_realtime_like_kong() -> None:
     text = expand_kong_yml((OFFICIAL / "volumes/api/kong.yml").read_text(), entrypoint_env(env))
     assert "- key: $SUPABASE_PUBLISHABLE_KEY" not in text and "key: \n" not in text  # empty keys deleted
     assert "/.well-known/oauth-authorization-server/auth/v1" in text  # from JWT_ISSUER, as the script does
-    kong = parse_kong(text)
-    assert kong.consumers["anon"].keys == ("a.b.c",)
+    kong = parse_kong(text, Version("3.9.3", router_flavor="expressions"))
+    assert [k for k, _ in kong.consumers["anon"].keys] == ["a.b.c"]
     cases = {
         "/realtime/v1/websocket": ("realtime-v1-ws", "/socket/websocket"),
         "/realtime/v1/api/ping": ("realtime-v1-rest", "/api/ping"),
@@ -315,10 +329,11 @@ def test_official_kong_yml_loads_and_routes_realtime_like_kong() -> None:
     for path, (name, up) in cases.items():
         found = match_route(kong, path)
         assert found is not None, path
-        route, prefix = found
-        assert (route.name, upstream_path(route.service.path, route, prefix, path)) == (name, up), path
+        assert (found.route.name, upstream_path(found.route.service.path, found.route, found.prefix, found.path)) == (
+            name, up), path
     ws = match_route(kong, "/realtime/v1/websocket")
-    assert ws is not None and ws[0].service.host == "realtime-dev.supabase-realtime" and ws[0].service.port == 4000
+    assert ws is not None and ws.route.service.host == "realtime-dev.supabase-realtime"
+    assert ws.route.service.port == 4000 and ws.route.service.protocol == "http"  # url wins over protocol: ws
 
 
 def test_unsupported_plugin_is_a_startup_error_naming_it(tmp_path: Path) -> None:
@@ -336,12 +351,27 @@ def test_unsupported_plugin_is_a_startup_error_naming_it(tmp_path: Path) -> None
 
 
 def test_unsupported_option_is_a_startup_error_naming_it(tmp_path: Path) -> None:
-    text = KONG_YML.replace("          hide_groups_header: true\n", "          hide_groups_header: true\n"
-                            "          always_use_authenticated_groups: true\n", 1)
+    text = KONG_YML.replace('          message: "Access is forbidden."\n',
+                            '          message: "Access is forbidden."\n          echo: true\n', 1)
+    assert "echo: true" in text
     proc, port, log = start_gateway(tmp_path, text, {})
     try:
         assert port == 0 and proc.returncode == 2
-        assert "always_use_authenticated_groups" in log.read_text()
+        assert "echo" in log.read_text() and "not supported" in log.read_text()
+    finally:
+        stop(proc)  # only if it started after all
+
+
+@pytest.mark.parametrize(("option", "kong_version"), [("always_use_authenticated_groups: true", "2.8.1"),
+                                                      ("whitelist: [anon]", "3.9.3")])
+def test_option_of_another_kong_version_is_refused_like_kong(tmp_path: Path, option: str, kong_version: str) -> None:
+    text = KONG_YML.replace("          hide_groups_header: true\n", f"          hide_groups_header: true\n"
+                            f"          {option}\n", 1)
+    proc, port, log = start_gateway(tmp_path, text, {}, kong_version=kong_version)
+    try:
+        assert port == 0 and proc.returncode == 2
+        out = log.read_text()
+        assert f"in '{option.split(':')[0]}': unknown field" in out and f"Kong {kong_version}" in out
     finally:
         stop(proc)  # only if it started after all
 
@@ -349,29 +379,45 @@ def test_unsupported_option_is_a_startup_error_naming_it(tmp_path: Path) -> None
 # ---------------------------------------------------------------- HTTP behaviour
 
 
-def test_key_auth_missing_invalid_and_valid(gw: str) -> None:
+def kong_message(r: requests.Response, version: str) -> str:
+    """The message of a kong.response.error body, checking its version's template (3.x adds request_id)."""
+    data = r.json()
+    if version.startswith("3."):
+        assert re.fullmatch(r"[0-9a-f]{32}", data.pop("request_id")), r.text
+        assert r.headers["X-Kong-Request-Id"]
+    assert r.text.startswith('{\n  "message":'), r.text  # the template, not compact JSON
+    assert r.headers["Server"] == f"kong/{version}"
+    return str(data.pop("message"))
+
+
+def test_key_auth_missing_invalid_and_valid(gw: str, version: str) -> None:
     r = requests.get(f"http://{gw}/realtime/v1/api/ping", timeout=5)
-    assert (r.status_code, r.json()) == (401, {"message": "No API key found in request"})
+    assert (r.status_code, kong_message(r, version)) == (401, "No API key found in request")
+    assert r.headers["WWW-Authenticate"] == ("Key" if version.startswith("3.") else 'Key realm="kong"')
     r = requests.get(f"http://{gw}/realtime/v1/api/ping", headers={"apikey": "nope"}, timeout=5)
-    assert (r.status_code, r.json()) == (401, {"message": "Invalid authentication credentials"})
+    invalid = "Unauthorized" if version.startswith("3.") else "Invalid authentication credentials"
+    assert (r.status_code, kong_message(r, version)) == (401, invalid)
+    assert r.headers.get("WWW-Authenticate") == ("Key" if version.startswith("3.") else None)
     r = requests.get(f"http://{gw}/realtime/v1/api/ping", headers={"apikey": SERVICE}, timeout=5)
     assert r.status_code == 200
     echo = r.json()
     assert echo["path"] == "/api/ping"  # strip_path + service path
     # hide_credentials: true on this route removes the key; the transformer adds Authorization from headers.apikey,
-    # which key-auth (priority 1250) already removed, so it renders empty, as in Kong.
+    # which key-auth (priority 1250/1003) already removed, so it renders empty (sent as one blank), as in Kong.
     assert "apikey" not in {k.lower() for k in echo["headers"]}
-    assert echo["headers"].get("Authorization", "") == ""
+    assert echo["headers"].get("Authorization", "").strip() == ""
     assert echo["headers"]["X-Consumer-Username"] == "service_role"
+    assert re.fullmatch(r"[0-9a-f-]{36}", echo["headers"]["X-Consumer-ID"])
+    assert re.fullmatch(r"[0-9a-f-]{36}", echo["headers"]["X-Credential-Identifier"])  # the credential's id
     assert "X-Consumer-Groups" not in echo["headers"]
 
 
-def test_acl_refuses_a_consumer_outside_the_allow_list(gw: str) -> None:
+def test_acl_refuses_a_consumer_outside_the_allow_list(gw: str, version: str) -> None:
     r = requests.get(f"http://{gw}/realtime/v1/api/ping", params={"apikey": ANON}, timeout=5)
-    assert (r.status_code, r.json()) == (403, {"message": "You cannot consume this service"})
+    assert (r.status_code, kong_message(r, version)) == (403, "You cannot consume this service")
 
 
-def test_upstream_host_is_the_service_host_not_the_clients(gw: str) -> None:
+def test_upstream_host_is_the_service_host_not_the_clients(gw: str, version: str) -> None:
     r = requests.get(f"http://{gw}/realtime/v1/anything?apikey={ANON}&vsn=1.0.0",
                      headers={"Host": "client.example.com"}, timeout=5)
     assert r.status_code == 200
@@ -381,7 +427,9 @@ def test_upstream_host_is_the_service_host_not_the_clients(gw: str) -> None:
     # Kong's LUA_RT_WS_EXPR without opaque keys passes the query apikey through, to x-api-key too.
     assert echo["query"] == {"apikey": ANON, "vsn": "1.0.0"}
     assert echo["headers"]["x-api-key"] == ANON
-    assert r.headers["Via"].startswith("1.1 kong/")
+    assert r.headers["Via"] == (f"1.1 kong/{version}" if version.startswith("3.") else f"kong/{version}")
+    assert echo["headers"]["X-Forwarded-Prefix"] == "/realtime/v1/"
+    assert echo["headers"]["X-Forwarded-Port"] == gw.rsplit(":", 1)[1]  # Kong's listening port
 
 
 def test_cors_preflight_and_simple_response_headers(gw: str) -> None:
@@ -399,14 +447,19 @@ def test_cors_preflight_and_simple_response_headers(gw: str) -> None:
 def test_request_termination(gw: str) -> None:
     r = requests.get(f"http://{gw}/realtime/v1/api/tenants/realtime-dev/health", headers={"apikey": SERVICE},
                      timeout=5)
-    assert (r.status_code, r.json()) == (403, {"message": "Access is forbidden."})
+    assert (r.status_code, r.text) == (403, '{"message":"Access is forbidden."}')  # exit(): compact JSON
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
 
 
-def test_basic_auth_on_the_catch_all(gw: str) -> None:
+def test_basic_auth_on_the_catch_all(gw: str, version: str) -> None:
+    v3 = version.startswith("3.")
     r = requests.get(f"http://{gw}/project/default", timeout=5)
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    assert (r.status_code, kong_message(r, version)) == (401, "Unauthorized")
+    assert r.headers["WWW-Authenticate"] == ('Basic realm="service"' if v3 else 'Basic realm="kong"')
     r = requests.get(f"http://{gw}/project/default", auth=("dash", "wrong"), timeout=5)
-    assert (r.status_code, r.json()) == (401, {"message": "Invalid authentication credentials"})
+    assert (r.status_code, kong_message(r, version)) == (401, "Unauthorized" if v3 else
+                                                         "Invalid authentication credentials")
+    assert r.headers.get("WWW-Authenticate") == ('Basic realm="service"' if v3 else None)
     r = requests.get(f"http://{gw}/project/default", auth=("dash", "dash-pw-canary"), timeout=5)
     assert r.status_code == 200
     echo = r.json()
@@ -414,11 +467,18 @@ def test_basic_auth_on_the_catch_all(gw: str) -> None:
     assert "Authorization" not in echo["headers"]  # hide_credentials
 
 
-def test_services_not_run_and_unknown_hosts(gw: str) -> None:
-    r = requests.get(f"http://{gw}/rest/v1/todos", timeout=5)
-    assert r.status_code == 502
+def test_services_not_run_and_unknown_hosts(gw: str, version: str) -> None:
+    v3 = version.startswith("3.")
+    r = requests.get(f"http://{gw}/rest/v1/todos", headers={"Accept": None}, timeout=5)  # type: ignore[dict-item]
+    # nginx's error page (kong/error_handlers.lua): no Accept, no Content-Type -> error_default_type text/plain.
+    assert r.status_code == 502 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert r.text.startswith("An invalid response was received from the upstream server\n")
+    assert ("request_id: " in r.text) is v3
     r = requests.get(f"http://{gw}/nowhere/x", timeout=5)
-    assert (r.status_code, r.json()) == (503, {"message": "name resolution failed"})
+    if v3:
+        assert (r.status_code, kong_message(r, version)) == (503, "name resolution failed")
+    else:
+        assert (r.status_code, r.text) == (503, '{"message":"name resolution failed"}')
 
 
 # ---------------------------------------------------------------- WebSocket proxying
@@ -465,7 +525,7 @@ def test_websocket_key_auth_refusal_happens_at_the_gateway(gw: str) -> None:
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
         websocket.create_connection(f"ws://{gw}/realtime/v1/websocket", timeout=5)
     assert err.value.status_code == 401
-    assert json.loads(err.value.resp_body) == {"message": "No API key found in request"}
+    assert json.loads(err.value.resp_body)["message"] == "No API key found in request"
 
 
 def test_hidden_credentials_leave_no_apikey_for_realtime(gw: str) -> None:
@@ -535,7 +595,7 @@ def test_expansion_matches_running_the_official_entrypoint(tmp_path: Path, opaqu
     # awk's ENVIRON also holds the process environment (PATH, KONG_DECLARATIVE_CONFIG): give ours the same.
     ours = expand_kong_yml(temp_yml.read_text(), entrypoint_env({**run_env}))
     assert ours.rstrip("\n") == out_yml.read_text().rstrip("\n")
-    kong = parse_kong(ours)
+    kong = parse_kong(ours, Version("3.9.3", router_flavor="expressions"))
     keys = set(kong.key_index)
     assert keys == ({"eyJ.anon.sig", "eyJ.service.sig", "sb_publishable_abc", "sb_secret_xyz"} if opaque
                     else {"eyJ.anon.sig", "eyJ.service.sig"})
