@@ -489,6 +489,18 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
                             f"refuses the file ({_one_of()}).")
         elif service.protocol not in ("http", "https"):
             problems.append(f"{where}: service protocol is {service.protocol!r}; the REST API needs http.")
+    # GET /realtime/v1/api/ping (health probes) may take another route: in Kong a route with `methods`
+    # (or `hosts`) outranks a longer path-only route.
+    ping = config.match(_REALTIME_PING_PATH, "GET")
+    if ping is not None and ping.route is not route:
+        ping_up = upstream_path(ping.route, ping.service, _REALTIME_PING_PATH)
+        evidence["get_ping_route"] = ping.route.name
+        if ping_up != "/api/ping" or ping.service is None or ping.service.host != (service.host if service else ""):
+            problems.append(
+                f"{ctx.source}: GET {_REALTIME_PING_PATH} takes route {ping.route.name!r} instead (Kong ranks a route "
+                "with methods or hosts above a longer path-only one, and expression routes above all), so it reaches "
+                f"{ping.service.host if ping.service else 'no service'} as {ping_up}."
+            )
     if problems:
         return _result(
             cid,
@@ -505,6 +517,9 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
         f"{REALTIME_REST_PATH} -> {service.upstream.rsplit('/api', 1)[0]}{upstream} (route {route.name!r}).",
         evidence=evidence,
     )
+
+
+_REALTIME_PING_PATH = "/realtime/v1/api/ping"
 
 
 def _consumers_with(config: KongConfig, value: str | None) -> list[KongConsumer]:

@@ -934,6 +934,20 @@ def _check_plugin(ctx: _Ctx, name: str, config: Mapping[str, Any], where: str) -
     elif name == "basic-auth":
         if ctx.major == 2 and "realm" in config:
             ctx.refuse(f"{kw}: in 'config': in 'realm'", "unknown field")
+    elif name == "request-transformer":
+        for action in ("remove", "rename", "replace", "add", "append"):
+            section = config.get(action)
+            if not isinstance(section, Mapping):
+                continue
+            for target in ("headers", "querystring", "body"):
+                entries = section.get(target)
+                for n, entry in enumerate(entries if isinstance(entries, list) else ()):
+                    # The eval entrypoint strips double quotes, so "Name: value" can arrive as a YAML mapping.
+                    if not isinstance(entry, str) or (action != "remove" and ":" not in entry):
+                        ctx.refuse(f"{kw}: in 'config': in '{action}': in '{target}': - in entry {n + 1} of "
+                                   f"'{target}'", "expected a string like 'name:value'"
+                                   + (" (a YAML mapping: quotes around it were lost)" if isinstance(entry, Mapping)
+                                      else ""))
     elif name == "request-termination":
         status = config.get("status_code", 503)
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:

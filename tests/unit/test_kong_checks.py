@@ -382,3 +382,69 @@ def test_key_auth_without_apikey_key_name(tmp_path: Path) -> None:
     result = run(stack).by_id("kong.realtime_auth")
     assert result.status is Status.FAIL
     assert "key_names" in result.remedy and "'apikey'" in result.remedy
+
+
+# ------------------------------------------------------------------ Kong version and start-up refusals
+
+
+def test_kong_version_comes_from_the_image_tag(tmp_path: Path) -> None:
+    old = run(copy_stack(OFFICIAL_2025, tmp_path / "a")).by_id("kong.parse")
+    new = run(copy_stack(OFFICIAL_2026, tmp_path / "b", kong_overlay=True)).by_id("kong.parse")
+    assert (old.evidence["kong_version"], old.evidence["router_flavor"]) == ("2.8.1", None)
+    assert (new.evidence["kong_version"], new.evidence["router_flavor"]) == ("3.9.3", "expressions")
+
+
+def test_eval_entrypoint_turns_a_double_quoted_transformer_entry_into_a_mapping(tmp_path: Path) -> None:
+    """The 2025 entrypoint evals the file inside double quotes, so `- "Host: x"` reaches Kong as `- Host: x`."""
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: acl\n",
+                                              "      - name: request-transformer\n        config:\n          add:\n"
+                                              "            headers:\n              - \"X-Tenant: a\"\n"
+                                              "      - name: acl\n"))
+    parse = run(stack).by_id("kong.parse")
+    assert parse.status is Status.FAIL
+    assert "in 'add': in 'headers': - in entry 1 of 'headers': expected a string" in parse.summary
+    assert "quotes around it were lost" in parse.summary
+
+
+def test_acl_without_any_authentication_plugin_fails(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: key-auth\n        config:\n"
+                                                 "          hide_credentials: false\n", ""))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL
+    assert "no authentication plugin" in result.detail and '401 "Unauthorized"' in result.detail
+
+
+def test_no_key_auth_and_no_acl_is_only_a_warning(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: key-auth\n        config:\n"
+                                                 "          hide_credentials: false\n", ""))
+    acl = "\n      - name: acl\n        config:\n          hide_groups_header: true\n"
+    edit(kong_yml(stack), lambda t: change_ws(t, acl + "          allow:\n            - admin\n            - anon", ""))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.WARN and "without an API key" in result.detail
+
+
+@pytest.mark.parametrize(("src", "text"), [(OFFICIAL_2025, '"Invalid authentication credentials"'),
+                                           (OFFICIAL_2026, '"Unauthorized" (with WWW-Authenticate: Key)')])
+def test_missing_key_holder_names_the_versions_401_text(src: Path, text: str, tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: t.replace("      - key: $SUPABASE_ANON_KEY\n", "", 1))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL and text in result.detail
+
+
+def test_host_replacement_reaches_the_compose_tenant_check(tmp_path: Path) -> None:
+    """config/gateway.realtime_upstream is the one place for the Host Realtime sees; compose.* follow it."""
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: change_ws(t, "          replace:\n            querystring:\n",
+                                              "          replace:\n            headers:\n"
+                                              "              - 'Host: tenant-b.supabase-realtime'\n"
+                                              "            querystring:\n"))
+    report = run_checks(Target.from_stack_dir(stack, docker=False), only=("compose.realtime.tenant_consistency",
+                                                                           "kong.realtime_preserve_host"))
+    assert report.by_id("kong.realtime_preserve_host").status is Status.FAIL
+    compose = report.by_id("compose.realtime.tenant_consistency")
+    assert compose.status is Status.FAIL, str(compose)
+    assert "tenant-b.supabase-realtime" in compose.detail and "request-transformer" in compose.detail
