@@ -11,7 +11,6 @@ from rtbook.config.gateway import tenant_of
 from rtbook.config.kong import (
     _AWK_VAR,
     _COMPOSE_SOURCE,
-    BUNDLED_PLUGINS,
     KNOWN_FORMAT_VERSIONS,
     OSS_PROTOCOLS,
     KongConfig,
@@ -19,6 +18,7 @@ from rtbook.config.kong import (
     KongLoaded,
     KongRoute,
     KongService,
+    bundled_plugins,
     load_kong_detailed,
     realtime_names,
     upstream_path,
@@ -269,14 +269,14 @@ def check_placeholders(target: Target, cid: str, ctx: KongLoaded) -> CheckResult
     )
 
 
-def _enabled_plugins(value: str | None) -> tuple[set[str], bool]:
-    """Plugins KONG_PLUGINS loads, and whether it includes ``bundled``."""
+def _enabled_plugins(value: str | None, kong_version: str | None = None) -> tuple[set[str], bool]:
+    """Plugins KONG_PLUGINS loads in this Kong version, and whether it includes ``bundled``."""
     if value is None or not value.strip():
-        return set(BUNDLED_PLUGINS), True
+        return set(bundled_plugins(kong_version)), True
     names = {p.strip() for p in value.split(",") if p.strip()}
     bundled = "bundled" in names
     if bundled:
-        names |= BUNDLED_PLUGINS
+        names |= bundled_plugins(kong_version)
     names.discard("off")
     return names, bundled
 
@@ -287,7 +287,7 @@ def check_plugins_enabled(target: Target, cid: str, ctx: KongLoaded) -> CheckRes
     """Kong refuses a declarative config that uses a plugin ``KONG_PLUGINS`` does not load."""
     config = _config(ctx)
     setting = ctx.compose_env.get("KONG_PLUGINS")
-    enabled, _ = _enabled_plugins(setting)
+    enabled, _ = _enabled_plugins(setting, ctx.kong_version)
     used: dict[str, list[str]] = {}
     for plugin in config.all_plugins():
         used.setdefault(plugin.name, []).append(plugin.scope)

@@ -78,7 +78,7 @@ __all__ = [
 KongStyle = Literal["eval", "awk", "none"]
 KNOWN_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 
-# Kong's bundled plugins (2.8 and 3.x); ``KONG_PLUGINS=bundled`` enables all of them.
+# Kong 3.9.3's bundled plugins (kong/constants.lua); ``KONG_PLUGINS=bundled`` enables all of them.
 BUNDLED_PLUGINS = frozenset(
     [
         "acl",
@@ -128,6 +128,18 @@ BUNDLED_PLUGINS = frozenset(
         "zipkin",
     ]
 )
+
+# Bundled in 3.x only (absent from 2.8.1 kong/constants.lua).
+BUNDLED_PLUGINS_3_ONLY = frozenset(
+    ["ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-template", "ai-proxy", "ai-request-transformer",
+     "ai-response-transformer", "opentelemetry", "redirect", "standard-webhooks"]
+)
+
+
+def bundled_plugins(kong_version: str | None) -> frozenset[str]:
+    """What ``bundled`` loads in this Kong version (unknown: the 3.x list)."""
+    return BUNDLED_PLUGINS - BUNDLED_PLUGINS_3_ONLY if kong_major(kong_version) == 2 else BUNDLED_PLUGINS
+
 
 # Variables the image itself sets; they are in the entrypoint's environment too.
 _IMAGE_ENV = {"HOME": "/home/kong", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -1412,7 +1424,9 @@ def realtime_names(stack: Stack | None) -> set[str]:
     if service is None:
         return set()
     names = {service.name, *(getattr(service, "dns_names", None) or ())}
-    for attr in ("container_name", "hostname"):
+    # Docker's DNS answers for the service name, container_name and network aliases; `hostname:` only
+    # names the container to itself.
+    for attr in ("container_name",):
         value = getattr(service, attr, None)
         if value:
             names.add(str(value))

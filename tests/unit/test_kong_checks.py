@@ -448,3 +448,15 @@ def test_host_replacement_reaches_the_compose_tenant_check(tmp_path: Path) -> No
     compose = report.by_id("compose.realtime.tenant_consistency")
     assert compose.status is Status.FAIL, str(compose)
     assert "tenant-b.supabase-realtime" in compose.detail and "request-transformer" in compose.detail
+
+
+def test_bundled_on_kong_2_8_lacks_the_3_x_only_plugins(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(stack / "docker-compose.yml", lambda t: t.replace(
+        "KONG_PLUGINS: request-transformer,cors,key-auth,acl,basic-auth,request-termination,ip-restriction",
+        "KONG_PLUGINS: bundled"))
+    assert run(stack).by_id("kong.plugins_enabled").status is Status.PASS
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: cors\n", "      - name: cors\n      - name: redirect\n"
+                                              "        config:\n          location: http://x\n"))
+    result = run(stack).by_id("kong.plugins_enabled")
+    assert result.status is Status.FAIL and "redirect" in result.summary  # a 3.x plugin
