@@ -4,7 +4,7 @@
 # CI runs.
 PYTHON ?= python3
 
-.PHONY: setup demo test lint verify
+.PHONY: setup demo test lint verify notebooks
 
 setup:
 	bash scripts/setup.sh
@@ -22,3 +22,8 @@ lint:
 # Re-check the newest audit record.
 verify:
 	$(PYTHON) -m rtbook verify "$$(ls -d outputs/*/ | sort | tail -n 1)"
+
+# After editing a notebook (rtbook/notebooks/*.ipynb) or its paired py:percent file: bring the
+# pair back in agreement (tests/unit/test_notebooks_paired.py checks it).
+notebooks:
+	$(PYTHON) -m jupytext --sync rtbook/notebooks/*.ipynb

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import html
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,7 @@ from rtbook.secrets import Redactor
 if TYPE_CHECKING:
     pass
 
-__all__ = ['CheckResult', 'Report', 'Status']
-
+__all__ = ["CheckResult", "Report", "Status", "printable", "xml_safe"]
 
 
 class Status(enum.StrEnum):
@@ -144,10 +144,27 @@ class CheckResult:
             lines += ["       " + line for line in self.detail.splitlines()]
         if self.remedy and self.status is not Status.PASS:
             lines.append("       remedy: " + self.remedy.replace("\n", "\n               "))
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def _repr_html_(self) -> str:
         return Report([self])._repr_html_()
+
+
+# C0 controls except tab and newline, DEL, and the C1 range: in a terminal they are escape
+# sequences (colours, cursor moves, title changes), and XML 1.0 cannot carry most of them at all.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Characters XML 1.0 forbids outright (surrogates and the two non-characters as well).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN`` (``\\r`` too), so they cannot drive a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot hold (and other controls) shown as ``\\xNN``."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text))
 
 
 def _jsonable(value: Any) -> Any:
@@ -246,7 +263,7 @@ class Report(Sequence[CheckResult]):
         return ", ".join(parts)
 
     def __str__(self) -> str:
-        head = [self.title] if self.title else []
+        head = [printable(self.title)] if self.title else []
         body = [str(r) for r in self._results]
         return "\n".join([*head, *body, self.summary_line()])
 
@@ -294,7 +311,7 @@ class Report(Sequence[CheckResult]):
         c = self.counts()
         root = ET.Element(
             "testsuites",
-            name=suite,
+            name=xml_safe(suite),
             tests=str(len(self)),
             failures=str(c["fail"]),
             errors=str(c["error"]),
@@ -303,7 +320,7 @@ class Report(Sequence[CheckResult]):
         ts = ET.SubElement(
             root,
             "testsuite",
-            name=self.title or suite,
+            name=xml_safe(self.title or suite),
             tests=str(len(self)),
             failures=str(c["fail"]),
             errors=str(c["error"]),
@@ -313,10 +330,11 @@ class Report(Sequence[CheckResult]):
         for r in self._results:
             area = r.id.split(".", 1)[0]
             tc = ET.SubElement(
-                ts, "testcase", classname=f"rtbook.{area}", name=r.id, time=f"{r.duration_ms / 1000:.3f}"
+                ts, "testcase", classname=xml_safe(f"rtbook.{area}"), name=xml_safe(r.id),
+                time=f"{r.duration_ms / 1000:.3f}",
             )
-            message = r.summary or r.title
-            body = "\n".join(x for x in (r.detail, f"remedy: {r.remedy}" if r.remedy else "") if x)
+            message = xml_safe(r.summary or r.title)
+            body = xml_safe("\n".join(x for x in (r.detail, f"remedy: {r.remedy}" if r.remedy else "") if x))
             if r.status is Status.FAIL:
                 ET.SubElement(tc, "failure", message=message).text = body
             elif r.status is Status.ERROR:

@@ -8,7 +8,9 @@ nested JSON-like data before it reaches a result, a log, a notebook or an audit 
 from __future__ import annotations
 
 import base64
+import json
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +46,36 @@ def is_secret_name(name: str) -> bool:
 def looks_secret(value: str) -> bool:
     """Return True when a value looks like a token or key (a JWT, a bearer token, an sb_ key)."""
     return bool(_JWT.search(value) or _OPAQUE_KEY.search(value) or _BEARER.search(value))
+
+
+def _b64_cores(raw: bytes) -> Iterable[str]:
+    """The base64 and base64url text that ``raw`` always produces, whatever bytes surround it.
+
+    Inside a longer encoded string the secret can start at any byte offset modulo 3. For each
+    offset, the characters that mix its bits with a neighbour's are cut from both ends; what is
+    left appears verbatim in any encoding that contains the secret at that offset.
+    """
+    for shift, skip in ((0, 0), (1, 2), (2, 3)):
+        whole = (len(raw) + shift) // 3 * 4
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(b"\0" * shift + raw).decode()[skip:whole]
+            # A short core would match unrelated base64 by chance; the raw value is still matched.
+            if len(core) >= 8:
+                yield core
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every encoded form of ``value`` the redactor looks for (see :class:`Redactor`)."""
+    raw = value.encode()
+    forms = set(_b64_cores(raw))
+    forms.add(urllib.parse.quote(value, safe=""))
+    forms.add(urllib.parse.quote_plus(value, safe=""))
+    forms.add(json.dumps(value)[1:-1])
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    forms.add(raw.hex())
+    forms.add(raw.hex().upper())
+    forms.discard(value)
+    return forms
 
 
 class Secret:
@@ -94,8 +126,9 @@ class Secret:
 class Redactor:
     """Removes secret values, JWTs and bearer tokens from text and JSON-like data.
 
-    Known values are also matched in their base64 forms, so a secret that was encoded into a
-    basic-auth header or a data URL does not leak either.
+    Known values are also matched in every form they can take on the way out: base64 and
+    base64url at any offset inside a longer encoded string (a basic-auth header, a data URL, a
+    JWT segment), URL-encoded, JSON-escaped, and hex in either case.
     """
 
     def __init__(self, values: Iterable[str | Secret] = ()) -> None:
@@ -111,11 +144,7 @@ class Redactor:
         if len(plain) < MIN_REDACT_LEN:
             return
         self._values.add(plain)
-        raw = plain.encode()
-        for variant in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-            text = variant.decode().rstrip("=")
-            if len(text) >= MIN_REDACT_LEN:
-                self._values.add(text)
+        self._values.update(v for v in encoded_forms(plain) if len(v) >= MIN_REDACT_LEN)
 
     def add_env(self, env: Mapping[str, str]) -> None:
         """Register every value in ``env`` whose name or value looks secret."""

@@ -21,6 +21,7 @@ import yaml
 from rtbook.checks import _common
 from rtbook.checks._common import result as _r
 from rtbook.config.gateway import realtime_upstream, tenant_of
+from rtbook.config.images import ImageVersion, parse_version
 from rtbook.registry import register
 from rtbook.results import CheckResult, Status
 from rtbook.tokens import verify_jwt
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from rtbook.config.stack import Service, Stack
     from rtbook.target import Target
 
-__all__ = ['DEMO_VALUES', 'ImageVersion', 'evaluate_realtime_env', 'parse_realtime_version']
+__all__ = ["DEMO_VALUES", "evaluate_realtime_env"]
 
 
 DEFAULT_TENANT = "realtime-dev"
@@ -66,45 +67,6 @@ def _fp(value: str) -> str:
 
 def _desc(value: str) -> str:
     return f"{len(value)} characters, {_fp(value)}"
-
-
-@dataclass(frozen=True)
-class ImageVersion:
-    """The Realtime version parsed from an image reference."""
-
-    image: str
-    version: tuple[int, int, int] | None
-
-    @property
-    def known(self) -> bool:
-        """True when the tag gave a version number."""
-        return self.version is not None
-
-    def at_least(self, other: tuple[int, int, int]) -> bool:
-        """True when this version is ``other`` or later; an unknown tag counts as the newest."""
-        return self.version is None or self.version >= other
-
-    def describe(self) -> str:
-        """``supabase/realtime:v2.78.15`` or a note that the version is assumed to be the newest."""
-        if self.version is not None:
-            plain = "v" + ".".join(map(str, self.version))
-            return self.image if self.image.endswith((plain, plain[1:])) else f"{self.image} ({plain})"
-        return f"{self.image or 'an unknown image'} (version unknown: assumed to be the newest)"
-
-
-_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
-
-
-def parse_realtime_version(image: str | None) -> ImageVersion:
-    """Parse ``supabase/realtime:vX.Y.Z`` (any registry prefix, optional digest)."""
-    image = image or ""
-    ref = image.split("@", 1)[0]
-    last = ref.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else ""
-    m = _VERSION.match(tag)
-    if not m:
-        return ImageVersion(image, None)
-    return ImageVersion(image, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
 
 
 def _looks_external(host: str) -> bool:
@@ -159,7 +121,7 @@ def evaluate_realtime_env(
     ctx = _EnvContext(
         env=env,
         raw=None,
-        version=parse_realtime_version(image),
+        version=parse_version(image),
         source=source,
         where=f"the realtime service's environment (compose file; seen in {source})",
         secret_peers=tuple(peers),
@@ -400,7 +362,7 @@ def _stack_context(stack: Stack, rt: Service) -> _EnvContext:
     return _EnvContext(
         env=rt.environment,
         raw=rt.environment_raw,
-        version=parse_realtime_version(rt.image),
+        version=parse_version(rt.image),
         source=f"services.{rt.name}.environment",
         where=f"services.{rt.name}.environment",
         secret_peers=tuple(peers),
@@ -432,7 +394,7 @@ def check_present(target: Target, cid: str) -> CheckResult:
                   "supabase/realtime or a service named realtime.",
                   remedy="Add the realtime service from supabase/supabase docker/docker-compose.yml "
                   "(image supabase/realtime, container_name realtime-dev.supabase-realtime).")
-    version = parse_realtime_version(rt.image)
+    version = parse_version(rt.image)
     return _r(cid, Status.PASS,
               f"Realtime is service {rt.name!r}, image {version.describe()}.",
               evidence={"service": rt.name, "image": rt.image, "container_name": rt.container_name,
@@ -533,7 +495,7 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
     rt = got
     stack = _stack(target)
     named = rt.environment.get("SELF_HOST_TENANT_NAME", "")
-    version = parse_realtime_version(rt.image)
+    version = parse_version(rt.image)
     if named and not version.at_least(TENANT_NAME_SINCE):
         # Images before v2.33.68 ignore the variable and always seed realtime-dev.
         seeded = DEFAULT_TENANT

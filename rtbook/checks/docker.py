@@ -37,6 +37,7 @@ from rtbook.clients.docker import (
     parse_env_list,
 )
 from rtbook.config.gateway import realtime_upstream
+from rtbook.config.images import image_tag
 from rtbook.registry import register
 from rtbook.results import CheckResult, Status
 from rtbook.secrets import REDACTED, is_secret_name
@@ -330,8 +331,8 @@ def check_running(target: Target, cid: str) -> CheckResult:
             remedy=logs_hint,
             evidence=evidence, see_also=("docker.realtime.logs",),
         )
-    file_tag = _tag(str(getattr(target.stack.realtime_service(), "image", "") or "")) if target.stack else ""
-    live_tag = _tag(info.image)
+    file_tag = image_tag(str(getattr(target.stack.realtime_service(), "image", "") or "")) if target.stack else ""
+    live_tag = image_tag(info.image)
     evidence["compose_image_tag"] = file_tag
     if file_tag and live_tag and file_tag != live_tag:
         return CheckResult(
@@ -349,12 +350,6 @@ def check_running(target: Target, cid: str) -> CheckResult:
         summary=f"Realtime runs ({info.name}, {info.image}), no restarts, not OOM-killed.",
         evidence=evidence,
     )
-
-
-def _tag(image: str) -> str:
-    ref = image.split("@", 1)[0]
-    last = ref.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1] if ":" in last else ""
 
 
 RESTART_LOOP_WINDOW_S = 300.0

@@ -2,143 +2,184 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from rtbook.exceptions import (
-    ConfigError,
-)
+import click
+
+from rtbook.cli._click import RtbookCommand, Seconds, SectionOption
+from rtbook.cli._output import console_for, progress_line, verdict_line
+from rtbook.cli._target import shared_options
+from rtbook.exceptions import ConfigError
 from rtbook.results import Report
 from rtbook.runbook.notebooks import select_notebooks
-from rtbook.runbook.params import PARAMS, load_params_file, parse_assignment, validate_params
+from rtbook.runbook.params import PARAMS, RunParams, load_params_file, parse_assignment
 from rtbook.runbook.record import verify
 from rtbook.runbook.runner import RunOutcome, _sandbox_running, run_notebooks
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["add_cli", "params_from_args"]
 
-__all__ = ['add_cli']
-
-
-
-# ================================================================ CLI
+_TARGET = "Target"
+# The longest a cell may run: papermill's per-cell timeout; a day is already far past any real step.
+_MAX_CELL_S = 86400.0
 
 
-def add_cli(subparsers: Any) -> None:
+def add_cli(group: click.Group) -> None:
     """Add ``rtbook run`` and ``rtbook verify`` to the ``rtbook`` command."""
-    p = subparsers.add_parser(
-        "run",
-        help="run the runbook's notebooks with papermill and write an audit record",
-        description="Execute the notebooks in order against a target and write outputs/<UTC time>-<target>/. "
-        "Exit 0 when every check passed, 1 when a check failed, 2 for usage errors.",
-    )
-    g = p.add_argument_group("target")
-    g.add_argument("--target", choices=["sandbox"], help="start the embedded sandbox, run against it, stop it")
-    g.add_argument("--stack", metavar="DIR", help="a stack directory laid out like supabase/docker")
-    g.add_argument("--api-url", help="public gateway URL, e.g. http://localhost:8000")
-    g.add_argument("--realtime-url", help="Realtime reached directly, e.g. http://127.0.0.1:4000")
-    g.add_argument("--realtime-host", help="Host header for direct Realtime requests")
-    g.add_argument("--db-url", help="database URL without password (password from POSTGRES_PASSWORD)")
-    g.add_argument("--tenant", help="tenant id")
-    g.add_argument("--no-sandbox-start", action="store_true",
-                   help="with --target sandbox: use the sandbox already running instead of starting one")
-    g.add_argument("--break", dest="breaks", action="append", default=[], metavar="SCENARIO",
-                   help="with --target sandbox: start it with this break scenario (repeatable; "
-                   "see 'rtbook sandbox scenarios')")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a notebook parameter (repeatable); see 'rtbook run --list-params'")
-    p.add_argument("--params-file", metavar="FILE", help="parameters as JSON/YAML (e.g. written by 00_start_here)")
-    p.add_argument("--notebooks", metavar="LIST", help="comma-separated numbers or names, e.g. 01,03")
-    p.add_argument("--output-dir", default="outputs", metavar="DIR", help="where run folders go (default: outputs)")
-    p.add_argument("--label", help="name suffix of the run folder (default: the target kind)")
-    p.add_argument("--notebook-dir", metavar="DIR", help="where the notebooks are (default: the repository's)")
-    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
-    p.add_argument("--cell-timeout", type=float, default=900.0, metavar="S", help="seconds allowed per cell")
-    p.add_argument("--list-params", action="store_true", help="print the parameter schema and exit")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    p.add_argument("-v", "--verbose", action="store_true", help="also show the kernels' own stderr (warnings)")
-    p.set_defaults(func=_cmd_run)
-
-    v = subparsers.add_parser("verify", help="check that an audit record was not altered since it was written")
-    v.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'rtbook run'")
-    v.set_defaults(func=_cmd_verify)
+    group.add_command(_cmd_run)
+    group.add_command(_cmd_verify)
 
 
-def params_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge ``--params-file``, the target flags and ``-p`` (in that order of precedence, lowest first)."""
+def params_from_args(
+    *,
+    target: str | None = None,
+    stack: str | None = None,
+    api_url: str | None = None,
+    realtime_url: str | None = None,
+    realtime_host: str | None = None,
+    db_url: str | None = None,
+    tenant: str | None = None,
+    params_file: str | None = None,
+    param: tuple[str, ...] | list[str] = (),
+) -> RunParams:
+    """Merge ``--params-file``, the target flags and ``-p`` (in that order of precedence, lowest first).
+
+    Raises:
+        ConfigError: for a bad parameter (the same message the guided form shows), or nothing to run against.
+        InputError: when the parameters file cannot be read.
+    """
     values: dict[str, Any] = {}
-    if args.params_file:
-        values.update(load_params_file(args.params_file))
-    if args.target and args.stack:
+    if params_file:
+        values.update(load_params_file(params_file))
+    if target and stack:
         raise ConfigError("pass either --target sandbox or --stack DIR, not both")
-    if args.target:
+    if target:
         values["target_kind"] = "sandbox"
-    if args.stack:
+    if stack:
         values["target_kind"] = "stack"
-        values["stack_dir"] = str(Path(args.stack).resolve())
-    for flag in ("api_url", "realtime_url", "realtime_host", "db_url", "tenant"):
-        if getattr(args, flag, None):
-            values[flag] = getattr(args, flag)
-    for item in args.param:
+        values["stack_dir"] = str(Path(stack).resolve())
+    flags = {"api_url": api_url, "realtime_url": realtime_url, "realtime_host": realtime_host, "db_url": db_url,
+             "tenant": tenant}
+    values.update({name: value for name, value in flags.items() if value})
+    for item in param:
         name, value = parse_assignment(item)
         values[name] = value
     if "run_dir" in values:
         raise ConfigError("run_dir is set by 'rtbook run' itself; use --output-dir to choose where records go")
-    if not (args.target or args.stack or args.params_file or any(a.startswith("target_kind=") for a in args.param)):
+    if not (target or stack or params_file or any(a.startswith("target_kind=") for a in param)):
         raise ConfigError("nothing to run against: pass --target sandbox, or --stack DIR with --api-url/--db-url")
-    return values
+    return RunParams.from_mapping(values)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    if args.list_params:
-        for param in PARAMS:
-            allowed = " (" + "|".join(c or '""' for c in param.choices) + ")" if param.choices else ""
-            sys.stdout.write(f"{param.name}: {param.type_name} = {param.default!r}{allowed}\n    {param.help}\n")
+def _print_params() -> None:
+    for p in PARAMS:
+        allowed = " (" + "|".join(c or '""' for c in p.choices) + ")" if p.choices else ""
+        sys.stdout.write(f"{p.name}: {p.type_name} = {p.default!r}{allowed}\n    {p.help}\n")
+
+
+@click.command(
+    "run",
+    cls=RtbookCommand,
+    short_help="run the runbook's notebooks with papermill and write an audit record",
+    help="Execute the notebooks in order against a target and write outputs/<UTC time>-<target>/. "
+    "Exit 0 when every check passed, 1 when a check failed, 2 for usage errors.",
+)
+@click.option("--target", type=click.Choice(["sandbox"]), cls=SectionOption, section=_TARGET,
+              help="start the embedded sandbox, run against it, stop it")
+@shared_options("stack", "api_url", "realtime_url", "realtime_host", "db_url", "tenant", section=_TARGET)
+@click.option("--no-sandbox-start", is_flag=True, cls=SectionOption, section=_TARGET,
+              help="with --target sandbox: use the sandbox already running instead of starting one")
+@click.option("--break", "breaks", multiple=True, metavar="SCENARIO", cls=SectionOption, section=_TARGET,
+              help="with --target sandbox: start it with this break scenario (repeatable; "
+              "see 'rtbook sandbox scenarios')")
+@click.option("-p", "--param", "param", multiple=True, metavar="NAME=VALUE",
+              help="set a notebook parameter (repeatable); see 'rtbook run --list-params'")
+@click.option("--params-file", metavar="FILE", help="parameters as JSON/YAML (e.g. written by 00_start_here)")
+@click.option("--notebooks", metavar="LIST", help="comma-separated numbers or names, e.g. 01,03")
+@click.option("--output-dir", default="outputs", metavar="DIR", help="where run folders go (default: outputs)")
+@click.option("--label", metavar="LABEL", help="name suffix of the run folder (default: the target kind)")
+@click.option("--notebook-dir", metavar="DIR",
+              help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "
+              "(default: the ones shipped with rtbook)")
+@click.option("--kernel", default="python3", metavar="KERNEL", help="Jupyter kernel name (default: python3)")
+@click.option("--cell-timeout", type=Seconds(_MAX_CELL_S), default=900.0,
+              help=f"seconds allowed per cell (0 < t <= {_MAX_CELL_S:g}; default 900)")
+@click.option("--list-params", is_flag=True, help="print the parameter schema and exit")
+@click.option("-q", "--quiet", is_flag=True, help="no progress lines")
+@click.option("-v", "--verbose", is_flag=True, help="also show the kernels' own stderr (warnings)")
+def _cmd_run(
+    target: str | None,
+    stack: str | None,
+    api_url: str | None,
+    realtime_url: str | None,
+    realtime_host: str | None,
+    db_url: str | None,
+    tenant: str | None,
+    no_sandbox_start: bool,
+    breaks: tuple[str, ...],
+    param: tuple[str, ...],
+    params_file: str | None,
+    notebooks: str | None,
+    output_dir: str,
+    label: str | None,
+    notebook_dir: str | None,
+    kernel: str,
+    cell_timeout: float,
+    list_params: bool,
+    quiet: bool,
+    verbose: bool,
+) -> int:
+    if list_params:
+        _print_params()
         return 0
-    values = params_from_args(args)
-    params = validate_params(values)
+    params = params_from_args(target=target, stack=stack, api_url=api_url, realtime_url=realtime_url,
+                              realtime_host=realtime_host, db_url=db_url, tenant=tenant, params_file=params_file,
+                              param=param)
     progress: list[TextIO] = [sys.stderr]
 
     def say(msg: str) -> None:
-        if not args.quiet:
+        if quiet:
+            return
+        console = console_for(progress[0])
+        if console is not None:
+            console.print(progress_line(msg))
+        else:
             progress[0].write(msg + "\n")
-            progress[0].flush()
+        progress[0].flush()
 
-    def execute() -> RunOutcome:
-        return run_notebooks(
-            params,
-            notebooks=args.notebooks,
-            output_dir=args.output_dir,
-            label=args.label or "",
-            source_dir=args.notebook_dir,
-            kernel_name=args.kernel,
-            cell_timeout_s=args.cell_timeout,
+    select_notebooks(notebooks)  # a bad --notebooks is a usage error before the sandbox starts
+    if breaks and (params.target_kind != "sandbox" or no_sandbox_start):
+        raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
+    with contextlib.ExitStack() as stack_:
+        if not verbose:
+            progress[0] = stack_.enter_context(_kernel_stderr_hidden())
+        if params.target_kind == "sandbox" and not no_sandbox_start:
+            stack_.enter_context(_sandbox_running(say, breaks))
+        outcome: RunOutcome = run_notebooks(
+            params.as_dict(),
+            notebooks=notebooks,
+            output_dir=output_dir,
+            label=label or "",
+            source_dir=notebook_dir,
+            kernel_name=kernel,
+            cell_timeout_s=cell_timeout,
             progress=say,
         )
-
-    select_notebooks(args.notebooks)  # a bad --notebooks is a usage error before the sandbox starts
-    if args.breaks and (params["target_kind"] != "sandbox" or args.no_sandbox_start):
-        raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
-    with contextlib.ExitStack() as stack:
-        if not args.verbose:
-            progress[0] = stack.enter_context(_kernel_stderr_hidden())
-        if params["target_kind"] == "sandbox" and not args.no_sandbox_start:
-            stack.enter_context(_sandbox_running(say, args.breaks))
-        outcome = execute()
     overall = Report([r for n in outcome.notebooks for r in n.report])
     verdict = "PASSED" if outcome.exit_code == 0 else "FAILED"
     failed = [n.name for n in outcome.notebooks if n.status != "passed"]
-    sys.stdout.write(
-        f"{verdict}: {overall.summary_line()}"
-        + (f"; notebooks not passing: {', '.join(failed)}" if failed else "")
-        + f"\nrecord: {outcome.record_dir}\nmanifest sha256: {outcome.manifest_sha256}\n"
-    )
+    first = f"{verdict}: {overall.summary_line()}" + (f"; notebooks not passing: {', '.join(failed)}" if failed else "")
+    console = console_for()
+    if console is not None:
+        console.print(verdict_line(first))
+    else:
+        sys.stdout.write(first + "\n")
+    sys.stdout.write(f"record: {outcome.record_dir}\nmanifest sha256: {outcome.manifest_sha256}\n")
     return outcome.exit_code
 
 
@@ -165,7 +206,12 @@ def _kernel_stderr_hidden() -> Iterator[TextIO]:
         os.unlink(path)
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    result = verify(args.run_dir)
+@click.command("verify", cls=RtbookCommand,
+               short_help="check that an audit record was not altered since it was written",
+               help="Check that an audit record was not altered since it was written. "
+               "Exit 0 intact, 1 altered, 2 not a record.")
+@click.argument("run_dir", metavar="RUN_DIR")
+def _cmd_verify(run_dir: str) -> int:
+    result = verify(run_dir)
     sys.stdout.write(str(result) + "\n")
     return 0 if result.intact else 1

@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any
 
+import click
+
+from rtbook.cli._click import RtbookGroup, Seconds
 from rtbook.exceptions import RtbookError, SandboxError
 
-__all__ = ['add_cli']
+__all__ = ["add_cli"]
+
+# How long each part of the sandbox may take to start: generous for a slow machine, bounded so a typo
+# (--timeout 6000) is caught.
+_MAX_START_S = 3600.0
 
 
-
-def add_cli(subparsers: Any) -> None:
+def add_cli(group: click.Group) -> None:
     """Add ``rtbook sandbox ...`` to the ``rtbook`` command."""
-    p = subparsers.add_parser(
-        "sandbox",
-        help="start/stop the embedded sandbox (PostgreSQL + Realtime-compatible server + Kong-compatible gateway)",
-        description="The embedded sandbox: a throwaway Realtime stack on 127.0.0.1 with fresh secrets.",
-    )
-    sub = p.add_subparsers(dest="sandbox_command", metavar="{up,down,status,scenarios}")
-    sub.required = True
-    up = sub.add_parser("up", help="start the sandbox and return when it is ready")
-    up.add_argument("--dir", metavar="DIR", help="write the stack directory here (kept by 'down')")
-    up.add_argument("--break", dest="breaks", action="append", default=[], metavar="SCENARIO",
-                    help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
-    up.add_argument("--timeout", type=float, default=60, help="seconds each part may take to start (default 60)")
-    up.set_defaults(func=_up)
-    down = sub.add_parser("down", help="stop the sandbox and remove its cluster and state")
-    down.set_defaults(func=_down)
-    st = sub.add_parser("status", help="show the running sandbox's endpoints")
-    st.add_argument("--json", action="store_true", help="print JSON")
-    st.set_defaults(func=_status)
-    scen = sub.add_parser("scenarios", help="list the break scenarios and the symptom each produces")
-    scen.add_argument("--json", action="store_true", help="print JSON")
-    scen.set_defaults(func=_scenarios)
+    group.add_command(_sandbox)
+
+
+@click.group(
+    "sandbox",
+    cls=RtbookGroup,
+    invoke_without_command=True,
+    subcommand_metavar="{up,down,status,scenarios} [ARGS]...",
+    short_help="start/stop the embedded sandbox (PostgreSQL + Realtime-compatible server + Kong-compatible gateway)",
+    help="The embedded sandbox: a throwaway Realtime stack on 127.0.0.1 with fresh secrets.",
+)
+@click.pass_context
+def _sandbox(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("the following arguments are required: {up,down,status,scenarios}", ctx)
 
 
 def _fail(exc: RtbookError) -> int:
@@ -43,11 +41,18 @@ def _fail(exc: RtbookError) -> int:
     return 1 if isinstance(exc, SandboxError) else 2
 
 
-def _up(args: argparse.Namespace) -> int:
+@_sandbox.command("up", short_help="start the sandbox and return when it is ready",
+                  help="Start the sandbox and return when it is ready.")
+@click.option("--dir", "stack_dir", metavar="DIR", help="write the stack directory here (kept by 'down')")
+@click.option("--break", "breaks", multiple=True, metavar="SCENARIO",
+              help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
+@click.option("--timeout", type=Seconds(_MAX_START_S), default=60.0,
+              help=f"seconds each part may take to start (0 < t <= {_MAX_START_S:g}; default 60)")
+def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float) -> int:
     from rtbook.sandbox import manager
 
     try:
-        state = manager.up(args.dir, args.breaks, args.timeout)
+        state = manager.up(stack_dir, list(breaks), timeout)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
@@ -58,7 +63,9 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _down(args: argparse.Namespace) -> int:
+@_sandbox.command("down", short_help="stop the sandbox and remove its cluster and state",
+                  help="Stop the sandbox and remove its cluster and state.")
+def _down() -> int:
     from rtbook.sandbox import manager
 
     try:
@@ -74,14 +81,17 @@ _FIELDS = (("stack directory", "stack_dir"), ("gateway URL", "gateway_url"), ("r
            ("break scenarios", "breaks"))
 
 
-def _status(args: argparse.Namespace) -> int:
+@_sandbox.command("status", short_help="show the running sandbox's endpoints",
+                  help="Show the running sandbox's endpoints. Exit 0 running, 1 not running.")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def _status(as_json: bool) -> int:
     from rtbook.sandbox import manager
 
     try:
         info = manager.status()
     except RtbookError as exc:
         return _fail(exc)
-    if args.json:
+    if as_json:
         print(json.dumps(info, indent=2))
         return 0 if info.get("running") else 1
     if "stack_dir" not in info:
@@ -95,10 +105,13 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if info["running"] else 1
 
 
-def _scenarios(args: argparse.Namespace) -> int:
+@_sandbox.command("scenarios", short_help="list the break scenarios and the symptom each produces",
+                  help="List the break scenarios and the symptom each produces.")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def _scenarios(as_json: bool) -> int:
     from rtbook.sandbox.scenarios import SCENARIOS
 
-    if args.json:
+    if as_json:
         print(json.dumps([{"name": s.name, "symptom": s.symptom, "cause": s.cause} for s in SCENARIOS.values()],
                          indent=2))
         return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from docker.errors import NotFound
 
+from rtbook.config.images import image_repository
 from rtbook.target import Target
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "discover",
     "docker_session",
     "exec_in",
-    "image_repository",
     "parse_env_list",
 ]
 
@@ -86,24 +86,6 @@ def parse_env_list(items: Sequence[Any]) -> dict[str, str]:
         key, _, value = item.partition("=")
         env[key] = value
     return env
-
-
-def image_repository(image: str) -> str:
-    """The repository part of an image reference, without registry host, tag or digest.
-
-    ``public.ecr.aws/supabase/realtime:v2.34.47`` gives ``supabase/realtime``;
-    ``kong:2.8.1`` gives ``kong``; ``docker.io/library/kong`` gives ``kong``.
-    """
-    ref = image.split("@", 1)[0]
-    last = ref.rsplit("/", 1)
-    if ":" in last[-1]:
-        ref = ref[: ref.rfind(":")]
-    parts = ref.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        parts = parts[1:]
-    if parts and parts[0] == "library" and len(parts) == 2:
-        parts = parts[1:]
-    return "/".join(parts)
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ['HttpAnswer', 'http_request']
+import httpx
 
-
-
-# ------------------------------------------------------------------ HTTP
+__all__ = ["HttpAnswer", "http_request"]
 
 
 @dataclass(frozen=True)
@@ -71,35 +67,35 @@ def http_request(
     host_header: str | None = None,
     max_body: int = 65536,
 ) -> HttpAnswer:
-    """Send one request with ``http.client`` and return the answer; never raises for network errors.
+    """Send one request with httpx and return the answer; never raises for network errors.
 
-    ``host_header`` replaces the Host header (Realtime takes the tenant from it).
+    ``host_header`` replaces the Host header (Realtime takes the tenant from it). At most
+    ``max_body`` bytes of the body are read; redirects are not followed (a probe reports them).
     """
-    parts = urllib.parse.urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                           context=ssl.create_default_context())
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    sent = {"Accept-Encoding": "identity", **(headers or {})}
+    if host_header is not None:
+        sent["Host"] = host_header
     started = time.monotonic()
     try:
-        conn.putrequest(method, path, skip_host=host_header is not None, skip_accept_encoding=True)
-        if host_header is not None:
-            conn.putheader("Host", host_header)
-        for key, value in (headers or {}).items():
-            conn.putheader(key, value)
-        conn.endheaders()
-        resp = conn.getresponse()
-        body = resp.read(max_body).decode("utf-8", errors="replace")
-        return HttpAnswer(
-            url,
-            resp.status,
-            body,
-            {k.lower(): v for k, v in resp.getheaders()},
-            (time.monotonic() - started) * 1000,
-        )
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+            client.stream(method, url, headers=sent) as resp,
+        ):
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_raw():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= max_body:
+                    break
+            body = b"".join(chunks)[:max_body].decode("utf-8", errors="replace")
+            return HttpAnswer(
+                url,
+                resp.status_code,
+                body,
+                {k.lower(): v for k, v in resp.headers.items()},
+                (time.monotonic() - started) * 1000,
+            )
     except Exception as exc:  # every transport failure becomes an answer, not a crash
         return HttpAnswer(
             url,
@@ -107,19 +103,32 @@ def http_request(
             error_kind=_error_kind(exc),
             error=f"{type(exc).__name__}: {exc}",
         )
-    finally:
-        conn.close()
 
 
 def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, TimeoutError | socket.timeout):
+    """refused, timeout, dns, tls, reset or other, from httpx's error or the OS error behind it."""
+    if isinstance(exc, httpx.TimeoutException):
         return "timeout"
-    if isinstance(exc, socket.gaierror):
+    causes: list[BaseException] = [exc]
+    while causes[-1].__cause__ is not None or causes[-1].__context__ is not None:
+        nxt = causes[-1].__cause__ or causes[-1].__context__
+        if nxt is None or nxt in causes:
+            break
+        causes.append(nxt)
+    for c in causes:
+        if isinstance(c, ConnectionRefusedError):
+            return "refused"
+        if isinstance(c, TimeoutError | socket.timeout):
+            return "timeout"
+        if isinstance(c, socket.gaierror):
+            return "dns"
+        if isinstance(c, ssl.SSLError):
+            return "tls"
+        if isinstance(c, ConnectionResetError | BrokenPipeError | httpx.RemoteProtocolError):
+            return "reset"
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "temporary failure in name" in text:
         return "dns"
-    if isinstance(exc, ssl.SSLError):
-        return "tls"
-    if isinstance(exc, ConnectionResetError | http.client.RemoteDisconnected | BrokenPipeError):
-        return "reset"
+    if "connection refused" in text:
+        return "refused"
     return "other"

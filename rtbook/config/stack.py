@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
+from rtbook.config.images import image_repository
 from rtbook.exceptions import InputError
 from rtbook.secrets import Redactor
 
@@ -618,12 +619,8 @@ class Service:
         return list(dict.fromkeys(names))
 
     def image_repo(self) -> str:
-        """The image without tag or digest, e.g. ``supabase/realtime``."""
-        image = self.image.split("@", 1)[0]
-        last = image.rsplit("/", 1)
-        if ":" in last[-1]:
-            image = image[: image.rfind(":")]
-        return image
+        """The image's repository without registry, tag or digest, e.g. ``supabase/realtime``."""
+        return image_repository(self.image)
 
 
 def _env_str(value: Any) -> str:

@@ -1,8 +1,14 @@
-"""The shipped notebooks: which exist, where they are, and which one covers a check."""
+"""The shipped notebooks: which exist, where they are, which one covers a check, and copies to edit.
+
+The notebooks are package data (``rtbook/notebooks/*.ipynb``), so ``rtbook run`` finds them from
+a wheel install as well as from a checkout. Users who want to change a notebook take a copy with
+:func:`copy_notebooks` (``rtbook notebooks copy DIR``) and run it with ``rtbook run --notebook-dir
+DIR``; the installed and the tracked notebooks are never edited in place.
+"""
 
 from __future__ import annotations
 
-import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +21,7 @@ from rtbook.exceptions import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ['NOTEBOOKS', 'NotebookSpec', 'notebook_dir', 'notebook_for', 'select_notebooks']
+__all__ = ['NOTEBOOKS', 'NotebookSpec', 'copy_notebooks', 'notebook_dir', 'notebook_for', 'select_notebooks']
 
 
 
@@ -63,9 +69,48 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
 
 
 def notebook_dir() -> Path:
-    """Where the runbook's notebooks live (``$RTBOOK_NOTEBOOKS`` or the repository's ``notebooks/``)."""
-    env = os.environ.get("RTBOOK_NOTEBOOKS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "notebooks"
+    """The folder of the notebooks shipped inside the package (``rtbook/notebooks/``).
+
+    Read-only by convention: ``rtbook run`` executes them without changing them, and users edit
+    the copies made by :func:`copy_notebooks`.
+    """
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def copy_notebooks(dest: Path, force: bool = False) -> list[Path]:
+    """Copy every shipped notebook into ``dest`` (created if needed); return the copies in run order.
+
+    Only the ``.ipynb`` files are copied: they are what JupyterLab opens and what ``rtbook run
+    --notebook-dir DEST`` executes. (The repository's paired ``.py`` files are a review aid; beside
+    an edited copy they would silently go stale.) Nothing is written unless every file can be.
+
+    Raises:
+        ConfigError: when ``dest`` is an existing file, when a notebook already exists in ``dest``
+            and ``force`` is false, or when a notebook's place in ``dest`` is taken by a folder.
+    """
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} is a file, not a folder; choose a folder to copy the notebooks into")
+    src = notebook_dir()
+    pairs = [(src / f"{nb.name}.ipynb", dest / f"{nb.name}.ipynb") for nb in NOTEBOOKS]
+    for source, _ in pairs:
+        if not source.is_file():
+            raise ConfigError(f"{source} is missing: the rtbook installation is incomplete; reinstall rtbook")
+    for _, target in pairs:
+        if target.is_dir():
+            raise ConfigError(f"{target} is a folder; move it away before copying the notebooks")
+    existing = [target for _, target in pairs if target.exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"{existing[0]} already exists{more}; pass --force to overwrite")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for source, target in pairs:
+            # copyfile, not copy2: a copy taken from a read-only installation must be editable.
+            shutil.copyfile(source, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot copy the notebooks into {dest}: {exc.strerror or exc}") from exc
+    return [target for _, target in pairs]
 
 
 def select_notebooks(selection: str | Sequence[str] | None) -> list[NotebookSpec]:

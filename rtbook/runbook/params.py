@@ -14,11 +14,12 @@ file). ``rtbook verify RUN_DIR`` re-hashes the record and names what changed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PARAMS",
     "Param",
+    "RunParams",
+    "check_value",
     "default_params",
     "load_params_file",
     "notebook_params",
@@ -63,6 +66,8 @@ class Param:
         help: one line for ``papermill --help-notebook`` and the form; no ``=`` in it.
         choices: the allowed values, when the parameter is an enumeration.
         required_for: the ``target_kind`` values for which an empty value is an error.
+        bounds: for a number, ``(low, high)`` with ``low < value <= high``; a value outside is
+            refused with the range, never clamped.
     """
 
     name: str
@@ -71,6 +76,7 @@ class Param:
     help: str
     choices: tuple[str, ...] = ()
     required_for: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None
 
     @property
     def type_name(self) -> str:
@@ -108,7 +114,7 @@ PARAMS: tuple[Param, ...] = (
     Param("tables", list, [], "schema.table names for the postgres_changes tests; empty means the whole publication"),
     Param("docker", str, "auto", "auto: container checks when an engine answers; on: require them; off: skip them",
           choices=("auto", "on", "off")),
-    Param("timeout_s", float, 10.0, "seconds allowed for each network operation"),
+    Param("timeout_s", float, 10.0, "seconds allowed for each network operation", bounds=(0.0, 3600.0)),
     Param("apply_fixes", bool, False, "02 applies the tenant seeding plan (writes to the database)"),
     Param("confirm_apply", bool, False, "second switch that headless runs need before apply_fixes writes anything"),
     Param("strict", bool, False, "the gate cell also fails on warnings"),
@@ -122,6 +128,7 @@ _BY_NAME = {p.name: p for p in PARAMS}
 _RUNBOOK_NAMES = frozenset({"run", "target", "params", "report", "plan", "form", "diagnosis", "rtbook"})
 _IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
+_DB_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://")
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 
@@ -144,7 +151,7 @@ def _unknown_error(name: str) -> ConfigError:
     hint = f"did you mean {close[0]!r}? " if close else ""
     return ConfigError(
         f"unknown parameter {name!r}: {hint}the runbook's parameters are {', '.join(_BY_NAME)} "
-        "(see notebooks/00_start_here.ipynb or 'papermill --help-notebook')"
+        "(see 'rtbook run --list-params' or the notebook 00_start_here)"
     )
 
 
@@ -157,92 +164,212 @@ def _env_secret_values() -> frozenset[str]:
     )
 
 
-def _check_value(param: Param, value: Any, env_secrets: frozenset[str]) -> ParamValue:
+def _check_name(name: str) -> Param:
+    """The schema entry for ``name``; ConfigError for an unknown or secret-looking name."""
+    if name not in _BY_NAME:
+        if is_secret_name(name):
+            raise _secret_name_error(name)
+        raise _unknown_error(name)
+    return _BY_NAME[name]
+
+
+def _check_value(param: Param, value: Any, env_secrets: frozenset[str], label: str = "") -> ParamValue:
     name = param.name
+    label = label or f"parameter {name!r}"
     if param.type is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"parameter {name!r} must be true or false, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{label} must be true or false, got {value!r} ({type(value).__name__})")
         return value
     if param.type is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"parameter {name!r} must be a number, got {value!r} ({type(value).__name__})")
-        if not 0 < float(value) <= 3600:
-            raise ConfigError(f"parameter {name!r} must be between 0 and 3600 seconds, got {value!r}")
+            raise ConfigError(f"{label} must be a number, got {value!r} ({type(value).__name__})")
+        if param.bounds is not None:
+            low, high = param.bounds
+            if not low < float(value) <= high:
+                raise ConfigError(
+                    f"{label} must be between {low:g} and {high:g} seconds ({low:g} < t <= {high:g}), got {value!r}"
+                )
         return float(value)
     items: list[str]
     if param.type is list:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(
-                f"parameter {name!r} must be a list of strings, e.g. [\"public.messages\"], got {value!r}"
-            )
+            raise ConfigError(f"{label} must be a list of strings, e.g. [\"public.messages\"], got {value!r}")
         items = [v.strip() for v in value if v.strip()]
     else:
         if not isinstance(value, str):
-            raise ConfigError(f"parameter {name!r} must be a string, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{label} must be a string, got {value!r} ({type(value).__name__})")
         items = [value]
     for item in items:
         if name == "db_url" and item:
             netloc = item.split("://", 1)[-1].split("/", 1)[0]
             if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
                 raise ConfigError(
-                    "parameter 'db_url' must not contain a password (it would be copied into the record); "
+                    f"{label} must not contain a password (it would be copied into the record); "
                     "remove it from the URL and set POSTGRES_PASSWORD in the environment or the stack's .env"
                 )
         if looks_secret(item) or Redactor().text(item) != item:
             raise ConfigError(
-                f"parameter {name!r} holds a value that looks like a token, key or password ({REDACTED}); "
+                f"{label} holds a value that looks like a token, key or password ({REDACTED}); "
                 "secrets are never parameters: put it in the environment or the stack's .env instead"
             )
         if any(secret in item for secret in env_secrets):
             raise ConfigError(
-                f"parameter {name!r} holds the value of a secret found in the environment ({REDACTED}); "
+                f"{label} holds the value of a secret found in the environment ({REDACTED}); "
                 "secrets are never parameters, remove it"
             )
     if param.type is list:
         for item in items:
             if not _TABLE.match(item):
-                raise ConfigError(f"parameter {name!r}: {item!r} is not schema.table, e.g. public.messages")
+                raise ConfigError(f"{label}: {item!r} is not schema.table, e.g. public.messages")
         return items
     text = items[0]
     if param.choices and text not in param.choices:
         allowed = ", ".join(repr(c) for c in param.choices)
-        raise ConfigError(f"parameter {name!r} must be one of {allowed}, got {text!r}")
+        raise ConfigError(f"{label} must be one of {allowed}, got {text!r}")
     if name in ("api_url", "realtime_url") and text and not text.startswith(("http://", "https://")):
-        raise ConfigError(f"parameter {name!r} must start with http:// or https://, got {text!r}")
+        raise ConfigError(f"{label} must start with http:// or https://, got {text!r}; e.g. http://localhost:8000")
+    if name == "db_url" and text and not _DB_SCHEME.match(text):
+        raise ConfigError(
+            f"{label} must be a PostgreSQL URL, got {text!r}; e.g. postgresql://supabase_admin@localhost:5432/postgres"
+        )
     return text
+
+
+def check_value(name: str, value: Any, *, label: str = "") -> ParamValue:
+    """Check one value against the schema entry ``name`` and return it typed.
+
+    The CLI uses this for its flags that carry a parameter (``--api-url``, ``--timeout``...),
+    so a flag and the parameter refuse the same values with the same reason.
+
+    Args:
+        name: a parameter name from :data:`PARAMS`.
+        value: the value, already of the parameter's type (a list for ``tables``).
+        label: how the message names the value (default ``parameter 'name'``), e.g. ``--api-url``.
+
+    Raises:
+        ConfigError: naming the value and the fix.
+    """
+    return _check_value(_check_name(name), value, _env_secret_values(), label)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The runbook's parameters as one typed, validated value: a field per entry of :data:`PARAMS`.
+
+    Every way of setting parameters builds one of these (``rtbook run -p`` and ``--params-file``,
+    the guided form, a notebook's ``parameters`` cell), so all of them accept and refuse the same
+    values with the same messages. Construction validates: a wrong type, a value outside the
+    allowed ones or range (refused with the range, never clamped), a secret-looking value or a
+    broken cross-field rule raises :class:`~rtbook.exceptions.ConfigError`.
+    """
+
+    target_kind: str = "sandbox"
+    stack_dir: str = ""
+    api_url: str = ""
+    realtime_url: str = ""
+    realtime_host: str = ""
+    db_url: str = ""
+    tenant: str = ""
+    tables: tuple[str, ...] = ()
+    docker: str = "auto"
+    timeout_s: float = 10.0
+    apply_fixes: bool = False
+    confirm_apply: bool = False
+    strict: bool = False
+    symptom: str = ""
+    run_dir: str = ""
+
+    def __post_init__(self) -> None:
+        env_secrets = _env_secret_values()
+        for field in dataclasses.fields(self):
+            value = _check_value(_BY_NAME[field.name], getattr(self, field.name), env_secrets)
+            object.__setattr__(self, field.name, tuple(value) if isinstance(value, list) else value)
+        for param in PARAMS:
+            if self.target_kind in param.required_for and not getattr(self, param.name):
+                raise ConfigError(
+                    f"parameter {param.name!r} is required when target_kind is {self.target_kind!r}: {param.help}"
+                )
+        if self.apply_fixes and not self.confirm_apply:
+            raise ConfigError(
+                "apply_fixes is true but confirm_apply is false: writing to the database needs both "
+                "(pass -p confirm_apply=true, or press the confirm button in 00_start_here)"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunParams:
+        """Build from ``{name: value}`` (a params file, the form, a notebook's names); unset names keep defaults.
+
+        Raises:
+            ConfigError: for an unknown or secret-looking name, or any value :class:`RunParams` refuses.
+        """
+        for name in values:
+            _check_name(name)
+        return cls(**values)
+
+    @classmethod
+    def from_assignments(cls, assignments: Iterable[str], base: Mapping[str, Any] | None = None) -> RunParams:
+        """Build from ``name=value`` texts (``rtbook run -p``) applied over ``base``."""
+        values = dict(base or {})
+        for text in assignments:
+            name, value = parse_assignment(text)
+            values[name] = value
+        return cls.from_mapping(values)
+
+    def as_dict(self) -> dict[str, ParamValue]:
+        """Every parameter as a plain value, in schema order (``tables`` as a list), for papermill and JSON."""
+        return {p.name: (list(v) if isinstance(v := getattr(self, p.name), tuple) else v) for p in PARAMS}
+
+    def replace(self, **changes: Any) -> RunParams:
+        """A copy with ``changes`` applied (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def target(self) -> Target:
+        """The :class:`~rtbook.target.Target` these parameters describe.
+
+        Raises:
+            ConfigError: when ``stack_dir`` is not a directory.
+            InputError: when the stack's files cannot be read.
+        """
+        from rtbook.target import Target
+
+        common: dict[str, Any] = {
+            key: getattr(self, key)
+            for key in ("api_url", "realtime_url", "realtime_host", "db_url", "tenant")
+            if getattr(self, key)
+        }
+        if self.tables:
+            common["tables"] = self.tables
+        common["timeout"] = self.timeout_s
+        docker = {"auto": None, "on": True, "off": False}[self.docker]
+        if self.target_kind == "sandbox":
+            if self.docker != "auto":
+                common["docker"] = docker
+            return Target.from_sandbox(**common)
+        stack_dir = Path(self.stack_dir).expanduser()
+        if not stack_dir.is_dir():
+            raise ConfigError(
+                f"stack_dir {str(stack_dir)!r} is not a directory; pass the folder holding docker-compose.yml"
+            )
+        return Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
 
 
 def validate_params(values: Mapping[str, Any], *, fill_defaults: bool = True) -> dict[str, ParamValue]:
     """Check ``values`` against :data:`PARAMS` and return the complete, typed parameter set.
+
+    This is ``RunParams.from_mapping(values).as_dict()``; with ``fill_defaults=False`` only the
+    given names are checked and returned (no defaults, no cross-field rules).
 
     Raises:
         ConfigError: naming the parameter, the value and the fix, for an unknown name, a
             secret-looking name or value, a wrong type, a value outside the allowed ones, or a
             missing required value.
     """
-    env_secrets = _env_secret_values()
-    out: dict[str, ParamValue] = default_params() if fill_defaults else {}
-    for name, value in values.items():
-        if name not in _BY_NAME:
-            if is_secret_name(name):
-                raise _secret_name_error(name)
-            raise _unknown_error(name)
-        out[name] = _check_value(_BY_NAME[name], value, env_secrets)
     if fill_defaults:
-        kind = str(out["target_kind"])
-        for param in PARAMS:
-            if kind in param.required_for and not out[param.name]:
-                raise ConfigError(
-                    f"parameter {param.name!r} is required when target_kind is {kind!r}: {param.help}"
-                )
-        if out["apply_fixes"] and not out["confirm_apply"]:
-            raise ConfigError(
-                "apply_fixes is true but confirm_apply is false: writing to the database needs both "
-                "(pass -p confirm_apply=true, or press the confirm button in 00_start_here)"
-            )
-    return out
+        return RunParams.from_mapping(values).as_dict()
+    env_secrets = _env_secret_values()
+    return {name: _check_value(_check_name(name), value, env_secrets) for name, value in values.items()}
 
 
 def parse_assignment(text: str) -> tuple[str, ParamValue]:
@@ -250,11 +377,7 @@ def parse_assignment(text: str) -> tuple[str, ParamValue]:
     if "=" not in text:
         raise ConfigError(f"-p expects name=value, got {text!r}; e.g. -p tenant=realtime-dev")
     name, raw = (part.strip() for part in text.split("=", 1))
-    if name not in _BY_NAME:
-        if is_secret_name(name):
-            raise _secret_name_error(name)
-        raise _unknown_error(name)
-    param = _BY_NAME[name]
+    param = _check_name(name)
     value: ParamValue
     if param.type is bool:
         if raw.lower() in _TRUE:
@@ -336,24 +459,5 @@ def notebook_params(namespace: Mapping[str, Any]) -> dict[str, ParamValue]:
 
 
 def target_from_params(**params: Any) -> Target:
-    """Validate ``params`` and build the :class:`~rtbook.target.Target` they describe."""
-    from rtbook.target import Target
-
-    p = validate_params(params)
-    common: dict[str, Any] = {
-        key: p[key] for key in ("api_url", "realtime_url", "realtime_host", "db_url", "tenant") if p[key]
-    }
-    if p["tables"]:
-        common["tables"] = tuple(p["tables"])  # type: ignore[arg-type]
-    common["timeout"] = float(p["timeout_s"])  # type: ignore[arg-type]
-    docker = {"auto": None, "on": True, "off": False}[str(p["docker"])]
-    if p["target_kind"] == "sandbox":
-        if p["docker"] != "auto":
-            common["docker"] = docker
-        return Target.from_sandbox(**common)
-    stack_dir = Path(str(p["stack_dir"])).expanduser()
-    if not stack_dir.is_dir():
-        raise ConfigError(
-            f"stack_dir {str(stack_dir)!r} is not a directory; pass the folder holding docker-compose.yml"
-        )
-    return Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
+    """Validate ``params`` and build the :class:`~rtbook.target.Target` they describe (see :meth:`RunParams.target`)."""
+    return RunParams.from_mapping(params).target()

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def _write_record(
 ) -> None:
     paths = _path_replacements(staging, source_dir)
     safe_params = {**_scrub(dict(params), redactor, paths), "run_dir": "."}
-    record.mkdir(parents=True, exist_ok=False)
+    record.mkdir(parents=True, exist_ok=True)  # reserved (empty) by the runner
 
     def write(name: str, text: str) -> None:
         (record / name).write_text(_scrub_text(text, redactor, paths))
@@ -349,13 +350,54 @@ _SELF_PLACEHOLDER = "0" * 64
 _SELF_FIELD = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
 
 
-def _file_hashes(record: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
+# A record is a few notebooks and summaries; anything larger was not written by rtbook.
+MAX_RECORD_FILE_BYTES = 64 * 1024 * 1024
+
+
+def _walk(record: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """(regular files, {path: what it is} for everything else that a record never holds).
+
+    Nothing is opened or followed here: a symlink, FIFO, socket or device is named, never read,
+    so verifying a tampered record cannot block or escape the folder.
+    """
+    files: dict[str, Path] = {}
+    odd: dict[str, str] = {}
     for path in sorted(record.rglob("*")):
         rel = path.relative_to(record).as_posix()
-        if path.is_file() and rel != MANIFEST:
-            out[rel] = _sha256_bytes(path.read_bytes())
-    return out
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode):
+            files[rel] = path
+        elif not stat.S_ISDIR(mode):
+            odd[rel] = _kind_of(mode)
+    return files, odd
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_regular(path: Path, limit: int = MAX_RECORD_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, read without following a symlink or blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path} is {_kind_of(info.st_mode)}, not a file rtbook wrote")
+        if info.st_size > limit:
+            raise InputError(f"{path} is {info.st_size} bytes, more than the {limit} a record file may have")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def _file_hashes(record: Path) -> dict[str, str]:
+    files, _odd = _walk(record)
+    return {rel: _sha256_bytes(_read_regular(path)) for rel, path in files.items() if rel != MANIFEST}
 
 
 def write_manifest(record: Path, fields: Mapping[str, Any]) -> str:
@@ -380,13 +422,14 @@ class VerifyResult:
     altered: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    unexpected: dict[str, str] = field(default_factory=dict)
     manifest_ok: bool = True
     manifest_sha256: str = ""
 
     @property
     def intact(self) -> bool:
         """True when every file matches the manifest and the manifest matches itself."""
-        return self.manifest_ok and not (self.altered or self.missing or self.extra)
+        return self.manifest_ok and not (self.altered or self.missing or self.extra or self.unexpected)
 
     def __str__(self) -> str:
         if self.intact:
@@ -397,6 +440,8 @@ class VerifyResult:
         lines += [f"  altered: {p}" for p in self.altered]
         lines += [f"  missing: {p}" for p in self.missing]
         lines += [f"  extra:   {p}" for p in self.extra]
+        lines += [f"  unexpected: {p} is {kind} (a record holds regular files only)"
+                  for p, kind in self.unexpected.items()]
         return "\n".join(lines)
 
 
@@ -407,9 +452,11 @@ def verify(record: str | Path) -> VerifyResult:
         InputError: when the folder or its manifest cannot be read at all.
     """
     folder = Path(record)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; give the run folder that 'rtbook run' printed")
     path = folder / MANIFEST
     try:
-        raw = path.read_bytes()
+        raw = _read_regular(path)
     except OSError as exc:
         raise InputError(f"{folder} holds no readable {MANIFEST}: {exc.strerror}; is it an rtbook run folder?") from exc
     result = VerifyResult(folder)
@@ -428,7 +475,8 @@ def verify(record: str | Path) -> VerifyResult:
         result.manifest_ok = False
     if not isinstance(listed, dict):
         listed, result.manifest_ok = {}, False
-    actual = _file_hashes(folder)
+    files, result.unexpected = _walk(folder)
+    actual = {rel: _sha256_bytes(_read_regular(p)) for rel, p in files.items() if rel != MANIFEST}
     for name, digest in sorted(listed.items()):
         if name not in actual:
             result.missing.append(name)

@@ -40,14 +40,22 @@ def _utc_now() -> dt.datetime:
 
 
 def _record_dir(output_dir: Path, label: str, started: dt.datetime) -> Path:
+    """Create and return this run's record folder: ``<UTC time>-<label>``, then ``-2``, ``-3``... if taken.
+
+    The folder is made here, atomically, so two runs started in the same second (or two processes
+    sharing ``outputs/``) can never pick the same name.
+    """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "run"
     base = output_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}"
-    path = base
-    for i in range(2, 100):
-        if not path.exists():
-            break
-        path = Path(f"{base}-{i}")
-    return path
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = base if i == 1 else Path(f"{base}-{i}")
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"{output_dir} already holds 10000 runs named {base.name}-N; clean it up or pass --output-dir")
 
 
 def run_notebooks(
@@ -86,6 +94,7 @@ def run_notebooks(
     started = _utc_now()
     record = _record_dir(Path(output_dir), label or str(clean["target_kind"]), started)
     outcome = RunOutcome(record_dir=record)
+    workdir = Path.cwd()
     staging = Path(tempfile.mkdtemp(prefix="rtbook-run-"))
     os.chmod(staging, 0o700)
     executed: dict[str, Any] = {}
@@ -103,7 +112,9 @@ def run_notebooks(
                     parameters=run_params,
                     kernel_name=kernel_name,
                     progress_bar=False,
-                    cwd=str(src),
+                    # The caller's folder, not src: the shipped notebooks may sit in a read-only
+                    # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
+                    cwd=str(workdir),
                     execution_timeout=cell_timeout_s,
                 )
             except pm.PapermillExecutionError as exc:

@@ -1,7 +1,8 @@
 """The guided form of ``00_start_here`` and the tables it shows.
 
-The form edits exactly the parameter set of :data:`rtbook.runbook.PARAMS`, validates it on
-every keystroke with the same code the headless runner uses, saves it as JSON for
+The form edits exactly the parameter set of :data:`rtbook.runbook.params.PARAMS` and builds a
+:class:`~rtbook.runbook.params.RunParams` from it on every keystroke, as ``rtbook run`` does, so
+both refuse the same values with the same messages. It saves the set as JSON for
 ``rtbook run --params-file``, runs the checks of a chosen step against the target and shows
 the coloured result table. Writing to the database sits behind a separate confirm button.
 
@@ -20,8 +21,7 @@ from typing import Any
 
 from rtbook.exceptions import RtbookError
 from rtbook.results import Report
-from rtbook.runbook.notebooks import notebook_dir
-from rtbook.runbook.params import PARAMS, Param, ParamValue, target_from_params, validate_params
+from rtbook.runbook.params import PARAMS, Param, ParamValue, RunParams
 from rtbook.runbook.session import StepReport
 
 __all__ = ['STEPS', 'ParamForm', 'ParamsTable', 'params_table']
@@ -74,7 +74,10 @@ def params_table(params: Mapping[str, ParamValue]) -> ParamsTable:
 
 
 def _default_params_path() -> Path:
-    return notebook_dir().parent / "outputs" / "params.json"
+    # The kernel's working folder is the notebook's (in JupyterLab, the user's copy made by
+    # 'rtbook notebooks copy'), never the installed notebooks: 'outputs/params.json' beside the
+    # copies is where 'rtbook run --params-file outputs/params.json' run from there finds it.
+    return Path.cwd() / "outputs" / "params.json"
 
 
 class ParamForm:
@@ -91,7 +94,7 @@ class ParamForm:
         import ipywidgets as w
 
         self._w = w
-        start = validate_params(dict(params or {}))
+        start = RunParams.from_mapping(dict(params or {})).as_dict()
         self.params_path = Path(params_path) if params_path else _default_params_path()
         self.widgets: dict[str, Any] = {}
         for p in PARAMS:
@@ -139,7 +142,9 @@ class ParamForm:
         elif p.type is bool:
             widget = w.Checkbox(value=bool(value), description=p.name, style=style, indent=True)
         elif p.type is float:
-            widget = w.BoundedFloatText(value=float(value), min=0.1, max=3600, description=p.name, style=style)  # type: ignore[arg-type]
+            # A plain FloatText: a bounded one would clamp an out-of-range value silently, and the
+            # schema refuses it with the range instead.
+            widget = w.FloatText(value=float(value), description=p.name, style=style)  # type: ignore[arg-type]
         elif p.type is list:
             widget = w.Text(value=", ".join(value) if isinstance(value, list) else "", description=p.name,
                             placeholder="public.messages, public.todos", style=style, layout=layout,
@@ -167,8 +172,13 @@ class ParamForm:
 
     def validate(self) -> dict[str, ParamValue] | None:
         """Validate the current values; show the verdict under the form and return the set (None if invalid)."""
+        run_params = self.run_params()
+        return run_params.as_dict() if run_params is not None else None
+
+    def run_params(self) -> RunParams | None:
+        """Build :class:`RunParams` from the current values; show the verdict under the form (None if invalid)."""
         try:
-            params = validate_params(self.raw_values())
+            params = RunParams.from_mapping(self.raw_values())
         except RtbookError as exc:
             self.last_error = str(exc)
             self.status.value = (
@@ -203,7 +213,7 @@ class ParamForm:
         """Build the target from the form and run the chosen step's checks; show the coloured table."""
         from rtbook.registry import run_checks
 
-        params = self.validate()
+        params = self.run_params()
         if params is None:
             return None
         self.confirm_button.disabled = True
@@ -211,7 +221,7 @@ class ParamForm:
         self._show(f"Running {self.step.value} ...")
         self._target = self._plan = None
         try:
-            self._target = target_from_params(**params)
+            self._target = params.target()
             prefixes = STEPS[self.step.value]
             report = StepReport(run_checks(self._target, only=prefixes), title=str(self.step.value))
         except Exception as exc:  # a button callback has nowhere else to show an error
@@ -222,7 +232,7 @@ class ParamForm:
             return None
         self.last_report = report
         parts = [report._repr_html_()]
-        if params.get("apply_fixes"):
+        if params.apply_fixes:
             parts.append(self._prepare_plan())
         self._show_html("".join(parts))
         return report

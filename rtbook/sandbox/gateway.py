@@ -1,4 +1,4 @@
-"""A Kong-compatible gateway for the sandbox (``python -m rtbook.sandbox.gateway --config FILE``).
+"""A Kong-compatible gateway for the sandbox (``python -m rtbook.sandbox.gateway CONFIG.json``).
 
 It serves a stack's ``kong.yml`` the way Kong 2.8.1 or 3.9.3 does (the Kong image tag of the
 stack picks the version; ``kong_version`` in the config JSON): the ``kong-entrypoint.sh`` steps are
@@ -37,7 +37,6 @@ connection); a host missing from the map fails name resolution (503, as Kong ans
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -64,6 +63,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from rtbook.exceptions import ConfigError
+from rtbook.sandbox._child import config_argument
 from rtbook.secrets import Redactor
 
 __all__ = [
@@ -2198,15 +2198,15 @@ async def serve(config: GatewayConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m rtbook.sandbox.gateway``."""
-    parser = argparse.ArgumentParser(prog="python -m rtbook.sandbox.gateway", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="gateway config JSON (mode 0600)")
-    args = parser.parse_args(argv)
+    """Entry point of ``python -m rtbook.sandbox.gateway CONFIG.json`` (the config JSON, mode 0600)."""
+    config_path = config_argument(argv, "rtbook.sandbox.gateway")
+    if config_path is None:
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s",
                         stream=sys.stderr)
     redactor = Redactor()
     try:
-        data = json.loads(Path(args.config).read_text())
+        data = json.loads(config_path.read_text())
         config = GatewayConfig.from_mapping(data)
         # Error texts quote kong.yml fragments, which hold the keys after expansion.
         redactor.add_env(config.env)

@@ -338,7 +338,7 @@ def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int
         "RTBOOK_SANDBOX_API_JWT_SECRET": values["JWT_SECRET"],
         "RTBOOK_SANDBOX_METRICS_JWT_SECRET": values["JWT_SECRET"],
     }
-    child = _launch([sys.executable, "-m", "rtbook.sandbox.server", "--config", str(path)], env=env,
+    child = _launch([sys.executable, "-m", "rtbook.sandbox.server", str(path)], env=env,
                     log_path=run_dir / "realtime-server.log", what="Realtime-compatible server")
     child.port_hint = port
     return child
@@ -360,7 +360,7 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) 
     }
     path = run_dir / "gateway.json"
     _write_private(path, json.dumps(config, indent=2))
-    return _launch([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(path)], env={},
+    return _launch([sys.executable, "-m", "rtbook.sandbox.gateway", str(path)], env={},
                    log_path=run_dir / "gateway.log", what="Kong-compatible gateway")
 
 

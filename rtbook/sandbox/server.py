@@ -1,4 +1,4 @@
-"""A Realtime-compatible server for the sandbox (``python -m rtbook.sandbox.server --config FILE``).
+"""A Realtime-compatible server for the sandbox (``python -m rtbook.sandbox.server CONFIG.json``).
 
 It follows supabase/realtime (>= 2.116 for handshake error bodies): the tenant is the first label
 of the Host header, looked up in ``_realtime.tenants`` of the metadata DB; Phoenix channels over
@@ -11,7 +11,6 @@ It prints ``READY <port>`` on stdout once listening and stops cleanly on SIGTERM
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -24,13 +23,13 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiohttp import WSMsgType, web
 
 from rtbook.exceptions import RtbookError
+from rtbook.sandbox._child import config_argument
 from rtbook.sandbox.server_cdc import Binding, CdcPoller, binding_id, check_subscription, make_binding
 from rtbook.sandbox.server_tenants import AuthError, ServerConfig, Tenant, TenantStore, verify_jwt
 
@@ -952,12 +951,12 @@ class _Formatter(logging.Formatter):
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """CLI entry: ``python -m rtbook.sandbox.server --config FILE.json``."""
-    parser = argparse.ArgumentParser(prog="python -m rtbook.sandbox.server", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, type=Path, help="JSON config file (see ServerConfig)")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    """Entry point of ``python -m rtbook.sandbox.server CONFIG.json`` (see :class:`ServerConfig`)."""
+    config_path = config_argument(argv, "rtbook.sandbox.server")
+    if config_path is None:
+        return 2
     try:
-        config = ServerConfig.load(args.config)
+        config = ServerConfig.load(config_path)
     except RtbookError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

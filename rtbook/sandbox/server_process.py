@@ -94,7 +94,7 @@ def start_server(
     env.setdefault("PYTHONUNBUFFERED", "1")
     with log_path.open("w") as log_fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rtbook.sandbox.server", "--config", str(config_path)],
+            [sys.executable, "-m", "rtbook.sandbox.server", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=log_fh,
             stdin=subprocess.DEVNULL,

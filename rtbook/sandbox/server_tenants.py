@@ -44,7 +44,7 @@ _SECRET_ENVS = {
 
 @dataclass
 class ServerConfig:
-    """The server's settings, read from the ``--config`` JSON file.
+    """The server's settings, read from the JSON file named on its command line.
 
     Keys: ``db`` (libpq conninfo of the metadata DB holding ``_realtime``, without password),
     ``db_enc_key`` (DB_ENC_KEY, 16 bytes), ``api_jwt_secret`` (API_JWT_SECRET, admin API),

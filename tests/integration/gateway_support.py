@@ -94,7 +94,7 @@ def start_gateway(tmp: Path, kong_text: str, hosts: dict[str, Any], env: dict[st
     cfg.chmod(0o600)
     log = tmp / "gateway.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "rtbook.sandbox.gateway", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "rtbook.sandbox.gateway", str(cfg)],
                                 stdout=subprocess.PIPE, stderr=fh, text=True)
     # A reader thread, so a gateway that neither prints nor exits cannot block past the deadline.
     out: queue.Queue[str] = queue.Queue()

@@ -1,8 +1,9 @@
 """Guided mode in a real browser: JupyterLab headless on 127.0.0.1, Chromium through playwright.
 
-The notebook ``00_start_here`` is opened from a temporary copy of ``notebooks/`` (so nothing is
-saved into the repository), all cells run, the form renders, a mistyped URL is refused as you
-type, and pressing *Run checks* runs the checks against the target and shows the coloured table.
+The notebook ``00_start_here`` is opened from a copy made by ``rtbook notebooks copy`` into a
+temporary folder (as a user does; nothing is saved into the package), all cells run, the form
+renders, a mistyped URL is refused as you type, and pressing *Run checks* runs the checks against
+the target and shows the coloured table.
 A screenshot is saved under ``test-artifacts/``.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from rtbook.runbook.notebooks import copy_notebooks
 from tests.conftest import ROOT, require
 from tests.integration.runbook_support import RunbookTarget, runbook_target  # noqa: F401 - fixture
 
@@ -67,13 +69,12 @@ def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes]) -> No
 def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[str, Path]]:  # noqa: F811
     """A JupyterLab server on a free 127.0.0.1 port over a copy of the notebooks; stopped at the end."""
     work = tmp_path / "lab"
-    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    copy_notebooks(work / "notebooks")
     token = secrets.token_hex(16)
     port = _free_port()
     env = {
         **os.environ,
         **runbook_target.env,
-        "RTBOOK_NOTEBOOKS": str(work / "notebooks"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
@@ -195,7 +196,8 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
             if page is not None:
                 page.screenshot(path=str(ARTIFACTS / "browser-00_start_here.png"))
             browser.close()
-    saved = work / "outputs" / "params.json"
+    # The kernel works in the notebook's folder: the form saves beside the copies.
+    saved = work / "notebooks" / "outputs" / "params.json"
     assert saved.is_file(), "Save parameters wrote nothing"
     from rtbook.runbook.params import load_params_file, validate_params
 

@@ -11,7 +11,8 @@ import jwt
 import pytest
 import yaml
 
-from rtbook.checks.compose import evaluate_realtime_env, parse_realtime_version, postgres_settings
+from rtbook.checks.compose import evaluate_realtime_env, postgres_settings
+from rtbook.config.images import parse_version as parse_realtime_version
 from rtbook.config.stack import Stack
 from rtbook.exceptions import InputError
 from rtbook.registry import run_checks

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from rtbook.checks.docker import LOG_SIGNATURES, override_yaml, parse_resolver_output, probe_http_status, scan_logs
-from rtbook.clients.docker import ContainerInfo, classify_engine_error, connect_engine, image_repository, parse_env_list
+from rtbook.clients.docker import ContainerInfo, classify_engine_error, connect_engine, parse_env_list
+from rtbook.config.images import image_repository
 
 # Trimmed from a real `docker inspect` of a compose-created container (engine 20.10), plus keys
 # a newer engine adds, which must be ignored.

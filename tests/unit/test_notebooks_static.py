@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from rtbook.runbook.notebooks import NOTEBOOKS
+from rtbook.runbook.notebooks import NOTEBOOKS, notebook_dir
 from rtbook.runbook.params import PARAMS, parameters_cell_source
+from tests.conftest import ROOT
 
-NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+# The tracked notebooks of this checkout (what the wheel ships).
+NB_DIR = ROOT / "rtbook" / "notebooks"
 NAMES = [nb.name for nb in NOTEBOOKS]
 
 
@@ -28,6 +30,13 @@ def _source(cell: dict[str, Any]) -> str:
 
 def _code(nb: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_notebook_dir_is_the_folder_inside_the_package() -> None:
+    import rtbook
+
+    assert notebook_dir() == Path(rtbook.__file__).resolve().parent / "notebooks"
+    assert [p.stem for p in sorted(notebook_dir().glob("*.ipynb"))] == NAMES
 
 
 def test_every_notebook_is_listed_and_every_listed_one_exists() -> None:

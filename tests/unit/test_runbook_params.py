@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from rtbook.exceptions import ConfigError, InputError
 from rtbook.runbook.notebooks import select_notebooks
 from rtbook.runbook.params import (
     PARAMS,
+    RunParams,
+    check_value,
     default_params,
     load_params_file,
     notebook_params,
@@ -187,3 +191,59 @@ def test_notebook_selection() -> None:
     assert len(select_notebooks(None)) == 6
     with pytest.raises(ConfigError, match="no notebook '07'"):
         select_notebooks("07")
+
+
+def test_run_params_has_one_typed_field_per_schema_entry() -> None:
+    fields = dataclasses.fields(RunParams)
+    assert [f.name for f in fields] == [p.name for p in PARAMS]
+    hints = typing.get_type_hints(RunParams)
+    for field, param in zip(fields, PARAMS, strict=True):
+        expected = tuple[str, ...] if param.type is list else param.type
+        assert hints[field.name] == expected, field.name
+        default = field.default
+        assert (list(default) if isinstance(default, tuple) else default) == param.default, field.name
+    assert RunParams().as_dict() == default_params()
+
+
+def test_run_params_is_frozen_and_typed() -> None:
+    params = RunParams.from_mapping({"tables": ["public.a", " public.b "], "timeout_s": 5})
+    assert params.tables == ("public.a", "public.b")
+    assert params.timeout_s == 5.0 and isinstance(params.timeout_s, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.tenant = "x"  # type: ignore[misc]
+    assert params.as_dict()["tables"] == ["public.a", "public.b"]
+    # replace() validates again.
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        params.replace(api_url="localhost:8000")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, 3600.5, 1e9])
+def test_out_of_range_numbers_are_refused_with_the_range_not_clamped(value: float) -> None:
+    for build in (lambda: RunParams(timeout_s=value), lambda: RunParams.from_mapping({"timeout_s": value}),
+                  lambda: RunParams.from_assignments([f"timeout_s={value}"])):
+        with pytest.raises(ConfigError) as exc:
+            build()
+        assert "between 0 and 3600 seconds (0 < t <= 3600), got " in str(exc.value)
+    assert RunParams(timeout_s=3600).timeout_s == 3600.0
+
+
+def test_assignments_and_mappings_give_the_same_errors() -> None:
+    with pytest.raises(ConfigError) as from_cli:
+        RunParams.from_assignments(["api_url=localhost:8000"])
+    with pytest.raises(ConfigError) as from_mapping:
+        RunParams.from_mapping({"api_url": "localhost:8000"})
+    assert str(from_cli.value) == str(from_mapping.value)
+    assert RunParams.from_assignments(["tenant=t2"], base={"tenant": "t1", "strict": True}).tenant == "t2"
+
+
+def test_db_url_must_be_postgresql() -> None:
+    with pytest.raises(ConfigError, match="must be a PostgreSQL URL"):
+        RunParams(db_url="mysql://root@localhost/db")
+    for ok in ("postgresql://u@h:5432/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"):
+        assert RunParams(db_url=ok).db_url == ok
+
+
+def test_check_value_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"^--api-url must start with http:// or https://"):
+        check_value("api_url", "ftp://x", label="--api-url")
+    assert check_value("timeout_s", 3, label="--timeout") == 3.0

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import datetime as dt
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from rtbook.cli import main
 from rtbook.exceptions import ChecksFailedError
 from rtbook.results import CheckResult, Report, Status
 from rtbook.runbook.record import redact_notebook, verify, write_manifest
+from rtbook.runbook.runner import _record_dir
 from rtbook.runbook.session import NotebookRun, load_results
 from rtbook.runbook.troubleshoot import SYMPTOMS, deciding_prefixes, diagnose
 from rtbook.secrets import Redactor
@@ -138,6 +143,39 @@ def test_verify_missing_and_extra_files(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_verify_of_a_folder_without_manifest_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["verify", str(tmp_path)]) == 2
+
+
+def test_verify_names_fifos_and_symlinks_and_never_reads_them(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    record = _record(tmp_path)
+    os.mkfifo(record / "pipe")
+    (record / "link.json").symlink_to(record / "summary.json")
+    (record / "escape").symlink_to("/etc/passwd")
+    started = time.monotonic()
+    result = verify(record)
+    assert time.monotonic() - started < 5
+    assert result.unexpected == {"escape": "a symlink", "link.json": "a symlink", "pipe": "a FIFO"}
+    assert not result.intact and not result.altered and not result.missing
+    assert main(["verify", str(record)]) == 1
+    assert "unexpected: pipe is a FIFO" in capsys.readouterr().out
+
+
+def test_verify_of_a_fifo_manifest_is_refused_at_once(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    (record / "manifest.json").unlink()
+    os.mkfifo(record / "manifest.json")
+    started = time.monotonic()
+    assert main(["verify", str(record)]) == 2
+    assert time.monotonic() - started < 5
+    assert main(["verify", str(record / "summary.md")]) == 2
+
+
+def test_record_folders_are_unique_within_one_second(tmp_path: Path) -> None:
+    started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: _record_dir(tmp_path / "out", "sandbox", started), range(16)))
+    assert len(set(made)) == 16 and all(p.is_dir() for p in made)
+    assert sorted(p.name for p in made)[:2] == ["20260101T000000Z-sandbox", "20260101T000000Z-sandbox-10"]
 
 
 def _r(cid: str, status: Status, remedy: str = "") -> CheckResult:

@@ -48,6 +48,17 @@ def test_form_saves_the_parameter_set_the_runner_reads(tmp_path: Path) -> None:
     assert params["apply_fixes"] is True and params["confirm_apply"] is True
 
 
+def test_form_refuses_an_out_of_range_timeout_with_the_range() -> None:
+    form = ParamForm()
+    form.widgets["timeout_s"].value = 7200.0
+    assert form.widgets["timeout_s"].value == 7200.0, "the form must not clamp"
+    assert "rtbook-invalid" in form.status.value and "0 &lt; t &lt;= 3600" in form.status.value
+    assert form.run_params() is None and form.run_button.disabled
+    form.widgets["timeout_s"].value = 30.0
+    params = form.run_params()
+    assert params is not None and params.timeout_s == 30.0
+
+
 def test_headless_rendering_is_text() -> None:
     form = ParamForm({"tenant": "t1"})
     bundle = form._repr_mimebundle_()
@@ -91,3 +102,11 @@ def test_form_refuses_bad_starting_parameters(bad: dict[str, str]) -> None:
 
     with pytest.raises(ConfigError):
         ParamForm(bad)
+
+
+def test_form_saves_beside_the_notebook_not_in_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's working folder is the notebook's (the user's copy): outputs/params.json goes there."""
+    monkeypatch.chdir(tmp_path)
+    form = ParamForm({"api_url": "http://localhost:8000"})
+    assert form.params_path == tmp_path / "outputs" / "params.json"
+    assert form.save() == tmp_path / "outputs" / "params.json"

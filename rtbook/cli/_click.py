@@ -1,0 +1,222 @@
+"""Click plumbing shared by every command: help in sections, commands in the order declared, typed values.
+
+Values that are also runbook parameters (``--api-url``, ``--timeout``, ``--table``...) are checked
+by the parameter schema itself (:func:`rtbook.runbook.params.check_value`), so a flag and
+``-p name=value`` refuse the same values for the same reason. Errors are
+:class:`click.UsageError`; :func:`rtbook.cli.main` prints them on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from rtbook.exceptions import ConfigError
+
+__all__ = ["CONTEXT_SETTINGS", "ParamValueType", "RtbookCommand", "RtbookGroup", "Seconds", "SectionOption"]
+
+if TYPE_CHECKING:
+    # click 8.4 made ParamType generic; older releases (>= 8.1 is supported) cannot subscript it at run time.
+    _ParamType = click.ParamType[Any]
+else:
+    _ParamType = click.ParamType
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+_DEFAULT_SECTION = "Options"
+
+
+class SectionOption(click.Option):
+    """An option listed under its own heading in ``--help`` (e.g. "What to check")."""
+
+    def __init__(self, *args: Any, section: str = _DEFAULT_SECTION, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.section = section
+
+
+def _format_sectioned_options(command: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    sections: dict[str, list[tuple[str, str]]] = {_DEFAULT_SECTION: []}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is not None:
+            sections.setdefault(getattr(param, "section", _DEFAULT_SECTION), []).append(record)
+    for title, records in sections.items():
+        if records:
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+def _parse_args(parse: Callable[[click.Context, list[str]], list[str]], ctx: click.Context,
+                args: list[str]) -> list[str]:
+    try:
+        return parse(ctx, args)
+    except click.UsageError as exc:
+        # Some parser errors ("Option '-p' requires an argument") carry no context; the
+        # one-line message points at this command's --help.
+        if exc.ctx is None:
+            exc.ctx = ctx
+        raise
+
+
+def _expand_prefixes(command: click.Command, ctx: click.Context, args: list[str], *, group: bool = False) -> list[str]:
+    """Spell out unique prefixes of long options (``--list`` -> ``--list-params``), as argparse did.
+
+    ``--`` ends the options; in a group, so does the first argument that is not an option (the
+    subcommand, whose own arguments are its business).
+    """
+    longs = sorted({o for p in command.get_params(ctx) if isinstance(p, click.Option)
+                    for o in (*p.opts, *p.secondary_opts) if o.startswith("--")})
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--" or (group and not arg.startswith("-")):
+            return out + args[i:]
+        name, sep, value = arg.partition("=")
+        if name.startswith("--") and len(name) > 2 and name not in longs:
+            matches = [o for o in longs if o.startswith(name)]
+            if len(matches) > 1:
+                raise click.UsageError(f"ambiguous option: {name} could match {', '.join(matches)}", ctx)
+            if matches:
+                arg = matches[0] + sep + value
+        out.append(arg)
+    return out
+
+
+def _help_option(option: click.Option | None) -> click.Option | None:
+    if option is not None:
+        option.help = "show this help message and exit"
+    return option
+
+
+class RtbookCommand(click.Command):
+    """A command whose ``--help`` groups options by :attr:`SectionOption.section`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse ``args`` (unique long-option prefixes allowed); a usage error always names this command."""
+        return _parse_args(super().parse_args, ctx, _expand_prefixes(self, ctx, args))
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        """``-h/--help``, worded like the rest of the help."""
+        return _help_option(super().get_help_option(ctx))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Write the options, one section per heading."""
+        _format_sectioned_options(self, ctx, formatter)
+
+
+class RtbookGroup(click.Group):
+    """A group that lists its commands in the order they were added and makes ``RtbookCommand`` children."""
+
+    command_class = RtbookCommand
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse ``args`` (unique long-option prefixes allowed); a usage error always names this group."""
+        return _parse_args(super().parse_args, ctx, _expand_prefixes(self, ctx, args, group=True))
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        """``-h/--help``, worded like the rest of the help."""
+        return _help_option(super().get_help_option(ctx))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The commands in the order they were added (the help reads in workflow order)."""
+        return list(self.commands)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Write the options, then the commands."""
+        _format_sectioned_options(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+RtbookGroup.group_class = RtbookGroup
+
+
+def _flag_name(param: click.Parameter | None) -> str:
+    """The longest spelling of a flag (``--timeout``), for messages."""
+    if isinstance(param, click.Option) and param.opts:
+        return max(param.opts, key=len)
+    return param.human_readable_name if param is not None else "value"
+
+
+class ParamValueType(_ParamType):
+    """A flag value checked by the runbook parameter ``param_name`` (same rule, same message).
+
+    Args:
+        param_name: the entry of :data:`rtbook.runbook.params.PARAMS` that holds the rule.
+        item: for a list parameter (``tables``), check one item per flag occurrence.
+        parse: turns the text into the parameter's type (``float`` for seconds); a failure is
+            reported with ``expected``.
+        expected: what a valid value looks like, for the message when ``parse`` fails.
+    """
+
+    def __init__(
+        self,
+        param_name: str,
+        *,
+        item: bool = False,
+        parse: Callable[[str], Any] | None = None,
+        expected: str = "",
+        metavar: str = "TEXT",
+    ) -> None:
+        self.param_name = param_name
+        self.item = item
+        self.parse = parse
+        self.expected = expected
+        self.name = metavar.lower()
+        self._metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse ``value`` and check it against the parameter schema; UsageError naming the flag otherwise."""
+        from rtbook.runbook.params import check_value
+
+        flag = _flag_name(param)
+        if isinstance(value, str) and self.parse is not None:
+            try:
+                value = self.parse(value)
+            except ValueError:
+                raise click.UsageError(f"{flag} must be {self.expected}, got {value!r}", ctx) from None
+        try:
+            checked = check_value(self.param_name, [value] if self.item else value, label=flag)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        return checked[0] if self.item and isinstance(checked, list) else checked
+
+
+class Seconds(_ParamType):
+    """A number of seconds ``0 < t <= high``; anything else is refused with the range (never clamped)."""
+
+    name = "seconds"
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The value as a float, or UsageError naming the flag and the range."""
+        flag = _flag_name(param)
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not 0 < seconds <= self.high:  # also refuses nan
+            raise click.UsageError(
+                f"{flag} must be a number of seconds between 0 and {self.high:g} (0 < t <= {self.high:g}), "
+                f"got {value!r}",
+                ctx,
+            )
+        return seconds

@@ -1,0 +1,77 @@
+# %% [markdown]
+# # 00 · Start here: a runbook for self-hosted Supabase Realtime
+#
+# This runbook checks a self-hosted Realtime from its files to a live subscription, step by step, and tells you
+# what to change when something is wrong. Each notebook is one step; each step says what it checks, why it matters
+# for Realtime, and which notebook fixes a failure.
+#
+# | notebook | what it checks |
+# |---|---|
+# | [01_setup](01_setup.ipynb) | the compose files and `.env`, the containers (when a Docker engine answers) and Realtime's health |
+# | [02_tenant_seeding](02_tenant_seeding.ipynb) | the tenant row in `_realtime.tenants`, the database prerequisites, and the seeding plan (applied only when you allow it) |
+# | [03_kong_routing](03_kong_routing.ipynb) | the gateway routes for `/realtime/v1/` (Kong or Envoy) and live probes through it |
+# | [04_subscription_tests](04_subscription_tests.ipynb) | heartbeat, broadcast, presence, postgres_changes and RLS per role, with a real Phoenix client |
+# | [05_troubleshooting](05_troubleshooting.ipynb) | from a symptom (*Tenant not found*, *socket closes at once*, *subscribed but no changes*, *high memory*) to the deciding checks and the fix |
+#
+# **Two ways to use it.** In JupyterLab, fill the form below and press *Run checks*. Headless (CI, audit):
+# `rtbook run --target sandbox` or `rtbook run --stack DIR --api-url URL --db-url URL` runs every notebook with
+# papermill and writes an audit record to `outputs/<UTC time>-<target>/` (executed notebooks, `summary.json`,
+# `summary.md`, `junit.xml`, `manifest.json`; check it later with `rtbook verify`).
+#
+# The next cell holds the parameters every notebook shares. Change them there, in the form, or with
+# `rtbook run -p name=value`. Secrets (JWT secret, keys, passwords) are **never** parameters.
+
+# %% tags=["parameters"]
+# Parameters: papermill and 'rtbook run -p name=value' override these. Never put a secret here.
+target_kind: str = 'sandbox'  # sandbox: the running embedded sandbox; stack: the stack in stack_dir and the URLs below
+stack_dir: str = ''  # directory laid out like supabase/docker (docker-compose.yml, .env, volumes/api/kong.yml)
+api_url: str = ''  # public gateway (Kong) URL, e.g. http://localhost:8000; empty skips live gateway checks
+realtime_url: str = ''  # Realtime reached directly, e.g. http://127.0.0.1:4000 (optional)
+realtime_host: str = ''  # Host header for direct Realtime requests; its first label is the tenant
+db_url: str = ''  # database URL WITHOUT password, e.g. postgresql://supabase_admin@localhost:5432/postgres
+tenant: str = ''  # tenant id; empty means what the stack implies (realtime-dev for the official stack)
+tables: list = []  # schema.table names for the postgres_changes tests; empty means the whole publication
+docker: str = 'auto'  # auto: container checks when an engine answers; on: require them; off: skip them
+timeout_s: float = 10.0  # seconds allowed for each network operation
+apply_fixes: bool = False  # 02 applies the tenant seeding plan (writes to the database)
+confirm_apply: bool = False  # second switch that headless runs need before apply_fixes writes anything
+strict: bool = False  # the gate cell also fails on warnings
+symptom: str = ''  # 05 only: the symptom to explain; empty means every known symptom
+run_dir: str = ''  # folder where each notebook saves its results (set by rtbook run); 05 reads it
+
+# %% [markdown]
+# **Target.** The next cell checks every parameter above against the runbook's one schema (an unknown or mistyped name, or anything that looks like a secret, stops here with the fix) and builds the target: the stack's files plus the URLs the live checks talk to. Secrets are read from the environment or the stack's `.env`, never from parameters.
+
+# %%
+import rtbook.runbook
+run = rtbook.runbook.start("00_start_here", globals(), need_target=False)
+run.params
+
+# %% [markdown]
+# ## The parameters in effect
+#
+# One table, the same for every notebook. `rtbook run --list-params` prints it in a terminal.
+
+# %%
+import rtbook.runbook.widgets
+rtbook.runbook.widgets.params_table(run.params)
+
+# %% [markdown]
+# ## Guided mode
+#
+# Fill the form: every change is validated at once with the same rules as the headless runner. **Save parameters**
+# writes `outputs/params.json`, which `rtbook run --params-file outputs/params.json` reads. **Run checks** runs the
+# chosen step against the target and shows the results with coloured statuses. When *apply_fixes* is ticked, Run
+# also shows the tenant seeding plan, and nothing is written until you press **Confirm: apply the plan**.
+#
+# Without JupyterLab (papermill, CI), this cell prints the parameters as text instead.
+
+# %%
+form = rtbook.runbook.widgets.ParamForm(run.params)
+form
+
+# %% [markdown]
+# **Gate.** This notebook records no checks itself (the form shows its results; notebooks 01 to 05 record theirs), so this cell passes; it is here so that every notebook ends the same way.
+
+# %%
+run.gate()

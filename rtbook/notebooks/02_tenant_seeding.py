@@ -1,0 +1,78 @@
+# %% [markdown]
+# # 02 · Tenant seeding: the tenant row and the database
+#
+# Realtime serves a request only when `_realtime.tenants` holds a row whose `external_id` is the first label of
+# the Host header, with exactly **one** `postgres_cdc_rls` extension row holding the encrypted database settings
+# (there are no `broadcast` or `presence` rows, whatever the guides say). Postgres changes further need
+# `wal_level=logical`, wal2json, the `supabase_realtime` publication, free replication slots, and RLS that lets the
+# subscriber's role read the rows.
+
+# %% tags=["parameters"]
+# Parameters: papermill and 'rtbook run -p name=value' override these. Never put a secret here.
+target_kind: str = 'sandbox'  # sandbox: the running embedded sandbox; stack: the stack in stack_dir and the URLs below
+stack_dir: str = ''  # directory laid out like supabase/docker (docker-compose.yml, .env, volumes/api/kong.yml)
+api_url: str = ''  # public gateway (Kong) URL, e.g. http://localhost:8000; empty skips live gateway checks
+realtime_url: str = ''  # Realtime reached directly, e.g. http://127.0.0.1:4000 (optional)
+realtime_host: str = ''  # Host header for direct Realtime requests; its first label is the tenant
+db_url: str = ''  # database URL WITHOUT password, e.g. postgresql://supabase_admin@localhost:5432/postgres
+tenant: str = ''  # tenant id; empty means what the stack implies (realtime-dev for the official stack)
+tables: list = []  # schema.table names for the postgres_changes tests; empty means the whole publication
+docker: str = 'auto'  # auto: container checks when an engine answers; on: require them; off: skip them
+timeout_s: float = 10.0  # seconds allowed for each network operation
+apply_fixes: bool = False  # 02 applies the tenant seeding plan (writes to the database)
+confirm_apply: bool = False  # second switch that headless runs need before apply_fixes writes anything
+strict: bool = False  # the gate cell also fails on warnings
+symptom: str = ''  # 05 only: the symptom to explain; empty means every known symptom
+run_dir: str = ''  # folder where each notebook saves its results (set by rtbook run); 05 reads it
+
+# %% [markdown]
+# **Target.** The next cell checks every parameter above against the runbook's one schema (an unknown or mistyped name, or anything that looks like a secret, stops here with the fix) and builds the target: the stack's files plus the URLs the live checks talk to. Secrets are read from the environment or the stack's `.env`, never from parameters.
+
+# %%
+import rtbook.runbook
+run = rtbook.runbook.start("02_tenant_seeding", globals())
+run.params
+
+# %% [markdown]
+# ## The database
+#
+# Checks `db.*`: connection, `wal_level`, the publication and its tables, replica identity, primary keys, RLS
+# policies, replication slots and capacity. **When it fails:** each remedy is the SQL to run; subscriptions are
+# tested end to end in [04_subscription_tests](04_subscription_tests.ipynb).
+
+# %%
+run.checks("db.", title="Database prerequisites")
+
+# %% [markdown]
+# ## The tenant row
+#
+# Checks `tenant.*`: the row for the tenant, its extension row and decrypted settings, its JWT secret against
+# `API_JWT_SECRET`, its limits. **When it fails:** the seeding plan below says what would fix it; a *Tenant not found* that
+# persists after seeding is walked through in [05_troubleshooting](05_troubleshooting.ipynb).
+
+# %%
+run.checks("tenant.", title="The tenant row")
+
+# %% [markdown]
+# ## The seeding plan
+#
+# What rtbook would write to make the tenant row match the stack, computed without writing anything. Review it.
+
+# %%
+plan = run.seeding_plan()
+plan
+
+# %% [markdown]
+# ## Apply (only when you allow it)
+#
+# Writes the plan only when `apply_fixes` **and** `confirm_apply` are true; otherwise this is a dry run and says
+# so. After applying, the `tenant.*` and `db.*` checks run again and their new results replace the old ones.
+
+# %%
+run.apply_plan(plan)
+
+# %% [markdown]
+# **Gate.** Every check above has run and its result is saved with the run. This cell raises when one of them failed (or warned, with `strict`), so `papermill` and `rtbook run` exit non-zero. Read the remedies above, fix the stack, and run again. If you cannot tell which fix applies, open [05_troubleshooting](05_troubleshooting.ipynb).
+
+# %%
+run.gate()
