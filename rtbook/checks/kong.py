@@ -333,7 +333,7 @@ def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """
     config = _config(ctx)
     port = realtime_port(target)
-    matched = config.match(REALTIME_WS_PATH, "GET")
+    matched = config.match(REALTIME_WS_PATH, "GET", public_url(target)[1])
     if matched is None:
         return _result(
             cid,
@@ -448,7 +448,8 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
     """``/realtime/v1/api/broadcast`` reaches ``<host>:4000/api/broadcast``."""
     config = _config(ctx)
     port = realtime_port(target)
-    matched = config.route_for(REALTIME_REST_PATH, "POST")  # realtime-js posts broadcasts
+    host = public_url(target)[1]  # a route restricted to other hosts does not take the clients' requests
+    matched = config.route_for(REALTIME_REST_PATH, "POST", host)  # realtime-js posts broadcasts
     fix_all = (
         f"add the official service realtime-v1-rest: url http://realtime-dev.supabase-realtime:{port}/api, "
         "route paths [/realtime/v1/api], strip_path: true"
@@ -491,7 +492,7 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
             problems.append(f"{where}: service protocol is {service.protocol!r}; the REST API needs http.")
     # GET /realtime/v1/api/ping (health probes) may take another route: in Kong a route with `methods`
     # (or `hosts`) outranks a longer path-only route.
-    ping = config.match(_REALTIME_PING_PATH, "GET")
+    ping = config.match(_REALTIME_PING_PATH, "GET", host)
     if ping is not None and ping.route is not route:
         ping_up = upstream_path(ping.route, ping.service, _REALTIME_PING_PATH)
         evidence["get_ping_route"] = ping.route.name
@@ -607,7 +608,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
     }
     routes_checked = []
     for path, method, label in ((REALTIME_WS_PATH, "GET", "WebSocket"), (REALTIME_REST_PATH, "POST", "REST")):
-        matched = config.route_for(path, method)
+        matched = config.route_for(path, method, public_url(target)[1])
         if matched is None:
             continue
         route, _ = matched
@@ -778,7 +779,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
 def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``/realtime/v1/api/tenants`` is answered by request-termination rather than passed to Realtime."""
     config = _config(ctx)
-    matched = config.route_for(REALTIME_TENANTS_PATH)
+    matched = config.route_for(REALTIME_TENANTS_PATH, "GET", public_url(target)[1])
     if matched is None:
         return _result(
             cid,

@@ -711,9 +711,11 @@ class KongConfig:
         route = best[2]
         return RouteMatch(route, self.service(route.service), norm, best[3])
 
-    def route_for(self, path: str, method: str = "GET") -> tuple[KongRoute, KongService | None] | None:
-        """The route Kong picks for ``path``, with its service."""
-        found = self.match(path, method)
+    def route_for(
+        self, path: str, method: str = "GET", host: str | None = None
+    ) -> tuple[KongRoute, KongService | None] | None:
+        """The route Kong picks for ``path`` (sent to ``host``), with its service."""
+        found = self.match(path, method, host)
         return None if found is None else (found.route, found.service)
 
     def realtime_routes(self) -> list[KongRoute]:

@@ -551,3 +551,24 @@ def test_no_route_answer_per_version(ed: Edition, tmp_path: Path, upstream: Upst
             assert message(r, ed) == "no Route matched with those values"
         else:  # kong.response.exit: compact JSON
             assert r.text == '{"message":"no Route matched with those values"}'
+
+
+@BOTH
+def test_a_route_for_another_host_does_not_take_the_clients_requests(ed: Edition, tmp_path: Path,
+                                                                      upstream: Upstream) -> None:
+    staging = ("  - name: staging\n    url: http://studio:3000/staging\n    routes:\n      - name: staging\n"
+               "        hosts: [staging.example.com]\n        paths: [/realtime/v1/]\n")
+
+    def add_staging(text: str) -> str:
+        return text.replace("\nservices:\n", "\nservices:\n" + staging, 1)
+
+    with served(ed, tmp_path, upstream, add_staging) as both:
+        # The clients use the public URL's host (localhost here): hosts+paths outranks paths, but only for its host.
+        assert both.status("kong.realtime_ws") is Status.PASS, both.describe()
+        assert both.config is not None
+        found = both.config.match("/realtime/v1/websocket", "GET", "staging.example.com")
+        assert found is not None and found.route.name == "staging"
+        hello = ws_hello(both.url, f"/realtime/v1/websocket?apikey={both.keys['anon']}")
+        assert hello["path"] == "/socket/websocket"
+        r = requests.get(f"{both.url}/realtime/v1/websocket", headers={"Host": "staging.example.com"}, timeout=5)
+        assert r.json()["path"] == "/staging/websocket"

@@ -515,3 +515,81 @@ def test_startup_errors_do_not_reveal_keys(tmp_path: Path) -> None:
         assert "username" in out and SERVICE not in out
     finally:
         stop(proc)  # only if it started after all
+
+
+# ---------------------------------------------------------------- less common options, as Kong reads them
+
+OPTIONS_YML = """
+_format_version: '2.1'
+consumers:
+  - username: anon
+    keyauth_credentials:
+      - key: $SUPABASE_ANON_KEY
+    acls:
+      - group: anon
+services:
+  - name: body-key
+    url: http://realtime-dev.supabase-realtime:4000/api
+    routes:
+      - name: body-key
+        paths: [/body/]
+    plugins:
+      - name: key-auth
+        config: {key_in_body: true, key_in_header: false, key_in_query: false, hide_credentials: true}
+  - name: no-preflight
+    url: http://realtime-dev.supabase-realtime:4000/api
+    routes:
+      - name: no-preflight
+        paths: [/nopre/]
+    plugins:
+      - name: key-auth
+        config: {run_on_preflight: false}
+      - name: acl
+        config: {allow: [anon]}
+  - name: idle
+    url: http://realtime-dev.supabase-realtime:4000/socket
+    read_timeout: 1000
+    routes:
+      - name: idle
+        paths: [/idle/]
+"""
+
+
+@pytest.fixture(scope="module")
+def gw_options(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("gw-options")
+    proc, port, log = start_gateway(tmp, OPTIONS_YML, {"realtime-dev.supabase-realtime": f"127.0.0.1:{upstream.port}"})
+    assert port, log.read_text()
+    yield f"127.0.0.1:{port}"
+    assert stop(proc) == 0, log.read_text()
+
+
+def test_key_in_body_reads_and_hides_a_form_field(gw_options: str) -> None:
+    r = requests.post(f"http://{gw_options}/body/x", data={"apikey": ANON, "other": "1"}, timeout=5)
+    assert r.status_code == 200
+    assert r.json()["body"] == "other=1"  # hide_credentials rewrote the body without the key
+    r = requests.post(f"http://{gw_options}/body/x", data={"other": "1"}, params={"apikey": ANON}, timeout=5)
+    assert (r.status_code, r.json()["message"]) == (401, "No API key found in request")  # key_in_query: false
+
+
+def test_run_on_preflight_false_skips_key_auth_for_every_options(gw_options: str) -> None:
+    # No cors plugin here: key-auth steps aside for OPTIONS, so acl finds no consumer and answers 401.
+    r = requests.options(f"http://{gw_options}/nopre/x", timeout=5)
+    assert (r.status_code, r.json()["message"]) == (401, "Unauthorized")
+    assert "WWW-Authenticate" not in r.headers
+    r = requests.options(f"http://{gw_options}/nopre/x", headers={"apikey": ANON}, timeout=5)
+    assert (r.status_code, r.json()["message"]) == (401, "Unauthorized")  # the key is not even read
+
+
+def test_websocket_idle_past_read_timeout_is_cut(gw_options: str) -> None:
+    ws = websocket.create_connection(f"ws://{gw_options}/idle/websocket", timeout=5)
+    try:
+        assert json.loads(ws.recv())["path"] == "/socket/websocket"
+        ws.send("ping-1")
+        assert ws.recv() == "echo:ping-1"
+        t0 = time.monotonic()
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            ws.recv()  # the upstream stays silent: nginx's proxy_read_timeout (read_timeout 1000 ms) ends it
+        assert 0.5 < time.monotonic() - t0 < 4
+    finally:
+        ws.close()
