@@ -1988,24 +1988,30 @@ class Gateway:
                 h.popall(old, None)
                 for v in values:
                     h.add(new, v)
+        # iter() renders every entry's template before the action looks at the request, so a failing
+        # template fails the request even when the action would change nothing.
         for name, tmpl in conf["replace"]["headers"]:
             if tmpl.source == "":
                 continue  # an entry without a value changes nothing
+            value = render(tmpl) or " "  # PDK normalize_header sends "" as one space
             if name.lower() == "host":
-                ctx.upstream_host = render(tmpl) or " "
+                ctx.upstream_host = value
             elif name in h:
-                h[name] = render(tmpl) or " "  # PDK normalize_header sends "" as one space
+                h[name] = value
         for name, tmpl in conf["add"]["headers"]:
-            if tmpl.source == "" or name.lower() == "host" or name in h:
+            if tmpl.source == "":
                 continue
-            h[name] = render(tmpl) or " "
+            value = render(tmpl) or " "
+            if name.lower() != "host" and name not in h:
+                h[name] = value
         for name, tmpl in conf["append"]["headers"]:
             if tmpl.source == "":
                 continue
+            value = render(tmpl) or " "
             if name.lower() == "host":
-                ctx.upstream_host = render(tmpl) or " "
+                ctx.upstream_host = value
             else:
-                h.add(name, render(tmpl) or " ")
+                h.add(name, value)
         qs = conf
         if not any(qs[action]["querystring"] for action in ("remove", "rename", "replace", "add", "append")):
             return
@@ -2016,11 +2022,13 @@ class Gateway:
             if old in query:
                 query[new] = query.pop(old)
         for name, tmpl in qs["replace"]["querystring"]:
+            value = render(tmpl)
             if name in query:
-                query[name] = render(tmpl)
+                query[name] = value
         for name, tmpl in qs["add"]["querystring"]:
+            value = render(tmpl)
             if name not in query:
-                query[name] = render(tmpl)
+                query[name] = value
         for name, tmpl in qs["append"]["querystring"]:
             prev = query.get(name)
             value = render(tmpl)
