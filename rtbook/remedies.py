@@ -789,7 +789,8 @@ _ALL: tuple[Cause, ...] = (
         "The gateway answered the WebSocket upgrade with plain HTTP",
         "The upgrade reached something that does not proxy WebSockets (a reverse proxy dropping the "
         "Upgrade/Connection headers, or a route that is not a ws service).",
-        "Proxy the Upgrade and Connection headers to Kong, and give realtime-v1-ws protocol: ws.",
+        "Proxy the Upgrade and Connection headers to Kong; Kong upgrades WebSockets on realtime-v1-ws's http "
+        "service by itself (`protocol: ws` is ignored by Kong OSS, and `url: ws://` stops it).",
         ("kong.realtime_ws", "envoy.realtime_ws"),
     ),
     # ------------------------------------------------------------ transport

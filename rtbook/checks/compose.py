@@ -524,10 +524,19 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
             lines.append(f"{kind} config: unreadable ({up.error.split(':', 1)[0]}); see the {kind}.* results")
             warnings.append(f"the {kind} config could not be read, so its upstream host was not compared")
         elif kind == "kong":
-            for h in up.host_headers:
+            for h, origin in zip(up.host_headers, up.host_origins or ("",) * len(up.host_headers), strict=False):
                 host_tenants.append((h, tenant_of(h)))
-                lines.append(f"Kong upstream host (kong.yml realtime service url): {h} -> tenant "
-                             f"{tenant_of(h)} (Kong sends the upstream host as Host)")
+                if origin.startswith("request-transformer"):
+                    lines.append(f"Kong Host set by a plugin ({origin}): {h} -> tenant {tenant_of(h)} (Realtime "
+                                 "sees this Host, not the upstream host)")
+                else:
+                    lines.append(f"Kong upstream host (kong.yml realtime service url): {h} -> tenant "
+                                 f"{tenant_of(h)} (Kong sends the upstream host as Host)")
+            if up.keeps_client_host:
+                lines.append("a Kong Realtime route forwards the client's Host (preserve_host): the tenant is the "
+                             "first label of the public host name there")
+                warnings.append("a Kong Realtime route keeps the client's Host, so the tenant depends on the public "
+                                "host name clients use (see kong.realtime_preserve_host)")
             resolve_hosts = list(up.connect_hosts)
         else:
             for h in up.host_headers:

@@ -744,7 +744,8 @@ def gateway_upstream(target: Target, kind: str) -> Upstream:
         source = f"the gateway config cannot be read ({up.error}; see {kind or 'kong'}.parse)"
     out = tuple(dict.fromkeys(_split_host(h) for h in up.connect_hosts))
     if out:
-        head = out if up.kind != "envoy" else tuple(dict.fromkeys(_split_host(h) for h in up.host_headers))
+        # realtime_upstream says which Host Realtime sees (a Kong Host replacement or preserve_host included).
+        head = tuple(dict.fromkeys(_split_host(h) for h in up.host_headers))
         return Upstream(out, head, source)
     rt = stack.realtime_service()
     cname = getattr(rt, "container_name", "") if rt is not None else ""
@@ -870,7 +871,7 @@ def check_tenant_host(target: Target, cid: str, got: _Live) -> CheckResult:
         tenant_note = f"the Host it sends ({', '.join(upstream.host_headers)}) names the tenant {tenant!r}"
     else:
         tenant_note = "the gateway forwards the client's Host, so the client's Host chooses the tenant " \
-            "(see envoy.realtime_host_rewrite)"
+            f"(see {'kong.realtime_preserve_host' if disc.gateway_kind == 'kong' else 'envoy.realtime_host_rewrite'})"
     return CheckResult(
         cid, Status.PASS,
         summary=f"{', '.join(hosts)} is a name of {info.name} on {', '.join(shared or list(info.networks))}"

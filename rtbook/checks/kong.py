@@ -11,13 +11,14 @@ from rtbook.config.gateway import tenant_of
 from rtbook.config.kong import (
     _AWK_VAR,
     _COMPOSE_SOURCE,
-    BUNDLED_PLUGINS,
     KNOWN_FORMAT_VERSIONS,
+    OSS_PROTOCOLS,
     KongConfig,
     KongConsumer,
     KongLoaded,
     KongRoute,
     KongService,
+    bundled_plugins,
     load_kong_detailed,
     realtime_names,
     upstream_path,
@@ -98,6 +99,21 @@ def check_parse(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
             remedy=f"Add `_format_version: '2.1'` as the first line of {ctx.source}.",
             evidence=evidence,
         )
+    evidence |= {"kong_version": config.kong_version or "unknown", "router_flavor": config.router_flavor}
+    if config.refusals:
+        first = config.refusals[0]
+        return _result(
+            cid,
+            Status.FAIL,
+            f"Kong {config.kong_version or ''} refuses to load kong.yml and does not start: {first}".replace(
+                "Kong  ", "Kong "
+            ),
+            detail="Kong's declarative loader reports:\n" + "\n".join(config.refusals)
+            + f"\nKong version: {config.kong_version or 'unknown (image tag without a version)'}"
+            + (f", router flavor {config.router_flavor}" if config.router_flavor else "") + ".",
+            remedy=f"Fix {ctx.source} at the places named above; " + _refusal_fixes(config.refusals),
+            evidence=evidence | {"refusals": list(config.refusals)},
+        )
     if config.format_version not in KNOWN_FORMAT_VERSIONS:
         return _result(
             cid,
@@ -117,12 +133,43 @@ def check_parse(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
             remedy=f"Restore the services list of the official volumes/api/kong.yml in {ctx.source}.",
             evidence=evidence,
         )
+    if config.unmodelled:
+        return _result(
+            cid,
+            Status.WARN,
+            f"kong.yml loads, but rtbook cannot evaluate {len(config.unmodelled)} part(s) of it.",
+            detail="\n".join(config.unmodelled),
+            remedy="Check those routes by hand (or with a request through Kong); the kong.* routing verdicts "
+            "assume they match nothing.",
+            evidence=evidence,
+        )
     return _result(
         cid,
         Status.PASS,
-        f"kong.yml parses ({len(config.services)} services, {len(config.routes)} routes, {ctx.style} expansion).",
+        f"kong.yml parses ({len(config.services)} services, {len(config.routes)} routes, {ctx.style} expansion"
+        + (f", Kong {config.kong_version}" if config.kong_version else "") + ").",
         evidence=evidence,
     )
+
+
+def _refusal_fixes(refusals: tuple[str, ...]) -> str:
+    """What to do about the usual refusals, in the order they appear."""
+    fixes: list[str] = []
+    text = "\n".join(refusals)
+    if "in 'protocol'" in text or "in 'protocols'" in text:
+        fixes.append("Kong OSS has no ws/wss protocol: give the service `url: http://<host>:<port>/<path>` "
+                     "(Kong proxies WebSocket upgrades on http services) and drop `protocol: ws`/`protocols: [ws]`")
+    if "in 'expression'" in text:
+        fixes.append("set KONG_ROUTER_FLAVOR: expressions in the kong service's environment (Kong 3.x), or "
+                     "replace the expression route by `paths:`")
+    if "uniqueness violation" in text:
+        fixes.append("give every consumer its own key (ANON_KEY, SERVICE_ROLE_KEY, SUPABASE_PUBLISHABLE_KEY and "
+                     "SUPABASE_SECRET_KEY must all differ)")
+    if "config.allow" in text:
+        fixes.append("give the acl plugin exactly one of allow or deny (the official files use allow)")
+    if "unknown field" in text and "in 'config'" in text:
+        fixes.append("remove the option this Kong version does not know")
+    return ("; ".join(fixes) + ".") if fixes else "Kong refuses to start with it as it is."
 
 
 @register("kong.placeholders", "Every $VAR in kong.yml is set in the Kong service's environment", needs=("stack",),
@@ -222,14 +269,14 @@ def check_placeholders(target: Target, cid: str, ctx: KongLoaded) -> CheckResult
     )
 
 
-def _enabled_plugins(value: str | None) -> tuple[set[str], bool]:
-    """Plugins KONG_PLUGINS loads, and whether it includes ``bundled``."""
+def _enabled_plugins(value: str | None, kong_version: str | None = None) -> tuple[set[str], bool]:
+    """Plugins KONG_PLUGINS loads in this Kong version, and whether it includes ``bundled``."""
     if value is None or not value.strip():
-        return set(BUNDLED_PLUGINS), True
+        return set(bundled_plugins(kong_version)), True
     names = {p.strip() for p in value.split(",") if p.strip()}
     bundled = "bundled" in names
     if bundled:
-        names |= BUNDLED_PLUGINS
+        names |= bundled_plugins(kong_version)
     names.discard("off")
     return names, bundled
 
@@ -240,7 +287,7 @@ def check_plugins_enabled(target: Target, cid: str, ctx: KongLoaded) -> CheckRes
     """Kong refuses a declarative config that uses a plugin ``KONG_PLUGINS`` does not load."""
     config = _config(ctx)
     setting = ctx.compose_env.get("KONG_PLUGINS")
-    enabled, _ = _enabled_plugins(setting)
+    enabled, _ = _enabled_plugins(setting, ctx.kong_version)
     used: dict[str, list[str]] = {}
     for plugin in config.all_plugins():
         used.setdefault(plugin.name, []).append(plugin.scope)
@@ -278,10 +325,15 @@ def _route_label(route: KongRoute, service: KongService | None) -> str:
 @register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",),
           using=_KONG.provider())
 def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
-    """``/realtime/v1/websocket`` reaches ``<host>:4000/socket/websocket`` on a ``protocol: ws`` service."""
+    """``/realtime/v1/websocket`` reaches ``<host>:4000/socket/websocket`` on an http service.
+
+    Kong OSS has no ``ws`` protocol: the official files' ``protocol: ws`` is overwritten by the
+    ``url`` (http), and Kong proxies the WebSocket upgrade on any http service. A ``url: ws://``
+    (or ``protocol: ws`` without a url) makes Kong refuse the whole file.
+    """
     config = _config(ctx)
     port = realtime_port(target)
-    matched = config.route_for(REALTIME_WS_PATH)
+    matched = config.match(REALTIME_WS_PATH, "GET", public_url(target)[1])
     if matched is None:
         return _result(
             cid,
@@ -289,19 +341,24 @@ def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
             f"No Kong route matches {REALTIME_WS_PATH}; WebSockets get 404.",
             detail=f"{ctx.source} has no route with a path prefix of /realtime/v1/.",
             remedy=f"Add to {ctx.source} the official service realtime-v1-ws: url "
-            f"http://realtime-dev.supabase-realtime:{port}/socket, protocol: ws, route paths "
-            "[/realtime/v1/] with strip_path: true.",
+            f"http://realtime-dev.supabase-realtime:{port}/socket, route paths [/realtime/v1/] with "
+            "strip_path: true, plugins cors, key-auth, acl.",
         )
-    route, service = matched
+    route, service = matched.route, matched.service
     upstream = upstream_path(route, service, REALTIME_WS_PATH)
-    evidence = {
+    evidence: dict[str, Any] = {
         "route": route.name,
         "service": service.name if service else None,
         "upstream": service.upstream if service else None,
         "upstream_path": upstream,
         "strip_path": route.strip_path,
         "paths": list(route.paths),
+        "kong_version": config.kong_version or "unknown",
     }
+    if service is not None and service.declared_protocol and service.url:
+        evidence["protocol_field_ignored"] = (
+            f"protocol: {service.declared_protocol} is overwritten by the url ({service.protocol})"
+        )
     compose_fix = ""
     problems: list[str] = []
     fixes: list[str] = []
@@ -309,20 +366,39 @@ def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     if config.effective_plugin(route, "request-termination") is not None:
         problems.append(f"{where} is terminated by request-termination, so WebSockets never reach Realtime.")
         fixes.append(f"remove the request-termination plugin from {route.name!r}")
+    bad_protocols = [p for p in route.protocols if p not in OSS_PROTOCOLS]
+    if bad_protocols:
+        problems.append(
+            f"{where}: route protocols {list(route.protocols)} include {', '.join(bad_protocols)}; Kong refuses the "
+            f"file ({_one_of()})."
+        )
+        fixes.append(f"remove `protocols:` from route {route.name!r} (the default http, https carries WebSockets)")
     if service is None:
         problems.append(f"{where} has no service.")
         fixes.append(f"attach route {route.name!r} to a service with url http://<realtime-host>:{port}/socket")
     else:
-        if service.protocol not in ("ws", "wss"):
+        if service.protocol not in OSS_PROTOCOLS:
+            source = f"url {service.url!r}" if service.url else f"protocol: {service.protocol}"
             problems.append(
-                f"{where}: service protocol is {service.protocol!r}, the official config sets protocol: ws."
+                f"{where}: the service's {source} gives protocol {service.protocol!r}, which Kong OSS does not have; "
+                f"Kong refuses the file at start-up (in 'protocol': {_one_of()}), so nothing is proxied."
             )
-            fixes.append(f"set `protocol: ws` on service {service.name!r}")
+            fixes.append(
+                f"give service {service.name!r} `url: http://{service.host or 'realtime-dev.supabase-realtime'}:"
+                f"{service.port or port}{service.path or '/socket'}` (WebSockets are upgraded on http services)"
+                + (" and drop `protocol:`" if service.declared_protocol and not service.url else "")
+            )
+        elif service.protocol not in ("http", "https"):
+            problems.append(
+                f"{where}: service protocol is {service.protocol!r}; the WebSocket handshake is HTTP, so the "
+                "service must be http (or https)."
+            )
+            fixes.append(f"use an http:// url for service {service.name!r}")
         if service.port != port:
             problems.append(f"{where}: upstream port is {service.port}, Realtime listens on {port} (its PORT).")
             fixes.append(f"use port {port} in the url of service {service.name!r}")
         names = realtime_names(target.stack)
-        if names and service.host not in names:
+        if names and service.host and service.host not in names:
             problems.append(
                 f"{where}: upstream host {service.host!r} is not a name of the Realtime container "
                 f"({', '.join(sorted(names))}), so Kong cannot resolve it."
@@ -349,13 +425,21 @@ def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
             evidence=evidence,
         )
     assert service is not None
+    seen = config.host_seen(route)
+    tenant_note = (
+        f"tenant {tenant_of(seen.host)!r} from {seen.how}" if seen.host else f"the tenant comes from {seen.how}"
+    )
     return _result(
         cid,
         Status.PASS,
         f"{REALTIME_WS_PATH} -> {service.protocol}://{service.host}:{service.port}{upstream} "
-        f"(route {route.name!r}, tenant {tenant_of(service.host)!r} from the upstream host).",
+        f"(route {route.name!r}, {tenant_note}).",
         evidence=evidence,
     )
+
+
+def _one_of() -> str:
+    return "expected one of: " + ", ".join(OSS_PROTOCOLS)
 
 
 @register("kong.realtime_rest", "Kong routes /realtime/v1/api to Realtime's /api", needs=("stack",),
@@ -364,7 +448,8 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
     """``/realtime/v1/api/broadcast`` reaches ``<host>:4000/api/broadcast``."""
     config = _config(ctx)
     port = realtime_port(target)
-    matched = config.route_for(REALTIME_REST_PATH)
+    host = public_url(target)[1]  # a route restricted to other hosts does not take the clients' requests
+    matched = config.route_for(REALTIME_REST_PATH, "POST", host)  # realtime-js posts broadcasts
     fix_all = (
         f"add the official service realtime-v1-rest: url http://realtime-dev.supabase-realtime:{port}/api, "
         "route paths [/realtime/v1/api], strip_path: true"
@@ -399,8 +484,24 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
                 f"{where}: {REALTIME_REST_PATH} arrives at Realtime as {upstream}, not /api/broadcast "
                 "(a longer /realtime/v1/api route is missing, or the path/strip_path is off)."
             )
-        if service.protocol not in ("http", "https"):
+        if service.protocol not in OSS_PROTOCOLS:
+            problems.append(f"{where}: service protocol {service.protocol!r} (from its "
+                            f"{'url' if service.url else 'protocol field'}) does not exist in Kong OSS; Kong "
+                            f"refuses the file ({_one_of()}).")
+        elif service.protocol not in ("http", "https"):
             problems.append(f"{where}: service protocol is {service.protocol!r}; the REST API needs http.")
+    # GET /realtime/v1/api/ping (health probes) may take another route: in Kong a route with `methods`
+    # (or `hosts`) outranks a longer path-only route.
+    ping = config.match(_REALTIME_PING_PATH, "GET", host)
+    if ping is not None and ping.route is not route:
+        ping_up = upstream_path(ping.route, ping.service, _REALTIME_PING_PATH)
+        evidence["get_ping_route"] = ping.route.name
+        if ping_up != "/api/ping" or ping.service is None or ping.service.host != (service.host if service else ""):
+            problems.append(
+                f"{ctx.source}: GET {_REALTIME_PING_PATH} takes route {ping.route.name!r} instead (Kong ranks a route "
+                "with methods or hosts above a longer path-only one, and expression routes above all), so it reaches "
+                f"{ping.service.host if ping.service else 'no service'} as {ping_up}."
+            )
     if problems:
         return _result(
             cid,
@@ -419,20 +520,67 @@ def check_realtime_rest(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
     )
 
 
+_REALTIME_PING_PATH = "/realtime/v1/api/ping"
+
+
 def _consumers_with(config: KongConfig, value: str | None) -> list[KongConsumer]:
     if not value:
         return []
     return [c for c in config.consumers if any(k.reveal() == value for k in c.keyauth_credentials)]
 
 
+# Plugins that identify a consumer; rtbook models key-auth and basic-auth, the others it can only name.
+_AUTH_PLUGINS = ("key-auth", "basic-auth", "jwt", "hmac-auth", "oauth2", "ldap-auth", "session", "openid-connect")
+
+
+def _invalid_key_text(major: int | None) -> str:
+    """Kong's 401 text for a key no consumer holds (key-auth ERR_INVALID_AUTH_CRED)."""
+    if major == 2:
+        return '"Invalid authentication credentials"'
+    if major is not None:
+        return '"Unauthorized" (with WWW-Authenticate: Key)'
+    return '"Invalid authentication credentials" (Kong 2.8) or "Unauthorized" (Kong 3.x)'
+
+
+def _acl_admits(config: Any, groups: tuple[str, ...], *, credential: bool) -> tuple[bool, str]:
+    """Kong's acl verdict for a consumer with ``groups``: (allowed, the refusal when not)."""
+    allow = [str(g) for g in config.get("allow") or ()] if isinstance(config.get("allow"), list) else []
+    deny = [str(g) for g in config.get("deny") or ()] if isinstance(config.get("deny"), list) else []
+    if not groups and allow:
+        # acl handler: a consumer without ACL rows is refused: 403 with a credential, 401 when anonymous.
+        return False, '403 "You cannot consume this service"' if credential else '401 "Unauthorized"'
+    if allow and not set(groups) & set(allow):
+        return False, '403 "You cannot consume this service"'
+    if deny and set(groups) & set(deny):
+        return False, '403 "You cannot consume this service"'
+    return True, ""
+
+
+def _templates_read_apikey(plugin: Any) -> bool:
+    """True when a request-transformer template reads ``headers.apikey``/``query_params.apikey`` (2026 LUA_*)."""
+    if plugin is None:
+        return False
+    text = repr(plugin.config)
+    return "$(" in text and ("headers.apikey" in text or "query_params.apikey" in text)
+
+
 @register("kong.realtime_auth", "Kong key-auth and ACL let the anon and service keys into Realtime", needs=("stack",),
           using=_KONG.provider())
 def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
-    """key-auth keeps the apikey, the ACL admits anon and admin, and consumers hold both keys."""
+    """key-auth finds the apikey where clients send it, the ACL admits anon and admin, consumers hold both keys.
+
+    Judged as Kong 2.8.1/3.9.3 do it: acl without an authentication plugin refuses every request
+    (401 "Unauthorized"); key-auth looks the header up case-insensitively and the query
+    case-sensitively, only where ``key_in_header``/``key_in_query`` allow; ``hide_credentials``
+    strips the key before request-transformer templates read it; ``anonymous`` lets failed
+    requests in as that consumer.
+    """
     config = _config(ctx)
     env = ctx.env
+    major = config.major
     anon = env.get("SUPABASE_ANON_KEY") or target.lookup("ANON_KEY")
     service_key = env.get("SUPABASE_SERVICE_KEY") or target.lookup("SERVICE_ROLE_KEY")
+    opaque = bool(env.get("SUPABASE_PUBLISHABLE_KEY") or env.get("SUPABASE_SECRET_KEY"))
     problems: list[str] = []
     fixes: list[str] = []
     warnings: list[str] = []
@@ -449,63 +597,143 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
         elif not found:
             problems.append(
                 f"No consumer in {ctx.source} has the {label} key ({var}) among its keyauth_credentials; "
-                f'requests with that key get 401 "Invalid authentication credentials".'
+                f"requests with that key get 401 {_invalid_key_text(major)}."
             )
             fixes.append(f"give consumer {label!r} `keyauth_credentials: [{{key: ${var}}}]`")
     evidence: dict[str, Any] = {
         "consumers": {
             c.username: {"keys": len(c.keyauth_credentials), "groups": list(c.groups)} for c in config.consumers
-        }
+        },
+        "kong_version": config.kong_version or "unknown",
     }
     routes_checked = []
-    for path, label in ((REALTIME_WS_PATH, "WebSocket"), (REALTIME_REST_PATH, "REST")):
-        matched = config.route_for(path)
+    for path, method, label in ((REALTIME_WS_PATH, "GET", "WebSocket"), (REALTIME_REST_PATH, "POST", "REST")):
+        matched = config.route_for(path, method, public_url(target)[1])
         if matched is None:
             continue
         route, _ = matched
+        if config.effective_plugin(route, "request-termination") is not None:
+            continue  # kong.realtime_ws / kong.realtime_rest report the block
         routes_checked.append(route.name)
         key_auth = config.effective_plugin(route, "key-auth")
         acl = config.effective_plugin(route, "acl")
+        basic = config.effective_plugin(route, "basic-auth")
+        others = [n for n in _AUTH_PLUGINS[2:] if config.effective_plugin(route, n) is not None]
         where = f"{ctx.source}: route {route.name!r} ({label})"
         if key_auth is None:
-            warnings.append(f"{where} has no key-auth plugin: any client reaches Realtime without an API key.")
-            fixes.append(
-                f"add `- name: key-auth` with `config: {{hide_credentials: false}}` to route {route.name!r}'s service"
-            )
-        elif key_auth.config.get("hide_credentials") is True and label == "WebSocket":
-            problems.append(
-                f"{where}: key-auth has hide_credentials: true, so Kong strips the apikey that Realtime "
-                "needs as its socket token; every join fails."
-            )
-            fixes.append(f"set `hide_credentials: false` on key-auth for {route.name!r}")
-        key_names = key_auth.config.get("key_names") if key_auth is not None else None
-        if isinstance(key_names, list) and "apikey" not in [str(k) for k in key_names]:
-            problems.append(
-                f"{where}: key-auth looks for {key_names} only, but supabase clients send the key as 'apikey' "
-                '(header and ?apikey= query); every request gets 401 "No API key found in request".'
-            )
-            fixes.append(f"add 'apikey' to key-auth's key_names on {route.name!r} (or remove key_names)")
-        if acl is None:
-            if key_auth is not None:
-                warnings.append(f"{where} has no acl plugin: any consumer may use it.")
+            if basic is not None:
+                problems.append(
+                    f"{where} has basic-auth instead of key-auth: Realtime clients send an apikey, not a dashboard "
+                    'password, so every request gets 401 "Unauthorized" (WWW-Authenticate: Basic).'
+                )
+                fixes.append(f"replace basic-auth by `- name: key-auth` with `config: {{hide_credentials: false}}` "
+                             f"on route {route.name!r}'s service")
+            elif others:
+                warnings.append(f"{where} authenticates with {', '.join(others)}, which rtbook does not model; "
+                                "Realtime clients send only an apikey.")
+            elif acl is not None:
+                problems.append(
+                    f"{where} has an acl plugin but no authentication plugin: no consumer is ever identified, so "
+                    'Kong answers every request 401 "Unauthorized" (acl handler, Kong 2.8 and 3.x).'
+                )
+                fixes.append(f"add `- name: key-auth` with `config: {{hide_credentials: false}}` to route "
+                             f"{route.name!r}'s service (before acl; the plugin order does not matter)")
+            else:
+                warnings.append(f"{where} has no key-auth plugin: any client reaches Realtime without an API key.")
+                fixes.append(
+                    f"add `- name: key-auth` with `config: {{hide_credentials: false}}` to route {route.name!r}'s "
+                    "service"
+                )
             continue
-        allow = [str(g) for g in (acl.config.get("allow") or ())] if isinstance(acl.config.get("allow"), list) else []
-        deny = [str(g) for g in (acl.config.get("deny") or ())] if isinstance(acl.config.get("deny"), list) else []
+        conf = key_auth.config
+        key_names = conf.get("key_names")
+        names = [str(k) for k in key_names] if isinstance(key_names, list) else ["apikey"]
+        in_header = conf.get("key_in_header", True) is not False
+        in_query = conf.get("key_in_query", True) is not False
+        # ngx.req.get_headers() looks names up case-insensitively with _ read as -; query args are exact.
+        header_ok = in_header and any(n.lower().replace("_", "-") == "apikey" for n in names)
+        query_ok = in_query and "apikey" in names
+        no_key = '401 "No API key found in request"'
+        if label == "WebSocket" and not query_ok:
+            why = (
+                "key_in_query is false" if not in_query
+                else f"key_names is {names}, and query arguments are matched case-sensitively"
+            )
+            problems.append(
+                f"{where}: key-auth never reads ?apikey= ({why}), but WebSocket clients (realtime-js, browsers) can "
+                f"only send the key in the query string; every socket gets {no_key}."
+            )
+            fixes.append(f"on key-auth of {route.name!r} keep `key_in_query: true` and 'apikey' in key_names "
+                         "(or remove key_names)")
+        if label == "REST" and not header_ok and not query_ok:
+            why = "key_in_header is false" if not in_header else f"key_names is {names}"
+            problems.append(
+                f"{where}: key-auth never reads the apikey header ({why}); supabase clients send the key as "
+                f"'apikey' (header and ?apikey= query); every request gets {no_key}."
+            )
+            fixes.append(f"add 'apikey' to key-auth's key_names on {route.name!r} (or remove key_names) and keep "
+                         "key_in_header: true")
+        elif label == "REST" and not header_ok:
+            why = "key_in_header is false" if not in_header else f"key_names is {names}"
+            warnings.append(f"{where}: key-auth does not read the apikey header ({why}); REST calls that send "
+                            f"the key only as a header (realtime-js does) get {no_key}.")
+        if conf.get("hide_credentials") is True:
+            transformer = config.effective_plugin(route, "request-transformer")
+            if label == "WebSocket":
+                problems.append(
+                    f"{where}: key-auth has hide_credentials: true, so Kong strips the apikey (header and query) that "
+                    "Realtime needs as its socket token"
+                    + (" and the request-transformer template that copies it runs after key-auth and finds nothing"
+                       if _templates_read_apikey(transformer) else "")
+                    + "; every join fails."
+                )
+                fixes.append(f"set `hide_credentials: false` on key-auth for {route.name!r}")
+            elif _templates_read_apikey(transformer):
+                text = (
+                    f"{where}: key-auth has hide_credentials: true, so the apikey is gone when the request-transformer "
+                    "template (LUA_AUTH_EXPR) falls back to headers.apikey; a client that sends only the apikey, or an "
+                    "opaque sb_ key as Bearer, reaches Realtime with a blank Authorization and gets 401."
+                )
+                (problems if opaque else warnings).append(text)
+                fixes.append(f"set `hide_credentials: false` on key-auth for {route.name!r}")
+        anonymous = conf.get("anonymous")
+        anon_consumer = config.consumer(str(anonymous)) if anonymous else None
+        if anonymous and anon_consumer is None:
+            warnings.append(
+                f"{where}: key-auth anonymous names {anonymous!r}, which is no consumer in {ctx.source}; requests "
+                "without a valid key make Kong fail with 500 (\"either credential or consumer must be provided\")."
+            )
+            fixes.append(f"remove `anonymous` from key-auth on {route.name!r} or create that consumer")
+        elif anon_consumer is not None:
+            admitted = acl is None or _acl_admits(acl.config, anon_consumer.groups, credential=False)[0]
+            if admitted:
+                warnings.append(
+                    f"{where}: key-auth anonymous lets requests without a valid key in as consumer "
+                    f"{anon_consumer.username!r}" + (" and the acl admits it" if acl is not None else "")
+                    + ": Realtime is reachable without an API key (it still checks the token itself)."
+                )
+                fixes.append(f"remove `anonymous` from key-auth on {route.name!r}")
+        if acl is None:
+            warnings.append(f"{where} has no acl plugin: any consumer may use it.")
+            continue
+        allow_raw, deny_raw = acl.config.get("allow"), acl.config.get("deny")
+        allow = [str(g) for g in allow_raw] if isinstance(allow_raw, list) else []
+        deny = [str(g) for g in deny_raw] if isinstance(deny_raw, list) else []
         evidence[f"acl_{label.lower()}"] = {"allow": allow, "deny": deny}
+        if bool(allow) == bool(deny):
+            continue  # Kong refuses this acl config at start-up: kong.parse reports it
         for who in ("anon", "service_role"):
             for consumer in holders.get(who, []):
-                ok = (not allow or any(g in allow for g in consumer.groups)) and not any(
-                    g in deny for g in consumer.groups
-                )
+                ok, refusal = _acl_admits(acl.config, consumer.groups, credential=True)
                 if not ok:
                     problems.append(
-                        f"{where}: the acl (allow {allow}, deny {deny}) rejects consumer "
-                        f"{consumer.username!r} (groups {list(consumer.groups)}); its key gets 403 "
-                        '"You cannot consume this service".'
+                        f"{where}: the acl ({'allow ' + str(allow) if allow else 'deny ' + str(deny)}) rejects "
+                        f"consumer {consumer.username!r} (groups {list(consumer.groups)}); its key gets {refusal}."
                     )
                     group = consumer.groups[0] if consumer.groups else ("anon" if who == "anon" else "admin")
                     fixes.append(
-                        f"add {group!r} to the acl allow list of {route.name!r}"
+                        (f"add {group!r} to the acl allow list of {route.name!r}" if allow
+                         else f"remove {group!r} from the acl deny list of {route.name!r}")
                         + (
                             ""
                             if consumer.groups
@@ -523,7 +751,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
             Status.FAIL,
             "Kong rejects valid API keys on the Realtime routes.",
             detail="\n".join(problems + warnings),
-            remedy=f"In {ctx.source}: " + "; ".join(fixes) + ".",
+            remedy=f"In {ctx.source}: " + "; ".join(dict.fromkeys(fixes)) + ".",
             evidence=evidence,
         )
     if warnings:
@@ -532,7 +760,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
             Status.WARN,
             "Kong's Realtime authentication is incomplete.",
             detail="\n".join(warnings),
-            remedy=(f"In {ctx.source}: " + "; ".join(fixes) + ".")
+            remedy=(f"In {ctx.source}: " + "; ".join(dict.fromkeys(fixes)) + ".")
             if fixes
             else "Set ANON_KEY and SERVICE_ROLE_KEY in .env so the consumers can be matched.",
             evidence=evidence,
@@ -551,7 +779,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
 def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     """``/realtime/v1/api/tenants`` is answered by request-termination rather than passed to Realtime."""
     config = _config(ctx)
-    matched = config.route_for(REALTIME_TENANTS_PATH)
+    matched = config.route_for(REALTIME_TENANTS_PATH, "GET", public_url(target)[1])
     if matched is None:
         return _result(
             cid,
@@ -560,7 +788,14 @@ def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> Chec
         )
     route, service = matched
     term = config.effective_plugin(route, "request-termination")
-    evidence = {"route": route.name, "service": service.name if service else None}
+    evidence: dict[str, Any] = {"route": route.name, "service": service.name if service else None}
+    trigger_note = ""
+    if term is not None and term.config.get("trigger"):
+        # request-termination only acts when the trigger header or query argument is present.
+        trigger_note = (f" request-termination on route {route.name!r} has `trigger: {term.config['trigger']}`, so "
+                        "Kong only blocks requests that carry that header or query argument.")
+        evidence["trigger"] = str(term.config["trigger"])
+        term = None
     if term is not None:
         evidence["status_code"] = term.config.get("status_code", 503)
         return _result(
@@ -586,7 +821,7 @@ def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> Chec
         "Realtime's tenant admin API is reachable through Kong.",
         detail=f"{REALTIME_TENANTS_PATH} matches route {route.name!r} and reaches Realtime as {upstream}. The admin "
         "API accepts any JWT signed with API_JWT_SECRET, which the public anon key is, so anyone with the anon "
-        "key can list, change or delete tenants.",
+        "key can list, change or delete tenants." + trigger_note,
         remedy=f"Add to {ctx.source} (before realtime-v1-rest) a service realtime-v1-rest-tenants with url "
         f"http://{service.host if service else 'realtime-dev.supabase-realtime'}:"
         f"{service.port if service else DEFAULT_REALTIME_PORT}/api/tenants, route paths [/realtime/v1/api/tenants], "
@@ -599,34 +834,70 @@ def check_tenants_api_blocked(target: Target, cid: str, ctx: KongLoaded) -> Chec
 @register("kong.realtime_preserve_host", "Kong sends the upstream host (the tenant) to Realtime", needs=("stack",),
           using=_KONG.provider())
 def check_preserve_host(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
-    """``preserve_host: true`` on a Realtime route makes the client's Host, not the upstream, choose the tenant."""
+    """The Host Realtime receives through each Realtime route names the upstream's tenant.
+
+    ``preserve_host: true`` forwards the client's Host; a request-transformer ``replace`` (or
+    ``append``) of ``Host`` sends its value instead (Kong writes it to the upstream Host), whatever
+    ``preserve_host`` says. Either changes the tenant Realtime looks up.
+    """
     config = _config(ctx)
-    bad = [
-        r
-        for r in config.realtime_routes()
-        if r.preserve_host and config.effective_plugin(r, "request-termination") is None
-    ]
+    seen = config.realtime_hosts_seen()
     hosts = config.realtime_upstream_hosts()
-    evidence: dict[str, Any] = {"upstream_hosts": hosts, "tenants": [tenant_of(h) for h in hosts]}
-    if bad:
-        public, public_host = public_url(target)
-        names = ", ".join(repr(r.name) for r in bad)
+    evidence: dict[str, Any] = {
+        "upstream_hosts": hosts,
+        "tenants": [tenant_of(h) for h in hosts],
+        "hosts_seen": {s.route: s.host for s in seen},
+    }
+    expected = {tenant_of(h) for h in hosts}
+    public, public_host = public_url(target)
+    problems: list[str] = []
+    fixes: list[str] = []
+    warnings: list[str] = []
+    for s in seen:
+        if s.replaced and s.host is None:
+            warnings.append(f"route {s.route!r}: {s.how}; rtbook cannot tell which tenant Realtime looks up.")
+            fixes.append(f"remove the Host entry from request-transformer on {s.route!r}")
+        elif s.replaced and s.host is not None and expected and tenant_of(s.host) not in expected:
+            problems.append(
+                f"route {s.route!r}: {s.how} to {s.host!r}, so Realtime looks up tenant {tenant_of(s.host)!r} "
+                f"instead of {', '.join(repr(x) for x in sorted(expected))}; joins fail with \"Tenant not found\"."
+            )
+            fixes.append(f"remove the Host entry from request-transformer (replace/append headers) on {s.route!r}")
+        elif not s.replaced and s.host is None and "preserve_host" in s.how:
+            problems.append(
+                f"route {s.route!r}: preserve_host: true forwards the Host the client used (e.g. {public_host!r} "
+                f"from SUPABASE_PUBLIC_URL={public}), so Realtime looks up tenant {tenant_of(public_host)!r} instead "
+                f"of {', '.join(repr(tenant_of(h)) for h in hosts) or 'the upstream host label'}; joins fail with "
+                '"Tenant not found".'
+            )
+            fixes.append(f"remove `preserve_host: true` (or set it to false) on route {s.route!r}")
+    if problems:
+        names = ", ".join(repr(p.split("'")[1]) for p in problems)
         return _result(
             cid,
             Status.FAIL,
-            f"preserve_host: true on {names}: Realtime takes the tenant from the client's Host, not the upstream.",
-            detail=f"With preserve_host Kong forwards the Host the client used (e.g. {public_host!r} from "
-            f"SUPABASE_PUBLIC_URL={public}), so Realtime looks up tenant {tenant_of(public_host)!r} instead of "
-            f"{', '.join(repr(tenant_of(h)) for h in hosts) or 'the upstream host label'}; joins fail with "
-            '"Tenant not found".',
-            remedy=f"In {ctx.source}: remove `preserve_host: true` (or set it to false) on route(s) {names}.",
+            f"Realtime does not get the upstream host as Host on {names}: the tenant changes.",
+            detail="\n".join(problems + warnings),
+            remedy=f"In {ctx.source}: " + "; ".join(dict.fromkeys(fixes)) + ".",
             evidence=evidence,
         )
+    if warnings:
+        return _result(
+            cid,
+            Status.WARN,
+            "A Realtime route sets Host with a template; the tenant is decided per request.",
+            detail="\n".join(warnings),
+            remedy=f"In {ctx.source}: " + "; ".join(dict.fromkeys(fixes)) + ".",
+            evidence=evidence,
+        )
+    replaced = [s for s in seen if s.replaced]
     return _result(
         cid,
         Status.PASS,
         "Realtime routes do not preserve the client Host; the tenant comes from the upstream host "
         + (", ".join(repr(h) for h in hosts) if hosts else "(no Realtime upstream)")
+        + (f" (request-transformer sets Host {replaced[0].host!r} on {replaced[0].route!r}, same tenant)"
+           if replaced else "")
         + ".",
         evidence=evidence,
     )

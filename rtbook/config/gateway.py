@@ -1,9 +1,12 @@
 """The one gateway interface: which hosts the stack's gateway sends Realtime traffic to, and the tenant that implies.
 
 Realtime takes the tenant from the first label of the Host header it receives (realtime-facts §1.1).
-Kong (``preserve_host`` off, its default) sends its service's upstream host; Envoy sends the
-``host_rewrite_literal`` of the route, or the client's own Host when it has none. Every check that
-needs "the Host Realtime sees" (compose, docker, kong, envoy) asks :func:`realtime_upstream`.
+Kong (``preserve_host`` off, its default) sends its service's upstream host, unless a
+request-transformer ``replace``/``append`` of ``Host`` sets another one (Kong 2.8.1/3.9.3 PDK
+``set_header('host')`` writes the upstream Host) or ``preserve_host: true`` forwards the client's;
+Envoy sends the ``host_rewrite_literal`` of the route, or the client's own Host when it has none.
+Every check that needs "the Host Realtime sees" (compose, docker, kong, envoy) asks
+:func:`realtime_upstream`.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ class RealtimeUpstream:
     Attributes:
         kind: ``"kong"``, ``"envoy"``, or ``""`` when the stack has no gateway.
         connect_hosts: the hosts the gateway connects to (these must resolve to the Realtime container).
-        host_headers: the Host values Realtime receives (their first label is the tenant); empty for
-            an Envoy route that keeps the client's Host.
+        host_headers: the Host values Realtime receives (their first label is the tenant), without a
+            port; a route that keeps the client's Host adds none.
         source: where the values come from, in words.
         error: why the gateway config could not be read (its ``<kind>.parse`` check has the detail).
+        keeps_client_host: some Realtime route forwards the client's Host (Kong ``preserve_host``,
+            Envoy without a host rewrite), so the public host name chooses the tenant there.
+        host_origins: for each of ``host_headers``, where the value comes from, in words.
     """
 
     kind: str
@@ -41,6 +47,8 @@ class RealtimeUpstream:
     host_headers: tuple[str, ...] = ()
     source: str = ""
     error: str = ""
+    keeps_client_host: bool = False
+    host_origins: tuple[str, ...] = ()
 
     @property
     def tenants(self) -> tuple[str, ...]:
@@ -52,25 +60,47 @@ def _hosts(values: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v) for v in (values or ()) if str(v)))  # type: ignore[attr-defined]
 
 
+def _no_port(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def realtime_upstream(stack: Stack) -> RealtimeUpstream:
     """What the stack's gateway sends to Realtime (never raises; an unreadable config sets ``error``)."""
     kind = stack.gateway_kind() or ""
     try:
         if kind == "kong":
             kong = load_kong(stack)
-            hosts = _hosts(kong.realtime_upstream_hosts()) if kong else ()
-            # Kong's default preserve_host=false sends the upstream host as Host
-            # (kong.realtime_preserve_host reports routes that change that).
-            return RealtimeUpstream(kind, hosts, hosts, "kong.yml's Realtime services")
+            if kong is None:
+                return RealtimeUpstream(kind, source="no kong.yml")
+            hosts = _hosts(kong.realtime_upstream_hosts())
+            # What each Realtime route sends as Host (kong.realtime_preserve_host judges it).
+            seen = kong.realtime_hosts_seen()
+            origins: dict[str, str] = {}
+            for s in seen:
+                if s.host:
+                    origins.setdefault(_no_port(s.host), s.how)
+            return RealtimeUpstream(
+                kind,
+                hosts,
+                tuple(origins),
+                "kong.yml's Realtime services",
+                keeps_client_host=any(s.host is None for s in seen),
+                host_origins=tuple(origins.values()),
+            )
         if kind == "envoy":
             envoy = load_envoy(stack)
             if envoy is None:
                 return RealtimeUpstream(kind, source="no Envoy config")
+            rewrites = _hosts(envoy.realtime_host_rewrites())
             return RealtimeUpstream(
                 kind,
                 _hosts(envoy.realtime_cluster_hosts()),
-                _hosts(envoy.realtime_host_rewrites()),
+                rewrites,
                 "the Envoy cluster and host rewrite of the Realtime routes",
+                keeps_client_host=not rewrites,
+                host_origins=tuple("the route's host_rewrite_literal" for _ in rewrites),
             )
     except InputError as exc:
         return RealtimeUpstream(kind, source="gateway config unreadable", error=f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from rtbook.config.kong_router import (
+    Expression,
+    ExpressionError,
+    PathMatcher,
+    Request,
+    join_v0,
+    normalize_path,
+    parse_expression,
+    path_matchers,
+)
 from rtbook.config.reader import (
     ConfigReader,
     volume_mounts,
@@ -37,7 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KNOWN_FORMAT_VERSIONS",
+    "OSS_PROTOCOLS",
     "Expansion",
+    "HostSeen",
     "KongAcl",
     "KongConfig",
     "KongConsumer",
@@ -46,13 +58,17 @@ __all__ = [
     "KongRoute",
     "KongService",
     "KongStyle",
+    "RouteMatch",
     "detect_style",
     "display_path",
     "expand_kong",
     "expand_kong_detailed",
+    "kong_major",
     "kong_placeholders",
+    "kong_version_of",
     "load_kong",
     "load_kong_detailed",
+    "normalize_path",
     "parse_kong",
     "realtime_names",
     "upstream_path",
@@ -62,7 +78,7 @@ __all__ = [
 KongStyle = Literal["eval", "awk", "none"]
 KNOWN_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 
-# Kong's bundled plugins (2.8 and 3.x); ``KONG_PLUGINS=bundled`` enables all of them.
+# Kong 3.9.3's bundled plugins (kong/constants.lua); ``KONG_PLUGINS=bundled`` enables all of them.
 BUNDLED_PLUGINS = frozenset(
     [
         "acl",
@@ -112,6 +128,18 @@ BUNDLED_PLUGINS = frozenset(
         "zipkin",
     ]
 )
+
+# Bundled in 3.x only (absent from 2.8.1 kong/constants.lua).
+BUNDLED_PLUGINS_3_ONLY = frozenset(
+    ["ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-template", "ai-proxy", "ai-request-transformer",
+     "ai-response-transformer", "opentelemetry", "redirect", "standard-webhooks"]
+)
+
+
+def bundled_plugins(kong_version: str | None) -> frozenset[str]:
+    """What ``bundled`` loads in this Kong version (unknown: the 3.x list)."""
+    return BUNDLED_PLUGINS - BUNDLED_PLUGINS_3_ONLY if kong_major(kong_version) == 2 else BUNDLED_PLUGINS
+
 
 # Variables the image itself sets; they are in the entrypoint's environment too.
 _IMAGE_ENV = {"HOME": "/home/kong", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -463,6 +491,32 @@ def kong_placeholders(text: str) -> tuple[str, ...]:
 
 # ====================================================================== model
 
+# The service/route protocols of Kong OSS (2.8.1 and 3.9.3 kong/constants.lua, sorted as the
+# schema's one_of message lists them); ws/wss exist only in Kong Enterprise.
+OSS_PROTOCOLS = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp")
+_ONE_OF_PROTOCOLS = "expected one of: " + ", ".join(OSS_PROTOCOLS)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def kong_version_of(image: str | None) -> str | None:
+    """The Kong version an image reference names (``kong:2.8.1``, ``kong/kong:3.9.3-ubuntu``), or None."""
+    if not image:
+        return None
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    m = re.match(r"(\d+\.\d+(?:\.\d+)?)", last.split(":", 1)[1])
+    return m.group(1) if m else None
+
+
+def kong_major(version: str | None) -> int | None:
+    """2 or 3 (the major version), or None when the version is unknown."""
+    if not version:
+        return None
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
 
 @dataclass(frozen=True)
 class KongPlugin:
@@ -476,7 +530,11 @@ class KongPlugin:
 
 @dataclass(frozen=True)
 class KongRoute:
-    """A route with Kong's defaults filled in (``strip_path`` true, ``preserve_host`` false)."""
+    """A route with Kong's defaults filled in (``strip_path`` true, ``preserve_host`` false).
+
+    ``matchers`` say how the Kong version at hand reads ``paths`` (prefix or regex);
+    ``parsed_expression`` is the readable ``expression`` (``expression_error`` says why not).
+    """
 
     name: str
     paths: tuple[str, ...] = ()
@@ -485,15 +543,24 @@ class KongRoute:
     protocols: tuple[str, ...] = ("http", "https")
     methods: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     expression: str | None = None
+    priority: int = 0
     regex_priority: int = 0
     plugins: tuple[KongPlugin, ...] = ()
     service: str | None = None
+    matchers: tuple[PathMatcher, ...] = field(default=(), compare=False)
+    parsed_expression: Expression | None = field(default=None, compare=False, repr=False)
+    expression_error: str | None = None
 
 
 @dataclass(frozen=True)
 class KongService:
-    """An upstream service; ``url`` is split into protocol/host/port/path, explicit fields win."""
+    """An upstream service as Kong loads it: a ``url`` overwrites protocol, host, port and path.
+
+    ``declared_protocol`` keeps an explicit ``protocol:`` field (the official files say ``ws``),
+    which Kong discards when ``url`` is set (the shorthand is applied last).
+    """
 
     name: str
     url: str | None = None
@@ -503,11 +570,20 @@ class KongService:
     path: str | None = None
     routes: tuple[KongRoute, ...] = ()
     plugins: tuple[KongPlugin, ...] = ()
+    declared_protocol: str | None = None
 
     @property
     def upstream(self) -> str:
         """``protocol://host:port/path`` as Kong dials it."""
         return f"{self.protocol}://{self.host}:{self.port}{self.path or ''}"
+
+    @property
+    def host_header(self) -> str:
+        """The Host Kong sends (``preserve_host`` off): the host, plus the port unless it is the default."""
+        default = (self.port == 80 and self.protocol in ("http", "grpc")) or (
+            self.port == 443 and self.protocol in ("https", "grpcs")
+        )
+        return self.host if default else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -527,11 +603,54 @@ class KongConsumer:
     groups: tuple[str, ...] = ()
     basicauth_username: str | None = None
     basicauth_password: Secret | None = None
+    id: str | None = None
+    generated_keys: int = 0  # `- key:` left empty: Kong generates a random key nobody knows
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """The route Kong picks for a request, and what it matched.
+
+    Attributes:
+        route: the route.
+        service: its service (None for a route without one).
+        path: the normalised request path the router saw.
+        prefix: the part of ``path`` the route matched (what ``strip_path`` removes); None when
+            the route matched on something else than the path.
+    """
+
+    route: KongRoute
+    service: KongService | None
+    path: str
+    prefix: str | None
+
+
+@dataclass(frozen=True)
+class HostSeen:
+    """The Host header Realtime receives through one Realtime route.
+
+    Attributes:
+        route: the route's name.
+        host: the Host value, or None when it is the client's own Host (``preserve_host``) or a
+            template rtbook cannot evaluate.
+        how: where the value comes from, in words.
+        replaced: True when a plugin (request-transformer) sets it rather than the service.
+    """
+
+    route: str
+    host: str | None
+    how: str
+    replaced: bool = False
 
 
 @dataclass(frozen=True)
 class KongConfig:
-    """A parsed declarative config."""
+    """A parsed declarative config, read as the Kong version ``kong_version`` reads it.
+
+    ``refusals`` are the reasons Kong refuses to load the file (it does not start); the model is
+    still built so the other checks can judge what the file means. ``unmodelled`` lists parts
+    rtbook cannot evaluate (an expression outside the modelled subset).
+    """
 
     source: str
     format_version: str | None
@@ -540,14 +659,23 @@ class KongConfig:
     consumers: tuple[KongConsumer, ...] = ()
     acls: tuple[KongAcl, ...] = ()
     plugins: tuple[KongPlugin, ...] = ()
+    kong_version: str | None = None
+    router_flavor: str | None = None
+    refusals: tuple[str, ...] = ()
+    unmodelled: tuple[str, ...] = ()
+
+    @property
+    def major(self) -> int | None:
+        """The Kong major version (2 or 3), None when unknown."""
+        return kong_major(self.kong_version)
 
     def service(self, name: str | None) -> KongService | None:
         """The service called ``name``."""
         return next((s for s in self.services if s.name == name), None)
 
     def consumer(self, username: str) -> KongConsumer | None:
-        """The consumer called ``username``."""
-        return next((c for c in self.consumers if c.username == username), None)
+        """The consumer called ``username`` (or with that id, as ``anonymous`` may name it)."""
+        return next((c for c in self.consumers if username in (c.username, c.id)), None)
 
     def all_plugins(self) -> Iterator[KongPlugin]:
         """Every plugin instance at any scope."""
@@ -567,17 +695,28 @@ class KongConfig:
                     return plugin if plugin.enabled else None
         return None
 
-    def route_for(self, path: str) -> tuple[KongRoute, KongService | None] | None:
-        """The route Kong picks for ``path``: exact expressions, then regex paths, then the longest prefix."""
-        best: tuple[tuple[int, int, int], KongRoute] | None = None
-        for route in self.routes:
-            for rank in _route_ranks(route, path):
-                if best is None or rank > best[0]:
-                    best = (rank, route)
+    def match(
+        self, path: str, method: str = "GET", host: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> RouteMatch | None:
+        """The route Kong picks for a request (``host`` None: any host a route lists is assumed)."""
+        norm = normalize_path(path.split("?", 1)[0])
+        hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+        best: tuple[tuple[int, ...], int, KongRoute, str | None] | None = None
+        for index, route in enumerate(self.routes):
+            for rank, prefix in _route_ranks(route, norm, method, host, hdrs, self.major, self.router_flavor):
+                if best is None or (rank, -index) > (best[0], -best[1]):
+                    best = (rank, index, route, prefix)
         if best is None:
             return None
-        route = best[1]
-        return route, self.service(route.service)
+        route = best[2]
+        return RouteMatch(route, self.service(route.service), norm, best[3])
+
+    def route_for(
+        self, path: str, method: str = "GET", host: str | None = None
+    ) -> tuple[KongRoute, KongService | None] | None:
+        """The route Kong picks for ``path`` (sent to ``host``), with its service."""
+        found = self.match(path, method, host)
+        return None if found is None else (found.route, found.service)
 
     def realtime_routes(self) -> list[KongRoute]:
         """Routes whose paths are under ``/realtime/v1``."""
@@ -599,46 +738,144 @@ class KongConfig:
                 hosts.append(service.host)
         return hosts
 
+    def host_seen(self, route: KongRoute) -> HostSeen:
+        """The Host header the upstream of ``route`` receives.
 
-def _route_ranks(route: KongRoute, path: str) -> Iterator[tuple[int, int, int]]:
-    for p in route.paths:
-        if p.startswith("~"):
-            try:
-                if re.match(p[1:], path):
-                    yield (2, route.regex_priority, len(p))
-            except re.error:
-                continue
-        elif path.startswith(p):
-            yield (1, 0, len(p))
-    if route.expression:
-        for op, value in re.findall(r'http\.path\s*(==|\^=)\s*"([^"]*)"', route.expression):
-            if (op == "==" and path == value) or (op == "^=" and path.startswith(value)):
-                yield (3 if op == "==" else 1, 0, len(value))
+        request-transformer ``replace`` (or ``append``) of ``host`` sets the upstream Host, whatever
+        ``preserve_host`` says (PDK ``set_header('host')`` writes ``upstream_host``); ``add``
+        never touches ``host``. Otherwise ``preserve_host`` forwards the client's Host, and by
+        default Kong sends the service host (``:port`` unless the protocol's default).
+        """
+        transformer = self.effective_plugin(route, "request-transformer")
+        if transformer is not None:
+            for action in ("replace", "append"):
+                section = transformer.config.get(action)
+                entries = section.get("headers") if isinstance(section, Mapping) else None
+                for entry in entries if isinstance(entries, list) else ():
+                    name, value = _transformer_entry(entry)
+                    if name.lower() != "host" or value == "":
+                        continue
+                    if "$(" in value:
+                        return HostSeen(route.name, None, f"request-transformer {action} of Host with the template "
+                                        f"{value.strip()!r}", replaced=True)
+                    return HostSeen(route.name, value.strip(), f"request-transformer {action}s the Host header",
+                                    replaced=True)
+        if route.preserve_host:
+            return HostSeen(route.name, None, "preserve_host: true forwards the client's Host")
+        service = self.service(route.service)
+        if service is None or not service.host:
+            return HostSeen(route.name, None, "the route has no service")
+        return HostSeen(route.name, service.host_header, f"the upstream host of service {service.name!r}")
+
+    def realtime_hosts_seen(self) -> list[HostSeen]:
+        """:meth:`host_seen` of every Realtime route that is not blocked by request-termination."""
+        return [
+            self.host_seen(r)
+            for r in self.realtime_routes()
+            if self.effective_plugin(r, "request-termination") is None
+        ]
+
+
+def _transformer_entry(entry: Any) -> tuple[str, str]:
+    # request-transformer's "^([^:]+):*(.-)$": name up to the first colon, all colons skipped, the
+    # rest (leading blanks included) is the value.
+    m = re.match(r"^([^:]+):*(.*)$", str(entry), re.S)
+    return (m.group(1), m.group(2)) if m else (str(entry), "")
+
+
+def _host_matches(patterns: Sequence[str], host: str | None) -> bool:
+    if host is None:
+        return True  # the caller does not know the client's Host: assume one the route lists
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for pattern in patterns:
+        if "*" in pattern:
+            regex = "^" + re.escape(pattern).replace(r"\*", ".+") + "$"
+            if re.match(regex, host, re.I) or re.match(regex, bare, re.I):
+                return True
+        elif pattern.lower() in (host.lower(), bare.lower()):
+            return True
+    return False
+
+
+def _route_ranks(
+    route: KongRoute,
+    path: str,
+    method: str,
+    host: str | None,
+    headers: Mapping[str, str],
+    major: int | None,
+    flavor: str | None,
+) -> Iterator[tuple[tuple[int, ...], str | None]]:
+    """(priority, matched prefix) for each way ``route`` matches the request; Kong picks the highest."""
+    if route.expression is not None:
+        if route.parsed_expression is None or major == 2 or flavor not in (None, "expressions"):
+            return
+        ok, matched = route.parsed_expression.match(Request(path, method, host, headers))
+        if ok:
+            # transform.lua get_priority: EXPRESSION_ONLY_BIT puts every expression route first.
+            yield (1, route.priority, 0, 0, 0, 0, 0), matched
+        return
+    if route.methods and method.upper() not in route.methods:
+        return
+    if route.hosts and not _host_matches(route.hosts, host):
+        return
+    for name, values in route.headers.items():
+        got = headers.get(name.lower())
+        if got is None or got.lower() not in {v.lower() for v in values}:
+            return
+    criteria = sum(bool(x) for x in (route.methods, route.hosts, route.headers, route.matchers))
+    plain_hosts = int(bool(route.hosts) and not any("*" in h for h in route.hosts))
+    if not route.matchers:
+        if criteria:
+            yield (0, criteria, plain_hosts, 0, len(route.headers), 0, 0), None
+        return
+    for matcher in route.matchers:
+        prefix = matcher.match(path)
+        if prefix is None:
+            continue
+        if matcher.regex:
+            yield (0, criteria, plain_hosts, 1, len(route.headers), route.regex_priority, 0), prefix
+        else:
+            yield (0, criteria, plain_hosts, 0, len(route.headers), 0, len(matcher.value)), prefix
 
 
 def upstream_path(route: KongRoute, service: KongService | None, request_path: str) -> str:
-    """The path Kong sends upstream for ``request_path`` (``path_handling: v0``, Kong's default)."""
-    matched = ""
-    for p in sorted(route.paths, key=len, reverse=True):
-        if not p.startswith("~") and request_path.startswith(p):
-            matched = p
-            break
-    remainder = request_path
-    if route.strip_path and matched:
-        # v0 keeps the slash that ends a prefix such as /realtime/v1/ (/realtime/v1/websocket -> /websocket).
-        remainder = request_path[len(matched.rstrip("/")) if matched.endswith("/") else len(matched) :]
-    base = (service.path if service else None) or ""
-    if not base:
-        return remainder if remainder.startswith("/") else "/" + remainder
-    if base.endswith("/") and remainder.startswith("/"):
-        return base + remainder[1:]
-    return base + remainder
+    """The path Kong sends upstream for ``request_path`` on ``route`` (``path_handling: v0``, the default).
+
+    The request path is normalised first (Kong builds the upstream path from the normalised one);
+    the matched prefix is the route's regex match or its longest matching prefix, or for an
+    expression route the part ``http.path`` matched.
+    """
+    path = normalize_path(request_path.split("?", 1)[0])
+    prefix: str | None = None
+    if route.expression is not None and route.parsed_expression is not None:
+        prefix = route.parsed_expression.match(Request(path))[1]
+    else:
+        regex = [p for m in route.matchers if m.regex and (p := m.match(path)) is not None]
+        plain = sorted((p for m in route.matchers if not m.regex and (p := m.match(path)) is not None),
+                       key=len, reverse=True)
+        found = regex + plain
+        prefix = found[0] if found else None
+    return join_v0(service.path if service else None, route.strip_path, prefix, path)
 
 
 # ---------------------------------------------------------------------- parsing
 
 
 class _Ctx(ConfigReader):
+    def __init__(self, source: str, major: int | None = None, flavor: str | None = None,
+                 format_version: str | None = None) -> None:
+        super().__init__(source)
+        self.major = major
+        self.flavor = flavor
+        self.format_version = format_version
+        self.refusals: list[str] = []
+        self.unmodelled: list[str] = []
+
+    def refuse(self, where: str, message: str) -> None:
+        # Kong's declarative loader reports "in 'services': - in entry 3 of 'services': in 'protocol': ...".
+        self.refusals.append(f"{where}: {message}")
+
     def text(self, value: Any, where: str, default: str = "") -> str:
         found = super().text(value, where)
         return default if found is None else found
@@ -662,14 +899,92 @@ class _Ctx(ConfigReader):
         return self.text(value, where) or None
 
 
+def _kong_where(where: str) -> str:
+    """``services[3].routes[0]`` in the words of Kong's loader."""
+    parts = []
+    for m in re.finditer(r"([A-Za-z_]+)(?:\[(\d+)\])?", where):
+        name, index = m.group(1), m.group(2)
+        parts.append(f"in '{name}'")
+        if index is not None:
+            parts.append(f"- in entry {int(index) + 1} of '{name}'")
+    return ": ".join(parts)
+
+
+def _check_plugin(ctx: _Ctx, name: str, config: Mapping[str, Any], where: str) -> None:
+    """Kong's schema checks for the plugins the Supabase files use (the ones a plausible edit trips)."""
+    kw = _kong_where(where)
+
+    def nonempty(value: Any) -> bool:
+        return value not in (None, [], "", {})
+
+    if name == "acl":
+        allow = config.get("allow")
+        deny = config.get("deny")
+        if ctx.major == 2:
+            allow = allow if nonempty(allow) else config.get("whitelist")
+            deny = deny if nonempty(deny) else config.get("blacklist")
+        else:
+            for old in ("whitelist", "blacklist"):
+                if old in config:
+                    ctx.refuse(f"{kw}: in 'config': in '{old}'", "unknown field")
+        if nonempty(allow) and nonempty(deny):
+            ctx.refuse(kw, "exactly one of these fields must be non-empty: 'config.allow', 'config.deny'")
+        elif not nonempty(allow) and not nonempty(deny):
+            ctx.refuse(kw, "at least one of these fields must be non-empty: 'config.allow', 'config.deny'")
+        if ctx.major == 2 and "always_use_authenticated_groups" in config:
+            ctx.refuse(f"{kw}: in 'config': in 'always_use_authenticated_groups'", "unknown field")
+    elif name == "key-auth":
+        if ctx.major == 2 and "realm" in config:
+            ctx.refuse(f"{kw}: in 'config': in 'realm'", "unknown field")
+        names = config.get("key_names")
+        if isinstance(names, list):
+            for n, key_name in enumerate(names):
+                if not isinstance(key_name, str) or not _HEADER_NAME.fullmatch(key_name):
+                    ctx.refuse(f"{kw}: in 'config': in 'key_names': - in entry {n + 1} of 'key_names'",
+                               "bad header name, allowed characters are A-Z, a-z, 0-9, '_', and '-'")
+    elif name == "cors":
+        if ctx.major == 2 and "private_network" in config:
+            ctx.refuse(f"{kw}: in 'config': in 'private_network'", "unknown field")
+    elif name == "basic-auth":
+        if ctx.major == 2 and "realm" in config:
+            ctx.refuse(f"{kw}: in 'config': in 'realm'", "unknown field")
+    elif name == "request-transformer":
+        for action in ("remove", "rename", "replace", "add", "append"):
+            section = config.get(action)
+            if not isinstance(section, Mapping):
+                continue
+            for target in ("headers", "querystring", "body"):
+                entries = section.get(target)
+                for n, entry in enumerate(entries if isinstance(entries, list) else ()):
+                    # The eval entrypoint strips double quotes, so "Name: value" can arrive as a YAML mapping.
+                    if not isinstance(entry, str) or (action != "remove" and ":" not in entry):
+                        ctx.refuse(f"{kw}: in 'config': in '{action}': in '{target}': - in entry {n + 1} of "
+                                   f"'{target}'", "expected a string like 'name:value'"
+                                   + (" (a YAML mapping: quotes around it were lost)" if isinstance(entry, Mapping)
+                                      else ""))
+    elif name == "request-termination":
+        status = config.get("status_code", 503)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            ctx.refuse(f"{kw}: in 'config': in 'status_code'", "value should be between 100 and 599")
+        if config.get("message") is not None and (config.get("body") is not None
+                                                  or config.get("content_type") is not None):
+            ctx.refuse(f"{kw}: in 'config'", "message cannot be used with content_type or body")
+        elif config.get("content_type") is not None and config.get("body") is None:
+            ctx.refuse(f"{kw}: in 'config'", "content_type requires a body")
+        if config.get("echo") and (config.get("body") is not None or config.get("content_type") is not None):
+            ctx.refuse(f"{kw}: in 'config'", "echo cannot be used with content_type and body")
+
+
 def _plugin(ctx: _Ctx, raw: Any, where: str, scope: str) -> KongPlugin:
     data = ctx.mapping(raw, where)
     name = ctx.text(data.get("name"), f"{where}.name")
     if not name:
         raise ctx.err(where, "a plugin without a name")
+    config = dict(ctx.mapping(data.get("config"), f"{where}.config"))
+    _check_plugin(ctx, name, config, where)
     return KongPlugin(
         name=name,
-        config=dict(ctx.mapping(data.get("config"), f"{where}.config")),
+        config=config,
         enabled=ctx.flag(data.get("enabled"), f"{where}.enabled", True),
         scope=scope,
     )
@@ -682,26 +997,63 @@ def _route(ctx: _Ctx, raw: Any, where: str, service: str | None, extra: Sequence
         _plugin(ctx, p, f"{where}.plugins[{n}]", f"route:{name}")
         for n, p in enumerate(ctx.seq(data.get("plugins"), f"{where}.plugins"))
     ) + tuple(extra)
-    priority = data.get("regex_priority", 0)
+    regex_priority = data.get("regex_priority", 0)
+    if isinstance(regex_priority, bool) or not isinstance(regex_priority, int):
+        raise ctx.err(f"{where}.regex_priority", f"expected an integer, got {regex_priority!r}")
+    priority = data.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ctx.err(f"{where}.regex_priority", f"expected an integer, got {priority!r}")
+        raise ctx.err(f"{where}.priority", f"expected an integer, got {priority!r}")
+    kw = _kong_where(where)
+    protocols = ctx.strings(data.get("protocols"), f"{where}.protocols") or ("http", "https")
+    for n, proto in enumerate(protocols):
+        if proto not in OSS_PROTOCOLS:
+            ctx.refuse(f"{kw}: in 'protocols': - in entry {n + 1} of 'protocols'", _ONE_OF_PROTOCOLS)
+    paths = ctx.strings(data.get("paths"), f"{where}.paths")
+    matchers = path_matchers(paths, ctx.major, ctx.format_version)
+    for n, matcher in enumerate(matchers):
+        if matcher.error:
+            ctx.refuse(f"{kw}: in 'paths': - in entry {n + 1} of 'paths'", matcher.error)
+    headers_raw = ctx.mapping(data.get("headers"), f"{where}.headers")
+    headers = {str(k): ctx.strings(v if isinstance(v, list) else [v], f"{where}.headers.{k}")
+               for k, v in headers_raw.items()}
     expression = data.get("expression")
+    parsed: Expression | None = None
+    expression_error: str | None = None
+    if expression is not None:
+        expression = ctx.text(expression, f"{where}.expression")
+        if ctx.major == 2 or (ctx.major is not None and ctx.flavor != "expressions"):
+            why = "Kong 2.x" if ctx.major == 2 else f"router_flavor {ctx.flavor!r}"
+            ctx.refuse(f"{kw}: in 'expression'", f"unknown field ({why} has no expression routes; set "
+                       "KONG_ROUTER_FLAVOR: expressions on Kong 3.x)")
+        elif paths or data.get("methods") or data.get("hosts") or headers:
+            ctx.refuse(kw, "'expression' cannot be combined with 'paths', 'methods', 'hosts' or 'headers'")
+        try:
+            parsed = parse_expression(expression)
+        except ExpressionError as exc:
+            expression_error = str(exc)
+            ctx.unmodelled.append(f"route {name!r}: expression {expression!r}: {exc}; rtbook treats it as "
+                                  "matching nothing")
     return KongRoute(
         name=name,
-        paths=ctx.strings(data.get("paths"), f"{where}.paths"),
+        paths=paths,
         strip_path=ctx.flag(data.get("strip_path"), f"{where}.strip_path", True),
         preserve_host=ctx.flag(data.get("preserve_host"), f"{where}.preserve_host", False),
-        protocols=ctx.strings(data.get("protocols"), f"{where}.protocols") or ("http", "https"),
-        methods=ctx.strings(data.get("methods"), f"{where}.methods"),
+        protocols=protocols,
+        methods=tuple(m.upper() for m in ctx.strings(data.get("methods"), f"{where}.methods")),
         hosts=ctx.strings(data.get("hosts"), f"{where}.hosts"),
-        expression=ctx.text(expression, f"{where}.expression") if expression is not None else None,
-        regex_priority=priority,
+        headers=headers,
+        expression=expression,
+        priority=priority,
+        regex_priority=regex_priority,
         plugins=plugins,
         service=service if service is not None else ctx.ref(data.get("service"), f"{where}.service"),
+        matchers=matchers,
+        parsed_expression=parsed,
+        expression_error=expression_error,
     )
 
 
-_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443, "grpc": 80, "grpcs": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 
 
 def _service(
@@ -713,28 +1065,42 @@ def _service(
 ) -> KongService:
     data = ctx.mapping(raw, where)
     name = ctx.text(data.get("name"), f"{where}.name") or where
-    url = data.get("url")
-    protocol, host, port, path = "http", "", None, None
-    if url is not None:
-        url_text = ctx.text(url, f"{where}.url")
-        m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://(\[[^\]]*\]|[^/:?#]*)(?::([^/?#]*))?([^?#]*)", url_text.strip())
-        if not m:
-            raise ctx.err(f"{where}.url", f"{url_text!r} is not a URL like http://host:port/path")
-        protocol, host = m.group(1).lower(), m.group(2)
-        if m.group(3):
-            if not m.group(3).isdigit():
-                raise ctx.err(f"{where}.url", f"the port {m.group(3)!r} in {url_text!r} is not a number")
-            port = int(m.group(3))
-        path = m.group(4) or None
-    protocol = ctx.text(data.get("protocol"), f"{where}.protocol", protocol).lower()
-    host = ctx.text(data.get("host"), f"{where}.host", host)
+    kw = _kong_where(where)
+    declared = data.get("protocol")
+    declared_protocol = ctx.text(declared, f"{where}.protocol").lower() if declared is not None else None
+    protocol = declared_protocol or "http"
+    host = ctx.text(data.get("host"), f"{where}.host")
+    port: int | None = None
     if data.get("port") is not None:
         raw_port = data.get("port")
         if isinstance(raw_port, bool) or not isinstance(raw_port, int | str) or not str(raw_port).isdigit():
             raise ctx.err(f"{where}.port", f"expected a port number, got {raw_port!r}")
         port = int(raw_port)
-    if data.get("path") is not None:
-        path = ctx.text(data.get("path"), f"{where}.path")
+    path = ctx.text(data.get("path"), f"{where}.path") if data.get("path") is not None else None
+    url = data.get("url")
+    if url is not None:
+        # Kong's url shorthand (entities/services.lua) is applied after the entity is read and
+        # overwrites protocol, host, port and path, even those written explicitly.
+        url_text = ctx.text(url, f"{where}.url")
+        m = re.fullmatch(
+            r"(?:([A-Za-z][A-Za-z0-9+.-]*):)?//(\[[^\]]*\]|[^/:?#]*)(?::([^/?#]*))?([^?#]*)(?:\?[^#]*)?(?:#.*)?",
+            url_text.strip(),
+        )
+        if not m:
+            raise ctx.err(f"{where}.url", f"{url_text!r} is not a URL like http://host:port/path")
+        url_port = int(m.group(3)) if m.group(3) and m.group(3).isdigit() else None
+        if m.group(3) and url_port is None:
+            raise ctx.err(f"{where}.url", f"the port {m.group(3)!r} in {url_text!r} is not a number")
+        by_port = "http" if url_port == 80 else "https" if url_port == 443 else None
+        protocol = (m.group(1) or "").lower() or by_port or "http"
+        host = m.group(2)
+        port = url_port if url_port is not None else _DEFAULT_PORTS.get(protocol if protocol in ("http", "https")
+                                                                          else "", 80)
+        path = m.group(4) or None
+    if protocol not in OSS_PROTOCOLS:
+        ctx.refuse(f"{kw}: in 'protocol'", _ONE_OF_PROTOCOLS)
+    if not host:
+        ctx.refuse(f"{kw}: in 'host'", "required field missing")
     plugins = tuple(
         _plugin(ctx, p, f"{where}.plugins[{n}]", f"service:{name}")
         for n, p in enumerate(ctx.seq(data.get("plugins"), f"{where}.plugins"))
@@ -752,6 +1118,7 @@ def _service(
         path=path,
         routes=routes,
         plugins=plugins,
+        declared_protocol=declared_protocol,
     )
 
 
@@ -759,8 +1126,14 @@ def _route_name(raw: Any) -> str:
     return str(raw.get("name")) if isinstance(raw, Mapping) and raw.get("name") is not None else ""
 
 
-def parse_kong(text: str, *, source: str) -> KongConfig:
-    """Parse an (already expanded) declarative config.
+def parse_kong(
+    text: str, *, source: str, kong_version: str | None = None, router_flavor: str | None = None
+) -> KongConfig:
+    """Parse an (already expanded) declarative config as Kong ``kong_version`` reads it.
+
+    ``kong_version`` None means "unknown" (3.x path semantics, no version-only refusals);
+    ``router_flavor`` is ``KONG_ROUTER_FLAVOR`` (3.x default ``traditional_compatible``).
+    What Kong refuses at start-up is collected in :attr:`KongConfig.refusals`.
 
     Raises:
         InputError: the text is not YAML, or not a declarative config; the message names
@@ -782,7 +1155,10 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
         raise InputError(
             f"{source}: the file is empty; it must hold Kong's declarative config (_format_version, services...)"
         )
-    ctx = _Ctx(source)
+    major = kong_major(kong_version)
+    flavor = router_flavor
+    if major is not None and major >= 3 and not flavor:
+        flavor = "traditional_compatible"
     if not isinstance(data, Mapping):
         raise InputError(
             f"{source}: the top level is a {type(data).__name__}; "
@@ -790,6 +1166,7 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
         )
     fmt = data.get("_format_version")
     format_version = None if fmt is None else str(fmt)
+    ctx = _Ctx(source, major, flavor if major is not None else router_flavor, format_version)
 
     # Top-level plugins/routes that point at a route or service by reference.
     global_plugins: list[KongPlugin] = []
@@ -820,24 +1197,42 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
 
     # Consumers, their key-auth keys and ACL groups (nested or top-level).
     keys: dict[str, list[Secret]] = {}
+    generated: dict[str, int] = {}
     groups: dict[str, list[str]] = {}
     basic: dict[str, tuple[str, Secret]] = {}
+    ids: dict[str, str] = {}
     names: list[str] = []
+
+    def add_basic(consumer: str, bdata: Mapping[str, Any], where: str) -> None:
+        basic[consumer] = (
+            ctx.text(bdata.get("username"), f"{where}.username"),
+            Secret(ctx.text(bdata.get("password"), f"{where}.password"), "DASHBOARD_PASSWORD"),
+        )
+
     for n, raw in enumerate(ctx.seq(data.get("consumers"), "consumers")):
         cdata = ctx.mapping(raw, f"consumers[{n}]")
         username = ctx.text(cdata.get("username") or cdata.get("custom_id"), f"consumers[{n}].username")
         names.append(username)
+        if cdata.get("id") is not None:
+            ids[username] = ctx.text(cdata.get("id"), f"consumers[{n}].id")
         for k, cred in enumerate(ctx.seq(cdata.get("keyauth_credentials"), f"consumers[{n}].keyauth_credentials")):
             key = ctx.mapping(cred, f"consumers[{n}].keyauth_credentials[{k}]").get("key")
-            if key is not None:
+            if key is not None and key != "":
                 keys.setdefault(username, []).append(
                     Secret(ctx.text(key, f"consumers[{n}].keyauth_credentials[{k}].key"), f"{username} key")
                 )
+            else:
+                # keyauth_credentials.key is `auto`: an empty key gets a random one.
+                generated[username] = generated.get(username, 0) + 1
         for k, acl in enumerate(ctx.seq(cdata.get("acls"), f"consumers[{n}].acls")):
             group = ctx.text(
                 ctx.mapping(acl, f"consumers[{n}].acls[{k}]").get("group"), f"consumers[{n}].acls[{k}].group"
             )
             groups.setdefault(username, []).append(group)
+        for k, cred in enumerate(ctx.seq(cdata.get("basicauth_credentials"),
+                                         f"consumers[{n}].basicauth_credentials")):
+            add_basic(username, ctx.mapping(cred, f"consumers[{n}].basicauth_credentials[{k}]"),
+                      f"consumers[{n}].basicauth_credentials[{k}]")
     acls: list[KongAcl] = [KongAcl(c, g) for c, gs in groups.items() for g in gs]
     for n, raw in enumerate(ctx.seq(data.get("acls"), "acls")):
         adata = ctx.mapping(raw, f"acls[{n}]")
@@ -848,17 +1243,29 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
     for n, raw in enumerate(ctx.seq(data.get("keyauth_credentials"), "keyauth_credentials")):
         kdata = ctx.mapping(raw, f"keyauth_credentials[{n}]")
         consumer = ctx.ref(kdata.get("consumer"), f"keyauth_credentials[{n}].consumer") or ""
-        if kdata.get("key") is not None:
+        if kdata.get("key") not in (None, ""):
             keys.setdefault(consumer, []).append(
                 Secret(ctx.text(kdata.get("key"), f"keyauth_credentials[{n}].key"), f"{consumer} key")
             )
+        else:
+            generated[consumer] = generated.get(consumer, 0) + 1
     for n, raw in enumerate(ctx.seq(data.get("basicauth_credentials"), "basicauth_credentials")):
         bdata = ctx.mapping(raw, f"basicauth_credentials[{n}]")
         consumer = ctx.ref(bdata.get("consumer"), f"basicauth_credentials[{n}].consumer") or ""
-        basic[consumer] = (
-            ctx.text(bdata.get("username"), f"basicauth_credentials[{n}].username"),
-            Secret(ctx.text(bdata.get("password"), f"basicauth_credentials[{n}].password"), "DASHBOARD_PASSWORD"),
-        )
+        add_basic(consumer, bdata, f"basicauth_credentials[{n}]")
+    # keyauth_credentials.key is unique: the same key on two credentials stops Kong.
+    owners: dict[str, str] = {}
+    for consumer, secrets in keys.items():
+        for secret in secrets:
+            value = secret.reveal()
+            if value in owners:
+                ctx.refuse(
+                    "in 'keyauth_credentials'",
+                    f"uniqueness violation: 'keyauth_credentials' entity with key set to '<the {owners[value]} key>' "
+                    f"already declared (consumer {consumer!r} has the same key as {owners[value]!r})",
+                )
+            else:
+                owners[value] = consumer
     consumers = tuple(
         KongConsumer(
             username=name,
@@ -866,6 +1273,8 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
             groups=tuple(groups.get(name, ())),
             basicauth_username=basic[name][0] if name in basic else None,
             basicauth_password=basic[name][1] if name in basic else None,
+            id=ids.get(name),
+            generated_keys=generated.get(name, 0),
         )
         for name in dict.fromkeys([*names, *keys, *groups])
     )
@@ -877,6 +1286,10 @@ def parse_kong(text: str, *, source: str) -> KongConfig:
         consumers=consumers,
         acls=tuple(acls),
         plugins=tuple(global_plugins),
+        kong_version=kong_version,
+        router_flavor=flavor,
+        refusals=tuple(ctx.refusals),
+        unmodelled=tuple(ctx.unmodelled),
     )
 
 
@@ -899,6 +1312,13 @@ class KongLoaded:
     config: KongConfig | None = None
     error: str | None = None
     entrypoint_script: str | None = None
+    kong_version: str | None = None
+    router_flavor: str | None = None
+
+    @property
+    def kong_major(self) -> int | None:
+        """2 or 3 from the Kong image tag; None when the tag says no version."""
+        return kong_major(self.kong_version)
 
 
 def _words(value: Any) -> str:
@@ -1006,7 +1426,9 @@ def realtime_names(stack: Stack | None) -> set[str]:
     if service is None:
         return set()
     names = {service.name, *(getattr(service, "dns_names", None) or ())}
-    for attr in ("container_name", "hostname"):
+    # Docker's DNS answers for the service name, container_name and network aliases; `hostname:` only
+    # names the container to itself.
+    for attr in ("container_name",):
         value = getattr(service, attr, None)
         if value:
             names.add(str(value))
@@ -1068,7 +1490,13 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     compose_env = {str(k): "" if v is None else str(v) for k, v in dict(service.environment).items()}
     script_env = _script_env(script, compose_env) if style == "awk" else {}
     env = {**_IMAGE_ENV, **compose_env, **script_env}
+    kong_version = kong_version_of(getattr(service, "image", None))
+    flavor = compose_env.get("KONG_ROUTER_FLAVOR") or None
+    if flavor is None and kong_major(kong_version) == 3:
+        flavor = "traditional_compatible"  # 3.x kong_defaults.lua
     loaded_args: dict[str, Any] = dict(
+        kong_version=kong_version,
+        router_flavor=flavor,
         source=display_path(stack, Path(path)),
         style=style,
         style_reason=reason,
@@ -1084,7 +1512,8 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     except InputError as exc:
         return KongLoaded(**loaded_args, error=str(exc))
     try:
-        config = parse_kong(expansion.text, source=display_path(stack, Path(path)))
+        config = parse_kong(expansion.text, source=display_path(stack, Path(path)), kong_version=kong_version,
+                            router_flavor=flavor)
     except InputError as exc:
         return KongLoaded(**loaded_args, expansion=expansion, error=str(exc))
     return KongLoaded(**loaded_args, expansion=expansion, config=config)

@@ -37,6 +37,7 @@ from rtbook.sandbox.stackdir import (
     compose_hosts,
     generate_secrets,
     kong_environment,
+    kong_image_version,
     realtime_image_version,
     write_stack_dir,
 )
@@ -362,6 +363,8 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) 
         "hosts": hosts,
         "host": "127.0.0.1",
         "port": port,
+        # The stand-in answers like the Kong version of the stack's image (texts, headers, routing).
+        "kong_version": kong_image_version(stack_dir),
     }
     path = run_dir / "gateway.json"
     _write_private(path, json.dumps(config, indent=2))

@@ -40,6 +40,7 @@ __all__ = [
     "generate_secrets",
     "interpolate",
     "kong_environment",
+    "kong_image_version",
     "load_compose",
     "read_env",
     "realtime_image_version",
@@ -305,6 +306,20 @@ def compose_hosts(stack_dir: Path) -> dict[str, str]:
                     for alias in (net or {}).get("aliases") or []:
                         hosts[str(alias)] = str(name)
     return hosts
+
+
+def kong_image_version(stack_dir: Path, default: str = "3.9.3") -> str:
+    """The Kong version the gateway service's image names (``kong/kong:3.9.3`` -> ``3.9.3``, ``kong:2.8.1``)."""
+    env = read_env(stack_dir / ".env")
+    version = default
+    for path in _compose_files(stack_dir, env):
+        service = (load_compose(path).get("services") or {}).get(KONG_SERVICE)
+        image = interpolate(str(service.get("image") or ""), env) if isinstance(service, dict) else ""
+        if image.split("@", 1)[0].rsplit("/", 1)[-1].startswith(("kong:", "kong-gateway:")):
+            m = re.match(r"(\d+\.\d+(?:\.\d+)?)", image.split("@", 1)[0].rsplit(":", 1)[-1])
+            if m:
+                version = m.group(1)  # later compose files override earlier ones
+    return version
 
 
 def realtime_image_version(stack_dir: Path, default: str = "2.78.15") -> str:

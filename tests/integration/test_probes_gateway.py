@@ -84,7 +84,9 @@ class KongLike:
         sw = self.sw
         path = request.path
         cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"} if sw.cors else {}
-        if request.method == "OPTIONS" and sw.cors:
+        # Kong's cors: a preflight is OPTIONS with Origin and Access-Control-Request-Method (notes/kong.md §5).
+        if (request.method == "OPTIONS" and sw.cors and request.headers.get("Origin")
+                and request.headers.get("Access-Control-Request-Method")):
             return web.Response(status=200, headers={
                 **cors, "Access-Control-Allow-Methods": "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT",
                 "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", ""),

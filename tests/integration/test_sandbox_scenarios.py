@@ -217,7 +217,7 @@ def test_not_in_publication_join_gets_a_system_error(box_publication: Box) -> No
 
 def test_ws_route_missing_falls_to_the_dashboard_basic_auth(box_publication: Box) -> None:
     status, body, headers = handshake_error(box_publication.gateway_ws(box_publication.anon))
-    assert status == 401 and body == {"message": "Unauthorized"}
+    assert status == 401 and body["message"] == "Unauthorized"  # basic-auth (3.9.3 template with request_id)
     assert {k.lower(): v for k, v in headers.items()}["www-authenticate"].startswith("Basic")
     # The REST route is still there: only the WebSocket route is missing.
     r = requests.get(box_publication.state.gateway_url + "/realtime/v1/api/ping",
@@ -247,8 +247,12 @@ def test_wal_level_replica_no_changes_arrive(box_wal: Box) -> None:
 def test_no_apikey_forwarding_realtime_says_api_key_missing(box_wal: Box) -> None:
     status, body, _ = handshake_error(box_wal.gateway_ws(box_wal.anon))
     assert (status, body) == (401, {"error": "API key is missing"})  # from Realtime, after Kong accepted the key
-    status, body, _ = handshake_error(box_wal.gateway_ws("not-a-key"))
-    assert (status, body) == (401, {"message": "Invalid authentication credentials"})  # from Kong
+    status, body, headers = handshake_error(box_wal.gateway_ws("not-a-key"))
+    # From Kong 3.9.3 (the stack's image): "Unauthorized" + WWW-Authenticate: Key (2.8.1 said "Invalid
+    # authentication credentials"); kong.response.error's template carries a request_id.
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert (status, body["message"], lowered.get("www-authenticate")) == (401, "Unauthorized", "Key")
+    assert set(body) == {"message", "request_id"}
 
 
 # ---------------------------------------------------------------- tenant-missing, jwt-mismatch (own sandboxes)

@@ -121,12 +121,49 @@ def change_ws(text: str, old: str, new: str) -> str:
 
 
 @pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
-def test_ws_route_without_protocol_ws(src: Path, tmp_path: Path) -> None:
+def test_ws_route_without_protocol_ws_works_as_in_kong(src: Path, tmp_path: Path) -> None:
+    """Kong OSS has no ws protocol: the url's http is what Kong uses, and the Upgrade is proxied on it.
+
+    (rtbook used to fail this edit, believing `protocol: ws` was needed; notes/kong.md §10, §13b.1-2.)
+    """
     stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
     edit(kong_yml(stack), lambda t: change_ws(t, "    protocol: ws\n", ""))
-    result = run(stack).by_id("kong.realtime_ws")
-    assert result.status is Status.FAIL
-    assert "protocol: ws" in result.remedy and "realtime-v1-ws" in result.remedy
+    report = run(stack)
+    for check_id in ("kong.parse", "kong.realtime_ws", "kong.realtime_auth"):
+        assert status(report, check_id) is Status.PASS, describe(report)
+    assert "http://realtime-dev.supabase-realtime:4000/socket/websocket" in report.by_id("kong.realtime_ws").summary
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+def test_official_protocol_ws_is_overwritten_by_the_url(src: Path, tmp_path: Path) -> None:
+    result = run(copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)).by_id("kong.realtime_ws")
+    assert result.status is Status.PASS
+    assert result.evidence["protocol_field_ignored"] == "protocol: ws is overwritten by the url (http)"
+
+
+@pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("url: http://realtime-dev.supabase-realtime:4000/socket", "url: ws://realtime-dev.supabase-realtime:4000/socket"),
+        (
+            "url: http://realtime-dev.supabase-realtime:4000/socket\n    protocol: ws\n",
+            "host: realtime-dev.supabase-realtime\n    port: 4000\n    path: /socket\n    protocol: ws\n",
+        ),
+    ],
+    ids=["ws-url", "protocol-ws-without-url"],
+)
+def test_ws_protocol_that_kong_uses_is_refused_at_start(src: Path, change: tuple[str, str], tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: change_ws(t, *change))
+    report = run(stack)
+    parse = report.by_id("kong.parse")
+    assert parse.status is Status.FAIL
+    assert "in 'protocol': expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp" in parse.summary
+    assert "- in entry " in parse.summary and "in 'services'" in parse.summary
+    assert "url: http://" in parse.remedy
+    ws = report.by_id("kong.realtime_ws")
+    assert ws.status is Status.FAIL and "refuses the file at start-up" in ws.detail
 
 
 @pytest.mark.parametrize("src", [OFFICIAL_2025, OFFICIAL_2026], ids=["eval", "awk"])
@@ -345,3 +382,81 @@ def test_key_auth_without_apikey_key_name(tmp_path: Path) -> None:
     result = run(stack).by_id("kong.realtime_auth")
     assert result.status is Status.FAIL
     assert "key_names" in result.remedy and "'apikey'" in result.remedy
+
+
+# ------------------------------------------------------------------ Kong version and start-up refusals
+
+
+def test_kong_version_comes_from_the_image_tag(tmp_path: Path) -> None:
+    old = run(copy_stack(OFFICIAL_2025, tmp_path / "a")).by_id("kong.parse")
+    new = run(copy_stack(OFFICIAL_2026, tmp_path / "b", kong_overlay=True)).by_id("kong.parse")
+    assert (old.evidence["kong_version"], old.evidence["router_flavor"]) == ("2.8.1", None)
+    assert (new.evidence["kong_version"], new.evidence["router_flavor"]) == ("3.9.3", "expressions")
+
+
+def test_eval_entrypoint_turns_a_double_quoted_transformer_entry_into_a_mapping(tmp_path: Path) -> None:
+    """The 2025 entrypoint evals the file inside double quotes, so `- "Host: x"` reaches Kong as `- Host: x`."""
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: acl\n",
+                                              "      - name: request-transformer\n        config:\n          add:\n"
+                                              "            headers:\n              - \"X-Tenant: a\"\n"
+                                              "      - name: acl\n"))
+    parse = run(stack).by_id("kong.parse")
+    assert parse.status is Status.FAIL
+    assert "in 'add': in 'headers': - in entry 1 of 'headers': expected a string" in parse.summary
+    assert "quotes around it were lost" in parse.summary
+
+
+def test_acl_without_any_authentication_plugin_fails(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: key-auth\n        config:\n"
+                                                 "          hide_credentials: false\n", ""))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL
+    assert "no authentication plugin" in result.detail and '401 "Unauthorized"' in result.detail
+
+
+def test_no_key_auth_and_no_acl_is_only_a_warning(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: key-auth\n        config:\n"
+                                                 "          hide_credentials: false\n", ""))
+    acl = "\n      - name: acl\n        config:\n          hide_groups_header: true\n"
+    edit(kong_yml(stack), lambda t: change_ws(t, acl + "          allow:\n            - admin\n            - anon", ""))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.WARN and "without an API key" in result.detail
+
+
+@pytest.mark.parametrize(("src", "text"), [(OFFICIAL_2025, '"Invalid authentication credentials"'),
+                                           (OFFICIAL_2026, '"Unauthorized" (with WWW-Authenticate: Key)')])
+def test_missing_key_holder_names_the_versions_401_text(src: Path, text: str, tmp_path: Path) -> None:
+    stack = copy_stack(src, tmp_path, kong_overlay=src == OFFICIAL_2026)
+    edit(kong_yml(stack), lambda t: t.replace("      - key: $SUPABASE_ANON_KEY\n", "", 1))
+    result = run(stack).by_id("kong.realtime_auth")
+    assert result.status is Status.FAIL and text in result.detail
+
+
+def test_host_replacement_reaches_the_compose_tenant_check(tmp_path: Path) -> None:
+    """config/gateway.realtime_upstream is the one place for the Host Realtime sees; compose.* follow it."""
+    stack = copy_stack(OFFICIAL_2026, tmp_path, kong_overlay=True)
+    edit(kong_yml(stack), lambda t: change_ws(t, "          replace:\n            querystring:\n",
+                                              "          replace:\n            headers:\n"
+                                              "              - 'Host: tenant-b.supabase-realtime'\n"
+                                              "            querystring:\n"))
+    report = run_checks(Target.from_stack_dir(stack, docker=False), only=("compose.realtime.tenant_consistency",
+                                                                           "kong.realtime_preserve_host"))
+    assert report.by_id("kong.realtime_preserve_host").status is Status.FAIL
+    compose = report.by_id("compose.realtime.tenant_consistency")
+    assert compose.status is Status.FAIL, str(compose)
+    assert "tenant-b.supabase-realtime" in compose.detail and "request-transformer" in compose.detail
+
+
+def test_bundled_on_kong_2_8_lacks_the_3_x_only_plugins(tmp_path: Path) -> None:
+    stack = copy_stack(OFFICIAL_2025, tmp_path)
+    edit(stack / "docker-compose.yml", lambda t: t.replace(
+        "KONG_PLUGINS: request-transformer,cors,key-auth,acl,basic-auth,request-termination,ip-restriction",
+        "KONG_PLUGINS: bundled"))
+    assert run(stack).by_id("kong.plugins_enabled").status is Status.PASS
+    edit(kong_yml(stack), lambda t: change_ws(t, "      - name: cors\n", "      - name: cors\n      - name: redirect\n"
+                                              "        config:\n          location: http://x\n"))
+    result = run(stack).by_id("kong.plugins_enabled")
+    assert result.status is Status.FAIL and "redirect" in result.summary  # a 3.x plugin
