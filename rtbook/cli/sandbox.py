@@ -27,6 +27,7 @@ def add_cli(subparsers: Any) -> None:
     up.add_argument("--break", dest="breaks", action="append", default=[], metavar="SCENARIO",
                     help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
     up.add_argument("--timeout", type=float, default=60, help="seconds each part may take to start (default 60)")
+    up.add_argument("--realtime-version", help="behave as this Realtime image tag (default: the stack's compose tag)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop the sandbox and remove its cluster and state")
     down.set_defaults(func=_down)
@@ -47,7 +48,7 @@ def _up(args: argparse.Namespace) -> int:
     from rtbook.sandbox import manager
 
     try:
-        state = manager.up(args.dir, args.breaks, args.timeout)
+        state = manager.up(args.dir, args.breaks, args.timeout, realtime_version=args.realtime_version)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
