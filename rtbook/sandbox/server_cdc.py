@@ -192,12 +192,14 @@ class SubscribeError(Exception):
 async def check_subscription(
     conn: psycopg.AsyncConnection[Any], publication: str, binding: Binding,
     behaviour: RealtimeBehaviour | None = None,
-) -> str | None:
-    """Return Realtime's error text when the binding cannot be subscribed, else None.
+) -> tuple[str | None, set[tuple[str, str]]]:
+    """Realtime's error text when the binding cannot be subscribed (else None), and the published tables it covers.
 
     Stands in for ``Subscriptions.create``'s insert into ``realtime.subscription`` and the
     ``subscription_check_filters`` trigger: 0 rows when no published table matches, the exception
-    variant when a filter column does not exist.
+    variant when a filter column does not exist. Like the rows Realtime inserts (one per table, by oid),
+    the covered tables are fixed here: a table added to the publication later is only covered after the
+    subscription manager's resubscribe.
     """
     schema_pat = binding.schema.replace("*", "%")
     table_pat = (binding.table or "*").replace("*", "%")
@@ -208,11 +210,12 @@ async def check_subscription(
     )
     rows = await cur.fetchall()
     params = binding.params_text(behaviour)
+    entities = {(str(schema), str(table)) for schema, table in rows}
     if not rows:
         return (
             "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the "
             f"given connect parameters: {params}"
-        )
+        ), entities
     if binding.filter is not None:
         for schema, table in rows:
             cur = await conn.execute(
@@ -225,8 +228,8 @@ async def check_subscription(
                     "Unable to subscribe to changes with given parameters. An exception happened so please check "
                     f"your connect parameters: {params}. Exception: ERROR P0001 (raise_exception) "
                     f"invalid column for filter {binding.filter.column}"
-                )
-    return None
+                ), entities
+    return None, entities
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,9 +391,11 @@ def filter_matches(binding: Binding, change: Change) -> bool:
 
 @dataclass
 class Registration:
-    """Rows of ``realtime.subscription`` for one channel: its bindings and the claims they were created with."""
+    """Rows of ``realtime.subscription`` for one channel: its bindings, the tables each covered when it was
+    created, and the claims it was created with."""
 
     bindings: list[Binding]
+    entities: list[set[tuple[str, str]]]
     claims: dict[str, Any]
 
 
@@ -523,16 +528,18 @@ class CdcWorkers:
                 if conn.closed or conn.broken:
                     conn = self._manager_conn = await psycopg.AsyncConnection.connect(
                         self._tenant().conninfo("realtime_subscription_manager"), autocommit=True)
+                entities = []
                 for binding in sub.bindings:
-                    error = await check_subscription(conn, publication, binding, self.behaviour)
+                    error, covered = await check_subscription(conn, publication, binding, self.behaviour)
                     if error:
                         raise SubscribeError(error, retry=False)
+                    entities.append(covered)
         except (psycopg.OperationalError, psycopg.InterfaceError, RtbookError):
             # DBConnection.ConnectionError → {:error, "Too many database timeouts"}, retried.
             raise SubscribeError('{:error, "Too many database timeouts"}', retry=True) from None
         except psycopg.Error as exc:
             raise SubscribeError(inspect((Atom("error"), inspect_pg_error(exc))), retry=True) from exc
-        self.registrations[sub] = Registration(list(sub.bindings), dict(sub.claims))
+        self.registrations[sub] = Registration(list(sub.bindings), entities, dict(sub.claims))
 
     def unsubscribe(self, sub: CdcSubscriber) -> None:
         """The channel went away (the manager's ``:DOWN``): its rows are deleted."""
@@ -829,8 +836,9 @@ class CdcWorkers:
         targets: list[tuple[CdcSubscriber, Registration, list[int]]] = []
         for sub, reg in list(self.registrations.items()):
             ids = [
-                b.id for b in reg.bindings
-                if b.matches(change.schema, change.table, change.type) and filter_matches(b, change)
+                b.id for b, covered in zip(reg.bindings, reg.entities, strict=True)
+                if (change.schema, change.table) in covered
+                and b.matches(change.schema, change.table, change.type) and filter_matches(b, change)
             ]
             if ids:
                 targets.append((sub, reg, ids))

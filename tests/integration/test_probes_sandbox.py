@@ -152,9 +152,10 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("gateway.websocket", "kong_no_route", "kong.realtime_ws"),
         ("realtime.join", "kong_no_route", "kong.realtime_ws"),
     ],
+    # Kong still adds a blank x-api-key (request-transformer), which Realtime takes as the token: malformed JWT.
     "no-apikey-forwarding": [
-        ("gateway.websocket", "missing_api_key", "kong.realtime_auth"),
-        ("realtime.join", "missing_api_key", "kong.realtime_auth"),
+        ("gateway.websocket", "malformed_jwt", "kong.realtime_auth"),
+        ("realtime.join", "malformed_jwt", "kong.realtime_auth"),
     ],
 }
 
@@ -174,7 +175,9 @@ STILL_PASS: dict[str, tuple[str, ...]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(set(EXPECTED) | set(STILL_PASS)))
 def test_break_scenario_fails_the_right_check(scenario: str) -> None:
-    with start((scenario,)) as running:
+    # The publication re-check is 60 s in Realtime >= 2.107.1: a scratch table added to a publication the CDC
+    # workers found empty is only polled after it. Shortened here (the checks do not wait a minute).
+    with start((scenario,), server_env={"RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS": "500"}) as running:
         started = time.monotonic()
         only = {cid for cid, _, _ in EXPECTED.get(scenario, [])} | set(STILL_PASS.get(scenario, ()))
         if scenario == "jwt-mismatch":
