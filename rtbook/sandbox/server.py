@@ -812,8 +812,9 @@ class RealtimeServer:
             return
         b = self.behaviour
         if topic == "realtime:":
+            # This join clause runs before assign_access_token: the socket's token gives the log metadata.
             await self._join_refused(session, join_ref, ref, topic, "TopicNameRequired",
-                                     "You must provide a topic name")
+                                     "You must provide a topic name", claims_token=session.socket_token)
             return
         rt = session.runtime
         existing = session.channels.get(topic)
