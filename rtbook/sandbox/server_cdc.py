@@ -439,6 +439,7 @@ class CdcWorkers:
         self.slot_name = ""
         self.generation = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._prepared = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -478,11 +479,20 @@ class CdcWorkers:
         # Cold start: the subscription table is emptied, as delete_all_if_table_exists does.
         self.registrations.clear()
         self.generation += 1
+        # The WorkerSupervisor starts the poller first; in Realtime its slot exists within milliseconds, long
+        # before a channel's 1-3 s retry finds the manager. A loaded stand-in may be slower, so the manager
+        # registers only after the poller's first prepare attempt (bounded), keeping that order.
+        self._prepared = asyncio.Event()
+        poller = asyncio.create_task(self._poller(), name="cdc-poller")
+        self._tasks = [poller]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._prepared.wait()), 5.0)
+        if poller.done():
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
         self._manager_conn = conn
-        self._tasks = [
-            asyncio.create_task(self._manager(oids), name="cdc-manager"),
-            asyncio.create_task(self._poller(), name="cdc-poller"),
-        ]
+        self._tasks.append(asyncio.create_task(self._manager(oids), name="cdc-manager"))
 
     async def stop(self) -> None:
         """Stop both workers; the temporary slot goes with the poller's connection."""
@@ -606,6 +616,7 @@ class CdcWorkers:
         try:
             conn = await psycopg.AsyncConnection.connect(tenant.conninfo("realtime_rls"), autocommit=True)
         except (psycopg.Error, RtbookError) as exc:
+            self._prepared.set()
             reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else str(exc)
             self._emit(logging.ERROR, reason, "ReplicationPollerConnectionFailed")
             self._stop_soon()
@@ -647,10 +658,12 @@ class CdcWorkers:
                         next_check = time.monotonic() + check_every
                         if not oids:
                             need_prepare = False  # idle: no slot until tables appear
+                            self._prepared.set()
                             wait = check_every
                             continue
                     await _create_slot(conn, self.slot_name)
                 except (psycopg.Error, RtbookError) as exc:
+                    self._prepared.set()
                     reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else str(exc)
                     self._emit(logging.ERROR, reason, "PoolingReplicationPreparationError")
                     if self._give_up(retries, reason):
@@ -659,6 +672,7 @@ class CdcWorkers:
                     wait = backoff.next()
                     continue
                 need_prepare = False
+                self._prepared.set()
                 retries = 0
                 backoff.reset()
             if lifecycle and next_check is not None and time.monotonic() >= next_check:
