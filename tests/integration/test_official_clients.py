@@ -193,3 +193,45 @@ def test_python_and_node_clients_together(
         stderr = node.close()
         if stderr.strip():
             print("node stderr:", stderr[-2000:])
+
+
+@pytest.mark.node
+def test_binary_broadcast_between_two_realtime_js_clients(stack: tuple[PostgresCluster, ServerProcess]) -> None:
+    """realtime-js (vsn 2.0.0) sends ``channel.send`` as a binary kind-3 push; its peer receives a kind-4 frame."""
+    require(have_node_client(), "node and tests/node/node_modules (run `npm ci` in tests/node) are needed")
+    _cluster, server = stack
+    url = f"ws://{TENANT_HOST}:{server.port}/socket"
+    env = {"RT_APIKEY": token("anon")}
+    sender, receiver = NodeClient(url, "bin", "a", env), NodeClient(url, "bin", "b", env)
+
+    async def scenario() -> None:
+        for node in (sender, receiver):
+            await until(lambda n=node: n.has("status", lambda e: e["status"] == "SUBSCRIBED"), 15, "SUBSCRIBED",
+                        node.drain)
+            assert node.has("status", lambda e: e["vsn"] == "2.0.0")
+        sender.command("broadcast hello")
+        await until(lambda: receiver.has("broadcast", lambda e: e["event"] == "hello"), 10, "the broadcast",
+                    receiver.drain)
+        # ack: true in the driver's config, answered by a text phx_reply
+        await until(lambda: sender.has("sent", lambda e: e["result"] == "ok"), 10, "the ack", sender.drain)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+        got = [e for e in receiver.events if e.get("kind") == "broadcast" and e["event"] == "hello"]
+        assert got[0]["payload"] == {"from": "a"}
+        frames = [e["bytes"] for e in receiver.events if e.get("kind") == "frame"]
+        topic, event, body = b"realtime:bin", b"hello", json.dumps({"from": "a"}, separators=(",", ":")).encode()
+        # V2Serializer kind 4: kind, topic length, user event length, metadata length (0), encoding (1 = JSON)
+        expected = list(bytes([4, len(topic), len(event), 0, 1]) + topic + event + body)
+        assert expected in frames, frames
+    except BaseException:
+        for node in (sender, receiver):
+            node.drain()
+            print("node events:", json.dumps(node.events)[-3000:])
+        print("server log:", server.log_text()[-3000:])
+        raise
+    finally:
+        for node in (sender, receiver):
+            stderr = node.close()
+            if stderr.strip():
+                print("node stderr:", stderr[-2000:])
