@@ -398,6 +398,8 @@ def test_http_endpoints(stack: Stack) -> None:
     assert stack.http("GET", "/api/tenants/realtime-dev/health", headers={"Authorization": f"Bearer {token()}"}) == (
         403, b"")
     assert stack.http("GET", "/api/tenants/nobody/health", headers=admin) == (404, b'{"message":"not found"}')
+    # the admin API's fallback log names no tenant (unlike the socket's "Tenant not found: <id>")
+    assert "error_code=TenantNotFound [error] TenantNotFound: Tenant not found\n" in stack.server.log_text()
     status, raw = stack.http("GET", "/api/tenants/realtime-dev/health", headers=admin)
     data = json.loads(raw)["data"]
     assert status == 200 and data["healthy"] is True and data["db_connected"] is True

@@ -359,3 +359,48 @@ def test_binary_user_broadcast_relayed_as_kind_4_and_json(default_new: Stack) ->
         v1.nothing("broadcast", 1.0)
         for ph in (sender, v2, v1):
             ph.close()
+
+
+def test_legacy_join_without_config_subscribes_the_sub_topic(default_new: Stack) -> None:
+    """A join payload without ``config`` is the legacy API: ``realtime:<schema>[:<table>[:<filter>]]`` (notes §3)."""
+    with other_server(default_new.cluster, NEW, NO_DELAYS) as srv:
+        ph = srv.ws(apikey=token("service_role"))
+        ref = ph.send("realtime:public:todos", "phx_join", {}, join_ref="1")
+        reply = ph.reply(ref)["payload"]
+        assert reply["status"] == "ok"
+        [echo] = reply["response"]["postgres_changes"]
+        assert {k: v for k, v in echo.items() if k != "id"} == {"schema": "public", "table": "todos"}
+        assert ph.event("system", timeout=10)["payload"]["message"] == "Subscribed to PostgreSQL"
+        default_new.cluster.execute("insert into public.todos (id, task) values (7001, 'legacy')")
+        # legacy events are named after the change type and carry the data itself
+        msg = ph.event("INSERT", timeout=5)["payload"]
+        assert msg["record"]["id"] == 7001 and msg["type"] == "INSERT" and msg["table"] == "todos"
+        default_new.cluster.execute("delete from public.todos where id = 7001")
+        # a plain room name is taken for a schema: the subscription fails with a system error
+        ref = ph.send("realtime:room1", "phx_join", {}, join_ref="2")
+        assert ph.reply(ref)["payload"]["status"] == "ok"
+        msg = ph.event("system", timeout=10, pred=lambda m: m["topic"] == "realtime:room1")["payload"]
+        assert msg["status"] == "error" and msg["message"] == (
+            "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given "
+            "connect parameters: [event: *, schema: room1, table: *, filters: [], select: nil]")
+        ph.close()
+
+
+def test_presence_diff_reaches_every_public_channel_of_the_topic(default_new: Stack) -> None:
+    """The dispatcher sends presence_diff to every subscriber that may read presence: all, on a public topic."""
+    with other_server(default_new.cluster, NEW, NO_DELAYS) as srv:
+        tracker, quiet = srv.ws(apikey=token()), srv.ws(apikey=token(), vsn="2.0.0")
+        assert tracker.join("realtime:pd", {"presence": {"key": "t", "enabled": True}})["status"] == "ok"
+        assert quiet.join("realtime:pd", {})["status"] == "ok"  # presence not enabled on this channel
+        ref = tracker.send("realtime:pd", "presence", {"type": "presence", "event": "track", "payload": {"a": 1}})
+        assert tracker.reply(ref)["payload"]["status"] == "ok"
+        diff = quiet.event("presence_diff")
+        assert list(diff["payload"]["joins"]) == ["t"] and diff["raw"][0] is None  # fastlane: no join_ref
+        # no event → ok, nothing happens; an unknown event → error reply
+        ref = tracker.send("realtime:pd", "presence", {"type": "presence"})
+        assert tracker.reply(ref)["payload"] == {"status": "ok", "response": {}}
+        ref = tracker.send("realtime:pd", "presence", {"type": "presence", "event": "dance"})
+        assert tracker.reply(ref)["payload"] == {"status": "error", "response": {}}
+        assert re.search(r"\[error\] UnknownPresenceEvent: dance$", srv.server.log_text(), flags=re.MULTILINE)
+        tracker.close()
+        quiet.close()
