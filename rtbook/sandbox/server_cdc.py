@@ -531,6 +531,7 @@ class CdcWorkers:
             SubscribeError: Realtime's message, and whether it retries.
         """
         conn = self._manager_conn
+        generation = self.generation
         if conn is None:
             raise SubscribeError('{:error, "Too many database timeouts"}', retry=True)
         try:
@@ -549,6 +550,9 @@ class CdcWorkers:
             raise SubscribeError('{:error, "Too many database timeouts"}', retry=True) from None
         except psycopg.Error as exc:
             raise SubscribeError(inspect((Atom("error"), inspect_pg_error(exc))), retry=True) from exc
+        if self._manager_conn is None or self.generation != generation:
+            # The workers stopped meanwhile: the manager's connection went with them (a DBConnection error).
+            raise SubscribeError('{:error, "Too many database timeouts"}', retry=True)
         self.registrations[sub] = Registration(list(sub.bindings), entities, dict(sub.claims))
 
     def unsubscribe(self, sub: CdcSubscriber) -> None:
