@@ -40,9 +40,10 @@ from rtbook.sandbox.server_channels import (
     TenantRuntime,
     UserBroadcast,
     encode_user_broadcast,
+    peek_claims,
 )
 from rtbook.sandbox.server_connect import TenantDatabaseUnavailable, run_migrations
-from rtbook.sandbox.server_log import Formatter, emit, inspect
+from rtbook.sandbox.server_log import Atom, Formatter, emit, inspect, inspect_pg_error
 from rtbook.sandbox.server_private import AuthContext, Policies, PolicyError, read_policies, write_policies
 from rtbook.sandbox.server_tenants import AuthError, ServerConfig, Tenant, TenantStore, verify_jwt
 
@@ -415,7 +416,7 @@ class RealtimeServer:
         # Phoenix's x_headers: only x-* headers reach connect/3; x-api-key wins over ?apikey, even when empty.
         x_headers = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-")}
         token = x_headers["x-api-key"] if "x-api-key" in x_headers else request.query.get("apikey")
-        socket_claims = _peek_claims(token)
+        socket_claims = peek_claims(token)
 
         def slog(level: int, code: str, message: str, *, with_claims: bool = False) -> None:
             emit(level, message, code=code, tenant=external_id, claims=socket_claims if with_claims else None,
@@ -773,10 +774,10 @@ class RealtimeServer:
                 else:
                     self._shutdown_channel(chan, "Realtime was unable to connect to the project database")
                 return
-            revoked = bool(previous) and any(
-                was is True and now is False
-                for was, now in ((previous.broadcast_read if previous else None, policies.broadcast_read),
-                                 (previous.presence_read if previous else None, policies.presence_read))
+            # check_read_permissions_revoked/2: a read granted under the previous token and denied now
+            revoked = previous is not None and (
+                (previous.broadcast_read is True and policies.broadcast_read is False)
+                or (previous.presence_read is True and policies.presence_read is False)
             )
             if not (policies.broadcast_read or policies.presence_read):
                 self._shutdown_channel(chan, "You do not have permissions to read from this Channel topic: "
@@ -798,7 +799,7 @@ class RealtimeServer:
                             disconnect: bool = False, reason: str | None = None) -> None:
         """``log_error``/``maybe_log_warning`` then ``join_error/1`` (CHANNEL_ERROR_BACKOFF_MS) and the reply."""
         if level is not None:
-            emit(level, message, code=code, tenant=session.runtime.external_id, claims=_peek_claims(claims_token),
+            emit(level, message, code=code, tenant=session.runtime.external_id, claims=peek_claims(claims_token),
                  socket_level=session.log_level if level < logging.ERROR else None)
         await self._sleep_ms(self.timers.channel_error_backoff_ms)
         session.reply(join_ref, ref, topic, "error", {"reason": reason if reason is not None else f"{code}: {message}"})
@@ -876,7 +877,7 @@ class RealtimeServer:
             return
         if count + 1 == tenant.max_channels_per_client and b.channel_limit_logged_when_reached:
             emit(logging.ERROR, "Too many channels", code="ChannelRateLimitReached", tenant=rt.external_id,
-                 claims=_peek_claims(access_token))
+                 claims=peek_claims(access_token))
         try:
             claims = self._confirm_token(rt, access_token)
         except AuthError as exc:
@@ -987,7 +988,7 @@ class RealtimeServer:
         sub = topic[len("realtime:"):]
         if exc.kind == "rls_policy_error" or (exc.kind == "missing_partition" and not self._missing_partition_code):
             emit(logging.ERROR, inspect(_pg_struct(exc.error)), code="RlsPolicyError",
-                 tenant=session.runtime.external_id, claims=_peek_claims(token))
+                 tenant=session.runtime.external_id, claims=peek_claims(token))
             await self._join_refused(session, join_ref, ref, topic, "Unauthorized",
                                      f"You do not have permissions to read from this Channel topic: {sub}",
                                      claims_token=token)
@@ -1064,18 +1065,6 @@ def _presence_key(presence: dict[str, Any]) -> str:
     return key if isinstance(key, str) and key else str(uuid.uuid1())
 
 
-def _peek_claims(token: str | None) -> dict[str, Any] | None:
-    if not token:
-        return None
-    import jwt
-
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
 def _auth_error_tuple(exc: AuthError) -> str:
     """How ``log_error("ErrorConnectingToWebsocket", error)`` shows a verification error."""
     if exc.reason == "error_generating_signer" and 'kid) "' in exc.message:
@@ -1088,14 +1077,10 @@ def _auth_error_tuple(exc: AuthError) -> str:
 
 def inspect_error_tuple(exc: BaseException) -> str:
     """``{:error, %DBConnection.ConnectionError{…}}`` for an unusable metadata DB."""
-    from rtbook.sandbox.server_log import Atom, inspect_pg_error
-
     return inspect((Atom("error"), inspect_pg_error(exc)))
 
 
 def _pg_struct(error: BaseException) -> Any:
-    from rtbook.sandbox.server_log import inspect_pg_error
-
     return inspect_pg_error(error)
 
 

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import jwt
 from aiohttp import web
 
 from rtbook.sandbox.server_cdc import Binding, CdcWorkers
@@ -29,7 +30,15 @@ from rtbook.sandbox.server_private import Policies
 from rtbook.sandbox.server_tenants import ServerConfig, Tenant
 from rtbook.sandbox.server_version import RealtimeBehaviour, Timers
 
-__all__ = ["Channel", "RateCounter", "Session", "TenantRuntime", "UserBroadcast", "encode_user_broadcast"]
+__all__ = [
+    "Channel",
+    "RateCounter",
+    "Session",
+    "TenantRuntime",
+    "UserBroadcast",
+    "encode_user_broadcast",
+    "peek_claims",
+]
 
 
 class RateCounter:
@@ -217,7 +226,7 @@ class Channel:
 
     def log(self, level: int, code: str | None, message: str) -> None:
         """``Logging.log_*``/``maybe_log_*``: the channel's token claims as metadata, the socket's log level."""
-        emit(level, message, code=code, tenant=self.tenant, claims=_peek(self.access_token),
+        emit(level, message, code=code, tenant=self.tenant, claims=peek_claims(self.access_token),
              socket_level=self.session.log_level if level < logging.ERROR else None)
 
     def readable_broadcast(self) -> bool:
@@ -229,12 +238,10 @@ class Channel:
         return not self.private or bool(self.policies and self.policies.presence_read)
 
 
-def _peek(token: str | None) -> dict[str, Any] | None:
+def peek_claims(token: str | None) -> dict[str, Any] | None:
     """Joken.peek_claims: the token's claims without verifying it (log metadata only)."""
     if not token:
         return None
-    import jwt  # local: only needed when a channel logs
-
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

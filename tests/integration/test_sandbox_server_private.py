@@ -123,3 +123,16 @@ def test_private_only_tenant_refuses_public_joins(stack: Stack) -> None:
         with stack.cluster.connect() as conn:
             conn.execute("update _realtime.tenants set private_only = false")
         time.sleep(1.1)
+
+
+def test_access_token_refresh_re_evaluates_the_policies(stack: Stack) -> None:
+    ph = stack.ws(apikey=token())
+    assert ph.join("realtime:room-ok", PRIVATE, access_token=user())["status"] == "ok"
+    ph.send("realtime:room-ok", "access_token", {"access_token": user("u9")})  # still allowed: stays open
+    ph.nothing("system", 0.8)
+    ph.send("realtime:room-ok", "access_token", {"access_token": token()})  # anon: no read policy any more
+    msg = ph.event("system")["payload"]
+    assert msg == {"extension": "system", "status": "error", "channel": "room-ok",
+                   "message": "You do not have permissions to read from this Channel topic: room-ok"}
+    ph.event("phx_close")
+    ph.close()
