@@ -405,7 +405,7 @@ class CdcWorkers:
     Started by the first subscribe attempt (which is then retried 1–3 s later by the channel, as
     ``handle_connect`` returns nil while the workers start). The manager owns the subscription table; on a
     cold start it is empty (``delete_all_if_table_exists``), so channels subscribed to an earlier generation of
-    workers get nothing until they resubscribe. Every ``cdc_check_oids_interval_ms`` the manager compares the
+    workers get nothing until they resubscribe. Every ``cdc_manager_check_oids_interval_ms`` the manager compares the
     publication's tables: on a change it logs ``Found new oids …``, deletes every subscription and asks each
     registered row's channel to resubscribe. Every ``cdc_check_no_users_interval_ms`` it counts the rows and
     stops the workers once zero has lasted ``cdc_stop_after_ms`` (``Stop tenant <id> because of no connected
@@ -562,7 +562,7 @@ class CdcWorkers:
     # -- SubscriptionManager -----------------------------------------------------------------
 
     async def _manager(self, oids: dict[Any, list[int]]) -> None:
-        oids_every = self.timers.cdc_check_oids_interval_ms / 1000
+        oids_every = self.timers.cdc_manager_check_oids_interval_ms / 1000
         users_every = self.timers.cdc_check_no_users_interval_ms / 1000
         stop_after = self.timers.cdc_stop_after_ms / 1000
         now = time.monotonic()
@@ -642,7 +642,7 @@ class CdcWorkers:
     async def _poll_loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         b = self.behaviour
         lifecycle = b.poller_publication_lifecycle
-        check_every = self.timers.cdc_check_oids_interval_ms / 1000
+        check_every = self.timers.cdc_poller_check_oids_interval_ms / 1000
         oids: dict[Any, list[int]] = {}
         retries = 0
         backoff = _Backoff()

@@ -226,7 +226,8 @@ class Timers:
 
     connect_error_backoff_ms: int
     channel_error_backoff_ms: int
-    cdc_check_oids_interval_ms: int
+    cdc_poller_check_oids_interval_ms: int
+    cdc_manager_check_oids_interval_ms: int
     cdc_check_no_users_interval_ms: int
     cdc_stop_after_ms: int
     connect_check_users_interval_ms: int
@@ -261,13 +262,16 @@ class Timers:
             return default if value is None else value
 
         interval, samples = behaviour.connect_idle_default
+        oids = knob("RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS", 60_000)
         return cls(
             connect_error_backoff_ms=backoff(
                 behaviour.connect_error_backoff_default_ms, "CONNECT_ERROR_BACKOFF_MS", connect_error_backoff_ms),
             channel_error_backoff_ms=backoff(
                 behaviour.channel_error_backoff_default_ms, "CHANNEL_ERROR_BACKOFF_MS", channel_error_backoff_ms),
-            # SubscriptionManager/ReplicationPoller @check_oids_interval 60_000
-            cdc_check_oids_interval_ms=knob("RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS", 60_000),
+            # ReplicationPoller and SubscriptionManager each have @check_oids_interval 60_000 (independent timers):
+            # RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS sets both, the POLLER_/MANAGER_ variants one of them.
+            cdc_poller_check_oids_interval_ms=knob("RTBOOK_CDC_POLLER_CHECK_OIDS_INTERVAL_MS", oids),
+            cdc_manager_check_oids_interval_ms=knob("RTBOOK_CDC_MANAGER_CHECK_OIDS_INTERVAL_MS", oids),
             # SubscriptionManager @check_no_users_interval 60_000 and @stop_after 60_000 * 10
             cdc_check_no_users_interval_ms=knob("RTBOOK_CDC_CHECK_NO_USERS_INTERVAL_MS", 60_000),
             cdc_stop_after_ms=knob("RTBOOK_CDC_STOP_AFTER_MS", 600_000),

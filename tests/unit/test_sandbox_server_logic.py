@@ -164,8 +164,8 @@ def test_timers_defaults_env_and_explicit() -> None:
 
     new = Timers.resolve(RealtimeBehaviour.of("2.129.8"), {})
     assert (new.connect_error_backoff_ms, new.channel_error_backoff_ms) == (2000, 5000)
-    assert (new.cdc_check_oids_interval_ms, new.cdc_check_no_users_interval_ms, new.cdc_stop_after_ms) == (
-        60_000, 60_000, 600_000)
+    assert (new.cdc_poller_check_oids_interval_ms, new.cdc_manager_check_oids_interval_ms) == (60_000, 60_000)
+    assert (new.cdc_check_no_users_interval_ms, new.cdc_stop_after_ms) == (60_000, 600_000)
     assert (new.connect_check_users_interval_ms, new.connect_zero_samples, new.db_recovery_ms) == (60_000, 11, 600_000)
     old = Timers.resolve(RealtimeBehaviour.of("2.78.19"), {"CONNECT_ERROR_BACKOFF_MS": "900"})
     # The old image has no such variable: no delay whatever the environment says.
@@ -174,6 +174,9 @@ def test_timers_defaults_env_and_explicit() -> None:
     env = {"CONNECT_ERROR_BACKOFF_MS": "10", "CHANNEL_ERROR_BACKOFF_MS": "20", "RTBOOK_CDC_STOP_AFTER_MS": "30"}
     short = Timers.resolve(RealtimeBehaviour.of("2.129.8"), env, channel_error_backoff_ms=0)
     assert (short.connect_error_backoff_ms, short.channel_error_backoff_ms, short.cdc_stop_after_ms) == (10, 0, 30)
+    split = Timers.resolve(RealtimeBehaviour.of("2.129.8"), {"RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS": "500",
+                                                             "RTBOOK_CDC_MANAGER_CHECK_OIDS_INTERVAL_MS": "9000"})
+    assert (split.cdc_poller_check_oids_interval_ms, split.cdc_manager_check_oids_interval_ms) == (500, 9000)
     with pytest.raises(ConfigError, match="CONNECT_ERROR_BACKOFF_MS"):
         Timers.resolve(RealtimeBehaviour.of("2.129.8"), {"CONNECT_ERROR_BACKOFF_MS": "2s"})
 
