@@ -50,11 +50,15 @@ def _fail(exc: RtbookError) -> int:
               help=f"seconds each part may take to start (0 < t <= {_MAX_START_S:g}; default 60)")
 @click.option("--no-probe", "no_probe", is_flag=True,
               help="do not install the rtbook probe (then the live checks prove subscriptions, not delivery)")
-def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool) -> int:
+@click.option("--realtime-version", metavar="VERSION",
+              help="behave as this Realtime image tag, e.g. 2.78.19 (default: the stack's compose tag)")
+def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool,
+        realtime_version: str | None) -> int:
     from rtbook.sandbox import manager
 
     try:
-        state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe)
+        state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe,
+                           realtime_version=realtime_version)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "

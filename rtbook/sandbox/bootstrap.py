@@ -3,6 +3,8 @@
 :func:`bootstrap` creates the roles (``supabase_admin``, ``postgres``, ``anon``, ``authenticated``,
 ``service_role``, ``authenticator``), the ``auth.uid()``/``auth.role()``/``auth.jwt()`` helpers,
 Realtime's ``_realtime`` metadata schema (column-for-column for the given image version), the
+tenant schema Realtime's tenant migrations create and private channels use (``realtime.messages``
+with its day partitions and ``realtime.topic()``, see :mod:`rtbook.sandbox.tenant_schema`), the
 empty ``supabase_realtime`` publication and a demo table ``public.todos`` with RLS.
 
 :func:`seed_tenant` writes the tenant row and its single ``postgres_cdc_rls`` extension row the way
@@ -32,6 +34,8 @@ from rtbook import probe_sql
 from rtbook.crypto import encrypt
 from rtbook.exceptions import ConfigError
 from rtbook.sandbox.postgres import PostgresCluster
+from rtbook.sandbox.server_version import RealtimeBehaviour
+from rtbook.sandbox.tenant_schema import partitions_sql, tenant_schema_sql
 from rtbook.secrets import Secret
 
 __all__ = [
@@ -312,6 +316,11 @@ def bootstrap(
         fresh = cur.fetchone()
         if fresh is not None and fresh[0]:
             conn.execute(realtime_schema_sql(realtime_version).encode())
+        # What seeds.exs does after inserting the tenant: run the tenant migrations and the janitor's partitions.
+        behaviour = RealtimeBehaviour.of(realtime_version)
+        conn.execute(tenant_schema_sql(behaviour).encode())
+        for statement in partitions_sql():
+            conn.execute(statement.encode())
         if demo:
             conn.execute(_DEMO_SQL.encode())
         if probe:
@@ -327,6 +336,7 @@ def bootstrap(
                 db_name="postgres",
                 db_user=cluster.superuser,
                 db_password=cluster.password,
+                migrations_ran=behaviour.tenant_migrations,
             )
 
 
@@ -357,12 +367,15 @@ def seed_tenant(
     jwt_jwks: Mapping[str, Any] | None = None,
     limits: TenantLimits | None = None,
     extension_settings: Mapping[str, Any] | None = None,
+    migrations_ran: int | None = None,
 ) -> uuid.UUID:
     """Write the tenant and its one ``postgres_cdc_rls`` extension row like ``SEED_SELF_HOST``.
 
     Deletes an existing tenant with the same external id (its extension rows go by cascade) and
     inserts a fresh one in one transaction. ``extension_settings`` overrides or adds plain
-    (unencrypted) settings keys, for break scenarios. Returns the new tenant id.
+    (unencrypted) settings keys, for break scenarios. ``migrations_ran`` records that the tenant
+    migrations already ran (seeds.exs runs them right after the insert); None leaves the column's
+    default (0: the next connect or health check migrates). Returns the new tenant id.
     """
     if isinstance(target, PostgresCluster):
         with target.connect() as conn:
@@ -370,6 +383,7 @@ def seed_tenant(
                 conn, tenant=tenant, jwt_secret=jwt_secret, db_enc_key=db_enc_key, db_host=db_host,
                 db_port=db_port, db_name=db_name, db_user=db_user, db_password=db_password,
                 jwt_jwks=jwt_jwks, limits=limits, extension_settings=extension_settings,
+                migrations_ran=migrations_ran,
             )
     conn = target
     lim = limits or TenantLimits()
@@ -419,4 +433,12 @@ def seed_tenant(
                VALUES (%s, 'postgres_cdc_rls', %s::jsonb, %s, now() at time zone 'utc', now() at time zone 'utc')""",
             (uuid.uuid4(), json.dumps(settings), tenant),
         )
+        if migrations_ran is not None:
+            has_column = conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = '_realtime' "
+                "AND table_name = 'tenants' AND column_name = 'migrations_ran'"
+            ).fetchone()
+            if has_column:
+                conn.execute("UPDATE _realtime.tenants SET migrations_ran = %s WHERE external_id = %s",
+                             (migrations_ran, tenant))
     return tenant_id

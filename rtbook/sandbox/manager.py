@@ -16,13 +16,14 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from psycopg.conninfo import make_conninfo
 
 from rtbook.exceptions import ConfigError, RtbookError, SandboxError
 from rtbook.sandbox import scenarios as sc
+from rtbook.sandbox.server_version import parse_version
 from rtbook.sandbox.stackdir import (
     REALTIME_HOST,
     compose_hosts,
@@ -70,6 +72,8 @@ class SandboxState:
     tables: list[str] = field(default_factory=lambda: ["public.todos"])
     # Whether the rtbook probe (rtbook_probe.events) was installed at start: the live checks then prove delivery.
     probe: bool = False
+    # The Realtime image tag the stand-in behaves as (the stack's compose tag unless --realtime-version).
+    realtime_version: str = ""
 
     def to_json(self) -> str:
         """The state as written to the state file."""
@@ -212,6 +216,8 @@ def up(
     *,
     home: str | Path | None = None,
     probe: bool = True,
+    realtime_version: str | None = None,
+    server_env: Mapping[str, str] | None = None,
 ) -> SandboxState:
     """Start the sandbox and return its state (also written to the state file).
 
@@ -222,12 +228,18 @@ def up(
         home: use ``home/sandbox/`` instead of ``$RTBOOK_HOME/sandbox/`` (for tests).
         probe: install the rtbook probe before the server starts (unless a scenario says otherwise), as a
             user who ran ``rtbook probe install --yes`` would have; without it the live checks write nothing.
+        realtime_version: the Realtime image tag the stand-in behaves as (e.g. ``2.78.19``); the stack's
+            compose file is rewritten to name that tag. Default: the tag the bundled compose names.
+        server_env: extra environment for the Realtime-compatible server, e.g. ``CONNECT_ERROR_BACKOFF_MS``
+            (see :mod:`rtbook.sandbox.server_version`).
 
     Raises:
         SandboxError: a part did not start (the message says which and why); nothing is left running.
         ConfigError: an unknown scenario, or a sandbox is already running.
     """
     chosen = sc.resolve(breaks)
+    if realtime_version is not None:
+        realtime_version = ".".join(str(p) for p in parse_version(realtime_version))
     state_file = _state_file(home)
     if state_file.exists():
         try:
@@ -262,12 +274,15 @@ def up(
         pids["postgres"] = _postmaster_pid(cluster.data_dir)
         gateway_port = free_port()
         write_stack_dir(stack_dir, values, gateway_port=gateway_port, db_port=cluster.port)
+        if realtime_version is not None:
+            _pin_realtime_image(stack_dir, realtime_version)
         sc.apply_stack(stack_dir, chosen)
+        version = realtime_image_version(stack_dir)
         with_probe = probe and all(s.probe for s in chosen)
-        _bootstrap(cluster, values, stack_dir, chosen, with_probe)
+        _bootstrap(cluster, values, version, chosen, with_probe)
         # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
         # so the gateway's host map can name it before the server is up.
-        server = _start_server(cluster, values, run_dir, free_port())
+        server = _start_server(cluster, values, run_dir, free_port(), version, server_env or {})
         pids["realtime"] = server.proc.pid
         gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
         pids["gateway"] = gateway.proc.pid
@@ -291,6 +306,7 @@ def up(
             probe=with_probe,
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
                   "postgres": str(cluster.log_file)},
+            realtime_version=version,
         )
         state_file.parent.mkdir(parents=True, exist_ok=True)
         _write_private(state_file, state.to_json())
@@ -313,14 +329,24 @@ def up(
         raise
 
 
-def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Sequence[sc.Scenario],
+def _pin_realtime_image(stack_dir: Path, version: str) -> None:
+    """Name ``supabase/realtime:v<version>`` in the stack's compose file, so the stack says what the stand-in is."""
+    path = stack_dir / "docker-compose.yml"
+    text = path.read_text()
+    pinned, count = re.subn(r"(image:\s*supabase/realtime:)v?[\w.\-]+", rf"\g<1>v{version}", text)
+    if count != 1:
+        raise SandboxError(f"cannot find the realtime image line in {path} to pin it to v{version}")
+    path.write_text(pinned)
+
+
+def _bootstrap(cluster: Any, values: dict[str, str], version: str, chosen: Sequence[sc.Scenario],
                probe: bool) -> None:
     from rtbook.sandbox.bootstrap import bootstrap
 
     try:
         bootstrap(
             cluster, tenant=TENANT, jwt_secret=values["JWT_SECRET"], db_enc_key=values["REALTIME_DB_ENC_KEY"],
-            realtime_version=realtime_image_version(stack_dir), probe=probe,
+            realtime_version=version, probe=probe,
         )
         with cluster.connect() as conn:
             sc.apply_db(conn, sc.DbContext(TENANT, values["REALTIME_DB_ENC_KEY"]), chosen)
@@ -331,16 +357,19 @@ def _bootstrap(cluster: Any, values: dict[str, str], stack_dir: Path, chosen: Se
         raise SandboxError(f"bootstrapping the sandbox database failed: {first}") from exc
 
 
-def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int) -> _Child:
+def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int, version: str,
+                  server_env: Mapping[str, str]) -> _Child:
     config = {
         "db": make_conninfo(host=cluster.host, port=str(cluster.port), user="supabase_admin", dbname="postgres",
                             connect_timeout="5"),
         "host": "127.0.0.1",
         "port": port,
+        "realtime_version": version,
     }
     path = run_dir / "realtime-server.json"
     _write_private(path, json.dumps(config, indent=2))
     env = {
+        **server_env,
         "RTBOOK_SANDBOX_DB_PASSWORD": values["POSTGRES_PASSWORD"],
         "RTBOOK_SANDBOX_DB_ENC_KEY": values["REALTIME_DB_ENC_KEY"],
         "RTBOOK_SANDBOX_API_JWT_SECRET": values["JWT_SECRET"],
@@ -435,16 +464,21 @@ class Sandbox:
         *,
         home: str | Path | None = None,
         probe: bool = True,
+        realtime_version: str | None = None,
+        server_env: Mapping[str, str] | None = None,
     ) -> None:
         self.dir = dir
         self.breaks = tuple(breaks)
         self.timeout = timeout
         self.home = home
         self.probe = probe
+        self.realtime_version = realtime_version
+        self.server_env = dict(server_env or {})
         self.state: SandboxState | None = None
 
     def __enter__(self) -> SandboxState:
-        self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe)
+        self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe,
+                        realtime_version=self.realtime_version, server_env=self.server_env)
         return self.state
 
     def __exit__(

@@ -228,8 +228,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "no-apikey-forwarding",
-            "Kong accepts the apikey but strips it; Realtime answers the handshake 401 "
-            "{\"error\":\"API key is missing\"}",
+            "Kong accepts the apikey but strips it, and the request-transformer still adds a blank x-api-key, "
+            "which Realtime takes as the token: the handshake answers 401 "
+            "{\"error\":\"The token provided is not a valid JWT\"}",
             "key-auth on realtime-v1-ws has hide_credentials: true, so Realtime gets no apikey (§8.3)",
             edit_stack=_no_apikey_forwarding,
         ),

@@ -1,10 +1,13 @@
 """A Realtime-compatible server for the sandbox (``python -m rtbook.sandbox.server CONFIG.json``).
 
-It follows supabase/realtime (>= 2.116 for handshake error bodies): the tenant is the first label
-of the Host header, looked up in ``_realtime.tenants`` of the metadata DB; Phoenix channels over
-``/socket/websocket`` with ``vsn`` 1.0.0 (JSON objects) and 2.0.0 (JSON arrays); broadcast,
-presence, postgres_changes (wal2json polling with RLS per subscriber) and the HTTP endpoints
-``/api/ping``, ``/api/broadcast``, ``/api/tenants/{id}/health``, ``/healthcheck``, ``/metrics``.
+It behaves as the Realtime image version given as ``realtime_version`` (see
+:mod:`rtbook.sandbox.server_version` for the switches): the tenant is the first label of the Host
+header, looked up in ``_realtime.tenants`` of the metadata DB; Phoenix channels over
+``/socket/websocket`` with ``vsn`` 1.0.0 (JSON objects) and 2.0.0 (JSON arrays and binary user
+broadcasts); broadcast, presence, private channels authorised by RLS on ``realtime.messages``,
+postgres_changes (wal2json polling with RLS per subscriber) and the HTTP endpoints ``/api/ping``,
+``/api/broadcast``, ``/api/tenants/{id}/health``, ``/api/tenants``, ``/healthcheck``, ``/metrics``.
+Log lines use Realtime's console format and levels (:mod:`rtbook.sandbox.server_log`).
 
 It prints ``READY <port>`` on stdout once listening and stops cleanly on SIGTERM/SIGINT.
 """
@@ -12,16 +15,15 @@ It prints ``READY <port>`` on stdout once listening and stops cleanly on SIGTERM
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
+import random
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -30,7 +32,18 @@ from aiohttp import WSMsgType, web
 
 from rtbook.exceptions import RtbookError
 from rtbook.sandbox._child import config_argument
-from rtbook.sandbox.server_cdc import Binding, CdcPoller, binding_id, check_subscription, make_binding
+from rtbook.sandbox.server_cdc import SubscribeError, binding_id, make_binding
+from rtbook.sandbox.server_channels import (
+    Channel,
+    Session,
+    TenantRuntime,
+    UserBroadcast,
+    encode_user_broadcast,
+    peek_claims,
+)
+from rtbook.sandbox.server_connect import TenantDatabaseUnavailable, run_migrations
+from rtbook.sandbox.server_log import Atom, Formatter, emit, inspect, inspect_pg_error
+from rtbook.sandbox.server_private import AuthContext, Policies, PolicyError, read_policies, write_policies
 from rtbook.sandbox.server_tenants import AuthError, ServerConfig, Tenant, TenantStore, verify_jwt
 
 __all__ = ["RealtimeServer", "main", "serve"]
@@ -53,6 +66,8 @@ _CONNECT_ERRORS: dict[str, tuple[int, str]] = {
     "too_many_connections": (429, "Too many connected users"),
     "too_many_joins": (429, "Too many joins per second"),
 }
+_SERIALIZERS = '[{Phoenix.Socket.V1.JSONSerializer, "~> 1.0.0"}, {RealtimeWeb.Socket.V2Serializer, "~> 2.0.0"}]'
+_CONFIRM_TOKEN_S = 300  # @confirm_token_ms_interval :timer.minutes(5)
 
 
 def tenant_from_host(host: str) -> str:
@@ -69,218 +84,38 @@ class StartupError(RtbookError):
     """The server cannot start (metadata database unusable)."""
 
 
-class RateCounter:
-    """Events in a sliding window, compared as events per second (Realtime averages over ~60 s)."""
-
-    def __init__(self, window_s: float) -> None:
-        self._window = max(window_s, 0.05)
-        self._events: collections.deque[float] = collections.deque()
-
-    def hit(self) -> float:
-        """Record one event and return the current rate per second."""
-        now = time.monotonic()
-        self._events.append(now)
-        return self.rate(now)
-
-    def rate(self, now: float | None = None) -> float:
-        """The current rate per second."""
-        now = time.monotonic() if now is None else now
-        while self._events and now - self._events[0] > self._window:
-            self._events.popleft()
-        return len(self._events) / self._window
+def _flex_bool(value: Any) -> bool:
+    """RealtimeWeb.Channels.Payloads.FlexibleBoolean (booleans and "true"/"false" in any case)."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return value is True
 
 
-# --------------------------------------------------------------------------------------------
-# Sockets and channels
+def _truthy(value: Any) -> bool:
+    """Elixir's ``!!value``: everything but nil and false."""
+    return value is not None and value is not False
 
 
-@dataclass(eq=False)
-class Channel:
-    """One joined ``realtime:*`` topic on one socket."""
-
-    session: Session
-    topic: str
-    join_ref: str | None
-    broadcast_self: bool
-    broadcast_ack: bool
-    presence_key: str
-    presence_enabled: bool
-    private: bool
-    token_claims: dict[str, Any]
-    bindings: list[Binding] = field(default_factory=list)
-    cdc_ready: bool = False
-    presence_meta: dict[str, Any] | None = None
-
-    @property
-    def claims(self) -> dict[str, Any]:
-        """The claims RLS checks run with."""
-        return self.token_claims
-
-    @property
-    def sub_topic(self) -> str:
-        """The topic without ``realtime:``."""
-        return self.topic.split(":", 1)[1] if ":" in self.topic else self.topic
-
-    def push(self, event: str, payload: dict[str, Any], *, with_join_ref: bool = False) -> None:
-        """Queue a server push on this channel."""
-        self.session.send(self.join_ref if with_join_ref else None, None, self.topic, event, payload)
-
-    def push_postgres_changes(self, payload: dict[str, Any]) -> None:
-        """Deliver one postgres_changes event."""
-        self.push("postgres_changes", payload)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-class Session:
-    """One WebSocket connection."""
-
-    def __init__(self, ws: web.WebSocketResponse, runtime: TenantRuntime, vsn: str, claims: dict[str, Any], token: str):
-        self.ws = ws
-        self.runtime = runtime
-        self.vsn = vsn
-        self.socket_claims = claims
-        self.socket_token = token
-        self.channels: dict[str, Channel] = {}
-        self.id = uuid.uuid4().hex
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=10_000)
-        self._writer = asyncio.create_task(self._write(), name="ws-writer")
-        self.closing = False
-
-    def encode(self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> str:
-        """Serialize a frame for this socket's vsn."""
-        if self.vsn == "2.0.0":
-            return json.dumps([join_ref, ref, topic, event, payload], separators=(",", ":"))
-        return json.dumps({"ref": ref, "topic": topic, "event": event, "payload": payload}, separators=(",", ":"))
-
-    def send(self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> None:
-        """Queue a frame; a socket that cannot keep up is closed rather than buffered forever."""
-        if self.closing:
-            return
-        try:
-            self._queue.put_nowait(self.encode(join_ref, ref, topic, event, payload))
-        except asyncio.QueueFull:
-            log.error("SlowConsumer: closing a socket of tenant %s", self.runtime.external_id)
-            self.close()
-
-    def reply(self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Any) -> None:
-        """Queue a phx_reply."""
-        self.send(join_ref, ref, topic, "phx_reply", {"status": status, "response": response})
-
-    def close(self) -> None:
-        """Ask the writer to close the socket after the queued frames."""
-        if not self.closing:
-            self.closing = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
-
-    async def _write(self) -> None:
-        try:
-            while True:
-                frame = await self._queue.get()
-                if frame is None:
-                    await self.ws.close()
-                    return
-                await self.ws.send_str(frame)
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            return
-
-    async def finish(self, flush_timeout: float = 1.0) -> None:
-        """Let the writer flush what is queued (bounded), then stop it."""
-        self.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writer), flush_timeout)
-        except (TimeoutError, asyncio.CancelledError, Exception):
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+def _vsn_ok(vsn: str) -> bool | None:
+    """True for ~> 1.0.0 / ~> 2.0.0, False for another version, None for a text that is not a version."""
+    parts = vsn.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    major, minor = int(parts[0]), int(parts[1])
+    return (major, minor) in ((1, 0), (2, 0))
 
 
-class TenantRuntime:
-    """Per-tenant live state: sockets, channels by topic, presence, rate counters, DB handles."""
+_REF_COUNTER = iter(range(1, 1 << 62))
 
-    def __init__(self, server: RealtimeServer, tenant: Tenant) -> None:
-        self.server = server
-        self.tenant = tenant
-        self.external_id = tenant.external_id
-        self.sessions: set[Session] = set()
-        self.topics: dict[str, set[Channel]] = collections.defaultdict(set)
-        window = server.config.rate_window_s
-        self.events = RateCounter(window)
-        self.joins = RateCounter(window)
-        self.db: psycopg.AsyncConnection[Any] | None = None
-        self.db_lock = asyncio.Lock()
-        self.replication_ok = False
-        self.poller = CdcPoller(
-            lambda: self.tenant,
-            self.cdc_channels,
-            slot_suffix=server.config.slot_name_suffix,
-            poll_interval_ms=server.config.poll_interval_ms,
-            allow_event=self._allow_cdc_event,
-        )
 
-    def _allow_cdc_event(self) -> bool:
-        return self.events.hit() <= self.tenant.max_events_per_second
-
-    def cdc_channels(self) -> list[Channel]:
-        """Channels with postgres_changes bindings."""
-        return [c for chans in self.topics.values() for c in chans if c.bindings]
-
-    def connected_users(self, exclude: Session | None = None) -> int:
-        """Sockets with at least one joined channel (what Realtime counts)."""
-        return sum(1 for s in self.sessions if s.channels and s is not exclude)
-
-    async def connect_db(self) -> psycopg.AsyncConnection[Any]:
-        """The tenant DB connection (opened on first join, like Realtime's Connect)."""
-        async with self.db_lock:
-            if self.db is None or self.db.closed or self.db.broken:
-                self.db = await psycopg.AsyncConnection.connect(
-                    self.tenant.conninfo("realtime_connect"), autocommit=True
-                )
-                cur = await self.db.execute("SHOW wal_level")
-                row = await cur.fetchone()
-                self.replication_ok = bool(row and row[0] == "logical")
-            return self.db
-
-    async def close(self) -> None:
-        """Stop CDC and close the DB connection."""
-        await self.poller.stop()
-        if self.db is not None:
-            with contextlib.suppress(Exception):
-                await self.db.close()
-            self.db = None
-
-    # presence -----------------------------------------------------------------------------
-
-    def presence_state(self, topic: str) -> dict[str, Any]:
-        """``presence_state`` payload for a topic."""
-        state: dict[str, Any] = {}
-        for chan in self.topics.get(topic, ()):
-            if chan.presence_meta is not None:
-                state.setdefault(chan.presence_key, {"metas": []})["metas"].append(chan.presence_meta)
-        return state
-
-    def presence_diff(self, topic: str, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        """Broadcast a ``presence_diff`` to the presence-enabled channels of a topic."""
-        payload = {"joins": joins, "leaves": leaves}
-        for chan in list(self.topics.get(topic, ())):
-            if chan.presence_enabled or chan.presence_meta is not None:
-                chan.push("presence_diff", payload)
-
-    def untrack(self, chan: Channel) -> None:
-        """Remove a channel's presence and tell the others."""
-        if chan.presence_meta is not None:
-            meta, chan.presence_meta = chan.presence_meta, None
-            self.presence_diff(chan.topic, {}, {chan.presence_key: {"metas": [meta]}})
-
-    def remove_channel(self, chan: Channel) -> None:
-        """Forget a channel (leave, close, socket gone)."""
-        self.untrack(chan)
-        members = self.topics.get(chan.topic)
-        if members is not None:
-            members.discard(chan)
-            if not members:
-                del self.topics[chan.topic]
-        if chan.session.channels.get(chan.topic) is chan:
-            del chan.session.channels[chan.topic]
+def _phx_ref() -> str:
+    # Phoenix.Presence refs are opaque strings; a unique one per track is all clients rely on.
+    return f"F{next(_REF_COUNTER):x}{uuid.uuid4().hex[:8]}"
 
 
 class RealtimeServer:
@@ -288,10 +123,12 @@ class RealtimeServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.behaviour = config.behaviour
+        self.timers = config.resolved_timers()
         self.store = TenantStore(config)
         self.runtimes: dict[str, TenantRuntime] = {}
         self.started = time.time()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.app = web.Application()
         self.app.router.add_get("/socket/websocket", self.handle_socket)
         self.app.router.add_get("/healthcheck", self.handle_healthcheck)
@@ -314,6 +151,12 @@ class RealtimeServer:
             rt.tenant = tenant
         return rt
 
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def _on_shutdown(self, _app: web.Application) -> None:
         for rt in list(self.runtimes.values()):
             for session in list(rt.sessions):
@@ -321,11 +164,13 @@ class RealtimeServer:
                     await session.ws.close(code=1001, message=b"server shutting down")
 
     async def _on_cleanup(self, _app: web.Application) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for rt in list(self.runtimes.values()):
             await rt.close()
         await self.store.close()
 
-    async def _backoff(self, ms: int) -> None:
+    async def _sleep_ms(self, ms: int) -> None:
         if ms > 0:
             await asyncio.sleep(ms / 1000)
 
@@ -338,10 +183,10 @@ class RealtimeServer:
         try:
             external_id, tenant = await self._lookup(request.host)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
+            emit(logging.ERROR, _first_line(exc), code="UnableToConnectToMetadataDb")
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if tenant is None:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
+            emit(logging.ERROR, f"Tenant not found: {external_id}", code="TenantNotFound", tenant=external_id)
             return _json_response({"message": "Tenant not found in database"}, status=401)
         return tenant
 
@@ -362,7 +207,7 @@ class RealtimeServer:
         return _json_response({"message": "Success"})
 
     async def handle_broadcast(self, request: web.Request) -> web.Response:
-        """``POST /api/broadcast``: deliver messages to public channels of the Host's tenant."""
+        """``POST /api/broadcast`` (``Realtime.Tenants.BatchBroadcast``): 202, or 401/403/422/429."""
         tenant = await self._assign_tenant(request)
         if isinstance(tenant, web.Response):
             return tenant
@@ -371,7 +216,7 @@ class RealtimeServer:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("apikey")
         try:
-            verify_jwt(token, tenant.jwt_secret, tenant.jwt_jwks)
+            claims = verify_jwt(token, tenant.jwt_secret, tenant.jwt_jwks)
         except AuthError:
             return _json_response({"message": "Unauthorized"}, status=401)
         rt = self.runtime(tenant)
@@ -382,25 +227,49 @@ class RealtimeServer:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list):
             return _json_response({"errors": {"messages": ["can't be blank"]}}, status=422)
+        errors: list[dict[str, list[str]]] = []
         for msg in messages:
-            if not isinstance(msg, dict) or not isinstance(msg.get("topic"), str):
-                return _json_response({"errors": {"messages": [{"topic": ["can't be blank"]}]}}, status=422)
+            err: dict[str, list[str]] = {}
+            if not isinstance(msg, dict):
+                err["topic"] = ["can't be blank"]
+            else:
+                for key in ("topic", "event"):
+                    if not isinstance(msg.get(key), str) or not msg.get(key):
+                        err[key] = ["can't be blank"]
+                if not isinstance(msg.get("payload"), dict):
+                    err["payload"] = ["can't be blank"]
+            errors.append(err)
+        if any(errors):
+            return _json_response({"errors": {"messages": errors}}, status=422)
         if rt.events.rate() + len(messages) / max(self.config.rate_window_s, 0.05) > tenant.max_events_per_second:
             return _json_response({"message": "You have exceeded your rate limit"}, status=429)
         for msg in messages:
             rt.events.hit()
-            if msg.get("private"):
-                continue  # no RLS write policy on realtime.messages in the sandbox: dropped silently
-            payload: dict[str, Any] = {
-                "type": "broadcast",
-                "event": msg.get("event"),
-                "payload": msg.get("payload") or {},
-                "meta": {"id": str(msg.get("id") or uuid.uuid4())},
-            }
+            payload: dict[str, Any] = {"event": msg["event"], "payload": msg["payload"], "type": "broadcast"}
+            if msg.get("id") is not None:
+                payload["meta"] = {"id": msg["id"]}
+            private = _truthy(msg.get("private"))
+            if private and not await self._rest_may_write(rt, msg["topic"], claims, dict(request.headers)):
+                continue  # no INSERT policy on realtime.messages for this role: 202 and not delivered
             for chan in list(rt.topics.get("realtime:" + msg["topic"], ())):
-                if not chan.private:
+                if chan.private == private and chan.readable_broadcast():
                     chan.push("broadcast", payload)
         return web.Response(status=202)
+
+    async def _rest_may_write(self, rt: TenantRuntime, topic: str, claims: dict[str, Any],
+                              headers: dict[str, str]) -> bool:
+        ctx = AuthContext(topic, claims, {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-")})
+        try:
+            conn = await rt.connect.connection()
+            policies = await write_policies(conn, rt.connect.lock, ctx, Policies())
+        except TenantDatabaseUnavailable:
+            emit(logging.ERROR, "Realtime was unable to connect to the project database",
+                 code="UnableToConnectToProject", tenant=rt.external_id)
+            return False
+        except PolicyError as exc:
+            emit(logging.ERROR, _policy_reason(exc), code=_policy_code(exc), tenant=rt.external_id)
+            return False
+        return bool(policies.broadcast_write)
 
     def _admin_authorized(self, request: web.Request, secret: Any) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -413,36 +282,28 @@ class RealtimeServer:
         return True
 
     async def handle_health(self, request: web.Request) -> web.Response:
-        """``GET /api/tenants/{id}/health`` (Bearer JWT signed with API_JWT_SECRET)."""
+        """``GET /api/tenants/{id}/health`` (Bearer JWT signed with API_JWT_SECRET), ``Tenants.health_check/1``."""
         if not self._admin_authorized(request, self.config.api_jwt_secret):
             return web.Response(status=403)
         external_id = request.match_info["tenant_id"]
         try:
             tenant = await self.store.get(external_id)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
+            emit(logging.ERROR, _first_line(exc), code="UnableToConnectToMetadataDb")
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if tenant is None:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
+            emit(logging.ERROR, "Tenant not found", code="TenantNotFound")
             return _json_response({"message": "not found"}, status=404)
         rt = self.runtime(tenant)
         users = rt.connected_users()
-        db_connected = rt.db is not None and not rt.db.closed and not rt.db.broken
-        if db_connected:
-            healthy, replication = True, rt.replication_ok
+        replication = False
+        if rt.connect.alive:
+            healthy, db_connected, replication = True, True, rt.connect.replication_connected
         elif users > 0:
-            healthy, replication = False, False
+            healthy, db_connected = False, False
         else:
-            # 2.78.15 runs the tenant migrations inside this request: healthy means "the DB answered".
-            healthy, replication = False, False
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    tenant.conninfo("realtime_health_check"), autocommit=True
-                ) as conn:
-                    await conn.execute("SELECT 1")
-                    healthy = True
-            except (psycopg.Error, RtbookError) as exc:
-                log.error("UnableToConnectToProject: %s", _first_line(exc))
+            db_connected = False
+            healthy = await self._health_migrations(tenant)
         return _json_response(
             {
                 "data": {
@@ -450,11 +311,31 @@ class RealtimeServer:
                     "db_connected": db_connected,
                     "replication_connected": replication,
                     "connected_cluster": users,
-                    "region": tenant.region,
+                    "region": self.config.region,
                     "node": self.config.node,
                 }
             }
         )
+
+    async def _health_migrations(self, tenant: Tenant) -> bool:
+        """No connection and no users: NEW compares ``migrations_ran`` (and migrates in the background); OLD runs
+        the migrations in the request (``:noop`` without touching the DB when they already ran)."""
+        due = tenant.migrations_ran is None or tenant.migrations_ran < self.behaviour.tenant_migrations
+        if not due:
+            return True
+        if self.behaviour.health_async_migrations:
+            self._spawn(self._migrate(tenant), "health-migrations")
+            return False
+        return await self._migrate(tenant)
+
+    async def _migrate(self, tenant: Tenant) -> bool:
+        try:
+            await run_migrations(self.config, tenant)
+        except (psycopg.Error, RtbookError) as exc:
+            emit(logging.ERROR, _first_line(exc), code="MigrationsFailedToRun", tenant=tenant.external_id)
+            return False
+        self.store.invalidate(tenant.external_id)
+        return True
 
     async def handle_tenants(self, request: web.Request) -> web.Response:
         """``GET /api/tenants[/{id}]``: the admin API (read-only in the sandbox)."""
@@ -464,17 +345,17 @@ class RealtimeServer:
         try:
             views = await self.store.views(external_id)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
+            emit(logging.ERROR, _first_line(exc), code="UnableToConnectToMetadataDb")
             return _json_response({"message": "Error connecting to Realtime"}, status=500)
         if external_id is None:
             return _json_response({"data": views})
         if not views:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
+            emit(logging.ERROR, "Tenant not found", code="TenantNotFound")
             return _json_response({"message": "not found"}, status=404)
         return _json_response({"data": views[0]})
 
     async def handle_reload(self, request: web.Request) -> web.Response:
-        """``POST /api/tenants/{id}/reload``: drop caches, stop CDC and disconnect the tenant's sockets."""
+        """``POST /api/tenants/{id}/reload``: drop caches, stop CDC and Connect, disconnect the tenant's sockets."""
         if not self._admin_authorized(request, self.config.api_jwt_secret):
             return web.Response(status=403)
         external_id = request.match_info["tenant_id"]
@@ -487,10 +368,12 @@ class RealtimeServer:
             return _json_response({"message": "not found"}, status=404)
         rt = self.runtimes.pop(external_id, None)
         if rt is not None:
+            emit(logging.WARNING, f"Disconnecting all sockets for tenant {external_id}", tenant=external_id)
             for session in list(rt.sessions):
                 for chan in list(session.channels.values()):
+                    # Through the fastlane dispatcher: no join_ref.
                     chan.push("system", {"extension": "system", "status": "ok",
-                                         "message": "Server requested disconnect"}, with_join_ref=True)
+                                         "message": "Server requested disconnect"})
                 session.close()
             await rt.close()
         return web.Response(status=204)
@@ -504,59 +387,92 @@ class RealtimeServer:
             lines.append(f'realtime_connections_connected{{tenant="{ext_id}"}} {rt.connected_users()}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
-    # WebSocket ----------------------------------------------------------------------------
+    # WebSocket handshake ------------------------------------------------------------------
 
-    def _connect_error(self, reason: str) -> web.Response:
+    async def _refuse(self, reason: str) -> web.Response:
+        """``connect_error/1``: sleep CONNECT_ERROR_BACKOFF_MS, then the version's refusal."""
+        await self._sleep_ms(self.timers.connect_error_backoff_ms)
+        if not self.behaviour.handshake_json_errors:
+            return web.Response(status=403)
         status, text = _CONNECT_ERRORS.get(reason, (500, "Error connecting to Realtime"))
         return _json_response({"error": text}, status=status)
 
     async def handle_socket(self, request: web.Request) -> web.StreamResponse:
-        """``GET /socket/websocket``: authenticate on the Host's tenant, then speak Phoenix channels."""
+        """``GET /socket/websocket``: ``RealtimeWeb.UserSocket.connect/3``, then Phoenix channels."""
+        started = time.monotonic()
+        vsn = request.query.get("vsn", "1.0.0")
+        ok = _vsn_ok(vsn)
+        if not ok:
+            # Phoenix.Socket.negotiate_serializer: logged by the transport, refused before connect/3 runs.
+            text = (f'Client sent invalid transport version "{vsn}"' if ok is None else
+                    f"The client's requested transport version \"{vsn}\" does not match server's version "
+                    f"requirements of {_SERIALIZERS}")
+            emit(logging.WARNING, text)
+            return web.Response(status=403)
+        external_id = tenant_from_host(request.host)
+        raw_level = request.query.get("log_level")
+        log_level = raw_level if raw_level in ("info", "warning", "error") else "error"
+        # Phoenix's x_headers: only x-* headers reach connect/3; x-api-key wins over ?apikey, even when empty.
+        x_headers = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-")}
+        token = x_headers["x-api-key"] if "x-api-key" in x_headers else request.query.get("apikey")
+        socket_claims = peek_claims(token)
+
+        def slog(level: int, code: str, message: str, *, with_claims: bool = False) -> None:
+            emit(level, message, code=code, tenant=external_id, claims=socket_claims if with_claims else None,
+                 socket_level=log_level if level < logging.ERROR else None)
+
         try:
-            external_id, tenant = await self._lookup(request.host)
+            tenant = await self.store.get(external_id)
         except psycopg.Error as exc:
-            log.error("UnableToConnectToMetadataDb: %s", _first_line(exc))
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error("unknown")
+            slog(logging.ERROR, "ErrorConnectingToWebsocket", inspect_error_tuple(exc))
+            return await self._refuse("unknown")
+        b = self.behaviour
         if tenant is None:
-            log.error("TenantNotFound: Tenant not found: %s", external_id)
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error("tenant_not_found")
+            slog(logging.ERROR, "TenantNotFound", f"Tenant not found: {external_id}")
+            return await self._refuse("tenant_not_found")
         if tenant.suspend:
-            log.error("RealtimeDisabledForTenant: Realtime disabled for this tenant")
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error("tenant_suspended")
-        token = request.headers.get("x-api-key") or request.query.get("apikey")
+            slog(logging.ERROR, "RealtimeDisabledForTenant", "Realtime disabled for this tenant", with_claims=True)
+            return await self._refuse("tenant_suspended")
+        if token is None:
+            if b.missing_apikey_code:
+                slog(logging.ERROR, "MissingAPIKey", "API key is missing or not a valid string")
+            else:
+                # Before v2.86.3 the nil token fell into the `nil ->` clause of the with: logged as a missing tenant.
+                slog(logging.ERROR, "TenantNotFound", f"Tenant not found: {external_id}")
+            return await self._refuse("missing_api_key" if b.missing_apikey_code else "tenant_not_found")
         try:
             claims = verify_jwt(token, tenant.jwt_secret, tenant.jwt_jwks)
         except AuthError as exc:
-            log.error("%s: %s", exc.code, exc.message)
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error(exc.reason)
+            if exc.reason in ("expired_token", "missing_claims") and exc.message != "Token expiration time is invalid":
+                slog(logging.WARNING, "InvalidJWTToken", exc.message, with_claims=True)
+                return await self._refuse(exc.reason)
+            if exc.reason == "token_malformed":
+                slog(logging.ERROR, "MalformedJWT", "The token provided is not a valid JWT")
+                return await self._refuse(exc.reason)
+            slog(logging.ERROR, "ErrorConnectingToWebsocket", _auth_error_tuple(exc))
+            return await self._refuse(exc.reason if exc.reason != "expired_token" else "unknown")
         rt = self.runtime(tenant)
         if rt.connected_users() >= tenant.max_concurrent_users:
-            log.error("ConnectionRateLimitReached: Too many connected users")
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error("too_many_connections")
+            slog(logging.ERROR, "ConnectionRateLimitReached", "Too many connected users", with_claims=True)
+            return await self._refuse("too_many_connections")
         if rt.joins.rate() > tenant.max_joins_per_second:
-            log.error("ClientJoinRateLimitReached: Too many joins per second")
-            await self._backoff(self.config.connect_error_backoff_ms)
-            return self._connect_error("too_many_joins")
-        vsn = request.query.get("vsn", "1.0.0")
-        if vsn not in ("1.0.0", "2.0.0"):
-            return web.Response(status=400, text=f"unsupported vsn {vsn}")
-        ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, autoping=True)
+            slog(logging.ERROR, "JoinsRateLimitReached", "Too many joins per second", with_claims=True)
+            return await self._refuse("too_many_joins")
+        ws = web.WebSocketResponse(max_msg_size=5_000_000, autoping=True)
         await ws.prepare(request)
-        session = Session(ws, rt, vsn, claims, token or "")
+        session = Session(ws, rt, vsn, claims, token, log_level=log_level, headers=x_headers)
         rt.sessions.add(session)
-        log.info("SocketConnected: tenant=%s vsn=%s role=%s", rt.external_id, vsn, claims.get("role"))
+        params = ", ".join(f'"{k}" => "[FILTERED]"' for k in sorted(request.query))
+        serializer = "RealtimeWeb.Socket.V2Serializer" if session.v2 else "Phoenix.Socket.V1.JSONSerializer"
+        emit(logging.INFO, f"CONNECTED TO RealtimeWeb.UserSocket in {int((time.monotonic() - started) * 1e6)}µs\n"
+             f"  Transport: :websocket\n  Serializer: {serializer}\n  Parameters: %{{{params}}}",
+             tenant=external_id, socket_level=log_level)
         try:
             while True:
                 try:
                     msg = await ws.receive(timeout=self.config.idle_timeout_s)
                 except TimeoutError:
                     # Phoenix closes a socket that sent nothing for its transport timeout (60 s).
-                    log.info("IdleTimeout: no frame for %.0f s, closing the socket", self.config.idle_timeout_s)
                     break
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
@@ -564,10 +480,10 @@ class RealtimeServer:
                     try:
                         await self._on_frame(session, msg.data)
                     except (psycopg.Error, RtbookError, ValueError, TypeError, KeyError) as exc:
-                        # A crashed channel answers phx_error in Phoenix; the socket stays up.
-                        log.error("UnknownErrorOnChannel: %s", type(exc).__name__)
+                        emit(logging.ERROR, _first_line(exc), code="UnknownErrorOnWebSocketMessage",
+                             tenant=external_id)
                 elif msg.type == WSMsgType.BINARY:
-                    self._on_binary(session, msg.data)
+                    await self._on_binary(session, msg.data)
                 if session.closing:
                     break
         finally:
@@ -577,19 +493,19 @@ class RealtimeServer:
             await session.finish()
             if not ws.closed:
                 await ws.close()
-            if not rt.cdc_channels():
-                await rt.poller.stop()
         return ws
+
+    # Frames -------------------------------------------------------------------------------
 
     def _decode(self, session: Session, data: str) -> tuple[str | None, str | None, str, str, Any] | None:
         try:
             frame = json.loads(data)
         except ValueError:
             return None
-        if session.vsn == "2.0.0":
-            if not isinstance(frame, list) or len(frame) != 5:
+        if session.v2:
+            if not isinstance(frame, list) or len(frame) < 5:
                 return None
-            join_ref, ref, topic, event, payload = frame
+            join_ref, ref, topic, event, payload = frame[:5]
         else:
             if not isinstance(frame, dict):
                 return None
@@ -605,10 +521,12 @@ class RealtimeServer:
             payload if payload is not None else {},
         )
 
-    def _on_binary(self, session: Session, data: bytes) -> None:
-        """V2 binary frames: kind 3 is a user broadcast push (realtime-js sends broadcasts this way)."""
-        if session.vsn != "2.0.0" or len(data) < 7 or data[0] != 3:
-            log.warning("UnsupportedBinaryFrame: kind %s", data[0] if data else None)
+    async def _on_binary(self, session: Session, data: bytes) -> None:
+        """V2 binary frames: kind 3 is a user broadcast push (what supabase-js sends for ``channel.send``)."""
+        rt = session.runtime
+        if not session.v2 or not self.behaviour.user_broadcast_binary or len(data) < 7 or data[0] != 3:
+            emit(logging.ERROR, f"unexpected binary frame of kind {data[0] if data else None}",
+                 code="MalformedWebSocketMessage", tenant=rt.external_id)
             return
         lengths = list(data[1:6])
         encoding = data[6]
@@ -617,31 +535,19 @@ class RealtimeServer:
         for size in lengths:
             parts.append(data[offset : offset + size].decode("utf-8", "replace"))
             offset += size
-        join_ref, ref, topic, event, metadata = parts
-        body = data[offset:]
+        join_ref, ref, topic, event, _metadata = parts
         chan = session.channels.get(topic)
         if chan is None:
             session.reply(join_ref or None, ref or None, topic, "error", {"reason": "unmatched topic"})
             return
-        if encoding != 1:
-            # Binary user payloads can only be relayed as binary kind-4 frames; not supported here.
-            log.warning("UnsupportedBinaryFrame: binary broadcast payloads are not relayed by the sandbox")
-            return
-        try:
-            user_payload = json.loads(body.decode()) if body else {}
-            meta = json.loads(metadata) if metadata else None
-        except ValueError:
-            log.warning("InvalidMessage: a binary broadcast could not be decoded")
-            return
-        payload: dict[str, Any] = {"type": "broadcast", "event": event, "payload": user_payload}
-        if isinstance(meta, dict):
-            payload.update({k: v for k, v in meta.items() if k not in payload})
-        self._broadcast(chan, ref or None, payload)
+        # The metadata is decoded by the serializer but not used by Realtime ("not using the metadata").
+        await self._broadcast(chan, ref or None, UserBroadcast(event, 0 if encoding == 0 else 1, bytes(data[offset:])))
 
     async def _on_frame(self, session: Session, data: str) -> None:
         decoded = self._decode(session, data)
         if decoded is None:
-            log.warning("InvalidMessage: a frame could not be decoded")
+            emit(logging.ERROR, "expected a Phoenix message", code="MalformedWebSocketMessage",
+                 tenant=session.runtime.external_id)
             return
         join_ref, ref, topic, event, payload = decoded
         if topic == "phoenix":
@@ -659,101 +565,256 @@ class RealtimeServer:
             session.runtime.remove_channel(chan)
             session.reply(chan.join_ref, ref, topic, "ok", {})
             session.send(chan.join_ref, chan.join_ref, topic, "phx_close", {})
-            if not session.runtime.cdc_channels():
-                await session.runtime.poller.stop()
         elif event == "broadcast":
-            self._broadcast(chan, ref, payload)
+            await self._broadcast(chan, ref, payload)
         elif event == "presence":
-            self._presence(chan, ref, payload)
-        elif event == "access_token":
-            await self._access_token(chan, payload)
+            await self._presence(chan, ref, payload)
+        elif event == "access_token" and isinstance(payload, dict) and "access_token" in payload:
+            await self._access_token(chan, payload.get("access_token"))
         else:
-            log.info("UnknownEvent: %s on %s", event, topic)
+            chan.log(logging.INFO, None, f"Unexpected message from client of type `{event}` with payload: "
+                     f"{inspect(payload)}")
 
     def _shutdown_channel(self, chan: Channel, message: str) -> None:
-        chan.push("system", {"extension": "system", "status": "error", "message": message, "channel": chan.sub_topic},
-                  with_join_ref=True)
+        """``shutdown_response/2``: system error push, ``ChannelShutdown`` warning, channel stopped."""
+        chan.push_system("system", "error", message)
+        chan.log(logging.WARNING, "ChannelShutdown", message)
         chan.session.runtime.remove_channel(chan)
         chan.session.send(chan.join_ref, chan.join_ref, chan.topic, "phx_close", {})
 
-    def _broadcast(self, chan: Channel, ref: str | None, payload: Any) -> None:
+    # Broadcast and presence ---------------------------------------------------------------
+
+    async def _private_policies(self, chan: Channel, *, write: bool, read_presence: bool = False) -> bool:
+        """Evaluate missing private-channel policies; False when the check failed (already logged)."""
         rt = chan.session.runtime
+        policies = chan.policies or Policies()
+        ctx = AuthContext(chan.sub_topic, chan.claims, chan.session.headers)
+        try:
+            conn = await rt.connect.connection()
+            if read_presence and policies.presence_read is None:
+                policies = await read_policies(conn, rt.connect.lock, ctx, policies, presence=True)
+            if write and policies.broadcast_write is None:
+                policies = await write_policies(conn, rt.connect.lock, ctx, policies)
+        except TenantDatabaseUnavailable:
+            emit(logging.ERROR, "Realtime was unable to connect to the project database",
+                 code="UnableToConnectToProject", tenant=rt.external_id)
+            return False
+        except PolicyError as exc:
+            emit(logging.ERROR, _policy_reason(exc), code=_policy_code(exc), tenant=rt.external_id)
+            return False
+        chan.policies = policies
+        return True
+
+    async def _broadcast(self, chan: Channel, ref: str | None, payload: Any) -> None:
+        """``BroadcastHandler.handle``: private needs the INSERT policy (else dropped silently, no ack)."""
+        rt = chan.session.runtime
+        if chan.private:
+            unknown = chan.policies is None or chan.policies.broadcast_write is None
+            if unknown and not await self._private_policies(chan, write=True):
+                return
+            if not (chan.policies and chan.policies.broadcast_write):
+                return
         if rt.events.hit() > rt.tenant.max_events_per_second:
-            log.error("MessagePerSecondRateLimitReached: Too many messages per second")
+            chan.log(logging.ERROR, "MessagePerSecondRateLimitReached", "Too many messages per second")
             self._shutdown_channel(chan, "Too many messages per second")
             return
-        if not isinstance(payload, dict):
+        if not isinstance(payload, dict | UserBroadcast):
             payload = {}
-        out = {k: v for k, v in payload.items() if k in ("type", "event", "payload", "meta")}
-        out.setdefault("type", "broadcast")
         for other in list(rt.topics.get(chan.topic, ())):
             if other is chan and not chan.broadcast_self:
                 continue
-            if other.private != chan.private:
+            if other.private != chan.private or not other.readable_broadcast():
                 continue
-            other.push("broadcast", out)
+            self._deliver(other, payload)
         if chan.broadcast_ack:
             chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
 
-    def _presence(self, chan: Channel, ref: str | None, payload: Any) -> None:
-        rt = chan.session.runtime
-        if not isinstance(payload, dict):
-            chan.session.reply(chan.join_ref, ref, chan.topic, "error", {})
+    def _deliver(self, chan: Channel, payload: dict[str, Any] | UserBroadcast) -> None:
+        """Fastlane one broadcast to one channel in its socket's format (MessageDispatcher)."""
+        if isinstance(payload, dict):
+            chan.push("broadcast", payload)
             return
-        event = payload.get("event")
+        if chan.session.v2 and self.behaviour.user_broadcast_binary:
+            chan.session.send_binary(encode_user_broadcast(chan.topic, payload))
+            return
+        if payload.encoding != 1:
+            return  # UserBroadcast.convert_to_json_broadcast: a binary payload cannot reach a V1 socket
+        try:
+            user_payload = json.loads(payload.payload.decode()) if payload.payload else None
+        except (ValueError, UnicodeDecodeError):
+            return
+        chan.push("broadcast", {"event": payload.event, "payload": user_payload, "type": "broadcast"})
+
+    async def _presence(self, chan: Channel, ref: str | None, payload: Any) -> None:
+        """``PresenceHandler.handle`` and the channel's ``handle_in("presence", …)`` replies."""
+        rt = chan.session.runtime
+        if not isinstance(payload, dict) or "event" not in payload:
+            chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
+            return
+        event = str(payload.get("event")).lower()
         if event == "track":
+            unknown = chan.policies is None or chan.policies.presence_write is None
+            if chan.private and unknown and not await self._private_policies(chan, write=True, read_presence=True):
+                chan.log(logging.ERROR, "UnableToHandlePresence", ":rls_policy_error")
+                chan.session.reply(chan.join_ref, ref, chan.topic, "error", {})
+                return
+            if chan.private and not (chan.policies and chan.policies.presence_write):
+                chan.log(logging.ERROR, "UnableToHandlePresence", ":unauthorized")
+                chan.session.reply(chan.join_ref, ref, chan.topic, "error", {})
+                return
             state = payload.get("payload", {})
             if not isinstance(state, dict):
+                chan.log(logging.ERROR, "InvalidPresencePayload", ":invalid_payload")
                 chan.session.reply(chan.join_ref, ref, chan.topic, "error",
                                    {"reason": "Presence track payload must be a map"})
                 return
             chan.presence_enabled = True
-            meta = {**state, "phx_ref": _phx_ref()}
-            previous = chan.presence_meta
-            if previous is not None and {k: v for k, v in previous.items() if not k.startswith("phx_ref")} == state:
+            if chan.presence_payload == state:
                 chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
                 return
+            meta = {**state, "phx_ref": _phx_ref()}
+            previous = chan.presence_meta
             leaves: dict[str, Any] = {}
             if previous is not None:
                 meta["phx_ref_prev"] = previous["phx_ref"]
                 leaves = {chan.presence_key: {"metas": [previous]}}
             chan.presence_meta = meta
-            rt.presence_diff(chan.topic, {chan.presence_key: {"metas": [meta]}}, leaves)
+            chan.presence_payload = state
+            rt.presence_diff(chan.topic, chan.private, {chan.presence_key: {"metas": [meta]}}, leaves)
             chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
         elif event == "untrack":
             rt.untrack(chan)
             chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
         else:
+            emit(logging.ERROR, event, code="UnknownPresenceEvent", tenant=chan.tenant)
+            chan.log(logging.ERROR, "UnableToHandlePresence", ":unknown_presence_event")
             chan.session.reply(chan.join_ref, ref, chan.topic, "error", {})
 
-    async def _access_token(self, chan: Channel, payload: Any) -> None:
-        token = payload.get("access_token") if isinstance(payload, dict) else None
-        if not token or token == chan.session.socket_token or str(token).startswith("sb_"):
+    # Tokens -------------------------------------------------------------------------------
+
+    def _channel_token(self, session: Session, payload: dict[str, Any]) -> str:
+        """``assign_access_token/2``: ``sb_…`` → the socket token; else ``user_token``, ``access_token``, socket."""
+        candidate = payload.get("access_token")
+        if not _truthy(candidate):
+            candidate = payload.get("user_token")
+        if isinstance(candidate, str) and candidate.startswith("sb_"):
+            return session.socket_token
+        if isinstance(payload.get("user_token"), str):
+            return str(payload["user_token"])
+        if isinstance(payload.get("access_token"), str):
+            return str(payload["access_token"])
+        return session.socket_token
+
+    def _confirm_token(self, rt: TenantRuntime, token: str) -> dict[str, Any]:
+        """``confirm_token/1``: verify with role+exp required.
+
+        Raises:
+            AuthError: Realtime's reason and text.
+        """
+        return verify_jwt(token, rt.tenant.jwt_secret, rt.tenant.jwt_jwks)
+
+    def _watch_token(self, chan: Channel) -> None:
+        """Re-check the token every ``min(5 min, time to exp)``; at expiry the channel is shut down."""
+        if chan.confirm_task is not None:
+            chan.confirm_task.cancel()
+        chan.confirm_task = self._spawn(self._confirm_loop(chan), "confirm-token")
+
+    async def _confirm_loop(self, chan: Channel) -> None:
+        while not chan.closed:
+            exp = chan.claims.get("exp")
+            left = float(exp) - time.time() if isinstance(exp, int | float) else _CONFIRM_TOKEN_S
+            await asyncio.sleep(max(0.0, min(_CONFIRM_TOKEN_S, left)) + 0.01)
+            if chan.closed:
+                return
+            try:
+                chan.token_claims = self._confirm_token(chan.session.runtime, chan.access_token)
+            except AuthError as exc:
+                if exc.reason == "missing_claims":
+                    self._shutdown_channel(chan, "Fields `role` and `exp` are required in JWT")
+                elif exc.reason in ("expired_token", "token_malformed"):
+                    self._shutdown_channel(chan, exc.message)
+                else:
+                    self._shutdown_channel(chan, f":{exc.reason}")
+                return
+
+    async def _access_token(self, chan: Channel, token: Any) -> None:
+        """``handle_in("access_token", …)``: ignored for nil, ``sb_…`` and the channel's current token."""
+        if token is None or not isinstance(token, str) or token.startswith("sb_") or token == chan.access_token:
             return
         rt = chan.session.runtime
+        previous = chan.policies
+        chan.access_token = token
+        chan.policies = Policies() if chan.private else None
         try:
-            claims = verify_jwt(str(token), rt.tenant.jwt_secret, rt.tenant.jwt_jwks)
+            claims = self._confirm_token(rt, token)
         except AuthError as exc:
-            log.error("%s: %s", exc.code, exc.message)
-            self._shutdown_channel(chan, exc.message)
+            if exc.reason == "missing_claims":
+                self._shutdown_channel(chan, "Fields `role` and `exp` are required in JWT")
+            elif exc.reason in ("expired_token", "token_malformed"):
+                self._shutdown_channel(chan, exc.message)
+            else:
+                if exc.reason == "error_generating_signer" and "kid" in exc.message:
+                    chan.log(logging.ERROR, "JwtSignerError", exc.message)
+                    self._shutdown_channel(chan, exc.message)
+                else:
+                    self._shutdown_channel(chan, f":{exc.reason}")
             return
         chan.token_claims = claims
+        if chan.private:
+            try:
+                conn = await rt.connect.connection()
+                policies = await read_policies(conn, rt.connect.lock, AuthContext(chan.sub_topic, claims,
+                                               chan.session.headers), Policies(), presence=chan.presence_enabled)
+            except (TenantDatabaseUnavailable, PolicyError) as exc:
+                if isinstance(exc, PolicyError) and exc.kind == "rls_policy_error":
+                    chan.log(logging.ERROR, "RlsPolicyError", inspect(_pg_struct(exc.error)))
+                    self._shutdown_channel(chan, "You do not have permissions to read from this Channel topic: "
+                                           f"{chan.sub_topic}")
+                else:
+                    self._shutdown_channel(chan, "Realtime was unable to connect to the project database")
+                return
+            # check_read_permissions_revoked/2: a read granted under the previous token and denied now
+            revoked = previous is not None and (
+                (previous.broadcast_read is True and policies.broadcast_read is False)
+                or (previous.presence_read is True and policies.presence_read is False)
+            )
+            if not (policies.broadcast_read or policies.presence_read):
+                self._shutdown_channel(chan, "You do not have permissions to read from this Channel topic: "
+                                       f"{chan.sub_topic}")
+                return
+            if revoked:
+                self._shutdown_channel(chan, f"You no longer have permission to read from this Channel topic: "
+                                       f"{chan.sub_topic}")
+                return
+            chan.policies = policies
+        self._watch_token(chan)
+        if chan.bindings or chan.binding_error:
+            self.request_postgres_subscribe(chan, 1, delay=random.uniform(1, 3))
 
-    async def _join_error(self, session: Session, join_ref: str | None, ref: str | None, topic: str,
-                          code: str, message: str, *, critical: bool = False) -> None:
-        if critical:
-            log.critical("%s: %s", code, message)
-        else:
-            log.error("%s: %s", code, message)
-        await self._backoff(self.config.channel_error_backoff_ms)
-        session.reply(join_ref, ref, topic, "error", {"reason": f"{code}: {message}"})
+    # Joins --------------------------------------------------------------------------------
+
+    async def _join_refused(self, session: Session, join_ref: str | None, ref: str | None, topic: str, code: str,
+                            message: str, *, level: int | None = logging.ERROR, claims_token: str | None = None,
+                            disconnect: bool = False, reason: str | None = None) -> None:
+        """``log_error``/``maybe_log_warning`` then ``join_error/1`` (CHANNEL_ERROR_BACKOFF_MS) and the reply."""
+        if level is not None:
+            emit(level, message, code=code, tenant=session.runtime.external_id, claims=peek_claims(claims_token),
+                 socket_level=session.log_level if level < logging.ERROR else None)
+        await self._sleep_ms(self.timers.channel_error_backoff_ms)
+        session.reply(join_ref, ref, topic, "error", {"reason": reason if reason is not None else f"{code}: {message}"})
+        if disconnect:
+            session.close()
 
     async def _join(self, session: Session, join_ref: str | None, ref: str | None, topic: str, payload: Any) -> None:
+        """``RealtimeChannel.join/3`` (checks in Realtime's order)."""
         if not topic.startswith("realtime:"):
             session.reply(join_ref, ref, topic, "error", {"reason": "unmatched topic"})
             return
+        b = self.behaviour
         if topic == "realtime:":
-            await self._join_error(session, join_ref, ref, topic, "TopicNameRequired", "You must provide a topic name")
+            # This join clause runs before assign_access_token: the socket's token gives the log metadata.
+            await self._join_refused(session, join_ref, ref, topic, "TopicNameRequired",
+                                     "You must provide a topic name", claims_token=session.socket_token)
             return
         rt = session.runtime
         existing = session.channels.get(topic)
@@ -761,147 +822,278 @@ class RealtimeServer:
             # Phoenix closes the previous channel on a duplicate join.
             rt.remove_channel(existing)
             session.send(existing.join_ref, None, topic, "phx_close", {})
+        payload = payload if isinstance(payload, dict) else {}
+        raw_config = payload.get("config")
+        config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+        is_new_api = "config" in payload
+        private = _flex_bool(config.get("private")) if b.private_flexible_boolean else _truthy(config.get("private"))
+        access_token = self._channel_token(session, payload)
         try:
             tenant = await self.store.get(rt.external_id)
         except psycopg.Error:
             tenant = None
         if tenant is None:
-            await self._join_error(session, join_ref, ref, topic, "TenantNotFound",
-                                   "Tenant with the given ID does not exist")
-            session.close()
+            if b.join_handles_missing_tenant:
+                await self._join_refused(session, join_ref, ref, topic, "TenantNotFound",
+                                         "Tenant with the given ID does not exist", disconnect=True,
+                                         claims_token=access_token)
+            elif b.join_rescues_exceptions:
+                await self._join_refused(session, join_ref, ref, topic, "UnknownErrorOnChannel",
+                                         "no with clause matching: nil", claims_token=access_token)
+            else:
+                emit(logging.ERROR, "GenServer terminating\n** (WithClauseError) no with clause matching: nil",
+                     tenant=rt.external_id)
+                session.reply(join_ref, ref, topic, "error", {"reason": "join crashed"})
             return
         rt.tenant = tenant
-        payload = payload if isinstance(payload, dict) else {}
-        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        assert isinstance(config, dict)
-        private = _flex_bool(config.get("private"))
-        if tenant.private_only and not private:
-            await self._join_error(session, join_ref, ref, topic, "PrivateOnly",
-                                   "This project only allows private channels")
-            return
-        if not session.channels and rt.connected_users(exclude=session) >= tenant.max_concurrent_users:
-            await self._join_error(session, join_ref, ref, topic, "ConnectionRateLimitReached",
-                                   "Too many connected users")
-            return
-        if rt.joins.hit() > tenant.max_joins_per_second:
-            await self._join_error(session, join_ref, ref, topic, "ClientJoinRateLimitReached",
-                                   "Too many joins per second", critical=True)
-            session.close()
-            return
-        if len(session.channels) >= tenant.max_channels_per_client:
-            await self._join_error(session, join_ref, ref, topic, "ChannelRateLimitReached", "Too many channels")
-            return
-        token = payload.get("access_token") or payload.get("user_token")
-        claims = session.socket_claims
-        if isinstance(token, str) and token and not token.startswith("sb_"):
-            try:
-                claims = verify_jwt(token, tenant.jwt_secret, tenant.jwt_jwks)
-            except AuthError as exc:
-                await self._join_error(session, join_ref, ref, topic, exc.code, exc.message)
-                return
-        try:
-            db = await rt.connect_db()
-        except (psycopg.Error, RtbookError) as exc:
-            first = _first_line(exc)
-            log.error("UnableToConnectToProject: %s", first)
-            await self._join_error(session, join_ref, ref, topic, "UnableToConnectToProject",
-                                   "Realtime was unable to connect to the project database")
-            return
-        if private:
-            cur = await db.execute("SELECT to_regclass('realtime.messages') IS NOT NULL")
-            row = await cur.fetchone()
-            if not (row and row[0]):
-                await self._join_error(session, join_ref, ref, topic, "Unauthorized",
-                                       f"You do not have permissions to read from this Channel topic: {topic}")
-                return
         broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
         presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
         assert isinstance(broadcast, dict) and isinstance(presence, dict)
-        raw_bindings = config.get("postgres_changes") or []
-        bindings: list[Binding] = []
-        bad_binding: str | None = None
-        echoed: list[dict[str, Any]] = []
-        if isinstance(raw_bindings, list):
-            for raw in raw_bindings:
-                if not isinstance(raw, dict):
-                    continue
-                try:
-                    binding = make_binding(raw)
-                except ValueError as exc:
-                    bad_binding = str(exc)
-                    binding = make_binding({k: v for k, v in raw.items() if k != "filter"})
-                    binding.id = binding_id(raw)
+        presence_enabled = _flex_bool(presence.get("enabled")) or tenant.presence_enabled
+        if tenant.private_only and not private:
+            await self._join_refused(session, join_ref, ref, topic, "PrivateOnly",
+                                     "This project only allows private channels", claims_token=access_token)
+            return
+        if not session.channels and rt.connected_users(exclude=session) >= tenant.max_concurrent_users:
+            await self._join_refused(session, join_ref, ref, topic, "ConnectionRateLimitReached",
+                                     "Too many connected users", claims_token=access_token)
+            return
+        if rt.joins.hit() > tenant.max_joins_per_second:
+            if not rt.joins.tripped:
+                # The rate counter's log_fn: once per trip, critical, no error_code metadata.
+                rt.joins.tripped = True
+                emit(logging.CRITICAL, "Too many joins per second", code="ClientJoinRateLimitReached",
+                     tenant=rt.external_id, with_code_metadata=False)
+            await self._join_refused(session, join_ref, ref, topic, "ClientJoinRateLimitReached",
+                                     "Too many joins per second", level=None, disconnect=True)
+            return
+        rt.joins.tripped = False
+        count = len(session.channels)
+        if count >= tenant.max_channels_per_client:
+            await self._join_refused(session, join_ref, ref, topic, "ChannelRateLimitReached", "Too many channels",
+                                     level=None if b.channel_limit_logged_when_reached else logging.ERROR,
+                                     claims_token=access_token)
+            return
+        if count + 1 == tenant.max_channels_per_client and b.channel_limit_logged_when_reached:
+            emit(logging.ERROR, "Too many channels", code="ChannelRateLimitReached", tenant=rt.external_id,
+                 claims=peek_claims(access_token))
+        try:
+            claims = self._confirm_token(rt, access_token)
+        except AuthError as exc:
+            await self._join_token_refused(session, join_ref, ref, topic, exc, access_token)
+            return
+        try:
+            conn = await rt.connect.lookup_or_start()
+        except TenantDatabaseUnavailable:
+            await self._join_refused(session, join_ref, ref, topic, "UnableToConnectToProject",
+                                     "Realtime was unable to connect to the project database",
+                                     claims_token=access_token)
+            return
+        policies: Policies | None = None
+        if private:
+            try:
+                conn = await rt.connect.connection()
+                policies = await read_policies(conn, rt.connect.lock, AuthContext(topic[len("realtime:"):], claims,
+                                               session.headers), Policies(), presence=presence_enabled)
+            except TenantDatabaseUnavailable:
+                await self._join_refused(session, join_ref, ref, topic, "UnableToConnectToProject",
+                                         "Realtime was unable to connect to the project database",
+                                         claims_token=access_token)
+                return
+            except PolicyError as exc:
+                await self._join_policy_error(session, join_ref, ref, topic, exc, access_token)
+                return
+            if not (policies.broadcast_read or policies.presence_read):
+                await self._join_refused(session, join_ref, ref, topic, "Unauthorized",
+                                         "You do not have permissions to read from this Channel topic: "
+                                         f"{topic[len('realtime:'):]}", claims_token=access_token)
+                return
+        if "replay" in broadcast:
+            if not private:
+                await self._join_refused(session, join_ref, ref, topic, "UnableToReplayMessages",
+                                         "Replay is not allowed for public channels", claims_token=access_token)
+                return
+            if policies is not None and policies.broadcast_read is False:
+                await self._join_refused(session, join_ref, ref, topic, "Unauthorized",
+                                         "You do not have permissions to read from this Channel topic: "
+                                         f"{topic[len('realtime:'):]}", claims_token=access_token)
+                return
+        sub_topic = topic[len("realtime:"):]
+        raw_bindings = self._pg_change_params(is_new_api, config, sub_topic)
+        bindings = []
+        echoed = []
+        binding_error: str | None = None
+        for raw in raw_bindings:
+            try:
+                binding = make_binding(raw)
                 bindings.append(binding)
-                echoed.append({**raw, "id": binding.id})
+            except ValueError as exc:
+                binding_error = binding_error or str(exc)
+            echoed.append({**raw, "id": binding_id(raw)})
         chan = Channel(
             session=session,
             topic=topic,
             join_ref=join_ref,
             broadcast_self=_flex_bool(broadcast.get("self")),
             broadcast_ack=_flex_bool(broadcast.get("ack")),
-            presence_key=str(presence.get("key") or uuid.uuid4()),
-            presence_enabled=_flex_bool(presence.get("enabled")) or tenant.presence_enabled,
+            presence_key=_presence_key(presence),
+            presence_enabled=presence_enabled,
             private=private,
+            access_token=access_token,
             token_claims=claims,
+            is_new_api=is_new_api,
             bindings=bindings,
+            binding_error=binding_error,
+            policies=policies,
         )
         session.channels[topic] = chan
         rt.topics[topic].add(chan)
         session.reply(join_ref, ref, topic, "ok", {"postgres_changes": echoed})
-        if chan.presence_enabled:
-            chan.push("presence_state", rt.presence_state(topic), with_join_ref=True)
-        if bindings:
-            task = asyncio.create_task(self._subscribe_cdc(chan, db, bad_binding), name="cdc-subscribe")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if chan.presence_enabled and chan.readable_presence():
+            chan.push("presence_state", rt.presence_state(topic, private), with_join_ref=True)
+        self._watch_token(chan)
+        if raw_bindings:
+            self.request_postgres_subscribe(chan, 1)
 
-    async def _subscribe_cdc(self, chan: Channel, db: psycopg.AsyncConnection[Any], bad: str | None) -> None:
+    def _pg_change_params(self, is_new_api: bool, config: dict[str, Any], sub_topic: str) -> list[dict[str, Any]]:
+        """``pg_change_params/5``: ``config.postgres_changes``, or for the legacy API the sub-topic itself."""
+        if is_new_api:
+            raw = config.get("postgres_changes")
+            return [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+        parts = sub_topic.split(":", 2)
+        keys = ("schema", "table", "filter")
+        return [dict(zip(keys, parts, strict=False))]
+
+    async def _join_token_refused(self, session: Session, join_ref: str | None, ref: str | None, topic: str,
+                                  exc: AuthError, token: str) -> None:
+        if exc.reason in ("expired_token", "missing_claims") and exc.message != "Token expiration time is invalid":
+            await self._join_refused(session, join_ref, ref, topic, "InvalidJWTToken", exc.message,
+                                     level=logging.WARNING, claims_token=token)
+        elif exc.reason == "expired_token":
+            await self._join_refused(session, join_ref, ref, topic, "InvalidJWTToken", exc.message, claims_token=token)
+        elif exc.reason == "token_malformed":
+            await self._join_refused(session, join_ref, ref, topic, "MalformedJWT", exc.message, claims_token=token)
+        elif exc.reason == "signature_error":
+            await self._join_refused(session, join_ref, ref, topic, "JwtSignatureError",
+                                     "Failed to validate JWT signature", claims_token=token)
+        elif exc.reason == "error_generating_signer":
+            await self._join_refused(session, join_ref, ref, topic, "JwtSignerError", exc.message, claims_token=token)
+        else:
+            await self._join_refused(session, join_ref, ref, topic, "UnknownErrorOnChannel", f":{exc.reason}",
+                                     claims_token=token, reason="Unknown Error on Channel")
+
+    async def _join_policy_error(self, session: Session, join_ref: str | None, ref: str | None, topic: str,
+                                 exc: PolicyError, token: str) -> None:
+        sub = topic[len("realtime:"):]
+        if exc.kind == "rls_policy_error" or (exc.kind == "missing_partition" and not self._missing_partition_code):
+            emit(logging.ERROR, inspect(_pg_struct(exc.error)), code="RlsPolicyError",
+                 tenant=session.runtime.external_id, claims=peek_claims(token))
+            await self._join_refused(session, join_ref, ref, topic, "Unauthorized",
+                                     f"You do not have permissions to read from this Channel topic: {sub}",
+                                     claims_token=token)
+        elif exc.kind == "missing_partition":
+            await self._join_refused(session, join_ref, ref, topic, "MissingPartition",
+                                     "Realtime was unable to find the expected messages partition", claims_token=token)
+        elif exc.kind == "query_canceled":
+            await self._join_refused(session, join_ref, ref, topic, "QueryCanceled", inspect(_pg_struct(exc.error)),
+                                     claims_token=token)
+        else:
+            await self._join_refused(session, join_ref, ref, topic, "UnableToConnectToProject",
+                                     "Realtime was unable to connect to the project database", claims_token=token)
+
+    @property
+    def _missing_partition_code(self) -> bool:
+        # {:error, :missing_partition} and its MissingPartition reply: 0ca9def6, first tag v2.90.1.
+        return self.behaviour.since((2, 90, 1))
+
+    # postgres_changes subscribe -----------------------------------------------------------
+
+    def request_postgres_subscribe(self, chan: Channel, times: int, delay: float = 0.0) -> None:
+        """Queue ``times`` ``:postgres_subscribe`` messages for a channel (handled one after the other)."""
+        if chan.closed:
+            return
+        chan.pg_pending += times
+        if chan.pg_task is None or chan.pg_task.done():
+            chan.pg_task = self._spawn(self._pg_subscriber(chan, delay), "postgres-subscribe")
+
+    async def _pg_subscriber(self, chan: Channel, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while chan.pg_pending > 0 and not chan.closed:
+            outcome = await self._postgres_subscribe(chan)
+            if outcome == "connect":
+                await asyncio.sleep(random.uniform(1, 3))
+            elif outcome == "retry":
+                await asyncio.sleep(random.uniform(5, 10))
+            else:
+                chan.pg_pending -= 1
+
+    async def _postgres_subscribe(self, chan: Channel) -> str:
+        """``handle_info(:postgres_subscribe, …)``: "connect" / "retry" (keep the message), "done"."""
         rt = chan.session.runtime
-        error = bad
-        if error is None:
-            try:
-                async with rt.db_lock:
-                    for binding in chan.bindings:
-                        error = await check_subscription(db, rt.tenant.publication, binding)
-                        if error:
-                            break
-            except psycopg.Error as exc:
-                error = "Unable to subscribe to changes with given parameters: " + _first_line(exc)
-        if chan.session.channels.get(chan.topic) is not chan:
-            return
-        if error:
-            log.error("RealtimeChannelError: %s", error)
-            chan.bindings = []
-            chan.push("system", {"extension": "postgres_changes", "status": "error", "message": error,
-                                 "channel": chan.sub_topic}, with_join_ref=True)
-            return
-        chan.cdc_ready = True
-        rt.poller.start()
-        # Answer once the slot exists (or could not be made), so changes right after "Subscribed" are seen.
-        await rt.poller.wait_prepared(5.0)
-        if chan.session.channels.get(chan.topic) is not chan:
-            return
-        chan.push("system", {"extension": "postgres_changes", "status": "ok", "message": "Subscribed to PostgreSQL",
-                             "channel": chan.sub_topic}, with_join_ref=True)
+        cdc = rt.cdc
+        if not cdc.ready:
+            cdc.start()
+            params = [b.raw for b in chan.bindings]
+            chan.log(logging.WARNING, "ReconnectSubscribeToPostgres",
+                     f"Re-connecting to PostgreSQL with params: {inspect(params)}")
+            return "connect"
+        if chan.binding_error is not None:
+            chan.log(logging.WARNING, "RealtimeDisabledForConfiguration", chan.binding_error)
+            chan.push_system("postgres_changes", "error", chan.binding_error)
+            return "done"
+        try:
+            await cdc.subscribe(chan, rt.tenant.publication)
+        except SubscribeError as exc:
+            chan.log(logging.WARNING, "RealtimeDisabledForConfiguration", exc.message)
+            if chan.closed:
+                return "done"
+            chan.push_system("postgres_changes", "error", exc.message)
+            return "retry" if exc.retry else "done"
+        if chan.closed:
+            cdc.unsubscribe(chan)
+            return "done"
+        chan.log(logging.INFO, None, "Subscribed to PostgreSQL")
+        chan.push_system("postgres_changes", "ok", "Subscribed to PostgreSQL")
+        return "done"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _presence_key(presence: dict[str, Any]) -> str:
+    """``config.presence.key`` when a non-empty string, else a random UUID v1 (``Join.presence_key/1``)."""
+    key = presence.get("key")
+    return key if isinstance(key, str) and key else str(uuid.uuid1())
 
 
-def _flex_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1")
-    return bool(value)
+def _auth_error_tuple(exc: AuthError) -> str:
+    """How ``log_error("ErrorConnectingToWebsocket", error)`` shows a verification error."""
+    if exc.reason == "error_generating_signer" and 'kid) "' in exc.message:
+        kid = exc.message.split('kid) "', 1)[1].split('"', 1)[0]
+        return f'{{:error, {{:error_generating_signer, "{kid}"}}}}'
+    if exc.reason == "expired_token":
+        return "{:error, :invalid_exp}"
+    return f"{{:error, :{exc.reason}}}"
 
 
-_REF_COUNTER = iter(range(1, 1 << 62))
+def inspect_error_tuple(exc: BaseException) -> str:
+    """``{:error, %DBConnection.ConnectionError{…}}`` for an unusable metadata DB."""
+    return inspect((Atom("error"), inspect_pg_error(exc)))
 
 
-def _phx_ref() -> str:
-    # Phoenix.Presence refs are opaque strings; a unique one per track is all clients rely on.
-    return f"F{next(_REF_COUNTER):x}{uuid.uuid4().hex[:8]}"
+def _pg_struct(error: BaseException) -> Any:
+    return inspect_pg_error(error)
+
+
+def _policy_code(exc: PolicyError) -> str:
+    return {"rls_policy_error": "RlsPolicyError", "missing_partition": "MissingPartition",
+            "query_canceled": "QueryCanceled"}.get(exc.kind, "UnableToConnectToProject")
+
+
+def _policy_reason(exc: PolicyError) -> str:
+    if exc.kind == "missing_partition":
+        return "Realtime was unable to find the expected messages partition"
+    if exc.kind in ("rls_policy_error", "query_canceled"):
+        return inspect(_pg_struct(exc.error))
+    return "Realtime was unable to connect to the project database"
 
 
 # --------------------------------------------------------------------------------------------
@@ -929,7 +1121,10 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None, sto
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
-    log.info("Realtime-compatible server listening on %s:%d", config.host, port)
+    t = server.timers
+    emit(logging.INFO, f"Realtime-compatible server (behaving as supabase/realtime v{server.behaviour.text}) "
+         f"listening on {config.host}:{port}; CONNECT_ERROR_BACKOFF_MS={t.connect_error_backoff_ms} "
+         f"CHANNEL_ERROR_BACKOFF_MS={t.channel_error_backoff_ms}")
     if announce:
         sys.stdout.write(f"READY {port}\n")
         sys.stdout.flush()
@@ -941,13 +1136,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None, sto
         try:
             await asyncio.wait_for(runner.cleanup(), timeout=1.5)
         except TimeoutError:
-            log.warning("shutdown took longer than 1.5 s; exiting anyway")
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}"
-        return f"{stamp} [{record.levelname.lower()}] {record.getMessage()}"
+            emit(logging.WARNING, "shutdown took longer than 1.5 s; exiting anyway")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -961,15 +1150,15 @@ def main(argv: Iterable[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(Formatter())
     root = logging.getLogger("rtbook.sandbox.server")
     root.handlers[:] = [handler]
-    root.setLevel(config.log_level.upper())
+    root.setLevel(str(config.log_level or "info").upper())
     root.propagate = False
     try:
         asyncio.run(serve(config))
     except StartupError as exc:
-        log.error("%s", exc)
+        emit(logging.ERROR, str(exc))
         return 1
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}\n")

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,20 +24,22 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from rtbook.exceptions import RtbookError
+from rtbook.sandbox.server_log import Atom, emit, inspect, inspect_pg_error
 from rtbook.sandbox.server_tenants import Tenant
+from rtbook.sandbox.server_version import NEWEST_READ, RealtimeBehaviour, Timers
 
 __all__ = [
     "Binding",
-    "CdcPoller",
+    "CdcWorkers",
     "Filter",
+    "SubscribeError",
     "binding_id",
     "check_subscription",
     "make_binding",
     "parse_filter",
     "wal_to_change",
 ]
-
-log = logging.getLogger("rtbook.sandbox.server")
 
 OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
 EVENTS = ("*", "INSERT", "UPDATE", "DELETE")
@@ -54,24 +57,35 @@ class Filter:
         """Realtime's rendering in error messages."""
         return f"{self.column}={self.op}.{self.value}"
 
+    def tuple_text(self, negate: bool) -> str:
+        """``{"col", "eq", "1"}`` (and ``, false`` from v2.112.0), as Elixir inspects the filter tuple."""
+        value = "{" + ",".join(self.value) + "}" if isinstance(self.value, tuple) else self.value
+        parts = [inspect(self.column), inspect(self.op), inspect(value)]
+        if negate:
+            parts.append("false")
+        return "{" + ", ".join(parts) + "}"
+
 
 def parse_filter(text: str) -> Filter:
     """Parse ``col=op.value`` (``in.(a,b)`` for lists).
 
     Raises:
-        ValueError: the text is not a filter Realtime understands.
+        ValueError: the text is not a filter Realtime understands; the message is Realtime's
+            ``Error parsing `filter` params: <inspected step>`` (e.g. ``["foo"]``).
     """
     column, sep, rest = text.partition("=")
+    if not sep:
+        raise ValueError(f"Error parsing `filter` params: {inspect([text])}")
     op, dot, value = rest.partition(".")
-    if not sep or not dot or not column or op not in OPS:
-        raise ValueError(f"Error parsing `filter` params: {text}")
+    if not dot or op not in OPS:
+        raise ValueError(f"Error parsing `filter` params: {inspect([op, value] if dot else [rest])}")
     if op == "in":
         inner = value.strip()
         if not (inner.startswith("(") and inner.endswith(")")):
-            raise ValueError(f"Error parsing `filter` params: {text}")
+            raise ValueError(f"Error parsing `filter` params: {inspect([op, value])}")
         items = tuple(v.strip().strip('"') for v in inner[1:-1].split(",") if v.strip())
-        return Filter(column.strip(), op, items)
-    return Filter(column.strip(), op, value)
+        return Filter(column, op, items)
+    return Filter(column, op, value)
 
 
 def binding_id(raw: dict[str, Any]) -> int:
@@ -98,26 +112,46 @@ class Binding:
             return False
         return self.table in (None, "*", table)
 
-    def params_text(self) -> str:
-        """``[event: *, schema: public, table: todos, filters: []]`` as in Realtime's error text."""
-        filters = f"[{{{self.filter.column!r}, {self.filter.op!r}, {self.filter.value!r}}}]" if self.filter else "[]"
-        return f"[event: {self.event}, schema: {self.schema}, table: {self.table or '*'}, filters: {filters}]"
+    def params_text(self, behaviour: RealtimeBehaviour | None = None) -> str:
+        """``[event: *, schema: public, table: todos, filters: []]`` as in Realtime's error text.
+
+        From v2.112.0 a filter is a 4-tuple (the negation flag) and from v2.101.0 ``, select: nil`` follows.
+        """
+        b = behaviour or RealtimeBehaviour.of(NEWEST_READ)
+        filters = f"[{self.filter.tuple_text(b.cdc_filters_negate)}]" if self.filter else "[]"
+        text = f"[event: {self.event}, schema: {self.schema}, table: {self.table or '*'}, filters: {filters}"
+        if b.cdc_params_select:
+            select = self.raw.get("select")
+            cols = [c for c in select if isinstance(c, str)] if isinstance(select, list) else []
+            text += f", select: {inspect(cols) if cols else 'nil'}"
+        return text + "]"
 
 
 def make_binding(raw: dict[str, Any]) -> Binding:
     """Turn a join payload binding into a :class:`Binding` (the id hashes the raw map).
 
     Raises:
-        ValueError: the filter cannot be parsed.
+        ValueError: the params cannot be parsed (Realtime's ``parse_subscription_params`` texts).
     """
     event = str(raw.get("event", "*")).upper()
     if event not in EVENTS:
         event = "*"
     schema = raw.get("schema")
     table = raw.get("table")
-    if not schema:
+    has_filter = "filter" in raw
+    if isinstance(schema, str) and isinstance(table, str):
+        pass
+    elif isinstance(schema, str) and "table" not in raw and not has_filter:
+        table = "*"
+    elif isinstance(table, str) and "schema" not in raw and not has_filter:
         schema = "public"
-    filt = parse_filter(str(raw["filter"])) if raw.get("filter") else None
+    else:
+        shown = "<redacted>" if ("user_token" in raw or "auth_token" in raw) else _inspect_map(raw)
+        raise ValueError(
+            "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: "
+            + shown
+        )
+    filt = parse_filter(str(raw["filter"])) if isinstance(raw.get("filter"), str) else None
     return Binding(
         id=binding_id(raw),
         event=event,
@@ -128,20 +162,45 @@ def make_binding(raw: dict[str, Any]) -> Binding:
     )
 
 
+def _inspect_map(raw: dict[str, Any]) -> str:
+    items = ", ".join(f"{inspect(str(k))} => {inspect(v)}" for k, v in sorted(raw.items()))
+    return "%{" + items + "}"
+
+
 class CdcSubscriber(Protocol):
-    """What the poller needs from a channel."""
+    """What the CDC workers need from a channel."""
 
     bindings: list[Binding]
-    cdc_ready: bool
 
     @property
     def claims(self) -> dict[str, Any]: ...
 
     def push_postgres_changes(self, payload: dict[str, Any]) -> None: ...
 
+    def request_postgres_subscribe(self, times: int) -> None: ...
 
-async def check_subscription(conn: psycopg.AsyncConnection[Any], publication: str, binding: Binding) -> str | None:
-    """Return Realtime's error text when the binding cannot be subscribed, else None."""
+
+class SubscribeError(Exception):
+    """A subscription could not be created; ``retry`` says whether Realtime tries again (5–10 s later)."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry = retry
+
+
+async def check_subscription(
+    conn: psycopg.AsyncConnection[Any], publication: str, binding: Binding,
+    behaviour: RealtimeBehaviour | None = None,
+) -> tuple[str | None, set[tuple[str, str]]]:
+    """Realtime's error text when the binding cannot be subscribed (else None), and the published tables it covers.
+
+    Stands in for ``Subscriptions.create``'s insert into ``realtime.subscription`` and the
+    ``subscription_check_filters`` trigger: 0 rows when no published table matches, the exception
+    variant when a filter column does not exist. Like the rows Realtime inserts (one per table, by oid),
+    the covered tables are fixed here: a table added to the publication later is only covered after the
+    subscription manager's resubscribe.
+    """
     schema_pat = binding.schema.replace("*", "%")
     table_pat = (binding.table or "*").replace("*", "%")
     cur = await conn.execute(
@@ -150,12 +209,13 @@ async def check_subscription(conn: psycopg.AsyncConnection[Any], publication: st
         (publication, schema_pat, table_pat),
     )
     rows = await cur.fetchall()
-    params = binding.params_text()
+    params = binding.params_text(behaviour)
+    entities = {(str(schema), str(table)) for schema, table in rows}
     if not rows:
         return (
             "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the "
             f"given connect parameters: {params}"
-        )
+        ), entities
     if binding.filter is not None:
         for schema, table in rows:
             cur = await conn.execute(
@@ -168,8 +228,8 @@ async def check_subscription(conn: psycopg.AsyncConnection[Any], publication: st
                     "Unable to subscribe to changes with given parameters. An exception happened so please check "
                     f"your connect parameters: {params}. Exception: ERROR P0001 (raise_exception) "
                     f"invalid column for filter {binding.filter.column}"
-                )
-    return None
+                ), entities
+    return None, entities
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,54 +389,221 @@ def filter_matches(binding: Binding, change: Change) -> bool:
 # The poller
 
 
-class CdcPoller:
-    """Polls one tenant's slot while any channel has postgres_changes bindings."""
+@dataclass
+class Registration:
+    """Rows of ``realtime.subscription`` for one channel: its bindings, the tables each covered when it was
+    created, and the claims it was created with."""
+
+    bindings: list[Binding]
+    entities: list[set[tuple[str, str]]]
+    claims: dict[str, Any]
+
+
+class CdcWorkers:
+    """One tenant's ``postgres_cdc_rls`` workers: ``SubscriptionManager`` + ``ReplicationPoller``.
+
+    Started by the first subscribe attempt (which is then retried 1–3 s later by the channel, as
+    ``handle_connect`` returns nil while the workers start). The manager owns the subscription table; on a
+    cold start it is empty (``delete_all_if_table_exists``), so channels subscribed to an earlier generation of
+    workers get nothing until they resubscribe. Every ``cdc_manager_check_oids_interval_ms`` the manager compares the
+    publication's tables: on a change it logs ``Found new oids …``, deletes every subscription and asks each
+    registered row's channel to resubscribe. Every ``cdc_check_no_users_interval_ms`` it counts the rows and
+    stops the workers once zero has lasted ``cdc_stop_after_ms`` (``Stop tenant <id> because of no connected
+    users``). The poller stopping for good (connection failure, max retries, a failed slot drop) stops the
+    manager too (``auto_shutdown: :any_significant``); nothing tells the channels.
+    """
 
     def __init__(
         self,
         tenant: Callable[[], Tenant],
-        subscribers: Callable[[], Iterable[CdcSubscriber]],
         *,
+        behaviour: RealtimeBehaviour,
+        timers: Timers,
         slot_suffix: str,
         poll_interval_ms: int | None,
         allow_event: Callable[[], bool],
     ) -> None:
         self._tenant = tenant
-        self._subscribers = subscribers
+        self.behaviour = behaviour
+        self.timers = timers
         self._slot_suffix = slot_suffix
         self._poll_interval_ms = poll_interval_ms
         self._allow_event = allow_event
-        self._task: asyncio.Task[None] | None = None
+        self.registrations: dict[CdcSubscriber, Registration] = {}
+        self._manager_conn: psycopg.AsyncConnection[Any] | None = None
+        self._manager_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._starting: asyncio.Task[None] | None = None
         self._typnames: dict[int, str] = {}
         self._rls: dict[str, tuple[float, bool]] = {}
         self.slot_name = ""
+        self.generation = 0
+        self._background: set[asyncio.Task[None]] = set()
         self._prepared = asyncio.Event()
-        self.connected = False
-        self.last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     @property
-    def running(self) -> bool:
-        """True while the polling task is alive."""
-        return self._task is not None and not self._task.done()
+    def ready(self) -> bool:
+        """True when the manager is up (``get_manager_conn`` → ``{:ok, pid, conn}``)."""
+        return self._manager_conn is not None and bool(self._tasks)
+
+    @property
+    def active(self) -> bool:
+        """True while the workers run or start."""
+        return self.ready or (self._starting is not None and not self._starting.done())
+
+    @property
+    def external_id(self) -> str:
+        """The tenant's external id."""
+        return self._tenant().external_id
+
+    def _emit(self, level: int, message: str, code: str | None = None) -> None:
+        emit(level, message, code=code, tenant=self.external_id)
 
     def start(self) -> None:
-        """Start polling (no-op when already running)."""
-        if not self.running:
-            self._prepared.clear()
-            self._task = asyncio.create_task(self._run(), name="cdc-poller")
+        """Start the workers in the background (``start_distributed``); no-op while active."""
+        if not self.active:
+            self._starting = asyncio.create_task(self._start(), name="cdc-start")
 
-    async def wait_prepared(self, timeout: float) -> None:
-        """Wait until the slot exists, or the first attempt to create it has failed."""
-        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._prepared.wait(), timeout)
+    async def _start(self) -> None:
+        tenant = self._tenant()
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                tenant.conninfo("realtime_subscription_manager"), autocommit=True)
+            oids = await _publication_oids(conn, tenant.publication)
+        except (psycopg.Error, RtbookError) as exc:
+            reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else str(exc)
+            self._emit(logging.ERROR, reason, "SubscriptionManagerConnectionFailed")
+            return
+        # Cold start: the subscription table is emptied, as delete_all_if_table_exists does.
+        self.registrations.clear()
+        self.generation += 1
+        # The WorkerSupervisor starts the poller first; in Realtime its slot exists within milliseconds, long
+        # before a channel's 1-3 s retry finds the manager. A loaded stand-in may be slower, so the manager
+        # registers only after the poller's first prepare attempt (bounded), keeping that order.
+        self._prepared = asyncio.Event()
+        poller = asyncio.create_task(self._poller(), name="cdc-poller")
+        self._tasks = [poller]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._prepared.wait()), 5.0)
+        if poller.done():
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
+        self._manager_conn = conn
+        self._tasks.append(asyncio.create_task(self._manager(oids), name="cdc-manager"))
 
     async def stop(self) -> None:
-        """Stop polling; the temporary slot goes with the connection."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        """Stop both workers; the temporary slot goes with the poller's connection."""
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await starting
+        tasks, self._tasks = self._tasks, []
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        for task in tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        conn, self._manager_conn = self._manager_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self.registrations.clear()
+
+    def _stop_soon(self) -> None:
+        # From inside the poller or manager task: stop() cancels the others and must not await itself.
+        task = asyncio.create_task(self.stop(), name="cdc-stop")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(self, sub: CdcSubscriber, publication: str) -> None:
+        """Create the channel's subscriptions (``Subscriptions.create`` in one transaction).
+
+        Raises:
+            SubscribeError: Realtime's message, and whether it retries.
+        """
+        conn = self._manager_conn
+        generation = self.generation
+        if conn is None:
+            raise SubscribeError('{:error, "Too many database timeouts"}', retry=True)
+        try:
+            async with self._manager_lock:
+                if conn.closed or conn.broken:
+                    conn = self._manager_conn = await psycopg.AsyncConnection.connect(
+                        self._tenant().conninfo("realtime_subscription_manager"), autocommit=True)
+                entities = []
+                for binding in sub.bindings:
+                    error, covered = await check_subscription(conn, publication, binding, self.behaviour)
+                    if error:
+                        raise SubscribeError(error, retry=False)
+                    entities.append(covered)
+        except (psycopg.OperationalError, psycopg.InterfaceError, RtbookError):
+            # DBConnection.ConnectionError → {:error, "Too many database timeouts"}, retried.
+            raise SubscribeError('{:error, "Too many database timeouts"}', retry=True) from None
+        except psycopg.Error as exc:
+            raise SubscribeError(inspect((Atom("error"), inspect_pg_error(exc))), retry=True) from exc
+        if self._manager_conn is None or self.generation != generation:
+            # The workers stopped meanwhile: the manager's connection went with them (a DBConnection error).
+            raise SubscribeError('{:error, "Too many database timeouts"}', retry=True)
+        self.registrations[sub] = Registration(list(sub.bindings), entities, dict(sub.claims))
+
+    def unsubscribe(self, sub: CdcSubscriber) -> None:
+        """The channel went away (the manager's ``:DOWN``): its rows are deleted."""
+        self.registrations.pop(sub, None)
+
+    # -- SubscriptionManager -----------------------------------------------------------------
+
+    async def _manager(self, oids: dict[Any, list[int]]) -> None:
+        oids_every = self.timers.cdc_manager_check_oids_interval_ms / 1000
+        users_every = self.timers.cdc_check_no_users_interval_ms / 1000
+        stop_after = self.timers.cdc_stop_after_ms / 1000
+        now = time.monotonic()
+        next_oids, next_users = now + oids_every, now + users_every
+        no_users_since: float | None = None
+        while True:
+            await asyncio.sleep(max(0.0, min(next_oids, next_users) - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_oids:
+                next_oids = now + oids_every
+                try:
+                    assert self._manager_conn is not None
+                    async with self._manager_lock:
+                        new = await _publication_oids(self._manager_conn, self._tenant().publication)
+                except (psycopg.Error, AssertionError) as exc:
+                    reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else "no connection"
+                    self._emit(logging.ERROR, reason, "CheckOidsError")
+                    new = oids
+                if new != oids:
+                    self._emit(logging.WARNING, f"Found new oids {inspect(new)}")
+                    rows = list(self.registrations.items())
+                    self.registrations.clear()
+                    for sub, reg in rows:
+                        # One :postgres_subscribe per row, and there is a row per binding.
+                        sub.request_postgres_subscribe(len(reg.bindings))
+                    oids = new
+            if now >= next_users:
+                next_users = now + users_every
+                if self.registrations:
+                    no_users_since = None
+                elif no_users_since is None:
+                    no_users_since = now
+                elif no_users_since + stop_after < now:
+                    self._emit(logging.INFO, f"Stop tenant {self.external_id} because of no connected users")
+                    self._stop_soon()
+                    return
+
+    def note_subscribed(self) -> None:
+        """A ``{:subscribed, …}`` message: clears the no-users stamp (done by the next check)."""
+
+    # -- ReplicationPoller -------------------------------------------------------------------
 
     def _interval(self, tenant: Tenant) -> float:
         if self._poll_interval_ms is not None:
@@ -386,83 +613,147 @@ class CdcPoller:
         except (TypeError, ValueError):
             return 0.1
 
-    async def _run(self) -> None:
-        backoff = 0.1
-        failures = 0
+    async def _poller(self) -> None:
+        tenant = self._tenant()
+        base = str(tenant.settings.get("slot_name") or "supabase_realtime_replication_slot")
+        self.slot_name = f"{base}_{self._slot_suffix}"
+        try:
+            conn = await psycopg.AsyncConnection.connect(tenant.conninfo("realtime_rls"), autocommit=True)
+        except (psycopg.Error, RtbookError) as exc:
+            self._prepared.set()
+            reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else str(exc)
+            self._emit(logging.ERROR, reason, "ReplicationPollerConnectionFailed")
+            self._stop_soon()
+            return
+        try:
+            await self._poll_loop(conn)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _reconnect(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
+        # Postgrex reconnects a dropped connection by itself; so does the stand-in, before the next attempt.
+        if conn.closed or conn.broken:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return await psycopg.AsyncConnection.connect(self._tenant().conninfo("realtime_rls"), autocommit=True)
+        return conn
+
+    async def _poll_loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        b = self.behaviour
+        lifecycle = b.poller_publication_lifecycle
+        check_every = self.timers.cdc_poller_check_oids_interval_ms / 1000
+        oids: dict[Any, list[int]] = {}
+        retries = 0
+        backoff = _Backoff()
+        need_prepare = True
+        next_check: float | None = None
+        wait = 0.0
         while True:
-            if not any(s.bindings for s in self._subscribers()):
-                return
+            if wait > 0:
+                await asyncio.sleep(wait if next_check is None else max(0.0, min(wait, next_check - time.monotonic())))
+            wait = 0.0
             tenant = self._tenant()
-            base = str(tenant.settings.get("slot_name") or "supabase_realtime_replication_slot")
-            self.slot_name = f"{base}_{self._slot_suffix}"
-            stage = "PoolingReplicationPreparationError"
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    tenant.conninfo("realtime_rls"), autocommit=True
-                ) as conn:
-                    await self._prepare_slot(conn, failures)
+            if need_prepare:
+                try:
+                    conn = await self._reconnect(conn)
+                    if lifecycle:
+                        oids = await _publication_oids(conn, tenant.publication)
+                        next_check = time.monotonic() + check_every
+                        if not oids:
+                            need_prepare = False  # idle: no slot until tables appear
+                            self._prepared.set()
+                            wait = check_every
+                            continue
+                    await _create_slot(conn, self.slot_name)
+                except (psycopg.Error, RtbookError) as exc:
                     self._prepared.set()
-                    self.connected = True
-                    self.last_error = None
-                    stage = "PoolingReplicationError"
-                    backoff, failures = 0.1, 0
-                    while any(s.bindings for s in self._subscribers()):
-                        delivered = await self._poll_once(conn, tenant)
-                        if delivered == 0:
-                            await asyncio.sleep(self._interval(tenant))
-                        tenant = self._tenant()
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # every failure is logged and retried, as Realtime does
-                self.connected = False
-                failures += 1
-                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.error("%s: %s", stage, self.last_error)
+                    reason = inspect(inspect_pg_error(exc)) if isinstance(exc, psycopg.Error) else str(exc)
+                    self._emit(logging.ERROR, reason, "PoolingReplicationPreparationError")
+                    if self._give_up(retries, reason):
+                        return
+                    retries += 1
+                    wait = backoff.next()
+                    continue
+                need_prepare = False
                 self._prepared.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                self.connected = False
+                retries = 0
+                backoff.reset()
+            if lifecycle and next_check is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + check_every
+                try:
+                    new = await _publication_oids(conn, tenant.publication)
+                except psycopg.Error as exc:
+                    self._emit(logging.ERROR, inspect(inspect_pg_error(exc)), "CheckOidsError")
+                    new = oids
+                if not oids and new:
+                    if b.poller_lifecycle_logs:
+                        self._emit(logging.INFO, f"ReplicationPoller's publication went from 0 to {_tables(new)} "
+                                   "tables, starting replication")
+                    oids = new
+                    need_prepare = True
+                    continue
+                if oids and not new:
+                    if b.poller_lifecycle_logs:
+                        self._emit(logging.INFO, f"ReplicationPoller's publication went from {_tables(oids)} to 0 "
+                                   "tables, stopping replication")
+                    try:
+                        await conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot_name,))
+                    except psycopg.errors.UndefinedObject:
+                        pass
+                    except psycopg.Error as exc:
+                        self._emit(logging.ERROR, inspect(inspect_pg_error(exc)), "DropReplicationSlotFailed")
+                        self._stop_soon()
+                        return
+                    retries = 0
+                oids = new
+            if lifecycle and not oids:
+                wait = max(0.0, (next_check or time.monotonic()) - time.monotonic())
+                continue
+            try:
+                processed, slot_changes = await self._poll_once(conn, tenant)
+            except psycopg.Error as exc:
+                if exc.sqlstate == "55006":  # object_in_use
+                    msg = exc.diag.message_primary or str(exc)
+                    self._emit(logging.ERROR, msg, "ReplicationSlotBeingUsed")
+                    if retries > 3:
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.execute(
+                                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                                "WHERE slot_name = %s AND active_pid IS NOT NULL", (self.slot_name,))
+                            self._emit(logging.WARNING, "Replication slot in use - terminating")
+                    reason = inspect(inspect_pg_error(exc))
+                else:
+                    reason = inspect(inspect_pg_error(exc))
+                    self._emit(logging.ERROR, reason, "PoolingReplicationError")
+                if self._give_up(retries, reason):
+                    return
+                retries += 1
+                wait = backoff.next()
+                need_prepare = True  # the :retry message runs prepare_replication again
+                continue
+            retries = 0
+            backoff.reset()
+            interval = self._interval(tenant)
+            if processed > 0:
+                wait = 0.0
+            elif slot_changes > 0 and b.poll_idle_multiplier > 1:
+                wait = interval + random.uniform(0.05, 0.1)
+            else:
+                wait = interval * b.poll_idle_multiplier
 
-    async def _prepare_slot(self, conn: psycopg.AsyncConnection[Any], failures: int) -> None:
-        cur = await conn.execute(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.slot_name,)
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            if row[0] is not None:
-                if failures > 3:
-                    await conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-                raise RuntimeError(
-                    f'ReplicationSlotBeingUsed: replication slot "{self.slot_name}" is active for PID {row[0]}'
-                )
-            await conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot_name,))
-        await conn.execute(
-            "SELECT pg_create_logical_replication_slot(%s, 'wal2json', true)", (self.slot_name,)
-        )
+    def _give_up(self, retries: int, reason: str) -> bool:
+        limit = self.behaviour.poller_max_retries
+        if limit is not None and retries >= limit:
+            self._emit(logging.ERROR, reason, "ReplicationPollerMaxRetriesReached")
+            self._stop_soon()
+            return True
+        return False
 
-    async def _publication_tables(self, conn: psycopg.AsyncConnection[Any], publication: str) -> tuple[set[str], str]:
-        cur = await conn.execute(
-            "SELECT p.pubinsert, p.pubupdate, p.pubdelete, "
-            "coalesce(array_agg(format('%%s.%%s', t.schemaname, t.tablename)) "
-            "FILTER (WHERE t.tablename IS NOT NULL), '{}') "
-            "FROM pg_publication p LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname "
-            "WHERE p.pubname = %s GROUP BY 1, 2, 3",
-            (publication,),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return set(), "insert,update,delete"
-        actions = ",".join(a for a, on in zip(("insert", "update", "delete"), row[:3], strict=True) if on)
-        return set(row[3]), actions or "none"
-
-    async def _poll_once(self, conn: psycopg.AsyncConnection[Any], tenant: Tenant) -> int:
-        tables, actions = await self._publication_tables(conn, tenant.publication)
+    async def _poll_once(self, conn: psycopg.AsyncConnection[Any], tenant: Tenant) -> tuple[int, int]:
+        """One ``list_changes``: (rows delivered to subscribers, raw changes read from the slot)."""
+        tables, actions = await _publication_tables(conn, tenant.publication)
         max_changes = int(tenant.settings.get("poll_max_changes") or 100)
-        args: list[Any] = [
-            self.slot_name, max_changes,
-        ]
         options = [
             "include-pk", "true", "include-transaction", "false", "include-timestamp", "true",
             "include-type-oids", "true", "format-version", "2",
@@ -471,18 +762,17 @@ class CdcPoller:
             options += ["actions", actions]
         if tables:
             escaped = ",".join(
-                ".".join(part.replace("\\", "\\\\").replace(",", "\\,").replace("*", "\\*") for part in t.split(".", 1))
+                ".".join(part.replace("\\", "\\\\").replace(",", "\\,").replace("*", "\\*")
+                         for part in t.split(".", 1))
                 for t in sorted(tables)
             )
             options += ["add-tables", escaped]
         placeholders = ", ".join(["%s"] * len(options))
         cur = await conn.execute(
             f"SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, {placeholders})",
-            (*args, *options),
+            (self.slot_name, max_changes, *options),
         )
         rows = await cur.fetchall()
-        if not rows:
-            return 0
         delivered = 0
         for (data,) in rows:
             try:
@@ -496,11 +786,10 @@ class CdcPoller:
             if change is None:
                 continue
             if not self._allow_event():
-                log.warning("MessagePerSecondRateLimitReached: postgres_changes dropped for tenant over the limit")
+                # Realtime only emits telemetry here (no log line).
                 continue
-            await self._dispatch(conn, tenant, change)
-            delivered += 1
-        return len(rows) if delivered == 0 else delivered
+            delivered += await self._dispatch(conn, change)
+        return delivered, len(rows)
 
     async def _ensure_typnames(self, conn: psycopg.AsyncConnection[Any], wal: dict[str, Any]) -> None:
         oids = {
@@ -557,30 +846,87 @@ class CdcPoller:
                 visible = await cur.fetchone() is not None
                 raise psycopg.Rollback()
         except psycopg.Error as exc:
-            log.warning("RlsCheckFailed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            emit(logging.WARNING, inspect(inspect_pg_error(exc)), code="RlsCheckFailed", tenant=self.external_id)
             return False
         return visible
 
-    async def _dispatch(self, conn: psycopg.AsyncConnection[Any], tenant: Tenant, change: Change) -> None:
-        targets: list[tuple[CdcSubscriber, list[int]]] = []
-        for sub in self._subscribers():
-            if not sub.cdc_ready:
-                continue
+    async def _dispatch(self, conn: psycopg.AsyncConnection[Any], change: Change) -> int:
+        targets: list[tuple[CdcSubscriber, Registration, list[int]]] = []
+        for sub, reg in list(self.registrations.items()):
             ids = [
-                b.id for b in sub.bindings
-                if b.matches(change.schema, change.table, change.type) and filter_matches(b, change)
+                b.id for b, covered in zip(reg.bindings, reg.entities, strict=True)
+                if (change.schema, change.table) in covered
+                and b.matches(change.schema, change.table, change.type) and filter_matches(b, change)
             ]
             if ids:
-                targets.append((sub, ids))
+                targets.append((sub, reg, ids))
         if not targets:
-            return
+            return 0
         rls = await self._rls_enabled(conn, change.schema, change.table)
         verdicts: dict[str, bool] = {}
-        for sub, ids in targets:
+        sent = 0
+        for sub, reg, ids in targets:
             if rls and change.type != "DELETE" and change.pk:
-                key = json.dumps(sub.claims, sort_keys=True)
+                key = json.dumps(reg.claims, sort_keys=True)
                 if key not in verdicts:
-                    verdicts[key] = await self._visible(conn, change, sub.claims)
+                    verdicts[key] = await self._visible(conn, change, reg.claims)
                 if not verdicts[key]:
                     continue
             sub.push_postgres_changes(change.payload(ids, pk_only_old=rls and change.type == "DELETE"))
+            sent += 1
+        return sent
+
+
+class _Backoff:
+    """DBConnection.Backoff ``rand_exp`` between 100 ms and 5 s."""
+
+    def __init__(self) -> None:
+        self._last = 0.1
+
+    def reset(self) -> None:
+        self._last = 0.1
+
+    def next(self) -> float:
+        value = random.uniform(0.1, min(5.0, self._last * 3))
+        self._last = value
+        return value
+
+
+async def _publication_oids(conn: psycopg.AsyncConnection[Any], publication: str) -> dict[Any, list[int]]:
+    """``Subscriptions.fetch_publication_tables``: ``{{schema, table} => [oid], {schema} => […], {"*"} => […]}``."""
+    cur = await conn.execute(
+        "SELECT schemaname::text, tablename::text, format('%%I.%%I', schemaname, tablename)::regclass::oid::bigint "
+        "FROM pg_publication_tables WHERE pubname = %s", (publication,))
+    out: dict[Any, list[int]] = {}
+    for schema, table, oid in await cur.fetchall():
+        out[(schema, table)] = [int(oid)]
+        out.setdefault((schema,), []).append(int(oid))
+        out.setdefault(("*",), []).append(int(oid))
+    return {k: sorted(v) for k, v in sorted(out.items(), key=lambda kv: (len(kv[0]), kv[0]))}
+
+
+def _tables(oids: dict[Any, list[int]]) -> int:
+    return sum(1 for key in oids if len(key) == 2)
+
+
+async def _create_slot(conn: psycopg.AsyncConnection[Any], slot: str) -> None:
+    """``Replications.prepare_replication``: a temporary wal2json slot, only if none of that name exists."""
+    cur = await conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    if await cur.fetchone() is None:
+        await conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json', true)", (slot,))
+
+
+async def _publication_tables(conn: psycopg.AsyncConnection[Any], publication: str) -> tuple[set[str], str]:
+    cur = await conn.execute(
+        "SELECT p.pubinsert, p.pubupdate, p.pubdelete, "
+        "coalesce(array_agg(format('%%s.%%s', t.schemaname, t.tablename)) "
+        "FILTER (WHERE t.tablename IS NOT NULL), '{}') "
+        "FROM pg_publication p LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname "
+        "WHERE p.pubname = %s GROUP BY 1, 2, 3",
+        (publication,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return set(), "insert,update,delete"
+    actions = ",".join(a for a, on in zip(("insert", "update", "delete"), row[:3], strict=True) if on)
+    return set(row[3]), actions or "none"

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rtbook.crypto import DecryptError, decrypt
 from rtbook.exceptions import ConfigError
+from rtbook.sandbox.server_version import NEWEST_READ, RealtimeBehaviour, Timers
 from rtbook.secrets import Secret
 
 __all__ = [
@@ -49,11 +50,15 @@ class ServerConfig:
     Keys: ``db`` (libpq conninfo of the metadata DB holding ``_realtime``, without password),
     ``db_enc_key`` (DB_ENC_KEY, 16 bytes), ``api_jwt_secret`` (API_JWT_SECRET, admin API),
     ``metrics_jwt_secret`` (METRICS_JWT_SECRET), ``host`` (127.0.0.1), ``port`` (0 = free port),
-    ``poll_interval_ms`` (null = the extension row's poll_interval_ms), ``tenant_cache_ttl_ms``
-    (1000), ``connect_error_backoff_ms`` / ``channel_error_backoff_ms`` (0; Realtime: 2000 / 5000),
-    ``slot_name_suffix`` ("" gives ``supabase_realtime_replication_slot_`` like the stock image),
-    ``rate_window_s`` (60: limits compare the average rate over this window), ``idle_timeout_s``
-    (60), ``node``, ``log_level``. Unknown keys are an error.
+    ``realtime_version`` (the image tag to behave as, default the newest read: see
+    :mod:`rtbook.sandbox.server_version`), ``poll_interval_ms`` (null = the extension row's
+    poll_interval_ms), ``tenant_cache_ttl_ms`` (1000), ``connect_error_backoff_ms`` /
+    ``channel_error_backoff_ms`` (null = ``CONNECT_ERROR_BACKOFF_MS`` / ``CHANNEL_ERROR_BACKOFF_MS`` from the
+    environment, else the version's default: 2000 from v2.81.0 / 5000 from v2.83.0, none before),
+    ``slot_name_suffix`` ("" gives ``supabase_realtime_replication_slot_`` like the stock image, whose
+    Dockerfile sets ``SLOT_NAME_SUFFIX`` empty), ``rate_window_s`` (60: limits compare the average rate over
+    this window), ``idle_timeout_s`` (60), ``node``, ``region`` (null = ``REGION`` from the environment),
+    ``log_level`` (null = ``LOG_LEVEL`` from the environment, else info). Unknown keys are an error.
 
     Secrets may be given in the file (written 0600 by the manager) or, when absent there, in the
     environment (``RTBOOK_SANDBOX_DB_ENC_KEY``, ``RTBOOK_SANDBOX_API_JWT_SECRET``,
@@ -71,14 +76,30 @@ class ServerConfig:
     port: int = 0
     poll_interval_ms: int | None = None
     tenant_cache_ttl_ms: int = 1000
-    connect_error_backoff_ms: int = 0
-    channel_error_backoff_ms: int = 0
+    realtime_version: str = NEWEST_READ
+    connect_error_backoff_ms: int | None = None
+    channel_error_backoff_ms: int | None = None
     slot_name_suffix: str = ""
     # Realtime compares limits with the average rate over ~60 s (5 s ticks x 12 buckets).
     rate_window_s: float = 60.0
     idle_timeout_s: float = 60.0
     node: str = "realtime@127.0.0.1"
-    log_level: str = "info"
+    region: str | None = None
+    log_level: str | None = None
+    # Resolved from realtime_version and the environment by from_mapping (not a file key).
+    timers: Timers | None = None
+
+    @property
+    def behaviour(self) -> RealtimeBehaviour:
+        """The switches of ``realtime_version``."""
+        return RealtimeBehaviour.of(self.realtime_version)
+
+    def resolved_timers(self) -> Timers:
+        """The delays in effect (from ``timers`` when resolved, else from this process's environment)."""
+        if self.timers is not None:
+            return self.timers
+        return Timers.resolve(self.behaviour, connect_error_backoff_ms=self.connect_error_backoff_ms,
+                              channel_error_backoff_ms=self.channel_error_backoff_ms)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], env: dict[str, str] | None = None) -> ServerConfig:
@@ -101,13 +122,19 @@ class ServerConfig:
             raise ConfigError(
                 f'"db" must not contain a password; pass it in the environment variable {DB_PASSWORD_ENV}'
             )
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f for f in cls.__dataclass_fields__} - {"timers", "db_password"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown server config keys: {', '.join(sorted(unknown))}")
         plain = {k: v for k, v in data.items() if k not in secrets and k != "db"}
+        if plain.get("region") is None and environ.get("REGION"):
+            plain["region"] = environ["REGION"]
+        if plain.get("log_level") is None:
+            plain["log_level"] = environ.get("LOG_LEVEL") or "info"
+        if str(plain["log_level"]).lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug, info, warning or error, got {plain['log_level']!r}")
         pw = environ.get(DB_PASSWORD_ENV)
-        return cls(
+        config = cls(
             db=data["db"],
             db_enc_key=secrets["db_enc_key"],
             api_jwt_secret=secrets["api_jwt_secret"],
@@ -115,6 +142,11 @@ class ServerConfig:
             db_password=Secret(pw, DB_PASSWORD_ENV) if pw else None,
             **plain,
         )
+        config.timers = Timers.resolve(
+            config.behaviour, environ, connect_error_backoff_ms=config.connect_error_backoff_ms,
+            channel_error_backoff_ms=config.channel_error_backoff_ms,
+        )
+        return config
 
     @classmethod
     def load(cls, path: Path) -> ServerConfig:
@@ -159,6 +191,8 @@ class Tenant:
     db_user: str = ""
     db_password: Secret | None = None
     settings_error: str | None = None
+    # None when _realtime.tenants has no migrations_ran column (images before it always migrate).
+    migrations_ran: int | None = None
 
     @property
     def region(self) -> str | None:
@@ -195,7 +229,8 @@ class Tenant:
 _TENANT_SQL = """
 SELECT t.external_id, t.jwt_secret, t.jwt_jwks, t.max_concurrent_users, t.max_events_per_second,
        t.max_joins_per_second, t.max_channels_per_client, coalesce(t.suspend, false),
-       coalesce(t.private_only, false), to_jsonb(t) -> 'presence_enabled'
+       coalesce(t.private_only, false), to_jsonb(t) -> 'presence_enabled',
+       CASE WHEN to_jsonb(t) ? 'migrations_ran' THEN coalesce((to_jsonb(t) ->> 'migrations_ran')::int, 0) END
 FROM _realtime.tenants t WHERE t.external_id = %s
 """
 
@@ -302,7 +337,7 @@ class TenantStore:
 
     def _build(self, row: tuple[Any, ...], exts: list[tuple[Any, ...]]) -> Tenant:
         key = self._config.db_enc_key
-        ext_id, secret_cipher, jwks, users, eps, jps, chans, suspend, private_only, presence = row
+        ext_id, secret_cipher, jwks, users, eps, jps, chans, suspend, private_only, presence, migrations_ran = row
         secret: Secret | None = None
         if secret_cipher:
             try:
@@ -323,6 +358,7 @@ class TenantStore:
             private_only=bool(private_only),
             presence_enabled=bool(presence) if presence is not None else False,
             extension_count=len(exts),
+            migrations_ran=int(migrations_ran) if isinstance(migrations_ran, int) else None,
         )
         if len(exts) != 1:
             # Realtime pattern-matches exactly one postgres_cdc_rls row (0 or >= 2 crash the lookup).
@@ -384,9 +420,12 @@ def verify_jwt(
     Raises:
         AuthError: with Realtime's reason and message.
     """
-    if not token:
-        raise AuthError("missing_api_key", "API key is missing", "MissingApiKey")
+    if token is None:
+        raise AuthError("missing_api_key", "API key is missing", "MissingAPIKey")
     token = "".join(token.split())
+    if not token:
+        # An empty string is a token: Joken cannot read its header (Realtime answers MalformedJWT).
+        raise AuthError("token_malformed", "The token provided is not a valid JWT", "MalformedJWT")
     try:
         claims_peek = jwt.decode(token, options={"verify_signature": False})
         header = jwt.get_unverified_header(token)

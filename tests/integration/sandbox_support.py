@@ -25,14 +25,16 @@ TABLES = ("public.todos",)
 class Running:
     """A started sandbox and a target for it."""
 
-    def __init__(self, breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True) -> None:
+    def __init__(self, breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True, *,
+                 realtime_version: str | None = None, server_env: dict[str, str] | None = None) -> None:
         from rtbook.sandbox.manager import Sandbox
 
         self.timeout = timeout
         self.home = Path(tempfile.mkdtemp(prefix="rtbook-sbx-"))
         # Traversable by the postgres user, as which PostgreSQL runs when the tests run as root.
         self.home.chmod(0o755)
-        self.sandbox = Sandbox(breaks=breaks, home=self.home, probe=probe)
+        self.sandbox = Sandbox(breaks=breaks, home=self.home, probe=probe, realtime_version=realtime_version,
+                               server_env=server_env)
         try:
             self.state = self.sandbox.__enter__()
         except BaseException:
@@ -76,13 +78,14 @@ class Running:
 
 
 @contextlib.contextmanager
-def start(breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True) -> Iterator[Running]:
+def start(breaks: tuple[str, ...] = (), timeout: float = 4.0, probe: bool = True, *,
+          realtime_version: str | None = None, server_env: dict[str, str] | None = None) -> Iterator[Running]:
     """A running sandbox, stopped and removed on leaving (also when the test fails).
 
     ``probe``: the sandbox installs the rtbook probe (as a user who ran ``rtbook probe install --yes``).
     """
     require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
-    running = Running(breaks, timeout, probe)
+    running = Running(breaks, timeout, probe, realtime_version=realtime_version, server_env=server_env)
     logs: dict[str, str] = {}
     try:
         secrets = running.secrets()
@@ -107,9 +110,13 @@ def cluster_and_server(
     kept_out_of_the_log: tuple[str, ...] = (),
     wal_level: str = "logical",
     probe: bool = False,
+    env: dict[str, str] | None = None,
+    realtime_version: str | None = None,
 ) -> Iterator[tuple[PostgresCluster, ServerProcess]]:
     """A bootstrapped PostgreSQL 15 cluster and the Realtime-compatible server on it, both stopped on leaving.
 
+    ``env`` is the server's extra environment (e.g. ``CHANNEL_ERROR_BACKOFF_MS`` where a test is not about the
+    delay); ``realtime_version`` bootstraps and runs the server as that image tag (default: the server's).
     After the clean-up, the server's log must hold none of ``kept_out_of_the_log`` nor the cluster's password.
     """
     from rtbook.sandbox import PostgresCluster, bootstrap
@@ -122,10 +129,14 @@ def cluster_and_server(
     server: ServerProcess | None = None
     log = ""
     try:
-        bootstrap(cluster, jwt_secret=jwt_secret, probe=probe)
+        from rtbook.sandbox.server_version import NEWEST_READ
+
+        version = realtime_version or NEWEST_READ
+        bootstrap(cluster, jwt_secret=jwt_secret, realtime_version=version, probe=probe)
         for statement in setup_sql:
             cluster.execute(statement)
-        server = start_server(config(cluster), workdir=workdir, db_password=cluster.password)
+        server = start_server({"realtime_version": version, **config(cluster)}, workdir=workdir,
+                              db_password=cluster.password, extra_env=env)
         yield cluster, server
     finally:
         try:

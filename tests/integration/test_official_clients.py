@@ -82,12 +82,15 @@ def test_python_and_node_clients_together(
     cluster, server = stack
     anon = token("anon")
     user_a = token("authenticated", USER_A)
-    node = NodeClient(f"ws://{TENANT_HOST}:{server.port}/socket", "room1", "node", {"RT_APIKEY": anon})
+    # log_level=info lets the server log Phoenix's CONNECTED line for each socket (default: error, no such line).
+    node = NodeClient(f"ws://{TENANT_HOST}:{server.port}/socket", "room1", "node",
+                      {"RT_APIKEY": anon, "RT_PARAMS": json.dumps({"log_level": "info"})})
     py_events: dict[str, list[Any]] = {"broadcast": [], "pg": [], "status": [], "system": []}
     py_presence: list[list[str]] = []
 
     async def scenario() -> None:
-        client = AsyncRealtimeClient(f"http://{TENANT_HOST}:{server.port}/socket", token=user_a, auto_reconnect=False)
+        client = AsyncRealtimeClient(f"http://{TENANT_HOST}:{server.port}/socket", token=user_a, auto_reconnect=False,
+                                     params={"log_level": "info"})
         await client.connect()
         channel = client.channel(
             "room1",
@@ -172,10 +175,12 @@ def test_python_and_node_clients_together(
         assert {"name": "id", "type": "int8"} in d["columns"]
 
         await client.close()
-        # each client spoke its own serializer version
+        # each client spoke its own serializer version (Phoenix's CONNECTED lines, logged at info on request)
         log = server.log_text()
-        assert "SocketConnected: tenant=realtime-dev vsn=2.0.0 role=anon" in log
-        assert "SocketConnected: tenant=realtime-dev vsn=1.0.0 role=authenticated" in log
+        assert "Serializer: RealtimeWeb.Socket.V2Serializer" in log
+        assert "Serializer: Phoenix.Socket.V1.JSONSerializer" in log
+        # realtime-js sent its broadcast as a binary kind-3 push; the Python (vsn 1.0.0) peer got it as JSON
+        assert node.has("status", lambda e: e["vsn"] == "2.0.0")
 
     try:
         asyncio.run(asyncio.wait_for(scenario(), timeout=90))
@@ -188,3 +193,45 @@ def test_python_and_node_clients_together(
         stderr = node.close()
         if stderr.strip():
             print("node stderr:", stderr[-2000:])
+
+
+@pytest.mark.node
+def test_binary_broadcast_between_two_realtime_js_clients(stack: tuple[PostgresCluster, ServerProcess]) -> None:
+    """realtime-js (vsn 2.0.0) sends ``channel.send`` as a binary kind-3 push; its peer receives a kind-4 frame."""
+    require(have_node_client(), "node and tests/node/node_modules (run `npm ci` in tests/node) are needed")
+    _cluster, server = stack
+    url = f"ws://{TENANT_HOST}:{server.port}/socket"
+    env = {"RT_APIKEY": token("anon")}
+    sender, receiver = NodeClient(url, "bin", "a", env), NodeClient(url, "bin", "b", env)
+
+    async def scenario() -> None:
+        for node in (sender, receiver):
+            await until(lambda n=node: n.has("status", lambda e: e["status"] == "SUBSCRIBED"), 15, "SUBSCRIBED",
+                        node.drain)
+            assert node.has("status", lambda e: e["vsn"] == "2.0.0")
+        sender.command("broadcast hello")
+        await until(lambda: receiver.has("broadcast", lambda e: e["event"] == "hello"), 10, "the broadcast",
+                    receiver.drain)
+        # ack: true in the driver's config, answered by a text phx_reply
+        await until(lambda: sender.has("sent", lambda e: e["result"] == "ok"), 10, "the ack", sender.drain)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+        got = [e for e in receiver.events if e.get("kind") == "broadcast" and e["event"] == "hello"]
+        assert got[0]["payload"] == {"from": "a"}
+        frames = [e["bytes"] for e in receiver.events if e.get("kind") == "frame"]
+        topic, event, body = b"realtime:bin", b"hello", json.dumps({"from": "a"}, separators=(",", ":")).encode()
+        # V2Serializer kind 4: kind, topic length, user event length, metadata length (0), encoding (1 = JSON)
+        expected = list(bytes([4, len(topic), len(event), 0, 1]) + topic + event + body)
+        assert expected in frames, frames
+    except BaseException:
+        for node in (sender, receiver):
+            node.drain()
+            print("node events:", json.dumps(node.events)[-3000:])
+        print("server log:", server.log_text()[-3000:])
+        raise
+    finally:
+        for node in (sender, receiver):
+            stderr = node.close()
+            if stderr.strip():
+                print("node stderr:", stderr[-2000:])

@@ -194,9 +194,10 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("gateway.websocket", "kong_no_route", "kong.realtime_ws"),
         ("realtime.join", "kong_no_route", "kong.realtime_ws"),
     ],
+    # Kong still adds a blank x-api-key (request-transformer), which Realtime takes as the token: malformed JWT.
     "no-apikey-forwarding": [
-        ("gateway.websocket", "missing_api_key", "kong.realtime_auth"),
-        ("realtime.join", "missing_api_key", "kong.realtime_auth"),
+        ("gateway.websocket", "malformed_jwt", "kong.realtime_auth"),
+        ("realtime.join", "malformed_jwt", "kong.realtime_auth"),
     ],
 }
 
@@ -216,7 +217,12 @@ STILL_PASS: dict[str, tuple[str, ...]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(set(EXPECTED) | set(STILL_PASS)))
 def test_break_scenario_fails_the_right_check(scenario: str) -> None:
-    with start((scenario,)) as running:
+    # The poller re-reads the publication every 60 s in Realtime >= 2.107.1: when realtime.postgres_changes started
+    # the CDC workers on an empty publication (not-in-publication), the scratch table realtime.rls adds is only
+    # polled after that, so its change is lost. The poller's re-check is shortened to 100 ms here (the checks do not
+    # wait a minute); the subscription manager's own 60 s re-check is left alone: when it sees the scratch table it
+    # drops every subscription and resubscribes, and a change written in that moment is lost as well.
+    with start((scenario,), server_env={"RTBOOK_CDC_POLLER_CHECK_OIDS_INTERVAL_MS": "100"}) as running:
         started = time.monotonic()
         only = {cid for cid, _, _ in EXPECTED.get(scenario, [])} | set(STILL_PASS.get(scenario, ()))
         if scenario == "jwt-mismatch":

@@ -48,7 +48,7 @@ def test_official_clients_through_the_gateway(box: SandboxState) -> None:
     user_a = jwt.encode({"role": "authenticated", "sub": USER_A, "exp": now + 3600}, secret, algorithm="HS256")
     dsn = box.db_url.replace("supabase_admin@", f"supabase_admin:{env['POSTGRES_PASSWORD']}@")
     gw_ws = box.gateway_url.replace("http://", "ws://") + "/realtime/v1"
-    node = NodeClient(gw_ws, "lobby", "node", {"RT_APIKEY": anon})
+    node = NodeClient(gw_ws, "lobby", "node", {"RT_APIKEY": anon, "RT_PARAMS": json.dumps({"log_level": "info"})})
     py: dict[str, list[Any]] = {"broadcast": [], "pg": [], "status": [], "system": [], "presence": []}
 
     def sql(stmt: str) -> None:
@@ -63,7 +63,8 @@ def test_official_clients_through_the_gateway(box: SandboxState) -> None:
         return [p["data"] for p in py["pg"] if p["data"]["type"] == kind]
 
     async def scenario() -> None:
-        client = AsyncRealtimeClient(box.gateway_url + "/realtime/v1", token=anon, auto_reconnect=False)
+        client = AsyncRealtimeClient(box.gateway_url + "/realtime/v1", token=anon, auto_reconnect=False,
+                                     params={"log_level": "info"})
         await client.connect()
         await client.set_auth(user_a)
         channel = client.channel("lobby", {"config": {"broadcast": {"self": False}, "presence": {"key": "py"},
@@ -116,8 +117,9 @@ def test_official_clients_through_the_gateway(box: SandboxState) -> None:
         if stderr.strip():
             print("node stderr:", stderr[-2000:])
     log = Path(box.logs["realtime"]).read_text()
-    assert "SocketConnected: tenant=realtime-dev vsn=2.0.0 role=anon" in log
-    assert "SocketConnected: tenant=realtime-dev vsn=1.0.0" in log
+    # Phoenix's CONNECTED lines (the clients asked for log_level=info): each spoke its own serializer.
+    assert "Serializer: RealtimeWeb.Socket.V2Serializer" in log
+    assert "Serializer: Phoenix.Socket.V1.JSONSerializer" in log
     gw_log = Path(box.logs["gateway"]).read_text()
     assert gw_log.count("WS /realtime/v1/websocket -> realtime-v1-ws open") >= 2
     for value in (anon, secret, env["POSTGRES_PASSWORD"]):

@@ -182,3 +182,25 @@ def test_cli_scenarios_lists_each_with_its_symptom(tmp_path: Path) -> None:
     assert "Tenant not found" in listed["tenant-mismatch"]
     text = _cli(["sandbox", "scenarios"], tmp_path, timeout=60).stdout
     assert "symptom:" in text and "ws-route-missing" in text
+
+
+def test_cli_up_with_a_realtime_version(tmp_path: Path) -> None:
+    """``--realtime-version`` pins the stack's compose tag and the stand-in behaves as that image."""
+    _need()
+    home = tmp_path / "home"
+    up = _cli(["sandbox", "up", "--realtime-version", "v2.78.19"], home)
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(_cli(["sandbox", "status", "--json"], home).stdout)
+        assert info["realtime_version"] == "2.78.19"
+        compose = (Path(info["stack_dir"]) / "docker-compose.yml").read_text()
+        assert "image: supabase/realtime:v2.78.19" in compose and "v2.134.10" not in compose
+        # v2.78.19: a refused handshake is 403 with an empty body (no JSON error, no delay)
+        r = requests.get(info["realtime_url"] + "/socket/websocket", timeout=10,
+                         headers={"Host": info["realtime_host"], "Connection": "Upgrade", "Upgrade": "websocket",
+                                  "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert (r.status_code, r.content) == (403, b"")
+    finally:
+        _cli(["sandbox", "down"], home)
+    bad = _cli(["sandbox", "up", "--realtime-version", "latest"], tmp_path / "other")
+    assert bad.returncode == 2 and "is not a version like 2.78.19" in bad.stderr

@@ -135,3 +135,31 @@ def test_stop_is_idempotent_and_cleans_up(tmp_path: os.PathLike[str]) -> None:
     c.stop()
     c.stop()
     assert not base.exists()
+
+
+def test_tenant_schema_realtime_messages_and_topic(cluster: PostgresCluster) -> None:
+    """realtime.messages and realtime.topic() as Realtime's tenant migrations define them (v2.78.15 here: no
+    binary_payload, which v2.98.0 adds)."""
+    with cluster.connect() as conn:
+        cols = conn.execute(
+            "select column_name, data_type, is_nullable from information_schema.columns "
+            "where table_schema = 'realtime' and table_name = 'messages' order by ordinal_position").fetchall()
+        assert cols == [("topic", "text", "NO"), ("extension", "text", "NO"), ("payload", "jsonb", "YES"),
+                        ("event", "text", "YES"), ("private", "boolean", "YES"),
+                        ("updated_at", "timestamp without time zone", "NO"),
+                        ("inserted_at", "timestamp without time zone", "NO"), ("id", "uuid", "NO")]
+        rel = conn.execute(
+            "select c.relkind, c.relrowsecurity, r.rolname from pg_class c "
+            "join pg_roles r on r.oid = c.relowner where c.oid = 'realtime.messages'::regclass").fetchone()
+        assert rel == ("p", True, "supabase_realtime_admin")  # partitioned, RLS on, owned by the admin role
+        parts = conn.execute("select count(*) from pg_inherits where inhparent = 'realtime.messages'::regclass")
+        assert parts.fetchone() == (5,)  # yesterday .. today + 3
+        for role in ("anon", "authenticated", "service_role"):
+            privs = conn.execute("select has_table_privilege(%s, 'realtime.messages', 'INSERT'), "
+                                 "has_table_privilege(%s, 'realtime.messages', 'SELECT'), "
+                                 "has_table_privilege(%s, 'realtime.messages', 'DELETE')", (role, role, role))
+            assert privs.fetchone() == (True, True, False)
+        with conn.transaction():
+            conn.execute("select set_config('realtime.topic', 'room-1', true)")
+            assert conn.execute("select realtime.topic()").fetchone() == ("room-1",)
+        assert conn.execute("select realtime.topic()").fetchone() == (None,)

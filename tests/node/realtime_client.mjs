@@ -2,8 +2,10 @@
 //
 // Usage: node realtime_client.mjs <url> <topic> <presenceKey>
 //   env RT_APIKEY (socket apikey), RT_ACCESS_TOKEN (optional user JWT for the channel),
-//   RT_CONFIG (optional JSON merged into the channel config).
-// Prints one JSON object per line on stdout: {"kind": "status" | "broadcast" | "presence" | "pg" | "sent" | "system", ...}.
+//   RT_CONFIG (optional JSON merged into the channel config), RT_PARAMS (optional JSON merged into the socket
+//   params, e.g. {"log_level": "info"}).
+// Prints one JSON object per line on stdout: {"kind": "status" | "broadcast" | "presence" | "pg" | "sent" | "system" |
+// "frame", ...}; "frame" reports each binary frame the socket receives (its first bytes), observed on the transport.
 // Reads commands on stdin: "broadcast <event>", "track <json>", "quit".
 //
 // Host names under .localhost resolve to 127.0.0.1 (RFC 6761) through the `lookup` option of the
@@ -27,11 +29,17 @@ function lookup(hostname, options, callback) {
 class LocalhostWebSocket extends WebSocket {
   constructor(address, protocols, options) {
     super(address, protocols, { ...(options || {}), lookup })
+    // Observation only: the client's own handlers still get every frame.
+    this.on('message', (data, isBinary) => {
+      if (!isBinary) return
+      const u8 = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      out({ kind: 'frame', binary: true, length: u8.length, bytes: Array.from(u8.slice(0, 64)) })
+    })
   }
 }
 
 const client = new RealtimeClient(url, {
-  params: { apikey: process.env.RT_APIKEY },
+  params: { apikey: process.env.RT_APIKEY, ...(process.env.RT_PARAMS ? JSON.parse(process.env.RT_PARAMS) : {}) },
   transport: LocalhostWebSocket,
   heartbeatIntervalMs: 5000,
   timeout: 10000,

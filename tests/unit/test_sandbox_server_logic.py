@@ -7,6 +7,7 @@ import time
 import jwt
 import pytest
 
+from rtbook.exceptions import ConfigError
 from rtbook.sandbox.server import tenant_from_host
 from rtbook.sandbox.server_cdc import Binding, filter_matches, make_binding, parse_filter, wal_to_change
 from rtbook.sandbox.server_tenants import AuthError, verify_jwt
@@ -129,3 +130,81 @@ def test_verify_jwt_reasons() -> None:
     with pytest.raises(AuthError) as info:
         verify_jwt(_tok({"role": "anon", "exp": now - 30}), SECRET)
     assert info.value.message.startswith("Token has expired ") and info.value.message.endswith(" seconds ago")
+
+
+# -- versions -------------------------------------------------------------------------------------
+
+
+def test_version_boundaries() -> None:
+    from rtbook.sandbox.server_version import RealtimeBehaviour
+
+    old, new = RealtimeBehaviour.of("v2.78.19"), RealtimeBehaviour.of("2.129.8")
+    assert old.connect_error_backoff_default_ms is None and new.connect_error_backoff_default_ms == 2000
+    assert old.channel_error_backoff_default_ms is None and new.channel_error_backoff_default_ms == 5000
+    assert RealtimeBehaviour.of("2.80.9").connect_error_backoff_default_ms is None
+    assert RealtimeBehaviour.of("2.81.0").connect_error_backoff_default_ms == 2000
+    assert RealtimeBehaviour.of("2.82.5").channel_error_backoff_default_ms is None
+    assert RealtimeBehaviour.of("2.83.0").channel_error_backoff_default_ms == 5000
+    assert not RealtimeBehaviour.of("2.115.9").handshake_json_errors
+    assert RealtimeBehaviour.of("2.116.0").handshake_json_errors
+    assert not RealtimeBehaviour.of("2.107.0").poller_publication_lifecycle
+    assert RealtimeBehaviour.of("2.107.1").poller_publication_lifecycle
+    assert old.poller_max_retries is None and new.poller_max_retries == 6
+    assert RealtimeBehaviour.of("2.102.2").poller_max_retries == 6
+    assert old.tenant_migrations == 68 and new.tenant_migrations == 81
+    assert not old.health_async_migrations and RealtimeBehaviour.of("2.106.0").health_async_migrations
+    assert old.connect_idle_default == (50_000, 6) and new.connect_idle_default == (60_000, 11)
+    assert not old.private_flexible_boolean and RealtimeBehaviour.of("2.111.1").private_flexible_boolean
+    # Newer than the newest tag read: behaves like it.
+    assert RealtimeBehaviour.of("2.134.10").tenant_migrations == 81
+
+
+def test_timers_defaults_env_and_explicit() -> None:
+    from rtbook.sandbox.server_version import RealtimeBehaviour, Timers
+
+    new = Timers.resolve(RealtimeBehaviour.of("2.129.8"), {})
+    assert (new.connect_error_backoff_ms, new.channel_error_backoff_ms) == (2000, 5000)
+    assert (new.cdc_poller_check_oids_interval_ms, new.cdc_manager_check_oids_interval_ms) == (60_000, 60_000)
+    assert (new.cdc_check_no_users_interval_ms, new.cdc_stop_after_ms) == (60_000, 600_000)
+    assert (new.connect_check_users_interval_ms, new.connect_zero_samples, new.db_recovery_ms) == (60_000, 11, 600_000)
+    old = Timers.resolve(RealtimeBehaviour.of("2.78.19"), {"CONNECT_ERROR_BACKOFF_MS": "900"})
+    # The old image has no such variable: no delay whatever the environment says.
+    assert (old.connect_error_backoff_ms, old.channel_error_backoff_ms) == (0, 0)
+    assert (old.connect_check_users_interval_ms, old.connect_zero_samples) == (50_000, 6)
+    env = {"CONNECT_ERROR_BACKOFF_MS": "10", "CHANNEL_ERROR_BACKOFF_MS": "20", "RTBOOK_CDC_STOP_AFTER_MS": "30"}
+    short = Timers.resolve(RealtimeBehaviour.of("2.129.8"), env, channel_error_backoff_ms=0)
+    assert (short.connect_error_backoff_ms, short.channel_error_backoff_ms, short.cdc_stop_after_ms) == (10, 0, 30)
+    split = Timers.resolve(RealtimeBehaviour.of("2.129.8"), {"RTBOOK_CDC_CHECK_OIDS_INTERVAL_MS": "500",
+                                                             "RTBOOK_CDC_MANAGER_CHECK_OIDS_INTERVAL_MS": "9000"})
+    assert (split.cdc_poller_check_oids_interval_ms, split.cdc_manager_check_oids_interval_ms) == (500, 9000)
+    with pytest.raises(ConfigError, match="CONNECT_ERROR_BACKOFF_MS"):
+        Timers.resolve(RealtimeBehaviour.of("2.129.8"), {"CONNECT_ERROR_BACKOFF_MS": "2s"})
+
+
+def test_params_text_follows_the_version() -> None:
+    from rtbook.sandbox.server_version import RealtimeBehaviour
+
+    binding = make_binding({"event": "*", "schema": "public", "table": "todos", "filter": "id=eq.1"})
+    assert binding.params_text(RealtimeBehaviour.of("2.78.19")) == (
+        '[event: *, schema: public, table: todos, filters: [{"id", "eq", "1"}]]')
+    assert binding.params_text(RealtimeBehaviour.of("2.105.0")) == (
+        '[event: *, schema: public, table: todos, filters: [{"id", "eq", "1"}], select: nil]')
+    assert binding.params_text(RealtimeBehaviour.of("2.129.8")) == (
+        '[event: *, schema: public, table: todos, filters: [{"id", "eq", "1", false}], select: nil]')
+    with pytest.raises(ValueError, match=r'^Error parsing `filter` params: \["foo"\]$'):
+        parse_filter("foo")
+    with pytest.raises(ValueError, match=r'^Error parsing `filter` params: \["like", "x"\]$'):
+        parse_filter("id=like.x")
+
+
+def test_log_format_and_inspect() -> None:
+    import logging
+
+    from rtbook.sandbox.server_log import Atom, Formatter, inspect
+
+    record = logging.LogRecord("rtbook.sandbox.server", logging.ERROR, __file__, 1, "TenantNotFound: x", None, None)
+    record.rt_meta = {"error_code": "TenantNotFound", "external_id": "t", "project": "t"}
+    line = Formatter().format(record)
+    assert line[12:] == " project=t external_id=t error_code=TenantNotFound [error] TenantNotFound: x"
+    assert inspect((Atom("error"), "Too many database timeouts")) == '{:error, "Too many database timeouts"}'
+    assert inspect({("public", "todos"): [1]}) == '%{{"public", "todos"} => [1]}'
