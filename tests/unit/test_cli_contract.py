@@ -43,7 +43,7 @@ FLAGS = {
     ("probe", "install"): ["--stack", "--target", "--db-url", "--format", "--yes"],
     ("probe", "remove"): ["--stack", "--target", "--db-url", "--format", "--yes"],
     ("probe", "status"): ["--stack", "--target", "--db-url", "--format"],
-    ("sandbox", "up"): ["--dir", "--break", "--timeout", "--no-probe"],
+    ("sandbox", "up"): ["--dir", "--break", "--timeout", "--no-probe", "--realtime-version"],
     ("sandbox", "down"): [],
     ("sandbox", "status"): ["--json"],
     ("sandbox", "scenarios"): ["--json"],
