@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtbook.exceptions import ConfirmationRequired
-from rtbook.seeding import apply, plan
-from rtbook.target import Target
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
 
 __all__ = ['add_cli']
 
@@ -43,6 +44,8 @@ def add_cli(subparsers: Any) -> None:
 
 def _cmd_tenant(args: argparse.Namespace) -> int:
     from rtbook.cli._target import build_target
+    from rtbook.seeding import apply, plan  # SQLAlchemy: only when a tenant command runs
+    from rtbook.target import Target
 
     target = build_target(args)
     assert isinstance(target, Target)

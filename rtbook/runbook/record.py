@@ -8,12 +8,9 @@ import hashlib
 import html
 import json
 import os
-import platform
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
@@ -209,6 +206,8 @@ def _write_record(
     write("summary.json", json.dumps(_scrub(summary, redactor, paths), indent=2) + "\n")
     write("summary.md", _summary_md(outcome, safe_params, started, ended))
     write("junit.xml", _junit(outcome))
+    import platform  # here, not at the top: 'rtbook check' imports this module without writing a record
+
     manifest = {
         "format": "rtbook-record/1",
         "rtbook_version": _version(),
@@ -283,6 +282,8 @@ def _version() -> str:
 
 
 def _git_info() -> dict[str, Any]:
+    import subprocess
+
     repo = Path(__file__).resolve().parent.parent.parent
     try:
         commit = subprocess.run(
@@ -306,6 +307,8 @@ _PACKAGES = (
 
 
 def _package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
     out: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
