@@ -26,7 +26,7 @@ from rtbook.secrets import REDACTED, Redactor, is_secret_name, looks_secret
 if TYPE_CHECKING:
     pass
 
-__all__ = ['VerifyResult', 'redact_notebook', 'verify', 'write_manifest']
+__all__ = ['VerifyResult', 'environment_facts', 'redact_notebook', 'verify', 'write_manifest']
 
 
 @dataclass
@@ -177,7 +177,9 @@ def _write_record(
     redactor: Redactor,
     started: dt.datetime,
     ended: dt.datetime,
+    facts: Mapping[str, Any] | None = None,
 ) -> None:
+    facts = facts if facts is not None else environment_facts()
     paths = _path_replacements(staging, source_dir)
     safe_params = {**_scrub(dict(params), redactor, paths), "run_dir": "."}
     record.mkdir(parents=True, exist_ok=False)
@@ -206,14 +208,12 @@ def _write_record(
     write("summary.json", json.dumps(_scrub(summary, redactor, paths), indent=2) + "\n")
     write("summary.md", _summary_md(outcome, safe_params, started, ended))
     write("junit.xml", _junit(outcome))
-    import platform  # here, not at the top: 'rtbook check' imports this module without writing a record
-
     manifest = {
         "format": "rtbook-record/1",
         "rtbook_version": _version(),
-        "git": _git_info(),
-        "python": platform.python_version(),
-        "packages": _package_versions(),
+        "git": facts["git"],
+        "python": facts["python"],
+        "packages": facts["packages"],
         "parameters": safe_params,
         "started": started.isoformat(timespec="seconds"),
         "ended": ended.isoformat(timespec="seconds"),
@@ -279,6 +279,17 @@ def _version() -> str:
     from rtbook import __version__
 
     return __version__
+
+
+def environment_facts() -> dict[str, Any]:
+    """What the manifest says about the software that ran: git commit, Python and package versions.
+
+    The runner reads them while the kernel starts (the facts do not change during a run), so
+    writing the record does not wait for two git processes and fifteen package lookups.
+    """
+    import platform  # here, not at the top: 'rtbook check' imports this module without writing a record
+
+    return {"git": _git_info(), "python": platform.python_version(), "packages": _package_versions()}
 
 
 def _git_info() -> dict[str, Any]:
