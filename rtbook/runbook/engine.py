@@ -337,18 +337,22 @@ def register_engine() -> None:
     if ENGINE_NAME in papermill_engines._engines:
         return
 
-    class _SaveAtEnd(NotebookExecutionManager):  # type: ignore[misc]
-        """Writes the executed notebook once, when it completes (also after a crash), not at every cell.
+    class _SaveOnCrash(NotebookExecutionManager):  # type: ignore[misc]
+        """Writes the executed notebook only when the engine fails, not at the start and end of every cell.
 
-        papermill rewrites the whole output notebook at the start and end of each cell so that
+        papermill rewrites the whole output notebook (validated, serialised) at every cell so that
         someone can watch it; the runner's output is a private staging file read at the end, and
-        those writes cost more than running most of the cells.
+        those writes cost more than running most of the cells. papermill itself writes the
+        finished notebook once (with the error marker when a cell raised); only when the engine
+        raises (a dead kernel, a timeout) does it not, and then this writes what ran.
         """
+
+        crashed = False
 
         def save(self, **kwargs: Any) -> None:
             if kwargs.get("nb"):
                 self.nb = kwargs["nb"]
-            if self.end_time is not None:  # set by notebook_complete, which papermill always calls
+            if self.crashed:
                 super().save()
 
     class _Client(PapermillNotebookClient):  # type: ignore[misc]
@@ -373,14 +377,17 @@ def register_engine() -> None:
             **kwargs: Any,
         ) -> Any:
             # papermill's Engine.execute_notebook, with the manager that saves at the end.
-            nb_man = _SaveAtEnd(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
-                                autosave_cell_every=autosave_cell_every)
+            nb_man = _SaveOnCrash(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                  autosave_cell_every=autosave_cell_every)
             nb_man.notebook_start()
             try:
                 cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            except BaseException:
+                nb_man.crashed = True
+                raise
             finally:
                 nb_man.cleanup_pbar()
-                nb_man.notebook_complete()
+                nb_man.notebook_complete()  # saves when crashed
             return nb_man.nb
 
         @classmethod
