@@ -35,7 +35,7 @@ from typing import Any
 
 from rtbook.exceptions import DependencyError
 
-__all__ = ["ENGINE_NAME", "WarmKernel", "import_papermill", "kernel_spec_manager"]
+__all__ = ["ENGINE_NAME", "WarmKernel", "import_papermill", "is_ipython_kernel", "kernel_spec_manager"]
 
 ENGINE_NAME = "rtbook-warm"
 
@@ -66,8 +66,8 @@ def _rtbook_reset(cwd):
         os.environ.clear()
         os.environ.update(base["environ"])
     sys.path[:] = base["path"]
+    warnings.resetwarnings()  # also makes every "warn once" registry stale
     warnings.filters[:] = base["filters"]
-    warnings._filters_mutated()
 _rtbook_reset(%r)
 """
 
@@ -307,6 +307,22 @@ class WarmKernel:
         except BaseException:
             self.mark_suspect()
             raise
+
+
+def is_ipython_kernel(kernel_name: str) -> bool:
+    """Whether ``kernel_name`` is an IPython kernel (ipykernel), the kind :class:`WarmKernel` can reset.
+
+    False when there is no such kernel, so that the caller's usual path reports it.
+    """
+    try:
+        from jupyter_client.kernelspec import NoSuchKernel
+    except ImportError:
+        return False
+    try:
+        spec = kernel_spec_manager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        return False
+    return spec.language.lower() == "python" and any("ipykernel" in str(arg) for arg in spec.argv)
 
 
 def kernel_spec_manager() -> Any:

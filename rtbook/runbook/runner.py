@@ -21,7 +21,7 @@ from rtbook.exceptions import (
     InputError,
 )
 from rtbook.results import Report
-from rtbook.runbook.engine import WarmKernel, import_papermill, kernel_spec_manager
+from rtbook.runbook.engine import WarmKernel, import_papermill, is_ipython_kernel, kernel_spec_manager
 from rtbook.runbook.notebooks import NotebookSpec, notebook_dir, select_notebooks
 from rtbook.runbook.params import target_from_params, validate_params
 from rtbook.runbook.record import (
@@ -74,7 +74,8 @@ def run_notebooks(
 
     Every notebook runs even when an earlier one failed, so the record is complete. With
     ``warm_kernel`` (the default) the notebooks share one kernel, reset to a fresh namespace
-    before each (:class:`~rtbook.runbook.engine.WarmKernel`); without it each notebook gets a
+    before each (:class:`~rtbook.runbook.engine.WarmKernel`); without it, or when
+    ``kernel_name`` is not an IPython kernel (which that reset needs), each notebook gets a
     kernel of its own, as plain papermill does.
 
     Raises:
@@ -94,7 +95,7 @@ def run_notebooks(
         target_from_params(**clean)
     with contextlib.ExitStack() as cleanup:
         kernel: WarmKernel | None = None
-        if not warm_kernel:
+        if not (warm_kernel and is_ipython_kernel(kernel_name)):
             _require_kernel(kernel_name)  # a WarmKernel says so itself when it starts
         else:
             # Started first: the kernel boots and imports rtbook on one core while papermill is

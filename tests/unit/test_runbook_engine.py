@@ -12,14 +12,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT
 
 
-def _probe(code: str) -> Any:
+def _probe(code: str, env: dict[str, str] | None = None) -> Any:
     """Run ``code`` in a fresh interpreter; the JSON it prints last."""
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -87,3 +88,22 @@ def test_a_file_check_does_not_import_the_runner_machinery() -> None:
         " ('papermill', 'nbformat', 'jupyter_client', 'IPython', 'zmq', 'jsonschema'))))\n"
     )
     assert got == []
+
+
+def test_only_an_ipython_kernel_is_shared(tmp_path: Path) -> None:
+    """The reset between notebooks is IPython's; another kernel gets one kernel per notebook."""
+    for name, argv, language in (
+        ("other", ["other-kernel", "-f", "{connection_file}"], "python"),
+        ("ipy", [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "python"),
+        ("rlang", [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "R"),
+    ):
+        folder = tmp_path / "kernels" / name
+        folder.mkdir(parents=True)
+        (folder / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": language}))
+    got = _probe(
+        "import json\n"
+        "from rtbook.runbook.engine import is_ipython_kernel\n"
+        "print(json.dumps({n: is_ipython_kernel(n) for n in ('python3', 'ipy', 'other', 'rlang', 'absent')}))\n",
+        {"JUPYTER_PATH": str(tmp_path)},
+    )
+    assert got == {"python3": True, "ipy": True, "other": False, "rlang": False, "absent": False}
