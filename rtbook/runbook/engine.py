@@ -95,7 +95,8 @@ class WarmKernel:
         self._control: Any = None
         self._client: Any = None  # the AsyncKernelClient every notebook's nbclient uses
         self._client_ready = False
-        self._pending: str | None = None  # msg_id of a request whose reply is still to be read
+        self._pending: str | None = None  # msg_id of a warm-up whose reply is still to be read
+        self._reset: str | None = None  # msg_id of a reset sent when the last notebook ended
         self._suspect = False
         self.starts = 0  # how many kernel processes this run used (1 unless one had to be restarted)
 
@@ -152,7 +153,7 @@ class WarmKernel:
             with contextlib.suppress(Exception):
                 run_sync(self.km.cleanup_resources)()
             self.km = None
-        self._pending = None
+        self._pending = self._reset = None
         self._suspect = False
 
     def kill(self) -> None:
@@ -197,8 +198,8 @@ class WarmKernel:
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
                 return dict(msg["content"])
 
-    def _request(self, code: str) -> None:
-        reply = self._wait(self._send(code), self.startup_timeout)
+    def _check(self, msg_id: str) -> None:
+        reply = self._wait(msg_id, self.startup_timeout)
         if reply.get("status") != "ok":
             raise KernelReplyError(f"{reply.get('ename', 'error')}: {reply.get('evalue', '')}")
 
@@ -214,7 +215,8 @@ class WarmKernel:
                     # A failed warm-up is not the notebook's business: its own import cell shows the error.
                     pending, self._pending = self._pending, None
                     self._wait(pending, self.startup_timeout)
-                self._request(_RESET % self.cwd)
+                reset, self._reset = self._reset, None
+                self._check(reset or self._send(_RESET % self.cwd))
                 if not self._client_ready:
                     self._wait_client_ready()
                 return
@@ -303,10 +305,14 @@ class WarmKernel:
                 execution_timeout=execution_timeout,
             )
         except pm.PapermillExecutionError:
+            self._reset = self._send(_RESET % self.cwd)
             raise
         except BaseException:
             self.mark_suspect()
             raise
+        # The kernel is idle and nothing else will run in it before the next notebook: reset it
+        # now, while the runner files this notebook and papermill reads the next one.
+        self._reset = self._send(_RESET % self.cwd)
 
 
 def is_ipython_kernel(kernel_name: str) -> bool:
