@@ -7,7 +7,7 @@ Two comparisons, side by side in one run, each command started as a fresh proces
     temporary folder with its env.example as .env), with and without ``--no-docker`` (when a
     Docker engine answers, the docker.* checks ask it about the stack's containers);
 (b) ``rtbook run --target sandbox --no-sandbox-start`` (all six notebooks, record written) against
-    ``rtbook check --target sandbox`` (the same checks, no notebooks) on one sandbox, started once
+    ``rtbook check --target sandbox --live`` (the same checks, no notebooks) on one sandbox, started once
     under a private RTBOOK_HOME; the two commands alternate, so machine load hits both alike, and
     the ratio is given both as the ratio of the medians and as the median of the per-pair ratios.
 
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"rtbook sandbox up failed:\n{up.stdout}{up.stderr}")
             records = work / "records"
             run_series = [
-                Series("check --target sandbox", [*rtbook, "check", "--target", "sandbox"]),
+                Series("check --target sandbox --live", [*rtbook, "check", "--target", "sandbox", "--live"]),
                 Series("run --target sandbox --no-sandbox-start",
                        [*rtbook, "run", "--target", "sandbox", "--no-sandbox-start", "-q",
                         "--output-dir", str(records)]),

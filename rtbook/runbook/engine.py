@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from queue import Empty
 from types import TracebackType
 from typing import Any
 
@@ -191,7 +192,7 @@ class WarmKernel:
                 raise KernelReplyError(f"the kernel did not answer within {timeout:.0f}s")
             try:
                 msg = self._control.get_shell_msg(timeout=min(left, 1.0))
-            except Exception:  # queue.Empty: nothing yet; check the kernel is still there
+            except Empty:  # nothing yet: check the kernel is still there
                 if not self.alive():
                     raise KernelReplyError("the kernel died") from None
                 continue
@@ -220,7 +221,7 @@ class WarmKernel:
                 if not self._client_ready:
                     self._wait_client_ready()
                 return
-            except (KernelReplyError, RuntimeError):
+            except RuntimeError:  # KernelReplyError, or jupyter_client's word for a kernel that died
                 if attempt == 2:
                     raise
                 self.restart()
@@ -242,8 +243,6 @@ class WarmKernel:
     async def _async_client_ready(self) -> None:
         # KernelClient.wait_for_ready does the same, then waits for 0.2 s of IOPub silence; the
         # silence is not needed here, since nbclient ignores messages that are not its cells'.
-        from queue import Empty
-
         client = self._client
         deadline = time.monotonic() + self.startup_timeout
         sent: set[str] = set()
@@ -253,6 +252,8 @@ class WarmKernel:
             if time.monotonic() > deadline:
                 raise KernelReplyError(f"the kernel did not answer within {self.startup_timeout:.0f}s")
             if time.monotonic() - last_sent > 0.5:  # again, in case IOPub was not yet subscribed
+                if last_sent and not await self.km.is_alive():
+                    raise KernelReplyError("the kernel died")
                 sent.add(client.kernel_info())
                 last_sent = time.monotonic()
             for channel in ("shell", "iopub"):
