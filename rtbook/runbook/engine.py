@@ -59,7 +59,6 @@ def _rtbook_reset(cwd):
         }
         # The modules imported so far live as long as the kernel: leave them out of the garbage
         # collections (reset() runs one), which would otherwise walk them before every notebook.
-        gc.collect()
         gc.freeze()
     shell.reset(new_session=True)
     os.chdir(cwd)
@@ -128,6 +127,7 @@ class WarmKernel:
         self._control.load_connection_info(self.km.get_connection_info())
         self._control.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
         self._pending = self._send(self.warmup) if self.warmup else None
+        self._reset = self._send(_RESET % self.cwd)  # queued behind the warm-up: the first notebook's
         # The notebooks' client connects now, so its IOPub subscription is live long before the
         # first notebook (a subscription made later misses messages until ZeroMQ completes it).
         self._client = self.km.client()
