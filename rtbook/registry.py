@@ -20,6 +20,7 @@ __all__ = [
     "CHECK_MODULES",
     "CheckSpec",
     "all_checks",
+    "areas_for",
     "get_check",
     "load_check_modules",
     "register",
@@ -79,7 +80,13 @@ def register(
     if check_id.count(".") < 1 or check_id != check_id.strip():
         raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
 
+    area = check_id.split(".", 1)[0]
+
     def decorate(func: CheckFunc) -> CheckFunc:
+        module = getattr(func, "__module__", "") or ""
+        if module.startswith(_CHECKS_PACKAGE) and module.rsplit(".", 1)[1] != area:
+            # The registry imports rtbook.checks.<area> only when an <area>.* check is selected.
+            raise ConfigError(f"check id {check_id!r} is registered in {module}; put it in {_CHECKS_PACKAGE}{area}")
         existing = _REGISTRY.get(check_id)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
@@ -90,19 +97,19 @@ def register(
 
 
 def all_checks() -> list[CheckSpec]:
-    """Every registered check, in registration order (importing every check module first)."""
-    from rtbook.registry import load_check_modules
-
+    """Every registered check, in the order of :data:`CHECK_MODULES` (importing every check module first)."""
     load_check_modules()
-    return list(_REGISTRY.values())
+    order = {name.rsplit(".", 1)[1]: i for i, name in enumerate(CHECK_MODULES)}
+    return sorted(_REGISTRY.values(), key=lambda s: order.get(s.area, len(order)))
 
 
 def get_check(check_id: str) -> CheckSpec:
     """Return the spec for ``check_id``; raise ConfigError naming close ids when unknown."""
-    all_checks()
+    load_check_modules([check_id.split(".", 1)[0]])
     try:
         return _REGISTRY[check_id]
     except KeyError:
+        all_checks()
         close = [k for k in _REGISTRY if k.startswith(check_id.split(".", 1)[0])]
         raise ConfigError(
             f"no check with id {check_id!r}; run 'rtbook checks' for the list"
@@ -164,7 +171,11 @@ def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
     return final
 
 # Every module that registers checks, in the order a run goes through them: static first,
-# then containers, database, gateway and subscriptions.
+# then containers, database, gateway and subscriptions. rtbook.checks.<area> registers the
+# <area>.* ids and nothing else (register() refuses any other), so the registry can import a
+# module only when one of its checks is selected: a file check never imports SQLAlchemy, psycopg,
+# the Docker SDK or websocket-client, which only the live areas need.
+_CHECKS_PACKAGE = "rtbook.checks."
 CHECK_MODULES = (
     "rtbook.checks.compose",
     "rtbook.checks.env",
@@ -176,25 +187,43 @@ CHECK_MODULES = (
     "rtbook.checks.gateway",
     "rtbook.checks.realtime",
 )
+_MODULE_OF_AREA = {name.rsplit(".", 1)[1]: name for name in CHECK_MODULES}
+_loaded: set[str] = set()
 
-_loaded = False
+
+def load_check_modules(areas: Iterable[str] | None = None) -> None:
+    """Import the check modules of ``areas`` (every one when None) so that their checks are registered."""
+    names = CHECK_MODULES if areas is None else [_MODULE_OF_AREA[a] for a in areas if a in _MODULE_OF_AREA]
+    for name in names:
+        if name not in _loaded:
+            importlib.import_module(name)
+            _loaded.add(name)
 
 
-def load_check_modules() -> None:
-    """Import every check module so that its checks are registered."""
-    global _loaded
-    if _loaded:
-        return
-    for name in CHECK_MODULES:
-        importlib.import_module(name)
-    _loaded = True
+def areas_for(only: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
+    """The check areas that can hold an id starting with one of ``only`` (any when empty) and none of ``exclude``.
+
+    An id of area ``a`` is ``a.<rest>``: a prefix can match one when it starts with ``a.`` or
+    ``a.`` starts with it (``"kong"``, ``"e"``); an exclude prefix removes the whole area only
+    when ``a.`` starts with it.
+    """
+    def selected(area: str) -> bool:
+        head = area + "."
+        if any(head.startswith(e) for e in exclude):
+            return False
+        return not only or any(p.startswith(head) or head.startswith(p) for p in only)
+
+    return [area for area in _MODULE_OF_AREA if selected(area)]
 
 
 def select_checks(only: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[CheckSpec]:
-    """Registered checks whose id starts with one of ``only`` (all when empty) and none of ``exclude``."""
-    load_check_modules()
+    """Registered checks whose id starts with one of ``only`` (all when empty) and none of ``exclude``.
+
+    Only the check modules that can hold such a check are imported.
+    """
     only_t = tuple(only)
     exclude_t = tuple(exclude)
+    load_check_modules(areas_for(only_t, exclude_t))
     specs = list(_REGISTRY.values())
     order = {area: i for i, area in enumerate(_AREA_ORDER)}
     specs.sort(key=lambda s: order.get(s.area, len(order)))

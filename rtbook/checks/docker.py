@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from docker.errors import NotFound
 
 from rtbook.clients.docker import (
     COMPOSE_NETWORK_LABEL,
@@ -588,6 +587,8 @@ def _compose_str(value: Any) -> str:
 
 
 def _image_env(session: EngineSession, info: ContainerInfo) -> dict[str, str]:
+    from docker.errors import NotFound  # the Docker SDK only once a Docker check runs
+
     try:
         image = session.client.images.get(info.image_id or info.image)
     except NotFound:  # the image was removed after the container was created
@@ -765,6 +766,8 @@ def _compose_networks(session: EngineSession, networks: Iterable[str]) -> list[s
 
 
 def _compose_network_name(session: EngineSession, network: str) -> str:
+    from docker.errors import NotFound  # the Docker SDK only once a Docker check runs
+
     try:
         net = session.client.networks.get(network)
         label = (net.attrs.get("Labels") or {}).get(COMPOSE_NETWORK_LABEL)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rtbook.cli._click import RtbookGroup, SectionOption
 from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ConfirmationRequired
-from rtbook.seeding import apply, plan
-from rtbook.target import Target
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
 
 __all__ = ["add_cli"]
 
@@ -68,6 +69,8 @@ def _cmd_apply(opts: TargetOptions, create: bool, limits: tuple[str, ...], delet
 
 def _run_tenant(opts: TargetOptions, action: str, *, create: bool, limits: tuple[str, ...], delete_extra: bool,
                 fmt: str, yes: bool) -> int:
+    from rtbook.seeding import apply, plan  # SQLAlchemy: only when a tenant command runs
+
     target = build_target(opts)
     the_plan = plan(target, tenant=opts.tenant, create=create, limits=list(limits), delete_extra=delete_extra)
     out: dict[str, Any] = {"plan": the_plan.to_dict()}

@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from docker.errors import NotFound
-
 from rtbook.config.images import image_repository
 from rtbook.target import Target
 
@@ -648,6 +646,8 @@ def docker_session(target: Target) -> EngineSession:
 
 def _reload(session: EngineSession, info: ContainerInfo) -> tuple[Any, ContainerInfo] | None:
     """Fetch a container again (state changes between checks); None when it was removed meanwhile."""
+    from docker.errors import NotFound  # the SDK is imported by connect_engine, once a Docker check runs
+
     try:
         container = session.client.containers.get(info.id)
     except NotFound:

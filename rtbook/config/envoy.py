@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from rtbook.config.kong import display_path
 from rtbook.config.reader import (
     ConfigReader,
     volume_mounts,
 )
+from rtbook.config.yamlfile import load_yaml
 from rtbook.exceptions import InputError
 
 if TYPE_CHECKING:
@@ -295,18 +294,6 @@ class _P(ConfigReader):
         return int(value)
 
 
-def load_yaml(text: str, source: str) -> Any:
-    """``yaml.safe_load`` with errors turned into :class:`InputError` naming the file and line."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise InputError(f"{source}: YAML error at {where}: {exc.problem or exc.context}") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        raise InputError(f"{source}: not valid YAML ({type(exc).__name__})") from None
-
-
 def _upgrades(p: _P, raw: Any, where: str) -> dict[str, bool]:
     out: dict[str, bool] = {}
     for n, item in enumerate(p.seq(raw, where)):
@@ -539,9 +526,15 @@ _LEFTOVER = re.compile(r"\$\{([A-Za-z_][A-Za-z_0-9]*)\}")
 def load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
     """Find, substitute and parse the stack's Envoy files; None when the stack does not run Envoy.
 
+    Done once per Stack (:meth:`Stack.memo`).
+
     Raises:
         InputError: a required file is missing or unreadable.
     """
+    return stack.memo("envoy.loaded", lambda: _load_envoy_detailed(stack))
+
+
+def _load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
     if stack.gateway_kind() != "envoy":
         return None
     service = stack.gateway_service()

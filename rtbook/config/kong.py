@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from rtbook.config.kong_router import (
     Expression,
     ExpressionError,
@@ -39,6 +37,7 @@ from rtbook.config.reader import (
     ConfigReader,
     volume_mounts,
 )
+from rtbook.config.yamlfile import load_yaml
 from rtbook.exceptions import InputError
 from rtbook.secrets import Secret
 
@@ -1141,16 +1140,7 @@ def parse_kong(
     """
     if not isinstance(text, str):
         raise InputError(f"{source}: expected text, got {type(text).__name__}")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise InputError(f"{source}: YAML error at {where}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"{source}: not valid YAML: {type(exc).__name__}") from None
+    data = load_yaml(text, source)
     if data is None:
         raise InputError(
             f"{source}: the file is empty; it must hold Kong's declarative config (_format_version, services...)"
@@ -1445,8 +1435,12 @@ def load_kong_detailed(stack: Stack) -> KongLoaded | None:
     """Find, expand and parse the stack's kong.yml; None when the stack does not run Kong.
 
     Parse and expansion problems are recorded in ``error`` rather than raised, so the checks can
-    report them; a missing file raises :class:`InputError`.
+    report them; a missing file raises :class:`InputError`. Done once per Stack (:meth:`Stack.memo`).
     """
+    return stack.memo("kong.loaded", lambda: _load_kong_detailed(stack))
+
+
+def _load_kong_detailed(stack: Stack) -> KongLoaded | None:
     if stack.gateway_kind() != "kong":
         return None
     service = stack.gateway_service()

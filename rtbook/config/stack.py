@@ -21,11 +21,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from rtbook.config.images import image_repository
+from rtbook.config.yamlfile import SafeLoader, load_yaml
 from rtbook.exceptions import InputError
 from rtbook.secrets import Redactor
 
@@ -49,6 +50,7 @@ __all__ = [
 DEFAULT_TENANT = "realtime-dev"
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 GatewayKind = Literal["kong", "envoy"]
+_T = TypeVar("_T")
 
 # ====================================================================== .env
 
@@ -306,7 +308,7 @@ class Reset:
     value: Any = None
 
 
-class _ComposeLoader(yaml.SafeLoader):
+class _ComposeLoader(SafeLoader):  # type: ignore[misc]  # SafeLoader is libyaml's when PyYAML has it
     """SafeLoader that understands compose's ``!override`` and ``!reset`` tags."""
 
 
@@ -358,16 +360,7 @@ def load_compose_file(path: Path) -> dict[str, Any]:
         InputError: missing, unreadable, not YAML (with the line number) or not a mapping.
     """
     text = _read_text(path, "compose file")
-    try:
-        data = yaml.load(text, Loader=_ComposeLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise InputError(f"{path}: YAML syntax error{where}: {exc.problem or exc.context or 'invalid YAML'}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else 'parse error'}") from None
-    except (RecursionError, ValueError, TypeError, OverflowError) as exc:
-        raise InputError(f"{path}: cannot parse the YAML: {type(exc).__name__}") from None
+    data = load_yaml(text, path, loader=_ComposeLoader)
     if data is None:
         raise InputError(f"{path}: the compose file is empty; it needs a top-level 'services:' mapping")
     if not isinstance(data, dict):
@@ -840,6 +833,8 @@ class Stack:
         self.explicit_kong_file = explicit_kong_file
         self._environ = environ
         self._model = model or {}
+        # What memo() computed from this stack's files: (value, error message) by key.
+        self._memo: dict[str, tuple[Any, str | None]] = {}
 
     def __repr__(self) -> str:
         files = ", ".join(p.name for p in self.compose_files)
@@ -962,6 +957,24 @@ class Stack:
                 active[svc.name] = svc
         return cls(root, files, env_file, env_values, active, inactive_services=inactive,
                    explicit_kong_file=kong_file, environ=environ, model=model)
+
+    def memo(self, key: str, make: Callable[[], _T]) -> _T:
+        """``make()``, computed once per Stack: the gateway files are read and parsed once.
+
+        A Stack is a snapshot of the files taken when it was loaded; everything derived from it
+        (``kong.yml`` expanded and parsed, Envoy's LDS/CDS) is too, so every check and the one
+        gateway interface see the same parse. An :class:`InputError` is remembered and raised
+        again (as a new exception with the same message).
+        """
+        if key not in self._memo:
+            try:
+                self._memo[key] = (make(), None)
+            except InputError as exc:
+                self._memo[key] = (None, str(exc))
+        value, error = self._memo[key]
+        if error is not None:
+            raise InputError(error)
+        return value  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ lookups
     def lookup(self, name: str) -> str | None:

@@ -412,15 +412,15 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise InputError(f"cannot read the parameters file {p}: {exc.strerror}") from exc
-    try:
-        if p.suffix in (".yml", ".yaml"):
-            import yaml
+    if p.suffix in (".yml", ".yaml"):
+        from rtbook.config.yamlfile import load_yaml
 
-            data = yaml.safe_load(text)
-        else:
+        data = load_yaml(text, p)
+    else:
+        try:
             data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{p} is not valid {'YAML' if p.suffix in ('.yml', '.yaml') else 'JSON'}: {exc}") from exc
+        except ValueError as exc:
+            raise InputError(f"{p} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InputError(f"{p} must hold a mapping of parameter names to values, got {type(data).__name__}")
     return dict(data)

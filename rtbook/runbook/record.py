@@ -8,13 +8,11 @@ import hashlib
 import html
 import json
 import os
-import platform
 import re
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
@@ -30,7 +28,7 @@ from rtbook.secrets import REDACTED, Redactor, is_secret_name, looks_secret
 if TYPE_CHECKING:
     pass
 
-__all__ = ['VerifyResult', 'redact_notebook', 'verify', 'write_manifest']
+__all__ = ['VerifyResult', 'environment_facts', 'redact_notebook', 'verify', 'write_manifest']
 
 
 @dataclass
@@ -181,7 +179,9 @@ def _write_record(
     redactor: Redactor,
     started: dt.datetime,
     ended: dt.datetime,
+    facts: Mapping[str, Any] | None = None,
 ) -> None:
+    facts = facts if facts is not None else environment_facts()
     paths = _path_replacements(staging, source_dir)
     safe_params = {**_scrub(dict(params), redactor, paths), "run_dir": "."}
     record.mkdir(parents=True, exist_ok=True)  # reserved (empty) by the runner
@@ -213,9 +213,9 @@ def _write_record(
     manifest = {
         "format": "rtbook-record/1",
         "rtbook_version": _version(),
-        "git": _git_info(),
-        "python": platform.python_version(),
-        "packages": _package_versions(),
+        "git": facts["git"],
+        "python": facts["python"],
+        "packages": facts["packages"],
         "parameters": safe_params,
         "started": started.isoformat(timespec="seconds"),
         "ended": ended.isoformat(timespec="seconds"),
@@ -283,7 +283,19 @@ def _version() -> str:
     return __version__
 
 
+def environment_facts() -> dict[str, Any]:
+    """What the manifest says about the software that ran: git commit, Python and package versions.
+
+    The runner reads them while the kernel starts (the facts do not change during a run), so
+    writing the record does not wait for two git processes and fifteen package lookups.
+    """
+    import platform  # here, not at the top: 'rtbook check' imports this module without writing a record
+
+    return {"git": _git_info(), "python": platform.python_version(), "packages": _package_versions()}
+
+
 def _git_info() -> dict[str, Any]:
+
     repo = Path(__file__).resolve().parent.parent.parent
     try:
         commit = subprocess.run(
@@ -307,6 +319,8 @@ _PACKAGES = (
 
 
 def _package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
     out: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:

@@ -21,9 +21,17 @@ from rtbook.exceptions import (
     InputError,
 )
 from rtbook.results import Report
-from rtbook.runbook.notebooks import notebook_dir, select_notebooks
+from rtbook.runbook.engine import WarmKernel, import_papermill, is_ipython_kernel, kernel_spec_manager
+from rtbook.runbook.notebooks import NotebookSpec, notebook_dir, select_notebooks
 from rtbook.runbook.params import target_from_params, validate_params
-from rtbook.runbook.record import NotebookOutcome, RunOutcome, _read_notebook, _run_redactor, _write_record
+from rtbook.runbook.record import (
+    NotebookOutcome,
+    RunOutcome,
+    _read_notebook,
+    _run_redactor,
+    _write_record,
+    environment_facts,
+)
 
 if TYPE_CHECKING:
     pass
@@ -68,10 +76,15 @@ def run_notebooks(
     kernel_name: str = "python3",
     cell_timeout_s: float = 900,
     progress: Progress | None = None,
+    warm_kernel: bool = True,
 ) -> RunOutcome:
     """Execute the selected notebooks with papermill and write the redacted audit record.
 
-    Every notebook runs even when an earlier one failed, so the record is complete.
+    Every notebook runs even when an earlier one failed, so the record is complete. With
+    ``warm_kernel`` (the default) the notebooks share one kernel, reset to a fresh namespace
+    before each (:class:`~rtbook.runbook.engine.WarmKernel`); without it, or when
+    ``kernel_name`` is not an IPython kernel (which that reset needs), each notebook gets a
+    kernel of its own, as plain papermill does.
 
     Raises:
         ConfigError: for bad parameters or notebook names, before any notebook runs.
@@ -88,11 +101,47 @@ def run_notebooks(
     if clean["target_kind"] == "stack":
         # An unreadable stack is a usage error (exit 2, one line), as for 'rtbook check', not six failed notebooks.
         target_from_params(**clean)
-    pm = _papermill()
-    _require_kernel(kernel_name)
+    with contextlib.ExitStack() as cleanup:
+        kernel: WarmKernel | None = None
+        if not (warm_kernel and is_ipython_kernel(kernel_name)):
+            _require_kernel(kernel_name)  # a WarmKernel says so itself when it starts
+        else:
+            # Started first: the kernel boots and imports rtbook on one core while papermill is
+            # imported (and the redactor built) here on the other.
+            kernel = cleanup.enter_context(WarmKernel(kernel_name, src, warmup=_WARMUP))
+        pm = import_papermill()
+        return _run(pm, kernel, clean, specs, src, Path(output_dir), label, kernel_name, cell_timeout_s, say)
+
+
+# Run silently in the warm kernel before the first notebook: what every notebook imports.
+_WARMUP = """
+try:
+    import ipywidgets
+    import rtbook.registry
+    import rtbook.runbook
+    import rtbook.runbook.widgets
+    rtbook.registry.load_check_modules()
+except Exception:
+    pass
+"""
+
+
+def _run(
+    pm: Any,
+    kernel: WarmKernel | None,
+    clean: dict[str, Any],
+    specs: Sequence[NotebookSpec],
+    src: Path,
+    output_dir: Path,
+    label: str,
+    kernel_name: str,
+    cell_timeout_s: float,
+    say: Progress,
+) -> RunOutcome:
     redactor = _run_redactor(clean)
+    facts = environment_facts()  # while a warm kernel is still starting
     started = _utc_now()
-    record = _record_dir(Path(output_dir), label or str(clean["target_kind"]), started)
+    record = _record_dir(output_dir, label or str(clean["target_kind"]), started)
     outcome = RunOutcome(record_dir=record)
     workdir = Path.cwd()
     staging = Path(tempfile.mkdtemp(prefix="rtbook-run-"))
@@ -103,20 +152,26 @@ def run_notebooks(
             say(f"[{i}/{len(specs)}] {spec.name}: {spec.title} ...")
             t0 = time.monotonic()
             run_params = {**clean, "run_dir": str(staging)}
+            nb_in = src / f"{spec.name}.ipynb"
             nb_out = staging / f"{spec.name}.ipynb"
             error_name = error = ""
             try:
-                pm.execute_notebook(
-                    str(src / f"{spec.name}.ipynb"),
-                    str(nb_out),
-                    parameters=run_params,
-                    kernel_name=kernel_name,
-                    progress_bar=False,
-                    # The caller's folder, not src: the shipped notebooks may sit in a read-only
-                    # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
-                    cwd=str(workdir),
-                    execution_timeout=cell_timeout_s,
-                )
+                if kernel is not None:
+                    kernel.execute_notebook(
+                        pm, nb_in, nb_out, parameters=run_params, execution_timeout=cell_timeout_s, cwd=workdir
+                    )
+                else:
+                    pm.execute_notebook(
+                        str(nb_in),
+                        str(nb_out),
+                        parameters=run_params,
+                        kernel_name=kernel_name,
+                        progress_bar=False,
+                        # The caller's folder, not src: the shipped notebooks may sit in a read-only
+                        # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
+                        cwd=str(workdir),
+                        execution_timeout=cell_timeout_s,
+                    )
             except pm.PapermillExecutionError as exc:
                 error_name, error = str(exc.ename), str(exc.evalue)
             except Exception as exc:  # a dead kernel must not lose the rest of the record
@@ -138,7 +193,9 @@ def run_notebooks(
             detail = f" ({error_name}: {redactor.text(error)[:200]})" if status == "error" else ""
             say(f"      {status.upper()} in {duration:.1f}s: {report.summary_line()}{detail}")
         ended = _utc_now()
-        _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended)
+        if kernel is not None:
+            kernel.kill()  # it has done its work; it dies while the record is written
+        _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended, facts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return outcome
@@ -152,21 +209,13 @@ def load_one(path: Path) -> Report:
         raise InputError(f"cannot read {path.name}: {exc}") from exc
 
 
-def _papermill() -> Any:
-    try:
-        import papermill
-    except ImportError as exc:
-        raise DependencyError("papermill is not installed; run pip install papermill") from exc
-    return papermill
-
-
 def _require_kernel(name: str) -> None:
     try:
-        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+        from jupyter_client.kernelspec import NoSuchKernel
     except ImportError as exc:
         raise DependencyError("jupyter_client is not installed; run pip install ipykernel") from exc
     try:
-        KernelSpecManager().get_kernel_spec(name)
+        kernel_spec_manager().get_kernel_spec(name)
     except NoSuchKernel:
         raise DependencyError(
             f"no Jupyter kernel named {name!r}; install one with: python3 -m ipykernel install --sys-prefix"

@@ -148,7 +148,7 @@ def test_a_pipe_in_a_value_breaks_sed_and_is_reported() -> None:
 
 
 def test_yaml_errors_name_file_and_line() -> None:
-    with pytest.raises(InputError, match=r"lds.yaml: YAML error at line 3, column 1"):
+    with pytest.raises(InputError, match=r"lds.yaml: YAML syntax error at line 3, column 1"):
         parse_envoy("resources:\n  - name: [unclosed\n", None, sources=["lds.yaml"])
 
 
