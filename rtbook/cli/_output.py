@@ -11,12 +11,13 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    # rich is imported where a terminal asks for it: output to a pipe or a file never pays for it.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = ["checks_table", "console_for", "is_terminal", "progress_line", "verdict_line"]
 
@@ -38,11 +39,16 @@ def console_for(stream: TextIO | None = None) -> Console | None:
     stream = stream if stream is not None else sys.stdout
     if not is_terminal(stream):
         return None
+    from rich.console import Console
+
     return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
 
 
 def checks_table(rows: Iterable[tuple[str, str, tuple[str, ...]]]) -> Table:
     """The check catalogue as a table: id, title and what each check needs."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("id", style="cyan", no_wrap=True)
     table.add_column("title")
@@ -54,6 +60,8 @@ def checks_table(rows: Iterable[tuple[str, str, tuple[str, ...]]]) -> Table:
 
 def progress_line(message: str) -> Text:
     """One progress line of ``rtbook run`` with the step counter dimmed and the verdict coloured."""
+    from rich.text import Text
+
     text = Text(message)
     step = re.match(r"^(\[\d+/\d+\]) ([^:]+)", message)
     if step:
@@ -67,6 +75,8 @@ def progress_line(message: str) -> Text:
 
 def verdict_line(line: str) -> Text:
     """The ``PASSED: ...`` / ``FAILED: ...`` line of ``rtbook run``, its first word coloured."""
+    from rich.text import Text
+
     text = Text(line)
     match = re.match(r"^(PASSED|FAILED)\b", line)
     if match:

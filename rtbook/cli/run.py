@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -19,8 +19,9 @@ from rtbook.exceptions import ConfigError
 from rtbook.results import Report
 from rtbook.runbook.notebooks import select_notebooks
 from rtbook.runbook.params import PARAMS, RunParams, load_params_file, parse_assignment
-from rtbook.runbook.record import verify
-from rtbook.runbook.runner import RunOutcome, _sandbox_running, run_notebooks
+
+if TYPE_CHECKING:
+    from rtbook.runbook.runner import RunOutcome
 
 __all__ = ["add_cli", "params_from_args"]
 
@@ -153,6 +154,9 @@ def _cmd_run(
         progress[0].flush()
 
     select_notebooks(notebooks)  # a bad --notebooks is a usage error before the sandbox starts
+    # The runner (papermill, the kernel engine) is imported only when a run starts, not for 'rtbook check'.
+    from rtbook.runbook.runner import _sandbox_running, run_notebooks
+
     if breaks and (params.target_kind != "sandbox" or no_sandbox_start):
         raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
     with contextlib.ExitStack() as stack_:
@@ -212,6 +216,8 @@ def _kernel_stderr_hidden() -> Iterator[TextIO]:
                "Exit 0 intact, 1 altered, 2 not a record.")
 @click.argument("run_dir", metavar="RUN_DIR")
 def _cmd_verify(run_dir: str) -> int:
+    from rtbook.runbook.record import verify
+
     result = verify(run_dir)
     sys.stdout.write(str(result) + "\n")
     return 0 if result.intact else 1
