@@ -66,6 +66,7 @@ from rtbook.clients.phoenix import (
     PhoenixTimeout,
     Reply,
 )
+from rtbook.deadline import wait_until
 from rtbook.probe import RECHECK_S, ProbeState
 from rtbook.probe import read_state as read_probe_state
 from rtbook.registry import register
@@ -305,14 +306,14 @@ def _probe_join(target: Target, token: str, evidence: dict[str, Any]) -> tuple[H
             evidence["join"] = {"status": reply.status, "reason": reply.reason, "private": private}
             probe = HealthProbe(True, reply.ok, "" if reply.ok else reply.reason or reply.status, private)
             if probe.reached_db:
-                deadline = time.monotonic() + target.timeout
-                while time.monotonic() < deadline:
+                def connected() -> bool:
+                    nonlocal after
                     again = _health(target, token)
                     evidence["after_join"] = again.evidence()
                     after = Health.parse(again.json) or after
-                    if after is not None and after.db_connected:
-                        break
-                    time.sleep(0.3)
+                    return bool(after is not None and after.db_connected)
+
+                wait_until(connected, target.timeout, interval=0.3)
     except HandshakeRefused as exc:
         evidence["join_error"] = str(exc)
         probe = HealthProbe(True, refused=diagnose(status=exc.status, body=exc.body), error=str(exc))
@@ -1343,10 +1344,13 @@ def _subscribed_only(cid: str, target: Target, state: ProbeState, named: list[Ta
     if facts.wal_level != "logical":
         return _wal_level_failure(cid, facts, evidence)
     # The subscriptions started Realtime's poller if it was not running; give it --timeout to make its slot.
-    deadline = time.monotonic() + target.timeout
-    while not facts.has_slot and time.monotonic() < deadline:
-        time.sleep(0.3)
-        facts = cdc_facts(target, state)
+    if not facts.has_slot:
+        def with_slot() -> CdcFacts | None:
+            nonlocal facts
+            facts = cdc_facts(target, state)
+            return facts if facts.has_slot else None
+
+        wait_until(with_slot, target.timeout, interval=0.3)
     evidence["cdc"] = facts.to_dict()
     listing = ", ".join(map(str, named))
     if not facts.has_slot:

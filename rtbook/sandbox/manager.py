@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
+from rtbook.deadline import wait_until
 from rtbook.exceptions import ConfigError, RtbookError, SandboxError
 from rtbook.sandbox import scenarios as sc
 from rtbook.sandbox.server_version import parse_version
@@ -127,15 +127,10 @@ def _stop_pid(pid: int, expect: str, sig: signal.Signals = signal.SIGTERM, timeo
         return  # the pid was reused by another program: leave it alone
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.05)
-    if _pid_alive(pid):
+    if not wait_until(lambda: not _pid_alive(pid), timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.05)
+        wait_until(lambda: not _pid_alive(pid), 5)
     proc = _CHILDREN.pop(pid, None)
     if proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -186,9 +181,7 @@ def _launch(argv: list[str], *, env: dict[str, str], log_path: Path, what: str) 
 def _await_ready(child: _Child, timeout: float) -> tuple[int, int]:
     """(pid, port) once the child printed READY; otherwise kill it and raise SandboxError with its last log line."""
     proc = child.proc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not child.found and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: bool(child.found), timeout, stop=lambda: proc.poll() is not None)
     if child.found:
         return proc.pid, child.found[0]
     if proc.poll() is None:

@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,6 +26,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from rtbook.deadline import wait_until
 from rtbook.exceptions import SandboxError
 from rtbook.secrets import Secret
 
@@ -256,16 +256,19 @@ class PostgresCluster:
             raise SandboxError(
                 f"PostgreSQL did not start on {self.host}:{self.port}{hint}: " + " | ".join(tail)
             )
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+        last: list[Exception] = []
+
+        def accepts() -> bool:
             try:
                 with psycopg.connect(self.conninfo(self.superuser), connect_timeout=3):
-                    return
+                    return True
             except psycopg.OperationalError as exc:
-                last = exc
-                time.sleep(0.1)
-        raise SandboxError(f"PostgreSQL on {self.host}:{self.port} did not accept connections: {last}")
+                last[:] = [exc]
+                return False
+
+        if not wait_until(accepts, timeout, interval=0.1):
+            raise SandboxError(f"PostgreSQL on {self.host}:{self.port} did not accept connections: "
+                               f"{last[0] if last else 'no answer'}")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove the data directory. Safe to call twice."""

@@ -12,11 +12,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtbook.deadline import wait_until
 from rtbook.exceptions import SandboxError
 from rtbook.sandbox.server_tenants import DB_PASSWORD_ENV
 from rtbook.secrets import Secret
@@ -113,15 +113,11 @@ def start_server(
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = [line for line in lines if line.startswith("READY ")]
-        if ready:
-            port = int(ready[0].split()[1])
-            return ServerProcess(proc, port, str(config.get("host", "127.0.0.1")), config_path, log_path)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    ready = wait_until(lambda: [line for line in lines if line.startswith("READY ")], timeout,
+                       stop=lambda: proc.poll() is not None)
+    if ready:
+        port = int(ready[0].split()[1])
+        return ServerProcess(proc, port, str(config.get("host", "127.0.0.1")), config_path, log_path)
     proc.kill()
     proc.wait(timeout=5)
     tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
