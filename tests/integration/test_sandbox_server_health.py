@@ -24,10 +24,13 @@ from typing import Any
 import jwt
 import pytest
 
+from rtbook.registry import run_checks
+from rtbook.results import Status
 from rtbook.sandbox import PostgresCluster, bootstrap, seed_tenant
 from rtbook.sandbox.server_process import start_server
+from rtbook.target import Target
 from tests.conftest import have_postgres, require
-from tests.integration.test_sandbox_server import API_SECRET, JWT_SECRET, Stack, token
+from tests.integration.test_sandbox_server import API_SECRET, HOST, JWT_SECRET, Stack, token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sandbox]
 
@@ -127,6 +130,16 @@ def test_health_with_the_tenant_database_stopped() -> None:
             until(lambda: health(new)["connected_cluster"] == 0, 5, "the socket to be gone")
             assert shape(health(new)) == (True, False, 0)
             assert shape(health(old)) == (True, False, 0)  # v2.78.19: migrations are a :noop, no DB contact
+            # ... and rtbook's realtime.health does not take that healthy:true at its word: it joins a channel
+            # (Realtime connects to the tenant DB on the first join) and fails on the refusal, for both versions.
+            for stand_in in (new, old):
+                verdict = run_checks(Target(realtime_url=f"http://127.0.0.1:{stand_in.port}", realtime_host=HOST,
+                                            tenant="realtime-dev", timeout=5,
+                                            env={"API_JWT_SECRET": API_SECRET, "ANON_KEY": token()}),
+                                     only="realtime.health").by_id("realtime.health")
+                assert (verdict.status, verdict.cause) == (Status.FAIL, "tenant_db_unreachable"), str(verdict)
+                assert "UnableToConnectToProject" in verdict.summary and "healthy=true" in verdict.summary
+                until(lambda s=stand_in: health(s)["connected_cluster"] == 0, 10, "the check's socket to be gone")
             # migrations behind: NEW answers false without touching the DB (and migrates in the background);
             # OLD runs them in the request, against the stopped database: false as well
             with meta.connect() as conn:
