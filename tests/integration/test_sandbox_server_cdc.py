@@ -238,3 +238,33 @@ def test_poller_gives_up_after_six_failures_new_retries_forever_old() -> None:
             assert "ReplicationPollerMaxRetriesReached" not in old.server.log_text()
             for ph in phs:
                 ph.close()
+
+
+@pytest.mark.parametrize("version", ["2.129.8", "2.78.19"])
+def test_both_unable_to_subscribe_variants_get_their_own_cause(stack: Stack, version: str) -> None:
+    """Not in the publication vs the subscription insert raising (a filter on a column that does not exist).
+
+    Both system messages start with "Unable to subscribe to changes with given parameters"; the stand-in sends
+    each as the Realtime image of ``version`` does, and rtbook's diagnosis gives each its own cause and a remedy
+    with the real table (and column) filled in.
+    """
+    from rtbook.remedies import diagnose
+
+    name = "uv" + version.split(".")[1]
+    host = tenant(stack, name, ("public.t1",))
+    with other_server(stack.cluster, version, SHORT) as server:
+        ph = server.ws(apikey=token("service_role"), host=host)
+        unpublished = subscribe(ph, "realtime:unpublished", [{"event": "*", "schema": "public", "table": "t3"}])
+        bad_filter = subscribe(ph, "realtime:badfilter",
+                               [{"event": "*", "schema": "public", "table": "t1", "filter": "nosuchcol=eq.1"}])
+        ph.close()
+    assert unpublished["status"] == "error" and bad_filter["status"] == "error"
+    assert unpublished["message"].startswith("Unable to subscribe to changes with given parameters. Please check")
+    assert bad_filter["message"].startswith("Unable to subscribe to changes with given parameters. An exception")
+    assert "invalid column for filter nosuchcol" in bad_filter["message"]
+    publication = diagnose(message=unpublished["message"])
+    column = diagnose(message=bad_filter["message"])
+    assert publication is not None and column is not None
+    assert (publication.id, column.id) == ("not_in_publication", "subscription_filter_column")
+    assert "ALTER PUBLICATION supabase_realtime ADD TABLE public.t3" in publication.remedy
+    assert "column_name = 'nosuchcol'" in column.remedy and "public.t1" in column.remedy
