@@ -20,12 +20,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import websocket
 from psycopg.conninfo import make_conninfo
 
 from rtbook.registry import run_checks
@@ -60,10 +62,41 @@ def rtbook(box: Running, *args: str, timeout: float = 300) -> subprocess.Complet
                           timeout=timeout, env=env, check=False, cwd=ROOT)
 
 
+def realtime_settled(box: Running) -> None:
+    """Let Realtime do what it does once per tenant, before the witnesses start looking.
+
+    On a tenant's first join Realtime itself (not rtbook) runs the tenant migrations, creates the
+    day partitions of realtime.messages and opens its broadcast-from-database replication
+    connection with its publication and slot (notes §1). Those are Realtime's writes; a client
+    join triggers them, so one join is made here and the catalog is watched until it stops moving.
+    """
+    url = box.state.gateway_url.replace("http://", "ws://") + (
+        f"/realtime/v1/websocket?apikey={box.env()['ANON_KEY']}&vsn=1.0.0")
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        ws.send(json.dumps({"topic": "realtime:settle", "event": "phx_join", "ref": "1", "join_ref": "1",
+                            "payload": {"config": {}}}))
+        reply = json.loads(ws.recv())
+        assert reply["payload"]["status"] == "ok", reply
+    finally:
+        ws.close()
+    sql = box_sql(box)
+    last = snapshot(sql)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = snapshot(sql)
+        if differences(last, now) == {}:
+            return
+        last = now
+    raise AssertionError("Realtime's first-join setup did not settle within 20 s")
+
+
 @pytest.fixture(scope="module")
 def bare() -> Iterator[tuple[Running, StatementLog]]:
     """A sandbox without the probe, every statement logged with its application name."""
     with start(probe=False) as box:
+        realtime_settled(box)
         log = StatementLog(box_sql(box), box.state.logs["postgres"])
         yield box, log
 
@@ -148,7 +181,9 @@ def test_with_the_probe_the_checks_write_to_it_only(bare: tuple[Running, Stateme
         assert {s.split()[0] for s in done} == {"INSERT", "UPDATE", "DELETE"}
         # Their rows are gone again, and nothing else changed.
         assert differences(before, snapshot(sql)) == {}
-        assert oid_counter(sql) == oid + 1
+        # No object-id witness here: with the probe in the publication Realtime's own poller is busy
+        # (its wal2json slot, its subscription rows) and allocates ids of its own; rtbook's part is
+        # judged by its logged statements above.
     finally:
         removed = rtbook(box, "probe", "remove", "--yes", "--target", "sandbox")
         assert removed.returncode == 0, removed.stdout + removed.stderr
