@@ -1058,10 +1058,18 @@ def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeo
     if not reply.ok:
         return reply, None, 0.0
     try:
-        system = client.wait_for(_system_for(topic), timeout, f"the system message for {schema}.{table}")
+        # On a tenant whose CDC workers are not running, Realtime starts them and subscribes again after a
+        # random 1-3 s (supabase/realtime v2.129.8 lib/realtime_web/channels/realtime_channel.ex,
+        # PostgresCdcRls.handle_connect/1), so the first "Subscribed" may come that much after the join.
+        system = client.wait_for(_system_for(topic), timeout + COLD_SUBSCRIBE_RETRY_S,
+                                 f"the system message for {schema}.{table}")
     except PhoenixTimeout as exc:
         raise _NoSubscription(str(exc)) from None
     return reply, system, (time.monotonic() - started) * 1000
+
+
+# The longest of Realtime's 1-3 s re-subscribe delay on a cold tenant, with a second of margin.
+COLD_SUBSCRIBE_RETRY_S = 4.0
 
 
 class _NoSubscription(PhoenixTimeout):
@@ -1330,11 +1338,28 @@ def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResul
                 return _subscribed_only(cid, target, state, named, source, incomplete, metrics, evidence)
             return _probe_delivery(cid, target, socks, anon, state, named, metrics, evidence)
         except _NoSubscription as exc:
-            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics, CAUSES["no_events"])
+            return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics,
+                                    _no_subscription_cause(target, state, evidence))
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "postgres_changes failed", socks, metrics)
         except (SQLAlchemyError, OSError) as exc:
             return _db_failure(cid, exc, target, "write to the probe table", metrics)
+
+
+def _no_subscription_cause(target: Target, state: ProbeState, evidence: dict[str, Any]) -> Cause:
+    """Why Realtime never confirmed a subscription, from what the database says (read-only).
+
+    No slot of Realtime's means its CDC poller is not running (cdc_poller_idle: e.g. no free
+    replication slot, or the workers failing to start); with a slot, the cause stays open (no_events).
+    """
+    try:
+        facts = cdc_facts(target, state)
+    except (SQLAlchemyError, OSError):
+        return CAUSES["no_events"]
+    evidence["cdc"] = facts.to_dict()
+    if facts.wal_level != "logical":
+        return CAUSES["wal_level"]
+    return CAUSES["cdc_poller_idle"] if not facts.has_slot else CAUSES["no_events"]
 
 
 def _subscribed_only(cid: str, target: Target, state: ProbeState, named: list[TableRef], source: str,
@@ -1549,7 +1574,8 @@ def check_rls(target: Target, cid: str, anon: Secret) -> CheckResult:
         try:
             seen = _rls_delivery(cid, target, socks, anon, state, owner, tokens, metrics, evidence)
         except _NoSubscription as exc:
-            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics, CAUSES["no_events"])
+            return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics,
+                                    _no_subscription_cause(target, state, evidence))
         except PhoenixError as exc:
             return _phoenix_failure(cid, exc, "The RLS test failed", socks, metrics)
         except (SQLAlchemyError, OSError) as exc:

@@ -87,7 +87,7 @@ def make_token(secret: str, role: str, ttl: int = 3600, **claims: Any) -> str:
 class Lab:
     """A PostgreSQL cluster and the Realtime-compatible server, with canary secrets."""
 
-    def __init__(self, wal_level: str = "logical", probe: bool = True) -> None:
+    def __init__(self, wal_level: str = "logical", probe: bool = True, env: dict[str, str] | None = None) -> None:
         self.jwt_secret = "CANARY-jwt-" + secrets.token_hex(16)
         self.anon_key = make_token(self.jwt_secret, "anon")
         self.service_key = make_token(self.jwt_secret, "service_role")
@@ -102,6 +102,7 @@ class Lab:
             },
             wal_level=wal_level,
             probe=probe,
+            env=env,
             kept_out_of_the_log=(self.jwt_secret, self.anon_key, self.service_key),
         ))
 
@@ -141,8 +142,8 @@ class Lab:
         self._running.close()
 
 
-def lab_fixture() -> Iterator[Lab]:
-    lab = Lab()
+def lab_fixture(env: dict[str, str] | None = None) -> Iterator[Lab]:
+    lab = Lab(env=env)
     try:
         yield lab
     finally:
