@@ -10,6 +10,10 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v chromium >/dev/null || need_apt+=(chromium)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+# Real load balancers for the scale-out sandbox and the lb.* reference tests.
+command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v caddy >/dev/null || need_apt+=(caddy)
 # The docker tests run the distribution's python3 inside their containers (host /usr mounted read-only).
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
