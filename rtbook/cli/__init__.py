@@ -66,12 +66,21 @@ def cli(ctx: click.Context) -> None:
 @click.option("--output", metavar="FILE", cls=SectionOption, help="write the report to FILE instead of stdout")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
     from rtbook.registry import run_checks
+    from rtbook.results import Report
 
     target = build_target(opts)
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":
         exclude += ["db.", "tenant.", "gateway.", "realtime."]
-    report = run_checks(target, only=only, exclude=exclude, title=f"rtbook check ({target.name})")
+    report = Report(title=f"rtbook check ({target.name})")
+    try:
+        run_checks(target, only=only, exclude=exclude, into=report)
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: keep what ran, marked incomplete
+        from rtbook.cli._interrupt import write_interrupted_report
+        from rtbook.interrupt import as_interrupted
+
+        write_interrupted_report(report, fmt, output, target.redactor, as_interrupted(exc))
+        raise
     if fmt == "json":
         text = report.to_json()
     elif fmt == "junit":
