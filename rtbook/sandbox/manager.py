@@ -479,6 +479,9 @@ def _start(
             shutil.rmtree(run_dir, ignore_errors=True)
             if owns_stack:
                 shutil.rmtree(stack_dir, ignore_errors=True)
+            if name != DEFAULT_SANDBOX:
+                with contextlib.suppress(OSError):
+                    base.rmdir()  # the instance's folder, empty again: a failed up leaves no trace
         if isinstance(exc, SandboxError | ConfigError):
             raise
         if isinstance(exc, RtbookError | OSError | ImportError):

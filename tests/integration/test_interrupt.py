@@ -196,3 +196,28 @@ def test_sigterm_of_check_live_ends_it_and_leaves_the_users_sandbox_running(tmp_
     finally:
         manager.down(home=home, timeout=10)
         _cleanup(env, tmpdir)
+
+
+def test_sigterm_of_sandbox_up_stops_the_parts_already_started(tmp_path: Path) -> None:
+    require_sandbox()
+    tmpdir = shared_tmpdir()
+    env = _env(tmp_path, tmpdir)
+    cli = Cli(["sandbox", "up", "--name", "halfway"], env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(tmpdir.glob("rtbook-pg-*/data/postmaster.pid")):
+            assert cli.proc.poll() is None, cli.err
+            time.sleep(0.05)
+        assert any(tmpdir.glob("rtbook-pg-*/data/postmaster.pid")), cli.err
+        os.kill(cli.pid, signal.SIGTERM)
+        rc = cli.finish(timeout=_STOP_WITHIN_S)
+        assert rc == 143, (rc, cli.err)
+        assert "rtbook: interrupted (SIGTERM)" in cli.err
+        assert pids_mentioning(env["RTBOOK_HOME"]) == [] and pids_mentioning(str(tmpdir)) == []
+        assert list(tmpdir.iterdir()) == []
+        assert sandbox_states(Path(env["RTBOOK_HOME"])) == {}
+        assert not (Path(env["RTBOOK_HOME"]) / "sandbox" / "instances" / "halfway").exists()
+    finally:
+        if cli.proc.poll() is None:
+            cli.kill()
+        _cleanup(env, tmpdir)
