@@ -80,9 +80,11 @@ def handle_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in EXIT_CODES}
+    # A signal the parent set to be ignored stays ignored (a shell's `rtbook ... &` ignores SIGINT, as
+    # Python's own Ctrl-C handling respects).
+    previous = {sig: old for sig in EXIT_CODES if (old := signal.getsignal(sig)) is not signal.SIG_IGN}
     _STATE.raised = _STATE.pending = None
-    for sig in EXIT_CODES:
+    for sig in previous:
         signal.signal(sig, _handler)
     try:
         yield
