@@ -171,6 +171,8 @@ def _run(
             if interrupted is not None:
                 outcome.interrupted = interrupted.signum.name
                 done = {n.name for n in outcome.notebooks}
+                if any(n.name == during and n.status != "interrupted" for n in outcome.notebooks):
+                    during = ""  # the signal came after that notebook ended: it was during none
                 stop = {"signal": interrupted.signum.name, "during": during,
                         "not_run": [s.name for s in specs if s.name not in done]}
                 say(f"interrupted by {interrupted.signum.name}: writing the record so far (marked incomplete)")
