@@ -32,6 +32,7 @@ from tests.integration.process_support import (
     sandbox_states,
     shared_tmpdir,
     state_ports,
+    tcp_peer_ports,
 )
 from tests.integration.runbook_support import require_sandbox
 
@@ -175,8 +176,15 @@ def test_sigterm_of_check_live_ends_it_and_leaves_the_users_sandbox_running(tmp_
         out = tmp_path / "report.json"
         cli = Cli(["check", "--target", "sandbox", "--live", "--format", "json", "--output", str(out)], env)
         try:
-            # The subscription checks wait on Realtime for seconds each: a signal lands inside one.
-            time.sleep(6)
+            # Signal once the live checks talk to the sandbox (the file checks have ended by then); the
+            # subscription checks wait on Realtime for seconds each, so the signal lands inside one.
+            ports = set(state_ports(json.loads(state.to_json())))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not tcp_peer_ports(cli.pid) & ports:
+                assert cli.proc.poll() is None, cli.err
+                time.sleep(0.05)
+            assert tcp_peer_ports(cli.pid) & ports, "the live checks never connected to the sandbox"
+            time.sleep(1)
             assert cli.proc.poll() is None, cli.err
             os.kill(cli.pid, signal.SIGTERM)
             rc = cli.finish(timeout=_STOP_WITHIN_S)
