@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -97,12 +98,17 @@ def _down(name: str | None, all_: bool) -> int:
         print(f"stopped {sum(stopped)} sandbox(es): {', '.join(str(n) for n in names)}" if names
               else "no sandbox was running")
         return 0
-    print("sandbox stopped" if stopped[0] else "no sandbox was running" + _others(manager.instances()))
+    print("sandbox stopped" if stopped[0] else f"no sandbox {_addressed(name)!r} was running"
+          + _others(manager.instances()))
     return 0
 
 
+def _addressed(name: str | None) -> str:
+    return name or os.environ.get("RTBOOK_SANDBOX") or "default"
+
+
 def _others(names: list[str]) -> str:
-    return f" under that name (others: {', '.join(names)}; pass --name NAME)" if names else ""
+    return f" (recorded: {', '.join(names)}; pass --name NAME)" if names else ""
 
 
 _FIELDS = (("name", "name"), ("stack directory", "stack_dir"), ("gateway URL", "gateway_url"),
@@ -126,7 +132,8 @@ def _status(as_json: bool, name: str | None) -> int:
         print(json.dumps(info, indent=2))
         return 0 if info.get("running") else 1
     if "stack_dir" not in info:
-        print("no sandbox is running" + _others(others) + "; start one with 'rtbook sandbox up'")
+        print(f"no sandbox {_addressed(name)!r} is running" + _others(others)
+              + "; start one with 'rtbook sandbox up'")
         return 1
     print("running" if info["running"] else f"NOT running (processes alive: {info.get('alive')}); "
           "run 'rtbook sandbox down' then 'up'")
