@@ -186,3 +186,13 @@ class Cli:
             os.killpg(self.proc.pid, 9)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+
+
+def assert_no_local_paths(record: Path, forbidden: Mapping[str, str]) -> None:
+    """No byte of any file in ``record`` names one of the ``forbidden`` folders ({what: path})."""
+    files = [p for p in sorted(record.rglob("*")) if p.is_file()]
+    assert files, record
+    for path in files:
+        data = path.read_bytes()
+        for what, value in forbidden.items():
+            assert value.encode() not in data, f"{path.name} names {what} ({value})"

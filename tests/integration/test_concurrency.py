@@ -27,6 +27,7 @@ from tests.conftest import ROOT
 from tests.integration.process_support import (
     Cli,
     alive,
+    assert_no_local_paths,
     pids_mentioning,
     port_open,
     sandbox_states,
@@ -96,14 +97,6 @@ def test_two_sandbox_ups_at_once_both_succeed_and_down_stops_only_its_own(tmp_pa
         _cleanup(env, tmpdir)
 
 
-def _assert_no_local_paths(record: Path, forbidden: dict[str, str]) -> None:
-    for path in sorted(record.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            for what, value in forbidden.items():
-                assert value.encode() not in data, f"{path.name} names {what} ({value})"
-
-
 def test_two_runs_at_once_each_start_stop_their_own_sandbox_and_write_their_own_record(tmp_path: Path) -> None:
     require_sandbox()
     tmpdir = shared_tmpdir()
@@ -137,7 +130,7 @@ def test_two_runs_at_once_each_start_stop_their_own_sandbox_and_write_their_own_
         forbidden = {"the home folder": str(Path.home()), "the test's tmp folder": str(tmp_path),
                      "the temp folder": str(tmpdir), "the repository": str(ROOT), "RTBOOK_HOME": str(home)}
         for record in records:
-            _assert_no_local_paths(record, forbidden)
+            assert_no_local_paths(record, forbidden)
         # ... while the evidence still says which file: the stack's .env, relative to the stack.
         assert "<stack>/.env" in (records[0] / "01_setup.results.json").read_text()
     finally:

@@ -26,6 +26,7 @@ from tests.conftest import ROOT
 from tests.integration.process_support import (
     Cli,
     alive,
+    assert_no_local_paths,
     pids_in_group,
     pids_mentioning,
     port_open,
@@ -128,6 +129,8 @@ def test_interrupted_run_stops_what_it_started_and_writes_an_incomplete_record(
         assert "INCOMPLETE" in (record / "summary.md").read_text()
         assert {"03_kong_routing.ipynb", "03_kong_routing.results.json", "summary.json", "junit.xml"} <= {
             p.name for p in record.iterdir()}
+        assert_no_local_paths(record, {"the home folder": str(Path.home()), "the test's tmp folder": str(tmp_path),
+                                       "the temp folder": str(tmpdir), "the repository": str(ROOT)})
         verify = subprocess.run([sys.executable, "-m", "rtbook", "verify", str(record)], capture_output=True,
                                 text=True, timeout=60, cwd=ROOT, check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
