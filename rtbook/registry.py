@@ -238,16 +238,18 @@ _AREA_ORDER = ("compose", "env", "kong", "envoy", "docker", "db", "tenant", "gat
 
 
 def run_checks(
-    target: Target, only: Iterable[str] | str = (), exclude: Iterable[str] | str = (), title: str = ""
+    target: Target, only: Iterable[str] | str = (), exclude: Iterable[str] | str = (), title: str = "",
+    *, into: Report | None = None,
 ) -> Report:
     """Run the selected checks against ``target`` and return their report.
 
     Every selected check runs even when earlier ones fail; a check that crashes becomes an
-    ``error`` result. ``only`` and ``exclude`` are id prefixes such as ``"kong."``.
+    ``error`` result. ``only`` and ``exclude`` are id prefixes such as ``"kong."``. Results are
+    added to ``into`` (when given) as each check ends, so a caller stopped by SIGINT/SIGTERM keeps them.
     """
     only_t = (only,) if isinstance(only, str) else tuple(only)
     exclude_t = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    report = Report(title=title)
+    report = into if into is not None else Report(title=title)
     for spec in select_checks(only_t, exclude_t):
         report.extend(run_one(spec, target))
     return report

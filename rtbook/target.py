@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +21,33 @@ from rtbook.config.stack import Stack
 from rtbook.exceptions import ConfigError
 from rtbook.secrets import Redactor, Secret
 
-__all__ = ["DEFAULT_TENANT", "Target", "sandbox_state_path"]
+__all__ = ["DEFAULT_SANDBOX", "DEFAULT_TENANT", "Target", "sandbox_state_path"]
 
 DEFAULT_TENANT = "realtime-dev"
 
 
-def sandbox_state_path() -> Path:
-    """Where ``rtbook sandbox up`` records the running sandbox (``$RTBOOK_HOME/sandbox/state.json``)."""
-    home = os.environ.get("RTBOOK_HOME") or str(Path.home() / ".cache" / "rtbook")
-    return Path(home) / "sandbox" / "state.json"
+DEFAULT_SANDBOX = "default"
+# A sandbox name becomes a folder name: no separators, no dot-dot, not too long for a socket path.
+_SANDBOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
+
+def sandbox_state_path(name: str | None = None, *, home: str | Path | None = None) -> Path:
+    """Where ``rtbook sandbox up`` records the sandbox instance ``name``.
+
+    ``name`` defaults to ``$RTBOOK_SANDBOX``, else ``default``. The default instance keeps the
+    original place, ``$RTBOOK_HOME/sandbox/state.json``; another instance ``N`` has its own folder,
+    ``$RTBOOK_HOME/sandbox/instances/N/`` (so two sandboxes never share state, ports or files).
+    ``home`` replaces ``$RTBOOK_HOME``.
+    """
+    base = Path(home) if home is not None else Path(
+        os.environ.get("RTBOOK_HOME") or str(Path.home() / ".cache" / "rtbook"))
+    name = name or os.environ.get("RTBOOK_SANDBOX") or DEFAULT_SANDBOX
+    if not _SANDBOX_NAME.fullmatch(name):
+        raise ConfigError(f"sandbox name {name!r} is not valid; use 1-40 letters, digits, '-' or '_' "
+                          "(check --name and $RTBOOK_SANDBOX)")
+    if name == DEFAULT_SANDBOX:
+        return base / "sandbox" / "state.json"
+    return base / "sandbox" / "instances" / name / "state.json"
 
 
 @dataclass

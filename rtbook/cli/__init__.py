@@ -1,7 +1,7 @@
 """The ``rtbook`` command, on click. Thin: parse, call, render, exit code.
 
 Exit codes: 0 nothing failed, 1 a check failed or errored, 2 usage error or unreadable input
-(one line on stderr naming the value and the fix), 130 interrupted. Subcommands other than
+(one line on stderr naming the value and the fix), 130 interrupted (143 by SIGTERM). Subcommands other than
 ``check`` and ``checks`` are contributed by their modules through an ``add_cli(group)`` function,
 so each area keeps its own flags next to its code. Argument parsing happens only in this
 package (a test keeps argparse, click and optparse out of every other module).
@@ -23,6 +23,8 @@ from rtbook.cli._click import RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ChecksFailedError, RtbookError
+from rtbook.interrupt import exit_code as interrupt_exit_code
+from rtbook.interrupt import handle_signals
 
 __all__ = ["cli", "main"]
 
@@ -64,12 +66,21 @@ def cli(ctx: click.Context) -> None:
 @click.option("--output", metavar="FILE", cls=SectionOption, help="write the report to FILE instead of stdout")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
     from rtbook.registry import run_checks
+    from rtbook.results import Report
 
     target = build_target(opts)
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":
         exclude += ["db.", "tenant.", "gateway.", "realtime."]
-    report = run_checks(target, only=only, exclude=exclude, title=f"rtbook check ({target.name})")
+    report = Report(title=f"rtbook check ({target.name})")
+    try:
+        run_checks(target, only=only, exclude=exclude, into=report)
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: keep what ran, marked incomplete
+        from rtbook.cli._interrupt import write_interrupted_report
+        from rtbook.interrupt import as_interrupted
+
+        write_interrupted_report(report, fmt, output, target.redactor, as_interrupted(exc))
+        raise
     if fmt == "json":
         text = report.to_json()
     elif fmt == "junit":
@@ -138,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _AT_EXIT.append(gc.freeze)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        with cli.make_context("rtbook", args) as ctx:
+        # SIGTERM raises like Ctrl-C, so every command cleans up after both (rtbook.interrupt).
+        with handle_signals(), cli.make_context("rtbook", args) as ctx:
             return int(cli.invoke(ctx) or 0)
     except click.exceptions.Exit as exc:  # --help, --version, or ctx.exit(code)
         return int(exc.exit_code)
@@ -154,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RtbookError as exc:
         _error(f"rtbook: error: {exc}")
         return 2
-    except KeyboardInterrupt:
-        _error("rtbook: interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        _error(f"rtbook: interrupted ({exc})" if str(exc) else "rtbook: interrupted")
+        return interrupt_exit_code(exc)
     except BrokenPipeError:
         # The reader went away (`rtbook check ... | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

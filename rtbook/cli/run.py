@@ -16,6 +16,7 @@ from rtbook.cli._click import RtbookCommand, Seconds, SectionOption
 from rtbook.cli._output import console_for, progress_line, verdict_line
 from rtbook.cli._target import shared_options
 from rtbook.exceptions import ConfigError
+from rtbook.interrupt import Interrupted
 from rtbook.results import Report
 from rtbook.runbook.notebooks import select_notebooks
 from rtbook.runbook.params import PARAMS, RunParams, load_params_file, parse_assignment
@@ -88,7 +89,8 @@ def _print_params() -> None:
     cls=RtbookCommand,
     short_help="run the runbook's notebooks with papermill and write an audit record",
     help="Execute the notebooks in order against a target and write outputs/<UTC time>-<target>/. "
-    "Exit 0 when every check passed, 1 when a check failed, 2 for usage errors.",
+    "Exit 0 when every check passed, 1 when a check failed, 2 for usage errors, 130 (SIGINT) or 143 (SIGTERM) "
+    "when interrupted: the record so far is written, marked incomplete, and a sandbox the run started is stopped.",
 )
 @click.option("--target", type=click.Choice(["sandbox"]), cls=SectionOption, section=_TARGET,
               help="start the embedded sandbox, run against it, stop it")
@@ -159,21 +161,30 @@ def _cmd_run(
 
     if breaks and (params.target_kind != "sandbox" or no_sandbox_start):
         raise ConfigError("--break needs --target sandbox (rtbook starts the sandbox with the scenario)")
-    with contextlib.ExitStack() as stack_:
-        if not verbose:
-            progress[0] = stack_.enter_context(_kernel_stderr_hidden())
-        if params.target_kind == "sandbox" and not no_sandbox_start:
-            stack_.enter_context(_sandbox_running(say, breaks))
-        outcome: RunOutcome = run_notebooks(
-            params.as_dict(),
-            notebooks=notebooks,
-            output_dir=output_dir,
-            label=label or "",
-            source_dir=notebook_dir,
-            kernel_name=kernel,
-            cell_timeout_s=cell_timeout,
-            progress=say,
-        )
+    try:
+        with contextlib.ExitStack() as stack_:
+            if not verbose:
+                progress[0] = stack_.enter_context(_kernel_stderr_hidden())
+            if params.target_kind == "sandbox" and not no_sandbox_start:
+                stack_.enter_context(_sandbox_running(say, breaks))
+            outcome: RunOutcome = run_notebooks(
+                params.as_dict(),
+                notebooks=notebooks,
+                output_dir=output_dir,
+                label=label or "",
+                source_dir=notebook_dir,
+                kernel_name=kernel,
+                cell_timeout_s=cell_timeout,
+                progress=say,
+            )
+    except Interrupted as exc:
+        # Said after the sandbox was stopped (the ExitStack above), so the lines are the run's last word.
+        if exc.outcome is not None:
+            done = [n for n in exc.outcome.notebooks if n.status != "interrupted"]
+            sys.stdout.write(f"INTERRUPTED by {exc.signum.name}: {len(done)} notebook(s) finished\n"
+                             f"record (incomplete): {exc.record}\nmanifest sha256: {exc.outcome.manifest_sha256}\n")
+            sys.stdout.flush()
+        raise
     overall = Report([r for n in outcome.notebooks for r in n.report])
     verdict = "PASSED" if outcome.exit_code == 0 else "FAILED"
     failed = [n.name for n in outcome.notebooks if n.status != "passed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -36,6 +37,10 @@ def _sandbox(ctx: click.Context) -> None:
         raise click.UsageError("the following arguments are required: {up,down,status,scenarios}", ctx)
 
 
+_NAME_HELP = ("the sandbox instance (default: $RTBOOK_SANDBOX, else 'default'); 'rtbook check --target sandbox' "
+              "and 'rtbook run' find it through RTBOOK_SANDBOX=NAME")
+
+
 def _fail(exc: RtbookError) -> int:
     print(f"rtbook sandbox: {exc}", file=sys.stderr)
     return 1 if isinstance(exc, SandboxError) else 2
@@ -52,15 +57,20 @@ def _fail(exc: RtbookError) -> int:
               help="do not install the rtbook probe (then the live checks prove subscriptions, not delivery)")
 @click.option("--realtime-version", metavar="VERSION",
               help="behave as this Realtime image tag, e.g. 2.78.19 (default: the stack's compose tag)")
+@click.option("--name", metavar="NAME",
+              help="name this sandbox (default: $RTBOOK_SANDBOX, else the first free of default, sandbox-2, "
+              "sandbox-3...); each has its own state, ports and folders")
 def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool,
-        realtime_version: str | None) -> int:
+        realtime_version: str | None, name: str | None) -> int:
     from rtbook.sandbox import manager
 
     try:
         state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe,
-                           realtime_version=realtime_version)
+                           realtime_version=realtime_version, name=name)
     except RtbookError as exc:
         return _fail(exc)
+    if state.name != "default":
+        print(f"sandbox name: {state.name} (address it with --name {state.name} or RTBOOK_SANDBOX={state.name})")
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
           f"db {state.db_url}, tenant {state.tenant}")
     print(f"stack directory: {state.stack_dir}")
@@ -71,38 +81,59 @@ def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe
 
 
 @_sandbox.command("down", short_help="stop the sandbox and remove its cluster and state",
-                  help="Stop the sandbox and remove its cluster and state.")
-def _down() -> int:
+                  help="Stop one sandbox instance (or --all) and remove its cluster and state.")
+@click.option("--name", metavar="NAME", help=_NAME_HELP)
+@click.option("--all", "all_", is_flag=True, help="stop every sandbox instance recorded under $RTBOOK_HOME")
+def _down(name: str | None, all_: bool) -> int:
     from rtbook.sandbox import manager
 
+    if name and all_:
+        raise click.UsageError("pass --name NAME or --all, not both")
     try:
-        stopped = manager.down()
+        names = manager.instances() if all_ else [name]
+        stopped = [manager.down(name=n) for n in names]
     except RtbookError as exc:
         return _fail(exc)
-    print("sandbox stopped" if stopped else "no sandbox was running")
+    if all_:
+        print(f"stopped {sum(stopped)} sandbox(es): {', '.join(str(n) for n in names)}" if names
+              else "no sandbox was running")
+        return 0
+    print("sandbox stopped" if stopped[0] else f"no sandbox {_addressed(name)!r} was running"
+          + _others(manager.instances()))
     return 0
 
 
-_FIELDS = (("stack directory", "stack_dir"), ("gateway URL", "gateway_url"), ("realtime URL", "realtime_url"),
-           ("realtime Host", "realtime_host"), ("database URL", "db_url"), ("tenant", "tenant"),
-           ("break scenarios", "breaks"))
+def _addressed(name: str | None) -> str:
+    return name or os.environ.get("RTBOOK_SANDBOX") or "default"
+
+
+def _others(names: list[str]) -> str:
+    return f" (recorded: {', '.join(names)}; pass --name NAME)" if names else ""
+
+
+_FIELDS = (("name", "name"), ("stack directory", "stack_dir"), ("gateway URL", "gateway_url"),
+           ("realtime URL", "realtime_url"), ("realtime Host", "realtime_host"),
+           ("database URL", "db_url"), ("tenant", "tenant"), ("break scenarios", "breaks"))
 
 
 @_sandbox.command("status", short_help="show the running sandbox's endpoints",
                   help="Show the running sandbox's endpoints. Exit 0 running, 1 not running.")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def _status(as_json: bool) -> int:
+@click.option("--name", metavar="NAME", help=_NAME_HELP)
+def _status(as_json: bool, name: str | None) -> int:
     from rtbook.sandbox import manager
 
     try:
-        info = manager.status()
+        info = manager.status(name=name)
+        others = [n for n in manager.instances() if n != info.get("name")]
     except RtbookError as exc:
         return _fail(exc)
     if as_json:
         print(json.dumps(info, indent=2))
         return 0 if info.get("running") else 1
     if "stack_dir" not in info:
-        print("no sandbox is running; start one with 'rtbook sandbox up'")
+        print(f"no sandbox {_addressed(name)!r} is running" + _others(others)
+              + "; start one with 'rtbook sandbox up'")
         return 1
     print("running" if info["running"] else f"NOT running (processes alive: {info.get('alive')}); "
           "run 'rtbook sandbox down' then 'up'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import html
 import json
@@ -62,10 +63,15 @@ class RunOutcome:
     record_dir: Path
     notebooks: list[NotebookOutcome] = field(default_factory=list)
     manifest_sha256: str = ""
+    interrupted: str = ""  # the signal that stopped the run (SIGINT, SIGTERM), empty for a complete run
 
     @property
     def exit_code(self) -> int:
-        """0 when every notebook passed, 1 otherwise."""
+        """0 when every notebook passed, 1 otherwise; 130 (SIGINT) or 143 (SIGTERM) when interrupted."""
+        if self.interrupted:
+            from rtbook.interrupt import EXIT_CODES
+
+            return next((code for sig, code in EXIT_CODES.items() if sig.name == self.interrupted), 130)
         return 0 if self.notebooks and all(n.status == "passed" for n in self.notebooks) else 1
 
 
@@ -99,20 +105,65 @@ def _run_redactor(params: Mapping[str, ParamValue]) -> Redactor:
 # ================================================================ redaction
 
 
-def _path_replacements(staging: Path, source_dir: Path) -> list[tuple[str, str]]:
-    home = str(Path.home())
-    pairs = [(str(staging), "."), (str(source_dir.resolve()), "notebooks"), (str(source_dir), "notebooks")]
-    with contextlib.suppress(OSError):
-        pairs.append((str(staging.resolve()), "."))
-    if home not in ("/", ""):
-        pairs.append((home, "~"))
-    # Longest first so the staging dir wins over a home dir that contains it.
-    return sorted({p for p in pairs if p[0]}, key=lambda p: len(p[0]), reverse=True)
+def _path_replacements(
+    staging: Path, source_dir: Path, params: Mapping[str, ParamValue] | None = None
+) -> list[tuple[str, str]]:
+    """Local folders a record must not name, each with what stands for it (README, "Limits and exit codes").
+
+    The run's staging folder becomes ``.`` (the record holds its files), the notebooks' folder
+    ``notebooks``, the stack directory ``<stack>``, rtbook's own source tree ``<rtbook>`` (tracebacks),
+    ``$RTBOOK_HOME`` (the sandbox's state), the working directory ``.``, the temp folder ``$TMPDIR``
+    (the sandbox's cluster, pytest's folders) and the home folder ``~``. Each is listed as given and
+    resolved (``/tmp`` may be a symlink).
+    """
+    import tempfile
+
+    named: list[tuple[str | Path, str]] = [
+        (staging, "."),
+        (source_dir, "notebooks"),
+        (Path(__file__).resolve().parent.parent.parent, "<rtbook>"),
+        (os.environ.get("RTBOOK_HOME") or Path.home() / ".cache" / "rtbook", "$RTBOOK_HOME"),
+        (Path.cwd(), "."),
+        (tempfile.gettempdir(), "$TMPDIR"),
+        (Path.home(), "~"),
+    ]
+    stack = _stack_dir_of(params or {})
+    if stack:
+        named.append((stack, "<stack>"))
+    pairs: set[tuple[str, str]] = set()
+    for folder, placeholder in named:
+        variants = {str(folder)}
+        with contextlib.suppress(OSError, RuntimeError):
+            variants.add(str(Path(folder).resolve()))
+        # "/" (a home or cwd of /) would turn every absolute path into nonsense: never replaced.
+        pairs |= {(v.rstrip("/"), placeholder) for v in variants if v.rstrip("/")}
+    # Longest first so the staging dir wins over a temp or home dir that contains it.
+    return sorted(pairs, key=lambda p: (len(p[0]), p[1]), reverse=True)
+
+
+def _stack_dir_of(params: Mapping[str, ParamValue]) -> str:
+    """The stack directory the run read: ``stack_dir``, or the running sandbox's (from its state file)."""
+    stack_dir = str(params.get("stack_dir") or "")
+    if params.get("target_kind") == "sandbox":
+        with contextlib.suppress(OSError, ValueError, ImportError, RtbookError):
+            from rtbook.target import sandbox_state_path
+
+            stack_dir = str(json.loads(sandbox_state_path().read_text()).get("stack_dir") or "")
+    return stack_dir
+
+
+@functools.lru_cache(maxsize=8)
+def _path_pattern(olds: tuple[str, ...]) -> re.Pattern[str]:
+    # Whole path components only: /tmp/ab must not rewrite /tmp/abc, nor /tmp the middle of /var/tmp.
+    alternatives = "|".join(re.escape(old) for old in olds)
+    return re.compile(rf"(?<![\w.\-/])(?:{alternatives})(?![\w.\-])")
 
 
 def _scrub_text(text: str, redactor: Redactor, paths: Sequence[tuple[str, str]]) -> str:
-    for old, new in paths:
-        text = text.replace(old, new)
+    if paths:
+        table = dict(paths)
+        # One pass, longest alternative first (paths is sorted so): a replaced path is never rewritten again.
+        text = _path_pattern(tuple(old for old, _new in paths)).sub(lambda m: table[m.group(0)], text)
     return redactor.text(text)
 
 
@@ -180,9 +231,12 @@ def _write_record(
     started: dt.datetime,
     ended: dt.datetime,
     facts: Mapping[str, Any] | None = None,
+    *,
+    interrupted: Mapping[str, Any] | None = None,
 ) -> None:
+    """Write the record; ``interrupted`` (signal, during, not_run) marks it incomplete in every summary."""
     facts = facts if facts is not None else environment_facts()
-    paths = _path_replacements(staging, source_dir)
+    paths = _path_replacements(staging, source_dir, params)
     safe_params = {**_scrub(dict(params), redactor, paths), "run_dir": "."}
     record.mkdir(parents=True, exist_ok=True)  # reserved (empty) by the runner
 
@@ -198,17 +252,22 @@ def _write_record(
             json.dumps(_scrub(nb_outcome.to_dict(), redactor, paths), indent=2) + "\n",
         )
     overall = Report([r for n in outcome.notebooks for r in n.report])
+    # A record cut short by SIGINT/SIGTERM says so where a reader (and 'rtbook verify') looks first.
+    completeness: dict[str, Any] = {"complete": interrupted is None}
+    if interrupted is not None:
+        completeness["interrupted"] = dict(interrupted)
     summary = {
         "rtbook_version": _version(),
         "started": started.isoformat(timespec="seconds"),
         "ended": ended.isoformat(timespec="seconds"),
         "exit_code": outcome.exit_code,
+        **completeness,
         "parameters": safe_params,
         "counts": overall.counts(),
         "notebooks": [n.to_dict() for n in outcome.notebooks],
     }
     write("summary.json", json.dumps(_scrub(summary, redactor, paths), indent=2) + "\n")
-    write("summary.md", _summary_md(outcome, safe_params, started, ended))
+    write("summary.md", _summary_md(outcome, safe_params, started, ended, interrupted))
     write("junit.xml", _junit(outcome))
     manifest = {
         "format": "rtbook-record/1",
@@ -220,23 +279,30 @@ def _write_record(
         "started": started.isoformat(timespec="seconds"),
         "ended": ended.isoformat(timespec="seconds"),
         "exit_code": outcome.exit_code,
+        **completeness,
         "target_fingerprint": _fingerprint(params),
     }
     outcome.manifest_sha256 = write_manifest(record, _scrub(manifest, redactor, paths))
 
 
 def _summary_md(
-    outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime, ended: dt.datetime
+    outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime, ended: dt.datetime,
+    interrupted: Mapping[str, Any] | None = None,
 ) -> str:
     overall = Report([r for n in outcome.notebooks for r in n.report])
+    verdict = "INCOMPLETE" if interrupted else "PASSED" if outcome.exit_code == 0 else "FAILED"
     lines = [
         f"# rtbook run {outcome.record_dir.name}",
         "",
-        f"- verdict: **{'PASSED' if outcome.exit_code == 0 else 'FAILED'}** ({overall.summary_line()})",
+        f"- verdict: **{verdict}** ({overall.summary_line()})",
         f"- started {started.isoformat(timespec='seconds')}, ended {ended.isoformat(timespec='seconds')}",
         f"- target: {params.get('target_kind')}"
         + (f", tenant {params['tenant']}" if params.get("tenant") else ""),
         "",
+        *([f"- interrupted by {interrupted.get('signal')}"
+            + (f" during {interrupted['during']}" if interrupted.get("during") else "")
+            + (f"; not run: {', '.join(interrupted['not_run'])}" if interrupted.get("not_run") else "")
+            + ": this record holds what ran until then", ""] if interrupted else []),
         "| notebook | status | results | time |",
         "|---|---|---|---|",
     ]
@@ -264,7 +330,7 @@ def _junit(outcome: RunOutcome) -> str:
         if suite is None:
             continue
         suite.set("name", n.name)
-        if n.status == "error":
+        if n.status in ("error", "interrupted"):
             case = ET.SubElement(suite, "testcase", classname="rtbook.runbook", name=f"{n.name}.execution")
             ET.SubElement(case, "error", message=f"{n.error_name}: {n.error}"[:500]).text = n.error
             suite.set("tests", str(int(suite.get("tests", "0")) + 1))
@@ -336,12 +402,7 @@ def _sha256_bytes(data: bytes) -> str:
 
 def _fingerprint(params: Mapping[str, ParamValue]) -> dict[str, Any]:
     """Hashes that identify the target without revealing it: stack files and endpoint URLs."""
-    stack_dir = str(params.get("stack_dir") or "")
-    if params.get("target_kind") == "sandbox":
-        with contextlib.suppress(OSError, ValueError, ImportError):
-            from rtbook.target import sandbox_state_path
-
-            stack_dir = str(json.loads(sandbox_state_path().read_text()).get("stack_dir") or "")
+    stack_dir = _stack_dir_of(params)
     files: dict[str, str] = {}
     if stack_dir and Path(stack_dir).is_dir():
         root = Path(stack_dir)
@@ -439,16 +500,30 @@ class VerifyResult:
     unexpected: dict[str, str] = field(default_factory=dict)
     manifest_ok: bool = True
     manifest_sha256: str = ""
+    # What the manifest says about completeness: False for a run stopped by SIGINT/SIGTERM.
+    complete: bool = True
+    interrupted: dict[str, Any] = field(default_factory=dict)
 
     @property
     def intact(self) -> bool:
         """True when every file matches the manifest and the manifest matches itself."""
         return self.manifest_ok and not (self.altered or self.missing or self.extra or self.unexpected)
 
+    def incomplete_line(self) -> str:
+        """``INCOMPLETE: interrupted by SIGTERM during ...`` for a partial record, else empty."""
+        if self.complete:
+            return ""
+        stop = self.interrupted
+        return ("INCOMPLETE: the run was interrupted" + (f" by {stop['signal']}" if stop.get("signal") else "")
+                + (f" during {stop['during']}" if stop.get("during") else "")
+                + (f"; not run: {', '.join(map(str, stop['not_run']))}" if stop.get("not_run") else ""))
+
     def __str__(self) -> str:
+        partial = self.incomplete_line()
         if self.intact:
-            return f"{self.record}: intact (manifest sha256 {self.manifest_sha256})"
-        lines = [f"{self.record}: ALTERED"]
+            return f"{self.record}: intact (manifest sha256 {self.manifest_sha256})" + (
+                f"\n  {partial}" if partial else "")
+        lines = [f"{self.record}: ALTERED"] + ([f"  {partial}"] if partial else [])
         if not self.manifest_ok:
             lines.append(f"  manifest.json: its content does not match its own hash ({self.manifest_sha256 or 'none'})")
         lines += [f"  altered: {p}" for p in self.altered]
@@ -457,6 +532,14 @@ class VerifyResult:
         lines += [f"  unexpected: {p} is {kind} (a record holds regular files only)"
                   for p, kind in self.unexpected.items()]
         return "\n".join(lines)
+
+
+def _completeness(result: VerifyResult, manifest: Any) -> None:
+    # Records written before this field existed were always complete.
+    if isinstance(manifest, dict) and manifest.get("complete") is False:
+        result.complete = False
+        stop = manifest.get("interrupted")
+        result.interrupted = dict(stop) if isinstance(stop, dict) else {}
 
 
 def verify(record: str | Path) -> VerifyResult:
@@ -483,10 +566,12 @@ def verify(record: str | Path) -> VerifyResult:
         result.manifest_ok = _sha256_bytes(zeroed) == result.manifest_sha256
     text = raw.decode("utf-8", errors="replace")
     try:
-        listed = json.loads(text).get("files", {})
-    except ValueError:
-        listed = {}
+        manifest = json.loads(text)
+        listed = manifest.get("files", {})
+    except (ValueError, AttributeError):
+        manifest, listed = {}, {}
         result.manifest_ok = False
+    _completeness(result, manifest)
     if not isinstance(listed, dict):
         listed, result.manifest_ok = {}, False
     files, result.unexpected = _walk(folder)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -20,6 +21,7 @@ from rtbook.exceptions import (
     DependencyError,
     InputError,
 )
+from rtbook.interrupt import Interrupted, as_interrupted, shielded
 from rtbook.results import Report
 from rtbook.runbook.engine import WarmKernel, import_papermill, is_ipython_kernel, kernel_spec_manager
 from rtbook.runbook.notebooks import NotebookSpec, notebook_dir, select_notebooks
@@ -143,62 +145,127 @@ def _run(
     started = _utc_now()
     record = _record_dir(output_dir, label or str(clean["target_kind"]), started)
     outcome = RunOutcome(record_dir=record)
-    workdir = Path.cwd()
     staging = Path(tempfile.mkdtemp(prefix="rtbook-run-"))
     os.chmod(staging, 0o700)
     executed: dict[str, Any] = {}
+    # SIGINT/SIGTERM (a KeyboardInterrupt, see rtbook.interrupt): the notebooks stop, the record so far
+    # is written and marked incomplete, and the interrupt is raised again once it is on disk.
+    interrupted: Interrupted | None = None
+    during = ""
     try:
-        for i, spec in enumerate(specs, 1):
-            say(f"[{i}/{len(specs)}] {spec.name}: {spec.title} ...")
-            t0 = time.monotonic()
-            run_params = {**clean, "run_dir": str(staging)}
-            nb_in = src / f"{spec.name}.ipynb"
-            nb_out = staging / f"{spec.name}.ipynb"
-            error_name = error = ""
-            try:
-                if kernel is not None:
-                    kernel.execute_notebook(
-                        pm, nb_in, nb_out, parameters=run_params, execution_timeout=cell_timeout_s, cwd=workdir
-                    )
-                else:
-                    pm.execute_notebook(
-                        str(nb_in),
-                        str(nb_out),
-                        parameters=run_params,
-                        kernel_name=kernel_name,
-                        progress_bar=False,
-                        # The caller's folder, not src: the shipped notebooks may sit in a read-only
-                        # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
-                        cwd=str(workdir),
-                        execution_timeout=cell_timeout_s,
-                    )
-            except pm.PapermillExecutionError as exc:
-                error_name, error = str(exc.ename), str(exc.evalue)
-            except Exception as exc:  # a dead kernel must not lose the rest of the record
-                error_name, error = type(exc).__name__, str(exc)
-            duration = time.monotonic() - t0
-            results_file = staging / f"{spec.name}.results.json"
-            report = load_one(results_file) if results_file.exists() else Report()
-            if not error_name:
-                status = "passed"
-            elif error_name == ChecksFailedError.__name__:
-                status = "failed"
-            else:
-                status = "error"
-            outcome.notebooks.append(
-                NotebookOutcome(spec.name, status, duration, report, redactor.text(error), error_name)
-            )
-            if nb_out.exists():
-                executed[spec.name] = _read_notebook(nb_out)
-            detail = f" ({error_name}: {redactor.text(error)[:200]})" if status == "error" else ""
-            say(f"      {status.upper()} in {duration:.1f}s: {report.summary_line()}{detail}")
+        try:
+            for i, spec in enumerate(specs, 1):
+                during = spec.name
+                interrupted = _run_one(pm, kernel, clean, spec, i, len(specs), src, staging, kernel_name,
+                                       cell_timeout_s, say, redactor, outcome, executed)
+                if interrupted is not None:
+                    break
+        except KeyboardInterrupt as exc:  # just before or after a notebook (its outcome may be recorded)
+            interrupted = as_interrupted(exc)
         ended = _utc_now()
-        if kernel is not None:
-            kernel.kill()  # it has done its work; it dies while the record is written
-        _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended, facts)
+        # Shielded: a second signal (Ctrl-C pressed again) must not leave half a record or a live kernel.
+        with shielded():
+            if kernel is not None:
+                kernel.kill()  # it has done its work; it dies while the record is written
+            stop = None
+            if interrupted is not None:
+                outcome.interrupted = interrupted.signum.name
+                done = {n.name for n in outcome.notebooks}
+                if any(n.name == during and n.status != "interrupted" for n in outcome.notebooks):
+                    during = ""  # the signal came after that notebook ended: it was during none
+                stop = {"signal": interrupted.signum.name, "during": during,
+                        "not_run": [s.name for s in specs if s.name not in done]}
+                say(f"interrupted by {interrupted.signum.name}: writing the record so far (marked incomplete)")
+            _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended, facts,
+                          interrupted=stop)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if interrupted is not None:
+        interrupted.record = str(record)
+        interrupted.outcome = outcome
+        raise interrupted
     return outcome
+
+
+def _run_one(
+    pm: Any,
+    kernel: WarmKernel | None,
+    clean: dict[str, Any],
+    spec: NotebookSpec,
+    i: int,
+    count: int,
+    src: Path,
+    staging: Path,
+    kernel_name: str,
+    cell_timeout_s: float,
+    say: Progress,
+    redactor: Any,
+    outcome: RunOutcome,
+    executed: dict[str, Any],
+) -> Interrupted | None:
+    """Run one notebook and add its outcome; return the interrupt that stopped it, if one did."""
+    say(f"[{i}/{count}] {spec.name}: {spec.title} ...")
+    workdir = Path.cwd()
+    t0 = time.monotonic()
+    run_params = {**clean, "run_dir": str(staging)}
+    nb_in = src / f"{spec.name}.ipynb"
+    nb_out = staging / f"{spec.name}.ipynb"
+    error_name = error = ""
+    interrupted: Interrupted | None = None
+    try:
+        if kernel is not None:
+            kernel.execute_notebook(
+                pm, nb_in, nb_out, parameters=run_params, execution_timeout=cell_timeout_s, cwd=workdir
+            )
+        else:
+            pm.execute_notebook(
+                str(nb_in),
+                str(nb_out),
+                parameters=run_params,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                # The caller's folder, not src: the shipped notebooks may sit in a read-only
+                # site-packages, and a relative stack_dir must mean what it means to 'rtbook run'.
+                cwd=str(workdir),
+                execution_timeout=cell_timeout_s,
+            )
+    except pm.PapermillExecutionError as exc:
+        error_name, error = str(exc.ename), str(exc.evalue)
+    except Exception as exc:  # a dead kernel must not lose the rest of the record
+        error_name, error = type(exc).__name__, str(exc)
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM while the notebook ran
+        interrupted = as_interrupted(exc)
+        error_name, error = "Interrupted", f"stopped by {interrupted.signum.name} while running"
+    # Bookkeeping runs to its end even if a signal arrives now: the outcome must match the files.
+    with shielded():
+        duration = time.monotonic() - t0
+        results_file = staging / f"{spec.name}.results.json"
+        try:
+            report = load_one(results_file) if results_file.exists() else Report()
+        except InputError:
+            if interrupted is None:
+                raise
+            report = Report()  # half-written when the signal came
+        if interrupted is not None:
+            status = "interrupted"
+        elif not error_name:
+            status = "passed"
+        elif error_name == ChecksFailedError.__name__:
+            status = "failed"
+        else:
+            status = "error"
+        outcome.notebooks.append(
+            NotebookOutcome(spec.name, status, duration, report, redactor.text(error), error_name)
+        )
+        if nb_out.exists():
+            try:
+                executed[spec.name] = _read_notebook(nb_out)
+            except InputError:
+                if interrupted is None:
+                    raise
+        detail = f" ({error_name}: {redactor.text(error)[:200]})" if status in ("error", "interrupted") else ""
+        say(f"      {status.upper()} in {duration:.1f}s: {report.summary_line()}{detail}")
+    return interrupted
 
 
 def load_one(path: Path) -> Report:
@@ -226,30 +293,41 @@ def _require_kernel(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _sandbox_running(say: Progress, breaks: Sequence[str] = (), timeout_s: float = 60) -> Iterator[None]:
-    """Start the embedded sandbox (with ``breaks``) for the run and stop it afterwards.
+def _sandbox_running(
+    say: Progress, breaks: Sequence[str] = (), timeout_s: float = 60, *, home: str | Path | None = None
+) -> Iterator[str]:
+    """Give the run a sandbox and yield its name; stop it afterwards only if this run started it.
 
-    A sandbox that is already running is reused as it is (and left running) when no break
-    scenario was asked for.
+    The sandbox the user addresses (``$RTBOOK_SANDBOX``, else ``default``) is reused as it is, and
+    left running, when it was started by ``rtbook sandbox up`` and neither it nor the run has a break
+    scenario. Otherwise the run starts a sandbox of its own, ``run-<pid>-<hex>``, which no other
+    run reuses, points its kernels at it through ``$RTBOOK_SANDBOX`` and stops it at the end (also
+    after SIGINT/SIGTERM), never touching any other sandbox.
     """
     from rtbook.sandbox import manager
 
-    current = manager.status()
-    if current.get("running"):
-        if breaks or current.get("breaks"):
-            raise ConfigError(
-                f"a sandbox is already running (breaks: {current.get('breaks') or 'none'}); stop it with "
-                "'rtbook sandbox down', or pass --no-sandbox-start to run against it as it is"
-            )
-        say("sandbox: reusing the sandbox that is already running (left running afterwards)")
-        yield
+    current = manager.status(home=home)
+    if current.get("running") and not current.get("owner") and not breaks and not current.get("breaks"):
+        say(f"sandbox: reusing the running sandbox {current.get('name', 'default')!r} (left running afterwards)")
+        yield str(current.get("name") or "default")
         return
-    say("sandbox: starting" + (f" with break scenario(s) {', '.join(breaks)}" if breaks else "") + " ...")
+    name = f"run-{os.getpid()}-{secrets.token_hex(2)}"
+    say(f"sandbox: starting {name}" + (f" with break scenario(s) {', '.join(breaks)}" if breaks else "") + " ...")
     t0 = time.monotonic()
-    manager.up(breaks=list(breaks), timeout=timeout_s)
-    say(f"sandbox: up in {time.monotonic() - t0:.1f}s")
+    previous = os.environ.get("RTBOOK_SANDBOX")
     try:
-        yield
+        state = manager.up(breaks=list(breaks), timeout=timeout_s, home=home, name=name, owner="rtbook run")
+        say(f"sandbox: up in {time.monotonic() - t0:.1f}s")
+        # The kernels (started after this) and the record's target fingerprint find this run's sandbox.
+        os.environ["RTBOOK_SANDBOX"] = state.name
+        yield state.name
     finally:
-        say("sandbox: stopping ...")
-        manager.down()
+        if previous is None:
+            os.environ.pop("RTBOOK_SANDBOX", None)
+        else:
+            os.environ["RTBOOK_SANDBOX"] = previous
+        # By name, not by the state up returned: a signal right after up returned must not leak it.
+        # up() stops what it started itself when it fails or is interrupted; then there is nothing to stop.
+        if name in manager.instances(home=home):
+            say(f"sandbox: stopping {name} ...")
+            manager.down(home=home, name=name, timeout=10)

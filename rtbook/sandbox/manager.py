@@ -6,6 +6,13 @@ Kong-compatible gateway, writes the stack directory and records everything in th
 (``rtbook.target.sandbox_state_path()``, under ``$RTBOOK_HOME``). The children run in their own
 sessions, so they outlive the ``rtbook sandbox up`` command; ``down`` stops them by pid.
 
+Each sandbox is an *instance* with a name (``default`` unless told otherwise) and a folder of its
+own (state file, stack directory, run directory; the cluster has its own temp directory), so two
+sandboxes run side by side on their own ports. ``up`` without a name takes the first free one of
+``default``, ``sandbox-2``, ``sandbox-3``...; an exclusive lock per name (``sandbox/locks/<name>.lock``,
+held while ``up`` or ``down`` works on it, released by the kernel if the process dies) keeps two
+commands from starting or removing the same instance at once.
+
 Secrets reach the children through environment variables or 0600 files, never argv. On any
 failure ``up`` stops what it started and raises :class:`SandboxError` with one line saying why.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -22,7 +30,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +41,7 @@ from psycopg.conninfo import make_conninfo
 
 from rtbook.deadline import wait_until
 from rtbook.exceptions import ConfigError, RtbookError, SandboxError
+from rtbook.interrupt import shielded
 from rtbook.sandbox import scenarios as sc
 from rtbook.sandbox.server_version import parse_version
 from rtbook.sandbox.stackdir import (
@@ -43,9 +53,9 @@ from rtbook.sandbox.stackdir import (
     realtime_image_version,
     write_stack_dir,
 )
-from rtbook.target import sandbox_state_path
+from rtbook.target import DEFAULT_SANDBOX, sandbox_state_path
 
-__all__ = ["Sandbox", "SandboxState", "down", "status", "up"]
+__all__ = ["Sandbox", "SandboxState", "down", "instances", "status", "up"]
 
 TENANT = "realtime-dev"
 _CHILDREN: dict[int, subprocess.Popen[str]] = {}
@@ -74,6 +84,11 @@ class SandboxState:
     probe: bool = False
     # The Realtime image tag the stand-in behaves as (the stack's compose tag unless --realtime-version).
     realtime_version: str = ""
+    # The instance's name, and who started it: "" for 'rtbook sandbox up', "rtbook run" for a run's own
+    # sandbox (another run never reuses that one: its owner stops it when it ends).
+    name: str = DEFAULT_SANDBOX
+    owner: str = ""
+    owner_pid: int = 0
 
     def to_json(self) -> str:
         """The state as written to the state file."""
@@ -86,12 +101,79 @@ class SandboxState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _home(home: str | Path | None) -> Path:
-    return Path(home) / "sandbox" if home is not None else sandbox_state_path().parent
+def _state_file(home: str | Path | None, name: str | None = None) -> Path:
+    return sandbox_state_path(name, home=home)
 
 
-def _state_file(home: str | Path | None) -> Path:
-    return _home(home) / "state.json" if home is not None else sandbox_state_path()
+def _home(home: str | Path | None, name: str | None = None) -> Path:
+    """The instance's folder: ``sandbox/`` for ``default``, ``sandbox/instances/<name>/`` otherwise."""
+    return _state_file(home, name).parent
+
+
+def _name(name: str | None) -> str:
+    """The instance ``name`` addresses: itself, else ``$RTBOOK_SANDBOX``, else ``default`` (validated)."""
+    chosen = name or os.environ.get("RTBOOK_SANDBOX") or DEFAULT_SANDBOX
+    sandbox_state_path(chosen, home="/")  # raises ConfigError for a name that cannot be a folder name
+    return chosen
+
+
+def _lock_file(home: str | Path | None, name: str) -> Path:
+    # Next to the instances, not inside one: down removes an instance's folder while holding its lock.
+    return _state_file(home, DEFAULT_SANDBOX).parent / "locks" / f"{name}.lock"
+
+
+def _lock(path: Path, wait: float) -> int | None:
+    """An exclusive lock on ``path`` (its open fd), or None when another process holds it for ``wait`` s."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        # The holder removed the file before we got the lock (its instance is gone): lock the new one.
+        os.close(fd)
+
+
+def _unlock(fd: int, path: Path, *, remove: bool = False) -> None:
+    if remove:
+        path.unlink(missing_ok=True)
+    os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def _instance_locked(home: str | Path | None, name: str, wait: float) -> Iterator[None]:
+    path = _lock_file(home, name)
+    fd = _lock(path, wait)
+    if fd is None:
+        raise ConfigError(f"sandbox {name!r} is being started or stopped by another rtbook command; "
+                          "wait for it, or pass another --name")
+    gone = False
+    try:
+        yield
+        gone = name != DEFAULT_SANDBOX and not _state_file(home, name).exists()
+    finally:
+        _unlock(fd, path, remove=gone)
+
+
+def instances(*, home: str | Path | None = None) -> list[str]:
+    """The names of the sandbox instances that have a state file (running or not)."""
+    found = [DEFAULT_SANDBOX] if _state_file(home, DEFAULT_SANDBOX).exists() else []
+    folder = _home(home, DEFAULT_SANDBOX) / "instances"
+    with contextlib.suppress(OSError):
+        found += sorted(p.parent.name for p in folder.glob("*/state.json"))
+    return found
 
 
 def _pid_alive(pid: int) -> bool:
@@ -211,11 +293,14 @@ def up(
     probe: bool = True,
     realtime_version: str | None = None,
     server_env: Mapping[str, str] | None = None,
+    name: str | None = None,
+    owner: str = "",
 ) -> SandboxState:
-    """Start the sandbox and return its state (also written to the state file).
+    """Start a sandbox instance and return its state (also written to its state file).
 
     Args:
-        dir: where to write the stack directory (default ``$RTBOOK_HOME/sandbox/stack``, removed by ``down``).
+        dir: where to write the stack directory (default: ``stack`` in the instance's folder,
+            ``$RTBOOK_HOME/sandbox/stack`` for ``default``; removed by ``down``).
         breaks: break scenario names (see :data:`rtbook.sandbox.scenarios.SCENARIOS`).
         timeout: seconds each part may take to become ready.
         home: use ``home/sandbox/`` instead of ``$RTBOOK_HOME/sandbox/`` (for tests).
@@ -225,24 +310,99 @@ def up(
             compose file is rewritten to name that tag. Default: the tag the bundled compose names.
         server_env: extra environment for the Realtime-compatible server, e.g. ``CONNECT_ERROR_BACKOFF_MS``
             (see :mod:`rtbook.sandbox.server_version`).
+        name: the instance's name. Default: ``$RTBOOK_SANDBOX`` if set, else the first free one of
+            ``default``, ``sandbox-2``, ``sandbox-3``... (a name taken by a running or starting sandbox
+            is skipped, so two ``up`` at once both succeed).
+        owner: who started it (``rtbook run`` for a run's own sandbox; empty for ``rtbook sandbox up``).
 
     Raises:
         SandboxError: a part did not start (the message says which and why); nothing is left running.
-        ConfigError: an unknown scenario, or a sandbox is already running.
+        ConfigError: an unknown scenario or bad name, or the named sandbox is already running or starting.
     """
     chosen = sc.resolve(breaks)
     if realtime_version is not None:
         realtime_version = ".".join(str(p) for p in parse_version(realtime_version))
-    state_file = _state_file(home)
-    if state_file.exists():
+    explicit = name or os.environ.get("RTBOOK_SANDBOX")
+    candidates = [_name(explicit)] if explicit else [DEFAULT_SANDBOX] + [f"sandbox-{i}" for i in range(2, 100)]
+    for candidate in candidates:
+        path = _lock_file(home, candidate)
+        fd = _lock(path, 0)
+        if fd is None:
+            if explicit:
+                raise ConfigError(f"sandbox {candidate!r} is being started or stopped by another rtbook command; "
+                                  "wait for it, or pass another --name")
+            continue  # another 'up' is starting this one right now: take the next name
+        started = False
         try:
-            old = status(home=home)
-        except RtbookError:
-            old = None
-        if old is not None and old.get("running"):
-            raise ConfigError(f"a sandbox is already running (state {state_file}); stop it with 'rtbook sandbox down'")
-        down(home=home)
-    base = _home(home)
+            state_file = _state_file(home, candidate)
+            if state_file.exists():
+                try:
+                    old = status(home=home, name=candidate)
+                except RtbookError:
+                    old = None
+                if old is not None and old.get("running"):
+                    if explicit:
+                        raise ConfigError(
+                            f"sandbox {candidate!r} is already running (state {state_file}); stop it with "
+                            f"'rtbook sandbox down{'' if candidate == DEFAULT_SANDBOX else ' --name ' + candidate}'")
+                    continue
+                _down_locked(home, candidate, timeout=15)  # what a dead sandbox left behind
+            state = _up_locked(dir, chosen, timeout, home=home, probe=probe, realtime_version=realtime_version,
+                               server_env=server_env, name=candidate, owner=owner)
+            started = True
+            return state
+        finally:
+            _unlock(fd, path, remove=not started and candidate != DEFAULT_SANDBOX
+                    and not _state_file(home, candidate).exists())
+    raise ConfigError(f"every sandbox name from {candidates[0]} to {candidates[-1]} is taken; "
+                      "stop some with 'rtbook sandbox down --name NAME'")
+
+
+# A port chosen free can be taken by another process before our child binds it (two sandboxes
+# starting at once pick from the same range): such an up is retried with fresh ports.
+_PORT_RETRIES = 3
+
+
+def _up_locked(
+    dir: str | Path | None,
+    chosen: Sequence[sc.Scenario],
+    timeout: float,
+    *,
+    home: str | Path | None,
+    probe: bool,
+    realtime_version: str | None,
+    server_env: Mapping[str, str] | None,
+    name: str,
+    owner: str,
+) -> SandboxState:
+    for attempt in range(1, _PORT_RETRIES + 1):
+        try:
+            return _start(dir, chosen, timeout, home=home, probe=probe, realtime_version=realtime_version,
+                          server_env=server_env, name=name, owner=owner)
+        except SandboxError as exc:
+            if attempt == _PORT_RETRIES or not _port_clash(str(exc)):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _port_clash(message: str) -> bool:
+    return any(s in message for s in ("already in use", "Errno 98", "EADDRINUSE", "could not bind"))
+
+
+def _start(
+    dir: str | Path | None,
+    chosen: Sequence[sc.Scenario],
+    timeout: float,
+    *,
+    home: str | Path | None,
+    probe: bool,
+    realtime_version: str | None,
+    server_env: Mapping[str, str] | None,
+    name: str,
+    owner: str,
+) -> SandboxState:
+    state_file = _state_file(home, name)
+    base = state_file.parent
     run_dir = base / "run"
     owns_stack = dir is None
     stack_dir = Path(dir) if dir is not None else base / "stack"
@@ -300,20 +460,28 @@ def up(
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
                   "postgres": str(cluster.log_file)},
             realtime_version=version,
+            name=name,
+            owner=owner,
+            owner_pid=os.getpid() if owner else 0,
         )
         state_file.parent.mkdir(parents=True, exist_ok=True)
         _write_private(state_file, state.to_json())
         return state
     except BaseException as exc:
-        for name in ("gateway", "realtime"):
-            if name in pids:
-                _stop_pid(pids[name], "rtbook.sandbox", timeout=5)
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if owns_stack:
-            shutil.rmtree(stack_dir, ignore_errors=True)
+        # Also after SIGINT/SIGTERM (raised as KeyboardInterrupt): stop what was started, to the end.
+        with shielded():
+            for part in ("gateway", "realtime"):
+                if part in pids:
+                    _stop_pid(pids[part], "rtbook.sandbox", timeout=5)
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if owns_stack:
+                shutil.rmtree(stack_dir, ignore_errors=True)
+            if name != DEFAULT_SANDBOX:
+                with contextlib.suppress(OSError):
+                    base.rmdir()  # the instance's folder, empty again: a failed up leaves no trace
         if isinstance(exc, SandboxError | ConfigError):
             raise
         if isinstance(exc, RtbookError | OSError | ImportError):
@@ -394,8 +562,8 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) 
                    log_path=run_dir / "gateway.log", what="Kong-compatible gateway")
 
 
-def _read_state(home: str | Path | None) -> SandboxState | None:
-    path = _state_file(home)
+def _read_state(home: str | Path | None, name: str | None = None) -> SandboxState | None:
+    path = _state_file(home, name)
     try:
         return SandboxState.from_mapping(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -404,42 +572,56 @@ def _read_state(home: str | Path | None) -> SandboxState | None:
         raise SandboxError(f"cannot read sandbox state {path}: {exc}; remove it and run 'rtbook sandbox up'") from exc
 
 
-def status(*, home: str | Path | None = None) -> dict[str, Any]:
-    """The recorded state plus ``running`` (all processes alive) and ``alive`` per process.
+def status(*, home: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
+    """The recorded state of instance ``name`` plus ``running`` (all processes alive) and ``alive`` per process.
 
-    Returns ``{"running": False}`` when no sandbox was started.
+    ``name`` defaults to ``$RTBOOK_SANDBOX``, else ``default``. Returns ``{"running": False,
+    "state_file": ...}`` when that instance was not started.
     """
-    state = _read_state(home)
+    state_file = _state_file(home, name)
+    state = _read_state(home, name)
     if state is None:
-        return {"running": False, "state_file": str(_state_file(home))}
-    alive = {name: _pid_alive(pid) for name, pid in state.pids.items()}
+        return {"running": False, "state_file": str(state_file)}
+    alive = {part: _pid_alive(pid) for part, pid in state.pids.items()}
     out = asdict(state)
-    out.update(running=all(alive.values()) and bool(alive), alive=alive, state_file=str(_state_file(home)))
+    out.update(running=all(alive.values()) and bool(alive), alive=alive, state_file=str(state_file))
     return out
 
 
-def down(*, home: str | Path | None = None, timeout: float = 15) -> bool:
-    """Stop every sandbox process, remove the cluster, the run directory and the state file.
+def down(*, home: str | Path | None = None, timeout: float = 15, name: str | None = None) -> bool:
+    """Stop instance ``name``'s processes, remove its cluster, run directory and state file.
 
-    A stack directory given with ``--dir`` is kept; the default one is removed. Returns False when
-    no sandbox was recorded.
+    ``name`` defaults to ``$RTBOOK_SANDBOX``, else ``default``; no other instance is touched. A stack
+    directory given with ``--dir`` is kept; the default one is removed. Returns False when that
+    instance was not recorded. Waits up to ``timeout`` s for an ``up`` of the same name to finish.
     """
-    state_file = _state_file(home)
-    state = _read_state(home)
+    instance = _name(name)
+    with _instance_locked(home, instance, wait=timeout):
+        return _down_locked(home, instance, timeout)
+
+
+def _down_locked(home: str | Path | None, name: str, timeout: float) -> bool:
+    state_file = _state_file(home, name)
+    state = _read_state(home, name)
     if state is None:
         return False
-    for name in ("gateway", "realtime"):
-        if name in state.pids:
-            _stop_pid(state.pids[name], "rtbook.sandbox", timeout=timeout)
-    if state.pids.get("postgres"):
-        # SIGINT is PostgreSQL's fast shutdown.
-        _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
-    shutil.rmtree(state.data_dir, ignore_errors=True)
-    if state.run_dir:
-        shutil.rmtree(state.run_dir, ignore_errors=True)
-    if state.owns_stack_dir:
-        shutil.rmtree(state.stack_dir, ignore_errors=True)
-    state_file.unlink(missing_ok=True)
+    # Runs to its end even when SIGINT/SIGTERM arrives meanwhile: half a down leaves PostgreSQL running.
+    with shielded():
+        for part in ("gateway", "realtime"):
+            if part in state.pids:
+                _stop_pid(state.pids[part], "rtbook.sandbox", timeout=timeout)
+        if state.pids.get("postgres"):
+            # SIGINT is PostgreSQL's fast shutdown.
+            _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
+        shutil.rmtree(state.data_dir, ignore_errors=True)
+        if state.run_dir:
+            shutil.rmtree(state.run_dir, ignore_errors=True)
+        if state.owns_stack_dir:
+            shutil.rmtree(state.stack_dir, ignore_errors=True)
+        state_file.unlink(missing_ok=True)
+        if name != DEFAULT_SANDBOX:
+            with contextlib.suppress(OSError):
+                state_file.parent.rmdir()  # the instance's folder, empty now (a --dir stack lives elsewhere)
     return True
 
 
@@ -459,7 +641,9 @@ class Sandbox:
         probe: bool = True,
         realtime_version: str | None = None,
         server_env: Mapping[str, str] | None = None,
+        name: str | None = None,
     ) -> None:
+        self.name = name
         self.dir = dir
         self.breaks = tuple(breaks)
         self.timeout = timeout
@@ -471,13 +655,13 @@ class Sandbox:
 
     def __enter__(self) -> SandboxState:
         self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe,
-                        realtime_version=self.realtime_version, server_env=self.server_env)
+                        realtime_version=self.realtime_version, server_env=self.server_env, name=self.name)
         return self.state
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        down(home=self.home)
+        down(home=self.home, name=self.state.name if self.state is not None else self.name)
 
     def __repr__(self) -> str:
         return f"Sandbox(breaks={list(self.breaks)}, home={self.home!r})"

@@ -93,7 +93,7 @@ def test_up_then_down_leaves_no_process_port_or_directory(tmp_path: Path) -> Non
         r = requests.get(state.gateway_url + "/realtime/v1/api/ping", headers={"apikey": anon}, timeout=10)
         assert (r.status_code, r.json()) == (200, {"message": "Success"})
         with pytest.raises(ConfigError, match="already running"):
-            manager.up(home=home)
+            manager.up(home=home, name="default")  # a derived name would start a second sandbox
     finally:
         assert manager.down(home=home) is True
     assert not any(_alive(pid) for pid in state.pids.values())
@@ -121,7 +121,7 @@ def test_cli_up_status_down_keeps_a_given_dir(tmp_path: Path) -> None:
         assert info["stack_dir"] == str(stack.resolve()) and info["breaks"] == ["not-in-publication"]
         text = _cli(["sandbox", "status"], home)
         assert "gateway URL" in text.stdout and info["gateway_url"] in text.stdout
-        again = _cli(["sandbox", "up"], home)
+        again = _cli(["sandbox", "up", "--name", "default"], home)
         assert again.returncode == 2 and "already running" in again.stderr
     finally:
         down = _cli(["sandbox", "down"], home)
