@@ -407,11 +407,14 @@ def parse_assignment(text: str) -> tuple[str, ParamValue]:
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read a parameter set written by the guided form (JSON) or by hand (JSON or YAML)."""
+    from rtbook.config.files import read_text
+    from rtbook.exceptions import InputFileError
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read the parameters file {p}: {exc.strerror}") from exc
+        text = read_text(p, "parameters file")  # bounded: regular file, 1 MiB, never blocks
+    except InputFileError as exc:
+        raise InputError(f"cannot read the parameters file: {exc}") from None
     if p.suffix in (".yml", ".yaml"):
         from rtbook.config.yamlfile import load_yaml
 
@@ -421,6 +424,8 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
         except ValueError as exc:
             raise InputError(f"{p} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise InputError(f"{p} nests too deeply to be a parameters file") from None
     if not isinstance(data, dict):
         raise InputError(f"{p} must hold a mapping of parameter names to values, got {type(data).__name__}")
     return dict(data)

@@ -395,18 +395,10 @@ def _kind_of(mode: int) -> str:
 
 
 def _read_regular(path: Path, limit: int = MAX_RECORD_FILE_BYTES) -> bytes:
-    """The bytes of a regular file, read without following a symlink or blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path} is {_kind_of(info.st_mode)}, not a file rtbook wrote")
-        if info.st_size > limit:
-            raise InputError(f"{path} is {info.st_size} bytes, more than the {limit} a record file may have")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    finally:
-        os.close(fd)
+    """The bytes of a regular file, read without following a symlink or blocking on a FIFO (config/files.py)."""
+    from rtbook.config.files import read_bytes
+
+    return read_bytes(path, "record file", limit=limit, follow_symlinks=False)
 
 
 def _file_hashes(record: Path) -> dict[str, str]:
@@ -471,8 +463,8 @@ def verify(record: str | Path) -> VerifyResult:
     path = folder / MANIFEST
     try:
         raw = _read_regular(path)
-    except OSError as exc:
-        raise InputError(f"{folder} holds no readable {MANIFEST}: {exc.strerror}; is it an rtbook run folder?") from exc
+    except InputError as exc:
+        raise InputError(f"{folder} holds no readable {MANIFEST} ({exc}); is it an rtbook run folder?") from None
     result = VerifyResult(folder)
     match = _SELF_FIELD.search(raw)
     if match is None:

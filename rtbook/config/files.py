@@ -1,0 +1,188 @@
+"""The one bounded reader for every file of user input (compose, .env, kong.yml, Envoy, params, records).
+
+A stack folder is user input: any of its names can be a FIFO (reading blocks forever), a device
+(``/dev/zero`` never ends), a directory, a symlink loop or a 50 MB file that is not what its name
+says. :func:`read_bytes` and :func:`read_text` read a file only when it is a regular file no
+larger than the limit for its kind, and never block or read without bound on the way:
+
+- the type is checked with ``stat`` before the file is opened, so a FIFO or device is never
+  opened at all; the opened descriptor is checked again with ``fstat`` (the name may have been
+  swapped in between) and is opened with ``O_NONBLOCK``, so even a FIFO swapped in does not block;
+- symlinks are followed by the kernel, whose ``ELOOP`` is the loop guard (40 hops on Linux),
+  reported as a symlink loop; ``follow_symlinks=False`` refuses a symlink outright (records);
+- at most ``limit + 1`` bytes are read, whatever ``st_size`` says (a file that grows while it is
+  read, or a ``/proc`` file that reports size 0, is still bounded).
+
+Every refusal is a :class:`~rtbook.exceptions.InputFileError` whose one-line message names the
+file, what was wrong and the fix; the CLI prints it and exits 2.
+
+The limits (:data:`LIMITS`) are far above any real file of that kind (the official compose file
+is about 20 KB, its kong.yml about 10 KB, a .env about 5 KB) and small enough that parsing a file
+at the limit takes well under a second.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from rtbook.exceptions import InputFileError
+
+__all__ = ["DEFAULT_LIMIT", "LIMITS", "MiB", "describe_mode", "human_size", "read_bytes", "read_text"]
+
+MiB = 1024 * 1024
+
+# Bytes a file of each kind may have. Keys are the words used in messages ("the compose file").
+LIMITS: dict[str, int] = {
+    "compose file": 4 * MiB,
+    "kong.yml": 4 * MiB,
+    "Envoy file": 4 * MiB,
+    "gateway file": 4 * MiB,
+    "env file": 1 * MiB,
+    "parameters file": 1 * MiB,
+    "entrypoint script": 1 * MiB,
+    "Dockerfile": 1 * MiB,
+    # A record is a few notebooks and summaries; anything larger was not written by rtbook.
+    "record file": 64 * MiB,
+}
+DEFAULT_LIMIT = 4 * MiB
+
+# Read in pieces so a file at the limit never needs a second full-size copy.
+_CHUNK = 256 * 1024
+
+
+def human_size(n: int) -> str:
+    """``4194304`` -> ``4 MiB``; ``1536`` -> ``1.5 KiB`` (for messages)."""
+    for unit, size in (("MiB", MiB), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def describe_mode(mode: int) -> str:
+    """What a non-regular file is, for a message: ``a FIFO (named pipe)``, ``a directory``..."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _refuse(path: Path, kind: str, problem: str, fix: str) -> InputFileError:
+    return InputFileError(f"{path}: {problem}; {fix}", path=path, kind=kind)
+
+
+def _not_regular(path: Path, kind: str, mode: int) -> InputFileError:
+    what = describe_mode(mode)
+    if stat.S_ISDIR(mode):
+        return _refuse(path, kind, f"is a directory, expected the {kind}", f"give the path of the {kind} itself")
+    return _refuse(
+        path, kind, f"is {what}, not a regular file",
+        f"rtbook reads the {kind} only from a regular file (save the content to a file and give that path)",
+    )
+
+
+def _os_error(path: Path, kind: str, exc: OSError) -> InputFileError:
+    code = exc.errno
+    if code == errno.ENOENT:
+        return InputFileError(f"{path}: {kind} not found", path=path, kind=kind)
+    if code == errno.ELOOP:
+        return _refuse(path, kind, "symlink loop (too many levels of symbolic links)",
+                       f"point the link at the real {kind}")
+    if code == errno.ENOTDIR:
+        return _refuse(path, kind, "a folder in the path is a file", f"check the path of the {kind}")
+    if code in (errno.EACCES, errno.EPERM):
+        return _refuse(path, kind, f"cannot read the {kind}: permission denied",
+                       "make it readable by the user running rtbook")
+    if code == errno.EISDIR:
+        return _refuse(path, kind, f"is a directory, expected the {kind}", f"give the path of the {kind} itself")
+    return _refuse(path, kind, f"cannot read the {kind}: {exc.strerror or exc}", f"check the {kind}")
+
+
+def read_bytes(path: str | Path, kind: str, *, limit: int | None = None, follow_symlinks: bool = True) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (default: :data:`LIMITS` [kind]).
+
+    Args:
+        path: the file.
+        kind: what the file is, for messages and the default limit (a key of :data:`LIMITS`).
+        limit: the largest size accepted, in bytes.
+        follow_symlinks: False refuses a symlink (a record never holds one) instead of following it.
+
+    Raises:
+        InputFileError: missing, not a regular file (directory, FIFO, socket, device), a symlink
+            loop, unreadable, or larger than the limit.
+    """
+    p = Path(path)
+    cap = LIMITS.get(kind, DEFAULT_LIMIT) if limit is None else limit
+    try:
+        # stat first: a FIFO or a device is refused without being opened (opening a tty or a
+        # tape has effects of its own).
+        info = os.stat(p) if follow_symlinks else os.lstat(p)
+    except OSError as exc:
+        raise _os_error(p, kind, exc) from None
+    except ValueError:  # an embedded NUL byte (a path taken from a YAML string can hold one)
+        raise InputFileError(f"{str(p)!r}: the path of the {kind} contains a NUL byte; fix the path",
+                             path=p, kind=kind) from None
+    if not follow_symlinks and stat.S_ISLNK(info.st_mode):
+        raise _refuse(p, kind, "is a symlink", f"a {kind} is read only when it is a regular file, not a link")
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(p, kind, info.st_mode)
+    if info.st_size > cap:
+        raise _too_big(p, kind, info.st_size, cap)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(p, flags)
+    except OSError as exc:
+        raise _os_error(p, kind, exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # swapped between stat and open
+            raise _not_regular(p, kind, info.st_mode)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= cap:
+            try:
+                chunk = os.read(fd, min(_CHUNK, cap + 1 - total))
+            except OSError as exc:
+                raise _os_error(p, kind, exc) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:
+            raise _too_big(p, kind, max(total, info.st_size), cap, at_least=True)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _too_big(path: Path, kind: str, size: int, cap: int, *, at_least: bool = False) -> InputFileError:
+    shown = f"more than {human_size(cap)}" if at_least else f"{human_size(size)} ({size} bytes)"
+    return _refuse(path, kind, f"the {kind} is {shown}, over the {human_size(cap)} limit for a {kind}",
+                   f"is this really the {kind}? (limits: README 'Limits and exit codes')")
+
+
+def read_text(path: str | Path, kind: str, *, limit: int | None = None, follow_symlinks: bool = True) -> str:
+    """:func:`read_bytes` decoded as UTF-8 text (a BOM is dropped); NUL bytes and other encodings are refused.
+
+    Raises:
+        InputFileError: as :func:`read_bytes`, or the content is binary or not UTF-8.
+    """
+    p = Path(path)
+    data = read_bytes(p, kind, limit=limit, follow_symlinks=follow_symlinks)
+    if b"\x00" in data:
+        raise _refuse(p, kind, f"binary data (NUL bytes), not a text {kind}", f"is this really the {kind}?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _refuse(p, kind, f"not UTF-8 text at byte {exc.start}", f"is this really the {kind}?") from None
