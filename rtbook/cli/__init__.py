@@ -19,10 +19,10 @@ from pathlib import Path
 
 import click
 
-from rtbook.cli._click import RtbookGroup, SectionOption
+from rtbook.cli._click import OutputFile, RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
-from rtbook.exceptions import ChecksFailedError, RtbookError
+from rtbook.exceptions import ChecksFailedError, ConfigError, RtbookError
 
 __all__ = ["cli", "main"]
 
@@ -61,7 +61,7 @@ def cli(ctx: click.Context) -> None:
               help="only check ids with this prefix (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", cls=SectionOption,
               help="report format (default: text)")
-@click.option("--output", metavar="FILE", cls=SectionOption, help="write the report to FILE instead of stdout")
+@click.option("--output", type=OutputFile(), cls=SectionOption, help="write the report to FILE instead of stdout")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
     from rtbook.registry import run_checks
 
@@ -78,7 +78,10 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
         text = str(report)
     text = target.redactor.text(text)
     if output:
-        Path(output).write_text(text + "\n")
+        try:
+            Path(output).write_text(text + "\n")
+        except OSError as exc:  # checked up front (OutputFile); this is a disk that filled up meanwhile
+            raise ConfigError(f"--output {output!r}: cannot write the report: {exc.strerror or exc}") from None
         print(report.summary_line())
     else:
         print(text)

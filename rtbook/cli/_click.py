@@ -8,14 +8,27 @@ by the parameter schema itself (:func:`rtbook.runbook.params.check_value`), so a
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from rtbook.exceptions import ConfigError
 
-__all__ = ["CONTEXT_SETTINGS", "ParamValueType", "RtbookCommand", "RtbookGroup", "Seconds", "SectionOption"]
+__all__ = [
+    "CONTEXT_SETTINGS",
+    "OutputDir",
+    "OutputFile",
+    "ParamValueType",
+    "RtbookCommand",
+    "RtbookGroup",
+    "Seconds",
+    "SectionOption",
+]
 
 if TYPE_CHECKING:
     # click 8.4 made ParamType generic; older releases (>= 8.1 is supported) cannot subscript it at run time.
@@ -220,3 +233,101 @@ class Seconds(_ParamType):
                 ctx,
             )
         return seconds
+
+
+def _path_text(value: Any, flag: str, ctx: click.Context | None) -> str:
+    text = str(value)
+    if not text.strip() or "\x00" in text:
+        raise click.UsageError(f"{flag} must be a path, got {text!r}", ctx)
+    return text
+
+
+def _writable_dir(folder: Path, flag: str, value: str, ctx: click.Context | None) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{flag} {value!r}: the folder {str(folder)!r} is not writable; choose another place",
+                               ctx)
+
+
+def _existing_kind(path: Path, flag: str, value: str, ctx: click.Context | None) -> int | None:
+    """The mode of what ``path`` names (symlinks followed), None when nothing is there."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise click.UsageError(f"{flag} {value!r}: {why}; choose another path", ctx) from None
+
+
+class OutputFile(_ParamType):
+    """A file rtbook may write a report to: checked before anything runs, so no result is lost at the end.
+
+    An existing path must be a writable regular file; a new one needs an existing, writable folder.
+    A directory, FIFO or device is refused (a FIFO without a reader would block the write; without
+    ``--output`` the report goes to stdout, which is what ``/dev/stdout`` would give).
+    """
+
+    name = "file"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag, the path and the fix."""
+        flag = _flag_name(param)
+        text = _path_text(value, flag, ctx)
+        path = Path(text)
+        mode = _existing_kind(path, flag, text, ctx)
+        if mode is None:
+            target = Path(os.path.realpath(path))  # a dangling symlink is written through
+            folder = target.parent
+            if not folder.is_dir():
+                raise click.UsageError(f"{flag} {text!r}: the folder {str(folder)!r} does not exist; create it first",
+                                       ctx)
+            _writable_dir(folder, flag, text, ctx)
+            return text
+        if stat.S_ISDIR(mode):
+            raise click.UsageError(f"{flag} {text!r} is a directory; give a file name, e.g. {text.rstrip('/')}/report",
+                                   ctx)
+        if not stat.S_ISREG(mode):
+            raise click.UsageError(
+                f"{flag} {text!r} is not a regular file (a FIFO or device); give a file, or omit {flag} for stdout", ctx
+            )
+        try:
+            # Open for writing without truncating: proves it can be written (permissions, a
+            # read-only mount, /proc) before the checks run, and changes nothing.
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)))
+        except OSError as exc:
+            raise click.UsageError(f"{flag} {text!r} cannot be written: {exc.strerror or exc}; choose another file",
+                                   ctx) from None
+        return text
+
+
+class OutputDir(_ParamType):
+    """A folder rtbook may create run folders in: an existing writable folder, or one whose nearest
+    existing parent is a writable folder (it is created when the run starts)."""
+
+    name = "dir"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "DIR"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag, the path and the fix."""
+        flag = _flag_name(param)
+        text = _path_text(value, flag, ctx)
+        path = Path(os.path.abspath(text))
+        while True:
+            mode = _existing_kind(path, flag, text, ctx)
+            if mode is not None:
+                break
+            if path.parent == path:
+                raise click.UsageError(f"{flag} {text!r}: no part of the path exists", ctx)
+            path = path.parent
+        if not stat.S_ISDIR(mode):
+            raise click.UsageError(f"{flag} {text!r}: {str(path)!r} is a file, not a folder; choose another place",
+                                   ctx)
+        _writable_dir(path, flag, text, ctx)
+        return text

@@ -190,4 +190,6 @@ def build_target(opts: TargetOptions) -> Target:
         stack = None
     else:
         raise ConfigError("nothing to check: pass --stack DIR, --compose FILE, --target sandbox or --api-url URL")
+    if stack is not None:
+        stack.check_gateway_files()  # a FIFO or huge kong.yml is a usage error before any check runs
     return Target(name="stack" if stack else "endpoints", stack=stack, **common)

@@ -30,7 +30,16 @@ from pathlib import Path
 
 from rtbook.exceptions import InputFileError
 
-__all__ = ["DEFAULT_LIMIT", "LIMITS", "MiB", "describe_mode", "human_size", "read_bytes", "read_text"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "LIMITS",
+    "MiB",
+    "check_file",
+    "describe_mode",
+    "human_size",
+    "read_bytes",
+    "read_text",
+]
 
 MiB = 1024 * 1024
 
@@ -93,6 +102,9 @@ def _not_regular(path: Path, kind: str, mode: int) -> InputFileError:
 def _os_error(path: Path, kind: str, exc: OSError) -> InputFileError:
     code = exc.errno
     if code == errno.ENOENT:
+        if os.path.islink(path):
+            return _refuse(path, kind, f"is a symlink to {os.readlink(path)!r}, which does not exist",
+                           f"point the link at the real {kind}")
         return InputFileError(f"{path}: {kind} not found", path=path, kind=kind)
     if code == errno.ELOOP:
         return _refuse(path, kind, "symlink loop (too many levels of symbolic links)",
@@ -168,8 +180,33 @@ def read_bytes(path: str | Path, kind: str, *, limit: int | None = None, follow_
 
 def _too_big(path: Path, kind: str, size: int, cap: int, *, at_least: bool = False) -> InputFileError:
     shown = f"more than {human_size(cap)}" if at_least else f"{human_size(size)} ({size} bytes)"
-    return _refuse(path, kind, f"the {kind} is {shown}, over the {human_size(cap)} limit for a {kind}",
+    return _refuse(path, kind, f"the {kind} is {shown}, over rtbook's {human_size(cap)} limit for it",
                    f"is this really the {kind}? (limits: README 'Limits and exit codes')")
+
+
+def check_file(path: str | Path, kind: str, *, limit: int | None = None) -> None:
+    """Refuse, without opening it, a ``path`` that exists but could not be read (type, loop, size).
+
+    A missing file passes: whoever reads it later says what its absence means (a missing
+    kong.yml is a finding of the ``kong.*`` checks, not a usage error).
+
+    Raises:
+        InputFileError: as :func:`read_bytes`, except for a file that does not exist.
+    """
+    p = Path(path)
+    try:
+        if not os.path.lexists(p):
+            return
+        info = os.stat(p)
+    except OSError as exc:
+        raise _os_error(p, kind, exc) from None
+    except ValueError:
+        return  # a NUL in the name: nothing by that name can exist
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(p, kind, info.st_mode)
+    cap = LIMITS.get(kind, DEFAULT_LIMIT) if limit is None else limit
+    if info.st_size > cap:
+        raise _too_big(p, kind, info.st_size, cap)
 
 
 def read_text(path: str | Path, kind: str, *, limit: int | None = None, follow_symlinks: bool = True) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from rtbook.config.files import describe_mode, read_bytes, read_text
+from rtbook.config.files import check_file, describe_mode, read_bytes, read_text
 from rtbook.config.images import image_repository
 from rtbook.config.yamlfile import SafeLoader, load_yaml
 from rtbook.exceptions import InputError
@@ -1078,6 +1078,21 @@ class Stack:
         if self.root is not None and (self.root / "volumes" / "api" / "kong.yml").is_file():
             return self.root / "volumes" / "api" / "kong.yml"
         return None
+
+    def check_gateway_files(self) -> None:
+        """Refuse up front a gateway file that exists but cannot be read (a FIFO, a device, a loop, too big).
+
+        What such a file holds is judged by the gateway checks; this only makes sure reading it
+        later cannot block or run away, and that the user hears about it as a usage error.
+
+        Raises:
+            InputFileError: naming the file, what it is and the fix.
+        """
+        kong = self.kong_file()
+        if kong is not None:
+            check_file(kong, "kong.yml")
+        for path in self.envoy_files().values():
+            check_file(path, "Envoy file")
 
     def envoy_files(self) -> dict[str, Path]:
         """Host paths of the files the Envoy container reads, keyed by container path (or file name)."""
