@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from rtbook.cli._click import OutputFile, RtbookGroup, SectionOption
+from rtbook.cli._click import CheckPrefix, OutputFile, RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ChecksFailedError, ConfigError, RtbookError
@@ -57,7 +57,7 @@ def cli(ctx: click.Context) -> None:
              "only the files and the containers are checked. Exit 0 when nothing failed, 1 when a check "
              "failed or errored, 2 for usage errors and unreadable input.")
 @target_options
-@click.option("--only", "only", multiple=True, metavar="PREFIX", cls=SectionOption,
+@click.option("--only", "only", multiple=True, type=CheckPrefix(), cls=SectionOption,
               help="only check ids with this prefix (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", cls=SectionOption,
               help="report format (default: text)")
@@ -90,7 +90,7 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
 
 @cli.command("checks", short_help="list every check id with its title",
              help="List every check id with its title (a table on a terminal, plain lines otherwise).")
-@click.option("--only", "only", multiple=True, metavar="PREFIX", help="only check ids with this prefix (repeatable)")
+@click.option("--only", "only", multiple=True, type=CheckPrefix(), help="only check ids with this prefix (repeatable)")
 @click.option("-v", "--verbose", is_flag=True, help="also show what each check needs (the terminal table always does)")
 def _cmd_checks(only: tuple[str, ...], verbose: bool) -> int:
     from rtbook.registry import select_checks

@@ -21,6 +21,8 @@ from rtbook.exceptions import ConfigError
 
 __all__ = [
     "CONTEXT_SETTINGS",
+    "CheckPrefix",
+    "InputPath",
     "OutputDir",
     "OutputFile",
     "ParamValueType",
@@ -330,4 +332,50 @@ class OutputDir(_ParamType):
             raise click.UsageError(f"{flag} {text!r}: {str(path)!r} is a file, not a folder; choose another place",
                                    ctx)
         _writable_dir(path, flag, text, ctx)
+        return text
+
+
+class InputPath(_ParamType):
+    """A path rtbook will read (a stack folder, a compose or env file): not empty, no NUL byte.
+
+    Whether it exists and is a regular file within its size limit is for the reader
+    (:mod:`rtbook.config.files`), whose message names the kind of file.
+    """
+
+    name = "path"
+
+    def __init__(self, metavar: str = "FILE") -> None:
+        self._metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag."""
+        return _path_text(value, _flag_name(param), ctx)
+
+
+class CheckPrefix(_ParamType):
+    """A ``--only`` prefix that selects at least one check (a typo would otherwise run nothing and pass)."""
+
+    name = "prefix"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "PREFIX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The prefix, or UsageError naming it and where the ids are listed."""
+        from rtbook.registry import select_checks
+
+        flag = _flag_name(param)
+        text = str(value).strip()
+        if not text:
+            raise click.UsageError(f"{flag} needs a check id or its start, e.g. {flag} kong.", ctx)
+        if not select_checks((text,)):
+            raise click.UsageError(
+                f"{flag} {text!r} matches no check id; 'rtbook checks' lists them (e.g. compose., kong., realtime.)",
+                ctx,
+            )
         return text

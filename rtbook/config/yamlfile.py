@@ -69,8 +69,7 @@ def check_yaml_shape(text: str, source: str | Path) -> None:
     number per anchor and per open collection.
 
     Raises:
-        InputError: naming the source and the limit; yaml.YAMLError for a syntax error (the caller
-            words it).
+        InputError: naming the source and the limit (a syntax error is left to the parse proper).
     """
     sizes: dict[str, int] = {}
     # One [anchor, expanded size] per open collection.
@@ -106,6 +105,10 @@ def check_yaml_shape(text: str, source: str | Path) -> None:
                 sizes[anchor] = size
             if open_nodes:
                 open_nodes[-1][1] += size
+    except yaml.YAMLError:
+        # A syntax error: the real parse stops at the same place and words it (line, column);
+        # everything before it was within the limits.
+        return
     finally:
         parser.dispose()
 

@@ -234,7 +234,43 @@ def _check_value(param: Param, value: Any, env_secrets: frozenset[str], label: s
         raise ConfigError(
             f"{label} must be a PostgreSQL URL, got {text!r}; e.g. postgresql://supabase_admin@localhost:5432/postgres"
         )
+    if text and name in _ADDRESS_EXAMPLES:
+        problem = _address_problem(name, text)
+        if problem:
+            raise ConfigError(f"{label} {text!r} {problem}; e.g. {_ADDRESS_EXAMPLES[name]}")
     return text
+
+
+# Values that end up in a URL, a Host header or a connection string (the exit-code contract: a
+# malformed one is a usage error up front, not a page of failed checks).
+_ADDRESS_EXAMPLES = {
+    "api_url": "http://localhost:8000",
+    "realtime_url": "http://127.0.0.1:4000",
+    "db_url": "postgresql://supabase_admin@localhost:5432/postgres",
+    "realtime_host": "realtime-dev.supabase-realtime:4000",
+    "tenant": "realtime-dev",
+}
+
+
+def _address_problem(name: str, text: str) -> str:
+    """Why ``text`` cannot be the address ``name`` ("" when it can)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
+        return "contains a space or a control character"
+    if name == "tenant":
+        return ""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text if name != "realtime_host" else f"//{text}")
+        port = parts.port  # ValueError: not a number, or outside 0-65535
+    except ValueError as exc:
+        return f"is not a valid {'host' if name == 'realtime_host' else 'URL'} ({exc})"
+    if port == 0:
+        return "has port 0; give the port the service listens on (1-65535)"
+    # A database URL without a host is libpq's local socket; every other address needs a host.
+    if not parts.hostname and name != "db_url":
+        return "has no host name"
+    return ""
 
 
 def check_value(name: str, value: Any, *, label: str = "") -> ParamValue:
