@@ -23,6 +23,7 @@ __all__ = [
     "CONTEXT_SETTINGS",
     "CheckPrefix",
     "InputPath",
+    "NotebookList",
     "OutputDir",
     "OutputFile",
     "ParamValueType",
@@ -378,4 +379,21 @@ class CheckPrefix(_ParamType):
                 f"{flag} {text!r} matches no check id; 'rtbook checks' lists them (e.g. compose., kong., realtime.)",
                 ctx,
             )
+        return text
+
+
+class NotebookList(_ParamType):
+    """``--notebooks 01,03``: at least one number or name (an empty list would run nothing and report it)."""
+
+    name = "list"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The list as given (names are resolved by the runbook), or UsageError when it names nothing."""
+        text = str(value)
+        if not any(item.strip() for item in text.split(",")):
+            raise click.UsageError(f"{_flag_name(param)} names no notebook, got {text!r}; e.g. 01,03", ctx)
         return text

@@ -93,10 +93,11 @@ def _not_regular(path: Path, kind: str, mode: int) -> InputFileError:
     what = describe_mode(mode)
     if stat.S_ISDIR(mode):
         return _refuse(path, kind, f"is a directory, expected the {kind}", f"give the path of the {kind} itself")
-    return _refuse(
-        path, kind, f"is {what}, not a regular file",
-        f"rtbook reads the {kind} only from a regular file (save the content to a file and give that path)",
-    )
+    fix = _FIXES.get(kind, f"rtbook reads the {kind} only from a regular file (save its content to one)")
+    return _refuse(path, kind, f"is {what}, not a regular file", fix)
+
+
+_FIXES = {"record file": "a record holds regular files only; is this an rtbook run folder?"}
 
 
 def _os_error(path: Path, kind: str, exc: OSError) -> InputFileError:
@@ -144,7 +145,8 @@ def read_bytes(path: str | Path, kind: str, *, limit: int | None = None, follow_
         raise InputFileError(f"{str(p)!r}: the path of the {kind} contains a NUL byte; fix the path",
                              path=p, kind=kind) from None
     if not follow_symlinks and stat.S_ISLNK(info.st_mode):
-        raise _refuse(p, kind, "is a symlink", f"a {kind} is read only when it is a regular file, not a link")
+        raise _refuse(p, kind, "is a symlink, not a regular file",
+                      _FIXES.get(kind, f"give the path of the {kind} itself, not a link"))
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular(p, kind, info.st_mode)
     if info.st_size > cap:

@@ -461,10 +461,12 @@ def verify(record: str | Path) -> VerifyResult:
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give the run folder that 'rtbook run' printed")
     path = folder / MANIFEST
+    if not os.path.lexists(path):
+        raise InputError(f"{folder} has no {MANIFEST}; give the run folder that 'rtbook run' printed")
     try:
         raw = _read_regular(path)
     except InputError as exc:
-        raise InputError(f"{folder} holds no readable {MANIFEST} ({exc}); is it an rtbook run folder?") from None
+        raise InputError(f"{folder} holds no readable {MANIFEST}: {exc}") from None
     result = VerifyResult(folder)
     match = _SELF_FIELD.search(raw)
     if match is None:
