@@ -48,7 +48,6 @@ LIMITS: dict[str, int] = {
     "compose file": 4 * MiB,
     "kong.yml": 4 * MiB,
     "Envoy file": 4 * MiB,
-    "gateway file": 4 * MiB,
     "env file": 1 * MiB,
     "parameters file": 1 * MiB,
     "entrypoint script": 1 * MiB,
