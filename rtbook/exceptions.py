@@ -43,7 +43,7 @@ class InputError(RtbookError):
 
 
 class InputFileError(InputError):
-    """A file of user input refused before it is parsed (see :mod:`rtbook.config.files`).
+    """A file of user input refused before it is parsed (see :mod:`rtbook.bounded`).
 
     Attributes:
         path: the file named by the user (before symlinks are resolved).

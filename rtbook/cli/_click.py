@@ -340,7 +340,7 @@ class InputPath(_ParamType):
     """A path rtbook will read (a stack folder, a compose or env file): not empty, no NUL byte.
 
     Whether it exists and is a regular file within its size limit is for the reader
-    (:mod:`rtbook.config.files`), whose message names the kind of file.
+    (:mod:`rtbook.bounded`), whose message names the kind of file.
     """
 
     name = "path"

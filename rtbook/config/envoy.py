@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtbook.config.files import read_text
+from rtbook.bounded import read_text
 from rtbook.config.kong import display_path
 from rtbook.config.reader import (
     ConfigReader,

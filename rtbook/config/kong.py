@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rtbook.config.files import read_bytes, read_text
+from rtbook.bounded import read_bytes, read_text
 from rtbook.config.kong_router import (
     Expression,
     ExpressionError,

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from rtbook.config.files import check_file, describe_mode, read_bytes, read_text
+from rtbook.bounded import check_file, describe_mode, read_bytes, read_text
 from rtbook.config.images import image_repository
 from rtbook.config.yamlfile import SafeLoader, load_yaml
 from rtbook.exceptions import InputError
@@ -358,7 +358,7 @@ _ComposeLoader.add_constructor("!reset", _construct_reset)
 
 
 def _read_text(path: Path, what: str) -> str:
-    # The one bounded reader: regular files only, never blocks, at most the kind's limit (config/files.py).
+    # The one bounded reader: regular files only, never blocks, at most the kind's limit (rtbook/bounded.py).
     return read_text(path, what)
 
 

@@ -443,7 +443,7 @@ def parse_assignment(text: str) -> tuple[str, ParamValue]:
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read a parameter set written by the guided form (JSON) or by hand (JSON or YAML)."""
-    from rtbook.config.files import read_text
+    from rtbook.bounded import read_text
     from rtbook.exceptions import InputFileError
 
     p = Path(path)

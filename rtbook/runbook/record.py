@@ -395,8 +395,8 @@ def _kind_of(mode: int) -> str:
 
 
 def _read_regular(path: Path, limit: int = MAX_RECORD_FILE_BYTES) -> bytes:
-    """The bytes of a regular file, read without following a symlink or blocking on a FIFO (config/files.py)."""
-    from rtbook.config.files import read_bytes
+    """The bytes of a regular file, read without following a symlink or blocking on a FIFO (rtbook/bounded.py)."""
+    from rtbook.bounded import read_bytes
 
     return read_bytes(path, "record file", limit=limit, follow_symlinks=False)
 

@@ -26,8 +26,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rtbook.bounded import LIMITS, MiB, check_file, read_bytes, read_text
 from rtbook.cli import main
-from rtbook.config.files import LIMITS, MiB, check_file, read_bytes, read_text
 from rtbook.config.kong import parse_kong
 from rtbook.config.stack import (
     _ENV_KEY,

@@ -1,5 +1,9 @@
 """The one bounded reader for every file of user input (compose, .env, kong.yml, Envoy, params, records).
 
+Shared ground (it imports nothing of rtbook but the exceptions), so the configuration readers
+(``rtbook.config``), the runbook (params, ``verify``) and the sandbox, which may not import
+``rtbook.config``, read files the same way; :func:`check_yaml_shape` is the YAML guard they share.
+
 A stack folder is user input: any of its names can be a FIFO (reading blocks forever), a device
 (``/dev/zero`` never ends), a directory, a symlink loop or a 50 MB file that is not what its name
 says. :func:`read_bytes` and :func:`read_text` read a file only when it is a regular file no
@@ -27,14 +31,20 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
-from rtbook.exceptions import InputFileError
+import yaml
+
+from rtbook.exceptions import InputError, InputFileError
 
 __all__ = [
     "DEFAULT_LIMIT",
     "LIMITS",
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
     "MiB",
     "check_file",
+    "check_yaml_shape",
     "describe_mode",
     "human_size",
     "read_bytes",
@@ -224,3 +234,73 @@ def read_text(path: str | Path, kind: str, *, limit: int | None = None, follow_s
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _refuse(p, kind, f"not UTF-8 text at byte {exc.start}", f"is this really the {kind}?") from None
+
+
+# ================================================================ YAML
+
+# Aliases may add this many nodes to a document when expanded; collections may nest this deep.
+# Why these numbers: rtbook/config/yamlfile.py's docstring.
+MAX_ALIAS_NODES = 100_000
+MAX_DEPTH = 100
+
+
+def check_yaml_shape(text: str, source: str | Path) -> None:
+    """Refuse a document whose aliases expand to more than :data:`MAX_ALIAS_NODES` nodes or that nests too deeply.
+
+    One pass over the parser's events, counting the expanded size of every anchored node (a
+    collection's size is one plus its children's, an alias's is its anchor's); memory is one
+    number per anchor and per open collection.
+
+    Raises:
+        InputError: naming the source and the limit (a syntax error is left to the parse proper).
+    """
+    sizes: dict[str, int] = {}
+    # One [anchor, expanded size] per open collection.
+    open_nodes: list[list[Any]] = []
+    added = 0
+    parser = _event_parser(text)
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(open_nodes) >= MAX_DEPTH:
+                    raise InputError(
+                        f"{source}: nested more than {MAX_DEPTH} levels deep{_at_line(event)}; "
+                        "no compose, kong or Envoy file nests like this"
+                    )
+                open_nodes.append([event.anchor, 1])
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, size = open_nodes.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, size = None, sizes.get(event.anchor or "", 1)
+                added += size
+                if added > MAX_ALIAS_NODES:
+                    raise InputError(
+                        f"{source}: YAML aliases expand to more than {MAX_ALIAS_NODES} nodes (alias "
+                        f"*{event.anchor}{_at_line(event)}); an alias bomb, not a configuration file"
+                    )
+            else:
+                continue
+            if anchor:
+                sizes[anchor] = size
+            if open_nodes:
+                open_nodes[-1][1] += size
+    except yaml.YAMLError:
+        # A syntax error: the real parse stops at the same place and words it (line, column);
+        # everything before it was within the limits.
+        return
+    finally:
+        parser.dispose()
+
+
+def _at_line(event: Any) -> str:
+    mark = getattr(event, "start_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
+def _event_parser(text: str) -> Any:
+    # libyaml's parser when PyYAML has it; only events are read, nothing is constructed.
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
