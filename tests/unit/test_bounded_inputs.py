@@ -599,3 +599,30 @@ def test_blocking_inputs_do_not_block_the_cli_process(tmp_path: Path) -> None:
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "is a FIFO" in proc.stderr
+
+
+# ================================================================ the sandbox reads the same way
+
+
+def test_sandbox_gateway_refuses_an_alias_bomb_and_a_fifo(tmp_path: Path) -> None:
+    from rtbook.sandbox.gateway import GatewayConfig, GatewayConfigError
+    from rtbook.sandbox.gateway import parse_kong as sandbox_parse_kong
+
+    with pytest.raises(GatewayConfigError, match="alias bomb"):
+        sandbox_parse_kong(BILLION_LAUGHS)
+    config = GatewayConfig.from_mapping({"kong_yml": str(_fifo(tmp_path / "kong.yml")), "env": {}})
+    with pytest.raises(GatewayConfigError, match="is a FIFO"):
+        config.load_kong()
+
+
+def test_sandbox_stack_files_are_read_bounded(tmp_path: Path) -> None:
+    from rtbook.exceptions import SandboxError
+    from rtbook.sandbox.stackdir import load_compose, read_env
+
+    with pytest.raises(SandboxError, match="is a FIFO"):
+        read_env(_fifo(tmp_path / ".env"))
+    with pytest.raises(SandboxError, match="is a character device"):
+        load_compose(Path("/dev/zero"))
+    (tmp_path / "bomb.yml").write_text(BILLION_LAUGHS)
+    with pytest.raises(SandboxError, match="alias bomb"):
+        load_compose(tmp_path / "bomb.yml")
