@@ -127,8 +127,11 @@ def _usage_error_line(exc: click.UsageError) -> str:
 def _error(line: str) -> None:
     from rtbook.secrets import Redactor
 
-    # A message may quote a value the user typed; a token in it must not reach the terminal's scrollback.
-    sys.stderr.write(Redactor().text(line) + "\n")
+    from rtbook.results import printable
+
+    # A message may quote a value the user typed; a token in it must not reach the terminal's scrollback,
+    # nor an escape sequence in a file name drive the terminal (and a newline in one split the line).
+    sys.stderr.write(printable(Redactor().text(line)).replace("\n", "\\n") + "\n")
     sys.stderr.flush()
 
 

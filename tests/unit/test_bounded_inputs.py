@@ -507,6 +507,8 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
         "compose alias bomb": (["check", "--compose", str(d / "bomb.yml")], "alias bomb"),
         "compose deep": (["check", "--compose", str(d / "deep.yml")], "levels deep"),
         "compose empty path": (["check", "--compose", ""], "--compose must be a path"),
+        "compose path with escapes": (["check", "--compose", str(d / "\x1b[31mred\nline")],
+                                      "\\x1b[31mred\\nline: compose file not found"),
         "env fifo": (["check", "--compose", compose, "--env", str(d / "fifo")], "env file only from a regular file"),
         "env dev-zero": (["check", "--compose", compose, "--env", "/dev/zero"], "is a character device"),
         "kong fifo flag": (["check", "--compose", compose, "--kong", str(d / "fifo")], "kong.yml only from a regular"),
@@ -539,7 +541,8 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
 
 _CASE_NAMES = [
     "compose fifo", "compose dev-zero", "compose directory", "compose symlink loop", "compose 50MB",
-    "compose alias bomb", "compose deep", "compose empty path", "env fifo", "env dev-zero", "kong fifo flag",
+    "compose alias bomb", "compose deep", "compose empty path", "compose path with escapes", "env fifo",
+    "env dev-zero", "kong fifo flag",
     "kong fifo in stack", "envoy fifo in stack", "stack is a fifo", "COMPOSE_FILE=:::", "output directory",
     "output fifo",
     "output no folder", "db-url ipv6", "db-url port", "db-url space", "api-url no host", "realtime-host port",
@@ -563,6 +566,7 @@ def test_bad_input_is_exit_2_and_one_line(stack: Path, tmp_path: Path, capsys: p
     assert len(lines) == 1 and lines[0].startswith("rtbook"), err
     assert needle in lines[0], lines[0]
     assert "Traceback" not in out + err
+    assert "\x1b" not in err  # a control character in a path cannot drive the terminal
     assert not (work / "outputs").exists()  # refused before a run folder was made
 
 
