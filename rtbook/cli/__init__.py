@@ -125,9 +125,8 @@ def _usage_error_line(exc: click.UsageError) -> str:
 
 
 def _error(line: str) -> None:
-    from rtbook.secrets import Redactor
-
     from rtbook.results import printable
+    from rtbook.secrets import Redactor
 
     # A message may quote a value the user typed; a token in it must not reach the terminal's scrollback,
     # nor an escape sequence in a file name drive the terminal (and a newline in one split the line).
