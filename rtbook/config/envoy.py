@@ -514,7 +514,7 @@ def _find_files(stack: Stack, service: Service) -> dict[str, Path]:
 def _read(path: Path) -> str:
     if not os.path.lexists(path):
         raise InputError(f"{path}: file not found (mounted into the Envoy gateway); create it or fix the volume")
-    return read_text(path, "Envoy file")  # bounded: regular file, 4 MiB, never blocks
+    return read_text(path, "Envoy file")  # bounded: regular file, 1 MiB, never blocks
 
 
 _LEFTOVER = re.compile(r"\$\{([A-Za-z_][A-Za-z_0-9]*)\}")

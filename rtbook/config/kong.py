@@ -1465,7 +1465,7 @@ def _load_kong_detailed(stack: Stack) -> KongLoaded | None:
             raise InputError(
                 f"{path}: kong.yml not found (mounted by service {service.name!r}); create it or fix the volume"
             )
-        template = read_text(path, "kong.yml")  # bounded: regular file, 4 MiB, never blocks
+        template = read_text(path, "kong.yml")  # bounded: regular file, 1 MiB, never blocks
     script_path = _mount_source(stack, service, "kong-entrypoint.sh")
     if script_path is None:
         sibling = Path(path).with_name("kong-entrypoint.sh")

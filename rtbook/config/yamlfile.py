@@ -18,7 +18,10 @@ and refused when it is hostile:
   adds a few hundred). PyYAML builds one object per anchor, but every consumer that walks the
   result as a tree (interpolation, merging, JSON) expands it;
 - collections may nest at most :data:`MAX_DEPTH` deep (the deepest file of the corpus, the official
-  Envoy lds.template.yaml, nests 23; a 4 MiB run of ``[`` would otherwise exhaust the stack while it is built).
+  Envoy lds.template.yaml, nests 23; 200,000 ``[`` made libyaml's composer crash the process with
+  a segmentation fault).
+
+Both limits live in :mod:`rtbook.bounded`, which the sandbox shares.
 """
 
 from __future__ import annotations

@@ -448,7 +448,7 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     try:
-        text = read_text(p, "parameters file")  # bounded: regular file, 1 MiB, never blocks
+        text = read_text(p, "parameters file")  # bounded: regular file, 256 KiB, never blocks
     except InputFileError as exc:
         raise InputError(f"cannot read the parameters file: {exc}") from None
     if p.suffix in (".yml", ".yaml"):

@@ -1400,7 +1400,7 @@ class GatewayConfig:
     def load_kong(self) -> KongConfig:
         """Read, expand and parse the kong.yml."""
         try:
-            text = read_text(self.kong_yml, "kong.yml")  # bounded: regular file, 4 MiB, never blocks
+            text = read_text(self.kong_yml, "kong.yml")  # bounded: regular file, 1 MiB, never blocks
         except InputError as exc:
             raise GatewayConfigError(f"cannot read kong.yml: {exc}") from None
         return parse_kong(expand_kong_yml(text, entrypoint_env(self.env)), self.version)

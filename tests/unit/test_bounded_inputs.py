@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtbook.bounded import LIMITS, MiB, check_file, read_bytes, read_text
+from rtbook.bounded import LIMITS, MiB, check_file, human_size, read_bytes, read_text
 from rtbook.cli import main
 from rtbook.config.kong import parse_kong
 from rtbook.config.stack import (
@@ -98,7 +98,7 @@ def _sparse(path: Path, size: int) -> Path:
         (lambda d: (d / "dir").mkdir() or d / "dir", "is a directory"),
         (lambda d: _loop(d, "loop"), "symlink loop"),
         (lambda d: (d / "dangling").symlink_to(d / "nothing") or d / "dangling", "which does not exist"),
-        (lambda d: _sparse(d / "big.yml", 50 * 1000 * 1000), "over rtbook's 4 MiB limit"),
+        (lambda d: _sparse(d / "big.yml", 50 * 1000 * 1000), "over rtbook's 1 MiB limit"),
         (lambda d: d / "missing.yml", "compose file not found"),
     ],
     ids=["fifo", "dev-zero", "directory", "symlink-loop", "dangling-symlink", "50MB", "missing"],
@@ -160,7 +160,7 @@ def test_check_file_passes_missing_and_refuses_the_rest(tmp_path: Path) -> None:
     check_file(tmp_path / "ok", "kong.yml")
     with pytest.raises(InputFileError, match="FIFO"):
         check_file(_fifo(tmp_path / "fifo"), "kong.yml")
-    with pytest.raises(InputFileError, match="over rtbook's 4 MiB limit"):
+    with pytest.raises(InputFileError, match="over rtbook's 1 MiB limit"):
         check_file(_sparse(tmp_path / "big", LIMITS["kong.yml"] + 1), "kong.yml")
 
 
@@ -168,7 +168,7 @@ def test_limits_are_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Limits and exit codes", 1)[1]
     for kind, limit in LIMITS.items():
-        shown = f"{limit // MiB} MiB"
+        shown = human_size(limit)
         assert re.search(rf"{re.escape(kind)}[^\n]*{shown}", section), (kind, shown)
 
 
@@ -361,7 +361,7 @@ def test_env_parser_matches_the_reference_and_raises_only_input_error(text: str)
 
 @pytest.mark.parametrize("quote", ["'", '"'])
 def test_unclosed_quote_is_linear(quote: str) -> None:
-    # 1 MiB (the .env limit) of lines after an unclosed quote: quadratic took minutes at 392 KB.
+    # 1 MiB of lines after an unclosed quote (four times the .env limit): quadratic took minutes at 392 KB.
     text = f"A={quote}start\n" + "x" * 9 + ("\n" + "x" * 9) * (MiB // 10)
     started = time.monotonic()
     with pytest.raises(InputError, match=f"unterminated {'single' if quote == chr(39) else 'double'} quote"):
@@ -385,7 +385,7 @@ def test_long_multiline_value_is_linear() -> None:
         (lambda d: (d / ".env").mkdir(), "is a directory, expected the env file"),
         (lambda d: _loop(d, ".env"), "symlink loop"),
         (lambda d: (d / ".env").symlink_to(d / "gone"), "which does not exist"),
-        (lambda d: _sparse(d / ".env", 2 * MiB), "over rtbook's 1 MiB limit"),
+        (lambda d: _sparse(d / ".env", 2 * MiB), "over rtbook's 256 KiB limit"),
     ],
     ids=["fifo", "directory", "symlink-loop", "dangling", "too-big"],
 )
@@ -503,7 +503,7 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
         "compose dev-zero": (["check", "--compose", "/dev/zero"], "is a character device"),
         "compose directory": (["check", "--compose", str(d / "dir")], "is a directory"),
         "compose symlink loop": (["check", "--compose", str(d / "loop")], "symlink loop"),
-        "compose 50MB": (["check", "--compose", str(d / "big.yml")], "over rtbook's 4 MiB limit"),
+        "compose 50MB": (["check", "--compose", str(d / "big.yml")], "over rtbook's 1 MiB limit"),
         "compose alias bomb": (["check", "--compose", str(d / "bomb.yml")], "alias bomb"),
         "compose deep": (["check", "--compose", str(d / "deep.yml")], "levels deep"),
         "compose empty path": (["check", "--compose", ""], "--compose must be a path"),
