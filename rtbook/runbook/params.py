@@ -388,7 +388,10 @@ class RunParams:
             raise ConfigError(
                 f"stack_dir {str(stack_dir)!r} is not a directory; pass the folder holding docker-compose.yml"
             )
-        return Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
+        target = Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
+        if target.stack is not None:
+            target.stack.check_gateway_files()  # a FIFO or huge kong.yml: refused before anything runs
+        return target
 
 
 def validate_params(values: Mapping[str, Any], *, fill_defaults: bool = True) -> dict[str, ParamValue]:

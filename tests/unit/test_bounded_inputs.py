@@ -495,6 +495,10 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
     shutil.copytree(stack, envoy_fifo)
     (envoy_fifo / "volumes/api/envoy/lds.template.yaml").unlink()
     _fifo(envoy_fifo / "volumes/api/envoy/lds.template.yaml")
+    env_fifo = d / "envfifo"
+    shutil.copytree(stack, env_fifo)
+    (env_fifo / ".env").unlink()
+    _fifo(env_fifo / ".env")
     rec = d / "rec"
     rec.mkdir()
     _fifo(rec / "manifest.json")
@@ -528,6 +532,8 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
         "timeout range": (["check", "--stack", str(stack), "--timeout", "1e9"], "(0 < t <= 3600)"),
         "timeout nan": (["check", "--stack", str(stack), "--timeout", "nan"], "(0 < t <= 3600)"),
         "only typo": (["check", "--stack", str(stack), "--only", "kongg."], "matches no check id"),
+        "run kong fifo in stack": (["run", "--stack", str(kong_fifo)], "kong.yml: is a FIFO"),
+        "run env fifo in stack": (["run", "--stack", str(env_fifo)], ".env: is a FIFO"),
         "params fifo": (["run", "--params-file", str(d / "fifo")], "parameters file only from a regular file"),
         "params bomb": (["run", "--params-file", str(d / "bomb.yml")], "alias bomb"),
         "params -p port": (["run", "--stack", str(stack), "-p", "api_url=http://h:99999"], "Port out of range"),
@@ -546,7 +552,8 @@ _CASE_NAMES = [
     "kong fifo in stack", "envoy fifo in stack", "stack is a fifo", "COMPOSE_FILE=:::", "output directory",
     "output fifo",
     "output no folder", "db-url ipv6", "db-url port", "db-url space", "api-url no host", "realtime-host port",
-    "timeout range", "timeout nan", "only typo", "params fifo", "params bomb", "params -p port", "cell timeout",
+    "timeout range", "timeout nan", "only typo", "run kong fifo in stack", "run env fifo in stack",
+    "params fifo", "params bomb", "params -p port", "cell timeout",
     "output-dir file", "notebooks empty", "verify fifo manifest", "sandbox dir file",
 ]
 
