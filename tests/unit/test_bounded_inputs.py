@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from rtbook.bounded import LIMITS, MiB, check_file, human_size, read_bytes, read_text
 from rtbook.cli import main
-from rtbook.config.kong import parse_kong
+from rtbook.config.envoy import parse_envoy
+from rtbook.config.kong import expand_kong_detailed, parse_kong
 from rtbook.config.stack import (
     _ENV_KEY,
     Stack,
@@ -451,6 +452,49 @@ def test_kong_parser_raises_only_input_error(text: str, version: str | None) -> 
         parse_kong(text, source="kong.yml", kong_version=version)
     except InputError as exc:
         assert "\n" not in str(exc)
+
+
+_envoy_keys = st.sampled_from(["resources", "@type", "name", "address", "socket_address", "port_value",
+                                "filter_chains", "filters", "typed_config", "route_config", "virtual_hosts",
+                                "routes", "match", "prefix", "route", "cluster", "load_assignment", "endpoints"])
+_envoy_doc = st.recursive(_scalar, lambda kids: st.one_of(st.lists(kids, max_size=3),
+                                                          st.dictionaries(_envoy_keys, kids, max_size=4)),
+                          max_leaves=30)
+
+
+@given(st.one_of(_yaml_text, _envoy_doc.map(lambda d: yaml.safe_dump({"resources": d}))),
+       st.one_of(st.none(), _envoy_doc.map(lambda d: yaml.safe_dump({"resources": d}))))
+@settings(max_examples=300, deadline=None)
+def test_envoy_parser_raises_only_input_error(lds: str, cds: str | None) -> None:
+    try:
+        parse_envoy(lds, cds, sources=["lds.yaml", "cds.yaml"])
+    except InputError as exc:
+        assert "\n" not in str(exc)
+
+
+_shell_text = st.lists(st.sampled_from([*"$'\"\\`(){}:-+?!#\n a_A1", "${", "$(", "${A:-", "${A}", "$A"]),
+                       max_size=60).map("".join)
+
+
+@given(_shell_text, st.sampled_from(["eval", "awk", "none"]))
+@settings(max_examples=400, deadline=None)
+def test_kong_expansion_raises_only_input_error(text: str, style: str) -> None:
+    try:
+        expand_kong_detailed(text, {"A": "x", "B": ""}, style)  # type: ignore[arg-type]
+    except InputError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("unit", ["$", "${", "${A:-", '"$A', "'a\n", "\\", "a: $A\n"])
+@pytest.mark.parametrize("style", ["eval", "awk"])
+def test_kong_expansion_is_linear(unit: str, style: str) -> None:
+    text = unit * (MiB // len(unit))  # the kong.yml limit
+    started = time.monotonic()
+    try:
+        expand_kong_detailed(text, {"A": "x"}, style)  # type: ignore[arg-type]
+    except InputError:
+        pass
+    assert time.monotonic() - started < 20
 
 
 @given(_doc.map(lambda d: yaml.safe_dump({"services": d})))
