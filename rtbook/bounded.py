@@ -164,7 +164,7 @@ def read_bytes(path: str | Path, kind: str, *, limit: int | None = None, follow_
         raise _not_regular(p, kind, info.st_mode)
     if info.st_size > cap:
         raise _too_big(p, kind, info.st_size, cap)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:

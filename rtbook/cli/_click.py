@@ -300,7 +300,8 @@ class OutputFile(_ParamType):
         try:
             # Open for writing without truncating: proves it can be written (permissions, a
             # read-only mount, /proc) before the checks run, and changes nothing.
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)))
+            flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+            os.close(os.open(path, flags))
         except OSError as exc:
             raise click.UsageError(f"{flag} {text!r} cannot be written: {exc.strerror or exc}; choose another file",
                                    ctx) from None

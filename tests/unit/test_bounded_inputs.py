@@ -681,3 +681,20 @@ def test_sandbox_stack_files_are_read_bounded(tmp_path: Path) -> None:
     (tmp_path / "bomb.yml").write_text(BILLION_LAUGHS)
     with pytest.raises(SandboxError, match="alias bomb"):
         load_compose(tmp_path / "bomb.yml")
+
+
+def test_a_fifo_swapped_in_after_the_type_check_neither_blocks_nor_is_read(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The name is checked with stat, then opened: simulate the swap by letting that stat see a
+    # regular file while the name is a FIFO. O_NONBLOCK keeps the open from waiting for a writer
+    # and fstat on the descriptor refuses it.
+    import rtbook.bounded
+
+    regular = tmp_path / "regular"
+    regular.write_text("x")
+    fifo = _fifo(tmp_path / "fifo")
+    real_stat = os.stat
+    monkeypatch.setattr(rtbook.bounded.os, "stat",
+                        lambda p, *a, **k: real_stat(regular) if Path(p) == fifo else real_stat(p, *a, **k))
+    with pytest.raises(InputFileError, match="is a FIFO"):
+        read_bytes(fifo, "compose file")
