@@ -44,6 +44,8 @@ _AT_EXIT: list[object] = []
              help="A runbook for self-hosted Supabase Realtime.")
 @click.version_option(_version(), "--version", prog_name="rtbook", message="%(prog)s %(version)s",
                       help="show the version and exit")
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="show the traceback of an unexpected error (also RTBOOK_DEBUG=1)")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """The ``rtbook`` group; without a command it prints the help and exits 2."""
@@ -166,6 +168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`rtbook check ... | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        # A bug in rtbook, not the user's input: one line (the contract), the traceback on request.
+        if _debug(args):
+            raise
+        _error(f"rtbook: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+               "(a bug in rtbook; rerun with --debug for the traceback)")
+        return 1
+
+
+def _debug(args: Sequence[str]) -> bool:
+    """``rtbook --debug ...`` (before the command) or ``RTBOOK_DEBUG`` set to anything but 0."""
+    if os.environ.get("RTBOOK_DEBUG", "") not in ("", "0"):
+        return True
+    for arg in args:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 if __name__ == "__main__":

@@ -698,3 +698,24 @@ def test_a_fifo_swapped_in_after_the_type_check_neither_blocks_nor_is_read(tmp_p
                         lambda p, *a, **k: real_stat(regular) if Path(p) == fifo else real_stat(p, *a, **k))
     with pytest.raises(InputFileError, match="is a FIFO"):
         read_bytes(fifo, "compose file")
+
+
+def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_debug(
+        stack: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtbook.registry
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(rtbook.registry, "run_checks", boom)
+    monkeypatch.delenv("RTBOOK_DEBUG", raising=False)
+    code, out, err = _run(["check", "--stack", str(stack)], capsys)
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [
+        "rtbook: internal error: RuntimeError: boom second line (a bug in rtbook; rerun with --debug for the traceback)"
+    ]
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "check", "--stack", str(stack)])
+    monkeypatch.setenv("RTBOOK_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["check", "--stack", str(stack)])
