@@ -543,6 +543,10 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
     shutil.copytree(stack, env_fifo)
     (env_fifo / ".env").unlink()
     _fifo(env_fifo / ".env")
+    (d / "envfile.yml").write_text("services:\n  realtime:\n    image: supabase/realtime\n    env_file: /dev/zero\n")
+    (d / "ctx").mkdir()
+    _fifo(d / "ctx" / "Dockerfile")
+    (d / "build.yml").write_text("services:\n  realtime:\n    build: ./ctx\n")
     rec = d / "rec"
     rec.mkdir()
     _fifo(rec / "manifest.json")
@@ -557,6 +561,8 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
         "compose empty path": (["check", "--compose", ""], "--compose must be a path"),
         "compose path with escapes": (["check", "--compose", str(d / "\x1b[31mred\nline")],
                                       "\\x1b[31mred\\nline: compose file not found"),
+        "service env_file dev-zero": (["check", "--compose", str(d / "envfile.yml")], "/dev/zero: is a character"),
+        "build Dockerfile fifo": (["check", "--compose", str(d / "build.yml")], "Dockerfile: is a FIFO"),
         "env fifo": (["check", "--compose", compose, "--env", str(d / "fifo")], "env file only from a regular file"),
         "env dev-zero": (["check", "--compose", compose, "--env", "/dev/zero"], "is a character device"),
         "kong fifo flag": (["check", "--compose", compose, "--kong", str(d / "fifo")], "kong.yml only from a regular"),
@@ -591,7 +597,8 @@ def _cases(stack: Path, d: Path) -> dict[str, tuple[list[str], str]]:
 
 _CASE_NAMES = [
     "compose fifo", "compose dev-zero", "compose directory", "compose symlink loop", "compose 50MB",
-    "compose alias bomb", "compose deep", "compose empty path", "compose path with escapes", "env fifo",
+    "compose alias bomb", "compose deep", "compose empty path", "compose path with escapes",
+    "service env_file dev-zero", "build Dockerfile fifo", "env fifo",
     "env dev-zero", "kong fifo flag",
     "kong fifo in stack", "envoy fifo in stack", "stack is a fifo", "COMPOSE_FILE=:::", "output directory",
     "output fifo",
