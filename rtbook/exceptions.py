@@ -7,6 +7,7 @@ the fix.
     RtbookError
     ├── ConfigError          bad or missing parameter, flag or environment variable
     ├── InputError           a file that cannot be read or parsed (compose, .env, kong.yml)
+    │   └── InputFileError   a file refused before parsing: not a regular file, a symlink loop, over its size limit
     ├── DependencyError      an optional package or binary is missing
     ├── ConnectionSetupError a connection could not be set up at all
     ├── SandboxError         the embedded sandbox could not start or stop
@@ -23,6 +24,7 @@ __all__ = [
     "ConnectionSetupError",
     "DependencyError",
     "InputError",
+    "InputFileError",
     "RtbookError",
     "SandboxError",
 ]
@@ -38,6 +40,20 @@ class ConfigError(RtbookError):
 
 class InputError(RtbookError):
     """A stack file is missing, unreadable or not what its name says it is."""
+
+
+class InputFileError(InputError):
+    """A file of user input refused before it is parsed (see :mod:`rtbook.bounded`).
+
+    Attributes:
+        path: the file named by the user (before symlinks are resolved).
+        kind: what it should have been ("compose file", "env file"...).
+    """
+
+    def __init__(self, message: str, *, path: object = None, kind: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
 
 
 class DependencyError(RtbookError):

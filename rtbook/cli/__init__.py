@@ -19,10 +19,10 @@ from pathlib import Path
 
 import click
 
-from rtbook.cli._click import RtbookGroup, SectionOption
+from rtbook.cli._click import CheckPrefix, OutputFile, RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
-from rtbook.exceptions import ChecksFailedError, RtbookError
+from rtbook.exceptions import ChecksFailedError, ConfigError, RtbookError
 from rtbook.interrupt import exit_code as interrupt_exit_code
 from rtbook.interrupt import handle_signals
 
@@ -46,6 +46,8 @@ _AT_EXIT: list[object] = []
              help="A runbook for self-hosted Supabase Realtime.")
 @click.version_option(_version(), "--version", prog_name="rtbook", message="%(prog)s %(version)s",
                       help="show the version and exit")
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="show the traceback of an unexpected error (also RTBOOK_DEBUG=1)")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """The ``rtbook`` group; without a command it prints the help and exits 2."""
@@ -59,11 +61,11 @@ def cli(ctx: click.Context) -> None:
              "only the files and the containers are checked. Exit 0 when nothing failed, 1 when a check "
              "failed or errored, 2 for usage errors and unreadable input.")
 @target_options
-@click.option("--only", "only", multiple=True, metavar="PREFIX", cls=SectionOption,
+@click.option("--only", "only", multiple=True, type=CheckPrefix(), cls=SectionOption,
               help="only check ids with this prefix (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", cls=SectionOption,
               help="report format (default: text)")
-@click.option("--output", metavar="FILE", cls=SectionOption, help="write the report to FILE instead of stdout")
+@click.option("--output", type=OutputFile(), cls=SectionOption, help="write the report to FILE instead of stdout")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
     from rtbook.registry import run_checks
     from rtbook.results import Report
@@ -89,7 +91,10 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
         text = str(report)
     text = target.redactor.text(text)
     if output:
-        Path(output).write_text(text + "\n")
+        try:
+            Path(output).write_text(text + "\n")
+        except OSError as exc:  # checked up front (OutputFile); this is a disk that filled up meanwhile
+            raise ConfigError(f"--output {output!r}: cannot write the report: {exc.strerror or exc}") from None
         print(report.summary_line())
     else:
         print(text)
@@ -98,7 +103,7 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
 
 @cli.command("checks", short_help="list every check id with its title",
              help="List every check id with its title (a table on a terminal, plain lines otherwise).")
-@click.option("--only", "only", multiple=True, metavar="PREFIX", help="only check ids with this prefix (repeatable)")
+@click.option("--only", "only", multiple=True, type=CheckPrefix(), help="only check ids with this prefix (repeatable)")
 @click.option("-v", "--verbose", is_flag=True, help="also show what each check needs (the terminal table always does)")
 def _cmd_checks(only: tuple[str, ...], verbose: bool) -> int:
     from rtbook.registry import select_checks
@@ -133,10 +138,12 @@ def _usage_error_line(exc: click.UsageError) -> str:
 
 
 def _error(line: str) -> None:
+    from rtbook.results import printable
     from rtbook.secrets import Redactor
 
-    # A message may quote a value the user typed; a token in it must not reach the terminal's scrollback.
-    sys.stderr.write(Redactor().text(line) + "\n")
+    # A message may quote a value the user typed; a token in it must not reach the terminal's scrollback,
+    # nor an escape sequence in a file name drive the terminal (and a newline in one split the line).
+    sys.stderr.write(printable(Redactor().text(line)).replace("\n", "\\n") + "\n")
     sys.stderr.flush()
 
 
@@ -173,6 +180,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`rtbook check ... | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        # A bug in rtbook, not the user's input: one line (the contract), the traceback on request.
+        if _debug(args):
+            raise
+        _error(f"rtbook: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+               "(a bug in rtbook; rerun with --debug for the traceback)")
+        return 1
+
+
+def _debug(args: Sequence[str]) -> bool:
+    """``rtbook --debug ...`` (before the command) or ``RTBOOK_DEBUG`` set to anything but 0."""
+    if os.environ.get("RTBOOK_DEBUG", "") not in ("", "0"):
+        return True
+    for arg in args:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 if __name__ == "__main__":

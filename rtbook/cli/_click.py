@@ -8,14 +8,30 @@ by the parameter schema itself (:func:`rtbook.runbook.params.check_value`), so a
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from rtbook.exceptions import ConfigError
 
-__all__ = ["CONTEXT_SETTINGS", "ParamValueType", "RtbookCommand", "RtbookGroup", "Seconds", "SectionOption"]
+__all__ = [
+    "CONTEXT_SETTINGS",
+    "CheckPrefix",
+    "InputPath",
+    "NotebookList",
+    "OutputDir",
+    "OutputFile",
+    "ParamValueType",
+    "RtbookCommand",
+    "RtbookGroup",
+    "Seconds",
+    "SectionOption",
+]
 
 if TYPE_CHECKING:
     # click 8.4 made ParamType generic; older releases (>= 8.1 is supported) cannot subscript it at run time.
@@ -220,3 +236,165 @@ class Seconds(_ParamType):
                 ctx,
             )
         return seconds
+
+
+def _path_text(value: Any, flag: str, ctx: click.Context | None) -> str:
+    text = str(value)
+    if not text.strip() or "\x00" in text:
+        raise click.UsageError(f"{flag} must be a path, got {text!r}", ctx)
+    return text
+
+
+def _writable_dir(folder: Path, flag: str, value: str, ctx: click.Context | None) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{flag} {value!r}: the folder {str(folder)!r} is not writable; choose another place",
+                               ctx)
+
+
+def _existing_kind(path: Path, flag: str, value: str, ctx: click.Context | None) -> int | None:
+    """The mode of what ``path`` names (symlinks followed), None when nothing is there."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise click.UsageError(f"{flag} {value!r}: {why}; choose another path", ctx) from None
+
+
+class OutputFile(_ParamType):
+    """A file rtbook may write a report to: checked before anything runs, so no result is lost at the end.
+
+    An existing path must be a writable regular file; a new one needs an existing, writable folder.
+    A directory, FIFO or device is refused (a FIFO without a reader would block the write; without
+    ``--output`` the report goes to stdout, which is what ``/dev/stdout`` would give).
+    """
+
+    name = "file"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag, the path and the fix."""
+        flag = _flag_name(param)
+        text = _path_text(value, flag, ctx)
+        path = Path(text)
+        mode = _existing_kind(path, flag, text, ctx)
+        if mode is None:
+            target = Path(os.path.realpath(path))  # a dangling symlink is written through
+            folder = target.parent
+            if not folder.is_dir():
+                raise click.UsageError(f"{flag} {text!r}: the folder {str(folder)!r} does not exist; create it first",
+                                       ctx)
+            _writable_dir(folder, flag, text, ctx)
+            return text
+        if stat.S_ISDIR(mode):
+            raise click.UsageError(f"{flag} {text!r} is a directory; give a file name, e.g. {text.rstrip('/')}/report",
+                                   ctx)
+        if not stat.S_ISREG(mode):
+            raise click.UsageError(
+                f"{flag} {text!r} is not a regular file (a FIFO or device); give a file, or omit {flag} for stdout", ctx
+            )
+        try:
+            # Open for writing without truncating: proves it can be written (permissions, a
+            # read-only mount, /proc) before the checks run, and changes nothing.
+            flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+            os.close(os.open(path, flags))
+        except OSError as exc:
+            raise click.UsageError(f"{flag} {text!r} cannot be written: {exc.strerror or exc}; choose another file",
+                                   ctx) from None
+        return text
+
+
+class OutputDir(_ParamType):
+    """A folder rtbook may create run folders in: an existing writable folder, or one whose nearest
+    existing parent is a writable folder (it is created when the run starts)."""
+
+    name = "dir"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "DIR"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag, the path and the fix."""
+        flag = _flag_name(param)
+        text = _path_text(value, flag, ctx)
+        path = Path(os.path.abspath(text))
+        while True:
+            mode = _existing_kind(path, flag, text, ctx)
+            if mode is not None:
+                break
+            if path.parent == path:
+                raise click.UsageError(f"{flag} {text!r}: no part of the path exists", ctx)
+            path = path.parent
+        if not stat.S_ISDIR(mode):
+            raise click.UsageError(f"{flag} {text!r}: {str(path)!r} is a file, not a folder; choose another place",
+                                   ctx)
+        _writable_dir(path, flag, text, ctx)
+        return text
+
+
+class InputPath(_ParamType):
+    """A path rtbook will read (a stack folder, a compose or env file): not empty, no NUL byte.
+
+    Whether it exists and is a regular file within its size limit is for the reader
+    (:mod:`rtbook.bounded`), whose message names the kind of file.
+    """
+
+    name = "path"
+
+    def __init__(self, metavar: str = "FILE") -> None:
+        self._metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The path as given, or UsageError naming the flag."""
+        return _path_text(value, _flag_name(param), ctx)
+
+
+class CheckPrefix(_ParamType):
+    """A ``--only`` prefix that selects at least one check (a typo would otherwise run nothing and pass)."""
+
+    name = "prefix"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "PREFIX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The prefix, or UsageError naming it and where the ids are listed."""
+        from rtbook.registry import select_checks
+
+        flag = _flag_name(param)
+        text = str(value).strip()
+        if not text:
+            raise click.UsageError(f"{flag} needs a check id or its start, e.g. {flag} kong.", ctx)
+        if not select_checks((text,)):
+            raise click.UsageError(
+                f"{flag} {text!r} matches no check id; 'rtbook checks' lists them (e.g. compose., kong., realtime.)",
+                ctx,
+            )
+        return text
+
+
+class NotebookList(_ParamType):
+    """``--notebooks 01,03``: at least one number or name (an empty list would run nothing and report it)."""
+
+    name = "list"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """The placeholder shown in ``--help``."""
+        return "LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The list as given (names are resolved by the runbook), or UsageError when it names nothing."""
+        text = str(value)
+        if not any(item.strip() for item in text.split(",")):
+            raise click.UsageError(f"{_flag_name(param)} names no notebook, got {text!r}; e.g. 01,03", ctx)
+        return text

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rtbook.cli._click import ParamValueType, SectionOption
+from rtbook.cli._click import InputPath, ParamValueType, SectionOption
 
 if TYPE_CHECKING:
     from rtbook.target import Target
@@ -31,12 +31,15 @@ TARGET_SECTION = "What to check"
 
 # name -> (flag spellings, click.option keywords). The name is the keyword the command receives.
 _DECLARATIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "stack": (("--stack",), {"metavar": "DIR", "help": "a stack directory laid out like supabase/docker"}),
-    "compose": (("--compose",), {"metavar": "FILE", "multiple": True, "help": "compose file (repeatable, base first)"}),
-    "env_file": (("--env", "env_file"), {"metavar": "FILE", "help": "the .env file"}),
+    "stack": (("--stack",), {"type": InputPath("DIR"), "help": "a stack directory laid out like supabase/docker"}),
+    "compose": (
+        ("--compose",),
+        {"type": InputPath(), "multiple": True, "help": "compose file (repeatable, base first)"},
+    ),
+    "env_file": (("--env", "env_file"), {"type": InputPath(), "help": "the .env file"}),
     "kong": (
         ("--kong",),
-        {"metavar": "FILE", "help": "kong.yml (default: volumes/api/kong.yml next to the compose file)"},
+        {"type": InputPath(), "help": "kong.yml (default: volumes/api/kong.yml next to the compose file)"},
     ),
     "target": (
         ("--target",),
@@ -190,4 +193,6 @@ def build_target(opts: TargetOptions) -> Target:
         stack = None
     else:
         raise ConfigError("nothing to check: pass --stack DIR, --compose FILE, --target sandbox or --api-url URL")
+    if stack is not None:
+        stack.check_gateway_files()  # a FIFO or huge kong.yml is a usage error before any check runs
     return Target(name="stack" if stack else "endpoints", stack=stack, **common)

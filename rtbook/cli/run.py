@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from rtbook.cli._click import RtbookCommand, Seconds, SectionOption
+from rtbook.cli._click import InputPath, NotebookList, OutputDir, RtbookCommand, Seconds, SectionOption
 from rtbook.cli._output import console_for, progress_line, verdict_line
 from rtbook.cli._target import shared_options
 from rtbook.exceptions import ConfigError
@@ -102,9 +102,9 @@ def _print_params() -> None:
               "see 'rtbook sandbox scenarios')")
 @click.option("-p", "--param", "param", multiple=True, metavar="NAME=VALUE",
               help="set a notebook parameter (repeatable); see 'rtbook run --list-params'")
-@click.option("--params-file", metavar="FILE", help="parameters as JSON/YAML (e.g. written by 00_start_here)")
-@click.option("--notebooks", metavar="LIST", help="comma-separated numbers or names, e.g. 01,03")
-@click.option("--output-dir", default="outputs", metavar="DIR", help="where run folders go (default: outputs)")
+@click.option("--params-file", type=InputPath(), help="parameters as JSON/YAML (e.g. written by 00_start_here)")
+@click.option("--notebooks", type=NotebookList(), help="comma-separated numbers or names, e.g. 01,03")
+@click.option("--output-dir", type=OutputDir(), default="outputs", help="where run folders go (default: outputs)")
 @click.option("--label", metavar="LABEL", help="name suffix of the run folder (default: the target kind)")
 @click.option("--notebook-dir", metavar="DIR",
               help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from rtbook.cli._click import RtbookGroup, Seconds
+from rtbook.cli._click import OutputDir, RtbookGroup, Seconds
 from rtbook.exceptions import RtbookError, SandboxError
 
 __all__ = ["add_cli"]
@@ -48,7 +48,7 @@ def _fail(exc: RtbookError) -> int:
 
 @_sandbox.command("up", short_help="start the sandbox and return when it is ready",
                   help="Start the sandbox and return when it is ready.")
-@click.option("--dir", "stack_dir", metavar="DIR", help="write the stack directory here (kept by 'down')")
+@click.option("--dir", "stack_dir", type=OutputDir(), help="write the stack directory here (kept by 'down')")
 @click.option("--break", "breaks", multiple=True, metavar="SCENARIO",
               help="apply a break scenario (repeatable); see 'rtbook sandbox scenarios'")
 @click.option("--timeout", type=Seconds(_MAX_START_S), default=60.0,

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtbook.bounded import read_text
 from rtbook.config.kong import display_path
 from rtbook.config.reader import (
     ConfigReader,
@@ -510,14 +512,9 @@ def _find_files(stack: Stack, service: Service) -> dict[str, Path]:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: file not found (mounted into the Envoy gateway); create it or fix the volume"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+    if not os.path.lexists(path):
+        raise InputError(f"{path}: file not found (mounted into the Envoy gateway); create it or fix the volume")
+    return read_text(path, "Envoy file")  # bounded: regular file, 1 MiB, never blocks
 
 
 _LEFTOVER = re.compile(r"\$\{([A-Za-z_][A-Za-z_0-9]*)\}")
@@ -549,7 +546,7 @@ def _load_envoy_detailed(stack: Stack) -> EnvoyLoaded | None:
         )
     compose_env = {str(k): "" if v is None else str(v) for k, v in dict(service.environment).items()}
     env = {**compose_env, **computed_env(compose_env)}
-    script = _read(files["entrypoint"]) if "entrypoint" in files and files["entrypoint"].is_file() else None
+    script = _read(files["entrypoint"]) if "entrypoint" in files and os.path.lexists(files["entrypoint"]) else None
     plan = sed_substitutions(script) if script else {}
     substituted: dict[str, tuple[str, ...]] = {}
     texts: dict[str, str] = {}

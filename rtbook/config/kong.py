@@ -17,12 +17,14 @@ Two entrypoints exist in the wild and they expand differently:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rtbook.bounded import read_bytes, read_text
 from rtbook.config.kong_router import (
     Expression,
     ExpressionError,
@@ -1459,24 +1461,18 @@ def _load_kong_detailed(stack: Stack) -> KongLoaded | None:
         # Coolify-style templates carry the file inline (volumes[].content) and write it at deploy time.
         template = inline
     else:
-        try:
-            template = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             raise InputError(
                 f"{path}: kong.yml not found (mounted by service {service.name!r}); create it or fix the volume"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read kong.yml: {exc}") from None
+            )
+        template = read_text(path, "kong.yml")  # bounded: regular file, 1 MiB, never blocks
     script_path = _mount_source(stack, service, "kong-entrypoint.sh")
     if script_path is None:
         sibling = Path(path).with_name("kong-entrypoint.sh")
         script_path = sibling if sibling.is_file() else None
     script: str | None = None
-    if script_path is not None:
-        try:
-            script = script_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            script = None
+    if script_path is not None and os.path.lexists(script_path):
+        script = read_bytes(script_path, "entrypoint script").decode("utf-8", errors="replace")
     if script is None:
         script = _mount_content(service, "kong-entrypoint.sh")
     entry = _words(getattr(service, "entrypoint", None)) + " " + _words(getattr(service, "command", None))

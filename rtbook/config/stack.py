@@ -14,6 +14,7 @@ and the problem; none of them lets a traceback escape on junk input.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from rtbook.bounded import check_file, describe_mode, read_bytes, read_text
 from rtbook.config.images import image_repository
 from rtbook.config.yamlfile import SafeLoader, load_yaml
 from rtbook.exceptions import InputError
@@ -111,26 +113,20 @@ def parse_env_text(text: str, source: str = ".env", environ: Mapping[str, str] |
                 f"{source}:{lineno}: expected '=' after the name {_preview(key, 24)}, got {_preview(rest, 12)}"
             )
         raw = rest[1:].lstrip(" \t")
-        if raw.startswith("'"):
-            end = raw.find("'", 1)
-            while end < 0 and i < len(lines):
-                raw += "\n" + lines[i]
-                i += 1
-                end = raw.find("'", 1)
-            if end < 0:
-                raise InputError(f"{source}:{lineno}: unterminated single quote in the value of {key}")
-            out[key] = raw[1:end]
-            continue
-        if raw.startswith('"'):
-            value, consumed = _double_quoted(raw)
+        if raw.startswith("'") or raw.startswith('"'):
+            # A quoted value may span lines. Each line is scanned once (a value that never closes
+            # used to be re-scanned from its start on every added line: quadratic).
+            scan = _single_quoted if raw[0] == "'" else _double_quoted
+            parts: list[str] = []
+            value = scan(raw, 1, parts)
             while value is None and i < len(lines):
-                raw += "\n" + lines[i]
+                parts.append("\n")
+                value = scan(lines[i], 0, parts)
                 i += 1
-                value, consumed = _double_quoted(raw)
             if value is None:
-                raise InputError(f"{source}:{lineno}: unterminated double quote in the value of {key}")
-            del consumed
-            out[key] = interpolate(value, _chain(out, environ), source=f"{source}:{lineno}")
+                which = "single" if raw[0] == "'" else "double"
+                raise InputError(f"{source}:{lineno}: unterminated {which} quote in the value of {key}")
+            out[key] = value if raw[0] == "'" else interpolate(value, _chain(out, environ), source=f"{source}:{lineno}")
             continue
         hash_at = re.search(r"\s#", raw)
         if hash_at:
@@ -139,22 +135,47 @@ def parse_env_text(text: str, source: str = ".env", environ: Mapping[str, str] |
     return out
 
 
-def _double_quoted(raw: str) -> tuple[str | None, int]:
-    buf: list[str] = []
-    j = 1
-    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
-    while j < len(raw):
-        ch = raw[j]
-        if ch == "\\" and j + 1 < len(raw):
-            nxt = raw[j + 1]
-            buf.append(escapes.get(nxt, "\\" + nxt))
-            j += 2
-            continue
-        if ch == '"':
-            return "".join(buf), j + 1
-        buf.append(ch)
-        j += 1
-    return None, j
+def _single_quoted(text: str, start: int, parts: list[str]) -> str | None:
+    """Add ``text[start:]`` up to a closing ``'`` to ``parts``; the whole value once it closes, else None.
+
+    Single-quoted values are literal: no escapes. What follows the closing quote is ignored.
+    """
+    end = text.find("'", start)
+    if end < 0:
+        parts.append(text[start:])
+        return None
+    parts.append(text[start:end])
+    return "".join(parts)
+
+
+_DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
+_DQ_SPECIAL = re.compile(r'["\\]')
+
+
+def _double_quoted(text: str, start: int, parts: list[str]) -> str | None:
+    """Add ``text[start:]`` up to a closing ``"`` to ``parts`` (escapes applied); the value once it closes.
+
+    ``\\n``, ``\\t``, ``\\r``, ``\\"`` and ``\\\\`` are escapes, ``\\$`` keeps a literal ``$``, any other
+    backslash stays as written (a backslash at the end of a line stays, followed by the newline).
+    """
+    j = start
+    n = len(text)
+    while True:
+        m = _DQ_SPECIAL.search(text, j)
+        if m is None:
+            parts.append(text[j:])
+            return None
+        k = m.start()
+        parts.append(text[j:k])
+        if text[k] == '"':
+            return "".join(parts)
+        if k + 1 < n:
+            nxt = text[k + 1]
+            parts.append(_DQ_ESCAPES.get(nxt, "\\" + nxt))
+            j = k + 2
+        else:
+            parts.append("\\")  # the line's end: the newline the caller adds follows it
+            return None
 
 
 def _preview(text: str, limit: int = 40) -> str:
@@ -337,20 +358,8 @@ _ComposeLoader.add_constructor("!reset", _construct_reset)
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected the {what}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    if b"\x00" in data:
-        raise InputError(f"{path}: binary data (NUL bytes), not a text {what}")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text at byte {exc.start}; is this really the {what}?") from None
+    # The one bounded reader: regular files only, never blocks, at most the kind's limit (rtbook/bounded.py).
+    return read_text(path, what)
 
 
 def load_compose_file(path: Path) -> dict[str, Any]:
@@ -715,12 +724,16 @@ def _dockerfile_image(raw: Any, context: Path | None) -> str:
         return ""
     name = raw.get("dockerfile") if isinstance(raw, dict) else None
     path = context / (str(name) if isinstance(name, str) else "Dockerfile")
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")[:20000]
-    except OSError:
-        return ""
+    text = _dockerfile_text(path)
     found = _FROM.findall(text)
     return str(found[-1]) if found else ""
+
+
+def _dockerfile_text(path: Path) -> str:
+    """The start of a build's Dockerfile ("" when there is none); a FIFO or a huge file is refused."""
+    if not os.path.lexists(path):
+        return ""
+    return read_bytes(path, "Dockerfile")[:20000].decode("utf-8", errors="replace")
 
 
 def _cmd(value: Any) -> list[str] | str | None:
@@ -746,7 +759,7 @@ def _service_env_files(name: str, raw: Any, root: Path | None, environ: Mapping[
         path = Path(path_s)
         if not path.is_absolute() and root is not None:
             path = root / path
-        if not path.exists():
+        if not os.path.lexists(path):
             if required:
                 raise InputError(f"{path}: env_file of service {name!r} not found (or mark it required: false)")
             continue
@@ -863,31 +876,44 @@ class Stack:
         path = Path(stack_dir)
         if path.is_file():
             env = Path(env_file) if env_file is not None else path.parent / ".env"
-            given = env if env_file is not None or env.is_file() else None
+            given = env if env_file is not None or os.path.lexists(env) else None
             return cls.from_files([path], env_file=given, environ=environ)
         if not path.is_dir():
+            if os.path.lexists(path):
+                # A FIFO, device or dangling/looping symlink: name what it is, never "not found".
+                try:
+                    what = describe_mode(os.stat(path).st_mode)
+                except OSError as exc:
+                    what = "a symlink loop" if exc.errno == errno.ELOOP else "a symlink to nothing"
+                raise InputError(f"{path}: is {what}, not a stack directory; pass the folder that holds "
+                                 "docker-compose.yml (or the compose file itself)")
             raise InputError(f"{path}: stack directory not found")
         env_path = Path(env_file) if env_file is not None else path / ".env"
-        if env_file is not None and not env_path.is_file():
-            raise InputError(f"{env_path}: env file not found")
         env_values: dict[str, str] = {}
         used_env: Path | None = None
-        if env_path.exists():
+        # lexists, not exists: a .env that is there but cannot be read (a dangling or looping
+        # symlink, a FIFO, a directory) is an error from the reader, never an empty file.
+        if env_file is not None or os.path.lexists(env_path):
             used_env = env_path
             env_values = parse_env_file(env_path, environ)
         spec = (environ or {}).get("COMPOSE_FILE") or env_values.get("COMPOSE_FILE")
         if spec:
             sep = (environ or {}).get("COMPOSE_PATH_SEPARATOR") or env_values.get("COMPOSE_PATH_SEPARATOR") or ":"
             files = [path / f.strip() for f in spec.split(sep) if f.strip()]
+            if not files:
+                raise InputError(
+                    f"{used_env or path}: COMPOSE_FILE={spec!r} names no compose file; list the files separated "
+                    f"by {sep!r} (e.g. COMPOSE_FILE=docker-compose.yml) or remove the line"
+                )
         else:
-            found = [path / n for n in COMPOSE_FILE_NAMES if (path / n).is_file()]
+            found = [path / n for n in COMPOSE_FILE_NAMES if os.path.lexists(path / n)]
             if not found:
                 raise InputError(
                     f"{path}: no compose file ({' or '.join(COMPOSE_FILE_NAMES[2:])}); pass --compose FILE"
                 )
             files = [found[0]]
             override = path / (found[0].stem + ".override" + found[0].suffix)
-            if override.is_file():
+            if os.path.lexists(override):
                 files.append(override)
         return cls._build(files, used_env, env_values, None, environ)
 
@@ -909,8 +935,9 @@ class Stack:
         env_values: dict[str, str] = {}
         if env_file is not None:
             env_values = parse_env_file(Path(env_file), environ)
-        if kong_file is not None and not Path(kong_file).is_file():
-            raise InputError(f"{kong_file}: kong.yml not found")
+        if kong_file is not None:
+            # Read now (bounded, type-checked) so a bad --kong is a usage error before any check runs.
+            read_bytes(kong_file, "kong.yml")
         return cls._build([Path(f) for f in compose_files], Path(env_file) if env_file else None, env_values,
                           Path(kong_file) if kong_file else None, environ)
 
@@ -1052,6 +1079,21 @@ class Stack:
             return self.root / "volumes" / "api" / "kong.yml"
         return None
 
+    def check_gateway_files(self) -> None:
+        """Refuse up front a gateway file that exists but cannot be read (a FIFO, a device, a loop, too big).
+
+        What such a file holds is judged by the gateway checks; this only makes sure reading it
+        later cannot block or run away, and that the user hears about it as a usage error.
+
+        Raises:
+            InputFileError: naming the file, what it is and the fix.
+        """
+        kong = self.kong_file()
+        if kong is not None:
+            check_file(kong, "kong.yml")
+        for path in self.envoy_files().values():
+            check_file(path, "Envoy file")
+
     def envoy_files(self) -> dict[str, Path]:
         """Host paths of the files the Envoy container reads, keyed by container path (or file name)."""
         gw = self.gateway_service()
@@ -1073,10 +1115,7 @@ class Stack:
         ctx = svc.build_context
         if ctx is None:
             return {}
-        try:
-            text = (ctx / "Dockerfile").read_text(encoding="utf-8", errors="replace")[:20000]
-        except OSError:
-            return {}
+        text = _dockerfile_text(ctx / "Dockerfile")
         out: dict[str, Path] = {}
         for src, dst in _COPY.findall(text):
             path = Path(os.path.normpath(str(ctx / src)))

@@ -9,6 +9,19 @@ Python classes), so the values are the same as ``yaml.SafeLoader``'s, YAML 1.1 q
 (``on``/``yes`` are booleans, ``0o14`` is a string, ``<<`` merges), and custom tags register the
 same way; it only parses several times faster. tests/unit/test_yamlfile.py compares the two on the
 whole corpus.
+
+Before a document is constructed, its event stream is walked once (no recursion, no objects built)
+and refused when it is hostile:
+
+- aliases may add at most :data:`MAX_ALIAS_NODES` nodes to the document when expanded (the
+  "billion laughs" document adds 10**9 with a few hundred bytes; a compose file's ``<<: *defaults``
+  adds a few hundred). PyYAML builds one object per anchor, but every consumer that walks the
+  result as a tree (interpolation, merging, JSON) expands it;
+- collections may nest at most :data:`MAX_DEPTH` deep (the deepest file of the corpus, the official
+  Envoy lds.template.yaml, nests 23; 200,000 ``[`` made libyaml's composer crash the process with
+  a segmentation fault).
+
+Both limits live in :mod:`rtbook.bounded`, which the sandbox shares.
 """
 
 from __future__ import annotations
@@ -18,9 +31,10 @@ from typing import Any
 
 import yaml
 
+from rtbook.bounded import MAX_ALIAS_NODES, MAX_DEPTH, check_yaml_shape
 from rtbook.exceptions import InputError
 
-__all__ = ["SafeLoader", "load_yaml"]
+__all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "SafeLoader", "check_yaml_shape", "load_yaml"]
 
 # libyaml is optional in PyYAML (a wheel without it, or a source build without the headers).
 SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -34,6 +48,7 @@ def load_yaml(text: str, source: str | Path, *, loader: type[Any] | None = None)
             starts with ``source`` and gives the line and column when the parser knows them.
     """
     try:
+        check_yaml_shape(text, source)
         return yaml.load(text, Loader=loader or SafeLoader)  # a SafeLoader (subclass): no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -234,7 +234,43 @@ def _check_value(param: Param, value: Any, env_secrets: frozenset[str], label: s
         raise ConfigError(
             f"{label} must be a PostgreSQL URL, got {text!r}; e.g. postgresql://supabase_admin@localhost:5432/postgres"
         )
+    if text and name in _ADDRESS_EXAMPLES:
+        problem = _address_problem(name, text)
+        if problem:
+            raise ConfigError(f"{label} {text!r} {problem}; e.g. {_ADDRESS_EXAMPLES[name]}")
     return text
+
+
+# Values that end up in a URL, a Host header or a connection string (the exit-code contract: a
+# malformed one is a usage error up front, not a page of failed checks).
+_ADDRESS_EXAMPLES = {
+    "api_url": "http://localhost:8000",
+    "realtime_url": "http://127.0.0.1:4000",
+    "db_url": "postgresql://supabase_admin@localhost:5432/postgres",
+    "realtime_host": "realtime-dev.supabase-realtime:4000",
+    "tenant": "realtime-dev",
+}
+
+
+def _address_problem(name: str, text: str) -> str:
+    """Why ``text`` cannot be the address ``name`` ("" when it can)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
+        return "contains a space or a control character"
+    if name == "tenant":
+        return ""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text if name != "realtime_host" else f"//{text}")
+        port = parts.port  # ValueError: not a number, or outside 0-65535
+    except ValueError as exc:
+        return f"is not a valid {'host' if name == 'realtime_host' else 'URL'} ({exc})"
+    if port == 0:
+        return "has port 0; give the port the service listens on (1-65535)"
+    # A database URL without a host is libpq's local socket; every other address needs a host.
+    if not parts.hostname and name != "db_url":
+        return "has no host name"
+    return ""
 
 
 def check_value(name: str, value: Any, *, label: str = "") -> ParamValue:
@@ -352,7 +388,10 @@ class RunParams:
             raise ConfigError(
                 f"stack_dir {str(stack_dir)!r} is not a directory; pass the folder holding docker-compose.yml"
             )
-        return Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
+        target = Target.from_stack_dir(stack_dir, name="stack", docker=docker, **common)
+        if target.stack is not None:
+            target.stack.check_gateway_files()  # a FIFO or huge kong.yml: refused before anything runs
+        return target
 
 
 def validate_params(values: Mapping[str, Any], *, fill_defaults: bool = True) -> dict[str, ParamValue]:
@@ -407,11 +446,14 @@ def parse_assignment(text: str) -> tuple[str, ParamValue]:
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read a parameter set written by the guided form (JSON) or by hand (JSON or YAML)."""
+    from rtbook.bounded import read_text
+    from rtbook.exceptions import InputFileError
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read the parameters file {p}: {exc.strerror}") from exc
+        text = read_text(p, "parameters file")  # bounded: regular file, 256 KiB, never blocks
+    except InputFileError as exc:
+        raise InputError(f"cannot read the parameters file: {exc}") from None
     if p.suffix in (".yml", ".yaml"):
         from rtbook.config.yamlfile import load_yaml
 
@@ -421,6 +463,8 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
         except ValueError as exc:
             raise InputError(f"{p} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise InputError(f"{p} nests too deeply to be a parameters file") from None
     if not isinstance(data, dict):
         raise InputError(f"{p} must hold a mapping of parameter names to values, got {type(data).__name__}")
     return dict(data)

@@ -456,18 +456,10 @@ def _kind_of(mode: int) -> str:
 
 
 def _read_regular(path: Path, limit: int = MAX_RECORD_FILE_BYTES) -> bytes:
-    """The bytes of a regular file, read without following a symlink or blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path} is {_kind_of(info.st_mode)}, not a file rtbook wrote")
-        if info.st_size > limit:
-            raise InputError(f"{path} is {info.st_size} bytes, more than the {limit} a record file may have")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    finally:
-        os.close(fd)
+    """The bytes of a regular file, read without following a symlink or blocking on a FIFO (rtbook/bounded.py)."""
+    from rtbook.bounded import read_bytes
+
+    return read_bytes(path, "record file", limit=limit, follow_symlinks=False)
 
 
 def _file_hashes(record: Path) -> dict[str, str]:
@@ -552,10 +544,12 @@ def verify(record: str | Path) -> VerifyResult:
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give the run folder that 'rtbook run' printed")
     path = folder / MANIFEST
+    if not os.path.lexists(path):
+        raise InputError(f"{folder} has no {MANIFEST}; give the run folder that 'rtbook run' printed")
     try:
         raw = _read_regular(path)
-    except OSError as exc:
-        raise InputError(f"{folder} holds no readable {MANIFEST}: {exc.strerror}; is it an rtbook run folder?") from exc
+    except InputError as exc:
+        raise InputError(f"{folder} holds no readable {MANIFEST}: {exc}") from None
     result = VerifyResult(folder)
     match = _SELF_FIELD.search(raw)
     if match is None:

@@ -62,7 +62,8 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from rtbook.exceptions import ConfigError
+from rtbook.bounded import check_yaml_shape, read_text
+from rtbook.exceptions import ConfigError, InputError
 from rtbook.sandbox._child import config_argument
 from rtbook.secrets import Redactor
 
@@ -1066,7 +1067,10 @@ def parse_kong(text: str, version: Version | None = None) -> KongConfig:
     """
     version = version or Version()
     try:
+        check_yaml_shape(text, "kong.yml")  # no alias bomb, no nesting that exhausts the stack
         data = yaml.safe_load(text)
+    except InputError as exc:
+        raise GatewayConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise GatewayConfigError(f"kong.yml is not valid YAML after expansion: {exc}") from None
     if not isinstance(data, dict):
@@ -1396,9 +1400,9 @@ class GatewayConfig:
     def load_kong(self) -> KongConfig:
         """Read, expand and parse the kong.yml."""
         try:
-            text = self.kong_yml.read_text()
-        except OSError as exc:
-            raise GatewayConfigError(f"cannot read kong.yml {self.kong_yml}: {exc.strerror}") from None
+            text = read_text(self.kong_yml, "kong.yml")  # bounded: regular file, 1 MiB, never blocks
+        except InputError as exc:
+            raise GatewayConfigError(f"cannot read kong.yml: {exc}") from None
         return parse_kong(expand_kong_yml(text, entrypoint_env(self.env)), self.version)
 
 
@@ -2214,7 +2218,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     redactor = Redactor()
     try:
-        data = json.loads(config_path.read_text())
+        data = json.loads(read_text(config_path, "gateway config"))
         config = GatewayConfig.from_mapping(data)
         # Error texts quote kong.yml fragments, which hold the keys after expansion.
         redactor.add_env(config.env)
@@ -2223,7 +2227,7 @@ def main(argv: list[str] | None = None) -> int:
                 redactor.add(value)
         config.load_kong()  # fail before binding: a config error is a startup error
         asyncio.run(serve(config))
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, InputError, OSError, ValueError) as exc:
         sys.stderr.write(f"gateway: {redactor.text(str(exc))}\n")
         return 2
     return 0

@@ -30,7 +30,8 @@ from typing import Any
 import jwt
 import yaml
 
-from rtbook.exceptions import SandboxError
+from rtbook.bounded import check_yaml_shape, read_text
+from rtbook.exceptions import InputError, SandboxError
 
 __all__ = [
     "BUNDLED_FILES",
@@ -160,9 +161,9 @@ def read_env(path: Path) -> dict[str, str]:
     """Parse a ``.env`` file the way docker compose does for plain ``KEY=value`` lines (quotes removed)."""
     env: dict[str, str] = {}
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SandboxError(f"cannot read {path}: {exc.strerror}") from None
+        text = read_text(path, "env file")  # bounded: the stack folder is the user's to edit
+    except InputError as exc:
+        raise SandboxError(str(exc)) from None
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or "=" not in stripped:
@@ -250,8 +251,12 @@ _ComposeLoader.add_constructor("!reset", _tagged)
 def load_compose(path: Path) -> dict[str, Any]:
     """One compose file as a dict (tags resolved to their values)."""
     try:
-        data = yaml.load(path.read_text(), Loader=_ComposeLoader)  # a SafeLoader subclass
-    except (OSError, yaml.YAMLError) as exc:
+        text = read_text(path, "compose file")  # bounded, and no alias bomb or deep nesting below
+        check_yaml_shape(text, path)
+        data = yaml.load(text, Loader=_ComposeLoader)  # a SafeLoader subclass
+    except InputError as exc:
+        raise SandboxError(str(exc)) from None
+    except yaml.YAMLError as exc:
         raise SandboxError(f"cannot read compose file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise SandboxError(f"{path} is not a compose file (no top-level mapping)")
