@@ -113,8 +113,9 @@ def _route_remedy(config: LbConfig, route: LbRoute | None) -> str:
     server = (route.servers[0] if route and route.servers else "kong:8000")
     at = f" (at {route.where})" if route else ""
     return {
-        "nginx": f"add to the server block{at}: `location /realtime/v1/ {{ proxy_pass http://{up}; }}` "
-                 "(no URI after the upstream, so /realtime/v1/ reaches the gateway unchanged)",
+        "nginx": (f"in `location {route.paths[0]}`{at} write `proxy_pass http://{up};` " if route and route.rewrite
+                  else f"add to the server block{at}: `location /realtime/v1/ {{ proxy_pass http://{up}; }}` ")
+        + "(no URI after the upstream, so /realtime/v1/ reaches the gateway unchanged)",
         "haproxy": f"in the frontend{at}: `use_backend {up} if {{ path_beg /realtime/v1/ }}`",
         "caddy": f"in the site block{at}: `handle /realtime/v1/* {{ reverse_proxy {server} }}` "
                  "(handle, not handle_path, which strips the prefix)",

@@ -204,13 +204,15 @@ def detect_kind(path: Path, text: str) -> str:
         r"^http:\s*\n(\s+.*\n)*?\s+routers:", text, re.MULTILINE
     ):
         return "traefik"
-    if re.search(r"^\s*(frontend|backend|listen|defaults)(\s|$)", text, re.MULTILINE) and not re.search(
-        r"[{}]", re.sub(r"#.*", "", text)
+    if path.name.lower().startswith("caddyfile") or path.name.lower().endswith("caddyfile"):
+        return "caddy"
+    if re.search(r"^(frontend|backend|listen|defaults)(\s|$)", text, re.MULTILINE) and not re.search(
+        r";\s*$", re.sub(r"#.*", "", text), re.MULTILINE
     ):
         return "haproxy"
-    if re.search(r"\b(proxy_pass|upstream\s+[\w.-]+\s*\{|server\s*\{|http\s*\{|location\s)", text):
+    if re.search(r"\bproxy_pass\s|^\s*(http|server|events)\s*\{|^\s*upstream\s+[\w.-]+\s*\{", text, re.MULTILINE):
         return "nginx"
-    if path.name.lower().startswith("caddyfile") or re.search(r"^\s*reverse_proxy\b", text, re.MULTILINE):
+    if re.search(r"^\s*reverse_proxy\b", text, re.MULTILINE):
         return "caddy"
     raise InputError(
         f"{path}: cannot tell which load balancer this file is for; name the kind, e.g. --lb nginx:{path} "

@@ -33,7 +33,7 @@ def _unquote(value: Any) -> Any:
 def _line(text: str, *needles: str) -> int | None:
     for needle in needles:
         for n, line in enumerate(text.splitlines(), start=1):
-            if needle in line:
+            if needle in line and not line.lstrip().startswith("#"):
                 return n
     return None
 

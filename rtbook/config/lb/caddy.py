@@ -82,15 +82,15 @@ def _flatten(routes: list[dict[str, Any]], paths: tuple[str, ...], rewrite: tupl
                 rpaths = tuple(_prefix(p) for p in m["path"])
             if m.get("host"):
                 rhosts = tuple(m["host"])
-        rw = rewrite
         for handler in route.get("handle") or []:
             kind = handler.get("handler")
             if kind == "rewrite" and handler.get("strip_path_prefix"):
-                rw = (handler["strip_path_prefix"], "")
+                # A rewrite route without a matcher applies to the sibling routes after it (Caddy's handle_path).
+                rewrite = (handler["strip_path_prefix"], "")
             elif kind == "subroute":
-                _flatten(handler.get("routes") or [], rpaths, rw, rhosts, out)
+                _flatten(handler.get("routes") or [], rpaths, rewrite, rhosts, out)
             elif kind == "reverse_proxy":
-                out.append((rpaths, rw, handler, rhosts))
+                out.append((rpaths, rewrite, handler, rhosts))
 
 
 def _ns(value: Any) -> float | None:
@@ -105,7 +105,7 @@ def _ns(value: Any) -> float | None:
 
 def _line(text: str, needle: str) -> int | None:
     for n, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
+        if needle in line and not line.lstrip().startswith("#"):
             return n
     return None
 

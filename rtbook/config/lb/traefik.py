@@ -139,7 +139,8 @@ def _rule_paths(rule: str) -> tuple[str, ...]:
 
 
 def _where(source: str, text: str, *needles: str) -> str:
-    lowered = text.lower()
+    # Comment lines blanked (same line count) so that a needle in a comment does not count.
+    lowered = "\n".join("" if line.lstrip().startswith("#") else line for line in text.lower().split("\n"))
     for needle in needles:
         idx = lowered.find(needle.lower())
         if idx >= 0:
