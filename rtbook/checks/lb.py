@@ -192,8 +192,8 @@ def check_upgrade(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckRes
                                  "(a location that sets any proxy_set_header drops the ones inherited from above, so "
                                  "repeat the others there too)")
             elif config.kind == "alb" and r.http11 is False:
-                problems.append(f"the target group's ProtocolVersion is not HTTP1 ({r.where}); ALB WebSockets need "
-                                "HTTP/1.1 targets.")
+                problems.append(f"the target group's ProtocolVersion is not HTTP1 ({r.where}): an ALB sends an HTTP2 "
+                                "or GRPC target group only HTTP/2 requests, and the WebSocket handshake is HTTP/1.1.")
                 fixes.append(f"set the target group's ProtocolVersion to HTTP1 ({r.where}); it cannot be changed on "
                              "an existing target group, so create a new one")
         if problems:
@@ -387,7 +387,7 @@ def _health_remedy(config: LbConfig, r: LbRoute) -> str:
                    "{apikey: <ANON_KEY>}}}`",
         "alb": f"an ALB health check cannot send an apikey: set HealthCheckPath \"/\" with Matcher HttpCode \"404\" "
                f"({h.where}) so a target counts as healthy when Kong answers (Terraform: health_check {{ path = \"/\" "
-               "matcher = \"404\" }})",
+               "matcher = \"404\" })",
         "nginx": f"(NGINX Plus) `health_check uri=/realtime/v1/api/ping;` with a `match` block and "
                  f"`proxy_set_header apikey <ANON_KEY>;` ({h.where})",
     }[config.kind]
@@ -401,6 +401,9 @@ def check_health(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckResu
         fixes: list[str] = []
         notes: list[str] = []
         for r in config.realtime_routes():
+            if r.health is None and config.kind == "alb":
+                notes.append(f"{r.name}: the target group's health check is not in this file.")
+                continue
             if r.health is None:
                 notes.append(f"{r.name}: no active health check"
                              + (" (nginx open source has none; failed requests mark a server down)"
@@ -459,6 +462,10 @@ def check_sticky(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckResu
         for r in config.realtime_routes():
             many = len(r.servers) > 1 or config.kind == "alb"
             s = r.sticky
+            # A load-balancer attributes file describes no target group: stickiness is simply not in it.
+            if config.kind == "alb" and s is None and r.upstream == "target group":
+                notes.append("stickiness is a target-group attribute; it is not in this file.")
+                continue
             if s is None or not s.enabled:
                 if not many:
                     notes.append(f"{r.name}: one backend ({', '.join(r.servers) or 'none'}), nothing to stick to.")

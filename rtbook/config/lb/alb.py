@@ -46,6 +46,7 @@ class _Found:
         self.text = text
         self.settings: dict[str, Setting] = {}
         self.target_groups: list[str] = []
+        self.target_groups_where = ""
         self.listener_protocols: list[Setting] = []
 
     def add(self, key: str, value: Any, *needles: str) -> None:
@@ -95,6 +96,9 @@ def parse(path: Path, text: str) -> LbConfig:
             detail=f"stickiness.enabled={enabled.value if enabled else 'false (default)'}",
         )
     health = None
+    if found.target_groups and "HealthCheckPath" not in s and "Matcher" not in s:
+        # The target group is described without a health check: the ALB's defaults apply (GET /, 200).
+        health = Health("/", found.target_groups_where or source, expect="200 (ALB default)")
     if "HealthCheckPath" in s or "Matcher" in s:
         hp = s.get("HealthCheckPath")
         m = s.get("Matcher")
@@ -182,6 +186,8 @@ def _terraform(found: _Found) -> None:
                         found.add("idle_timeout.timeout_seconds", body["idle_timeout"], "idle_timeout")
                 elif rtype in ("aws_lb_target_group", "aws_alb_target_group"):
                     found.target_groups.append(f'aws_lb_target_group.{rname}')
+                    n = _line(found.text, f'"{rtype}" "{rname}"')
+                    found.target_groups_where = f"{found.source}:{n}" if n else found.source
                     for key, attr in (("protocol", "Protocol"), ("protocol_version", "ProtocolVersion")):
                         if key in body:
                             found.add(attr, body[key], f"{key} ")
@@ -215,6 +221,8 @@ def _cloudformation(found: _Found, resources: dict[str, Any]) -> None:
                 found.add(str(attr.get("Key")), attr.get("Value", ""), str(attr.get("Key")))
         elif rtype == "AWS::ElasticLoadBalancingV2::TargetGroup":
             found.target_groups.append(logical)
+            n = _line(found.text, f"{logical}:")
+            found.target_groups_where = f"{found.source}:{n}" if n else found.source
             for attr in props.get("TargetGroupAttributes") or []:
                 found.add(str(attr.get("Key")), attr.get("Value", ""), str(attr.get("Key")))
             for key in ("HealthCheckPath", "HealthCheckPort", "Protocol", "ProtocolVersion"):
