@@ -69,6 +69,11 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
                lb: tuple[str, ...] = ()) -> int:
     from rtbook.registry import run_checks
 
+    if lb:
+        from rtbook.config.lb import split_spec
+
+        for spec in lb:
+            split_spec(spec)  # a missing file or an unknown kind is a usage error (exit 2), not a failed check
     target = build_target(opts, lb=lb)
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":

@@ -181,3 +181,12 @@ def test_region_goes_after_the_first_label(corpus: Path, tmp_path: Path) -> None
     assert r.status is Status.FAIL
     assert "tenant 'realtime-east'" in r.summary
     assert "http://realtime-dev.supabase-realtime:4000/socket" in r.remedy
+
+
+def test_compose_replicas_make_a_cluster(corpus: Path, tmp_path: Path) -> None:
+    override = {"services": {"realtime": {"deploy": {"replicas": 3}, "environment": {"REGION": "eu-west-1"}}}}
+    found = results(stack_with(corpus, tmp_path, override), "cluster.")
+    assert "3 Realtime node(s)" in found["cluster.strategy"].summary + found["cluster.strategy"].detail + str(
+        found["cluster.strategy"].evidence)
+    assert found["cluster.node_address"].status is Status.FAIL
+    assert found["cluster.region"].status is Status.PASS

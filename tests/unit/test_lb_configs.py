@@ -236,3 +236,27 @@ def test_durations() -> None:
     assert parse_duration("50000", "ms") == 50.0
     assert parse_duration("1h") == 3600.0
     assert parse_duration("soon") is None
+
+
+def test_cli_bad_lb_argument_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rtbook.cli import main
+
+    missing = tmp_path / "nope.conf"
+    assert main(["check", "--lb", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "is not a file" in err
+    assert main(["check", "--lb", f"envoy:{LB / 'nginx/good.conf'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown kind 'envoy'" in err and "nginx, haproxy, caddy, traefik, alb" in err
+
+
+def test_secrets_in_lb_configs_never_reach_outputs(tmp_path: Path) -> None:
+    """A real anon key in a health-check header stays out of every result (rtbook reports header names only)."""
+    canary = "eyJhbGciOiJIUzI1NiJ9.canary-4f1c9e.sig"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text((LB / "haproxy/good.cfg").read_text().replace(
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.anon-demo", canary).replace("../certs/", f"{LB}/certs/"))
+    assert canary in cfg.read_text()
+    report = run_checks(Target(lb=(str(cfg),)), only="lb.")
+    assert canary not in report.to_json()
+    assert "apikey" in report.to_json()  # the header's name is evidence; its value is not

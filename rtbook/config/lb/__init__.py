@@ -28,6 +28,7 @@ __all__ = [
     "detect_kind",
     "load_lb",
     "parse_duration",
+    "split_spec",
 ]
 
 KINDS = ("nginx", "haproxy", "caddy", "traefik", "alb")
@@ -220,11 +221,11 @@ def detect_kind(path: Path, text: str) -> str:
     )
 
 
-def load_lb(spec: str) -> LbConfig:
-    """Read ``FILE`` or ``KIND:FILE`` (as ``--lb`` takes it) into an :class:`LbConfig`.
+def split_spec(spec: str) -> tuple[str, Path]:
+    """``KIND:FILE`` or ``FILE`` as ``--lb`` takes it: the kind (``""`` to recognise it) and an existing file.
 
     Raises:
-        InputError: when the file cannot be read or parsed, or the kind is unknown.
+        InputError: for an unknown kind or a file that does not exist (one line naming the value and the fix).
     """
     kind = ""
     raw = spec
@@ -234,6 +235,18 @@ def load_lb(spec: str) -> LbConfig:
     elif sep and re.fullmatch(r"[a-z]+", head) and not Path(spec).exists():
         raise InputError(f"--lb {spec}: unknown kind {head!r}; use one of {', '.join(KINDS)}, e.g. --lb nginx:{rest}")
     path = Path(raw)
+    if not path.is_file():
+        raise InputError(f"--lb {spec}: {path} is not a file; pass the load balancer's config file")
+    return kind, path
+
+
+def load_lb(spec: str) -> LbConfig:
+    """Read ``FILE`` or ``KIND:FILE`` (as ``--lb`` takes it) into an :class:`LbConfig`.
+
+    Raises:
+        InputError: when the file cannot be read or parsed, or the kind is unknown.
+    """
+    kind, path = split_spec(spec)
     try:
         text = path.read_text()
     except OSError as exc:
