@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rtbook.config.lb import load_lb, parse_duration
+from rtbook.config.lb import LbConfig, load_lb, parse_duration
 from rtbook.exceptions import InputError
 from rtbook.registry import run_checks
 from rtbook.results import CheckResult, Status
@@ -85,6 +86,7 @@ def test_a_broken_fixture_is_refused_by_nginx_and_by_rtbook(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("name", ["nginx/good.conf", "haproxy/good.cfg", "caddy/good.Caddyfile",
+                                  "caddy/named-matcher.Caddyfile",
                                   "traefik/dynamic.good.yml", "alb/main.good.tf", "alb/tg-attributes.good.json",
                                   "alb/lb-attributes.good.json"])
 def test_good_configs_pass_every_rule(name: str) -> None:
@@ -206,16 +208,22 @@ def test_kind_prefix_and_unknown_kind(tmp_path: Path) -> None:
         load_lb(str(blank))
 
 
-def test_caddy_evidence_names_the_parser_used(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", sorted(p.name for p in (LB / "caddy").glob("*.Caddyfile")))
+def test_caddy_evidence_names_the_parser_used(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     require(which("caddy") is not None, "caddy is not installed")
-    real = load_lb(str(LB / "caddy/good.Caddyfile"))
+    real = load_lb(str(LB / "caddy" / name))
     assert real.parser.startswith("caddy adapt (caddy ")
     monkeypatch.setattr("rtbook.config.lb.caddy.shutil.which", lambda name: None)
-    fallback = load_lb(str(LB / "caddy/good.Caddyfile"))
+    fallback = load_lb(str(LB / "caddy" / name))
     assert fallback.parser.startswith("rtbook minimal Caddyfile reader")
-    # The fallback reads the same routes the real adapter gives.
-    assert [(r.paths, r.servers, r.sticky and r.sticky.method) for r in fallback.realtime_routes()] == [
-        (r.paths, r.servers, r.sticky and r.sticky.method) for r in real.realtime_routes()]
+
+    def seen(config: LbConfig) -> list[Any]:
+        return [(r.paths, r.servers, r.forwarded("/realtime/v1/websocket"), r.sticky and r.sticky.method,
+                 r.health and r.health.path, [(t.name, t.seconds) for t in r.timeouts], r.tls_listener)
+                for r in config.realtime_routes()]
+
+    # The fallback reads the same routes, for Realtime, that Caddy's own adapter gives.
+    assert seen(fallback) == seen(real)
     results = run_checks(Target(lb=(str(LB / "caddy/read-timeout-10s.Caddyfile"),)), only="lb.idle_timeout")
     assert [r.status for r in results] == [Status.FAIL]
 

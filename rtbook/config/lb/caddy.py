@@ -129,7 +129,7 @@ def _route(handler: dict[str, Any], paths: tuple[str, ...], rewrite: tuple[str, 
         if seconds is not None:
             timeouts.append(Setting(key, f"{seconds:g}s", _where(source, text, key), seconds))
     if not timeouts:
-        timeouts.append(Setting("read_timeout", "(unset)", "(Caddy default: none)", None))
+        timeouts.append(Setting("read_timeout", "unset", "Caddy default: no timeout", None))
     policy = ((handler.get("load_balancing") or {}).get("selection_policy") or {})
     sticky = None
     if policy.get("policy") in ("ip_hash", "client_ip_hash", "cookie", "header", "uri_hash"):
@@ -224,19 +224,24 @@ def _minimal_caddyfile(text: str, source: str) -> dict[str, Any]:
     return {"apps": {"http": {"servers": servers}}}
 
 
-def _site_routes(body: list[tuple[int, list[str]]]) -> list[dict[str, Any]]:
+def _site_routes(body: list[tuple[int, list[str]]], named: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
+    # Named matchers (`@api path /a/* /b/*`): only their path part matters here.
+    named = dict(named or {})
+    for _, w in body:
+        if w[0].startswith("@") and len(w) > 2 and w[1] == "path":
+            named[w[0]] = w[2:]
     i = 0
     while i < len(body):
         words = body[i][1]
         name = words[0]
         if name in ("handle", "handle_path", "route") and words[-1] == "{":
             inner, i = _block(body, i)
-            match = [{"path": [words[1]]}] if len(words) > 2 else []
+            match = [{"path": named.get(words[1], [words[1]])}] if len(words) > 2 else []
             handles: list[dict[str, Any]] = []
             if name == "handle_path" and len(words) > 2:
                 handles.append({"handler": "rewrite", "strip_path_prefix": words[1].rstrip("*").rstrip("/")})
-            handles.append({"handler": "subroute", "routes": _site_routes(inner)})
+            handles.append({"handler": "subroute", "routes": _site_routes(inner, named)})
             routes.append({"match": match, "handle": handles})
             continue
         if name == "reverse_proxy":
@@ -244,6 +249,8 @@ def _site_routes(body: list[tuple[int, list[str]]]) -> list[dict[str, Any]]:
             match = []
             if args and args[0].startswith("/"):
                 match = [{"path": [args.pop(0)]}]
+            elif args and args[0] in named:
+                match = [{"path": named[args.pop(0)]}]
             handler: dict[str, Any] = {"handler": "reverse_proxy",
                                        "upstreams": [{"dial": re.sub(r"^\w+://", "", a)} for a in args]}
             if words[-1] == "{":
@@ -253,7 +260,7 @@ def _site_routes(body: list[tuple[int, list[str]]]) -> list[dict[str, Any]]:
                 i += 1
             routes.append({"match": match, "handle": [handler]})
             continue
-        i = _block(body, i)[1] if words[-1] == "{" else i + 1
+        i = _block(body, i)[1] if words[-1] == "{" else i + 1  # other directives (header, encode, @matchers...)
     return routes
 
 

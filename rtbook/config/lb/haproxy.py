@@ -149,7 +149,7 @@ def _route(front: _Section, back: _Section, source: str, group: str, line: int, 
     else:
         for sec, name in ((front, "client"), (back, "server")):
             found = _setting(sec, source, "timeout", name)
-            timeouts.append(found or Setting(f"timeout {name}", "(unset)", "(not set: no timeout)", None))
+            timeouts.append(found or Setting(f"timeout {name}", "unset", "HAProxy default: no timeout", None))
     sticky = None
     balance = back.first("balance")
     if balance is not None and balance[1][1:2] and balance[1][1] in ("source", "hdr", "url_param", "uri"):

@@ -130,7 +130,7 @@ def _route(loc: dict[str, Any], scope: _Scope, server: str, tls: bool, upstreams
     paths = (prefix,) if modifier in ("", "^~") else (prefix,) if modifier == "=" else (_regex_prefix(prefix),)
     where = f"{loc['_file']}:{loc['line']}"
     v = scope.values
-    http11 = v.get("proxy_http_version", Setting("proxy_http_version", "1.0", "(nginx default)")).value == "1.1"
+    http11 = v.get("proxy_http_version", Setting("proxy_http_version", "1.0", "nginx default")).value == "1.1"
     upgrade_h = scope.headers.get("upgrade")
     conn_h = scope.headers.get("connection")
     upgrade = bool(
@@ -187,7 +187,7 @@ def _route(loc: dict[str, Any], scope: _Scope, server: str, tls: bool, upstreams
 
 def _timeout(setting: Setting | None, name: str) -> Setting:
     if setting is None:
-        return Setting(name, "60s", "(nginx default)", 60.0)
+        return Setting(name, "60s", "nginx default", 60.0)
     return replace(setting, seconds=parse_duration(setting.value, "s"))
 
 
