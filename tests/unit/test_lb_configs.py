@@ -268,3 +268,16 @@ def test_secrets_in_lb_configs_never_reach_outputs(tmp_path: Path) -> None:
     report = run_checks(Target(lb=(str(cfg),)), only="lb.")
     assert canary not in report.to_json()
     assert "apikey" in report.to_json()  # the header's name is evidence; its value is not
+
+
+def test_only_the_read_side_timeouts_count(tmp_path: Path) -> None:
+    """nginx proxy_send_timeout and Caddy write_timeout bound a blocked write, not a quiet socket: not judged."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text((LB / "nginx/good.conf").read_text().replace("proxy_send_timeout 3600s;", "proxy_send_timeout 5s;")
+                    .replace("include conf.d/", f"include {LB}/nginx/conf.d/").replace("../certs/", f"{LB}/certs/"))
+    assert "proxy_send_timeout 5s;" in conf.read_text()
+    assert lb_results(conf)["lb.idle_timeout"].status is Status.PASS
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text((LB / "caddy/read-timeout-10s.Caddyfile").read_text().replace("read_timeout", "write_timeout")
+                         .replace("../certs/", f"{LB}/certs/"))
+    assert lb_results(caddyfile)["lb.idle_timeout"].status is Status.PASS

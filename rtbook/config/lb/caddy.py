@@ -124,7 +124,9 @@ def _route(handler: dict[str, Any], paths: tuple[str, ...], rewrite: tuple[str, 
     where = _where(source, text, *(f"reverse_proxy {u}" for u in upstreams[:1]), "reverse_proxy")
     transport = handler.get("transport") or {}
     timeouts: list[Setting] = []
-    for key in ("read_timeout", "write_timeout"):
+    # read_timeout is a deadline on each read from the backend, so a quiet socket hits it; write_timeout only
+    # bounds a write in progress.
+    for key in ("read_timeout",):
         seconds = _ns(transport.get(key))
         if seconds is not None:
             timeouts.append(Setting(key, f"{seconds:g}s", _where(source, text, key), seconds))

@@ -137,9 +137,9 @@ def _route(loc: dict[str, Any], scope: _Scope, server: str, tls: bool, upstreams
         upgrade_h and "$http_upgrade" in upgrade_h.value
         and conn_h and (conn_h.value.lower() == "upgrade" or conn_h.value.startswith("$"))
     )
-    timeouts = tuple(
-        _timeout(v.get(name), name) for name in ("proxy_read_timeout", "proxy_send_timeout")
-    )
+    # An upgraded connection idles out on proxy_read_timeout (nothing read from the upstream for that long);
+    # proxy_send_timeout only runs while a write to the upstream is blocked (ngx_http_upstream_process_upgraded).
+    timeouts = (_timeout(v.get("proxy_read_timeout"), "proxy_read_timeout"),)
     buffering = tuple(s for s in (v.get("proxy_buffering"), v.get("tcp_nodelay")) if s is not None)
     upstream_name = host.split(":")[0]
     up = upstreams.get(upstream_name)
