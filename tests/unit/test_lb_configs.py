@@ -6,6 +6,7 @@ them (the Debian binaries; with CI=true a missing binary fails the test instead 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,20 @@ def test_only_the_read_side_timeouts_count(tmp_path: Path) -> None:
     caddyfile.write_text((LB / "caddy/read-timeout-10s.Caddyfile").read_text().replace("read_timeout", "write_timeout")
                          .replace("../certs/", f"{LB}/certs/"))
     assert lb_results(caddyfile)["lb.idle_timeout"].status is Status.PASS
+
+
+def test_cloudformation_json_reads_like_the_yaml(tmp_path: Path) -> None:
+    """The same template as JSON (what `aws cloudformation get-template` prints) gives the same findings."""
+    import yaml
+
+    class _Tags(yaml.SafeLoader):
+        pass
+
+    _Tags.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loader.construct_scalar(node)})
+    data = yaml.load((LB / "alb/cloudformation.yaml").read_text(), Loader=_Tags)
+    as_json = tmp_path / "template.json"
+    as_json.write_text(json.dumps(data, indent=2))
+    from_yaml = {k: r.status for k, r in lb_results(LB / "alb/cloudformation.yaml").items()}
+    from_json = {k: r.status for k, r in lb_results(as_json).items()}
+    assert from_json == from_yaml
+    assert from_json["lb.websocket_upgrade"] is Status.FAIL
