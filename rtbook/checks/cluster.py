@@ -164,10 +164,19 @@ def check_node_address(target: Target, cid: str, nodes: Nodes) -> CheckResult:
             f"that name, so nodes named @127.0.0.1 each reach only themselves. This applies because {nodes.why}. "
             "The nodes must also reach each other on epmd (4369), the Erlang distribution port and gen_rpc "
             "(GEN_RPC_TCP_SERVER_PORT, default 5369).",
-            remedy="; ".join(f"services.{s.name}.environment.POD_IP: the address other nodes reach this one at "
-                             "(a fixed ipv4_address on the shared network, or the host's IP)" for s in missing) + ".",
+            remedy="; ".join(_address_fix(s) for s in missing) + ".",
             evidence=evidence)
     return _result(cid, Status.PASS, "Every Realtime node takes its address from POD_IP/Fly/ECS.", evidence=evidence)
+
+
+def _address_fix(svc: Service) -> str:
+    if _replicas(svc) > 1:
+        # Replicas share one environment, so each must find its own address when it starts (the image has
+        # `hostname`; v2.78.19's env.sh.eex itself used `hostname -I`).
+        return (f"services.{svc.name}.entrypoint: [\"/usr/bin/tini\", \"-s\", \"-g\", \"--\", \"sh\", \"-c\", "
+                "\"POD_IP=$$(hostname -i) exec /app/run.sh /app/bin/server\"] (each replica exports its own address)")
+    return (f"services.{svc.name}.environment.POD_IP: the address other nodes reach this one at (a fixed "
+            "ipv4_address on the shared network, or the host's IP when each host runs one node)")
 
 
 def _fingerprint(value: str) -> str:

@@ -189,4 +189,5 @@ def test_compose_replicas_make_a_cluster(corpus: Path, tmp_path: Path) -> None:
     assert "3 Realtime node(s)" in found["cluster.strategy"].summary + found["cluster.strategy"].detail + str(
         found["cluster.strategy"].evidence)
     assert found["cluster.node_address"].status is Status.FAIL
+    assert "POD_IP=$$(hostname -i) exec /app/run.sh /app/bin/server" in found["cluster.node_address"].remedy
     assert found["cluster.region"].status is Status.PASS
