@@ -3,11 +3,11 @@
 Names, defaults and behaviour from supabase/realtime v2.129.8 and v2.78.19 (same in both unless said):
 - ``config/runtime.exs``: ``CLUSTER_STRATEGIES`` (comma-separated ``DNS``, ``POSTGRES``, ``EPMD``,
   case-insensitive, unknown words ignored; default ``POSTGRES`` in the image, which is built with
-  ``MIX_ENV=prod``). ``DNS`` is libcluster's DNSPoll with ``query: DNS_NODES`` and
+  ``MIX_ENV=prod``, since v2.46.2, ``DNS`` before). ``DNS`` is libcluster's DNSPoll with ``query: DNS_NODES`` and
   ``node_basename: APP_NAME``; ``POSTGRES`` finds nodes through the metadata database
   (``DB_HOST``/``DB_NAME``); ``EPMD`` lists only ``orange@127.0.0.1`` and ``pink@127.0.0.1`` (dev).
 - ``rel/env.sh.eex``: the node is ``${NODE_NAME:-${APP_NAME:-realtime}}@<ip>``, where ip is
-  ``POD_IP`` (or Fly's / ECS Fargate's address) and otherwise ``127.0.0.1``.
+  ``POD_IP`` (read since v2.41.23) or Fly's / ECS Fargate's address, and otherwise ``127.0.0.1``.
 - ``Dockerfile``: ``ERL_AFLAGS="-proto_dist inet6_tcp"`` unless the service overrides it.
 - Release cookie: ``mix release`` without a ``cookie`` option (``mix.exs``) writes a random
   ``releases/COOKIE`` when the image is built; ``RELEASE_COOKIE`` overrides it.
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from rtbook.target import Target
 
 REGION_ONLY_SINCE = (2, 80, 11)
+# config/runtime.exs: the prod default strategy became POSTGRES in v2.46.2 (#1511); DNS before.
+POSTGRES_DEFAULT_SINCE = (2, 46, 2)
+# rel/env.sh.eex reads POD_IP since v2.41.23 (#1486); before, only Fly and ECS Fargate gave an address.
+POD_IP_SINCE = (2, 41, 23)
 IMAGE_ERL_AFLAGS = "-proto_dist inet6_tcp"
 _KNOWN_STRATEGIES = ("DNS", "POSTGRES", "EPMD")
 # Variables rel/env.sh.eex reads for the node's address, besides POD_IP.
@@ -111,9 +115,10 @@ def check_strategy(target: Target, cid: str, nodes: Nodes) -> CheckResult:
     seen: dict[str, str] = {}
     for svc in nodes.services:
         raw = _env(svc, "CLUSTER_STRATEGIES")
-        words = [w.strip().upper() for w in (raw or "POSTGRES").split(",") if w.strip()]
+        default = "POSTGRES" if parse_version(svc.image).at_least(POSTGRES_DEFAULT_SINCE) else "DNS"
+        words = [w.strip().upper() for w in (raw or default).split(",") if w.strip()]
         usable = [w for w in words if w in _KNOWN_STRATEGIES and w != "EPMD"]
-        seen[svc.name] = raw or "POSTGRES (image default)"
+        seen[svc.name] = raw or f"{default} (default of {parse_version(svc.image).describe()})"
         unknown = [w for w in words if w not in _KNOWN_STRATEGIES]
         if not usable:
             problems.append(f"{svc.name}: CLUSTER_STRATEGIES={raw!r} has no strategy that finds other nodes"
@@ -124,10 +129,12 @@ def check_strategy(target: Target, cid: str, nodes: Nodes) -> CheckResult:
         if "DNS" in words:
             dns = _env(svc, "DNS_NODES")
             if not dns or dns.strip("'\"") == "":
-                problems.append(f"{svc.name}: CLUSTER_STRATEGIES includes DNS but DNS_NODES is {dns!r}: DNSPoll has "
-                                "no name to look up (the official compose's DNS_NODES: \"''\" is for one node).")
+                problems.append(f"{svc.name}: CLUSTER_STRATEGIES {'includes DNS' if raw else 'defaults to DNS'} "
+                                f"({seen[svc.name]}) but DNS_NODES is {dns!r}: DNSPoll has no name to look up (the "
+                                "official compose's DNS_NODES: \"''\" is for one node).")
                 fixes.append(f"services.{svc.name}.environment.DNS_NODES: a DNS name that resolves to every "
-                             "Realtime node's address (e.g. tasks.realtime in Swarm, a headless Service in k8s)")
+                             "Realtime node's address (e.g. tasks.<service> in Swarm, a headless Service in k8s)"
+                             + ("" if raw else ", or CLUSTER_STRATEGIES: POSTGRES (nodes meet through the database)"))
             node_name = _env(svc, "NODE_NAME")
             app = _env(svc, "APP_NAME") or "realtime"
             if node_name and node_name != app:
@@ -135,7 +142,7 @@ def check_strategy(target: Target, cid: str, nodes: Nodes) -> CheckResult:
                                 f"{node_name}@<ip> (NODE_NAME).")
                 fixes.append(f"remove NODE_NAME from services.{svc.name}.environment or set it to {app}")
     db_targets = {(_env(s, "DB_HOST") or "127.0.0.1", _env(s, "DB_NAME") or "postgres") for s in nodes.services
-                  if "POSTGRES" in (_env(s, "CLUSTER_STRATEGIES") or "POSTGRES").upper()}
+                  if "POSTGRES" in seen[s.name].upper()}
     if len(db_targets) > 1:
         problems.append("POSTGRES clustering meets through the metadata database, but the nodes use different ones: "
                         + ", ".join(f"{h}/{d}" for h, d in sorted(db_targets)) + ".")
@@ -153,8 +160,19 @@ def check_strategy(target: Target, cid: str, nodes: Nodes) -> CheckResult:
           needs=("stack",), using=_nodes)
 def check_node_address(target: Target, cid: str, nodes: Nodes) -> CheckResult:
     """rel/env.sh.eex names the node ``<name>@127.0.0.1`` unless POD_IP (or Fly/ECS) gives its address."""
-    missing = [s for s in nodes.services if not any(_env(s, v) for v in _ADDRESS_SOURCES)]
+    too_old = [s for s in nodes.services if not parse_version(s.image).at_least(POD_IP_SINCE)
+               and not _env(s, "FLY_APP_NAME") and not _env(s, "AWS_EXECUTION_ENV")]
+    missing = [s for s in nodes.services if not any(_env(s, v) for v in _ADDRESS_SOURCES) and s not in too_old]
     evidence = {"nodes": nodes.count, "POD_IP": {s.name: _env(s, "POD_IP") for s in nodes.services}}
+    if too_old:
+        names = ", ".join(f"{s.name} ({parse_version(s.image).describe()})" for s in too_old)
+        return _result(
+            cid, Status.FAIL, f"{names}: the node is named realtime@127.0.0.1; no other node can reach it.",
+            detail="Before v2.41.23 the image's rel/env.sh.eex takes the node's address only from Fly or ECS "
+            "Fargate and otherwise names it @127.0.0.1 (POD_IP is not read); env.sh exports RELEASE_NODE itself, so "
+            f"no variable overrides it. This applies because {nodes.why}.",
+            remedy="Upgrade Realtime to v2.41.23 or later (e.g. the tag the official compose pins) and set POD_IP "
+            "on each node.", evidence=evidence)
     if missing:
         names = ", ".join(s.name for s in missing)
         return _result(

@@ -191,3 +191,24 @@ def test_compose_replicas_make_a_cluster(corpus: Path, tmp_path: Path) -> None:
     assert found["cluster.node_address"].status is Status.FAIL
     assert "POD_IP=$$(hostname -i) exec /app/run.sh /app/bin/server" in found["cluster.node_address"].remedy
     assert found["cluster.region"].status is Status.PASS
+
+
+def test_swarm_stack_scaled_to_two_replicas(corpus: Path, tmp_path: Path) -> None:
+    """tsensei/supabase-swarm (Realtime v2.34.7) with replicas: 2: before v2.46.2 the default strategy is DNS, and
+    the official DNS_NODES "''" gives it nothing to look up; before v2.41.23 POD_IP is not read at all."""
+    dst = tmp_path / "stack"
+    shutil.copytree(corpus / "community/tsensei-supabase-swarm-de31fdd", dst)
+    (dst / "scale.yml").write_text(yaml.safe_dump({"services": {"realtime": {"deploy": {"replicas": 2}}}}))
+    (dst / ".env").write_text((dst / "environment-variables.txt").read_text()
+                              + "\nCOMPOSE_FILE=docker-compose.yml:scale.yml\n")
+    found = results(dst, "cluster.")
+    assert statuses(found) == {
+        "cluster.strategy": Status.FAIL,
+        "cluster.node_address": Status.FAIL,
+        "cluster.cookie": Status.PASS,
+        "cluster.erl_aflags": Status.PASS,
+        "cluster.region": Status.PASS,
+    }, {k: v.summary for k, v in found.items()}
+    assert "defaults to DNS" in found["cluster.strategy"].detail
+    assert "CLUSTER_STRATEGIES: POSTGRES" in found["cluster.strategy"].remedy
+    assert "Upgrade Realtime to v2.41.23" in found["cluster.node_address"].remedy
