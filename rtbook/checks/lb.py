@@ -125,6 +125,20 @@ def _route_remedy(config: LbConfig, route: LbRoute | None) -> str:
     }[config.kind]
 
 
+def _direct_remedy(config: LbConfig, r: LbRoute) -> str:
+    return {
+        "nginx": f"in `location {r.paths[0]}` ({r.where}) write `proxy_pass http://"
+                 f"{r.servers[0] if len(r.servers) == 1 and r.servers[0].startswith(r.upstream + ':') else r.upstream}"
+                 "/socket/;`",
+        "haproxy": f"in backend {r.upstream} ({r.where}) add `http-request replace-path /realtime/v1/(.*) /socket/\\1`",
+        "caddy": f"({r.where}) proxy it as\n    handle_path /realtime/v1/* {{\n        rewrite * /socket{{path}}\n"
+                 f"        reverse_proxy {' '.join(r.servers)}\n    }}\n",
+        "traefik": f"add a replacePathRegex middleware (regex ^/realtime/v1/(.*), replacement /socket/$1) to the "
+                   f"router ({r.where})",
+        "alb": "an ALB cannot rewrite paths: forward /realtime/v1/ to the Kong target group",
+    }[config.kind]
+
+
 @register("lb.realtime_route", "A route takes /realtime/v1/ to the gateway with the path unchanged", needs=("lb",),
           using=_loaded)
 def check_realtime_route(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckResult]:
@@ -145,7 +159,19 @@ def check_realtime_route(target: Target, cid: str, loaded: Loaded) -> Iterator[C
                            + ("; ".join(f"{r.name} paths {list(r.paths)}" for r in config.routes) or "none") + ".",
                            remedy=_route_remedy(config, config.routes[0] if config.routes else None) + ".",
                            evidence=_ev(config))
-        bad = [r for r in routes if not r.forwarded(WS_PATH).startswith("/realtime/v1/")]
+        direct = [r for r in routes if _backend_is_realtime(r)]
+        wrong_direct = [r for r in direct if r.forwarded(WS_PATH) != "/socket/websocket"]
+        if wrong_direct:
+            r = wrong_direct[0]
+            return _result(
+                cid, Status.FAIL,
+                f"{config.source}: {r.name} sends {WS_PATH} straight to Realtime ({', '.join(r.servers)}) as "
+                f"{r.forwarded(WS_PATH)!r}; Realtime serves /socket/websocket.",
+                detail="Without the gateway, the load balancer must do Kong's rewrite (/realtime/v1/ → /socket/) and "
+                "send a Host whose first label is the tenant; it also skips Kong's key-auth.",
+                remedy=_direct_remedy(config, r) + ", or send /realtime/v1/ to the gateway (Kong :8000) instead.",
+                evidence=_ev(config, forwarded=r.forwarded(WS_PATH), servers=list(r.servers)))
+        bad = [r for r in routes if r not in direct and not r.forwarded(WS_PATH).startswith("/realtime/v1/")]
         if bad:
             r = bad[0]
             return _result(
@@ -156,9 +182,11 @@ def check_realtime_route(target: Target, cid: str, loaded: Loaded) -> Iterator[C
                 "matched).",
                 remedy=_route_remedy(config, r) + ".",
                 evidence=_ev(config, routes=[x.name for x in routes], forwarded=r.forwarded(WS_PATH)))
+        how = "as /socket/websocket (the load balancer plays the gateway: no key-auth, and the Host it sends picks "\
+            "the tenant)" if direct else "unchanged"
         return _result(cid, Status.PASS,
                        f"{config.source}: {WS_PATH} takes {', '.join(r.name for r in routes)} to "
-                       f"{', '.join(sorted({s for r in routes for s in r.servers}))} unchanged.",
+                       f"{', '.join(sorted({s for r in routes for s in r.servers}))} {how}.",
                        evidence=_ev(config, routes=[f"{r.name} ({r.where})" for r in routes]))
 
     yield from _each(target, cid, judge)

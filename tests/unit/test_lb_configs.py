@@ -87,7 +87,7 @@ def test_a_broken_fixture_is_refused_by_nginx_and_by_rtbook(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("name", ["nginx/good.conf", "haproxy/good.cfg", "caddy/good.Caddyfile",
-                                  "caddy/named-matcher.Caddyfile",
+                                  "caddy/named-matcher.Caddyfile", "caddy/direct-realtime.Caddyfile",
                                   "traefik/dynamic.good.yml", "alb/main.good.tf", "alb/tg-attributes.good.json",
                                   "alb/lb-attributes.good.json"])
 def test_good_configs_pass_every_rule(name: str) -> None:
@@ -117,6 +117,7 @@ CASES = [
     ("nginx/no-sticky.conf", "lb.sticky", Status.WARN, "add `ip_hash;` to `upstream kong_pool`"),
     ("nginx/strip-prefix.conf", "lb.realtime_route", Status.FAIL, "`proxy_pass http://supabase_kong;`"),
     ("nginx/buffering-on.conf", "lb.buffering", Status.FAIL, "remove `tcp_nodelay off;`"),
+    ("nginx/direct-realtime.conf", "lb.realtime_route", Status.FAIL, "`proxy_pass http://10.0.1.10:4000/socket/;`"),
     ("haproxy/tunnel-10s.cfg", "lb.idle_timeout", Status.FAIL, "`timeout tunnel 1h` to backend kong"),
     ("haproxy/no-sticky.cfg", "lb.sticky", Status.WARN, "`balance source`"),
     ("haproxy/health-root.cfg", "lb.health_check", Status.FAIL, "http-check send meth GET uri /realtime/v1/api/ping"),

@@ -24,6 +24,7 @@ from rtbook.exceptions import InputError
 __all__ = ["adapt", "parse"]
 
 _ADAPT_TIMEOUT_S = 20.0
+_PATH_PLACEHOLDER = "{http.request.uri.path}"
 
 
 def adapt(path: Path) -> tuple[dict[str, Any], str]:
@@ -87,6 +88,10 @@ def _flatten(routes: list[dict[str, Any]], paths: tuple[str, ...], rewrite: tupl
             if kind == "rewrite" and handler.get("strip_path_prefix"):
                 # A rewrite route without a matcher applies to the sibling routes after it (Caddy's handle_path).
                 rewrite = (handler["strip_path_prefix"], "")
+            elif kind == "rewrite" and str(handler.get("uri", "")).split("?", 1)[0].endswith(_PATH_PLACEHOLDER):
+                # `rewrite * /socket{path}`: a prefix put in front of the (possibly stripped) path.
+                before = str(handler["uri"]).split("?", 1)[0][: -len(_PATH_PLACEHOLDER)]
+                rewrite = (rewrite[0], before + rewrite[1]) if rewrite else ("", before)
             elif kind == "subroute":
                 _flatten(handler.get("routes") or [], rpaths, rewrite, rhosts, out)
             elif kind == "reverse_proxy":
@@ -169,7 +174,7 @@ def _route(handler: dict[str, Any], paths: tuple[str, ...], rewrite: tuple[str, 
         tls_listener=tls,
         backend_scheme=scheme,
         buffering=tuple(buffering),
-        rewrite=(rewrite[0], "") if rewrite else None,
+        rewrite=rewrite,
     )
 
 
@@ -245,6 +250,11 @@ def _site_routes(body: list[tuple[int, list[str]]], named: dict[str, list[str]] 
                 handles.append({"handler": "rewrite", "strip_path_prefix": words[1].rstrip("*").rstrip("/")})
             handles.append({"handler": "subroute", "routes": _site_routes(inner, named)})
             routes.append({"match": match, "handle": handles})
+            continue
+        if name == "rewrite" and len(words) >= 3:
+            uri = words[2].replace("{path}", _PATH_PLACEHOLDER)
+            routes.append({"match": [], "handle": [{"handler": "rewrite", "uri": uri}]})
+            i += 1
             continue
         if name == "reverse_proxy":
             args = [w for w in words[1:] if w != "{"]
