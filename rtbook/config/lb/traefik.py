@@ -183,7 +183,12 @@ def _from_labels(compose: dict[str, Any]) -> dict[str, Any]:
             lb = service.setdefault("loadbalancer", {})
             if "servers" not in lb or not isinstance(lb["servers"], list):
                 lb["servers"] = [{"url": f"http://{sname}:{port or '80'}"} for _ in range(int(replicas))]
+        # The Docker provider gives a router without `service` the container's only service, else one named
+        # after the router.
+        own_services = [str(k).split(".")[3] for k in labels if str(k).lower().startswith("traefik.http.services.")
+                        and len(str(k).split(".")) > 3]
         for rname, router in (tree.get("routers") or {}).items():
-            if isinstance(router, dict):
-                router.setdefault("service", rname)
+            if isinstance(router, dict) and "service" not in router:
+                distinct = sorted(set(own_services))
+                router["service"] = distinct[0] if len(distinct) == 1 else rname
     return {"http": tree}
