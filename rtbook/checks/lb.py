@@ -26,6 +26,7 @@ from rtbook.registry import register
 from rtbook.results import CheckResult, Status
 
 if TYPE_CHECKING:
+    from rtbook.config.kong import KongConfig
     from rtbook.target import Target
 
 # (client, heartbeat seconds, where the number is defined)
@@ -347,18 +348,37 @@ def check_buffering(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckR
 # ====================================================================== lb.health_check
 
 
-_KEY_AUTH_PREFIXES = ("/realtime/v1/", "/rest/v1/", "/graphql/v1", "/auth/v1/", "/storage/v1/", "/functions/v1/",
-                      "/pg/", "/analytics/v1/")
-_KONG_OPEN = ("/auth/v1/verify", "/auth/v1/callback", "/auth/v1/authorize", "/auth/v1/.well-known/jwks.json",
-              "/auth/v1/sso/saml/")
-
-
 def _backend_is_realtime(route: LbRoute) -> bool:
     # Realtime listens on 4000 (compose PORT); the gateway on 8000/8443.
     return bool(route.servers) and all(s.rstrip("/").endswith(":4000") for s in route.servers)
 
 
-def predict_health(route: LbRoute) -> tuple[int | None, str]:
+def _kong_for(target: Target) -> tuple[KongConfig | None, str]:
+    """The Kong config the load balancer's backends run: the stack's kong.yml, else the official one rtbook ships."""
+    key = "lb.kong"
+    if key not in target.cache:
+        from rtbook.config.kong import load_kong, parse_kong
+
+        found: tuple[KongConfig | None, str] = (None, "")
+        if target.stack is not None and target.stack.gateway_kind() == "kong":
+            try:
+                found = (load_kong(target.stack), "the stack's kong.yml")
+            except InputError:
+                found = (None, "")
+        if found[0] is None:
+            from importlib import resources
+
+            path = resources.files("rtbook") / "data" / "official" / "volumes" / "api" / "kong.yml"
+            try:
+                found = (parse_kong(path.read_text(), source="official kong.yml"), "the official kong.yml")
+            except (OSError, InputError):
+                found = (None, "")
+        target.cache[key] = found
+    cached: tuple[KongConfig | None, str] = target.cache[key]
+    return cached
+
+
+def predict_health(route: LbRoute, kong: KongConfig | None = None, kong_source: str = "") -> tuple[int | None, str]:
     """What the backend answers to the health check request, and why (None when rtbook cannot tell)."""
     h = route.health
     assert h is not None
@@ -373,15 +393,25 @@ def predict_health(route: LbRoute) -> tuple[int | None, str]:
                 return None, "Realtime's tenant health with an Authorization header"
             return 403, f"Realtime's {path} needs Authorization: Bearer <JWT signed with API_JWT_SECRET>"
         return None, f"Realtime's answer to {path}"
-    # Otherwise the backend is the gateway (Kong on 8000/8443 in the official stack).
-    if any(path.startswith(p) for p in _KONG_OPEN):
-        return None, f"Kong's open auth route {path} (answered by GoTrue)"
-    if any(path.startswith(p) for p in _KEY_AUTH_PREFIXES):
-        if "apikey" in h.headers or "apikey=" in h.path:
-            return (200 if path.startswith("/realtime/v1/api/ping") else None), f"Kong's key-auth route {path} " \
-                "with an apikey"
-        return 401, f"Kong's key-auth protects {path}: without an apikey header Kong answers 401"
-    return 404, f"no Kong route matches {path}: Kong answers 404 \"no Route matched with those values\""
+    if kong is None:
+        return None, f"the gateway's answer to {path}"
+    # Otherwise the backend is the gateway: Kong's own router on its kong.yml decides.
+    found = kong.match(path)
+    if found is None:
+        return 404, f"no route in {kong_source} matches {path}: Kong answers 404 \"no Route matched with those values\""
+    r = found.route
+    blocked = kong.effective_plugin(r, "request-termination")
+    if blocked is not None:
+        status = blocked.config.get("status_code", 503)
+        return (status if isinstance(status, int) else 503), f"route {r.name!r} in {kong_source} is request-terminated"
+    if kong.effective_plugin(r, "key-auth") is not None and "apikey" not in h.headers and "apikey=" not in h.path:
+        return 401, f"route {r.name!r} in {kong_source} has key-auth: without an apikey Kong answers 401"
+    if kong.effective_plugin(r, "basic-auth") is not None and "authorization" not in h.headers:
+        return 401, f"route {r.name!r} in {kong_source} has basic-auth (the dashboard): without credentials Kong " \
+            "answers 401"
+    if path.startswith("/realtime/v1/api/ping"):
+        return 200, f"route {r.name!r} in {kong_source} passes the apikey to Realtime's /api/ping"
+    return None, f"route {r.name!r} in {kong_source} passes {path} to {found.service.name if found.service else '?'}"
 
 
 def _accepts(expect: str, status: int) -> bool | None:
@@ -413,9 +443,9 @@ def _health_remedy(config: LbConfig, r: LbRoute) -> str:
                  "`health_headers { apikey <ANON_KEY> }`",
         "traefik": f"on service {r.upstream} ({h.where}): `healthCheck: {{path: /realtime/v1/api/ping, headers: "
                    "{apikey: <ANON_KEY>}}}`",
-        "alb": f"an ALB health check cannot send an apikey: set HealthCheckPath \"/\" with Matcher HttpCode \"404\" "
-               f"({h.where}) so a target counts as healthy when Kong answers (Terraform: health_check {{ path = \"/\" "
-               "matcher = \"404\" })",
+        "alb": f"an ALB health check cannot send the apikey, so let it prove that Kong routes the Realtime path: "
+               f"HealthCheckPath \"/realtime/v1/api/ping\" with Matcher HttpCode \"401\" ({h.where}) (Kong's key-auth "
+               "answers 401 there; Terraform: health_check { path = \"/realtime/v1/api/ping\" matcher = \"401\" })",
         "nginx": f"(NGINX Plus) `health_check uri=/realtime/v1/api/ping;` with a `match` block and "
                  f"`proxy_set_header apikey <ANON_KEY>;` ({h.where})",
     }[config.kind]
@@ -437,14 +467,14 @@ def check_health(target: Target, cid: str, loaded: Loaded) -> Iterator[CheckResu
                              + (" (nginx open source has none; failed requests mark a server down)"
                                 if config.kind == "nginx" else "") + ".")
                 continue
-            status, why = predict_health(r)
+            status, why = predict_health(r, *_kong_for(target))
             if status is None:
                 notes.append(f"{r.name}: {r.health.path} ({r.health.where}): {why}; rtbook cannot predict the status.")
                 continue
             ok = _accepts(r.health.expect, status)
             if ok is False:
                 problems.append(f"{r.name}: the check GET {r.health.path} ({r.health.where}) expects "
-                                f"{r.health.expect}, but {why} ({status}).")
+                                f"{r.health.expect}, but gets {status}: {why}.")
                 fixes.append(_health_remedy(config, r))
             else:
                 notes.append(f"{r.name}: GET {r.health.path} → {status} ({why}), accepted by {r.health.expect}.")

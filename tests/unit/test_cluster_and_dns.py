@@ -212,3 +212,19 @@ def test_swarm_stack_scaled_to_two_replicas(corpus: Path, tmp_path: Path) -> Non
     assert "defaults to DNS" in found["cluster.strategy"].detail
     assert "CLUSTER_STRATEGIES: POSTGRES" in found["cluster.strategy"].remedy
     assert "Upgrade Realtime to v2.41.23" in found["cluster.node_address"].remedy
+
+
+def test_health_check_prediction_reads_the_stacks_kong_yml(corpus: Path, tmp_path: Path) -> None:
+    """With --stack, lb.health_check asks Kong's router on the stack's own kong.yml what a probe path gets."""
+    dst = stack_with(corpus, tmp_path)
+    found = results(dst, "lb.health_check", lb=(str(LB / "haproxy/health-root.cfg"),))
+    r = found["lb.health_check"]
+    assert r.status is Status.FAIL
+    assert "gets 401" in r.detail and "the stack's kong.yml" in r.detail and "basic-auth" in r.detail
+    # Without the dashboard route, / matches nothing and Kong answers 404: the prediction follows the file.
+    kong = dst / "volumes/api/kong.yml"
+    text = kong.read_text()
+    start = text.index("  - name: dashboard")
+    kong.write_text(text[:start])
+    found = results(dst, "lb.health_check", lb=(str(LB / "haproxy/health-root.cfg"),))
+    assert "gets 404" in found["lb.health_check"].detail

@@ -134,7 +134,7 @@ CASES = [
      "Key=idle_timeout.timeout_seconds,Value=3600"),
     ("alb/main.broken.tf", "lb.idle_timeout", Status.FAIL, "`idle_timeout = 3600` on aws_lb"),
     ("alb/main.broken.tf", "lb.sticky", Status.WARN, "stickiness { type = \"lb_cookie\""),
-    ("alb/main.broken.tf", "lb.health_check", Status.FAIL, "Matcher HttpCode \"404\""),
+    ("alb/main.broken.tf", "lb.health_check", Status.FAIL, "Matcher HttpCode \"401\""),
     ("alb/cloudformation.yaml", "lb.websocket_upgrade", Status.FAIL, "ProtocolVersion to HTTP1"),
     ("alb/cloudformation.yaml", "lb.idle_timeout", Status.WARN, "idle_timeout.timeout_seconds"),
     ("alb/cloudformation.yaml", "lb.sticky", Status.WARN, "duration_seconds=86400"),
