@@ -62,6 +62,7 @@ LIMITS: dict[str, int] = {
     "compose file": 1 * MiB,
     "kong.yml": 1 * MiB,
     "Envoy file": 1 * MiB,
+    "load-balancer config": 1 * MiB,
     "env file": 256 * KiB,
     "parameters file": 256 * KiB,
     "entrypoint script": 256 * KiB,

@@ -186,6 +186,8 @@ CHECK_MODULES = (
     "rtbook.checks.db",
     "rtbook.checks.gateway",
     "rtbook.checks.realtime",
+    "rtbook.checks.lb",
+    "rtbook.checks.cluster",
 )
 _MODULE_OF_AREA = {name.rsplit(".", 1)[1]: name for name in CHECK_MODULES}
 _loaded: set[str] = set()
@@ -234,7 +236,7 @@ def select_checks(only: Iterable[str] = (), exclude: Iterable[str] = ()) -> list
     ]
 
 
-_AREA_ORDER = ("compose", "env", "kong", "envoy", "docker", "db", "tenant", "gateway", "realtime")
+_AREA_ORDER = ("compose", "env", "kong", "envoy", "lb", "cluster", "docker", "db", "tenant", "gateway", "realtime")
 
 
 def run_checks(

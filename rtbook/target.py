@@ -68,6 +68,7 @@ class Target:
             engine answers.
         timeout: seconds allowed for each network operation.
         env: extra variables consulted before the stack's files (never written to outputs).
+        lb: load-balancer config files in front of the stack (``FILE`` or ``KIND:FILE``, as ``--lb`` takes them).
     """
 
     name: str = "custom"
@@ -80,6 +81,7 @@ class Target:
     tables: tuple[str, ...] = ()
     docker: bool | None = None
     timeout: float = 10.0
+    lb: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     redactor: Redactor = field(default_factory=Redactor, repr=False)
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -154,6 +156,8 @@ class Target:
             return bool(self.realtime_url)
         if need == "docker":
             return self.docker is not False
+        if need == "lb":
+            return bool(self.lb)
         raise ConfigError(f"unknown need {need!r}")
 
     def why_missing(self, need: str) -> str:
@@ -165,6 +169,7 @@ class Target:
             "realtime": "pass --api-url (through the gateway) or --realtime-url (direct)",
             "realtime_direct": "pass --realtime-url to reach Realtime without the gateway",
             "docker": "Docker checks were turned off",
+            "lb": "pass --lb FILE (nginx, HAProxy, Caddy, Traefik or AWS ALB config) to have it checked",
         }.get(need, need)
 
     def lookup(self, name: str) -> str | None:

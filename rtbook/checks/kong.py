@@ -901,3 +901,152 @@ def check_preserve_host(target: Target, cid: str, ctx: KongLoaded) -> CheckResul
         + ".",
         evidence=evidence,
     )
+
+
+# ====================================================================== cloud DNS (KONG_DNS_ORDER, resolver, regions)
+# Kong 2.8.1/3.9.3 kong/templates/kong_defaults.lua: dns_order = LAST,SRV,A,CNAME; dns_resolver empty (the
+# nameservers of /etc/resolv.conf); there is no dns_search option: kong/resty/dns/client.lua takes the search
+# list and ndots (default 1) from /etc/resolv.conf, which compose's dns_search/dns_opt write (notes/kong.md §12).
+
+_KONG_DNS_DEFAULT_ORDER = "LAST,SRV,A,CNAME"
+_DNS_RECORD_TYPES = ("LAST", "SRV", "A", "AAAA", "CNAME")
+_DOCKER_DNS = "127.0.0.11"
+
+
+def _kong_service_env(target: Target, ctx: KongLoaded) -> tuple[dict[str, str], Any]:
+    stack = target.stack
+    svc = stack.services.get(ctx.service_name) if stack is not None else None
+    return dict(svc.environment) if svc is not None else dict(ctx.compose_env), svc
+
+
+def _docker_names(target: Target, hosts: list[str]) -> list[str]:
+    """The Realtime upstream hosts that only Docker's embedded DNS can answer (compose names and aliases)."""
+    names = realtime_names(target.stack)
+    return [h for h in hosts if h in names or "." not in h]
+
+
+@register("kong.dns_order", "KONG_DNS_ORDER lets Kong resolve the Realtime host (A, no SRV surprise)",
+          needs=("stack",), using=_KONG.provider())
+def check_dns_order(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
+    """The record types Kong asks for, in order: A (or AAAA) must be there; SRV lets DNS choose the port."""
+    env, svc = _kong_service_env(target, ctx)
+    raw = env.get("KONG_DNS_ORDER")
+    order = [w.strip().upper() for w in (raw or _KONG_DNS_DEFAULT_ORDER).split(",") if w.strip()]
+    hosts = _config(ctx).realtime_upstream_hosts()
+    evidence = {"KONG_DNS_ORDER": raw or f"{_KONG_DNS_DEFAULT_ORDER} (Kong default)", "realtime_hosts": hosts}
+    where = f"services.{ctx.service_name}.environment.KONG_DNS_ORDER"
+    unknown = [w for w in order if w not in _DNS_RECORD_TYPES]
+    if unknown or not ({"A", "AAAA"} & set(order)):
+        return _result(
+            cid, Status.FAIL,
+            f"KONG_DNS_ORDER={raw!r} cannot resolve {', '.join(hosts) or 'the Realtime host'} to an address.",
+            detail=("Unknown record types: " + ", ".join(unknown) + ". " if unknown else "")
+            + "Without A (or AAAA) Kong finds no address and answers 503 \"name resolution failed\".",
+            remedy=f"{where}: LAST,A,CNAME (as the official compose sets it).", evidence=evidence)
+    if "SRV" in order:
+        return _result(
+            cid, Status.WARN,
+            f"Kong asks for SRV records first ({evidence['KONG_DNS_ORDER']}): a DNS that publishes SRV records for "
+            f"{', '.join(hosts) or 'the Realtime host'} chooses the port Kong connects to.",
+            detail="Kong takes the target and port from an SRV answer instead of the service's port (4000). Cloud "
+            "DNS does publish SRV records (Consul, AWS Cloud Map, Kubernetes headless Services with named ports); "
+            "Docker's DNS does not, so the official stack removes SRV from the order.",
+            remedy=f"{where}: LAST,A,CNAME.", evidence=evidence)
+    if "AAAA" not in order and svc is not None and _realtime_ipv6_only(target):
+        return _result(
+            cid, Status.FAIL, "The Realtime network is IPv6-only but KONG_DNS_ORDER asks for no AAAA records.",
+            detail=f"KONG_DNS_ORDER={evidence['KONG_DNS_ORDER']}; Kong finds no IPv4 address for "
+            f"{', '.join(hosts)}.", remedy=f"{where}: LAST,AAAA,A,CNAME.", evidence=evidence)
+    return _result(cid, Status.PASS, f"KONG_DNS_ORDER={evidence['KONG_DNS_ORDER']}: A records, no SRV.",
+                   evidence=evidence)
+
+
+def _realtime_ipv6_only(target: Target) -> bool:
+    stack = target.stack
+    rt = stack.realtime_service() if stack is not None else None
+    if stack is None or rt is None:
+        return False
+    nets = stack.networks()
+    cfgs = [nets.get(n) for n in (list(rt.networks) or ["default"])]
+    return bool(cfgs) and all(isinstance(c, dict) and c.get("enable_ipv6") and c.get("enable_ipv4") is False
+                              for c in cfgs)
+
+
+@register("kong.dns_resolver", "Kong's resolver and search domains reach the Realtime container's name",
+          needs=("stack",), using=_KONG.provider())
+def check_dns_resolver(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
+    """KONG_DNS_RESOLVER must keep Docker's DNS for compose names; dns_search/ndots must not rename them first."""
+    env, svc = _kong_service_env(target, ctx)
+    hosts = _config(ctx).realtime_upstream_hosts()
+    docker_names = _docker_names(target, hosts)
+    resolver = env.get("KONG_DNS_RESOLVER", "")
+    raw = svc.raw if svc is not None else {}
+    search = raw.get("dns_search") if isinstance(raw, dict) else None
+    search_list = [search] if isinstance(search, str) else list(search or [])
+    opts = raw.get("dns_opt") if isinstance(raw, dict) else None
+    ndots = 1
+    for opt in ([opts] if isinstance(opts, str) else list(opts or [])):
+        if str(opt).startswith("ndots:") and str(opt)[6:].isdigit():
+            ndots = int(str(opt)[6:])
+    evidence = {"KONG_DNS_RESOLVER": resolver or "(unset: /etc/resolv.conf, Docker's 127.0.0.11)",
+                "dns_search": search_list, "ndots": ndots, "realtime_hosts": hosts, "docker_names": docker_names}
+    svc_path = f"services.{ctx.service_name}"
+    if resolver and docker_names and _DOCKER_DNS not in resolver:
+        return _result(
+            cid, Status.FAIL,
+            f"KONG_DNS_RESOLVER={resolver} bypasses Docker's DNS: Kong cannot resolve {', '.join(docker_names)}.",
+            detail="Compose service and container names are answered only by Docker's embedded DNS (127.0.0.11); "
+            "Kong asks the resolvers in KONG_DNS_RESOLVER directly and gets no answer for them, so every Realtime "
+            "request ends in 503 \"name resolution failed\".",
+            remedy=f"remove KONG_DNS_RESOLVER from {svc_path}.environment (compose's `dns:` keeps Docker's DNS and "
+            f"forwards other names to your resolvers), or put {_DOCKER_DNS} first: KONG_DNS_RESOLVER: "
+            f"{_DOCKER_DNS}:53,{resolver}.", evidence=evidence)
+    renamed = [(h, f"{h}.{search_list[0]}") for h in hosts if search_list and h.count(".") < ndots]
+    if renamed:
+        return _result(
+            cid, Status.WARN,
+            f"Kong tries {renamed[0][1]} before {renamed[0][0]} (dns_search {search_list[0]}, ndots {ndots}).",
+            detail=f"A name with fewer than ndots ({ndots}) dots is tried with each search domain first; if the cloud "
+            f"DNS has {renamed[0][1]} (another region's or another stack's Realtime), Kong connects there and the "
+            "tenant is looked up in the wrong Realtime.",
+            remedy=f"use a name with at least {ndots} dot(s) for the Realtime upstream (e.g. "
+            f"{renamed[0][0]}.supabase-realtime as container_name/alias), or lower ndots in {svc_path}.dns_opt.",
+            evidence=evidence)
+    return _result(cid, Status.PASS,
+                   f"Kong resolves {', '.join(hosts) or 'the Realtime host'} through "
+                   + (resolver or "Docker's DNS") + (f" (search {', '.join(search_list)}, ndots {ndots}: tried as "
+                                                     "written first)" if search_list else "") + ".",
+                   evidence=evidence)
+
+
+@register("kong.realtime_region_host", "Each Realtime upstream host starts with the tenant, whatever its region suffix",
+          needs=("stack",), using=_KONG.provider())
+def check_region_host(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
+    """Multi-region naming: ``<tenant>.supabase-realtime-<region>``; the region goes after the first label.
+
+    Realtime takes the tenant from the first label of the Host (realtime-facts §1.1); the tenant
+    the stack implies comes from :func:`rtbook.config.gateway.implied_tenant`, the one place for it.
+    """
+    from rtbook.config.gateway import implied_tenant, realtime_upstream
+
+    upstream = realtime_upstream(target.stack) if target.stack is not None else None
+    hosts = list(upstream.host_headers) if upstream is not None else []
+    expected = target.tenant or (implied_tenant(target.stack) if target.stack is not None else "")
+    tenants = {h: tenant_of(h) for h in hosts}
+    evidence = {"hosts": hosts, "tenants": tenants, "expected_tenant": expected}
+    wrong = {h: t for h, t in tenants.items() if expected and t != expected}
+    if wrong:
+        host, tenant = next(iter(wrong.items()))
+        rest = host.split(".", 1)[1] if "." in host else "supabase-realtime"
+        return _result(
+            cid, Status.FAIL,
+            f"Realtime upstream host {host!r} makes Realtime look up tenant {tenant!r}, not {expected!r}.",
+            detail="Realtime reads the tenant from the first label of the Host only; a region belongs in the suffix "
+            f"(e.g. {expected}.{rest}), never in the first label. Hosts: "
+            + ", ".join(f"{h} → tenant {t}" for h, t in tenants.items()) + ".",
+            remedy=f"In {ctx.source}: use url http://{expected}.{rest}:4000/socket (and the same name as the Realtime "
+            "container's container_name or network alias), or seed the tenant "
+            f"{tenant!r} (SELF_HOST_TENANT_NAME: {tenant}).", evidence=evidence)
+    return _result(cid, Status.PASS,
+                   "Realtime upstream hosts name the tenant in their first label: "
+                   + (", ".join(f"{h} → {t}" for h, t in tenants.items()) or "none") + ".", evidence=evidence)

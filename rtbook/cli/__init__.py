@@ -66,11 +66,20 @@ def cli(ctx: click.Context) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", cls=SectionOption,
               help="report format (default: text)")
 @click.option("--output", type=OutputFile(), cls=SectionOption, help="write the report to FILE instead of stdout")
-def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
+@click.option("--lb", "lb", multiple=True, metavar="[KIND:]FILE", cls=SectionOption,
+              help="load-balancer config in front of the stack (repeatable; nginx, haproxy, caddy, traefik, alb; "
+              "the kind is recognised from the content)")
+def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None,
+               lb: tuple[str, ...] = ()) -> int:
     from rtbook.registry import run_checks
     from rtbook.results import Report
 
-    target = build_target(opts)
+    if lb:
+        from rtbook.config.lb import split_spec
+
+        for spec in lb:
+            split_spec(spec)  # a missing file or an unknown kind is a usage error (exit 2), not a failed check
+    target = build_target(opts, lb=lb)
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":
         exclude += ["db.", "tenant.", "gateway.", "realtime."]

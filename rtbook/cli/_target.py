@@ -157,8 +157,8 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return shared_options(*_DECLARATIONS)(wrapper)
 
 
-def build_target(opts: TargetOptions) -> Target:
-    """Build the :class:`~rtbook.target.Target` the options describe.
+def build_target(opts: TargetOptions, lb: tuple[str, ...] = ()) -> Target:
+    """Build the :class:`~rtbook.target.Target` the options describe (``lb``: the ``--lb`` files of ``check``).
 
     Raises:
         ConfigError: when nothing to check was given.
@@ -177,6 +177,8 @@ def build_target(opts: TargetOptions) -> Target:
         "tables": opts.tables,
         "timeout": opts.timeout,
     }
+    if lb:
+        common["lb"] = tuple(lb)
     if opts.docker is not None:
         common["docker"] = opts.docker
     if opts.target == "sandbox":
@@ -189,10 +191,11 @@ def build_target(opts: TargetOptions) -> Target:
             env_file=Path(opts.env_file) if opts.env_file else None,
             kong_file=Path(opts.kong) if opts.kong else None,
         )
-    elif opts.api_url or opts.db_url or opts.realtime_url:
+    elif opts.api_url or opts.db_url or opts.realtime_url or lb:
         stack = None
     else:
-        raise ConfigError("nothing to check: pass --stack DIR, --compose FILE, --target sandbox or --api-url URL")
+        raise ConfigError("nothing to check: pass --stack DIR, --compose FILE, --target sandbox, --api-url URL "
+                          "or --lb FILE")
     if stack is not None:
         stack.check_gateway_files()  # a FIFO or huge kong.yml is a usage error before any check runs
     return Target(name="stack" if stack else "endpoints", stack=stack, **common)

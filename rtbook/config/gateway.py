@@ -22,7 +22,11 @@ __all__ = ["RealtimeUpstream", "implied_tenant", "realtime_upstream", "tenant_of
 
 
 def tenant_of(host: str) -> str:
-    """The tenant Realtime reads from a Host: its first label (``Realtime.Database.get_external_id``)."""
+    """The tenant Realtime reads from a Host: its first label (``Realtime.Database.get_external_id``).
+
+    Whatever suffix a region adds, the first label stays the tenant:
+    ``realtime-dev.supabase-realtime-east`` is tenant ``realtime-dev`` (``kong.realtime_region_host``).
+    """
     return host.split(".", 1)[0]
 
 

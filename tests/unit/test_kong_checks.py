@@ -27,6 +27,9 @@ KONG_IDS = (
     "kong.realtime_auth",
     "kong.tenants_api_blocked",
     "kong.realtime_preserve_host",
+    "kong.dns_order",
+    "kong.dns_resolver",
+    "kong.realtime_region_host",
 )
 
 

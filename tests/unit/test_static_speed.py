@@ -154,14 +154,15 @@ def test_a_gateway_file_error_is_remembered(official: Path, monkeypatch: pytest.
 @pytest.mark.parametrize(
     "only, exclude, areas",
     [
-        ((), (), ["compose", "env", "kong", "envoy", "docker", "tenant", "db", "gateway", "realtime"]),
+        ((), (), ["compose", "env", "kong", "envoy", "docker", "tenant", "db", "gateway", "realtime", "lb", "cluster"]),
         (("kong.",), (), ["kong"]),
         (("realtime.health",), (), ["realtime"]),
         (("e",), (), ["env", "envoy"]),
         (("env",), (), ["env", "envoy"]),
         (("env.",), (), ["env"]),
         (("realtime.join", "realtime.broadcast"), (), ["realtime"]),
-        ((), ("db.", "tenant.", "gateway.", "realtime."), ["compose", "env", "kong", "envoy", "docker"]),
+        ((), ("db.", "tenant.", "gateway.", "realtime."), ["compose", "env", "kong", "envoy", "docker", "lb",
+                                                           "cluster"]),
         # an exclude that removes only some ids of an area keeps the area
         (("compose.",), ("compose.realtime.",), ["compose"]),
         (("nothing.",), (), []),
@@ -184,7 +185,8 @@ def test_listing_still_imports_every_area(tmp_path: Path) -> None:
     code, out, modules = _cli_modules(["checks"], tmp_path)
     assert code == 0
     areas = {line.split(".", 1)[0] for line in out.splitlines() if line.strip()}
-    assert areas == {"compose", "env", "kong", "envoy", "docker", "tenant", "db", "gateway", "realtime"}
+    assert areas == {"compose", "env", "kong", "envoy", "docker", "tenant", "db", "gateway", "realtime", "lb",
+                     "cluster"}
     assert "rtbook.checks.realtime" in modules
 
 
