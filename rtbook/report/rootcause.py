@@ -190,15 +190,36 @@ def offerable_remedy(remedy: str, results: Mapping[str, CheckResult] | Sequence[
     return re.sub(r"\s+([.,;])", r"\1", text).strip()
 
 
-def root_causes(results: Iterable[CheckResult]) -> list[RootCause]:
+def root_causes(results: Iterable[CheckResult], *, warnings: bool = True) -> list[RootCause]:
     """Group the failing results (fail or error) under the failing checks they depend on.
 
     A failing result none of whose dependencies failed is a root. Every other failing result is
     folded under the root that explains the most failures among those it (transitively) depends
-    on. Roots come most-explaining first, then earliest on the path, then in run order.
+    on. Roots come most-explaining first, then earliest on the path, then in run order. With
+    ``warnings``, each warning whose own dependencies did not fail follows as a cause of its own
+    (after every failure: a warning never outranks a failure), earliest on the path first.
     """
     latest = _latest(results)
+    out = _failing_roots(latest)
+    if warnings:
+        failing = {cid for cid, r in latest.items() if r.failed}
+        shown = {rc.check_id for rc in out} | {s.id for rc in out for s in rc.symptoms}
+        warned = [r for r in latest.values() if r.status is Status.WARN and r.id not in shown
+                  and not any(d in failing for d in dependencies(r))]
+        order = {r.id: i for i, r in enumerate(warned)}
+        warned.sort(key=lambda r: (_rank(r.id), order[r.id]))
+        out += [RootCause(r, offerable_remedy(r.remedy, latest)) for r in warned]
+    return out
+
+
+def _failing_roots(latest: dict[str, CheckResult]) -> list[RootCause]:
     failing = {cid: r for cid, r in latest.items() if r.failed}
+    # A warning that a failing check declares it needs can be that failure's cause: db.rls warns "no SELECT
+    # policy for authenticated", and realtime.rls fails for that role because of it.
+    for r in list(failing.values()):
+        for d in _declared(r.id):
+            if d in latest and latest[d].status is Status.WARN:
+                failing.setdefault(d, latest[d])
     order = {cid: i for i, cid in enumerate(failing)}
     direct = {cid: [d for d in dependencies(r) if d in failing] for cid, r in failing.items()}
 
