@@ -42,6 +42,18 @@ run = rtbook.runbook.start("05_troubleshooting", globals(), need_target=False)
 run.params
 
 # %% [markdown]
+# ## Root cause first
+#
+# Checks depend on each other (a join needs the WebSocket through the gateway, which needs the route, the Host
+# naming a seeded tenant, and the tenant's secret), so one cause makes many checks fail. This block groups the
+# run's failures under the cause(s) that explain them, each with **one** remedy with the stack's real values, and
+# draws the path from the client to the database: the red hop is where the fix goes, orange hops only suffer
+# from it. Fix the first cause, then run again.
+
+# %%
+run.root_causes()
+
+# %% [markdown]
 # ## Verdicts
 #
 # One row per symptom: **fail** means a deciding check failed and explains it (the remedy is the fix, the link the

@@ -213,7 +213,7 @@ def path_hops(results: Iterable[CheckResult], roots: Sequence[RootCause] | None 
 
 # ---------------------------------------------------------------- renderings
 
-_BOX_W, _BOX_H, _GAP, _PAD = 150, 104, 34, 10
+_BOX_W, _BOX_H, _GAP, _PAD = 150, 114, 34, 10
 
 
 def _clip(text: str, n: int) -> str:

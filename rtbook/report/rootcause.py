@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rtbook.remedies import CAUSES, PLACEHOLDER
-from rtbook.results import CheckResult, Status
+from rtbook.results import CheckResult, Status, printable
 
-__all__ = ["DEPENDS_ON", "RANK", "RootCause", "dependencies", "offerable_remedy", "root_causes"]
+__all__ = ["DEPENDS_ON", "RANK", "RootCause", "closing_lines", "dependencies", "offerable_remedy", "root_causes"]
 
 # How far along the path a check area is: a check can only be explained by one of a lower rank
 # (or by an explicit same-rank edge of DEPENDS_ON). Files first, then containers, the database
@@ -50,9 +50,13 @@ DEPENDS_ON: Mapping[str, tuple[str, ...]] = {
     "compose.realtime.": ("compose.realtime.present",),
     "kong.": ("kong.parse",),
     "kong.realtime_auth": ("kong.parse", "kong.realtime_ws", "kong.plugins_enabled"),
-    "kong.realtime_ws": ("kong.parse", "kong.placeholders"),
-    "kong.realtime_rest": ("kong.parse", "kong.placeholders"),
+    # A route whose upstream name does not resolve fails for the reason the tenant-consistency check names
+    # (the container's name): one cause, judged from the compose file.
+    "kong.realtime_ws": ("kong.parse", "kong.placeholders", "compose.realtime.tenant_consistency"),
+    "kong.realtime_rest": ("kong.parse", "kong.placeholders", "compose.realtime.tenant_consistency"),
     "envoy.": ("envoy.parse",),
+    "envoy.realtime_ws": ("envoy.parse", "envoy.placeholders", "compose.realtime.tenant_consistency"),
+    "envoy.realtime_rest": ("envoy.parse", "envoy.placeholders", "compose.realtime.tenant_consistency"),
     "docker.": ("docker.engine",),
     "docker.realtime.health": ("docker.engine", "docker.realtime.running"),
     "docker.realtime.logs": ("docker.engine", "docker.realtime.running"),
@@ -258,3 +262,20 @@ def _failing_roots(latest: dict[str, CheckResult]) -> list[RootCause]:
 def has_placeholder(text: str) -> bool:
     """True when ``text`` still holds an unfilled ``<name>`` placeholder."""
     return PLACEHOLDER.search(text) is not None
+
+
+def closing_lines(results: Iterable[CheckResult]) -> list[str]:
+    """The CLI's last lines for a run with failures: each root cause with its remedy, then one line naming it.
+
+    Empty when nothing failed (the counts line stays last then).
+    """
+    roots = root_causes(results, warnings=False)
+    if not roots:
+        return []
+    lines = [printable(rc.text()) for rc in roots]
+    top = roots[0]
+    more = f" (+{len(roots) - 1} more cause{'s' if len(roots) > 2 else ''} above)" if len(roots) > 1 else ""
+    n = len(top.symptoms)
+    explains = f", explains {n} other failing check{'s' if n != 1 else ''}" if n else ""
+    lines.append(printable(f"root cause: {top.check_id}{explains}: {top.title}{more}"))
+    return lines
