@@ -53,8 +53,16 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
+# Inline styles as well as classes: JupyterLab strips <style> from untrusted outputs, not style attributes.
+_BOX = {"fail": "border:2px solid #c5221f;background:#fce8e6", "ok": "border:2px solid #137333;background:#e6f4ea",
+        "warn": "border:2px solid #b06000;background:#fef7e0"}
+_BOX_REST = ";border-radius:8px;padding:8px 12px;margin:6px 0;color:#202124"
+_REMEDY_STYLE = ("background:#fff;border:1px solid #dadce0;border-radius:6px;padding:6px 8px;white-space:pre-wrap;"
+                 "overflow-wrap:anywhere;font-family:monospace;font-size:.9em;margin:6px 0")
+
+
 def _remedy(remedy: str) -> str:
-    return f'<div class="remedy">{_e(remedy)}</div>' if remedy else ""
+    return f'<div class="remedy" style="{_REMEDY_STYLE}">{_e(remedy)}</div>' if remedy else ""
 
 
 def rootcause_html(roots: Sequence[RootCause]) -> str:
@@ -62,7 +70,7 @@ def rootcause_html(roots: Sequence[RootCause]) -> str:
     failing = [rc for rc in roots if rc.result.failed or rc.symptoms]
     warned = [rc for rc in roots if rc not in failing]
     if not failing:
-        parts = ['<section class="rtbook-rootcause rtbook-ok"><h3>No check failed</h3>'
+        parts = [f'<section class="rtbook-rootcause rtbook-ok" style="{_BOX["ok"]}{_BOX_REST}"><h3>No check failed</h3>'
                  + (f"<p>{len(warned)} warning(s) below are worth a look.</p>" if warned else "") + "</section>"]
     else:
         parts = []
@@ -73,7 +81,7 @@ def rootcause_html(roots: Sequence[RootCause]) -> str:
                 f"<code>{_e(s.id)}</code>: {_e(s.summary or s.title)}</li>" for s in rc.symptoms)
             explains = f"explains {n} other failing check{'s' if n != 1 else ''}" if n else "no other failure"
             parts.append(
-                f'<section class="rtbook-rootcause" data-check="{_e(rc.check_id)}">'
+                f'<section class="rtbook-rootcause" style="{_BOX["fail"]}{_BOX_REST}" data-check="{_e(rc.check_id)}">'
                 f"<h3>Root cause {i} of {len(failing)}: <code>{_e(rc.check_id)}</code> ({explains})"
                 f"</h3><p>{_e(rc.title)}</p>{_remedy(rc.remedy)}"
                 + (f"<details><summary>{n} failing check{'s' if n != 1 else ''} explained by this cause</summary>"
@@ -82,7 +90,8 @@ def rootcause_html(roots: Sequence[RootCause]) -> str:
             )
     for rc in warned:
         parts.append(
-            f'<section class="rtbook-rootcause rtbook-warning" data-check="{_e(rc.check_id)}">'
+            f'<section class="rtbook-rootcause rtbook-warning" style="{_BOX["warn"]}{_BOX_REST}" '
+            f'data-check="{_e(rc.check_id)}">'
             f"<h3>Warning: <code>{_e(rc.check_id)}</code></h3><p>{_e(rc.title)}</p>{_remedy(rc.remedy)}</section>"
         )
     return "".join(parts)

@@ -36,11 +36,5 @@ class RootCauseView:
             return "<p>No results yet: run notebooks 01 to 04 first (or <code>rtbook run</code>).</p>"
         return (
             '<div class="rtbook-rootcauses" style="max-width:100%">'
-            # The page's styles for the block: JupyterLab has none of summary.html's stylesheet.
-            "<style>.rtbook-rootcause{border:2px solid #c5221f;background:#fce8e6;border-radius:8px;"
-            "padding:8px 12px;margin:6px 0}.rtbook-rootcause.rtbook-ok{border-color:#137333;background:#e6f4ea}"
-            ".rtbook-rootcause.rtbook-warning{border-color:#b06000;background:#fef7e0}"
-            ".rtbook-rootcause .remedy{background:#fff;border:1px solid #dadce0;padding:6px;white-space:pre-wrap;"
-            "overflow-wrap:anywhere;font-family:monospace}</style>"
             f"{rootcause_html(self.roots)}{self.diagram._repr_html_()}</div>"
         )

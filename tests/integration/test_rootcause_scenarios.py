@@ -206,16 +206,16 @@ def test_summary_html_in_chromium(tmp_path: Path, chromium_page: object) -> None
     assert fail_hops.first.get_attribute("data-hop") == "host"
     stroke = page.locator(".rtbook-path .hop-fail rect").first.get_attribute("stroke")
     assert stroke == "#c5221f"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = tmp_path / "summary-html-tenant-mismatch.png"
+    page.screenshot(path=str(shot), full_page=False)  # the first screen: cause, remedy, path
+    shutil.copy(shot, ARTIFACTS / shot.name)
+    assert shot.stat().st_size > 10_000
     join = page.locator('details.check[data-check="realtime.join"]')
     expect(join).to_contain_text("failing since run 20261201T0900Z-sandbox")
-    join.locator("summary").click()
+    join.locator(":scope > summary").click()
     expect(join).to_contain_text("Explained by root cause 1 (compose.realtime.tenant_consistency)")
     expect(page.locator('a[href="01_setup.ipynb"]').first).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"horizontal scrollbar: {overflow} px"
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = tmp_path / "summary-html-tenant-mismatch.png"
-    page.screenshot(path=str(shot), full_page=False)
-    shutil.copy(shot, ARTIFACTS / shot.name)
-    assert shot.stat().st_size > 10_000
     assert requested == [], f"summary.html reached the network: {requested}"
