@@ -153,8 +153,9 @@ class RootCause:
         lines = [f"ROOT CAUSE {self.headline()}"]
         if self.remedy:
             lines.append(f"  remedy: {self.remedy}")
-        for s in self.symptoms:
-            lines.append(f"  explains [{s.status.symbol}] {s.id}: {s.summary or s.title}")
+        if self.symptoms:
+            # Their findings repeat the cause's; the ids say where it showed.
+            lines.append(f"  explains: {', '.join(s.id for s in self.symptoms)}")
         return "\n".join(lines)
 
 
