@@ -254,10 +254,10 @@ def _svg(hops: Sequence[Hop]) -> str:
         out.append(f'<text x="{x + 10}" y="{y + 20}" font-size="13" font-weight="bold" fill="{ink}">'
                    f"{e(hop.label)}</text>")
         out.append(f'<text x="{x + 10}" y="{y + 37}" font-size="11" fill="{ink}">{e(_WORD[hop.status])}</text>')
-        first, rest = _wrap(hop.detail, 27)
+        first, rest = _wrap(hop.detail, 25)
         out.append(f'<text x="{x + 10}" y="{y + 52}" font-size="10" fill="#3c4043">{e(first)}</text>')
         if rest:
-            out.append(f'<text x="{x + 10}" y="{y + 64}" font-size="10" fill="#3c4043">{e(_clip(rest, 27))}</text>')
+            out.append(f'<text x="{x + 10}" y="{y + 64}" font-size="10" fill="#3c4043">{e(_clip(rest, 25))}</text>')
         if hop.parts:
             for j, (name, st) in enumerate(hop.parts):
                 colour = _FILL["fail" if st == "error" else st if st in _FILL else "unknown"][1]

@@ -209,8 +209,11 @@ def root_causes(results: Iterable[CheckResult], *, warnings: bool = True) -> lis
     if warnings:
         failing = {cid for cid, r in latest.items() if r.failed}
         shown = {rc.check_id for rc in out} | {s.id for rc in out for s in rc.symptoms}
+        warned_ids = {cid for cid, r in latest.items() if r.status is Status.WARN}
+        # A warning that points at other warnings (05's symptom verdicts) only restates them: not a cause of its own.
         warned = [r for r in latest.values() if r.status is Status.WARN and r.id not in shown
-                  and not any(d in failing for d in dependencies(r))]
+                  and not any(d in failing for d in dependencies(r))
+                  and not any(d in warned_ids for d in r.see_also)]
         order = {r.id: i for i, r in enumerate(warned)}
         warned.sort(key=lambda r: (_rank(r.id), order[r.id]))
         out += [RootCause(r, offerable_remedy(r.remedy, latest)) for r in warned]

@@ -212,7 +212,7 @@ def diagnose(results: Sequence[CheckResult], symptom: str = "") -> Report:
     for s in _symptoms(symptom):
         v = _verdict(s, report, roots)
         root = v.see_also[0] if v.failed and v.see_also else ""
-        if root in given:
+        if root and root in given:
             # One cause, one remedy: a second symptom of the same root cause points to it instead of repeating it.
             v = dataclasses.replace(v, remedy=f"The same root cause as above ({root}): apply its remedy once.")
         given.add(root)

@@ -322,3 +322,25 @@ def test_summary_html_is_self_contained_and_leads_with_the_root_cause() -> None:
     assert "failing since 2026-12-01 (run-0)" in page
     assert page.count("<details") >= len(results) - 6  # one per check, the seven skips as one
     assert page.count(TENANT_APPLY) == 0
+
+
+def test_a_symptom_verdict_that_restates_warnings_is_not_a_cause_of_its_own() -> None:
+    from rtbook.runbook.troubleshoot import diagnose
+
+    results = [_r("realtime.private", W, "private channels not set up"), _r("realtime.join", P),
+               _r("gateway.websocket", P)]
+    verdicts = diagnose(results, "socket_closes")
+    assert verdicts[0].status is Status.WARN and "The same root cause" not in verdicts[0].remedy
+    assert [rc.check_id for rc in root_causes([*results, *verdicts])] == ["realtime.private"]
+
+
+def test_two_symptoms_of_one_cause_give_its_remedy_once() -> None:
+    from rtbook.runbook.troubleshoot import diagnose
+
+    verdicts = diagnose(_tenant_mismatch())
+    failing = [v for v in verdicts if v.failed]
+    assert len(failing) >= 2
+    assert failing[0].remedy.startswith("Point kong.yml at http://realtime-dev.supabase-realtime:4000")
+    for v in failing[1:]:
+        assert v.remedy == ("The same root cause as above (compose.realtime.tenant_consistency): apply its remedy "
+                            "once.")
