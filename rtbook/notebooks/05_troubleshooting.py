@@ -1,10 +1,11 @@
 # %% [markdown]
 # # 05 · Troubleshooting: from a symptom to the fix
 #
-# Start from what you see, not from the checks. For each symptom below, the runbook takes the results the run's
-# earlier notebooks saved (from `run_dir`; without one, it runs the deciding checks now), walks the checks that
-# decide the cause in order, and gives the verdict: the first failing check is the cause, its remedy is the fix,
-# and the link goes to the notebook that re-checks it.
+# Start from what you see, not from the checks. The runbook takes the results the run's earlier notebooks saved
+# (from `run_dir`; without one, it runs the deciding checks now) and first names the root cause(s): the failing
+# checks nothing else failing explains, each with one remedy. Then, for each symptom below, it walks the checks
+# that decide it in order: the first failing one leads to its root cause, whose remedy is the fix, and the link
+# goes to the notebook that re-checks it.
 #
 # | symptom | deciding checks (in order) |
 # |---|---|
