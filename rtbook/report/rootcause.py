@@ -222,9 +222,12 @@ def root_causes(results: Iterable[CheckResult], *, warnings: bool = True) -> lis
 
 def _failing_roots(latest: dict[str, CheckResult]) -> list[RootCause]:
     failing = {cid: r for cid, r in latest.items() if r.failed}
-    # A warning that a failing check declares it needs can be that failure's cause: db.rls warns "no SELECT
-    # policy for authenticated", and realtime.rls fails for that role because of it.
+    # A failure no other failure explains can be explained by a warning it declares it needs: db.rls warns "no
+    # SELECT policy for authenticated", and realtime.rls fails for that role because of it. Only then: a benign
+    # warning must not take a failure away from the failing cause that explains it.
     for r in list(failing.values()):
+        if any(d in failing for d in dependencies(r)):
+            continue
         for d in _declared(r.id):
             if d in latest and latest[d].status is Status.WARN:
                 failing.setdefault(d, latest[d])

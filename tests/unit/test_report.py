@@ -344,3 +344,10 @@ def test_two_symptoms_of_one_cause_give_its_remedy_once() -> None:
     for v in failing[1:]:
         assert v.remedy == ("The same root cause as above (compose.realtime.tenant_consistency): apply its remedy "
                             "once.")
+
+
+def test_a_benign_warning_does_not_take_a_failure_from_its_failing_cause() -> None:
+    results = [*_tenant_mismatch(), _r("tenant.db_settings", W, "db_pool is small")]
+    roots = root_causes(results)
+    assert roots[0].check_id == "compose.realtime.tenant_consistency" and len(roots[0].symptoms) == 4
+    assert [rc.check_id for rc in roots[1:]] == ["tenant.db_settings"] and not roots[1].symptoms
