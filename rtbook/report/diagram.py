@@ -153,9 +153,16 @@ def _detail(key: str, by_id: Mapping[str, CheckResult], tenant: str) -> str:
         return f"tenant {tenant or seeded or '?'}" + (f" (seeded: {seeded})" if seeded and tenant and
                                                      seeded != tenant else "")
     if key == "realtime":
-        return "Realtime (Phoenix channels)"
+        image = ev("compose.realtime.present", "image")
+        tag = str(image).rpartition(":")[2] if image and ":" in str(image) else ""
+        return f"Realtime {tag}".strip() if tag else "Realtime (Phoenix channels)"
     if key == "database":
-        return "PostgreSQL"
+        version = ev("db.connect", "server_version")
+        wal = ev("db.wal_level", "wal_level")
+        parts = [f"PostgreSQL {str(version).split(' ', 1)[0]}" if version else "PostgreSQL"]
+        if wal:
+            parts.append(f"wal_level={wal}")
+        return ", ".join(parts)
     return ""
 
 
