@@ -351,3 +351,16 @@ def test_a_benign_warning_does_not_take_a_failure_from_its_failing_cause() -> No
     roots = root_causes(results)
     assert roots[0].check_id == "compose.realtime.tenant_consistency" and len(roots[0].symptoms) == 4
     assert [rc.check_id for rc in roots[1:]] == ["tenant.db_settings"] and not roots[1].symptoms
+
+
+def test_notebook_view_shows_the_cause_then_the_path_with_the_failing_hop() -> None:
+    from rtbook.runbook.views import RootCauseView
+
+    view = RootCauseView(_tenant_mismatch(), tenant="realtime-dev")
+    page = view._repr_html_()
+    assert page.index('class="rtbook-rootcause"') < page.index('class="rtbook-path"')
+    assert page.count("hop hop-fail") == 1 and 'data-hop="host"' in page
+    assert "border:2px solid #c5221f" in page  # styled without a <style> element
+    text = str(view)
+    assert text.startswith("ROOT CAUSE compose.realtime.tenant_consistency") and "path: Client" in text
+    assert "No results yet" in str(RootCauseView([]))
