@@ -176,10 +176,13 @@ def _finish_remedy(remedy: str, target: Target) -> str:
     """Fill the placeholders a check left in its remedy with the target's values (or words): none is ever shown."""
     from rtbook.remedies import finish
 
-    values: dict[str, str | None] = {"tenant": target.resolved_tenant()}
-    values["id"] = values["tenant"]
-    for name in ("DB_HOST", "DB_PORT"):
-        values[name] = target.lookup(name)
+    values: dict[str, str | None] = {}
+    try:
+        values["tenant"] = values["id"] = target.resolved_tenant()
+        for name in ("DB_HOST", "DB_PORT"):
+            values[name] = target.lookup(name)
+    except Exception:  # filling a remedy must never cost the result: words stand in for the values
+        pass
     if len(target.tables) == 1 and "." in target.tables[0]:
         values["schema"], values["table"] = target.tables[0].split(".", 1)
     return finish(remedy, values)
