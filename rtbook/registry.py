@@ -163,12 +163,30 @@ def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
     elapsed = (time.perf_counter() - started) * 1000
     final = []
     for r in out:
+        if "<" in r.remedy:
+            r = dataclasses.replace(r, remedy=_finish_remedy(r.remedy, target))
         if not r.title:
             r = dataclasses.replace(r, title=spec.title)
         if not r.duration_ms:
             r = dataclasses.replace(r, duration_ms=elapsed / max(len(out), 1))
         final.append(r.redacted(target.redactor))
     return final
+
+def _finish_remedy(remedy: str, target: Target) -> str:
+    """Fill the placeholders a check left in its remedy with the target's values (or words): none is ever shown."""
+    from rtbook.remedies import finish
+
+    values: dict[str, str | None] = {}
+    try:
+        values["tenant"] = values["id"] = target.resolved_tenant()
+        for name in ("DB_HOST", "DB_PORT"):
+            values[name] = target.lookup(name)
+    except Exception:  # filling a remedy must never cost the result: words stand in for the values
+        pass
+    if len(target.tables) == 1 and "." in target.tables[0]:
+        values["schema"], values["table"] = target.tables[0].split(".", 1)
+    return finish(remedy, values)
+
 
 # Every module that registers checks, in the order a run goes through them: static first,
 # then containers, database, gateway and subscriptions. rtbook.checks.<area> registers the

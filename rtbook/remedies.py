@@ -11,8 +11,9 @@ the research notes (supabase/realtime v2.129.8 and v2.78.19: ``user_socket.ex``,
 A remedy names real values where the error text carries them: ``<schema>.<table>`` from a
 subscription's parameter list, ``<column>`` and ``<role>`` from the database's exception,
 ``<topic>`` from an Unauthorized reason. :meth:`Cause.fill` lets a check add what only it knows
-(the stack's ``DB_HOST``, the role it joined as); a placeholder nobody filled stays visible as
-``<name>`` so the reader knows what to put there.
+(the stack's ``DB_HOST``, the role it joined as); :func:`finish` (which the registry applies to
+every result) fills what is left from the target, or with words saying what to put there, so no
+reader ever sees a ``<name>`` (rendered markdown and HTML would swallow it as a tag).
 """
 
 from __future__ import annotations
@@ -22,7 +23,48 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["CAUSES", "Cause", "cause", "diagnose"]
+__all__ = ["CAUSES", "PLACEHOLDER", "Cause", "cause", "diagnose", "finish"]
+
+# An unfilled value in a remedy: ``<table>``, ``<ANON_KEY>``. Never shown to a reader (see finish()).
+PLACEHOLDER = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
+
+# What a placeholder nobody could fill becomes: words that say what to put there, or a shell
+# reference for a secret (its value never goes into a remedy). Rendered markdown and HTML would
+# swallow a bare ``<name>`` as a tag ("http://realtime-dev.:4000"), so none may remain.
+_UNFILLED: dict[str, str] = {
+    "ANON_KEY": "$ANON_KEY",
+    "SERVICE_ROLE_KEY": "$SERVICE_ROLE_KEY",
+    "DB_HOST": "the db service's name",
+    "DB_PORT": "the db port",
+    "tenant": "your tenant id",
+    "id": "your tenant id",
+    "schema": "public",
+    "table": "each table you subscribe to",
+    "your_table": "each table you subscribe to",
+    "column": "the filtered column",
+    "type": "the column's type",
+    "role": "the role in the token",
+    "topic": "the channel topic",
+    "kid": "the token's kid",
+    "name": "the slot name",
+    "net": "default",
+    "token": "$ANON_KEY",
+    "healthcheck": "the healthcheck command",
+}
+
+
+def finish(text: str, values: Mapping[str, str | None] | None = None) -> str:
+    """``text`` with every ``<name>`` placeholder replaced: by ``values[name]`` when known, else by words.
+
+    Called on every result's remedy before it is shown, so no reader ever sees a placeholder.
+    """
+    known = {k: str(v) for k, v in (values or {}).items() if v not in (None, "")}
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        return known.get(key) or _UNFILLED.get(key) or key.replace("_", " ")
+
+    return PLACEHOLDER.sub(sub, text)
 
 
 @dataclass(frozen=True)
@@ -412,6 +454,17 @@ _ALL: tuple[Cause, ...] = (
         "whose first subscribe failed is never re-subscribed, even after the table is added.",
         "ALTER PUBLICATION supabase_realtime ADD TABLE <schema>.<table>; (if the publication does not exist: "
         "CREATE PUBLICATION supabase_realtime FOR TABLE <schema>.<table>;) then rejoin the channel.",
+        ("db.publication",),
+    ),
+    Cause(
+        "table_missing",
+        "The subscribed table does not exist",
+        "Realtime answers a postgres_changes subscription on a table that does not exist exactly as one on a "
+        "table outside the publication ('Unable to subscribe to changes with given parameters'); the database "
+        "shows <schema>.<table> does not exist, so adding it to the publication cannot help.",
+        "Fix the table name (the tables parameter, or the client's postgres_changes binding) or create "
+        "<schema>.<table>, then add it to the publication: ALTER PUBLICATION supabase_realtime ADD TABLE "
+        "<schema>.<table>;",
         ("db.publication",),
     ),
     Cause(

@@ -167,6 +167,12 @@ def xml_safe(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text))
 
 
+def _skip_line(reason: str, group: Sequence[CheckResult]) -> str:
+    """One text line for skips that share a reason: ``[SKIP] a, b, c (3): reason``."""
+    ids = ", ".join(r.id for r in group)
+    return printable(f"[{Status.SKIP.symbol}] {ids} ({len(group)}): {reason}")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -262,9 +268,30 @@ class Report(Sequence[CheckResult]):
                 parts.append(f"{c[key]} {word}")
         return ", ".join(parts)
 
+    def rows(self) -> list[CheckResult | tuple[str, list[CheckResult]]]:
+        """The results in order, with repeated SKIP rows collapsed: ``(reason, [results])`` stands for
+        every skip that gives the same reason, at the place of the first of them.
+
+        Seven ``envoy.*`` checks skipped because the gateway is Kong say one thing, once.
+        """
+        by_reason: dict[str, list[CheckResult]] = {}
+        for r in self._results:
+            if r.status is Status.SKIP:
+                by_reason.setdefault(r.summary or r.title, []).append(r)
+        out: list[CheckResult | tuple[str, list[CheckResult]]] = []
+        placed: set[str] = set()
+        for r in self._results:
+            reason = r.summary or r.title
+            if r.status is not Status.SKIP or len(by_reason[reason]) < 2:
+                out.append(r)
+            elif reason not in placed:
+                placed.add(reason)
+                out.append((reason, by_reason[reason]))
+        return out
+
     def __str__(self) -> str:
         head = [printable(self.title)] if self.title else []
-        body = [str(r) for r in self._results]
+        body = [str(row) if isinstance(row, CheckResult) else _skip_line(*row) for row in self.rows()]
         return "\n".join([*head, *body, self.summary_line()])
 
     def __repr__(self) -> str:
@@ -272,7 +299,18 @@ class Report(Sequence[CheckResult]):
 
     def _repr_html_(self) -> str:
         rows = []
-        for r in self._results:
+        for row in self.rows():
+            if not isinstance(row, CheckResult):
+                reason, group = row
+                bg, fg = _COLOURS[Status.SKIP]
+                ids = ", ".join(f"<code>{html.escape(r.id)}</code>" for r in group)
+                rows.append(
+                    f'<tr class="rtbook-skip" style="background:{bg}">'
+                    f'<td style="color:{fg};font-weight:bold">SKIP ×{len(group)}</td>'
+                    f"<td>{ids}</td><td>{html.escape(reason)}</td><td></td></tr>"
+                )
+                continue
+            r = row
             bg, fg = _COLOURS[r.status]
             detail = html.escape(r.detail).replace("\n", "<br>")
             remedy = html.escape(r.remedy).replace("\n", "<br>")
@@ -281,7 +319,9 @@ class Report(Sequence[CheckResult]):
                 f'<td style="color:{fg};font-weight:bold">{r.status.value.upper()}</td>'
                 f"<td><code>{html.escape(r.id)}</code></td>"
                 f"<td>{html.escape(r.summary or r.title)}"
-                + (f'<div style="color:#444;font-size:90%">{detail}</div>' if detail and r.failed else "")
+                # Folded: a failure's detail is there when wanted, not a wall of small text in every row.
+                + (f'<details style="color:#444;font-size:90%"><summary>detail</summary>{detail}</details>'
+                   if detail and r.status is not Status.PASS else "")
                 + "</td>"
                 f"<td>{remedy if r.status is not Status.PASS else ''}</td></tr>"
             )

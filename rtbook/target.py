@@ -64,6 +64,8 @@ class Target:
         db_url: SQLAlchemy/libpq URL of the database **without** its password.
         tenant: the tenant id (default: what the stack implies, else ``realtime-dev``).
         tables: ``schema.table`` names the user wants checked (empty: every table in the publication).
+        tables_from: where ``tables`` came from when the user did not name them (e.g. "the sandbox's
+            application tables"); empty means the user named them. Findings word their scope with it.
         docker: True to require the Docker checks, False to skip them, None to run them when an
             engine answers.
         timeout: seconds allowed for each network operation.
@@ -79,6 +81,7 @@ class Target:
     db_url: str | None = None
     tenant: str | None = None
     tables: tuple[str, ...] = ()
+    tables_from: str = ""
     docker: bool | None = None
     timeout: float = 10.0
     lb: tuple[str, ...] = ()
@@ -137,7 +140,9 @@ class Target:
         kwargs.setdefault("realtime_host", state.get("realtime_host"))
         kwargs.setdefault("db_url", state.get("db_url"))
         kwargs.setdefault("tenant", state.get("tenant"))
-        kwargs.setdefault("tables", tuple(state.get("tables") or ()))
+        if not kwargs.get("tables") and state.get("tables"):
+            kwargs["tables"] = tuple(state["tables"])
+            kwargs.setdefault("tables_from", "the sandbox's application tables")
         kwargs.setdefault("docker", False)
         return cls.from_stack_dir(state["stack_dir"], **kwargs)
 
@@ -168,7 +173,9 @@ class Target:
             "gateway": "pass --api-url or the api_url parameter, e.g. http://localhost:8000",
             "realtime": "pass --api-url (through the gateway) or --realtime-url (direct)",
             "realtime_direct": "pass --realtime-url to reach Realtime without the gateway",
-            "docker": "Docker checks were turned off",
+            # Say what was configured: 'off' was chosen by the user; the sandbox simply runs no containers.
+            "docker": "the embedded sandbox runs local processes, not containers" if self.name == "sandbox"
+            else "Docker checks were turned off (docker=off)",
             "lb": "pass --lb FILE (nginx, HAProxy, Caddy, Traefik or AWS ALB config) to have it checked",
         }.get(need, need)
 

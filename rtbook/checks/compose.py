@@ -484,6 +484,11 @@ def _host_owner(stack: Stack, host: str) -> Service | None:
     return None
 
 
+def _first_network(service: Service) -> str:
+    """The service's first network (compose's ``default`` when it names none), for alias remedies."""
+    return next(iter(service.networks), "default")
+
+
 @register(
     "compose.realtime.tenant_consistency",
     "Gateway Host, container name, healthcheck and seeded tenant agree",
@@ -558,10 +563,13 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
         if tenant != seeded:
             problems.append(f"the gateway sends Host {host} (tenant {tenant!r}) but the seeded tenant is {seeded!r}")
             if kind == "kong":
+                # The rest of the host after its first label (the official ".supabase-realtime" when the host
+                # has none), so the remedy names the real host instead of a placeholder.
+                suffix = host.split(":", 1)[0].partition(".")[2] or "supabase-realtime"
                 remedies.append(
                     f"Either set SELF_HOST_TENANT_NAME: {tenant} in services.{rt.name}.environment, or point the "
-                    f"kong.yml realtime services at http://{seeded}.<name>:4000 and give the realtime service "
-                    f"container_name (or a network alias) {seeded}.<name>")
+                    f"kong.yml realtime services at http://{seeded}.{suffix}:4000 and give the realtime service "
+                    f"container_name (or a network alias) {seeded}.{suffix}")
             else:
                 remedies.append(f"Set host_rewrite_literal: {seeded}.supabase-realtime on the Realtime routes in "
                                 f"{_envoy_file(stack, 'lds')}, or SELF_HOST_TENANT_NAME: {tenant} in "
@@ -580,7 +588,7 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
             problems.append(f"the gateway's Realtime upstream {host_only} is not the name, container_name or network "
                             "alias of any service, so it does not resolve on the compose network")
             fix = (f"Set container_name: {host_only} on services.{rt.name} (or add it under "
-                   f"services.{rt.name}.networks.<net>.aliases)")
+                   f"services.{rt.name}.networks.{_first_network(rt)}.aliases)")
             if kind == "envoy":
                 fix += f", or set the Realtime cluster address in {_envoy_file(stack, 'cds')} to {rt.name}"
             remedies.append(fix)
@@ -591,7 +599,8 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
         elif rt.deploy and not any(host_only in a for a in rt.networks.values()) and host_only != rt.name:
             warnings.append(f"{host_only} resolves only through container_name, which 'docker stack deploy' "
                             "ignores: in swarm mode the upstream does not resolve")
-            remedies.append(f"For swarm, add {host_only} under services.{rt.name}.networks.<net>.aliases")
+            remedies.append(f"For swarm, add {host_only} under "
+                            f"services.{rt.name}.networks.{_first_network(rt)}.aliases")
     health = _health_tenant(rt)
     if health is not None:
         lines.append(f"healthcheck URL: /api/tenants/{health}/health -> tenant {health}")

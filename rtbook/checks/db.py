@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from rtbook import probe_sql
 from rtbook.clients.db import (
     FINDING_CAUSES,
     PROBLEM_KEY,
@@ -537,17 +538,34 @@ def check_publication(target: Target, cid: str) -> CheckResult | list[CheckResul
                 cid, Status.WARN, summary=f"The publication {pub} exists but holds no tables.",
                 detail="No postgres_changes subscription can succeed until a table is added (Studio's "
                 "'Replication' toggle does the same).",
-                remedy=f"ALTER PUBLICATION {quote_ident(pub)} ADD TABLE public.<your_table>;",
+                remedy=_add_tables_remedy(conn, pub),
                 cause="db.publication_empty", evidence=evidence,
             )
         return CheckResult(
             cid, Status.PASS,
             summary=f"{pub} holds {len(tables)} table(s): {', '.join(names)}"
-            + (f"; the {len(wanted)} you named are in it." if wanted else "."),
+            + (f"; {target.tables_from or f'the {len(wanted)} you named'} {'are' if len(wanted) > 1 else 'is'} in it."
+               if wanted else "."),
             evidence=evidence,
         )
 
     return with_connection(target, cid, body)
+
+
+def _add_tables_remedy(conn: Connection, pub: str) -> str:
+    """ALTER PUBLICATION for the application tables that exist (a few), so the remedy names real tables."""
+    rows = conn.execute(sa.text(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN "
+        "('pg_catalog', 'information_schema', 'realtime', '_realtime', 'auth', 'storage', 'extensions', "
+        "'graphql', 'graphql_public', 'vault', 'pgsodium', 'supabase_functions', 'supabase_migrations', "
+        ":probe) AND n.nspname NOT LIKE 'pg_%' ORDER BY 1, 2 LIMIT 5"), {"probe": probe_sql.SCHEMA}).all()
+    if not rows:
+        return (f"Create the tables clients subscribe to, then ALTER PUBLICATION {quote_ident(pub)} ADD TABLE "
+                "each of them (the database holds no application table yet).")
+    names = ", ".join(TableRef(r[0], r[1]).sql for r in rows)
+    return (f"ALTER PUBLICATION {quote_ident(pub)} ADD TABLE {names}; (keep only the tables clients subscribe to; "
+            "these are the database's application tables).")
 
 
 def _table_exists(conn: Connection, ref: TableRef) -> bool:

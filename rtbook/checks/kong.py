@@ -322,6 +322,13 @@ def _route_label(route: KongRoute, service: KongService | None) -> str:
     return f"route {route.name!r}" + (f" (service {service.name!r})" if service else " (no service)")
 
 
+def _realtime_host(target: Target) -> str:
+    """The name Kong should send to: the Realtime container's name that carries the tenant, else the official one."""
+    tenant = target.resolved_tenant()
+    names = realtime_names(target.stack)
+    return next((n for n in sorted(names) if tenant_of(n) == tenant and "." in n), f"{tenant}.supabase-realtime")
+
+
 @register("kong.realtime_ws", "Kong routes /realtime/v1/ to Realtime's /socket over WebSocket", needs=("stack",),
           using=_KONG.provider())
 def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
@@ -345,6 +352,21 @@ def check_realtime_ws(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
             "strip_path: true, plugins cors, key-auth, acl.",
         )
     route, service = matched.route, matched.service
+    if not any(p.startswith("/realtime") for p in route.paths) and route.paths:
+        # A catch-all (the dashboard's "/") took the request: the Realtime route is missing, and "fix" advice
+        # for the catch-all's service (port, path, container name) would break the dashboard instead.
+        return _result(
+            cid,
+            Status.FAIL,
+            f"No Kong route for /realtime/v1/: {REALTIME_WS_PATH} falls through to the catch-all "
+            f"{_route_label(route, service)} (paths {list(route.paths)}).",
+            detail=f"{ctx.source} has no route with a path prefix of /realtime/v1/, so the WebSocket upgrade reaches "
+            f"{service.upstream if service else 'no service'} instead of Realtime.",
+            remedy=f"Add to {ctx.source} the official service realtime-v1-ws: url "
+            f"http://{_realtime_host(target)}:{port}/socket, route paths [/realtime/v1/] with "
+            "strip_path: true, plugins cors, key-auth (hide_credentials: false), acl (allow: admin, anon).",
+            evidence={"route": route.name, "service": service.name if service else None, "paths": list(route.paths)},
+        )
     upstream = upstream_path(route, service, REALTIME_WS_PATH)
     evidence: dict[str, Any] = {
         "route": route.name,

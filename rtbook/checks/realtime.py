@@ -407,7 +407,7 @@ def tables_to_watch(target: Target) -> tuple[list[TableRef], str]:
         ConfigError: a named table is not ``schema.table``.
     """
     if target.tables:
-        return [parse_table(t) for t in target.tables][:MAX_TABLES], "the tables you named"
+        return [parse_table(t) for t in target.tables][:MAX_TABLES], (target.tables_from or "the tables you named")
     with connect(target) as conn:
         pub = _publication_name(target, conn)
         found = publication_tables(conn, pub) or []
@@ -1076,16 +1076,38 @@ class _NoSubscription(PhoenixTimeout):
     """Joined, but Realtime never answered whether the postgres_changes subscription worked."""
 
 
+def _missing_table_cause(target: Target, where: str) -> Cause | None:
+    """``table_missing`` when the database says ``where`` (schema.table) does not exist, else None.
+
+    Realtime's refusal is the same for a missing table and a table outside the publication; only the
+    catalogue tells them apart, and "add it to the publication" is wrong advice for a table that is not there.
+    """
+    try:
+        ref = parse_table(where)
+        with connect(target) as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = :s AND c.relname = :t"),
+                {"s": ref.schema, "t": ref.name},
+            ).first()
+    except Exception:  # the database is judged by the db.* checks; here it only refines the diagnosis
+        return None
+    return None if found is not None else CAUSES["table_missing"].fill(schema=ref.schema, table=ref.name)
+
+
 def _system_failure(cid: str, system: Message, where: str, socks: _Sockets,
-                    metrics: dict[str, float]) -> CheckResult | None:
+                    metrics: dict[str, float], target: Target | None = None) -> CheckResult | None:
     payload = system.payload if isinstance(system.payload, dict) else {}
     if payload.get("status") == "ok":
         return None
     text = str(payload.get("message", ""))
+    found = diagnose(message=text)
+    if found is not None and found.id == "not_in_publication" and target is not None and target.has("db"):
+        found = _missing_table_cause(target, where) or found
     return failure(
         cid,
         f"Realtime refused the postgres_changes subscription on {where}: {text[:160]}",
-        cause=diagnose(message=text),
+        cause=found,
         detail=f"system message: {payload!r}",
         evidence={"transcripts": socks.transcripts()},
         metrics=metrics,
@@ -1103,7 +1125,7 @@ def _subscribe_named(cid: str, target: Target, socks: _Sockets, anon: Secret, na
         if system is None:
             return _join_failure(cid, reply, f"Subscribing to {ref}", socks, metrics)
         metrics[f"subscribed_{ref}_ms"] = ms
-        bad = _system_failure(cid, system, str(ref), socks, metrics)
+        bad = _system_failure(cid, system, str(ref), socks, metrics, target)
         if bad is not None:
             return bad
         evidence.setdefault("named_tables", {})[str(ref)] = "Subscribed to PostgreSQL"

@@ -97,7 +97,10 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
     elif fmt == "junit":
         text = report.to_junit()
     else:
-        text = str(report)
+        from rtbook.report.rootcause import closing_lines
+
+        # After the verdicts: the root cause(s) with their one remedy, the last line naming the cause.
+        text = "\n".join([str(report), *closing_lines(report)])
     text = target.redactor.text(text)
     if output:
         try:

@@ -194,7 +194,15 @@ def _cmd_run(
         console.print(verdict_line(first))
     else:
         sys.stdout.write(first + "\n")
-    sys.stdout.write(f"record: {outcome.record_dir}\nmanifest sha256: {outcome.manifest_sha256}\n")
+    from rtbook.report.diagram import PathDiagram
+    from rtbook.report.rootcause import closing_lines
+
+    sys.stdout.write(PathDiagram.from_results(overall).text() + "\n")
+    sys.stdout.write(f"record: {outcome.record_dir}\nmanifest sha256: {outcome.manifest_sha256}\n"
+                     f"summary: {outcome.record_dir / 'summary.html'}\n")
+    # Last: the cause to fix, not the list of notebooks it made fail.
+    for line in closing_lines(overall):
+        sys.stdout.write(line + "\n")
     return outcome.exit_code
 
 

@@ -360,7 +360,7 @@ def publication_tables(conn: Connection, publication: str) -> list[TableRef] | N
 
 def _tables_to_check(conn: Connection, target: Target) -> tuple[list[TableRef], str]:
     if target.tables:
-        return [parse_table(t) for t in target.tables], "the tables you named"
+        return [parse_table(t) for t in target.tables], (target.tables_from or "the tables you named")
     pub = _publication_name(target, conn)
     return publication_tables(conn, pub) or [], f"every table in the {pub} publication"
 

@@ -71,6 +71,17 @@ form = rtbook.runbook.widgets.ParamForm(run.params)
 form
 
 # %% [markdown]
+# ## The path under test
+#
+# What a message crosses, from the client to the database: the load balancer (if any), the gateway's Realtime
+# route, the Host header it sends (whose first label is the tenant), Realtime, and PostgreSQL's WAL level,
+# publication and RLS. Each hop is coloured by what the checks found so far (here: the stack's files, checked in
+# well under a second; notebooks 01 to 04 check the rest live), with the latency measured there.
+
+# %%
+run.path()
+
+# %% [markdown]
 # **Gate.** This notebook records no checks itself (the form shows its results; notebooks 01 to 05 record theirs), so this cell passes; it is here so that every notebook ends the same way.
 
 # %%

@@ -2,8 +2,9 @@
 # # 04 · Subscription tests: what a client really gets
 #
 # A real Phoenix channel client joins through the gateway the way `supabase-js` does, and measures each feature:
-# the join and heartbeat, a refused bad token, broadcast round trips, presence, postgres_changes for each table,
-# and RLS per role (a row the role may not read must not arrive). Latencies are recorded as metrics.
+# the join, a refused bad token, broadcast round trips, presence, postgres_changes for each table, and RLS per
+# role (a row the role may not read must not arrive). Latencies are recorded as metrics and charted at the end.
+# (The heartbeat is answered in `gateway.websocket`, in [03_kong_routing](03_kong_routing.ipynb).)
 
 # %% tags=["parameters"]
 # Parameters: papermill and 'rtbook run -p name=value' override these. Never put a secret here.
@@ -32,15 +33,15 @@ run = rtbook.runbook.start("04_subscription_tests", globals())
 run.params
 
 # %% [markdown]
-# ## Connection: join, heartbeat and a bad token
+# ## Connection: join and a bad token
 #
-# Checks `realtime.join`, `realtime.heartbeat` and `realtime.bad_token`. **When it fails:** a refused join is
+# Checks `realtime.join` and `realtime.bad_token`. **When it fails:** a refused join is
 # usually the tenant or the key, see [03_kong_routing](03_kong_routing.ipynb) and
 # [02_tenant_seeding](02_tenant_seeding.ipynb); a socket that closes at once is explained in
 # [05_troubleshooting](05_troubleshooting.ipynb).
 
 # %%
-run.checks("realtime.join", "realtime.heartbeat", "realtime.bad_token", title="Connection")
+run.checks("realtime.join", "realtime.bad_token", title="Connection")
 
 # %% [markdown]
 # ## Broadcast and presence
@@ -70,6 +71,16 @@ run.checks("realtime.postgres_changes", "realtime.rls", title="Postgres changes 
 
 # %%
 run.checks("realtime.", title="Other subscription checks", skip_done=True)
+
+# %% [markdown]
+# ## Latency
+#
+# How long each step took, as a client sees it: connect, join, a broadcast reaching a second client, a presence
+# track seen by another client, and an INSERT arriving as a postgres_changes event. A bar marked *not measured*
+# belongs to a check that did not pass (its row above says why).
+
+# %%
+run.latency_chart()
 
 # %% [markdown]
 # **Gate.** Every check above has run and its result is saved with the run. This cell raises when one of them failed (or warned, with `strict`), so `papermill` and `rtbook run` exit non-zero. Read the remedies above, fix the stack, and run again. If you cannot tell which fix applies, open [05_troubleshooting](05_troubleshooting.ipynb).

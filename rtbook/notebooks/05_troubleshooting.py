@@ -1,10 +1,11 @@
 # %% [markdown]
 # # 05 · Troubleshooting: from a symptom to the fix
 #
-# Start from what you see, not from the checks. For each symptom below, the runbook takes the results the run's
-# earlier notebooks saved (from `run_dir`; without one, it runs the deciding checks now), walks the checks that
-# decide the cause in order, and gives the verdict: the first failing check is the cause, its remedy is the fix,
-# and the link goes to the notebook that re-checks it.
+# Start from what you see, not from the checks. The runbook takes the results the run's earlier notebooks saved
+# (from `run_dir`; without one, it runs the deciding checks now) and first names the root cause(s): the failing
+# checks nothing else failing explains, each with one remedy. Then, for each symptom below, it walks the checks
+# that decide it in order: the first failing one leads to its root cause, whose remedy is the fix, and the link
+# goes to the notebook that re-checks it.
 #
 # | symptom | deciding checks (in order) |
 # |---|---|
@@ -40,6 +41,18 @@ run_dir: str = ''  # folder where each notebook saves its results (set by rtbook
 import rtbook.runbook
 run = rtbook.runbook.start("05_troubleshooting", globals(), need_target=False)
 run.params
+
+# %% [markdown]
+# ## Root cause first
+#
+# Checks depend on each other (a join needs the WebSocket through the gateway, which needs the route, the Host
+# naming a seeded tenant, and the tenant's secret), so one cause makes many checks fail. This block groups the
+# run's failures under the cause(s) that explain them, each with **one** remedy with the stack's real values, and
+# draws the path from the client to the database: the red hop is where the fix goes, orange hops only suffer
+# from it. Fix the first cause, then run again.
+
+# %%
+run.root_causes()
 
 # %% [markdown]
 # ## Verdicts

@@ -63,7 +63,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("01_setup", "Stack files, containers and Realtime's health"),
     NotebookSpec("02_tenant_seeding", "The tenant row, the database and the seeding plan"),
     NotebookSpec("03_kong_routing", "Gateway configuration and live routing probes"),
-    NotebookSpec("04_subscription_tests", "Heartbeat, broadcast, presence, postgres_changes and RLS"),
+    NotebookSpec("04_subscription_tests", "Join, broadcast, presence, postgres_changes, RLS and their latencies"),
     NotebookSpec("05_troubleshooting", "From a symptom to the checks that decide it and the fix"),
 )
 

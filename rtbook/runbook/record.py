@@ -22,7 +22,7 @@ from rtbook.exceptions import (
     InputError,
     RtbookError,
 )
-from rtbook.results import Report, Status
+from rtbook.results import Report
 from rtbook.runbook.params import ParamValue, target_from_params
 from rtbook.secrets import REDACTED, Redactor, is_secret_name, looks_secret
 
@@ -233,6 +233,7 @@ def _write_record(
     facts: Mapping[str, Any] | None = None,
     *,
     interrupted: Mapping[str, Any] | None = None,
+    since: Mapping[str, str] | None = None,
 ) -> None:
     """Write the record; ``interrupted`` (signal, during, not_run) marks it incomplete in every summary."""
     facts = facts if facts is not None else environment_facts()
@@ -267,7 +268,8 @@ def _write_record(
         "notebooks": [n.to_dict() for n in outcome.notebooks],
     }
     write("summary.json", json.dumps(_scrub(summary, redactor, paths), indent=2) + "\n")
-    write("summary.md", _summary_md(outcome, safe_params, started, ended, interrupted))
+    write("summary.md", _summary_md(outcome, safe_params, started, ended, since, interrupted))
+    write("summary.html", _summary_html(outcome, safe_params, started, ended, since, interrupted))
     write("junit.xml", _junit(outcome))
     manifest = {
         "format": "rtbook-record/1",
@@ -287,38 +289,29 @@ def _write_record(
 
 def _summary_md(
     outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime, ended: dt.datetime,
+    since: Mapping[str, str] | None = None,
     interrupted: Mapping[str, Any] | None = None,
 ) -> str:
-    overall = Report([r for n in outcome.notebooks for r in n.report])
-    verdict = "INCOMPLETE" if interrupted else "PASSED" if outcome.exit_code == 0 else "FAILED"
-    lines = [
-        f"# rtbook run {outcome.record_dir.name}",
-        "",
-        f"- verdict: **{verdict}** ({overall.summary_line()})",
-        f"- started {started.isoformat(timespec='seconds')}, ended {ended.isoformat(timespec='seconds')}",
-        f"- target: {params.get('target_kind')}"
-        + (f", tenant {params['tenant']}" if params.get("tenant") else ""),
-        "",
-        *([f"- interrupted by {interrupted.get('signal')}"
-            + (f" during {interrupted['during']}" if interrupted.get("during") else "")
-            + (f"; not run: {', '.join(interrupted['not_run'])}" if interrupted.get("not_run") else "")
-            + ": this record holds what ran until then", ""] if interrupted else []),
-        "| notebook | status | results | time |",
-        "|---|---|---|---|",
-    ]
-    for n in outcome.notebooks:
-        lines.append(f"| [{n.name}]({n.name}.ipynb) | {n.status} | {n.report.summary_line()} | {n.duration_s:.1f}s |")
-    for n in outcome.notebooks:
-        lines += ["", f"## {n.name}: {n.status}", ""]
-        if n.error_name and n.status == "error":
-            lines += [f"The notebook stopped with {n.error_name}: {n.error}", ""]
-        if not len(n.report):
-            lines.append("No check results were recorded.")
-        for r in n.report:
-            lines.append(f"- **{r.status.value.upper()}** `{r.id}`: {r.summary or r.title}")
-            if r.status is not Status.PASS and r.remedy:
-                lines.append(f"  - remedy: {r.remedy}".replace("\n", " "))
-    return "\n".join(lines) + "\n"
+    """``summary.md``: root causes first, each remedy once (rtbook.report.markdown)."""
+    from rtbook.report.markdown import summary_markdown
+
+    return summary_markdown(outcome.record_dir.name, outcome.notebooks, params, started.isoformat(timespec="seconds"),
+                            ended.isoformat(timespec="seconds"), outcome.exit_code, since, interrupted)
+
+
+def _summary_html(
+    outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime, ended: dt.datetime,
+    since: Mapping[str, str] | None = None,
+    interrupted: Mapping[str, Any] | None = None,
+) -> str:
+    """``summary.html``: self-contained, root causes, path diagram, latency chart (rtbook.report.html).
+
+    ``since`` (check id -> "failing since" text) comes from the run history when it is known.
+    """
+    from rtbook.report.html import summary_html
+
+    return summary_html(outcome.record_dir.name, outcome.notebooks, params, started.isoformat(timespec="seconds"),
+                        ended.isoformat(timespec="seconds"), outcome.exit_code, since, interrupted)
 
 
 def _junit(outcome: RunOutcome) -> str:

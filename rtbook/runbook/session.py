@@ -78,6 +78,7 @@ class NotebookRun:
         self.params = dict(params)
         self._target = target
         self._results: dict[str, list[CheckResult]] = {}
+        self._earlier_results: Report | None = None
         self.notes: list[str] = []
 
     @property
@@ -155,17 +156,61 @@ class NotebookRun:
         step.title = "Applied the plan; the tenant and database checks again"
         return step
 
-    def troubleshoot(self) -> StepReport:
-        """Explain the chosen symptom(s) from the results of the run's earlier notebooks."""
-
+    def _earlier(self) -> Report:
+        """The results of the run's earlier notebooks (from ``run_dir``), else the deciding checks run now."""
+        if self._earlier_results is not None:
+            return self._earlier_results
         symptom = str(self.params.get("symptom") or "")
         run_dir = str(self.params.get("run_dir") or "")
         earlier = load_results(run_dir, exclude=(self.notebook,)) if run_dir else None
         if earlier is None or not len(earlier):
-            if self._target is None:
-                return self.record(diagnose(Report(), symptom))
-            earlier = _run_deciding_checks(self.target, symptom)
-        return self.record(diagnose(earlier, symptom))
+            earlier = Report() if self._target is None else _run_deciding_checks(self.target, symptom)
+        self._earlier_results = earlier
+        return earlier
+
+    def troubleshoot(self) -> StepReport:
+        """Explain the chosen symptom(s) from the results of the run's earlier notebooks."""
+        symptom = str(self.params.get("symptom") or "")
+        return self.record(diagnose(self._earlier(), symptom))
+
+    def root_causes(self) -> Any:
+        """The root cause(s) of the run's failures, each with its one remedy, and the path with the failing hop.
+
+        Read from the earlier notebooks' results (05), else from this notebook's own.
+        """
+        from rtbook.runbook.views import RootCauseView
+
+        results = self._earlier() if self.notebook.startswith("05") else self.report
+        return RootCauseView(results, tenant=self._tenant())
+
+    def path(self) -> Any:
+        """The message path (client to database), coloured by the verdicts known so far.
+
+        Uses the run's saved results when ``run_dir`` has them; otherwise (00 before any run) the quick static
+        checks of the target's files, which run here and are not recorded.
+        """
+        from rtbook.report.diagram import PathDiagram
+
+        results: Report = self.report
+        run_dir = str(self.params.get("run_dir") or "")
+        if not len(results) and run_dir and Path(run_dir).is_dir():
+            results = load_results(run_dir, exclude=(self.notebook,))
+        if not len(results) and self._target is not None and self._target.stack is not None:
+            from rtbook.registry import run_checks
+
+            results = run_checks(self._target, only=("compose.", "env.", "kong.", "envoy."))
+        return PathDiagram.from_results(results, tenant=self._tenant())
+
+    def latency_chart(self) -> Any:
+        """The latency chart (connect, join, broadcast, presence, postgres_changes) of this notebook's results."""
+        from rtbook.report.charts import LatencyChart
+
+        return LatencyChart.from_results(self.report)
+
+    def _tenant(self) -> str:
+        if self._target is not None:
+            return self._target.resolved_tenant()
+        return str(self.params.get("tenant") or "")
 
     def save(self) -> Path | None:
         """Write ``<run_dir>/<notebook>.results.json`` (redacted); no-op without ``run_dir``."""

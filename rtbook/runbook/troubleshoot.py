@@ -8,10 +8,12 @@ the notebook that runs (and explains) that check.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rtbook.exceptions import ConfigError
+from rtbook.report.rootcause import RootCause, offerable_remedy, root_causes
 from rtbook.results import CheckResult, Report, Status
 
 __all__ = ['SYMPTOMS', 'Symptom', 'deciding_prefixes', 'diagnose', 'matches']
@@ -130,7 +132,14 @@ def matches(check_id: str, deciding: str) -> bool:
     return check_id == deciding or check_id.startswith(deciding + ".")
 
 
-def _verdict(symptom: Symptom, results: Report) -> CheckResult:
+def _root_for(check_id: str, roots: Sequence[RootCause]) -> RootCause | None:
+    for rc in roots:
+        if rc.check_id == check_id or any(s.id == check_id for s in rc.symptoms):
+            return rc
+    return None
+
+
+def _verdict(symptom: Symptom, results: Report, roots: Sequence[RootCause] = ()) -> CheckResult:
     from rtbook.runbook.notebooks import notebook_for
 
     seen: list[CheckResult] = []
@@ -151,21 +160,24 @@ def _verdict(symptom: Symptom, results: Report) -> CheckResult:
         )
     failing = [r for r in ran if r.failed]
     if failing:
-        cause = failing[0]
+        # The symptom is explained by the root cause of its first failing deciding check (which may be a check
+        # outside this symptom's list): the same cause, and the same one remedy, as the run's root-cause block.
+        root = _root_for(failing[0].id, roots)
+        cause = root.result if root is not None else failing[0]
+        remedy = root.remedy if root is not None else offerable_remedy(cause.remedy, results)
         notebook = notebook_for(cause.id)
-        others = [r.id for r in failing[1:]]
+        counts = {st: sum(1 for r in seen if r.status.value == st) for st in ("pass", "warn", "skip")}
         return CheckResult(
             cid,
             Status.FAIL,
             symptom.text,
             summary=f"Explained by {cause.id}: {cause.summary or cause.title}",
-            detail=f"{symptom.why}\nChecked in order: {', '.join(r.id + '=' + r.status.value for r in seen)}."
-            + (f"\nAlso failing: {', '.join(others)}." if others else "")
-            + (f"\n{cause.detail}" if cause.detail else ""),
-            remedy=(cause.remedy or f"See {cause.id} in {notebook}.") + f" (details and re-check: {notebook}.ipynb)",
+            detail=f"{symptom.why}\nDeciding checks: {len(failing)} failing ({', '.join(r.id for r in failing)}), "
+            f"{counts['pass']} passed, {counts['warn']} warned, {counts['skip']} skipped.",
+            remedy=(remedy or f"See {cause.id} in {notebook}.") + f" (details and re-check: {notebook}.ipynb)",
             evidence=evidence,
             cause=cause.cause,
-            see_also=tuple(r.id for r in failing),
+            see_also=tuple(dict.fromkeys([cause.id, *(r.id for r in failing)])),
         )
     warned = [r for r in ran if r.status is Status.WARN]
     not_run = [d for d in symptom.deciding if not any(matches(r.id, d) for r in ran)]
@@ -194,4 +206,15 @@ def _verdict(symptom: Symptom, results: Report) -> CheckResult:
 def diagnose(results: Sequence[CheckResult], symptom: str = "") -> Report:
     """One ``troubleshoot.<symptom>`` result per symptom: fail names the deciding check and its fix."""
     report = results if isinstance(results, Report) else Report(results)
-    return Report([_verdict(s, report) for s in _symptoms(symptom)], title="Troubleshooting")
+    roots = root_causes(report, warnings=False)
+    verdicts: list[CheckResult] = []
+    given: set[str] = set()
+    for s in _symptoms(symptom):
+        v = _verdict(s, report, roots)
+        root = v.see_also[0] if v.failed and v.see_also else ""
+        if root and root in given:
+            # One cause, one remedy: a second symptom of the same root cause points to it instead of repeating it.
+            v = dataclasses.replace(v, remedy=f"The same root cause as above ({root}): apply its remedy once.")
+        given.add(root)
+        verdicts.append(v)
+    return Report(verdicts, title="Troubleshooting")

@@ -38,7 +38,7 @@ def _summary(record: Path) -> dict[str, Any]:
 def _assert_complete_record(record: Path, notebooks: list[str]) -> dict[str, Any]:
     for name in notebooks:
         assert (record / f"{name}.ipynb").is_file(), f"{name}.ipynb missing from the record"
-    for name in ("summary.json", "summary.md", "junit.xml", "manifest.json"):
+    for name in ("summary.json", "summary.md", "summary.html", "junit.xml", "manifest.json"):
         assert (record / name).is_file(), name
     assert verify(record).intact, str(verify(record))
     summary = _summary(record)
@@ -123,7 +123,12 @@ def test_break_scenario_fails_the_right_notebook_and_keeps_every_result(tmp_path
     assert verdicts["troubleshoot.socket_closes"]["status"] == "fail"
     junit = (record / "junit.xml").read_text()
     assert 'name="kong.realtime_ws"' in junit and "<failure" in junit
-    assert "FAILED" in (record / "summary.md").read_text()
+    md = (record / "summary.md").read_text()
+    assert "FAILED" in md
+    # Root cause first, in the summary and on the CLI's last line (not the list of failing notebooks).
+    assert md.index("**`kong.realtime_ws`**") < md.index("## Notebooks")
+    assert proc.stdout.strip().splitlines()[-1].startswith("root cause: kong.realtime_ws"), proc.stdout[-2000:]
+    assert 'class="rtbook-rootcause"' in (record / "summary.html").read_text()
 
 
 def test_usage_errors_exit_2_before_anything_runs(tmp_path: Path) -> None:

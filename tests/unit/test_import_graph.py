@@ -99,6 +99,9 @@ FORBIDDEN = {
                        "rtbook.registry", "rtbook.seeding", "rtbook.probe"),
     # The probe's logic reads and writes through clients; the checks and the CLI use it, not the reverse.
     "rtbook.probe": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox", "rtbook.seeding"),
+    # Reports render results: they never run a check, a client or the runbook that writes them.
+    "rtbook.report": ("rtbook.checks", "rtbook.clients", "rtbook.config", "rtbook.runbook", "rtbook.cli",
+                      "rtbook.sandbox", "rtbook.seeding", "rtbook.registry", "rtbook.target"),
     # Plain SQL text shared by rtbook.probe and the sandbox: it imports nothing of rtbook.
     "rtbook.probe_sql": ("rtbook",),
 }
