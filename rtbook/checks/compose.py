@@ -552,6 +552,12 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
             resolve_hosts = list(up.connect_hosts)
         if not host_tenants and not resolve_hosts and not warnings:
             warnings.append(f"the {kind} config has no route to Realtime (see {kind}.realtime_ws)")
+        routed = {} if up.error else up.routed_tenants
+        for extra, publics in routed.items():
+            # A multi-tenant stack: these routes match only their public hosts; their rows are the
+            # tenant.* checks' business (--all-tenants), not the seed's.
+            lines.append(f"{kind} routes for Host {', '.join(publics)} reach tenant {extra} (an added tenant)")
+        evidence["routed_tenants"] = {t: list(p) for t, p in routed.items()}
     evidence["gateway"] = kind
     evidence["gateway_hosts"] = [h for h, _ in host_tenants]
     for host, tenant in host_tenants:
@@ -603,6 +609,13 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
     else:
         lines.append("healthcheck: no /api/tenants/<tenant>/health URL")
     evidence["healthcheck_tenant"] = health
+    asked = target.tenant
+    if asked and asked != seeded and asked not in evidence.get("routed_tenants", {}):
+        # The caller says which tenant the stack should serve (e.g. after a rename): the stack's files must agree.
+        problems.append(f"the stack serves tenant {seeded!r}, not the requested {asked!r}")
+        remedies.append(f"Finish the rename: rtbook tenant rename {asked} --stack {stack.root} --out DIR, copy the "
+                        "files it writes into the stack and restart realtime and the gateway (or check with "
+                        f"--tenant {seeded})")
     detail = "\n".join(lines)
     if problems:
         return _r(cid, Status.FAIL, "Tenant mismatch: " + "; ".join(problems) + ".",

@@ -13,6 +13,7 @@ request, while ``host_rewrite_literal`` decides the Host header, hence the Realt
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -152,6 +153,7 @@ class EnvoyRoute:
     direct_status: int | None = None
     rbac_deny: bool = False
     disabled_filters: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # of its virtual host
 
     def matches(self, request_path: str) -> bool:
         """Whether Envoy's matcher for this route accepts ``request_path`` (query string excluded)."""
@@ -262,6 +264,14 @@ class EnvoyConfig:
                 if host not in hosts:
                     hosts.append(host)
         return hosts
+
+    def realtime_routed_rewrites(self) -> list[tuple[str, str]]:
+        """``(domain, Host sent)`` of Realtime routes in virtual hosts that serve only named domains (no ``*``)."""
+        out: list[tuple[str, str]] = []
+        for route in self.realtime_routes():
+            if route.domains and "*" not in route.domains:
+                out += [(d, h) for d in route.domains for h in _upstream_hosts(self, route)]
+        return list(dict.fromkeys(out))
 
     def realtime_host_rewrites(self) -> list[str]:
         """The Host values the Realtime routes send upstream (``host_rewrite_literal`` or auto rewrite)."""
@@ -380,8 +390,9 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
                 vw = f"{fw}.route_config.virtual_hosts[{v}]"
                 vdata = p.mapping(vh, vw)
                 vname = p.text(vdata.get("name"), f"{vw}.name") or vw
+                domains = tuple(str(d) for d in p.seq(vdata.get("domains"), f"{vw}.domains"))
                 for r, route in enumerate(p.seq(vdata.get("routes"), f"{vw}.routes")):
-                    routes.append(_route(p, route, f"{vw}.routes[{r}]", vname))
+                    routes.append(dataclasses.replace(_route(p, route, f"{vw}.routes[{r}]", vname), domains=domains))
             for h, hf in enumerate(p.seq(typed.get("http_filters"), f"{fw}.typed_config.http_filters")):
                 hw = f"{fw}.http_filters[{h}]"
                 hdata = p.mapping(hf, hw)
