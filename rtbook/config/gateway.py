@@ -64,7 +64,7 @@ class RealtimeUpstream:
         """Each extra tenant of a multi-tenant stack and the public hosts that reach it."""
         out: dict[str, list[str]] = {}
         for public, host in self.routed:
-            out.setdefault(tenant_of(_no_port(host)), []).append(public)
+            out.setdefault(tenant_of(_no_port(host)), []).append(_no_port(public))
         return {t: tuple(dict.fromkeys(hs)) for t, hs in out.items()}
 
 

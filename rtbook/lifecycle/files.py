@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +206,7 @@ def _override_changes(stack: Stack, rt: Service, service_patch: Mapping[str, Any
         if key == "environment":
             env = svc.get("environment") or {}
             if isinstance(env, list):  # list form: NAME=value
-                env = dict(str(e).split("=", 1) if "=" in str(e) else (str(e), None) for e in env)
+                env = {str(e).partition("=")[0]: (str(e).partition("=")[2] if "=" in str(e) else None) for e in env}
             env = dict(env)
             env.update(value)
             svc["environment"] = env
@@ -247,7 +247,7 @@ def _override_changes(stack: Stack, rt: Service, service_patch: Mapping[str, Any
         return
     spec, env_text = _compose_file_spec(stack)
     if spec is None:
-        if stack.env.get("COMPOSE_FILE") or (stack._environ or {}).get("COMPOSE_FILE"):  # noqa: SLF001
+        if stack.env.get("COMPOSE_FILE") or (stack._environ or {}).get("COMPOSE_FILE"):
             out.notes.append(f"COMPOSE_FILE is set outside .env: add {path.name} to it, or compose will not read "
                              "the override")
         return  # compose reads docker-compose.override.yml by itself
@@ -285,10 +285,14 @@ def _swap_hosts_in_lines(text: str, hosts: Mapping[str, str], patterns: tuple[st
             for old, new in hosts.items():
                 for pat in patterns:
                     rx = re.compile(pat.format(host=re.escape(old)))
-                    line, n = rx.subn(lambda m, new=new: m.group("pre") + new, line)
+                    line, n = rx.subn(_keep_prefix(new), line)
                     count += n
         out.append(line)
     return "".join(out), count
+
+
+def _keep_prefix(new: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.group("pre") + new
 
 
 _KONG_HOST_LINES = (
@@ -365,7 +369,8 @@ def rename_files(stack: Stack, new: str) -> StackFiles:
     old = implied_tenant(stack)
     out = StackFiles(old_tenant=old)
     if new == old:
-        out.blocked = f"the stack already serves tenant {new!r}"
+        # The files are done (e.g. copied in before the rows were written): only the database part remains.
+        out.notes.append(f"the stack's files already serve tenant {new!r}; only its rows are planned")
         return out
     up = realtime_upstream(stack)
     if up.error:

@@ -54,13 +54,18 @@ class LifecyclePlan:
         """Every file change as one unified diff."""
         return "".join(f.diff() for f in self.files)
 
-    def write(self, out_dir: str | Path) -> list[Path]:
+    def write(self, out_dir: str | Path, stack_root: str | Path | None = None) -> list[Path]:
         """Write the changed files under ``out_dir`` (paths as in the stack) for review; returns what was written.
 
         Raises:
-            InputError: ``out_dir`` is the stack directory itself (rtbook never edits the stack in place).
+            InputError: ``out_dir`` is the stack directory or inside it (rtbook never edits the stack in place).
         """
         out = Path(out_dir)
+        if stack_root is not None:
+            root = Path(stack_root).resolve()
+            if out.resolve() == root or root in out.resolve().parents:
+                raise InputError(f"--out {out_dir} is inside the stack directory {stack_root}; rtbook does not edit "
+                                 "the stack in place: pass a directory outside it, e.g. --out ./tenant-plan")
         written: list[Path] = []
         for f in self.files:
             dest = out / f.out_name
@@ -120,7 +125,7 @@ def _names(files: StackFiles) -> tuple[list[str], list[str]]:
 
 
 def plan_rename(target: Target, new: str, *, drop_old: bool = False) -> LifecyclePlan:
-    """Plan renaming the stack's tenant to ``new``: override, gateway files, the new rows (old kept unless ``drop_old``).
+    """Plan renaming the stack's tenant to ``new``: override, gateway files, new rows (old kept unless ``drop_old``).
 
     Raises:
         InputError: bad name, no stack, unreadable gateway config.
@@ -131,6 +136,8 @@ def plan_rename(target: Target, new: str, *, drop_old: bool = False) -> Lifecycl
     old = files.old_tenant
     keep = (f"tenant {old!r} keeps its rows (clients still on it keep working); remove them later with "
             f"--drop-old, or rtbook tenant remove {old} once the stack serves {new!r}")
+    if old == new:
+        drop_old, keep = False, ""
     rows = plan_rows(target, create=new, delete=old if drop_old else None, keep_note=keep) \
         if not files.blocked else RowsPlan((new,))
     rt = stack.realtime_service()
