@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,6 +24,9 @@ from rtbook.cli._click import RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ChecksFailedError, RtbookError
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
 
 __all__ = ["cli", "main"]
 
@@ -62,14 +66,21 @@ def cli(ctx: click.Context) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", cls=SectionOption,
               help="report format (default: text)")
 @click.option("--output", metavar="FILE", cls=SectionOption, help="write the report to FILE instead of stdout")
-def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None) -> int:
-    from rtbook.registry import run_checks
+@click.option("--all-tenants", is_flag=True, cls=SectionOption,
+              help="run the tenant checks for every tenant the stack routes to (multi-tenant stacks)")
+def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None, all_tenants: bool) -> int:
+    import dataclasses
 
-    target = build_target(opts)
+    from rtbook.registry import run_checks_per_tenant
+
+    target = build_target(dataclasses.replace(opts, tenants=opts.tenants[:1]))
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":
         exclude += ["db.", "tenant.", "gateway.", "realtime."]
-    report = run_checks(target, only=only, exclude=exclude, title=f"rtbook check ({target.name})")
+    tenants = list(opts.tenants)
+    if all_tenants:
+        tenants = list(dict.fromkeys([*tenants, *_stack_tenants(target)]))
+    report = run_checks_per_tenant(target, tenants, only=only, exclude=exclude, title=f"rtbook check ({target.name})")
     if fmt == "json":
         text = report.to_json()
     elif fmt == "junit":
@@ -83,6 +94,16 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
     else:
         print(text)
     return 1 if report.failures else 0
+
+
+def _stack_tenants(target: Target) -> list[str]:
+    """The stack's own tenant, then every tenant its gateway routes a public host to."""
+    from rtbook.config.gateway import realtime_upstream
+
+    found = [target.resolved_tenant()]
+    if target.stack is not None:
+        found += list(realtime_upstream(target.stack).routed_tenants)
+    return list(dict.fromkeys(found))
 
 
 @cli.command("checks", short_help="list every check id with its title",

@@ -30,7 +30,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 FLAGS = {
     ("check",): ["--stack", "--compose", "--env", "--kong", "--target", "--live", "--api-url", "--realtime-url",
                  "--realtime-host", "--db-url", "--tenant", "--table", "--timeout", "--docker", "--no-docker",
-                 "--only", "--format", "--output"],
+                 "--only", "--format", "--output", "--all-tenants"],
     ("checks",): ["--only", "-v, --verbose"],
     ("run",): ["--target", "--stack", "--api-url", "--realtime-url", "--realtime-host", "--db-url", "--tenant",
                "--no-sandbox-start", "--break", "-p, --param", "--params-file", "--notebooks", "--output-dir",
