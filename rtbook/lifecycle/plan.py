@@ -169,7 +169,8 @@ def plan_add(target: Target, name: str, public_host: str) -> LifecyclePlan:
     """Plan serving tenant ``name`` on ``public_host`` from the same Realtime: its rows, a route and an alias."""
     stack = _stack(target)
     files = add_files(stack, name, public_host)
-    rows = plan_rows(target, create=name) if not files.blocked else RowsPlan((name,))
+    # Its own replication slot: the stack's tenant polls the same database with the default slot name.
+    rows = plan_rows(target, create=name, own_slot=True) if not files.blocked else RowsPlan((name,))
     compose, gateway = _names(files)
     gw = stack.gateway_service()
     rt = stack.realtime_service()

@@ -11,7 +11,9 @@ kept in the result's evidence (redacted), so the previous state can be put back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +69,33 @@ def _deletes(state: seeding.MetadataState, tenant: str, why: str) -> list[seedin
     return out
 
 
+def own_slot_name(tenant: str) -> str:
+    """A replication slot name of the tenant's own for its postgres_cdc_rls row.
+
+    Realtime's poller names its slot ``settings.slot_name`` + ``_<SLOT_NAME_SUFFIX>`` (realtime-facts
+    §4.1), so two tenants on one database with the seed's default ``slot_name`` fight over one slot: the
+    second poller fails with ``ReplicationSlotBeingUsed`` and its clients get no changes. Slot names take
+    lowercase letters, digits and ``_`` (63 bytes at most, and the suffix is appended at run time).
+    """
+    part = re.sub(r"[^a-z0-9_]", "_", tenant.lower())[:16]
+    return f"supabase_realtime_replication_slot_{part}"
+
+
+def _with_slot(change: seeding.Change, slot: str) -> seeding.Change:
+    settings = dict(change.statement.params.get("settings") or {})
+    settings["slot_name"] = slot
+    params = {**change.statement.params, "settings": settings}
+    after = {**(change.after or {}), "slot_name": slot}
+    return dataclasses.replace(change, after=after, statement=Statement(change.statement.sql, params,
+                                                                         change.statement.rows))
+
+
 def plan_rows(target: Target, *, create: str | None = None, delete: str | None = None,
-              keep_note: str = "") -> RowsPlan:
+              keep_note: str = "", own_slot: bool = False) -> RowsPlan:
     """Plan inserting tenant ``create`` (with its one postgres_cdc_rls row) and/or deleting tenant ``delete``.
+
+    ``own_slot`` gives the new row a replication slot name of its own (:func:`own_slot_name`): needed
+    when the tenant shares its database with another tenant that keeps polling.
 
     Without a reachable database the plan lists no changes and says what it would write.
 
@@ -92,7 +118,9 @@ def plan_rows(target: Target, *, create: str | None = None, delete: str | None =
     try:
         if create:
             made = seeding.plan(target, tenant=create, create=True)
-            out.changes += made.changes
+            out.changes += [_with_slot(c, own_slot_name(create))
+                            if own_slot and c.kind == "insert" and c.table == "extensions" else c
+                            for c in made.changes]
             out.notes += made.notes
             out.blocked = made.blocked
         with connect(target) as conn:
