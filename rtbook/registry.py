@@ -280,7 +280,7 @@ def run_checks_per_tenant(
         # Static files and the database-wide checks are the same for every tenant: once is enough.
         picked = only_t if i == 0 else tuple(
             p for p in PER_TENANT_AREAS if not only_t or any(o.startswith(p) or p.startswith(o) for o in only_t))
-        if not picked:
+        if i and not picked:
             continue
         for r in run_checks(each, picked, exclude_t):
             report.add(dataclasses.replace(r, summary=f"[{tenant}] {r.summary}"))

@@ -194,3 +194,31 @@ def test_without_a_database_the_rows_are_described_not_planned(corpus: Path, tmp
     assert any("postgres_cdc_rls" in n and "DB_ENC_KEY" in n for n in plan.rows.notes)
     steps = "\n".join(plan.steps)
     assert steps.index("Database first") < steps.index("docker compose up -d realtime") < steps.index("kong")
+
+
+def test_check_all_tenants_runs_the_tenant_checks_per_tenant(corpus: Path, tmp_path: Path, clean_env: None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    stack = _stack(corpus, tmp_path, "2026-kong")
+    base = _lay_over(_written(plan_rename(Target.from_stack_dir(stack), "my-tenant"), tmp_path / "r", stack), stack)
+    both = _lay_over(_written(plan_add(Target.from_stack_dir(base), "tenant-b", "b.example.com"), tmp_path / "a",
+                              base), base)
+    capsys.readouterr()
+    # Static and (unreachable) live checks: tenant-dependent ones run once more for tenant-b.
+    code = main(["check", "--stack", str(both), "--all-tenants", "--live", "--no-docker", "--timeout", "1",
+                 "--db-url", "postgresql://supabase_admin@127.0.0.1:9/postgres", "--format", "json"])
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert code == 1  # no database there
+    by_tenant = {t: [r["id"] for r in results if r["summary"].startswith(f"[{t}] ")] for t in ("my-tenant", "tenant-b")}
+    assert len(by_tenant["my-tenant"]) + len(by_tenant["tenant-b"]) == len(results)
+    assert "compose.realtime.tenant_consistency" in by_tenant["my-tenant"]
+    assert {"tenant.row", "realtime.join", "gateway.websocket"} <= set(by_tenant["tenant-b"])
+    assert not any(i.startswith(("compose.", "kong.", "db.")) for i in by_tenant["tenant-b"])
+    # Several --tenant are for check only.
+    assert main(["tenant", "plan", "--stack", str(both), "--tenant", "a", "--tenant", "b"]) == 2
+
+
+def _written(plan: object, out: Path, stack: Path) -> Path:
+    plan.write(out, stack)  # type: ignore[attr-defined]
+    return out
