@@ -98,7 +98,8 @@ added
 
 # %% [markdown]
 # **Apply the rename's rows** (step 1 of its order of operations) with the same two switches as the seeding plan:
-# `apply_fixes` and `confirm_apply` (the form's confirm button). Without both, nothing is written.
+# `apply_fixes` and `confirm_apply` (the form's confirm button). Without both, nothing is written; the example names
+# (`my-tenant`, `tenant-b`) are written only on the sandbox, so seeding your stack never creates them.
 
 # %%
 run.apply_plan(renamed)

@@ -53,6 +53,10 @@ class StepReport(Report):
         return text + (f"\nFix it here: {', '.join(links)}" if links else "")
 
 
+# The names notebook 02 plans with by default; their rows are written only on the sandbox.
+EXAMPLE_TENANTS = frozenset({"my-tenant", "tenant-b"})
+
+
 class Note:
     """A short message that renders the same as text and as HTML (e.g. "nothing applied")."""
 
@@ -170,6 +174,10 @@ class NotebookRun:
 
         if isinstance(plan, LifecyclePlan) and not plan.rows.changes:
             return Note(f"Nothing to apply to the database for this {plan.action}.")
+        if isinstance(plan, LifecyclePlan) and plan.tenant in EXAMPLE_TENANTS and self.target.name != "sandbox":
+            # Seeding with apply_fixes must not also create the notebook's example tenants in a real database.
+            return Note(f"Not applied: {plan.tenant!r} is the notebook's example name; put your own tenant name in "
+                        "the cell above to write its rows (or use rtbook tenant rename|add --apply --yes).")
         if getattr(plan, "empty", False):
             return Note("Nothing to apply: the stored tenant rows already match the stack.")
         if not self.params.get("apply_fixes"):
