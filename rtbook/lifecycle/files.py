@@ -30,6 +30,7 @@ import yaml
 
 from rtbook.config.envoy import load_envoy_detailed
 from rtbook.config.gateway import RealtimeUpstream, implied_tenant, realtime_upstream, tenant_of
+from rtbook.config.images import parse_version
 from rtbook.config.kong import load_kong
 from rtbook.config.stack import Service, Stack, load_compose_file
 from rtbook.exceptions import InputError
@@ -48,7 +49,7 @@ __all__ = [
 # and the same label names a container / network alias, so it must be a valid lowercase DNS label.
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-OVERRIDE_NAME = "docker-compose.override.yml"
+_TENANT_NAME_SINCE = (2, 33, 68)  # Realtime reads SELF_HOST_TENANT_NAME in its seed from this release
 _HEADER = "# Written by rtbook ({what}). Review it, then copy it next to your docker-compose.yml.\n"
 
 
@@ -382,6 +383,10 @@ def rename_files(stack: Stack, new: str) -> StackFiles:
         out.notes.append(f"the {up.kind} config sends no Host naming tenant {old!r}; nothing to change there")
     _gateway_host_changes(stack, up, hosts, out)
     patch: dict[str, Any] = {"environment": {"SELF_HOST_TENANT_NAME": new}}
+    version = parse_version(rt.image)
+    if not version.at_least(_TENANT_NAME_SINCE):
+        out.notes.append(f"{version.describe()} ignores SELF_HOST_TENANT_NAME (read from v2.33.68): its seed keeps "
+                         f"creating {old!r}; upgrade Realtime, or rely on the rows this plan writes")
     test = _raw_service(stack, rt.name, "healthcheck")
     if isinstance(test, Mapping) and "test" in test:
         swapped = _health_swap(_unwrap(test["test"]), old, new)
@@ -393,6 +398,12 @@ def rename_files(stack: Stack, new: str) -> StackFiles:
     if aliases:
         patch["networks"] = _aliases_patch(rt, aliases)
     _override_changes(stack, rt, patch, f"tenant rename {old} -> {new}", out)
+    # Some stacks derive every tenant place from .env variables (pgonrails: DEFAULT_TENANT, REALTIME_HOST); the
+    # override wins over them for the realtime service, but the variables are the one place to change.
+    named_by_env = sorted(k for k, v in stack.env.items() if v == old or v.startswith(old + "."))
+    if named_by_env:
+        out.notes.append(f".env names the tenant in {', '.join(named_by_env)}: changing those to {new!r} (and the "
+                         f"host names built on it) is the simpler edit for this stack")
     return out
 
 

@@ -119,8 +119,9 @@ def _stack(target: Target) -> Stack:
 
 
 def _names(files: StackFiles) -> tuple[list[str], list[str]]:
-    compose = [f.path for f in files.changes if "compose" in f.path or f.patch_only]
-    gateway = [f.path for f in files.changes if f.path not in compose]
+    compose = [f.out_name + (" (patch -p1)" if f.patch_only else "") for f in files.changes
+               if "compose" in f.path or f.patch_only]
+    gateway = [f.path for f in files.changes if not ("compose" in f.path or f.patch_only)]
     return compose, gateway
 
 
