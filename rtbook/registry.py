@@ -254,7 +254,8 @@ def run_checks(
 
 
 # Areas whose results depend on the tenant (rows, routing by public host, sockets): run once per tenant.
-PER_TENANT_AREAS = ("tenant.", "gateway.", "realtime.")
+PER_TENANT_AREAS = ("compose.realtime.tenant_consistency", "kong.realtime_", "kong.tenants_api_blocked",
+                    "envoy.realtime_", "envoy.tenants_api_blocked", "tenant.", "gateway.", "realtime.")
 
 
 def run_checks_per_tenant(

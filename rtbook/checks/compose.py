@@ -558,6 +558,16 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
             # tenant.* checks' business (--all-tenants), not the seed's.
             lines.append(f"{kind} routes for Host {', '.join(publics)} reach tenant {extra} (an added tenant)")
         evidence["routed_tenants"] = {t: list(p) for t, p in routed.items()}
+        per_host: dict[str, set[str]] = {}
+        for public, sent in () if up.error else up.routed:
+            per_host.setdefault(public.rsplit(":", 1)[0], set()).add(tenant_of(sent.rsplit(":", 1)[0]))
+        for public, tenants in per_host.items():
+            if len(tenants) > 1:
+                problems.append(f"the {kind} routes for Host {public} reach different tenants "
+                                f"({', '.join(sorted(tenants))})")
+                remedies.append(f"Point every Realtime route for Host {public} at one tenant's host (rtbook tenant "
+                                f"remove <tenant>, then tenant add <tenant> --public-host {public}, writes a "
+                                "consistent set)")
     evidence["gateway"] = kind
     evidence["gateway_hosts"] = [h for h, _ in host_tenants]
     for host, tenant in host_tenants:

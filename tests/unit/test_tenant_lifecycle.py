@@ -213,8 +213,13 @@ def test_check_all_tenants_runs_the_tenant_checks_per_tenant(corpus: Path, tmp_p
     by_tenant = {t: [r["id"] for r in results if r["summary"].startswith(f"[{t}] ")] for t in ("my-tenant", "tenant-b")}
     assert len(by_tenant["my-tenant"]) + len(by_tenant["tenant-b"]) == len(results)
     assert "compose.realtime.tenant_consistency" in by_tenant["my-tenant"]
-    assert {"tenant.row", "realtime.join", "gateway.websocket"} <= set(by_tenant["tenant-b"])
-    assert not any(i.startswith(("compose.", "kong.", "db.")) for i in by_tenant["tenant-b"])
+    assert {"tenant.row", "realtime.join", "gateway.websocket", "kong.realtime_ws",
+            "compose.realtime.tenant_consistency"} <= set(by_tenant["tenant-b"])
+    # The files, the database and the keys are the same for every tenant: checked once.
+    once = ("env.", "kong.parse", "db.", "compose.realtime.present")
+    assert not any(i.startswith(once) for i in by_tenant["tenant-b"])
+    ws = next(r for r in results if r["id"] == "kong.realtime_ws" and r["summary"].startswith("[tenant-b]"))
+    assert ws["status"] == "pass" and "tenant-b.supabase-realtime" in ws["summary"]
     # Several --tenant are for check only.
     assert main(["tenant", "plan", "--stack", str(both), "--tenant", "a", "--tenant", "b"]) == 2
 
@@ -222,3 +227,17 @@ def test_check_all_tenants_runs_the_tenant_checks_per_tenant(corpus: Path, tmp_p
 def _written(plan: object, out: Path, stack: Path) -> Path:
     plan.write(out, stack)  # type: ignore[attr-defined]
     return out
+
+
+def test_a_public_host_whose_routes_reach_two_tenants_fails(corpus: Path, tmp_path: Path, clean_env: None) -> None:
+    stack = _stack(corpus, tmp_path, "2026-kong")
+    base = _lay_over(_written(plan_rename(Target.from_stack_dir(stack), "my-tenant"), tmp_path / "r", stack), stack)
+    both = _lay_over(_written(plan_add(Target.from_stack_dir(base), "tenant-b", "b.example.com"), tmp_path / "a",
+                              base), base)
+    assert _bad(both, "tenant-b") == []
+    kong = both / "volumes/api/kong.yml"
+    kong.write_text(kong.read_text().replace("url: http://tenant-b.supabase-realtime:4000/socket",
+                                             "url: http://my-tenant.supabase-realtime:4000/socket"))
+    result = run_checks(Target.from_stack_dir(both, tenant="tenant-b"),
+                        only="compose.realtime.tenant_consistency").by_id("compose.realtime.tenant_consistency")
+    assert result.status is Status.FAIL and "b.example.com reach different tenants" in result.summary
