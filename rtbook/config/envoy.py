@@ -237,10 +237,19 @@ class EnvoyConfig:
         """The cluster called ``name``."""
         return next((c for c in self.clusters if c.name == name), None)
 
-    def route_for(self, path: str) -> tuple[EnvoyListener, EnvoyRoute] | None:
-        """The first route (Envoy matches in order, not by length) that accepts ``path``."""
+    def route_for(self, path: str, host: str | None = None) -> tuple[EnvoyListener, EnvoyRoute] | None:
+        """The first route (Envoy matches in order, not by length) that accepts ``path``.
+
+        With ``host``, only the virtual host Envoy picks for it is searched: the most specific
+        ``domains`` entry wins (exact, then ``*.suffix``, then ``prefix*``, then ``*``).
+        """
         for listener in self.listeners:
+            best = -1 if host is None else max((_domain_rank(d, host) for r in listener.routes for d in r.domains),
+                                               default=-1)
             for route in listener.routes:
+                if host is not None and route.domains and max(
+                        (_domain_rank(d, host) for d in route.domains), default=-1) != best:
+                    continue
                 if route.matches(path):
                     return listener, route
         return None
@@ -281,6 +290,20 @@ class EnvoyConfig:
                 if host not in out:
                     out.append(host)
         return out
+
+
+def _domain_rank(domain: str, host: str) -> int:
+    """How specifically a virtual host's ``domains`` entry matches ``host`` (-1: not at all)."""
+    d, h = domain.lower(), host.lower()
+    if d == "*":
+        return 0
+    if d == h:
+        return 3 + len(d)
+    if d.startswith("*") and h.endswith(d[1:]) and len(h) > len(d) - 1:
+        return 2
+    if d.endswith("*") and h.startswith(d[:-1]) and len(h) > len(d) - 1:
+        return 1
+    return -1
 
 
 def _upstream_hosts(config: EnvoyConfig, route: EnvoyRoute) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rtbook.cli import main
+from rtbook.config.envoy import load_envoy
 from rtbook.config.gateway import realtime_upstream
 from rtbook.config.kong import load_kong
 from rtbook.config.stack import Stack
@@ -170,6 +171,12 @@ def test_added_tenant_is_routed_by_host_and_both_tenants_pass(layout: str, corpu
         for host, upstream in (("b.example.com", "tenant-b"), ("localhost", "my-tenant"), (None, "my-tenant")):
             found = kong.route_for("/realtime/v1/websocket", "GET", host or "other.example.com")
             assert found is not None and found[1] is not None and found[1].host == f"{upstream}.supabase-realtime"
+    else:
+        envoy = load_envoy(loaded)
+        assert envoy is not None
+        for host, upstream in (("b.example.com", "tenant-b"), ("localhost", "my-tenant")):
+            found = envoy.route_for("/realtime/v1/websocket", host)
+            assert found is not None and found[1].host_rewrite_literal == f"{upstream}.supabase-realtime"
     # remove undoes add: the gateway file is back to what it was.
     gone = plan_remove(Target.from_stack_dir(both), "tenant-b")
     gateway = next(f for f in gone.files if not f.path.endswith(("override.yml", ".env")))
