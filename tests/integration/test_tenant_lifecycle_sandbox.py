@@ -146,6 +146,7 @@ def test_rename_then_add_a_tenant_behind_one_gateway(box: tuple[SandboxState, Pa
         await until(lambda: node_a.has("broadcast", lambda e: e["event"] == "from-py-a"), 10, "js-a got py-a")
         await until(lambda: any(b["event"] == "from-js-a" for b in py["broadcast"]), 10, "py-a got js-a")
         await until(lambda: node_b.has("sent", lambda e: e["result"] == "ok"), 10, "js-b broadcast acknowledged")
+        await until(lambda: node_b.has("presence", lambda e: e["keys"] == ["js-b"]), 10, "js-b sees itself on tenant-b")
         # ... and changes under the new tenant.
         await until(lambda: any(getattr(s, "message", None) == "Subscribed to PostgreSQL" for s in py["system"]),
                     15, "py-a Subscribed to PostgreSQL")
