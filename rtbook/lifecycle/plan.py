@@ -139,6 +139,10 @@ def plan_rename(target: Target, new: str, *, drop_old: bool = False) -> Lifecycl
             f"--drop-old, or rtbook tenant remove {old} once the stack serves {new!r}")
     if old == new:
         drop_old, keep = False, ""
+    elif not drop_old:
+        # Both rows keep the seed's slot_name (the seed writes it again on restart); two pollers cannot share it.
+        keep += (f"; until then both tenants use the replication slot name the seed writes, so postgres_changes "
+                 f"reach only one of them at a time: move the clients, then remove {old!r}")
     rows = plan_rows(target, create=new, delete=old if drop_old else None, keep_note=keep) \
         if not files.blocked else RowsPlan((new,))
     rt = stack.realtime_service()
