@@ -273,3 +273,38 @@ def run_checks(
     for spec in select_checks(only_t, exclude_t):
         report.extend(run_one(spec, target))
     return report
+
+
+# Areas whose results depend on the tenant (rows, routing by public host, sockets): run once per tenant.
+PER_TENANT_AREAS = ("compose.realtime.tenant_consistency", "kong.realtime_", "kong.tenants_api_blocked",
+                    "envoy.realtime_", "envoy.tenants_api_blocked", "tenant.", "gateway.", "realtime.")
+
+
+def run_checks_per_tenant(
+    target: Target, tenants: Sequence[str], only: Iterable[str] | str = (), exclude: Iterable[str] | str = (),
+    title: str = "",
+) -> Report:
+    """Run the selected checks once, then the tenant-dependent ones again for every further tenant.
+
+    Each tenant gets its own target (``tenant`` set, the direct Host's first label swapped, a fresh
+    cache); results of a multi-tenant run start their summary with ``[tenant]``.
+    """
+    only_t = (only,) if isinstance(only, str) else tuple(only)
+    exclude_t = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if len(tenants) <= 1:
+        one = dataclasses.replace(target, tenant=tenants[0], cache={}) if tenants else target
+        return run_checks(one, only_t, exclude_t, title)
+    report = Report(title=title)
+    for i, tenant in enumerate(tenants):
+        host = target.realtime_host
+        if host:
+            host = f"{tenant}.{host.split('.', 1)[1]}" if "." in host else tenant
+        each = dataclasses.replace(target, tenant=tenant, realtime_host=host, cache={})
+        # Static files and the database-wide checks are the same for every tenant: once is enough.
+        picked = only_t if i == 0 else tuple(
+            p for p in PER_TENANT_AREAS if not only_t or any(o.startswith(p) or p.startswith(o) for o in only_t))
+        if i and not picked:
+            continue
+        for r in run_checks(each, picked, exclude_t):
+            report.add(dataclasses.replace(r, summary=f"[{tenant}] {r.summary}"))
+    return report

@@ -124,4 +124,11 @@ def public_url(target: Target) -> tuple[str, str]:
     """The public URL clients use and its host name, which becomes the tenant when the gateway forwards it."""
     url = target.lookup("SUPABASE_PUBLIC_URL") or target.lookup("API_EXTERNAL_URL") or "http://localhost:8000"
     m = re.match(r"\w+://([^/:]+)", url)
+    if target.tenant and target.stack is not None:
+        # An added tenant of a multi-tenant stack is reached through its own public host (a hosts-matched route).
+        from rtbook.config.gateway import realtime_upstream
+
+        publics = realtime_upstream(target.stack).routed_tenants.get(target.tenant)
+        if publics:
+            return re.sub(r"^(\w+://)[^/:]+", lambda g: g.group(1) + publics[0], url), publics[0]
     return url, m.group(1) if m else "localhost"

@@ -144,10 +144,24 @@ def realtime_host(target: Target) -> str:
     return target.realtime_host or f"{target.resolved_tenant()}.supabase-realtime"
 
 
+def gateway_host(target: Target) -> str | None:
+    """The public host to send through the gateway for an added tenant of a multi-tenant stack, else None.
+
+    Such a tenant is reached only by the routes whose ``hosts`` (Kong) or virtual-host ``domains``
+    (Envoy) name its public host; every other Host reaches the stack's own tenant.
+    """
+    if not target.tenant or target.stack is None:
+        return None
+    from rtbook.config.gateway import realtime_upstream
+
+    publics = realtime_upstream(target.stack).routed_tenants.get(target.tenant)
+    return publics[0] if publics else None
+
+
 def socket_endpoint(target: Target) -> SocketEndpoint:
     """Through the gateway (``{api_url}/realtime/v1``) when there is one, else Realtime directly."""
     if target.api_url:
-        return SocketEndpoint(f"{target.api_url}/realtime/v1", None, "gateway")
+        return SocketEndpoint(f"{target.api_url}/realtime/v1", gateway_host(target), "gateway")
     if target.realtime_url:
         return SocketEndpoint(f"{target.realtime_url}/socket", realtime_host(target), "direct")
     raise ValueError("target has neither api_url nor realtime_url")

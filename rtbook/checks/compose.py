@@ -557,6 +557,22 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
             resolve_hosts = list(up.connect_hosts)
         if not host_tenants and not resolve_hosts and not warnings:
             warnings.append(f"the {kind} config has no route to Realtime (see {kind}.realtime_ws)")
+        routed = {} if up.error else up.routed_tenants
+        for extra, publics in routed.items():
+            # A multi-tenant stack: these routes match only their public hosts; their rows are the
+            # tenant.* checks' business (--all-tenants), not the seed's.
+            lines.append(f"{kind} routes for Host {', '.join(publics)} reach tenant {extra} (an added tenant)")
+        evidence["routed_tenants"] = {t: list(p) for t, p in routed.items()}
+        per_host: dict[str, set[str]] = {}
+        for public, sent in () if up.error else up.routed:
+            per_host.setdefault(public.rsplit(":", 1)[0], set()).add(tenant_of(sent.rsplit(":", 1)[0]))
+        for public, tenants in per_host.items():
+            if len(tenants) > 1:
+                problems.append(f"the {kind} routes for Host {public} reach different tenants "
+                                f"({', '.join(sorted(tenants))})")
+                remedies.append(f"Point every Realtime route for Host {public} at one tenant's host (rtbook tenant "
+                                f"remove <tenant>, then tenant add <tenant> --public-host {public}, writes a "
+                                "consistent set)")
     evidence["gateway"] = kind
     evidence["gateway_hosts"] = [h for h, _ in host_tenants]
     for host, tenant in host_tenants:
@@ -612,6 +628,13 @@ def check_tenant_consistency(target: Target, cid: str, got: Service) -> CheckRes
     else:
         lines.append("healthcheck: no /api/tenants/<tenant>/health URL")
     evidence["healthcheck_tenant"] = health
+    asked = target.tenant
+    if asked and asked != seeded and asked not in evidence.get("routed_tenants", {}):
+        # The caller says which tenant the stack should serve (e.g. after a rename): the stack's files must agree.
+        problems.append(f"the stack serves tenant {seeded!r}, not the requested {asked!r}")
+        remedies.append(f"Finish the rename: rtbook tenant rename {asked} --stack {stack.root} --out DIR, copy the "
+                        "files it writes into the stack and restart realtime and the gateway (or check with "
+                        f"--tenant {seeded})")
     detail = "\n".join(lines)
     if problems:
         return _r(cid, Status.FAIL, "Tenant mismatch: " + "; ".join(problems) + ".",

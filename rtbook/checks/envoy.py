@@ -148,7 +148,7 @@ def _route_problems(
     config = _cfg(ctx)
     port = realtime_port(target)
     lds = _lds_name(ctx)
-    matched = config.route_for(request)
+    matched = config.route_for(request, public_url(target)[1])
     if matched is None:
         return [f"No Envoy route matches {request}."], [f"add the official {label} route to {lds}"], {}
     listener, route = matched
@@ -215,7 +215,7 @@ def check_realtime_ws(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult
     """``/realtime/v1/websocket`` reaches the Realtime cluster as ``/socket/websocket`` with upgrades enabled."""
     problems, fixes, evidence = _route_problems(ctx, target, REALTIME_WS_PATH, "/socket/websocket", "WebSocket")
     config = _cfg(ctx)
-    matched = config.route_for(REALTIME_WS_PATH)
+    matched = config.route_for(REALTIME_WS_PATH, public_url(target)[1])
     if matched is not None and not matched[1].blocked:
         listener, route = matched
         if not listener.websocket_allowed(route):
@@ -281,7 +281,7 @@ def check_host_rewrite(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResul
     hosts: dict[str, str] = {}
     expected = target.lookup("SELF_HOST_TENANT_NAME") or "realtime-dev"
     for request in (REALTIME_WS_PATH, REALTIME_REST_PATH):
-        matched = config.route_for(request)
+        matched = config.route_for(request, public_url(target)[1])
         if matched is None or matched[1].blocked or not matched[1].cluster:
             continue
         route = matched[1]
@@ -382,7 +382,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResu
     evidence: dict[str, Any] = {}
     checked = 0
     for request, label in ((REALTIME_WS_PATH, "WebSocket"), (REALTIME_REST_PATH, "REST")):
-        matched = config.route_for(request)
+        matched = config.route_for(request, public_url(target)[1])
         if matched is None or matched[1].blocked or not matched[1].cluster:
             continue
         checked += 1
@@ -473,7 +473,7 @@ def check_realtime_auth(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResu
 def check_tenants_api_blocked(target: Target, cid: str, ctx: EnvoyLoaded) -> CheckResult:
     """``/realtime/v1/api/tenants`` is denied (RBAC deny or direct response) rather than proxied."""
     config = _cfg(ctx)
-    matched = config.route_for(REALTIME_TENANTS_PATH)
+    matched = config.route_for(REALTIME_TENANTS_PATH, public_url(target)[1])
     if matched is None:
         return _result(cid, Status.PASS, f"No Envoy route matches {REALTIME_TENANTS_PATH}.")
     _, route = matched

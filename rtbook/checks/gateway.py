@@ -15,6 +15,7 @@ from rtbook.checks._live import (
     _answered,
     _no_key,
     failure,
+    gateway_host,
     open_socket,
     refusal_waits,
     socket_failure,
@@ -164,7 +165,7 @@ def check_websocket(target: Target, cid: str) -> CheckResult:
     anon = target.secret("ANON_KEY")
     if anon is None:
         return _no_key(cid, "ANON_KEY")
-    ep = SocketEndpoint(f"{target.api_url}/realtime/v1", None, "gateway")
+    ep = SocketEndpoint(f"{target.api_url}/realtime/v1", gateway_host(target), "gateway")
     try:
         client = open_socket(target, anon, endpoint=ep)
     except PhoenixError as exc:

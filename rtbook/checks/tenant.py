@@ -138,7 +138,8 @@ def check_row(target: Target, cid: str) -> CheckResult | list[CheckResult]:
                 "endpoint answers 404. The seed creates the row on start only when SEED_SELF_HOST is exactly "
                 "\"true\".",
                 remedy=f"Set SEED_SELF_HOST: \"true\" and SELF_HOST_TENANT_NAME: {exp.tenant} on the realtime service "
-                f"and restart it, or run: rtbook tenant apply --yes --create --tenant {exp.tenant}",
+                f"and restart it, or run: rtbook tenant apply --yes --create --tenant {exp.tenant} (after a rename "
+                f"of the stack's files: rtbook tenant rename {exp.tenant} --stack DIR --apply --yes)",
                 cause="tenant.not_found", see_also=("compose.realtime.tenant_consistency",), evidence=evidence,
             )
         return CheckResult(

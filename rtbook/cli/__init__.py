@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,6 +26,9 @@ from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ChecksFailedError, ConfigError, RtbookError
 from rtbook.interrupt import exit_code as interrupt_exit_code
 from rtbook.interrupt import handle_signals
+
+if TYPE_CHECKING:
+    from rtbook.target import Target
 
 __all__ = ["cli", "main"]
 
@@ -69,9 +73,13 @@ def cli(ctx: click.Context) -> None:
 @click.option("--lb", "lb", multiple=True, metavar="[KIND:]FILE", cls=SectionOption,
               help="load-balancer config in front of the stack (repeatable; nginx, haproxy, caddy, traefik, alb; "
               "the kind is recognised from the content)")
+@click.option("--all-tenants", is_flag=True, cls=SectionOption,
+              help="run the tenant checks for every tenant the stack routes to (multi-tenant stacks)")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None,
-               lb: tuple[str, ...] = ()) -> int:
-    from rtbook.registry import run_checks
+               lb: tuple[str, ...] = (), all_tenants: bool = False) -> int:
+    import dataclasses
+
+    from rtbook.registry import run_checks, run_checks_per_tenant
     from rtbook.results import Report
 
     if lb:
@@ -79,13 +87,19 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
 
         for spec in lb:
             split_spec(spec)  # a missing file or an unknown kind is a usage error (exit 2), not a failed check
-    target = build_target(opts, lb=lb)
+    target = build_target(dataclasses.replace(opts, tenants=opts.tenants[:1]), lb=lb)
     exclude: list[str] = []
     if not opts.live and opts.target != "sandbox":
         exclude += ["db.", "tenant.", "gateway.", "realtime."]
+    tenants = list(opts.tenants)
+    if all_tenants:
+        tenants = list(dict.fromkeys([*tenants, *_stack_tenants(target)]))
     report = Report(title=f"rtbook check ({target.name})")
     try:
-        run_checks(target, only=only, exclude=exclude, into=report)
+        if len(tenants) > 1:
+            report.extend(run_checks_per_tenant(target, tenants, only=only, exclude=exclude, title=report.title))
+        else:
+            run_checks(target, only=only, exclude=exclude, into=report)
     except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: keep what ran, marked incomplete
         from rtbook.cli._interrupt import write_interrupted_report
         from rtbook.interrupt import as_interrupted
@@ -111,6 +125,16 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
     else:
         print(text)
     return 1 if report.failures else 0
+
+
+def _stack_tenants(target: Target) -> list[str]:
+    """The stack's own tenant, then every tenant its gateway routes a public host to."""
+    from rtbook.config.gateway import realtime_upstream
+
+    found = [target.resolved_tenant()]
+    if target.stack is not None:
+        found += list(realtime_upstream(target.stack).routed_tenants)
+    return list(dict.fromkeys(found))
 
 
 @cli.command("checks", short_help="list every check id with its title",

@@ -116,6 +116,7 @@ class TargetOptions:
     tables: tuple[str, ...] = ()
     timeout: float = 10.0
     docker: bool | None = None
+    tenants: tuple[str, ...] = ()  # every --tenant given (only check accepts more than one)
 
     @classmethod
     def from_flags(cls, **flags: Any) -> TargetOptions:
@@ -124,11 +125,16 @@ class TargetOptions:
         if docker_on and docker_off:
             raise click.UsageError("--docker and --no-docker exclude each other; pass one of them")
         docker = True if docker_on else False if docker_off else None
-        return cls(docker=docker, **flags)
+        given = flags.pop("tenant", None)
+        tenants = tuple(given) if isinstance(given, list | tuple) else ((given,) if given else ())
+        return cls(docker=docker, tenant=tenants[0] if tenants else None, tenants=tenants, **flags)
 
 
-def _option(name: str, section: str) -> Callable[[F], F]:
+def _option(name: str, section: str, *, repeatable: bool = False) -> Callable[[F], F]:
     decls, attrs = _DECLARATIONS[name]
+    if repeatable:
+        # The target commands take --tenant several times (check runs each); 'run' keeps one value.
+        attrs = {**attrs, "multiple": True, "help": "tenant id (default: what the stack implies; check: repeatable)"}
     return click.option(*decls, cls=SectionOption, section=section, **attrs)
 
 
@@ -154,7 +160,9 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
         flags = {name: kwargs.pop(name) for name in _DECLARATIONS}
         return f(*args, opts=TargetOptions.from_flags(**flags), **kwargs)
 
-    return shared_options(*_DECLARATIONS)(wrapper)
+    for name in reversed(_DECLARATIONS):
+        wrapper = _option(name, TARGET_SECTION, repeatable=name == "tenant")(wrapper)
+    return wrapper
 
 
 def build_target(opts: TargetOptions, lb: tuple[str, ...] = ()) -> Target:
@@ -167,6 +175,10 @@ def build_target(opts: TargetOptions, lb: tuple[str, ...] = ()) -> Target:
     from rtbook.config.stack import Stack
     from rtbook.exceptions import ConfigError
     from rtbook.target import Target
+
+    if len(opts.tenants) > 1:
+        raise click.UsageError(f"--tenant is given {len(opts.tenants)} times; only 'rtbook check' runs several "
+                               "tenants: pass one --tenant")
 
     common: dict[str, Any] = {
         "api_url": opts.api_url,

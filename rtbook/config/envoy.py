@@ -13,6 +13,7 @@ request, while ``host_rewrite_literal`` decides the Host header, hence the Realt
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import re
@@ -154,6 +155,7 @@ class EnvoyRoute:
     direct_status: int | None = None
     rbac_deny: bool = False
     disabled_filters: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # of its virtual host
 
     def matches(self, request_path: str) -> bool:
         """Whether Envoy's matcher for this route accepts ``request_path`` (query string excluded)."""
@@ -237,10 +239,19 @@ class EnvoyConfig:
         """The cluster called ``name``."""
         return next((c for c in self.clusters if c.name == name), None)
 
-    def route_for(self, path: str) -> tuple[EnvoyListener, EnvoyRoute] | None:
-        """The first route (Envoy matches in order, not by length) that accepts ``path``."""
+    def route_for(self, path: str, host: str | None = None) -> tuple[EnvoyListener, EnvoyRoute] | None:
+        """The first route (Envoy matches in order, not by length) that accepts ``path``.
+
+        With ``host``, only the virtual host Envoy picks for it is searched: the most specific
+        ``domains`` entry wins (exact, then ``*.suffix``, then ``prefix*``, then ``*``).
+        """
         for listener in self.listeners:
+            best = -1 if host is None else max((_domain_rank(d, host) for r in listener.routes for d in r.domains),
+                                               default=-1)
             for route in listener.routes:
+                if host is not None and route.domains and max(
+                        (_domain_rank(d, host) for d in route.domains), default=-1) != best:
+                    continue
                 if route.matches(path):
                     return listener, route
         return None
@@ -265,6 +276,14 @@ class EnvoyConfig:
                     hosts.append(host)
         return hosts
 
+    def realtime_routed_rewrites(self) -> list[tuple[str, str]]:
+        """``(domain, Host sent)`` of Realtime routes in virtual hosts that serve only named domains (no ``*``)."""
+        out: list[tuple[str, str]] = []
+        for route in self.realtime_routes():
+            if route.domains and "*" not in route.domains:
+                out += [(d, h) for d in route.domains for h in _upstream_hosts(self, route)]
+        return list(dict.fromkeys(out))
+
     def realtime_host_rewrites(self) -> list[str]:
         """The Host values the Realtime routes send upstream (``host_rewrite_literal`` or auto rewrite)."""
         out: list[str] = []
@@ -273,6 +292,20 @@ class EnvoyConfig:
                 if host not in out:
                     out.append(host)
         return out
+
+
+def _domain_rank(domain: str, host: str) -> int:
+    """How specifically a virtual host's ``domains`` entry matches ``host`` (-1: not at all)."""
+    d, h = domain.lower(), host.lower()
+    if d == "*":
+        return 0
+    if d == h:
+        return 3 + len(d)
+    if d.startswith("*") and h.endswith(d[1:]) and len(h) > len(d) - 1:
+        return 2
+    if d.endswith("*") and h.startswith(d[:-1]) and len(h) > len(d) - 1:
+        return 1
+    return -1
 
 
 def _upstream_hosts(config: EnvoyConfig, route: EnvoyRoute) -> list[str]:
@@ -382,8 +415,9 @@ def _listener(p: _P, raw: Any, where: str) -> EnvoyListener:
                 vw = f"{fw}.route_config.virtual_hosts[{v}]"
                 vdata = p.mapping(vh, vw)
                 vname = p.text(vdata.get("name"), f"{vw}.name") or vw
+                domains = tuple(str(d) for d in p.seq(vdata.get("domains"), f"{vw}.domains"))
                 for r, route in enumerate(p.seq(vdata.get("routes"), f"{vw}.routes")):
-                    routes.append(_route(p, route, f"{vw}.routes[{r}]", vname))
+                    routes.append(dataclasses.replace(_route(p, route, f"{vw}.routes[{r}]", vname), domains=domains))
             for h, hf in enumerate(p.seq(typed.get("http_filters"), f"{fw}.typed_config.http_filters")):
                 hw = f"{fw}.http_filters[{h}]"
                 hdata = p.mapping(hf, hw)

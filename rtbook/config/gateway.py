@@ -44,6 +44,9 @@ class RealtimeUpstream:
         keeps_client_host: some Realtime route forwards the client's Host (Kong ``preserve_host``,
             Envoy without a host rewrite), so the public host name chooses the tenant there.
         host_origins: for each of ``host_headers``, where the value comes from, in words.
+        routed: ``(public host, Host sent)`` of Realtime routes that match only some public hosts
+            (Kong route ``hosts``, an Envoy virtual host without ``*``): the extra tenants of a
+            multi-tenant stack. Their Host values are not in ``host_headers``.
     """
 
     kind: str
@@ -53,11 +56,20 @@ class RealtimeUpstream:
     error: str = ""
     keeps_client_host: bool = False
     host_origins: tuple[str, ...] = ()
+    routed: tuple[tuple[str, str], ...] = ()
 
     @property
     def tenants(self) -> tuple[str, ...]:
-        """The tenants the Host values imply, in order, without repeats."""
+        """The tenants the Host values of the routes for every public host imply, in order, without repeats."""
         return tuple(dict.fromkeys(tenant_of(h) for h in self.host_headers if h))
+
+    @property
+    def routed_tenants(self) -> dict[str, tuple[str, ...]]:
+        """Each extra tenant of a multi-tenant stack and the public hosts that reach it."""
+        out: dict[str, list[str]] = {}
+        for public, host in self.routed:
+            out.setdefault(tenant_of(_no_port(host)), []).append(_no_port(public))
+        return {t: tuple(dict.fromkeys(hs)) for t, hs in out.items()}
 
 
 def _hosts(values: object) -> tuple[str, ...]:
@@ -82,8 +94,13 @@ def realtime_upstream(stack: Stack) -> RealtimeUpstream:
             # What each Realtime route sends as Host (kong.realtime_preserve_host judges it).
             seen = kong.realtime_hosts_seen()
             origins: dict[str, str] = {}
+            routed: list[tuple[str, str]] = []
+            by_name = {r.name: r for r in kong.routes}
             for s in seen:
-                if s.host:
+                route = by_name.get(s.route)
+                if s.host and route is not None and route.hosts:
+                    routed += [(h, _no_port(s.host)) for h in route.hosts]
+                elif s.host:
                     origins.setdefault(_no_port(s.host), s.how)
             return RealtimeUpstream(
                 kind,
@@ -92,12 +109,15 @@ def realtime_upstream(stack: Stack) -> RealtimeUpstream:
                 "kong.yml's Realtime services",
                 keeps_client_host=any(s.host is None for s in seen),
                 host_origins=tuple(origins.values()),
+                routed=tuple(dict.fromkeys(routed)),
             )
         if kind == "envoy":
             envoy = load_envoy(stack)
             if envoy is None:
                 return RealtimeUpstream(kind, source="no Envoy config")
-            rewrites = _hosts(envoy.realtime_host_rewrites())
+            every = envoy.realtime_host_rewrites()
+            routed_e = [(d, h) for d, h in envoy.realtime_routed_rewrites()]
+            rewrites = _hosts([h for h in every if h not in {r for _, r in routed_e}])
             return RealtimeUpstream(
                 kind,
                 _hosts(envoy.realtime_cluster_hosts()),
@@ -105,6 +125,7 @@ def realtime_upstream(stack: Stack) -> RealtimeUpstream:
                 "the Envoy cluster and host rewrite of the Realtime routes",
                 keeps_client_host=not rewrites,
                 host_origins=tuple("the route's host_rewrite_literal" for _ in rewrites),
+                routed=tuple(dict.fromkeys(routed_e)),
             )
     except InputError as exc:
         return RealtimeUpstream(kind, source="gateway config unreadable", error=f"{type(exc).__name__}: {exc}")

@@ -72,6 +72,45 @@ plan
 run.apply_plan(plan)
 
 # %% [markdown]
+# ## Rename the tenant
+#
+# A rename touches five places that must agree: the container name or network alias, the gateway's upstream host
+# (Kong service URL; Envoy cluster address and `host_rewrite_literal`), the healthcheck URL,
+# `SELF_HOST_TENANT_NAME`, and the rows (the tenant plus its one `postgres_cdc_rls` row, encrypted under
+# `DB_ENC_KEY`). The plan is a dry run shown as diffs, with the order of operations that keeps every request working;
+# the files are written under the run folder (`tenant-plans/`) for you to copy, never into the stack. Edit the name
+# to plan your own rename (empty skips it); CLI: `rtbook tenant rename NEW --stack DIR --out DIR`.
+
+# %%
+renamed = run.tenant_change("rename", "my-tenant")
+renamed
+
+# %% [markdown]
+# ## Serve a second tenant
+#
+# One Realtime can serve several tenants: the added tenant gets its rows, a gateway route for its own public host
+# (Kong `hosts:` on the route, an Envoy virtual host) whose upstream Host starts with the tenant, and a network alias
+# for that host. CLI: `rtbook tenant add NAME --public-host HOST`, then `rtbook check --all-tenants`.
+
+# %%
+added = run.tenant_change("add", "tenant-b", "tenant-b.localhost")
+added
+
+# %% [markdown]
+# **Apply the rename's rows** (step 1 of its order of operations) with the same two switches as the seeding plan:
+# `apply_fixes` and `confirm_apply` (the form's confirm button). Without both, nothing is written; the example names
+# (`my-tenant`, `tenant-b`) are written only on the sandbox, so seeding your stack never creates them.
+
+# %%
+run.apply_plan(renamed)
+
+# %% [markdown]
+# **Apply the added tenant's rows**, behind the same switches.
+
+# %%
+run.apply_plan(added)
+
+# %% [markdown]
 # **Gate.** Every check above has run and its result is saved with the run. This cell raises when one of them failed (or warned, with `strict`), so `papermill` and `rtbook run` exit non-zero. Read the remedies above, fix the stack, and run again. If you cannot tell which fix applies, open [05_troubleshooting](05_troubleshooting.ipynb).
 
 # %%

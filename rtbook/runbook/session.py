@@ -53,6 +53,10 @@ class StepReport(Report):
         return text + (f"\nFix it here: {', '.join(links)}" if links else "")
 
 
+# The names notebook 02 plans with by default; their rows are written only on the sandbox.
+EXAMPLE_TENANTS = frozenset({"my-tenant", "tenant-b"})
+
+
 class Note:
     """A short message that renders the same as text and as HTML (e.g. "nothing applied")."""
 
@@ -137,10 +141,44 @@ class NotebookRun:
         except RtbookError as exc:
             return Note(f"No seeding plan: {self.target.redactor.text(str(exc))}")
 
+    def tenant_change(self, action: str, name: str, public_host: str = "") -> Any:
+        """A tenant ``rename``/``add``/``remove`` plan (``rtbook.lifecycle``, a dry run shown as diffs), or a Note.
+
+        With ``run_dir`` set, the changed files are written under ``<run_dir>/tenant-plans/<action>-<name>/``
+        for review; the stack's own files are never edited. :meth:`apply_plan` writes its rows.
+        """
+        from rtbook import lifecycle
+
+        if not name:
+            return Note(f"No {action} planned: no tenant name given.")
+        if self.target.stack is None:
+            return Note(f"No {action} planned: the target has no stack files (stack_dir).")
+        try:
+            if action == "rename":
+                plan = lifecycle.plan_rename(self.target, name)
+            elif action == "add":
+                plan = lifecycle.plan_add(self.target, name, public_host or f"{name}.localhost")
+            else:
+                plan = lifecycle.plan_remove(self.target, name)
+            run_dir = str(self.params.get("run_dir") or "")
+            if run_dir and plan.files:
+                plan.write(Path(run_dir) / "tenant-plans" / f"{action}-{name}", self.target.stack.root)
+        except RtbookError as exc:
+            return Note(f"No {action} planned: {self.target.redactor.text(str(exc))}")
+        return plan
+
     def apply_plan(self, plan: Any) -> Any:
         """Apply ``plan`` when ``apply_fixes`` and ``confirm_apply`` allow it, then re-run the tenant checks."""
         if isinstance(plan, Note):
             return plan
+        from rtbook.lifecycle import LifecyclePlan
+
+        if isinstance(plan, LifecyclePlan) and not plan.rows.changes:
+            return Note(f"Nothing to apply to the database for this {plan.action}.")
+        if isinstance(plan, LifecyclePlan) and plan.tenant in EXAMPLE_TENANTS and self.target.name != "sandbox":
+            # Seeding with apply_fixes must not also create the notebook's example tenants in a real database.
+            return Note(f"Not applied: {plan.tenant!r} is the notebook's example name; put your own tenant name in "
+                        "the cell above to write its rows (or use rtbook tenant rename|add --apply --yes).")
         if getattr(plan, "empty", False):
             return Note("Nothing to apply: the stored tenant rows already match the stack.")
         if not self.params.get("apply_fixes"):
@@ -149,7 +187,12 @@ class NotebookRun:
             raise ConfirmationRequired("apply_fixes is true but confirm_apply is false; nothing was written")
         from rtbook import seeding as tenants
 
-        outcome = tenants.apply(self.target, plan, yes=True)
+        if isinstance(plan, LifecyclePlan):
+            from rtbook import lifecycle
+
+            outcome: Any = lifecycle.apply(self.target, plan, yes=True)
+        else:
+            outcome = tenants.apply(self.target, plan, yes=True)
         applied = [outcome] if isinstance(outcome, CheckResult) else [r for r in outcome if isinstance(r, CheckResult)]
         after = self.checks("tenant.", "db.", title="After applying the plan")
         step = self.record([*applied, *after])

@@ -1188,20 +1188,57 @@ class Match:
     path: str
 
 
-def _host_ok(route: Route, host: str) -> bool:
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    for pattern in route.hosts:
-        if "*" in pattern:
-            rx = "^" + ".+".join(re.escape(part) for part in pattern.split("*")) + "$"
-            if re.match(rx, host, re.I) or re.match(rx, bare, re.I):
+def _split_port(host: str) -> tuple[str, int | None]:
+    if host.startswith("["):
+        inner, _, rest = host.partition("]")
+        return inner + "]", int(rest[1:]) if rest[1:].isdigit() else None
+    if host.count(":") == 1:
+        name, _, port = host.partition(":")
+        return name, int(port) if port.isdigit() else None
+    return host, None
+
+
+def _host_ok(route: Route, host: str, major: int = 3, listen_port: int | None = None) -> bool:
+    """Whether the request's Host matches one of the route's ``hosts``, as the Kong version does.
+
+    2.8.1 (``kong/router.lua`` MATCH_RULES.HOST): a plain entry equals the Host as sent, or the
+    Host without its port, or the Host with its port (80 added when absent: ``split_port``); a
+    wildcard entry becomes ``.+`` and is matched, anchored, against the Host with port, any port
+    when the entry names none. 3.9.3 (``kong/router/transform.lua``, hosts to ``http.host``): the
+    entry's name is compared with the Host without its port (``==``, or ``=^``/``^=`` for a
+    leading/trailing ``*``), and an entry's port with the port Kong listens on (``net.dst.port``).
+    Host names compare case-insensitively here (DNS names; clients send lowercase).
+    """
+    raw = host.lower()
+    bare, port = _split_port(raw)
+    with_port = raw if port is not None else f"{bare}:80"
+    for entry in (h.lower() for h in route.hosts):
+        name, entry_port = _split_port(entry)
+        if major == 2:
+            if "*" in entry:
+                rx = re.escape(entry).replace(r"\*", ".+")
+                rx = "^" + rx + ("" if entry_port is not None else r"(?::\d+)?") + "$"
+                if re.match(rx, with_port):
+                    return True
+            elif entry in (raw, bare, with_port):
                 return True
-        elif pattern.lower() in (host.lower(), bare.lower()):
+            continue
+        if entry_port is not None and entry_port != listen_port:
+            continue
+        if name.startswith("*"):
+            if bare.endswith(name[1:]):
+                return True
+        elif name.endswith("*"):
+            if bare.startswith(name[:-1]):
+                return True
+        elif bare == name:
             return True
     return False
 
 
 def match_route(
-    config: KongConfig, path: str, method: str = "GET", host: str = "", headers: Mapping[str, str] | None = None
+    config: KongConfig, path: str, method: str = "GET", host: str = "", headers: Mapping[str, str] | None = None,
+    listen_port: int | None = None,
 ) -> Match | None:
     """The route Kong picks: expression routes (``priority``) above all others; then the number of
     criteria, plain hosts, regex over prefix, header count, regex_priority, the matched prefix's
@@ -1222,7 +1259,7 @@ def match_route(
         else:
             if route.methods and request.method not in route.methods:
                 continue
-            if route.hosts and not _host_ok(route, host):
+            if route.hosts and not _host_ok(route, host, config.version.major, listen_port):
                 continue
             if any(hdrs.get(name, "").lower() not in {v.lower() for v in values}
                    for name, values in route.headers.items()):
@@ -1560,8 +1597,9 @@ class Gateway:
         raw_path = request.raw_path.split("?", 1)[0]
         raw_query = request.raw_path.split("?", 1)[1] if "?" in request.raw_path else ""
         ctx = _Ctx(CIMultiDict(request.headers), raw_query, request_id=uuid.uuid4().hex)
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
         found = match_route(self.kong, raw_path, request.method, request.headers.get("Host", ""),
-                            request.headers)
+                            request.headers, listen_port=sock[1] if sock else None)
         if found is None:
             # 2.8.1 exit() (compact JSON), 3.9.3 error() (template with request_id) [runloop/handler.lua].
             if self.version.major == 2:

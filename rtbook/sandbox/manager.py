@@ -46,16 +46,21 @@ from rtbook.sandbox import scenarios as sc
 from rtbook.sandbox.server_version import parse_version
 from rtbook.sandbox.stackdir import (
     REALTIME_HOST,
+    _compose_files,
+    _environment,
     compose_hosts,
     generate_secrets,
+    interpolate,
     kong_environment,
     kong_image_version,
+    load_compose,
+    read_env,
     realtime_image_version,
     write_stack_dir,
 )
 from rtbook.target import DEFAULT_SANDBOX, sandbox_state_path
 
-__all__ = ["Sandbox", "SandboxState", "down", "instances", "status", "up"]
+__all__ = ["Sandbox", "SandboxState", "down", "instances", "reload_gateway", "status", "up"]
 
 TENANT = "realtime-dev"
 _CHILDREN: dict[int, subprocess.Popen[str]] = {}
@@ -623,6 +628,46 @@ def _down_locked(home: str | Path | None, name: str, timeout: float) -> bool:
             with contextlib.suppress(OSError):
                 state_file.parent.rmdir()  # the instance's folder, empty now (a --dir stack lives elsewhere)
     return True
+
+
+def _stack_tenant(stack_dir: Path) -> str:
+    """``SELF_HOST_TENANT_NAME`` of the realtime service in the stack's compose files (later files win)."""
+    env = read_env(stack_dir / ".env")
+    tenant = TENANT
+    for path in _compose_files(stack_dir, env):
+        if not path.is_file():
+            continue
+        service = (load_compose(path).get("services") or {}).get("realtime")
+        if isinstance(service, dict) and service.get("environment") is not None:
+            named = _environment(service["environment"]).get("SELF_HOST_TENANT_NAME")
+            if named:
+                tenant = interpolate(named, env)
+    return tenant
+
+
+def reload_gateway(*, home: str | Path | None = None, timeout: float = 30, name: str | None = None) -> SandboxState:
+    """Restart the gateway on its port with the stack directory's current files, as ``docker compose up -d`` would.
+
+    For a tenant rename or add: copy the plan's files into the sandbox's stack directory (its own
+    copy), then reload. The state records the tenant the stack now seeds (``SELF_HOST_TENANT_NAME``).
+
+    Raises:
+        SandboxError: no sandbox is running, or the gateway did not come back (its log says why).
+    """
+    state = _read_state(home, name)
+    if state is None or not status(home=home, name=name).get("running"):
+        raise SandboxError("no running sandbox to reload; start one with 'rtbook sandbox up'")
+    stack_dir = Path(state.stack_dir)
+    port = int(state.gateway_url.rsplit(":", 1)[1])
+    server_port = int(state.realtime_url.rsplit(":", 1)[1])
+    _stop_pid(state.pids["gateway"], "rtbook.sandbox", timeout=10)
+    gateway = _start_gateway(stack_dir, Path(state.run_dir), port, server_port)
+    state.pids["gateway"] = gateway.proc.pid
+    _await_ready(gateway, timeout)
+    state.tenant = _stack_tenant(stack_dir)
+    state.realtime_host = f"{state.tenant}.{REALTIME_HOST.split('.', 1)[1]}"
+    _write_private(_state_file(home, name), state.to_json())
+    return state
 
 
 class Sandbox:

@@ -94,6 +94,7 @@ FORBIDDEN = {
     "rtbook.clients": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox", "rtbook.seeding"),
     "rtbook.checks": ("rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
     "rtbook.seeding": ("rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
+    "rtbook.lifecycle": ("rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
     "rtbook.runbook": ("rtbook.cli",),
     "rtbook.sandbox": ("rtbook.checks", "rtbook.clients", "rtbook.config", "rtbook.runbook", "rtbook.cli",
                        "rtbook.registry", "rtbook.seeding", "rtbook.probe"),
