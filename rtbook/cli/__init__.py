@@ -28,7 +28,7 @@ __all__ = ["cli", "main"]
 
 # Modules that add subcommands: each defines add_cli(group).
 _CLI_MODULES = ("rtbook.cli.run", "rtbook.cli.tenant", "rtbook.cli.probe", "rtbook.cli.sandbox",
-                "rtbook.cli.notebooks")
+                "rtbook.cli.notebooks", "rtbook.cli.history")
 
 
 def _version() -> str:
@@ -80,6 +80,9 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
     if output:
         Path(output).write_text(text + "\n")
         print(report.summary_line())
+        from rtbook.cli.history import index_check_report
+
+        index_check_report(opts, target, report, output, 1 if report.failures else 0)
     else:
         print(text)
     return 1 if report.failures else 0

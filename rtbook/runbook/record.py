@@ -62,6 +62,8 @@ class RunOutcome:
     record_dir: Path
     notebooks: list[NotebookOutcome] = field(default_factory=list)
     manifest_sha256: str = ""
+    # check id -> ISO UTC time since when it has been failing (from the run history), for summary.html.
+    since: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
