@@ -68,7 +68,7 @@ def test_small_latency_wobbles_are_not_moves(tmp_path: Path) -> None:
 
 
 def test_failing_since_is_the_start_of_the_unbroken_failing_streak(tmp_path: Path) -> None:
-    days = ["2026-12-0%dT10:00:00+00:00" % d for d in range(1, 5)]
+    days = [f"2026-12-0{d}T10:00:00+00:00" for d in range(1, 5)]
     with HistoryIndex(f"sqlite:///{tmp_path / 'h.sqlite'}") as index:
         index.add_record(_record(tmp_path / "d1", days[0], {"a.x": ("fail", {}), "b.x": ("fail", {})}))
         index.add_record(_record(tmp_path / "d2", days[1], {"a.x": ("pass", {}), "b.x": ("error", {})}))
@@ -80,7 +80,7 @@ def test_failing_since_is_the_start_of_the_unbroken_failing_streak(tmp_path: Pat
 
 
 def test_a_bad_history_url_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not an SQLAlchemy database URL.*RTBOOK_HISTORY_URL"):
+    with pytest.raises(ConfigError, match=r"not an SQLAlchemy database URL.*RTBOOK_HISTORY_URL"):
         HistoryIndex("not a url")
-    with pytest.raises(InputError, match="no readable summary.json"):
+    with pytest.raises(InputError, match=r"no readable summary\.json"):
         snapshot_from_record(tmp_path)
