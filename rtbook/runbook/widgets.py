@@ -47,7 +47,7 @@ _STYLE = f"""<style>
   margin: -2px 0 6px 128px; }}
 .rtbook-form pre {{ white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }}
 .rtbook-form table {{ max-width: 100%; table-layout: auto; }}
-.rtbook-form td {{ overflow-wrap: anywhere; vertical-align: top; }}
+.rtbook-form td {{ overflow-wrap: break-word; vertical-align: top; }}
 </style>"""
 
 
