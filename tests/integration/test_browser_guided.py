@@ -227,10 +227,15 @@ def _run_all(page: Any) -> None:
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
 
 
-def _open(page: Any, url: str) -> None:
+def _open(page: Any, url: str, name: str) -> None:
     page.goto(url)
     page.wait_for_selector(".jp-Notebook", state="visible")
     page.wait_for_function("() => window.jupyterapp !== undefined")
+    # JupyterLab restores the workspace (the notebook opened before) too: wait until the current
+    # tab is the one asked for, so that 'run all' runs it and not the previous one.
+    page.wait_for_function(
+        "name => String(window.jupyterapp.shell.currentWidget?.context?.path).endsWith(name)", arg=f"{name}.ipynb"
+    )
     _wait_for_kernel(page)
 
 
@@ -238,7 +243,7 @@ def _no_frames(page: Any) -> None:
     """rtbook's errors are one line with the fix: no Python frames anywhere in the outputs."""
     # text_content, not inner_text: JupyterLab gives off-screen cells content-visibility:auto, whose
     # text inner_text leaves out.
-    text = page.locator(".jp-Notebook").text_content() or ""
+    text = page.evaluate("() => [...document.querySelectorAll('.jp-Notebook')].map(n => n.textContent).join(' ')")
     assert "Traceback (most recent call last)" not in text and 'File "' not in text, text[-3000:]
 
 
@@ -283,7 +288,7 @@ def test_newcomer_path_from_no_sandbox_to_one_root_cause(tmp_path: Path, no_sand
             page.set_default_timeout(60_000)
 
             # 1. Open 00 with no sandbox: the status says so, offers the button, and nothing shows a traceback.
-            _open(page, url)
+            _open(page, url, "00_start_here")
             _run_all(page)
             status = page.locator(".rtbook-status")
             status.wait_for(state="visible", timeout=90_000)
@@ -324,35 +329,41 @@ def test_newcomer_path_from_no_sandbox_to_one_root_cause(tmp_path: Path, no_sand
             assert up.returncode == 0, up.stderr[-2000:]
 
             # 5. Open 05 and run it. The gate stops on one red line (no frames).
-            _open(page, url.replace("00_start_here.ipynb", "05_troubleshooting.ipynb"))
+            _open(page, url.replace("00_start_here.ipynb", "05_troubleshooting.ipynb"), "05_troubleshooting")
             _run_all(page)
             gate = page.locator(ERROR_OUTPUTS).filter(has_text="ChecksFailedError")
             gate.wait_for(state="visible", timeout=240_000)
+            gate.scroll_into_view_if_needed()
+            assert (gate.text_content() or "").strip().startswith("ChecksFailedError: "), gate.text_content()
             _no_frames(page)
             shot = "newcomer-3-troubleshooting"
             page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
 
             # 6. The first thing 05 shows is ONE root cause with the path diagram, the failing hop in red.
             #    (rtbook-rootcause and hop-fail come from the root-cause/diagram work of the 'reports' branch.)
-            causes = page.locator(".rtbook-rootcause")
-            assert causes.count() == 1, "05 must open with exactly one root cause block (class rtbook-rootcause)"
+            # Everything below is looked up in 05's tab only (00's tab stays open, hidden, in the page).
+            current = "window.jupyterapp.shell.currentWidget.node"
+            causes = page.evaluate(f"() => {current}.querySelectorAll('.rtbook-rootcause').length")
+            assert causes == 1, "05 must open with exactly one root cause block (class rtbook-rootcause)"
             first_is_cause = page.evaluate(
-                """() => {
-                    const cause = document.querySelector('.rtbook-rootcause');
-                    const others = document.querySelectorAll('table.rtbook-report, ' +
+                f"""() => {{
+                    const nb = {current};
+                    const cause = nb.querySelector('.rtbook-rootcause');
+                    const others = nb.querySelectorAll('table.rtbook-report, ' +
                         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
                     return [...others].every(o => cause.compareDocumentPosition(o) & Node.DOCUMENT_POSITION_FOLLOWING);
-                }"""
+                }}"""
             )
             assert first_is_cause, "a result table or an error is shown before the root cause"
-            hop = page.locator("svg .hop-fail").first
-            assert hop.count() == 1, "the path diagram (SVG) marks no failing hop (class hop-fail)"
-            colour = hop.evaluate(
-                "el => { const s = getComputedStyle(el); "
-                "return [s.fill, s.stroke, s.color].join(' ') + ' ' + (el.querySelector('*') ? "
-                "[...el.querySelectorAll('*')].map(c => getComputedStyle(c).fill + ' ' + "
-                "getComputedStyle(c).stroke).join(' ') : ''); }"
+            colour = page.evaluate(
+                f"""() => {{
+                    const hop = {current}.querySelector('svg .hop-fail');
+                    if (!hop) return null;
+                    return [hop, ...hop.querySelectorAll('*')].map(el => {{
+                        const s = getComputedStyle(el); return s.fill + ' ' + s.stroke + ' ' + s.color; }}).join(' ');
+                }}"""
             )
+            assert colour is not None, "the path diagram (SVG) marks no failing hop (class hop-fail)"
             assert _has_red(colour), f"the failing hop is not drawn in red: {colour}"
             shot = "newcomer-4-root-cause"
         finally:

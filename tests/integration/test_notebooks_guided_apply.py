@@ -84,7 +84,7 @@ def test_confirm_button_applies_the_plan_and_the_saved_file_runs_headless(
         600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    record = next(out.iterdir())
+    record = next(p for p in out.iterdir() if p.is_dir())
     summary = json.loads((record / "summary.json").read_text())
     statuses = {r["id"]: r["status"] for r in summary["notebooks"][0]["results"]}
     assert statuses["tenant.row"] == "pass"

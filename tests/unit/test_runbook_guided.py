@@ -114,3 +114,17 @@ def test_rtbook_errors_show_as_one_red_line_in_ipython(monkeypatch: pytest.Monke
     shown.clear()
     shell.run_cell("raise ValueError('a bug')")  # not rtbook's: the full traceback stays
     assert len(shown) == 1 and len(shown[0]) > 1
+
+
+def test_status_warns_when_the_installed_notebooks_run_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtbook.runbook.notebooks import notebook_dir
+
+    monkeypatch.setenv("RTBOOK_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(notebook_dir())  # where JupyterLab runs a notebook opened from the package
+    status = TargetStatus(default_params())
+    assert "Running in place" in str(status) and "rtbook notebooks copy" in str(status)
+    assert "rtbook-in-place" in status.html.value
+    monkeypatch.chdir(tmp_path)
+    assert "Running in place" not in TargetStatus(default_params()).refresh()
