@@ -79,3 +79,27 @@ def test_saved_parameters_drive_notebooks_01_to_05(tmp_path: Path, sandbox: Sand
     docker_cell = next(c for c in setup.cells if c.cell_type == "code" and 'run.checks("docker."' in c.source)
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in docker_cell.outputs)
     assert "docker" in shown and "SKIP" in shown.upper(), shown
+
+
+def test_01_without_a_sandbox_stops_on_one_red_line_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newcomer's first mistake: 01 opened before any sandbox runs. One line, ending with the fix."""
+    import nbformat
+    import papermill as pm
+
+    monkeypatch.setenv("RTBOOK_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("RTBOOK_PARAMS_FILE", raising=False)
+    work = tmp_path / "notebooks"
+    copy_notebooks(work)
+    out = tmp_path / "01.out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(work / "01_setup.ipynb"), str(out), cwd=str(work), kernel_name="python3",
+                            progress_bar=False, execution_timeout=300)
+    assert info.value.ename == "ConfigError"  # what 'rtbook run' classifies notebooks by is unchanged
+    nb = nbformat.read(str(out), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == 1
+    (line,) = errors[0].traceback  # no frames: a single line
+    assert line.startswith("\x1b[1;31mConfigError\x1b[0m: no running sandbox:")
+    assert line.endswith("start one with 'rtbook sandbox up'")

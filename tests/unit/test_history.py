@@ -84,3 +84,32 @@ def test_a_bad_history_url_is_one_line_with_the_fix(tmp_path: Path) -> None:
         HistoryIndex("not a url")
     with pytest.raises(InputError, match=r"no readable summary\.json"):
         snapshot_from_record(tmp_path)
+
+
+def test_check_output_is_indexed_and_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from rtbook.cli import main
+    from tests.conftest import CORPUS, require
+
+    official = CORPUS / "official" / "2026-09-1f37f2a"
+    require(official.is_dir(), f"corpus not found at {official}")
+    stack = tmp_path / "stack"
+    shutil.copytree(official, stack)
+    shutil.copy(stack / "env.example", stack / ".env")
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    monkeypatch.setenv("RTBOOK_HISTORY_URL", url)
+    code = main(["check", "--stack", str(stack), "--no-docker", "--output", str(tmp_path / "report.txt")])
+    capsys.readouterr()
+    with HistoryIndex(url) as index:
+        (snap,) = index.runs()
+    assert snap.kind == "check" and snap.target == f"stack {stack.resolve()}"
+    assert snap.record == str((tmp_path / "report.txt").resolve())
+    assert snap.exit_code == code and len(snap.statuses) > 5
+    assert snap.counts()["warn"] >= 1  # the published example secrets in env.example
+    assert main(["history"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"stack {stack.resolve()}" and f"{snap.id}" in out
+    assert ("PASSED" if code == 0 else "FAILED") in out
