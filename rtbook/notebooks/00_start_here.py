@@ -88,7 +88,9 @@ rtbook.runbook.widgets.params_table(run.params)
 # also shows the tenant seeding plan; when it has something to write, a button under it says what (e.g. *Apply 2
 # changes to tenant realtime-dev*), and nothing is written until you press it.
 #
-# Without JupyterLab (papermill, CI), this cell prints the parameters as text instead.
+# Without JupyterLab (papermill, CI), this cell prints the parameters as text instead. After a browser reload or a
+# kernel restart, JupyterLab may show *Error displaying widget: model not found* where the form was: the kernel that
+# drew it is gone; run this cell again.
 
 # %%
 form = rtbook.runbook.widgets.ParamForm(run.params)
