@@ -32,7 +32,7 @@ from rtbook.secrets import Redactor
 if TYPE_CHECKING:
     from rtbook.target import Target
 
-__all__ = ['NotebookRun', 'StepReport', 'short_errors', 'start', 'with_saved_params']
+__all__ = ['NotebookRun', 'StepReport', 'start', 'with_saved_params']
 
 
 
@@ -204,38 +204,6 @@ def _run_deciding_checks(target: Target, symptom: str) -> Report:
     return run_checks(target, only=prefixes)
 
 
-def short_errors() -> bool:
-    """Show rtbook's own errors in this IPython kernel as one red line with the fix, without frames.
-
-    Every :class:`~rtbook.exceptions.RtbookError` message already names the value and the fix; the
-    frames above it (papermill's, IPython's, rtbook's) only push that sentence out of sight. Other
-    exceptions keep IPython's full traceback: they are bugs, and the frames are what a report needs.
-    The kernel still sends an ``error`` message with the exception's name and value, so papermill
-    and ``rtbook run`` see the same failure as before. Returns False outside IPython.
-    """
-    try:
-        from IPython.core.getipython import get_ipython
-    except ImportError:
-        return False
-    shell: Any = get_ipython()  # type: ignore[no-untyped-call]
-    if shell is None:
-        return False
-    if getattr(shell, "_rtbook_short_errors", False):
-        return True
-    shell.set_custom_exc((RtbookError,), _show_short_error)
-    shell._rtbook_short_errors = True
-    return True
-
-
-def _show_short_error(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
-                      tb_offset: int | None = None) -> list[str]:
-    # Bold red name, then the message as it is (it ends with the fix); ANSI is what JupyterLab
-    # colours in an error output, whose box is already red.
-    lines = [f"\x1b[1;31m{etype.__name__}\x1b[0m: {value}"]
-    shell._showtraceback(etype, value, lines)
-    return lines
-
-
 def _papermill_names(namespace: Mapping[str, Any]) -> set[str]:
     """Names papermill injected: assignments in a cell that starts with papermill's ``# Parameters`` line."""
     names: set[str] = set()
@@ -289,10 +257,9 @@ def start(notebook: str, namespace: Mapping[str, Any], *, need_target: bool = Tr
     """Validate the notebook's parameters from ``namespace`` (over the form's saved ones) and build its target.
 
     The second cell of every notebook calls this. Without ``need_target`` (05 reading a record)
-    a target that cannot be built is tolerated. In IPython, rtbook's errors from here on show as
-    one red line with the fix (:func:`short_errors`).
+    a target that cannot be built is tolerated. In IPython, an error raised here shows as one red
+    line ending with the fix (:meth:`rtbook.exceptions.RtbookError._render_traceback_`).
     """
-    short_errors()
     params, origin = with_saved_params(notebook_params(namespace), namespace)
     if origin:
         print(origin)  # noqa: T201 - the cell's output is where the user looks

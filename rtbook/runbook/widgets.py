@@ -26,7 +26,7 @@ from typing import Any
 from rtbook.exceptions import RtbookError
 from rtbook.results import Report
 from rtbook.runbook.params import NOT_SAVED, PARAMS, Param, ParamValue, RunParams, saved_params_path
-from rtbook.runbook.session import StepReport, short_errors
+from rtbook.runbook.session import StepReport
 from rtbook.secrets import Redactor
 
 __all__ = ['STEPS', 'ParamForm', 'ParamsTable', 'TargetStatus', 'params_table', 'target_status']
@@ -123,7 +123,6 @@ class ParamForm:
     def __init__(self, params: Mapping[str, ParamValue] | None = None, params_path: str | Path | None = None) -> None:
         import ipywidgets as w
 
-        short_errors()
         self._w = w
         start = RunParams.from_mapping(dict(params or {})).as_dict()
         self.params_path = Path(params_path) if params_path else saved_params_path()
@@ -442,7 +441,6 @@ class TargetStatus:
     def __init__(self, params: Mapping[str, ParamValue], *, start_timeout_s: float = 120) -> None:
         import ipywidgets as w
 
-        short_errors()
         self._w = w
         self.params = dict(params)
         self.start_timeout_s = start_timeout_s
