@@ -33,6 +33,15 @@ __all__ = [
 class RtbookError(Exception):
     """Root of every exception rtbook raises on purpose."""
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows this error in a notebook: one red line, the message ending with the fix, no frames.
+
+        The message already names the value and the fix; the frames above it only push that
+        sentence out of sight. The kernel still reports the exception's name and message, so
+        papermill and ``rtbook run`` see the same failure.
+        """
+        return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class ConfigError(RtbookError):
     """A parameter, flag or environment variable has a value rtbook cannot use."""

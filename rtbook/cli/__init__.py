@@ -34,7 +34,7 @@ __all__ = ["cli", "main"]
 
 # Modules that add subcommands: each defines add_cli(group).
 _CLI_MODULES = ("rtbook.cli.run", "rtbook.cli.tenant", "rtbook.cli.probe", "rtbook.cli.sandbox",
-                "rtbook.cli.notebooks")
+                "rtbook.cli.notebooks", "rtbook.cli.history")
 
 
 def _version() -> str:
@@ -122,6 +122,9 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
         except OSError as exc:  # checked up front (OutputFile); this is a disk that filled up meanwhile
             raise ConfigError(f"--output {output!r}: cannot write the report: {exc.strerror or exc}") from None
         print(report.summary_line())
+        from rtbook.cli.history import index_check_report
+
+        index_check_report(opts, target, report, output, 1 if report.failures else 0)
     else:
         print(text)
     return 1 if report.failures else 0

@@ -8,7 +8,9 @@
 # it), so the upstream host's first label must be the tenant id.
 
 # %% tags=["parameters"]
-# Parameters: papermill and 'rtbook run -p name=value' override these. Never put a secret here.
+# Parameters. Values saved by the form in 00_start_here (outputs/params.json beside this notebook) are used
+# when that file exists, for every name left at its default below; a value changed here, papermill's and
+# 'rtbook run -p name=value' override them (rtbook run reads only --params-file). Never put a secret here.
 target_kind: str = 'sandbox'  # sandbox: the running embedded sandbox; stack: the stack in stack_dir and the URLs below
 stack_dir: str = ''  # directory laid out like supabase/docker (docker-compose.yml, .env, volumes/api/kong.yml)
 api_url: str = ''  # public gateway (Kong) URL, e.g. http://localhost:8000; empty skips live gateway checks
@@ -26,7 +28,7 @@ symptom: str = ''  # 05 only: the symptom to explain; empty means every known sy
 run_dir: str = ''  # folder where each notebook saves its results (set by rtbook run); 05 reads it
 
 # %% [markdown]
-# **Target.** The next cell checks every parameter above against the runbook's one schema (an unknown or mistyped name, or anything that looks like a secret, stops here with the fix) and builds the target: the stack's files plus the URLs the live checks talk to. Secrets are read from the environment or the stack's `.env`, never from parameters.
+# **Target.** Values saved by the form in [00_start_here](00_start_here.ipynb) (`outputs/params.json` beside this notebook) are used for every parameter left at its default above; the next cell says which it used. It then checks every parameter against the runbook's one schema (an unknown or mistyped name, or anything that looks like a secret, stops here with the fix) and builds the target: the stack's files plus the URLs the live checks talk to. Secrets are read from the environment or the stack's `.env`, never from parameters.
 
 # %%
 import rtbook.runbook

@@ -44,6 +44,8 @@ __all__ = [
     "notebook_params",
     "parameters_cell_source",
     "parse_assignment",
+    "saved_params",
+    "saved_params_path",
     "target_from_params",
     "validate_params",
 ]
@@ -472,7 +474,11 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
 
 def parameters_cell_source() -> str:
     """The source of every notebook's ``parameters`` cell, generated from :data:`PARAMS`."""
-    lines = ["# Parameters: papermill and 'rtbook run -p name=value' override these. Never put a secret here."]
+    lines = [
+        "# Parameters. Values saved by the form in 00_start_here (outputs/params.json beside this notebook) are used",
+        "# when that file exists, for every name left at its default below; a value changed here, papermill's and",
+        "# 'rtbook run -p name=value' override them (rtbook run reads only --params-file). Never put a secret here.",
+    ]
     for p in PARAMS:
         default = json.dumps(p.default) if p.type is list else repr(p.default)
         lines.append(f"{p.name}: {p.type_name} = {default}  # {p.help}")
@@ -505,3 +511,38 @@ def notebook_params(namespace: Mapping[str, Any]) -> dict[str, ParamValue]:
 def target_from_params(**params: Any) -> Target:
     """Validate ``params`` and build the :class:`~rtbook.target.Target` they describe (see :meth:`RunParams.target`)."""
     return RunParams.from_mapping(params).target()
+
+
+# ================================================================ parameters saved by the form
+
+
+SAVED_PARAMS_ENV = "RTBOOK_PARAMS_FILE"
+# Never saved, never read from the saved file: the runner sets run_dir, and the apply confirmation
+# must be given where the write happens (the form's button, the notebook's cell, -p), not remembered.
+NOT_SAVED = frozenset({"run_dir", "confirm_apply"})
+
+
+def saved_params_path() -> Path:
+    """Where the form saves the parameters: ``$RTBOOK_PARAMS_FILE``, else ``outputs/params.json`` in the working folder.
+
+    The kernel's working folder is the notebook's (in JupyterLab, the copy made by ``rtbook notebooks
+    copy DIR``), so the file sits beside the copies, where ``rtbook run --params-file`` finds it too.
+    """
+    return Path(os.environ.get(SAVED_PARAMS_ENV) or Path.cwd() / "outputs" / "params.json")
+
+
+def saved_params(path: str | Path | None = None) -> dict[str, ParamValue] | None:
+    """The parameters the form saved (validated, without ``run_dir`` and ``confirm_apply``), or None if none were.
+
+    Raises:
+        ConfigError: when the file holds a name or value the schema refuses, naming the file and the fix.
+        InputError: when the file cannot be read or is not a mapping.
+    """
+    file = Path(path) if path else saved_params_path()
+    if not file.is_file():
+        return None
+    values = {k: v for k, v in load_params_file(file).items() if k not in NOT_SAVED}
+    try:
+        return validate_params(values, fill_defaults=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}; correct it with the form in 00_start_here or delete the file") from None

@@ -64,6 +64,8 @@ class RunOutcome:
     notebooks: list[NotebookOutcome] = field(default_factory=list)
     manifest_sha256: str = ""
     interrupted: str = ""  # the signal that stopped the run (SIGINT, SIGTERM), empty for a complete run
+    # check id -> ISO UTC time since when it has been failing (from the run history), for summary.html.
+    since: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

@@ -176,8 +176,13 @@ def _run(
                 stop = {"signal": interrupted.signum.name, "during": during,
                         "not_run": [s.name for s in specs if s.name not in done]}
                 say(f"interrupted by {interrupted.signum.name}: writing the record so far (marked incomplete)")
-            _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended, facts,
-                          interrupted=stop)
+            with _history(output_dir, say) as history:
+                if history is not None:
+                    outcome.since = _failing_since(history, outcome, clean, started)
+                _write_record(record, outcome, executed, staging, src, clean, redactor, started, ended, facts,
+                              interrupted=stop, since=outcome.since)
+                if history is not None:
+                    _index(history, record, say)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if interrupted is not None:
@@ -266,6 +271,59 @@ def _run_one(
         detail = f" ({error_name}: {redactor.text(error)[:200]})" if status in ("error", "interrupted") else ""
         say(f"      {status.upper()} in {duration:.1f}s: {report.summary_line()}{detail}")
     return interrupted
+
+
+# ================================================================ run history
+
+
+@contextlib.contextmanager
+def _history(output_dir: Path, say: Progress) -> Iterator[Any]:
+    """The run history index (``outputs/history.sqlite`` or ``$RTBOOK_HISTORY_URL``), or None if it cannot open.
+
+    The history is a convenience: a database that cannot be opened costs a warning line, never the record.
+    """
+    from rtbook.exceptions import RtbookError
+    from rtbook.history.index import HistoryIndex
+
+    try:
+        index = HistoryIndex(output_dir=output_dir)
+    except (RtbookError, OSError) as exc:
+        say(f"history: not indexed ({exc})")
+        yield None
+        return
+    try:
+        yield index
+    finally:
+        index.close()
+
+
+def _failing_since(
+    history: Any, outcome: RunOutcome, params: Mapping[str, Any], started: dt.datetime
+) -> dict[str, str]:
+    """Since when (ISO UTC) each check failing in this run has been failing, for the summaries."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rtbook.exceptions import RtbookError
+    from rtbook.history.index import target_key
+
+    failing = {r.id for n in outcome.notebooks for r in n.report if r.failed}
+    when = started.isoformat(timespec="seconds")
+    try:
+        since: dict[str, str] = history.failing_since(target_key(params), failing, when)
+    except (RtbookError, OSError, SQLAlchemyError):
+        return {}
+    return since
+
+
+def _index(history: Any, record: Path, say: Progress) -> None:
+    from rtbook.exceptions import RtbookError
+
+    try:
+        snap = history.add_record(record)
+    except (RtbookError, OSError) as exc:
+        say(f"history: not indexed ({exc})")
+        return
+    say(f"history: indexed as {snap.id} ({snap.target}); see 'rtbook history'")
 
 
 def load_one(path: Path) -> Report:

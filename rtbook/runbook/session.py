@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,14 +17,22 @@ from rtbook.exceptions import (
 )
 from rtbook.results import CheckResult, Report
 from rtbook.runbook.notebooks import notebook_for
-from rtbook.runbook.params import ParamValue, notebook_params, target_from_params
+from rtbook.runbook.params import (
+    ParamValue,
+    RunParams,
+    default_params,
+    notebook_params,
+    saved_params,
+    saved_params_path,
+    target_from_params,
+)
 from rtbook.runbook.troubleshoot import deciding_prefixes, diagnose
 from rtbook.secrets import Redactor
 
 if TYPE_CHECKING:
     from rtbook.target import Target
 
-__all__ = ['NotebookRun', 'StepReport', 'start']
+__all__ = ['NotebookRun', 'StepReport', 'start', 'with_saved_params']
 
 
 
@@ -283,13 +292,65 @@ def _run_deciding_checks(target: Target, symptom: str) -> Report:
     return run_checks(target, only=prefixes)
 
 
+def _papermill_names(namespace: Mapping[str, Any]) -> set[str]:
+    """Names papermill injected: assignments in a cell that starts with papermill's ``# Parameters`` line."""
+    names: set[str] = set()
+    for source in namespace.get("In") or ():
+        if not (isinstance(source, str) and source.startswith("# Parameters\n")):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def with_saved_params(
+    params: Mapping[str, ParamValue], namespace: Mapping[str, Any], path: str | Path | None = None
+) -> tuple[dict[str, ParamValue], str]:
+    """Merge the form's saved parameters under the notebook's own; return the set and a line saying what was used.
+
+    A name keeps the notebook's value when it differs from the schema default (changed in the
+    parameters cell) or when papermill injected it; every other name takes the saved value. Under
+    ``rtbook run`` (``run_dir`` set) the saved file is not read: the command's ``--params-file`` is.
+    A saved ``apply_fixes`` is a dry run unless this notebook itself sets ``confirm_apply``.
+    """
+    merged = dict(params)
+    if merged.get("run_dir"):
+        return merged, ""
+    file = Path(path) if path else saved_params_path()
+    saved = saved_params(file)
+    if not saved:
+        return merged, ""
+    defaults = default_params()
+    explicit = {name for name, value in params.items() if value != defaults.get(name)} | _papermill_names(namespace)
+    used = sorted(name for name, value in saved.items() if name not in explicit and value != merged.get(name))
+    merged.update({name: saved[name] for name in used})
+    note = ""
+    if merged.get("apply_fixes") and not merged.get("confirm_apply"):
+        merged["apply_fixes"] = False
+        used = [n for n in used if n != "apply_fixes"]
+        note = (" apply_fixes from that file is not used (a dry run): set confirm_apply = True in this notebook "
+                "to write.")
+    merged = RunParams.from_mapping(merged).as_dict()
+    what = ", ".join(used) if used else "nothing (every saved value is already the notebook's)"
+    return merged, f"Parameters saved by the form ({file}) used for: {what}.{note}"
+
+
 def start(notebook: str, namespace: Mapping[str, Any], *, need_target: bool = True) -> NotebookRun:
-    """Validate the notebook's parameters from ``namespace`` and build its target.
+    """Validate the notebook's parameters from ``namespace`` (over the form's saved ones) and build its target.
 
     The second cell of every notebook calls this. Without ``need_target`` (05 reading a record)
-    a target that cannot be built is tolerated.
+    a target that cannot be built is tolerated. In IPython, an error raised here shows as one red
+    line ending with the fix (:meth:`rtbook.exceptions.RtbookError._render_traceback_`).
     """
-    params = notebook_params(namespace)
+    params, origin = with_saved_params(notebook_params(namespace), namespace)
+    if origin:
+        print(origin)  # noqa: T201 - the cell's output is where the user looks
     try:
         target = target_from_params(**params)
     except (RtbookError, ImportError):

@@ -1,5 +1,9 @@
 """Guided mode in a real browser: JupyterLab headless on 127.0.0.1, Chromium through playwright.
 
+The newcomer path (test_newcomer_path_from_no_sandbox_to_one_root_cause): 00 opened with no sandbox says so
+without a traceback, its button starts the sandbox, the form runs the checks, the sandbox is broken with
+tenant-mismatch, and 05 opens with one root cause and the path diagram (screenshots in test-artifacts/).
+
 The notebook ``00_start_here`` is opened from a copy made by ``rtbook notebooks copy`` into a
 temporary folder (as a user does; nothing is saved into the package), all cells run, the form
 renders, a mistyped URL is refused as you type, and pressing *Run checks* runs the checks against
@@ -9,6 +13,7 @@ A screenshot is saved under ``test-artifacts/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -65,8 +70,9 @@ def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes]) -> No
     raise RuntimeError(f"JupyterLab did not answer {url} within {deadline_s}s: {last}")
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[str, Path]]:  # noqa: F811
+@contextlib.contextmanager
+def _jupyterlab_server(tmp_path: Path, extra_env: dict[str, str], notebook: str = "00_start_here") -> Iterator[
+        tuple[str, Path]]:
     """A JupyterLab server on a free 127.0.0.1 port over a copy of the notebooks; stopped at the end."""
     work = tmp_path / "lab"
     copy_notebooks(work / "notebooks")
@@ -74,7 +80,7 @@ def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[
     port = _free_port()
     env = {
         **os.environ,
-        **runbook_target.env,
+        **extra_env,
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
@@ -104,7 +110,7 @@ def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 90, proc)
-        yield f"http://127.0.0.1:{port}/lab/tree/00_start_here.ipynb?token={token}", work
+        yield f"http://127.0.0.1:{port}/lab/tree/{notebook}.ipynb?token={token}", work
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -114,6 +120,13 @@ def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path, runbook_target: RunbookTarget) -> Iterator[tuple[str, Path]]:  # noqa: F811
+    """JupyterLab over a copy of the notebooks, with a sandbox already running."""
+    with _jupyterlab_server(tmp_path, runbook_target.env) as lab:
+        yield lab
 
 
 KERNEL_STATUS = "() => String(window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status)"
@@ -202,3 +215,168 @@ def test_guided_form_runs_checks_and_shows_the_coloured_table(
     from rtbook.runbook.params import load_params_file, validate_params
 
     assert validate_params(load_params_file(saved))["target_kind"] == runbook_target.target_kind
+
+
+# ================================================================ the newcomer path
+
+ERROR_OUTPUTS = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+
+
+def _run_all(page: Any) -> None:
+    # Not awaited: the command's promise settles only when every cell has run.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+
+
+def _open(page: Any, url: str, name: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook", state="visible")
+    page.wait_for_function("() => window.jupyterapp !== undefined")
+    # JupyterLab restores the workspace (the notebook opened before) too: wait until the current
+    # tab is the one asked for, so that 'run all' runs it and not the previous one.
+    page.wait_for_function(
+        "name => String(window.jupyterapp.shell.currentWidget?.context?.path).endsWith(name)", arg=f"{name}.ipynb"
+    )
+    _wait_for_kernel(page)
+
+
+def _no_frames(page: Any) -> None:
+    """rtbook's errors are one line with the fix: no Python frames anywhere in the outputs."""
+    # text_content, not inner_text: JupyterLab gives off-screen cells content-visibility:auto, whose
+    # text inner_text leaves out.
+    text = page.evaluate("() => [...document.querySelectorAll('.jp-Notebook')].map(n => n.textContent).join(' ')")
+    assert "Traceback (most recent call last)" not in text and 'File "' not in text, text[-3000:]
+
+
+def _no_horizontal_overflow(page: Any, selector: str) -> None:
+    widths = page.locator(selector).first.evaluate(
+        "el => { const o = el.closest('.jp-OutputArea-output') || el; return [o.scrollWidth, o.clientWidth]; }"
+    )
+    assert widths[0] <= widths[1], f"{selector} is wider than its output area: {widths}"
+
+
+@pytest.fixture
+def no_sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An RTBOOK_HOME with no sandbox in it (the newcomer's state); whatever the test starts there is stopped."""
+    from tests.integration.runbook_support import require_sandbox, stop_sandbox
+
+    require_sandbox()
+    home = tmp_path / "rtbook-home"
+    try:
+        yield {"RTBOOK_HOME": str(home)}
+    finally:
+        stop_sandbox(home)
+
+
+def test_newcomer_path_from_no_sandbox_to_one_root_cause(tmp_path: Path, no_sandbox: dict[str, str]) -> None:
+    from tests.integration.runbook_support import rtbook_cli
+
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "Chromium not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "pip package playwright not installed")
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _jupyterlab_server(tmp_path, no_sandbox) as (url, _work), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+        page = None
+        shot = "newcomer-0-open"
+        try:
+            # The issue's viewport: a laptop screen in JupyterLab.
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(60_000)
+
+            # 1. Open 00 with no sandbox: the status says so, offers the button, and nothing shows a traceback.
+            _open(page, url, "00_start_here")
+            _run_all(page)
+            status = page.locator(".rtbook-status")
+            status.wait_for(state="visible", timeout=90_000)
+            page.locator(".rtbook-form").wait_for(state="visible", timeout=90_000)
+            status.scroll_into_view_if_needed()
+            down = page.locator(".rtbook-status .rtbook-status-down")
+            assert down.is_visible() and "No sandbox is running" in (down.text_content() or "")
+            _no_frames(page)
+            assert page.locator(ERROR_OUTPUTS).count() == 0
+            _no_horizontal_overflow(page, ".rtbook-form")
+            shot = "newcomer-1-no-sandbox"
+            page.screenshot(path=str(ARTIFACTS / f"{shot}.png"))
+
+            # 2. Start it from the button; the status turns to running with the sandbox's URLs.
+            start = page.get_by_role("button", name="Start the sandbox")
+            start.scroll_into_view_if_needed()
+            start.click()
+            ok = page.locator(".rtbook-status .rtbook-status-ok")
+            ok.wait_for(state="visible", timeout=240_000)
+            assert "The sandbox is running." in (ok.text_content() or "") and "gateway" in (ok.text_content() or "")
+            assert not start.is_visible()
+
+            # 3. Run the checks from the form: the 01 step passes against the healthy sandbox.
+            page.get_by_role("button", name="Run checks").click()
+            table = page.locator(".rtbook-form table.rtbook-report")
+            table.wait_for(state="visible", timeout=180_000)
+            table.scroll_into_view_if_needed()
+            assert table.locator("tr.rtbook-pass").count() >= 3
+            assert table.locator("tr.rtbook-fail").count() == 0, table.text_content()
+            _no_horizontal_overflow(page, ".rtbook-form")
+            shot = "newcomer-2-checks"
+            page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+
+            # 4. Break it: the same sandbox home, restarted with the tenant-mismatch scenario.
+            down_proc = rtbook_cli(["sandbox", "down"], no_sandbox, 120)
+            assert down_proc.returncode == 0, down_proc.stderr
+            up = rtbook_cli(["sandbox", "up", "--break", "tenant-mismatch"], no_sandbox, 240)
+            assert up.returncode == 0, up.stderr[-2000:]
+
+            # 5. Open 05 and run it. The gate stops on one red line (no frames).
+            _open(page, url.replace("00_start_here.ipynb", "05_troubleshooting.ipynb"), "05_troubleshooting")
+            _run_all(page)
+            gate = page.locator(ERROR_OUTPUTS).filter(has_text="ChecksFailedError")
+            gate.wait_for(state="visible", timeout=240_000)
+            gate.scroll_into_view_if_needed()
+            assert (gate.text_content() or "").strip().startswith("ChecksFailedError: "), gate.text_content()
+            _no_frames(page)
+            shot = "newcomer-3-troubleshooting"
+            page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+
+            # 6. The first thing 05 shows is ONE root cause with the path diagram, the failing hop in red.
+            #    (rtbook-rootcause and hop-fail come from the root-cause/diagram work of the 'reports' branch.)
+            # Everything below is looked up in 05's tab only (00's tab stays open, hidden, in the page).
+            current = "window.jupyterapp.shell.currentWidget.node"
+            causes = page.evaluate(f"() => {current}.querySelectorAll('.rtbook-rootcause').length")
+            assert causes == 1, "05 must open with exactly one root cause block (class rtbook-rootcause)"
+            first_is_cause = page.evaluate(
+                f"""() => {{
+                    const nb = {current};
+                    const cause = nb.querySelector('.rtbook-rootcause');
+                    const others = nb.querySelectorAll('table.rtbook-report, ' +
+                        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+                    return [...others].every(o => cause.compareDocumentPosition(o) & Node.DOCUMENT_POSITION_FOLLOWING);
+                }}"""
+            )
+            assert first_is_cause, "a result table or an error is shown before the root cause"
+            colour = page.evaluate(
+                f"""() => {{
+                    const hop = {current}.querySelector('svg .hop-fail');
+                    if (!hop) return null;
+                    return [hop, ...hop.querySelectorAll('*')].map(el => {{
+                        const s = getComputedStyle(el); return s.fill + ' ' + s.stroke + ' ' + s.color; }}).join(' ');
+                }}"""
+            )
+            assert colour is not None, "the path diagram (SVG) marks no failing hop (class hop-fail)"
+            assert _has_red(colour), f"the failing hop is not drawn in red: {colour}"
+            shot = "newcomer-4-root-cause"
+        finally:
+            if page is not None:
+                page.screenshot(path=str(ARTIFACTS / f"{shot}-final.png"), full_page=True)
+            browser.close()
+
+
+def _has_red(css: str) -> bool:
+    """True when one of the computed colours in ``css`` is a red (red channel high, green and blue low)."""
+    import re
+
+    for r, g, b in re.findall(r"rgba?\((\d+),\s*(\d+),\s*(\d+)", css):
+        if int(r) >= 150 and int(g) <= 90 and int(b) <= 90:
+            return True
+    return False

@@ -43,6 +43,16 @@ def test_confirm_button_applies_the_plan_and_the_saved_file_runs_headless(
     assert not form.confirm_button.disabled, "a plan is ready and waits for the confirm button"
     html = form.output.outputs[0]["data"]["text/html"]
     assert "Seeding plan (nothing written yet" in html and "rtbook-plan" in html
+    # The button says what it will do, and sits directly under the plan (the output's last block).
+    n = len(form._plan.changes)
+    assert n >= 1
+    assert form.confirm_button.description == f"Apply {n} change{'s' if n != 1 else ''} to tenant realtime-dev"
+    assert form.confirm_button.layout.display is None
+    children = list(form.box.children)
+    assert children.index(form.confirm_button) == children.index(form.output) + 1
+    assert html.rstrip().endswith("</table>") or html.rstrip().endswith("</ul>")
+    # The diff is whole: the "after" cells hold the complete JSON, wrapped, not cut with "...".
+    assert "...</pre>" not in html and "<pre>" in html
 
     form.confirm_button.click()  # the explicit confirmation
     html = form.output.outputs[0]["data"]["text/html"]
@@ -50,9 +60,22 @@ def test_confirm_button_applies_the_plan_and_the_saved_file_runs_headless(
     assert 'class="rtbook-pass"' in html and "<code>tenant.row</code>" in html
     assert form.confirm_button.disabled, "one click applies once"
 
+    # Planned again on the repaired tenant: "Nothing to change", and no button to press.
+    assert form.run() is not None
+    assert "Nothing to change" in form.output.outputs[0]["data"]["text/html"]
+    assert form.confirm_button.disabled and form.confirm_button.layout.display == "none"
+    assert form.apply() is None
+
     # The saved parameter set drives the headless runner; the repaired tenant now passes 02.
+    # The confirmation is not in it: a headless run that should write needs its own.
     saved = form.save()
-    assert saved is not None and json.loads(saved.read_text())["apply_fixes"] is True
+    assert saved is not None
+    stored = json.loads(saved.read_text())
+    assert stored["apply_fixes"] is True and "confirm_apply" not in stored
+    refused = rtbook_cli(["run", "--params-file", str(saved), "--no-sandbox-start", "--notebooks", "02",
+                          "--output-dir", str(tmp_path / "refused")], broken_sandbox.env, 120)
+    assert refused.returncode == 2 and "apply_fixes is true but confirm_apply is false" in refused.stderr
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
     out = tmp_path / "outputs"
     proc = rtbook_cli(
         ["run", "--params-file", str(saved), "-p", "apply_fixes=false", "-p", "confirm_apply=false",
@@ -61,7 +84,7 @@ def test_confirm_button_applies_the_plan_and_the_saved_file_runs_headless(
         600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    record = next(out.iterdir())
+    record = next(p for p in out.iterdir() if p.is_dir())
     summary = json.loads((record / "summary.json").read_text())
     statuses = {r["id"]: r["status"] for r in summary["notebooks"][0]["results"]}
     assert statuses["tenant.row"] == "pass"

@@ -51,6 +51,8 @@ FLAGS = {
     ("sandbox", "status"): ["--json"],
     ("sandbox", "scenarios"): ["--json"],
     ("notebooks", "copy"): ["DIR", "--force"],
+    ("history",): ["--target", "--limit", "--add", "--format", "--history-url", "--output-dir"],
+    ("diff",): ["RUN_A", "RUN_B", "--format", "--history-url", "--output-dir"],
 }
 
 
@@ -68,7 +70,8 @@ def test_top_level_help_lists_the_commands_in_workflow_order(capsys: pytest.Capt
     code, out, _ = run(["--help"], capsys)
     assert code == 0
     listed = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], flags=re.MULTILINE)
-    assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks"]
+    assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks",
+                      "history", "diff"]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,6 +116,10 @@ def test_a_group_without_its_command_exits_2(argv: list[str], stream: str,
         (["verify"], ["Missing argument 'RUN_DIR'", "(see 'rtbook verify --help')"]),
         (["sandbox", "up", "--timeout", "0"], ["--timeout must be a number of seconds between 0 and 3600"]),
         (["notebooks", "copy"], ["Missing argument 'DIR'"]),
+        (["diff", "a"], ["Missing argument 'RUN_B'", "(see 'rtbook diff --help')"]),
+        (["history", "--history-url", "nonsense"], ["history URL 'nonsense' is not an SQLAlchemy database URL"]),
+        (["diff", "nosuchrun", "nosuchrun2", "--history-url", "sqlite://"],
+         ["'nosuchrun' is neither a run record folder nor a run id", "'rtbook history' lists the run ids"]),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_value_and_exit_2(

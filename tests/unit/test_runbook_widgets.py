@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from rtbook.runbook.params import load_params_file, validate_params
+from rtbook.exceptions import ConfigError
+from rtbook.runbook.params import load_params_file, saved_params, validate_params
 from rtbook.runbook.widgets import STEPS, ParamForm, params_table
 from tests.conftest import CORPUS, require
 
@@ -37,15 +39,67 @@ def test_form_refuses_a_token_typed_into_a_field() -> None:
 def test_form_saves_the_parameter_set_the_runner_reads(tmp_path: Path) -> None:
     form = ParamForm({"tenant": "t1"}, params_path=tmp_path / "out" / "params.json")
     form.widgets["tables"].value = "public.todos, public.messages"
-    form.widgets["apply_fixes"].value = True
     saved = form.save()
     assert saved == tmp_path / "out" / "params.json"
     data = load_params_file(saved)
     assert "run_dir" not in data
     params = validate_params(data)
-    assert params["tables"] == ["public.todos", "public.messages"]
-    # Ticking apply_fixes in the form saves both switches: the confirm button is the form's second switch.
-    assert params["apply_fixes"] is True and params["confirm_apply"] is True
+    assert params["tables"] == ["public.todos", "public.messages"] and params["tenant"] == "t1"
+
+
+def test_saving_never_stores_the_apply_confirmation(tmp_path: Path) -> None:
+    form = ParamForm(params_path=tmp_path / "params.json")
+    form.widgets["apply_fixes"].value = True
+    assert form.run_params() is not None, "in the form, its own Confirm button is the second switch"
+    saved = form.save()
+    assert saved is not None
+    data = json.loads(saved.read_text())
+    assert data["apply_fixes"] is True and "confirm_apply" not in data
+    assert "without its confirmation" in form.output.outputs[0]["data"]["text/plain"]
+    # A headless run from the saved file is refused until it is confirmed there and then.
+    with pytest.raises(ConfigError, match="apply_fixes is true but confirm_apply is false"):
+        validate_params(load_params_file(saved))
+    assert validate_params({**load_params_file(saved), "confirm_apply": True})["apply_fixes"] is True
+    # A hand-edited file that does hold the confirmation is not honoured by the notebooks' reader.
+    saved.write_text(json.dumps({**data, "confirm_apply": True}))
+    reread = saved_params(saved)
+    assert reread is not None and reread["apply_fixes"] is True and "confirm_apply" not in reread
+
+
+def test_saving_into_the_installed_package_is_refused(tmp_path: Path) -> None:
+    import rtbook
+
+    inside = Path(rtbook.__file__).parent / "notebooks" / "outputs" / "params.json"
+    form = ParamForm(params_path=inside)
+    assert form.save() is None and not inside.exists()
+    assert "rtbook notebooks copy" in form.output.outputs[0]["data"]["text/plain"]
+
+
+def test_the_invalid_field_is_marked_and_old_results_are_cleared() -> None:
+    form = ParamForm()
+    form.output.outputs = ({"output_type": "display_data", "data": {"text/plain": "old table"}, "metadata": {}},)
+    form.confirm_button.layout.display = None
+    form.widgets["realtime_url"].value = "ws://nowhere"
+    assert form.invalid_fields == ["realtime_url"]
+    assert form.output.outputs == () and form.confirm_button.layout.display == "none"
+    assert form.last_report is None
+    form.widgets["realtime_url"].value = ""
+    assert form.invalid_fields == [] and "rtbook-valid" in form.status.value
+
+
+def test_help_texts_are_whole_and_nothing_is_wider_than_the_output() -> None:
+    from rtbook.runbook.params import PARAMS
+
+    form = ParamForm()
+    rendered = "".join(child.value for field in form.box.children for child in getattr(field, "children", ())
+                       if "rtbook-help" in str(getattr(child, "value", "")))
+    for p in PARAMS:
+        if p.name in form.widgets:
+            assert html.escape(p.help) in rendered, p.name
+            assert getattr(form.widgets[p.name], "placeholder", "") in ("", "\u200b", "public.messages, public.todos")
+    style = form.box.children[0].value
+    assert "overflow-x: hidden" in style and "box-sizing: border-box" in style
+    assert form.box.layout.overflow == "hidden"
 
 
 def test_form_refuses_an_out_of_range_timeout_with_the_range() -> None:
