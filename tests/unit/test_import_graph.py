@@ -99,6 +99,8 @@ FORBIDDEN = {
                        "rtbook.registry", "rtbook.seeding", "rtbook.probe"),
     # The probe's logic reads and writes through clients; the checks and the CLI use it, not the reverse.
     "rtbook.probe": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox", "rtbook.seeding"),
+    # The load generator measures a target through the clients; nothing below it knows it exists.
+    "rtbook.load": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
     # Plain SQL text shared by rtbook.probe and the sandbox: it imports nothing of rtbook.
     "rtbook.probe_sql": ("rtbook",),
 }

@@ -1,0 +1,435 @@
+"""The load generator: Phoenix sockets on asyncio (aiohttp), open-model sends, exact accounting.
+
+One process drives whole topics, so a message's sender and all its receivers read one monotonic
+clock and latency is measured from the message's *scheduled* send time. Sends happen at their
+scheduled times whatever the server answers (open model): a slow server shows as latency and
+loss, not as a lower send rate. Every run is bounded by the scenario's numbers plus a drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtbook.clients.phoenix import VSN1, Message, ProtocolError, decode, encode
+from rtbook.load.histograms import Histograms
+from rtbook.load.ledger import DeliveryCounts, Ledger
+from rtbook.load.scenario import Scenario
+
+__all__ = ["Endpoint", "ProcessResult", "run_share"]
+
+HEARTBEAT_S = 25.0  # realtime-js's default heartbeat interval; Realtime closes idle sockets after 60 s.
+DRAIN_MIN_S = 1.0
+_EVENT = "rtbook-load"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the generator connects. ``apikey``/``token`` are plain strings only inside the run.
+
+    ``label`` is what outputs show (no key). ``repr`` hides the secrets.
+    """
+
+    base: str
+    host_header: str | None
+    label: str
+    apikey: str = field(repr=False, default="")
+    token: str | None = field(repr=False, default=None)
+
+    def url(self) -> str:
+        parts = urllib.parse.urlsplit(self.base)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        path = parts.path.rstrip("/")
+        if not path.endswith("/websocket"):
+            path += "/websocket"
+        query = urllib.parse.urlencode({"apikey": self.apikey, "vsn": VSN1})
+        return urllib.parse.urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+@dataclass
+class ProcessResult:
+    """What one generator process measured; merged by :mod:`rtbook.load.runner`."""
+
+    counts: DeliveryCounts
+    histograms: dict[str, str]
+    errors: dict[str, int]
+    opened: int
+    joined: int
+    held: int
+    cpu_s: float
+    wall_s: float
+    sent_per_s: list[int]
+    delivered_per_s: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts.to_dict(),
+            "histograms": self.histograms,
+            "errors": self.errors,
+            "opened": self.opened,
+            "joined": self.joined,
+            "held": self.held,
+            "cpu_s": self.cpu_s,
+            "wall_s": self.wall_s,
+            "sent_per_s": self.sent_per_s,
+            "delivered_per_s": self.delivered_per_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessResult:
+        return cls(
+            counts=DeliveryCounts.from_dict(data["counts"]),
+            histograms=dict(data["histograms"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            opened=int(data["opened"]),
+            joined=int(data["joined"]),
+            held=int(data["held"]),
+            cpu_s=float(data["cpu_s"]),
+            wall_s=float(data["wall_s"]),
+            sent_per_s=[int(x) for x in data["sent_per_s"]],
+            delivered_per_s=[int(x) for x in data["delivered_per_s"]],
+        )
+
+
+def _reason(payload: Any) -> str:
+    """A server refusal's text, bounded (it goes into error-kind names)."""
+    if isinstance(payload, dict):
+        resp = payload.get("response", payload)
+        if isinstance(resp, dict):
+            text = resp.get("reason") or resp.get("message") or json.dumps(resp, sort_keys=True)
+        else:
+            text = str(resp)
+        return str(text)[:120]
+    return str(payload)[:120]
+
+
+class _Socket:
+    """One WebSocket with at most one channel (as one browser tab subscribed to one topic)."""
+
+    def __init__(self, run: _Run, name: str) -> None:
+        self.run = run
+        self.name = name
+        self.ws: Any = None
+        self.topic: str | None = None
+        self.joined = False
+        self._ref = 0
+        self._join_ref: str | None = None
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def next_ref(self) -> str:
+        self._ref += 1
+        return str(self._ref)
+
+    async def open(self) -> bool:
+        run = self.run
+        started = time.monotonic_ns()
+        headers = {"Host": run.endpoint.host_header} if run.endpoint.host_header else None
+        try:
+            self.ws = await run.session.ws_connect(
+                run.endpoint.url(), headers=headers, timeout=run.step_timeout, autoping=True, max_msg_size=1 << 20
+            )
+        except Exception as exc:  # every failure to open is counted by its kind, never raised
+            run.error(_handshake_kind(exc))
+            return False
+        run.hists.record("connect", (time.monotonic_ns() - started) // 1000)
+        run.opened += 1
+        self._tasks.append(asyncio.create_task(self._read()))
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        return True
+
+    async def join(self, topic: str, ack: bool) -> bool:
+        if self.ws is None or self.ws.closed:
+            return False
+        run = self.run
+        ref = self.next_ref()
+        self._join_ref = ref
+        self.topic = topic
+        payload: dict[str, Any] = {"config": {"broadcast": {"self": False, "ack": ack}, "presence": {"key": ""}}}
+        if run.endpoint.token:
+            payload["access_token"] = run.endpoint.token
+        started = time.monotonic_ns()
+        reply = await self._request(Message(topic, "phx_join", payload, ref, ref))
+        if reply is None:
+            run.error("join: no reply in time")
+            return False
+        if not isinstance(reply.payload, dict) or reply.payload.get("status") != "ok":
+            run.error(f"join: {_reason(reply.payload)}")
+            return False
+        run.hists.record("join", (time.monotonic_ns() - started) // 1000)
+        self.joined = True
+        run.joined += 1
+        return True
+
+    async def _request(self, message: Message) -> Message | None:
+        assert message.ref is not None
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[message.ref] = fut
+        try:
+            await self.ws.send_str(encode(message))
+            return await asyncio.wait_for(fut, self.run.step_timeout)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            return None
+        finally:
+            self._replies.pop(message.ref, None)
+
+    async def broadcast(self, seq: int, scheduled_ns: int, ack: bool, pad: str) -> bool:
+        """Send one broadcast; False when the socket or channel can no longer send."""
+        if not self.joined or self.ws is None or self.ws.closed or self.topic is None:
+            return False
+        ref = self.next_ref()
+        inner = {"s": self.name, "q": seq, "t": scheduled_ns, "p": pad}
+        body = {"type": "broadcast", "event": _EVENT, "payload": inner}
+        msg = Message(self.topic, "broadcast", body, ref, self._join_ref)
+        if not ack:
+            try:
+                await self.ws.send_str(encode(msg))
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+        reply = await self._request(msg)
+        if reply is None:
+            self.run.error("broadcast: no ack in time")
+        else:
+            self.run.hists.record("broadcast_ack", (time.monotonic_ns() - scheduled_ns) // 1000)
+        return True
+
+    async def _heartbeat(self) -> None:
+        while self.ws is not None and not self.ws.closed:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(encode(Message("phoenix", "heartbeat", {}, self.next_ref())))
+
+    async def _read(self) -> None:
+        import aiohttp
+
+        run = self.run
+        async for frame in self.ws:
+            if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                break
+            try:
+                msg = decode(frame.data)
+            except ProtocolError:
+                run.error("protocol: undecodable frame")
+                continue
+            if msg.event == "phx_reply" and msg.ref in self._replies:
+                fut = self._replies[msg.ref]
+                if not fut.done():
+                    fut.set_result(msg)
+            elif msg.event == "broadcast":
+                run.on_broadcast(self, msg.payload)
+            elif msg.event in ("phx_close", "phx_error"):
+                if self.joined:
+                    run.error(f"channel closed by server: {msg.event}")
+                self.joined = False
+            elif msg.event == "system" and isinstance(msg.payload, dict) and msg.payload.get("status") == "error":
+                run.error(f"system: {_reason(msg.payload)}")
+        if not run.stopping:
+            run.error("disconnect: socket closed during the run")
+        self.joined = False
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 1.0)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _handshake_kind(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    if status is not None:
+        message = getattr(exc, "message", "") or ""
+        return f"handshake: HTTP {status} {str(message)[:80]}".rstrip()
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "handshake: timeout"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        import errno as errno_mod
+
+        return f"handshake: {errno_mod.errorcode.get(exc.errno, exc.errno)}"
+    return f"handshake: {type(exc).__name__}"
+
+
+class _Run:
+    """State shared by one process's sockets."""
+
+    def __init__(self, scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float) -> None:
+        self.scenario = scenario
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.step_timeout = step_timeout
+        self.hists = Histograms()
+        self.ledger = Ledger(late_after_us=int(scenario.late_ms * 1000))
+        self.errors: Counter[str] = Counter()
+        self.opened = 0
+        self.joined = 0
+        self.held = 0
+        self.stopping = False
+        self.session: Any = None
+        self.t0_ns = time.monotonic_ns()
+        seconds = int(scenario.duration_s) + 2
+        self.sent_per_s = [0] * seconds
+        self.delivered_per_s = [0] * seconds
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def _second(self, now_ns: int) -> int:
+        return min(max((now_ns - self.t0_ns) // 1_000_000_000, 0), len(self.sent_per_s) - 1)
+
+    def on_broadcast(self, sock: _Socket, payload: Any) -> None:
+        inner = payload.get("payload") if isinstance(payload, dict) else None
+        if not isinstance(inner, dict) or payload.get("event") != _EVENT:
+            return
+        sender, seq, sched = inner.get("s"), inner.get("q"), inner.get("t")
+        if not isinstance(sender, str) or not isinstance(seq, int) or not isinstance(sched, int):
+            self.error("protocol: malformed load message")
+            return
+        now = time.monotonic_ns()
+        latency_us = max((now - sched) // 1000, 1)
+        self.ledger.received(sock.name, sender, seq, latency_us)
+        self.hists.record("broadcast", latency_us)
+        self.delivered_per_s[self._second(now)] += 1
+
+
+async def _paced(items: list[Any], rate: float, ramp_s: float, action: Any) -> list[Any]:
+    """Start ``action(item)`` at ``rate`` per second (or spread over ``ramp_s``); gather results."""
+    interval = ramp_s / len(items) if ramp_s > 0 and items else 1.0 / rate
+    start = time.monotonic()
+    tasks = []
+    for i, item in enumerate(items):
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(action(item)))
+    return list(await asyncio.gather(*tasks))
+
+
+async def _broadcast(run: _Run) -> None:
+    sc = run.scenario
+    topics: dict[str, tuple[list[_Socket], list[_Socket]]] = {
+        f"realtime:rtbook-load-{run.prefix}-{t}": ([], []) for t in range(sc.topics)
+    }
+    socks: list[tuple[str, _Socket, bool]] = []
+    for topic, (senders, receivers) in topics.items():
+        t = topic.rsplit("-", 1)[-1]
+        for i in range(sc.senders):
+            s = _Socket(run, f"{run.prefix}-t{t}-s{i}")
+            senders.append(s)
+            socks.append((topic, s, True))
+        for i in range(sc.receivers):
+            r = _Socket(run, f"{run.prefix}-t{t}-r{i}")
+            receivers.append(r)
+            socks.append((topic, r, False))
+
+    async def up(entry: tuple[str, _Socket, bool]) -> bool:
+        topic, sock, _ = entry
+        return await sock.open() and await sock.join(topic, sc.ack)
+
+    await _paced(socks, sc.join_rate, sc.ramp_s, up)
+
+    pad = "x" * sc.payload_bytes
+    all_senders = [s for senders, _ in topics.values() for s in senders]
+    # Message k of the run (k < rate x duration) is due at start + k / rate; sender i sends every
+    # len(all_senders)-th message from k = i, so the senders interleave evenly.
+    total = int(sc.rate * sc.duration_s)
+    period_ns = 1e9 / sc.rate
+    start = time.monotonic_ns() + 50_000_000
+    run.t0_ns = start
+
+    async def send_loop(index: int, sock: _Socket, receivers: list[_Socket]) -> None:
+        for seq, k in enumerate(range(index, total, len(all_senders))):
+            scheduled = start + int(k * period_ns)
+            delay = (scheduled - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            members = frozenset(r.name for r in receivers if r.joined)
+            run.ledger.sent(sock.name, seq, members)
+            run.sent_per_s[run._second(scheduled)] += 1
+            if not await sock.broadcast(seq, scheduled, sc.ack, pad):
+                run.error("send: channel closed, message not sent")
+
+    loops = []
+    index = 0
+    for senders, receivers in topics.values():
+        for s in senders:
+            loops.append(send_loop(index, s, receivers))
+            index += 1
+    await asyncio.gather(*loops)
+    await _drain(run)
+    run.stopping = True
+    await asyncio.gather(*(s.close() for _, s, _ in socks))
+
+
+async def _drain(run: _Run) -> None:
+    """Wait for outstanding deliveries: until nothing is pending or the lateness bound has passed."""
+    deadline = time.monotonic() + max(run.scenario.late_ms / 1000, DRAIN_MIN_S)
+    while time.monotonic() < deadline and run.ledger.counts().lost > 0:
+        await asyncio.sleep(0.05)
+
+
+async def _connect(run: _Run) -> None:
+    sc = run.scenario
+    socks = [_Socket(run, f"{run.prefix}-c{i}") for i in range(sc.connections)]
+
+    async def up(sock: _Socket) -> bool:
+        topic = f"realtime:rtbook-load-{run.prefix}-{int(sock.name.rsplit('c', 1)[-1]) % 100}"
+        return await sock.open() and await sock.join(topic, False)
+
+    await _paced(socks, sc.join_rate, sc.ramp_s, up)
+    held_until = time.monotonic() + sc.duration_s
+    while time.monotonic() < held_until:
+        await asyncio.sleep(min(0.2, max(held_until - time.monotonic(), 0)))
+    run.held = sum(1 for s in socks if s.joined)
+    run.stopping = True
+    await asyncio.gather(*(s.close() for s in socks))
+
+
+def hard_bound_s(scenario: Scenario, step_timeout: float) -> float:
+    """The longest a process may run: joins + duration + drain + one step timeout of slack each."""
+    joins = scenario.ramp_s or scenario.sockets / scenario.join_rate
+    return joins + 2 * step_timeout + scenario.duration_s + max(scenario.late_ms / 1000, DRAIN_MIN_S) + 5
+
+
+async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float) -> ProcessResult:
+    import aiohttp
+
+    run = _Run(scenario, endpoint, prefix, step_timeout)
+    wall0 = time.monotonic()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    limit = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=limit) as session:
+        run.session = session
+        body = _connect(run) if scenario.kind == "connect" else _broadcast(run)
+        try:
+            await asyncio.wait_for(body, hard_bound_s(scenario, step_timeout))
+        except TimeoutError:
+            run.error("run: stopped at its hard bound")
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    return ProcessResult(
+        counts=run.ledger.counts(),
+        histograms=run.hists.encode(),
+        errors=dict(run.errors),
+        opened=run.opened,
+        joined=run.joined,
+        held=run.held,
+        cpu_s=round((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 3),
+        wall_s=round(time.monotonic() - wall0, 3),
+        sent_per_s=run.sent_per_s,
+        delivered_per_s=run.delivered_per_s,
+    )
+
+
+def run_share(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float) -> dict[str, Any]:
+    """Run one process's share (picklable entry point for worker processes); returns a plain dict."""
+    return asyncio.run(_run(scenario, endpoint, prefix, step_timeout)).to_dict()

@@ -1,0 +1,271 @@
+"""Run a load scenario against a target: processes, merge, limits, thresholds, record.
+
+Processes run whole shares of the scenario (:meth:`Scenario.share`); their raw histograms and
+counts are merged exactly (histograms add bucket by bucket, counts add), so the result of N
+processes is the same kind of object as the result of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from rtbook.exceptions import ConfigError
+from rtbook.load.generator import Endpoint, ProcessResult, hard_bound_s, run_share
+from rtbook.load.histograms import Histograms
+from rtbook.load.ledger import DeliveryCounts
+from rtbook.load.scenario import Scenario
+from rtbook.load.thresholds import Threshold, Verdict, evaluate
+from rtbook.target import Target
+
+__all__ = ["LIMIT_SIGNS", "LoadResult", "configured_limits", "endpoint_for", "limits_hit", "merge", "require_consent",
+           "run_load", "write_record"]
+
+# Realtime's refusal texts and the setting each one names (research notes §2-§4; realtime-facts.md).
+LIMIT_SIGNS: tuple[tuple[str, str, str], ...] = (
+    ("Too many connected users", "max_concurrent_users", "the tenant's max_concurrent_users"),
+    ("Too many joins per second", "max_joins_per_second", "the tenant's max_joins_per_second"),
+    ("Too many messages per second", "max_events_per_second", "the tenant's max_events_per_second"),
+    ("Too many channels", "max_channels_per_client", "the tenant's max_channels_per_client"),
+    ("Too many presence messages per second", "max_presence_events_per_second",
+     "the tenant's max_presence_events_per_second"),
+    ("Too many database connections", "DB_POOL", "Realtime's database pool (DB_POOL / db_pool)"),
+    ("EMFILE", "RLIMIT_NOFILE", "the open-file limit (RLIMIT_NOFILE: ulimits.nofile on the container)"),
+)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class LoadResult:
+    """A whole run, merged over processes."""
+
+    scenario: Scenario
+    endpoint: str
+    counts: DeliveryCounts
+    histograms: Histograms
+    errors: dict[str, int]
+    opened: int
+    joined: int
+    held: int
+    cpu_s: float
+    wall_s: float
+    processes: int
+    sent_per_s: list[int]
+    delivered_per_s: list[int]
+    verdicts: list[Verdict] = field(default_factory=list)
+    limits_hit: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(not v.ok for v in self.verdicts)
+
+    def numbers(self) -> dict[str, float]:
+        """Flat names that thresholds refer to (``broadcast.p99``, ``lost``, ``errors.join``...)."""
+        out: dict[str, float] = {k: float(v) for k, v in self.counts.to_dict().items()}
+        for name in self.histograms.names():
+            p = self.histograms.percentiles(name)
+            if p is None:
+                continue
+            out.update({
+                f"{name}.p50": p.p50_ms, f"{name}.p90": p.p90_ms, f"{name}.p99": p.p99_ms,
+                f"{name}.p99.9": p.p999_ms, f"{name}.max": p.max_ms, f"{name}.mean": p.mean_ms,
+            })
+        out["errors"] = float(sum(self.errors.values()))
+        for kind, n in self.errors.items():
+            family = kind.split(":", 1)[0].strip().replace(" ", "_")
+            out[f"errors.{family}"] = out.get(f"errors.{family}", 0.0) + n
+        out["opened"], out["joined"], out["held"] = float(self.opened), float(self.joined), float(self.held)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        wall = max(self.wall_s, 1e-9)
+        return {
+            "scenario": asdict(self.scenario),
+            "endpoint": self.endpoint,
+            "processes": self.processes,
+            "counts": self.counts.to_dict(),
+            "latency_ms": {n: p.to_dict() for n in self.histograms.names() if (p := self.histograms.percentiles(n))},
+            "errors": dict(sorted(self.errors.items())),
+            "sockets": {"opened": self.opened, "joined": self.joined, "held": self.held},
+            "generator": {
+                "cpu_s": self.cpu_s,
+                "wall_s": self.wall_s,
+                "cpu_percent_of_one_core": round(100 * self.cpu_s / wall, 1),
+                "cpu_s_per_1000_sockets": round(1000 * self.cpu_s / max(self.opened, 1), 3),
+            },
+            "per_second": {"sent": self.sent_per_s, "delivered": self.delivered_per_s},
+            "limits_hit": self.limits_hit,
+            "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
+        }
+
+    def text(self) -> str:
+        c = self.counts
+        lines = [
+            f"rtbook load: {self.scenario.kind} against {self.endpoint} "
+            f"({self.processes} process{'es' if self.processes > 1 else ''}, {self.wall_s:.1f} s)",
+            f"sockets: {self.opened} opened, {self.joined} joined"
+            + (f", {self.held} held to the end" if self.scenario.kind == "connect" else ""),
+        ]
+        if self.scenario.kind != "connect":
+            lines.append(
+                f"messages: {c.sent} sent, {c.expected} expected deliveries = {c.delivered} delivered + {c.lost} lost"
+                f"; {c.duplicated} duplicated, {c.out_of_order} out of order, {c.late} late"
+                f" (> {self.scenario.late_ms:g} ms)"
+            )
+        for name in self.histograms.names():
+            p = self.histograms.percentiles(name)
+            if p:
+                lines.append(
+                    f"{name:>14} ms: p50 {p.p50_ms:.3f}  p90 {p.p90_ms:.3f}  p99 {p.p99_ms:.3f}  "
+                    f"p99.9 {p.p999_ms:.3f}  max {p.max_ms:.3f}  (n={p.count})"
+                )
+        for kind, n in sorted(self.errors.items()):
+            lines.append(f"error x{n}: {kind}")
+        for hit in self.limits_hit:
+            lines.append(f"limit hit: {hit['limit']} — {hit['why']}. Remedy: {hit['remedy']}")
+        g = self.to_dict()["generator"]
+        lines.append(f"generator CPU: {self.cpu_s:.2f} s ({g['cpu_percent_of_one_core']}% of one core)")
+        for v in self.verdicts:
+            lines.append(("ok   " if v.ok else "FAIL ") + v.line)
+        return "\n".join(lines)
+
+
+def merge(scenario: Scenario, endpoint: str, parts: Sequence[ProcessResult]) -> LoadResult:
+    """Exact merge of process results: counts and per-second series add, histograms add."""
+    counts = DeliveryCounts()
+    errors: Counter[str] = Counter()
+    hists = Histograms()
+    width = max((len(p.sent_per_s) for p in parts), default=0)
+    sent = [0] * width
+    delivered = [0] * width
+    for p in parts:
+        counts = counts + p.counts
+        errors.update(p.errors)
+        for name, payload in p.histograms.items():
+            hists.merge_encoded(name, payload)
+        for i, n in enumerate(p.sent_per_s):
+            sent[i] += n
+        for i, n in enumerate(p.delivered_per_s):
+            delivered[i] += n
+    return LoadResult(
+        scenario=scenario, endpoint=endpoint, counts=counts, histograms=hists, errors=dict(errors),
+        opened=sum(p.opened for p in parts), joined=sum(p.joined for p in parts), held=sum(p.held for p in parts),
+        cpu_s=round(sum(p.cpu_s for p in parts), 3), wall_s=max((p.wall_s for p in parts), default=0.0),
+        processes=len(parts), sent_per_s=sent, delivered_per_s=delivered,
+    )
+
+
+def limits_hit(errors: dict[str, int], tenant: str, configured: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """Which limit the errors name, with the setting to raise and how."""
+    out = []
+    for sign, setting, what in LIMIT_SIGNS:
+        n = sum(v for k, v in errors.items() if sign in k)
+        if not n:
+            continue
+        now = f" (now {configured[setting]})" if configured and setting in configured else ""
+        if setting.startswith("max_") and configured and isinstance(configured.get(setting), int):
+            remedy = (f"rtbook tenant plan --tenant {tenant} --limit {setting}={2 * int(configured[setting])}, "
+                      "then apply it with --yes (or lower the load)")
+        elif setting.startswith("max_"):
+            remedy = (f"raise {setting} on tenant {tenant} ('rtbook tenant plan --tenant {tenant} --limit "
+                      f"{setting}=N' shows the change), or lower the load")
+        else:
+            remedy = f"raise {setting} for the Realtime container{now}, or lower the load"
+        out.append({"limit": setting, "why": f"{n} refusal(s) '{sign}' from {what}{now}", "remedy": remedy})
+    return out
+
+
+def configured_limits(target: Target) -> dict[str, Any] | None:
+    """The tenant's limits from ``_realtime.tenants`` when the database answers (read only), else None."""
+    if not target.db_url:
+        return None
+    from rtbook.clients.db import connect
+    from rtbook.seeding import read_state
+
+    try:
+        with connect(target) as conn:
+            state = read_state(conn, target.redactor)
+    except Exception:  # the limits are a courtesy for the remedy; the run's numbers stand without them
+        return None
+    tenant = target.resolved_tenant()
+    row = next((t for t in state.tenants if t.external_id == tenant), None)
+    return dict(row.limits) if row is not None else None
+
+
+def endpoint_for(target: Target) -> Endpoint:
+    """The socket endpoint and keys for ``target`` (the anon key's role; a token is the same key)."""
+    key = target.secret("ANON_KEY") or target.secret("SUPABASE_ANON_KEY")
+    if key is None:
+        raise ConfigError("no ANON_KEY in the environment or the stack's .env; the load generator connects as anon")
+    if target.api_url:
+        return Endpoint(f"{target.api_url}/realtime/v1", None, f"{target.api_url}/realtime/v1 (gateway)",
+                        apikey=key.reveal(), token=key.reveal())
+    if target.realtime_url:
+        host = target.realtime_host or f"{target.resolved_tenant()}.supabase-realtime"
+        return Endpoint(f"{target.realtime_url}/socket", host, f"{target.realtime_url}/socket (direct, Host {host})",
+                        apikey=key.reveal(), token=key.reveal())
+    raise ConfigError("the target has no api_url or realtime_url; give --api-url or --realtime-url")
+
+
+def require_consent(target: Target, confirmed: bool) -> None:
+    """Load on anything but this machine needs ``--i-own-this-target`` (refuse in one line otherwise)."""
+    url = target.api_url or target.realtime_url or ""
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK or target.name == "sandbox" or confirmed:
+        return
+    raise ConfigError(
+        f"{host} is not this machine; a load run is an experiment on that server. "
+        "Add --i-own-this-target to confirm you may load it"
+    )
+
+
+def run_load(
+    target: Target,
+    scenario: Scenario,
+    thresholds: Sequence[Threshold] = (),
+    *,
+    on_progress: Callable[[str], None] | None = None,
+) -> LoadResult:
+    """Run ``scenario`` against ``target`` and judge ``thresholds``; processes as the scenario says."""
+    endpoint = endpoint_for(target)
+    target.redactor.add(endpoint.apikey)
+    prefix = f"{os.getpid()}-{int(time.time())}"
+    step = min(target.timeout, 30.0)
+    if on_progress:
+        on_progress(f"{scenario.kind}: {scenario.sockets} sockets, bound {hard_bound_s(scenario, step):.0f} s")
+    if scenario.processes == 1:
+        parts = [ProcessResult.from_dict(run_share(scenario, endpoint, prefix, step))]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        shares = [scenario.share(i, scenario.processes) for i in range(scenario.processes)]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=scenario.processes, mp_context=ctx) as pool:
+            futures = [pool.submit(run_share, s, endpoint, f"{prefix}-p{i}", step) for i, s in enumerate(shares)]
+            bound = hard_bound_s(scenario, step) + 30
+            parts = [ProcessResult.from_dict(f.result(timeout=bound)) for f in futures]
+    result = merge(scenario, endpoint.label, parts)
+    if any(sign in kind for kind in result.errors for sign, _, _ in LIMIT_SIGNS):
+        result.limits_hit = limits_hit(result.errors, target.resolved_tenant(), configured_limits(target))
+    result.verdicts = evaluate(list(thresholds), result.numbers())
+    return result
+
+
+def write_record(result: LoadResult, folder: Path) -> list[Path]:
+    """``load.json``, ``load.txt`` and the raw histograms (``latency.hlog``) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "load.json", folder / "load.txt", folder / "latency.hlog"]
+    paths[0].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    paths[1].write_text(result.text() + "\n", encoding="utf-8")
+    result.histograms.write_log(paths[2])
+    return paths

@@ -1,0 +1,101 @@
+"""What a load run does, typed and bounded at the boundary.
+
+Every number has a range: a run is an experiment on someone's server, and a typo (``--rate 1e9``)
+must be refused with the range, never attempted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rtbook.exceptions import ConfigError
+
+__all__ = ["KINDS", "LIMITS", "Scenario"]
+
+Kind = Literal["connect", "broadcast"]
+KINDS: tuple[str, ...] = ("connect", "broadcast")
+
+# name -> (lowest, highest) accepted; documented in the README's load section.
+LIMITS: dict[str, tuple[float, float]] = {
+    "connections": (1, 20_000),
+    "senders": (1, 1_000),
+    "receivers": (0, 10_000),
+    "topics": (1, 1_000),
+    "rate": (0.1, 200_000),
+    "join_rate": (0.1, 10_000),
+    "duration_s": (0.5, 3_600),
+    "ramp_s": (0, 600),
+    "payload_bytes": (0, 256 * 1024),
+    "late_ms": (1, 60_000),
+    "processes": (1, 64),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load scenario.
+
+    Attributes:
+        kind: ``connect`` (``connections`` sockets joined at ``join_rate`` and held) or
+            ``broadcast`` (per topic, ``senders`` send and ``receivers`` listen; ``rate`` messages
+            per second in total, spread evenly over the senders).
+        duration_s: how long messages are sent (connect: how long sockets are held).
+        ramp_s: joins are spread over this long before sending starts (0: at ``join_rate``).
+        ack: senders ask Realtime to acknowledge each broadcast (``config.broadcast.ack``).
+        late_ms: a delivery slower than this counts as late (it still counts as delivered).
+        processes: generator processes on this machine (one per core is the useful maximum).
+    """
+
+    kind: Kind = "broadcast"
+    connections: int = 10
+    senders: int = 1
+    receivers: int = 4
+    topics: int = 1
+    rate: float = 10.0
+    join_rate: float = 20.0
+    duration_s: float = 10.0
+    ramp_s: float = 0.0
+    payload_bytes: int = 64
+    ack: bool = False
+    late_ms: float = 1_000.0
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"scenario {self.kind!r} is unknown; choose one of {', '.join(KINDS)}")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r} is out of range; give {low:g} to {high:g}")
+        if self.kind == "connect" and self.processes > self.connections:
+            raise ConfigError(f"--processes {self.processes} is more than --connections {self.connections}")
+        if self.kind == "broadcast" and self.processes > self.topics:
+            raise ConfigError(
+                f"--processes {self.processes} is more than --topics {self.topics}; each process drives whole "
+                "topics (so a message's sender and receivers share one clock), give at most one per topic"
+            )
+
+    @property
+    def sockets(self) -> int:
+        """How many WebSockets the scenario opens."""
+        if self.kind == "connect":
+            return self.connections
+        return self.topics * (self.senders + self.receivers)
+
+    @property
+    def messages(self) -> int:
+        """How many broadcasts are scheduled in all (0 for connect)."""
+        return 0 if self.kind == "connect" else int(self.rate * self.duration_s)
+
+    def share(self, index: int, count: int) -> Scenario:
+        """The part process ``index`` of ``count`` runs: whole topics (or sockets), rate in proportion."""
+        from dataclasses import replace
+
+        if self.kind == "connect":
+            base, extra = divmod(self.connections, count)
+            n = base + (1 if index < extra else 0)
+            return replace(self, connections=n, join_rate=max(self.join_rate * n / self.connections, 0.1), processes=1)
+        base, extra = divmod(self.topics, count)
+        topics = base + (1 if index < extra else 0)
+        return replace(self, topics=topics, rate=max(self.rate * topics / self.topics, 0.1), processes=1)
