@@ -133,8 +133,9 @@ class _Socket:
         started = time.monotonic_ns()
         headers = {"Host": run.endpoint.host_header} if run.endpoint.host_header else None
         try:
-            self.ws = await run.session.ws_connect(
-                run.endpoint.url(), headers=headers, timeout=run.step_timeout, autoping=True, max_msg_size=1 << 20
+            self.ws = await asyncio.wait_for(
+                run.session.ws_connect(run.endpoint.url(), headers=headers, autoping=True, max_msg_size=1 << 20),
+                run.step_timeout,
             )
         except Exception as exc:  # every failure to open is counted by its kind, never raised
             run.error(_handshake_kind(exc))
@@ -347,13 +348,15 @@ async def _broadcast(run: _Run) -> None:
     start = time.monotonic_ns() + 50_000_000
     run.t0_ns = start
 
-    async def send_loop(index: int, sock: _Socket, receivers: list[_Socket]) -> None:
+    async def send_loop(index: int, sock: _Socket, members_of_topic: list[_Socket]) -> None:
         for seq, k in enumerate(range(index, total, len(all_senders))):
             scheduled = start + int(k * period_ns)
             delay = (scheduled - time.monotonic_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            members = frozenset(r.name for r in receivers if r.joined)
+            # Every other joined socket of the topic is owed the message, senders included
+            # (self: false only spares the sender its own broadcasts).
+            members = frozenset(r.name for r in members_of_topic if r.joined and r is not sock)
             run.ledger.sent(sock.name, seq, members)
             run.sent_per_s[run._second(scheduled)] += 1
             if not await sock.broadcast(seq, scheduled, sc.ack, pad):
@@ -363,7 +366,7 @@ async def _broadcast(run: _Run) -> None:
     index = 0
     for senders, receivers in topics.values():
         for s in senders:
-            loops.append(send_loop(index, s, receivers))
+            loops.append(send_loop(index, s, senders + receivers))
             index += 1
     await asyncio.gather(*loops)
     await _drain(run)

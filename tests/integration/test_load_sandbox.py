@@ -1,0 +1,88 @@
+"""rtbook load against the real sandbox: counts that add up, an exact merge over processes, the limit named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtbook.load.runner import run_load
+from rtbook.load.scenario import Scenario
+from rtbook.load.thresholds import parse_threshold
+from tests.conftest import ROOT
+from tests.integration.sandbox_support import Running, start
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Running]:
+    with start(probe=False) as running:
+        yield running
+
+
+def test_broadcast_counts_add_up_and_percentiles_are_recorded(box: Running) -> None:
+    sc = Scenario(kind="broadcast", senders=2, receivers=3, topics=1, rate=40.0, duration_s=2.0)
+    result = run_load(box.target(), sc, [parse_threshold("lost==0"), parse_threshold("broadcast.p99<2000ms")])
+    c = result.counts
+    assert c.sent == 80  # rate x duration, exactly
+    assert c.expected == c.sent * 4 == c.delivered + c.lost  # 3 receivers and the other sender
+    assert c.lost == 0 and c.duplicated == 0 and c.unexpected == 0
+    p = result.histograms.percentiles("broadcast")
+    assert p is not None and p.count == c.delivered and 0 < p.p50_ms <= p.p99_ms <= p.max_ms
+    assert result.opened == result.joined == 5 and not result.errors
+    assert not result.failed
+    assert sum(result.sent_per_s) == c.sent and sum(result.delivered_per_s) == c.delivered
+
+
+def test_processes_merge_exactly(box: Running) -> None:
+    sc = Scenario(kind="broadcast", senders=1, receivers=2, topics=2, rate=20.0, duration_s=2.0, processes=2, ack=True)
+    result = run_load(box.target(), sc)
+    assert result.processes == 2
+    assert result.counts.sent == 40 and result.counts.expected == 80 == result.counts.delivered + result.counts.lost
+    assert result.counts.lost == 0
+    ack = result.histograms.percentiles("broadcast_ack")
+    assert ack is not None and ack.count == 40
+
+
+def test_the_cli_writes_a_record_without_secrets_and_exits_by_thresholds(box: Running, tmp_path: Path) -> None:
+    env = {"RTBOOK_HOME": str(box.home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "rtbook", "load", "--target", "sandbox", "--rate", "10", "--duration", "1",
+            "--receivers", "2"]
+    ok = subprocess.run([*base, "--threshold", "lost==0", "--output", str(tmp_path / "rec")], env=env, text=True,
+                        capture_output=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads((tmp_path / "rec" / "load.json").read_text())
+    assert data["counts"]["sent"] == 10 and data["counts"]["lost"] == 0
+    assert (tmp_path / "rec" / "latency.hlog").read_text().count("Tag=") >= 3
+    bad = subprocess.run([*base, "--threshold", "broadcast.p50<0.001ms", "--format", "json"], env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert bad.returncode == 1, bad.stderr
+    assert json.loads(bad.stdout)["thresholds"][0]["ok"] is False
+    written = "".join(p.read_text() for p in (tmp_path / "rec").iterdir()) + ok.stdout + ok.stderr + bad.stdout
+    for secret in box.secrets():
+        assert secret not in written
+
+
+def test_the_tenant_events_limit_drops_exactly_what_it_should_and_is_named(tmp_path: Path) -> None:
+    # A sandbox of its own: the events counter averages over 60 s, so no other test's traffic may be in it.
+    with start(probe=False) as box:
+        limit = 2  # events per second, averaged over Realtime's 60 s window: the 121st message trips it
+        box.sql("UPDATE _realtime.tenants SET max_events_per_second = %s WHERE external_id = 'realtime-dev'", (limit,))
+        time.sleep(1.5)  # the stand-in's tenant cache (1 s), as Realtime's own cache would also expire
+        sc = Scenario(kind="broadcast", senders=1, receivers=2, rate=100.0, duration_s=3.0)
+        result = run_load(box.target(), sc)
+    accepted = limit * 60
+    c = result.counts
+    assert c.sent == 300
+    assert c.delivered == 2 * accepted  # each receiver got every message before the trip, nothing after
+    assert c.lost == 2 * (300 - accepted)
+    assert any("Too many messages per second" in k for k in result.errors)
+    assert [h["limit"] for h in result.limits_hit] == ["max_events_per_second"]
+    assert "now 2" in result.limits_hit[0]["why"]
+    assert "--limit max_events_per_second=4" in result.limits_hit[0]["remedy"]
