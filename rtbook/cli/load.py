@@ -31,6 +31,16 @@ def _opt(*decls: str, **kw: Any) -> Callable[[F], F]:
     return click.option(*decls, cls=SectionOption, section=_SECTION, **kw)
 
 
+def _locustfile(ctx: click.Context, wanted: bool) -> None:
+    if wanted:
+        from importlib.util import find_spec
+
+        spec = find_spec("rtbook.load.locustfile")
+        assert spec is not None and spec.origin is not None
+        click.echo(spec.origin)
+        ctx.exit(0)
+
+
 @click.command(
     "load", cls=RtbookCommand,
     short_help="put measured load on Realtime: exact latency percentiles, every message accounted for",
@@ -60,6 +70,8 @@ def _opt(*decls: str, **kw: Any) -> Callable[[F], F]:
 @_opt("--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="output format (default: text)")
 @_opt("--output", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
       help="write load.json, load.txt and the raw histograms (latency.hlog, HdrHistogram log format) here")
+@_opt("--locustfile", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _p, v: _locustfile(ctx, v),
+      help="print the path of rtbook's Locust file (distributed load: master and workers) and exit")
 @_opt("--i-own-this-target", "confirmed", is_flag=True,
       help="confirm a target that is not 127.0.0.1 or the sandbox may be loaded")
 def _load(scenario: str, fmt: str, output: Path | None, thresholds: tuple[str, ...],
