@@ -51,8 +51,10 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
     "violated, 2 usage errors.",
 )
 @shared_options(*_TARGET)
-@_opt("--scenario", type=click.Choice(["connect", "broadcast"]), default="broadcast", show_default=True,
-      help="connect: hold sockets; broadcast: senders and receivers per topic")
+@_opt("--scenario", type=click.Choice(["connect", "broadcast", "presence", "postgres_changes"]), default="broadcast", show_default=True,
+      help="connect: hold sockets; broadcast: senders and receivers per topic; presence: senders track, "
+      "every member gets each diff; postgres_changes: INSERTs into the probe table (rtbook probe install) reach "
+      "every receiver")
 @_opt("--connections", type=int, default=10, show_default=True, help="connect: sockets to open and hold")
 @_opt("--senders", type=int, default=1, show_default=True, help="broadcast: senders per topic")
 @_opt("--receivers", type=int, default=4, show_default=True, help="broadcast: receivers per topic")

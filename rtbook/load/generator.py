@@ -28,6 +28,10 @@ __all__ = ["Endpoint", "ProcessResult", "run_share"]
 HEARTBEAT_S = 25.0  # realtime-js's default heartbeat interval; Realtime closes idle sockets after 60 s.
 DRAIN_MIN_S = 1.0
 _EVENT = "rtbook-load"
+COLD_SUBSCRIBE_S = 4.0  # Realtime re-subscribes 1-3 s after a tenant's first join (see checks/realtime.py)
+# The probe table (rtbook.probe_sql): the only table a load run writes to.
+PROBE_SCHEMA = "rtbook_probe"
+PROBE_TABLE = "events"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Endpoint:
     label: str
     apikey: str = field(repr=False, default="")
     token: str | None = field(repr=False, default=None)
+    # libpq keywords (password included) for the postgres_changes writer; only that scenario uses it.
+    db: dict[str, Any] | None = field(repr=False, default=None)
 
     def url(self) -> str:
         parts = urllib.parse.urlsplit(self.base)
@@ -123,6 +129,7 @@ class _Socket:
         self._join_ref: str | None = None
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.subscribed = asyncio.Event()
 
     def next_ref(self) -> str:
         self._ref += 1
@@ -153,7 +160,13 @@ class _Socket:
         ref = self.next_ref()
         self._join_ref = ref
         self.topic = topic
-        payload: dict[str, Any] = {"config": {"broadcast": {"self": False, "ack": ack}, "presence": {"key": ""}}}
+        config: dict[str, Any] = {"broadcast": {"self": False, "ack": ack}, "presence": {"key": ""}}
+        if run.scenario.kind == "presence":
+            # Keyed by the socket's name, so every diff says whose track it carries.
+            config["presence"] = {"key": self.name, "enabled": True}
+        elif run.scenario.kind == "postgres_changes":
+            config["postgres_changes"] = [{"event": "INSERT", "schema": PROBE_SCHEMA, "table": PROBE_TABLE}]
+        payload: dict[str, Any] = {"config": config}
         if run.endpoint.token:
             payload["access_token"] = run.endpoint.token
         started = time.monotonic_ns()
@@ -165,8 +178,28 @@ class _Socket:
             run.error(f"join: {_reason(reply.payload)}")
             return False
         run.hists.record("join", (time.monotonic_ns() - started) // 1000)
+        if run.scenario.kind == "postgres_changes":
+            # Changes flow only after Realtime's 'Subscribed to PostgreSQL' (1-3 s on a cold tenant).
+            try:
+                await asyncio.wait_for(self.subscribed.wait(), run.step_timeout + COLD_SUBSCRIBE_S)
+            except TimeoutError:
+                run.error("postgres_changes: no 'Subscribed to PostgreSQL' in time")
+                return False
+            run.hists.record("subscribe", (time.monotonic_ns() - started) // 1000)
         self.joined = True
         run.joined += 1
+        return True
+
+    async def track(self, seq: int, scheduled_ns: int, pad: str) -> bool:
+        """Track a new presence state (a changed payload, so Realtime sends a diff to every member)."""
+        if not self.joined or self.ws is None or self.ws.closed or self.topic is None:
+            return False
+        body = {"type": "presence", "event": "track",
+                "payload": {"s": self.name, "q": seq, "t": scheduled_ns, "p": pad}}
+        try:
+            await self.ws.send_str(encode(Message(self.topic, "presence", body, self.next_ref(), self._join_ref)))
+        except (ConnectionError, RuntimeError):
+            return False
         return True
 
     async def _request(self, message: Message) -> Message | None:
@@ -226,6 +259,13 @@ class _Socket:
                     fut.set_result(msg)
             elif msg.event == "broadcast":
                 run.on_broadcast(self, msg.payload)
+            elif msg.event == "presence_diff":
+                run.on_presence_diff(self, msg.payload)
+            elif msg.event == "postgres_changes":
+                run.on_change(self, msg.payload)
+            elif msg.event == "system" and isinstance(msg.payload, dict) and msg.payload.get("status") == "ok":
+                if msg.payload.get("extension") == "postgres_changes":
+                    self.subscribed.set()
             elif msg.event in ("phx_close", "phx_error"):
                 if self.joined:
                     run.error(f"channel closed by server: {msg.event}")
@@ -290,7 +330,30 @@ class _Run:
 
     def on_broadcast(self, sock: _Socket, payload: Any) -> None:
         inner = payload.get("payload") if isinstance(payload, dict) else None
-        if not isinstance(inner, dict) or payload.get("event") != _EVENT:
+        if isinstance(payload, dict) and payload.get("event") == _EVENT:
+            self._arrived(sock, inner, "broadcast")
+
+    def on_presence_diff(self, sock: _Socket, payload: Any) -> None:
+        joins = payload.get("joins") if isinstance(payload, dict) else None
+        if not isinstance(joins, dict):
+            return
+        for entry in joins.values():
+            for meta in entry.get("metas", ()) if isinstance(entry, dict) else ():
+                if isinstance(meta, dict) and str(meta.get("s", "")).startswith(self.prefix):
+                    self._arrived(sock, meta, "presence")
+
+    def on_change(self, sock: _Socket, payload: Any) -> None:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        record = data.get("record") if isinstance(data, dict) else None
+        body = record.get("payload") if isinstance(record, dict) else None
+        if isinstance(body, str):  # a jsonb column arrives as text from some wal2json settings
+            with contextlib.suppress(ValueError):
+                body = json.loads(body)
+        if isinstance(body, dict) and str(body.get("s", "")).startswith(self.prefix):
+            self._arrived(sock, body, "postgres_changes")
+
+    def _arrived(self, sock: _Socket, inner: Any, step: str) -> None:
+        if not isinstance(inner, dict):
             return
         sender, seq, sched = inner.get("s"), inner.get("q"), inner.get("t")
         if not isinstance(sender, str) or not isinstance(seq, int) or not isinstance(sched, int):
@@ -299,7 +362,7 @@ class _Run:
         now = time.monotonic_ns()
         latency_us = max((now - sched) // 1000, 1)
         self.ledger.received(sock.name, sender, seq, latency_us)
-        self.hists.record("broadcast", latency_us)
+        self.hists.record(step, latency_us)
         self.delivered_per_s[self._second(now)] += 1
 
 
@@ -316,7 +379,8 @@ async def _paced(items: list[Any], rate: float, ramp_s: float, action: Any) -> l
     return list(await asyncio.gather(*tasks))
 
 
-async def _broadcast(run: _Run) -> None:
+async def _messages(run: _Run) -> None:
+    """broadcast, presence and postgres_changes: join every socket, send on schedule, account, drain."""
     sc = run.scenario
     topics: dict[str, tuple[list[_Socket], list[_Socket]]] = {
         f"realtime:rtbook-load-{run.prefix}-{t}": ([], []) for t in range(sc.topics)
@@ -324,7 +388,8 @@ async def _broadcast(run: _Run) -> None:
     socks: list[tuple[str, _Socket, bool]] = []
     for topic, (senders, receivers) in topics.items():
         t = topic.rsplit("-", 1)[-1]
-        for i in range(sc.senders):
+        # postgres_changes has one sender, the database writer, outside the topics.
+        for i in range(0 if sc.kind == "postgres_changes" else sc.senders):
             s = _Socket(run, f"{run.prefix}-t{t}-s{i}")
             senders.append(s)
             socks.append((topic, s, True))
@@ -340,7 +405,16 @@ async def _broadcast(run: _Run) -> None:
     await _paced(socks, sc.join_rate, sc.ramp_s, up)
 
     pad = "x" * sc.payload_bytes
-    all_senders = [s for senders, _ in topics.values() for s in senders]
+    writer: _Writer | None = None
+    if sc.kind == "postgres_changes":
+        writer = await _Writer.open(run)
+        if writer is None:
+            run.stopping = True
+            await asyncio.gather(*(s.close() for _, s, _ in socks))
+            return
+        all_senders: list[Any] = [writer]
+    else:
+        all_senders = [s for senders, _ in topics.values() for s in senders]
     # Message k of the run (k < rate x duration) is due at start + k / rate; sender i sends every
     # len(all_senders)-th message from k = i, so the senders interleave evenly.
     total = int(sc.rate * sc.duration_s)
@@ -348,30 +422,92 @@ async def _broadcast(run: _Run) -> None:
     start = time.monotonic_ns() + 50_000_000
     run.t0_ns = start
 
-    async def send_loop(index: int, sock: _Socket, members_of_topic: list[_Socket]) -> None:
+    async def send_loop(index: int, sock: Any, members_of_topic: list[_Socket]) -> None:
         for seq, k in enumerate(range(index, total, len(all_senders))):
             scheduled = start + int(k * period_ns)
             delay = (scheduled - time.monotonic_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            # Every other joined socket of the topic is owed the message, senders included
-            # (self: false only spares the sender its own broadcasts).
-            members = frozenset(r.name for r in members_of_topic if r.joined and r is not sock)
-            run.ledger.sent(sock.name, seq, members)
+            # Who is owed the message: for broadcast every other joined socket of the topic,
+            # senders included (self: false spares only the sender); for presence every joined
+            # member, the tracker too (Realtime sends the diff to all); for postgres_changes every
+            # subscribed socket of every topic (each subscribes to the probe table).
+            owed = [r for r in members_of_topic if r.joined and (r is not sock or sc.kind == "presence")]
+            run.ledger.sent(sock.name, seq, frozenset(r.name for r in owed))
             run.sent_per_s[run._second(scheduled)] += 1
-            if not await sock.broadcast(seq, scheduled, sc.ack, pad):
-                run.error("send: channel closed, message not sent")
+            if sc.kind == "broadcast":
+                ok = await sock.broadcast(seq, scheduled, sc.ack, pad)
+            elif sc.kind == "presence":
+                ok = await sock.track(seq, scheduled, pad)
+            else:
+                ok = await sock.insert(seq, scheduled, pad)
+            if not ok:
+                run.error(f"send: {'insert failed' if writer else 'channel closed'}, message not sent")
 
     loops = []
-    index = 0
-    for senders, receivers in topics.values():
-        for s in senders:
-            loops.append(send_loop(index, s, senders + receivers))
-            index += 1
-    await asyncio.gather(*loops)
-    await _drain(run)
-    run.stopping = True
-    await asyncio.gather(*(s.close() for _, s, _ in socks))
+    if writer is not None:
+        everyone = [r for _, receivers in topics.values() for r in receivers]
+        loops.append(send_loop(0, writer, everyone))
+    else:
+        index = 0
+        for senders, receivers in topics.values():
+            for s in senders:
+                loops.append(send_loop(index, s, senders + receivers))
+                index += 1
+    try:
+        await asyncio.gather(*loops)
+        await _drain(run)
+    finally:
+        run.stopping = True
+        await asyncio.gather(*(s.close() for _, s, _ in socks))
+        if writer is not None:
+            await writer.close()
+
+
+class _Writer:
+    """The postgres_changes sender: INSERTs into the probe table (never any other table) at schedule."""
+
+    def __init__(self, run: _Run, conn: Any) -> None:
+        self.run = run
+        self.conn = conn
+        self.name = f"{run.prefix}-db"
+
+    @classmethod
+    async def open(cls, run: _Run) -> _Writer | None:
+        import psycopg
+
+        if not run.endpoint.db:
+            run.error("postgres_changes: no database to write to (give --db-url or use the sandbox)")
+            return None
+        try:
+            conn = await asyncio.wait_for(
+                psycopg.AsyncConnection.connect(**run.endpoint.db, autocommit=True, connect_timeout=10),
+                run.step_timeout,
+            )
+        except Exception as exc:  # counted and reported, never raised: the run's numbers stand
+            run.error(f"postgres_changes: cannot connect to the database ({type(exc).__name__})")
+            return None
+        return cls(run, conn)
+
+    async def insert(self, seq: int, scheduled_ns: int, pad: str) -> bool:
+        body = json.dumps({"s": self.name, "q": seq, "t": scheduled_ns, "p": pad})
+        try:
+            await asyncio.wait_for(self.conn.execute(
+                f"INSERT INTO {PROBE_SCHEMA}.{PROBE_TABLE} (is_public, payload) VALUES (true, %s::jsonb)", (body,)
+            ), self.run.step_timeout)
+        except Exception as exc:  # a refused insert is a counted error kind, not a crash
+            self.run.error(f"postgres_changes: insert failed ({type(exc).__name__})")
+            return False
+        return True
+
+    async def close(self) -> None:
+        # The run's rows are removed again, so the probe table does not grow run after run.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.execute(
+                f"DELETE FROM {PROBE_SCHEMA}.{PROBE_TABLE} WHERE payload->>'s' = %s", (self.name,)
+            ), self.run.step_timeout)
+        with contextlib.suppress(Exception):
+            await self.conn.close()
 
 
 async def _drain(run: _Run) -> None:
@@ -413,7 +549,7 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
     limit = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=limit) as session:
         run.session = session
-        body = _connect(run) if scenario.kind == "connect" else _broadcast(run)
+        body = _connect(run) if scenario.kind == "connect" else _messages(run)
         try:
             await asyncio.wait_for(body, hard_bound_s(scenario, step_timeout))
         except TimeoutError:

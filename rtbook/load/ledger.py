@@ -80,12 +80,16 @@ class Ledger:
         self._unexpected = 0
 
     def sent(self, sender: str, seq: int, receivers: set[str] | frozenset[str]) -> None:
-        """Record that ``sender`` sent message ``seq`` to be received by ``receivers``."""
+        """Record that ``sender`` sent message ``seq`` to be received by ``receivers``.
+
+        ``receivers`` is exactly who is owed it: a broadcast sender is not (``self: false``), a
+        presence tracker is (Realtime sends the diff to every member); the caller knows which.
+        """
         key = (sender, seq)
         if key in self._pending:
             raise ValueError(f"message {sender}#{seq} was already recorded as sent")
         self._sent += 1
-        expected = set(receivers) - {sender}
+        expected = set(receivers)
         self._pending[key] = expected
         for r in expected:
             self._expected_by[r] += 1

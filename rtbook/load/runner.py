@@ -37,6 +37,8 @@ LIMIT_SIGNS: tuple[tuple[str, str, str], ...] = (
     ("Too many presence messages per second", "max_presence_events_per_second",
      "the tenant's max_presence_events_per_second"),
     ("Too many database connections", "DB_POOL", "Realtime's database pool (DB_POOL / db_pool)"),
+    ("Client presence rate limit exceeded", "CLIENT_PRESENCE_MAX_CALLS",
+     "Realtime's per-client presence limit (CLIENT_PRESENCE_MAX_CALLS per CLIENT_PRESENCE_WINDOW_MS, 5 per 30 s)"),
     ("EMFILE", "RLIMIT_NOFILE", "the open-file limit (RLIMIT_NOFILE: ulimits.nofile on the container)"),
 )
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -201,18 +203,39 @@ def configured_limits(target: Target) -> dict[str, Any] | None:
     return dict(row.limits) if row is not None else None
 
 
-def endpoint_for(target: Target) -> Endpoint:
+def _db_keywords(target: Target) -> dict[str, Any]:
+    """libpq keywords for the postgres_changes writer; refuses unless the probe table is installed."""
+    from rtbook import probe
+    from rtbook.clients.db import _password, sql_url
+
+    url = sql_url(target)
+    state = probe.status(target)
+    if not state.installed:
+        raise ConfigError(
+            "the postgres_changes scenario writes only to the probe table rtbook_probe.events, which is not "
+            "installed; run 'rtbook probe install' (a dry run), then with --yes"
+        )
+    keywords: dict[str, Any] = {"host": url.host, "port": url.port or 5432, "user": url.username,
+                                "dbname": url.database or "postgres"}
+    password = _password(target)
+    if password:
+        keywords["password"] = password
+    return keywords
+
+
+def endpoint_for(target: Target, *, with_db: bool = False) -> Endpoint:
     """The socket endpoint and keys for ``target`` (the anon key's role; a token is the same key)."""
     key = target.secret("ANON_KEY") or target.secret("SUPABASE_ANON_KEY")
     if key is None:
         raise ConfigError("no ANON_KEY in the environment or the stack's .env; the load generator connects as anon")
+    db = _db_keywords(target) if with_db else None
     if target.api_url:
         return Endpoint(f"{target.api_url}/realtime/v1", None, f"{target.api_url}/realtime/v1 (gateway)",
-                        apikey=key.reveal(), token=key.reveal())
+                        apikey=key.reveal(), token=key.reveal(), db=db)
     if target.realtime_url:
         host = target.realtime_host or f"{target.resolved_tenant()}.supabase-realtime"
         return Endpoint(f"{target.realtime_url}/socket", host, f"{target.realtime_url}/socket (direct, Host {host})",
-                        apikey=key.reveal(), token=key.reveal())
+                        apikey=key.reveal(), token=key.reveal(), db=db)
     raise ConfigError("the target has no api_url or realtime_url; give --api-url or --realtime-url")
 
 
@@ -236,7 +259,7 @@ def run_load(
     on_progress: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Run ``scenario`` against ``target`` and judge ``thresholds``; processes as the scenario says."""
-    endpoint = endpoint_for(target)
+    endpoint = endpoint_for(target, with_db=scenario.kind == "postgres_changes")
     target.redactor.add(endpoint.apikey)
     prefix = f"{os.getpid()}-{int(time.time())}"
     step = min(target.timeout, 30.0)

@@ -13,8 +13,8 @@ from rtbook.exceptions import ConfigError
 
 __all__ = ["KINDS", "LIMITS", "Scenario"]
 
-Kind = Literal["connect", "broadcast"]
-KINDS: tuple[str, ...] = ("connect", "broadcast")
+Kind = Literal["connect", "broadcast", "presence", "postgres_changes"]
+KINDS: tuple[str, ...] = ("connect", "broadcast", "presence", "postgres_changes")
 
 # name -> (lowest, highest) accepted; documented in the README's load section.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -37,9 +37,13 @@ class Scenario:
     """One load scenario.
 
     Attributes:
-        kind: ``connect`` (``connections`` sockets joined at ``join_rate`` and held) or
+        kind: ``connect`` (``connections`` sockets joined at ``join_rate`` and held);
             ``broadcast`` (per topic, ``senders`` send and ``receivers`` listen; ``rate`` messages
-            per second in total, spread evenly over the senders).
+            per second in total, spread evenly over the senders); ``presence`` (per topic,
+            ``senders`` track a changed state ``rate`` times a second in total and every member,
+            trackers included, must get each diff); ``postgres_changes`` (one writer INSERTs
+            ``rate`` rows a second into the probe table ``rtbook_probe.events``, never another
+            table; every receiver of every topic subscribes to it and must get each row).
         duration_s: how long messages are sent (connect: how long sockets are held).
         ramp_s: joins are spread over this long before sending starts (0: at ``join_rate``).
         ack: senders ask Realtime to acknowledge each broadcast (``config.broadcast.ack``).
@@ -70,7 +74,12 @@ class Scenario:
                 raise ConfigError(f"--{name.replace('_', '-')} {value!r} is out of range; give {low:g} to {high:g}")
         if self.kind == "connect" and self.processes > self.connections:
             raise ConfigError(f"--processes {self.processes} is more than --connections {self.connections}")
-        if self.kind == "broadcast" and self.processes > self.topics:
+        if self.kind == "postgres_changes" and self.processes > 1:
+            raise ConfigError(
+                "--processes must be 1 for postgres_changes: every subscriber receives every row, so the "
+                "subscribers cannot be split over processes without splitting the accounting"
+            )
+        if self.kind != "connect" and self.processes > self.topics:
             raise ConfigError(
                 f"--processes {self.processes} is more than --topics {self.topics}; each process drives whole "
                 "topics (so a message's sender and receivers share one clock), give at most one per topic"
@@ -81,6 +90,8 @@ class Scenario:
         """How many WebSockets the scenario opens."""
         if self.kind == "connect":
             return self.connections
+        if self.kind == "postgres_changes":
+            return self.topics * self.receivers
         return self.topics * (self.senders + self.receivers)
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rtbook.exceptions import ConfigError
 from rtbook.load.runner import run_load
 from rtbook.load.scenario import Scenario
 from rtbook.load.thresholds import parse_threshold
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Running]:
-    with start(probe=False) as running:
+    with start() as running:  # with the probe table, as after 'rtbook probe install --yes'
         yield running
 
 
@@ -48,6 +49,30 @@ def test_processes_merge_exactly(box: Running) -> None:
     assert result.counts.lost == 0
     ack = result.histograms.percentiles("broadcast_ack")
     assert ack is not None and ack.count == 40
+
+
+def test_presence_diffs_reach_every_member_the_tracker_too(box: Running) -> None:
+    sc = Scenario(kind="presence", senders=2, receivers=2, rate=4.0, duration_s=2.0)
+    result = run_load(box.target(), sc)
+    c = result.counts
+    assert c.sent == 8 and c.expected == 8 * 4 == c.delivered and c.lost == 0 and c.unexpected == 0
+    p = result.histograms.percentiles("presence")
+    assert p is not None and p.count == c.delivered
+
+
+def test_postgres_changes_rows_reach_every_subscriber_and_are_removed_after(box: Running) -> None:
+    before = box.sql("SELECT count(*) FROM rtbook_probe.events")[0][0]
+    todos = box.sql("SELECT count(*), max(xmin::text) FROM public.todos")
+    sc = Scenario(kind="postgres_changes", receivers=2, topics=2, rate=10.0, duration_s=2.0)
+    result = run_load(box.target(), sc)
+    c = result.counts
+    assert c.sent == 20 and c.expected == 20 * 4 == c.delivered + c.lost
+    assert c.lost == 0, result.text()
+    p = result.histograms.percentiles("postgres_changes")
+    assert p is not None and p.count == c.delivered
+    assert box.sql("SELECT count(*) FROM rtbook_probe.events")[0][0] == before
+    # Nothing but the probe table was written: the demo table is untouched.
+    assert box.sql("SELECT count(*), max(xmin::text) FROM public.todos") == todos
 
 
 def test_the_cli_writes_a_record_without_secrets_and_exits_by_thresholds(box: Running, tmp_path: Path) -> None:
@@ -77,6 +102,9 @@ def test_the_tenant_events_limit_drops_exactly_what_it_should_and_is_named(tmp_p
         time.sleep(1.5)  # the stand-in's tenant cache (1 s), as Realtime's own cache would also expire
         sc = Scenario(kind="broadcast", senders=1, receivers=2, rate=100.0, duration_s=3.0)
         result = run_load(box.target(), sc)
+        # Without the probe table, postgres_changes refuses to write anything.
+        with pytest.raises(ConfigError, match="probe install"):
+            run_load(box.target(), Scenario(kind="postgres_changes", duration_s=1.0))
     accepted = limit * 60
     c = result.counts
     assert c.sent == 300
