@@ -51,7 +51,8 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
     "violated, 2 usage errors.",
 )
 @shared_options(*_TARGET)
-@_opt("--scenario", type=click.Choice(["connect", "broadcast", "presence", "postgres_changes"]), default="broadcast", show_default=True,
+@_opt("--scenario", type=click.Choice(["connect", "broadcast", "presence", "postgres_changes"]),
+      default="broadcast", show_default=True,
       help="connect: hold sockets; broadcast: senders and receivers per topic; presence: senders track, "
       "every member gets each diff; postgres_changes: INSERTs into the probe table (rtbook probe install) reach "
       "every receiver")
