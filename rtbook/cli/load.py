@@ -72,7 +72,8 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
       help="e.g. 'broadcast.p99<50ms', 'lost==0', 'errors<=3' (repeatable); a violation exits 1")
 @_opt("--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="output format (default: text)")
 @_opt("--output", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
-      help="write load.json, load.txt and the raw histograms (latency.hlog, HdrHistogram log format) here")
+      help="write load.json, load.txt, the raw histograms (latency.hlog, HdrHistogram log format) and the "
+      "figures (load_*.png) here")
 @_opt("--locustfile", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _p, v: _locustfile(ctx, v),
       help="print the path of rtbook's Locust file (distributed load: master and workers) and exit")
 @_opt("--i-own-this-target", "confirmed", is_flag=True,
@@ -100,7 +101,10 @@ def _load(scenario: str, fmt: str, output: Path | None, thresholds: tuple[str, .
 
     result = run_load(target, plan, parsed, on_progress=progress)
     if output is not None:
+        from rtbook.load.plots import save
+
         write_record(result, output)
+        save(result, output)
     text = json.dumps(result.to_dict(), indent=2) if fmt == "json" else result.text()
     sys.stdout.write(target.redactor.text(text) + "\n")
     return 1 if result.failed else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import resource
 import time
 import urllib.parse
@@ -73,6 +74,10 @@ class ProcessResult:
     wall_s: float
     sent_per_s: list[int]
     delivered_per_s: list[int]
+    expected_per_s: list[int] = field(default_factory=list)
+    # Latency per interval (names "<step>#<interval index>"), for percentiles over time.
+    timeline: dict[str, str] = field(default_factory=dict)
+    interval_s: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,9 @@ class ProcessResult:
             "wall_s": self.wall_s,
             "sent_per_s": self.sent_per_s,
             "delivered_per_s": self.delivered_per_s,
+            "expected_per_s": self.expected_per_s,
+            "timeline": self.timeline,
+            "interval_s": self.interval_s,
         }
 
     @classmethod
@@ -101,6 +109,9 @@ class ProcessResult:
             wall_s=float(data["wall_s"]),
             sent_per_s=[int(x) for x in data["sent_per_s"]],
             delivered_per_s=[int(x) for x in data["delivered_per_s"]],
+            expected_per_s=[int(x) for x in data.get("expected_per_s", [])],
+            timeline=dict(data.get("timeline", {})),
+            interval_s=int(data.get("interval_s", 1)),
         )
 
 
@@ -321,6 +332,10 @@ class _Run:
         seconds = int(scenario.duration_s) + 2
         self.sent_per_s = [0] * seconds
         self.delivered_per_s = [0] * seconds
+        self.expected_per_s = [0] * seconds
+        # At most ~60 latency intervals whatever the duration: percentiles over time stay cheap.
+        self.interval_s = max(1, math.ceil(scenario.duration_s / 60))
+        self.timeline = Histograms()
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -363,7 +378,9 @@ class _Run:
         latency_us = max((now - sched) // 1000, 1)
         self.ledger.received(sock.name, sender, seq, latency_us)
         self.hists.record(step, latency_us)
-        self.delivered_per_s[self._second(now)] += 1
+        second = self._second(now)
+        self.timeline.record(f"{step}#{second // self.interval_s}", latency_us)
+        self.delivered_per_s[second] += 1
 
 
 async def _paced(items: list[Any], rate: float, ramp_s: float, action: Any) -> list[Any]:
@@ -435,6 +452,7 @@ async def _messages(run: _Run) -> None:
             owed = [r for r in members_of_topic if r.joined and (r is not sock or sc.kind == "presence")]
             run.ledger.sent(sock.name, seq, frozenset(r.name for r in owed))
             run.sent_per_s[run._second(scheduled)] += 1
+            run.expected_per_s[run._second(scheduled)] += len(owed)
             if sc.kind == "broadcast":
                 ok = await sock.broadcast(seq, scheduled, sc.ack, pad)
             elif sc.kind == "presence":
@@ -566,6 +584,9 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
         wall_s=round(time.monotonic() - wall0, 3),
         sent_per_s=run.sent_per_s,
         delivered_per_s=run.delivered_per_s,
+        expected_per_s=run.expected_per_s,
+        timeline=run.timeline.encode(),
+        interval_s=run.interval_s,
     )
 
 

@@ -119,7 +119,7 @@ class Histograms:
             out.merge(part)
         return out
 
-    def write_log(self, path: Path) -> None:
+    def write_log(self, path: Path, timeline: Histograms | None = None, interval_s: int = 1) -> None:
         """Save every histogram as one tagged interval in the HdrHistogram log format (v1.3).
 
         Written here rather than with ``hdrh.log.HistogramLogWriter``: that writer cannot emit the
@@ -137,6 +137,14 @@ class Histograms:
             hist = self._hists[name]
             payload = hist.encode().decode("ascii")
             lines.append(f"Tag={name},0.000,{end - self._started:.3f},{hist.get_max_value() / 1000:.3f},{payload}")
+        for name in timeline.names() if timeline is not None else ():
+            assert timeline is not None
+            step, _, index = name.partition("#")
+            hist = timeline._hists[name]
+            lines.append(
+                f"Tag={step}-interval,{int(index) * interval_s:.3f},{interval_s:.3f},"
+                f"{hist.get_max_value() / 1000:.3f},{hist.encode().decode('ascii')}"
+            )
         path.write_text("\n".join(lines) + "\n", encoding="ascii")
 
     @classmethod

@@ -61,8 +61,21 @@ class LoadResult:
     processes: int
     sent_per_s: list[int]
     delivered_per_s: list[int]
+    expected_per_s: list[int]
     verdicts: list[Verdict] = field(default_factory=list)
     limits_hit: list[dict[str, str]] = field(default_factory=list)
+    timeline: Histograms = field(default_factory=Histograms)
+    interval_s: int = 1
+
+    def over_time(self, step: str) -> list[tuple[float, float, float, float]]:
+        """(interval start s, p50, p99, max) in ms for ``step``, one row per interval with data."""
+        rows = []
+        for name in self.timeline.names():
+            base, _, index = name.partition("#")
+            p = self.timeline.percentiles(name) if base == step and index.isdigit() else None
+            if p is not None:
+                rows.append((int(index) * self.interval_s, p.p50_ms, p.p99_ms, p.max_ms))
+        return sorted(rows)
 
     @property
     def failed(self) -> bool:
@@ -104,7 +117,14 @@ class LoadResult:
                 "cpu_percent_of_one_core": round(100 * self.cpu_s / wall, 1),
                 "cpu_s_per_1000_sockets": round(1000 * self.cpu_s / max(self.opened, 1), 3),
             },
-            "per_second": {"sent": self.sent_per_s, "delivered": self.delivered_per_s},
+            "per_second": {"sent": self.sent_per_s, "expected": self.expected_per_s,
+                           "delivered": self.delivered_per_s},
+            "over_time": {
+                "interval_s": self.interval_s,
+                **{step: [dict(zip(("t_s", "p50_ms", "p99_ms", "max_ms"), row, strict=True))
+                          for row in self.over_time(step)]
+                   for step in ("broadcast", "presence", "postgres_changes") if self.over_time(step)},
+            },
             "limits_hit": self.limits_hit,
             "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
         }
@@ -149,7 +169,11 @@ def merge(scenario: Scenario, endpoint: str, parts: Sequence[ProcessResult]) -> 
     width = max((len(p.sent_per_s) for p in parts), default=0)
     sent = [0] * width
     delivered = [0] * width
+    expected = [0] * width
+    timeline = Histograms()
     for p in parts:
+        for name, payload in p.timeline.items():
+            timeline.merge_encoded(name, payload)
         counts = counts + p.counts
         errors.update(p.errors)
         for name, payload in p.histograms.items():
@@ -158,11 +182,15 @@ def merge(scenario: Scenario, endpoint: str, parts: Sequence[ProcessResult]) -> 
             sent[i] += n
         for i, n in enumerate(p.delivered_per_s):
             delivered[i] += n
+        for i, n in enumerate(p.expected_per_s):
+            expected[i] += n
     return LoadResult(
         scenario=scenario, endpoint=endpoint, counts=counts, histograms=hists, errors=dict(errors),
         opened=sum(p.opened for p in parts), joined=sum(p.joined for p in parts), held=sum(p.held for p in parts),
         cpu_s=round(sum(p.cpu_s for p in parts), 3), wall_s=max((p.wall_s for p in parts), default=0.0),
-        processes=len(parts), sent_per_s=sent, delivered_per_s=delivered,
+        processes=len(parts), sent_per_s=sent, delivered_per_s=delivered, expected_per_s=expected,
+        timeline=timeline,
+        interval_s=max((p.interval_s for p in parts), default=1),
     )
 
 
@@ -290,5 +318,5 @@ def write_record(result: LoadResult, folder: Path) -> list[Path]:
     paths = [folder / "load.json", folder / "load.txt", folder / "latency.hlog"]
     paths[0].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     paths[1].write_text(result.text() + "\n", encoding="utf-8")
-    result.histograms.write_log(paths[2])
+    result.histograms.write_log(paths[2], timeline=result.timeline, interval_s=result.interval_s)
     return paths

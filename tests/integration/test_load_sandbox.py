@@ -84,12 +84,17 @@ def test_the_cli_writes_a_record_without_secrets_and_exits_by_thresholds(box: Ru
     assert ok.returncode == 0, ok.stderr
     data = json.loads((tmp_path / "rec" / "load.json").read_text())
     assert data["counts"]["sent"] == 10 and data["counts"]["lost"] == 0
-    assert (tmp_path / "rec" / "latency.hlog").read_text().count("Tag=") >= 3
+    hlog = (tmp_path / "rec" / "latency.hlog").read_text()
+    assert hlog.count("Tag=broadcast-interval,") >= 1 and "Tag=connect," in hlog and "Tag=join," in hlog
+    assert data["over_time"]["broadcast"] and data["per_second"]["expected"][0] > 0
+    for name in ("latency_over_time", "throughput", "sockets", "losses_and_errors"):
+        assert (tmp_path / "rec" / f"load_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([*base, "--threshold", "broadcast.p50<0.001ms", "--format", "json"], env=env, text=True,
                          capture_output=True, timeout=120)
     assert bad.returncode == 1, bad.stderr
     assert json.loads(bad.stdout)["thresholds"][0]["ok"] is False
-    written = "".join(p.read_text() for p in (tmp_path / "rec").iterdir()) + ok.stdout + ok.stderr + bad.stdout
+    texts = [p.read_text() for p in (tmp_path / "rec").glob("*.[jt]*")]  # load.json, load.txt
+    written = "".join(texts) + hlog + ok.stdout + ok.stderr + bad.stdout
     for secret in box.secrets():
         assert secret not in written
 

@@ -176,7 +176,7 @@ def _part(sent: int, lost: int, values: list[int], errors: dict[str, int]) -> Pr
     for v in values:
         h.record("broadcast", v)
     counts = DeliveryCounts(sent=sent, expected=2 * sent, delivered=2 * sent - lost, lost=lost)
-    return ProcessResult(counts, h.encode(), errors, 3, 3, 0, 0.5, 2.0, [sent, 0], [2 * sent - lost, 0])
+    return ProcessResult(counts, h.encode(), errors, 3, 3, 0, 0.5, 2.0, [sent, 0], [2 * sent - lost, 0], [2 * sent, 0])
 
 
 def test_process_results_merge_to_their_sum() -> None:
@@ -186,7 +186,8 @@ def test_process_results_merge_to_their_sum() -> None:
     result = merge(Scenario(), "http://127.0.0.1:1/realtime/v1", [a, b2])
     assert result.counts == a.counts + b.counts
     assert result.errors == {"join: Too many joins per second": 3}
-    assert result.sent_per_s == [15, 0] and result.opened == 6 and result.cpu_s == 1.0
+    assert result.sent_per_s == [15, 0] and result.expected_per_s == [30, 0]
+    assert result.opened == 6 and result.cpu_s == 1.0
     p = result.histograms.percentiles("broadcast")
     assert p is not None and p.count == 3
     numbers = result.numbers()
