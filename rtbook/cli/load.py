@@ -70,7 +70,8 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
 @_opt("--processes", type=int, default=1, show_default=True, help="generator processes (one per core at most)")
 @_opt("--threshold", "thresholds", multiple=True, metavar="EXPR",
       help="e.g. 'broadcast.p99<50ms', 'lost==0', 'errors<=3' (repeatable); a violation exits 1")
-@_opt("--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="output format (default: text)")
+@_opt("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text",
+      help="output format (default: text; junit: one test case for delivery and one per threshold)")
 @_opt("--output", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
       help="write load.json, load.txt, the raw histograms (latency.hlog, HdrHistogram log format) and the "
       "figures (load_*.png) here")
@@ -96,7 +97,7 @@ def _load(scenario: str, fmt: str, output: Path | None, thresholds: tuple[str, .
     require_consent(target, confirmed)
 
     def progress(line: str) -> None:
-        if fmt != "json":
+        if fmt == "text":
             sys.stderr.write(f"rtbook load: {line}\n")
 
     result = run_load(target, plan, parsed, on_progress=progress)
@@ -105,6 +106,11 @@ def _load(scenario: str, fmt: str, output: Path | None, thresholds: tuple[str, .
 
         write_record(result, output)
         save(result, output)
-    text = json.dumps(result.to_dict(), indent=2) if fmt == "json" else result.text()
+    if fmt == "json":
+        text = json.dumps(result.to_dict(), indent=2)
+    elif fmt == "junit":
+        text = result.to_report().to_junit(suite="rtbook load")
+    else:
+        text = result.text()
     sys.stdout.write(target.redactor.text(text) + "\n")
     return 1 if result.failed else 0

@@ -16,6 +16,7 @@ import resource
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -558,10 +559,22 @@ def hard_bound_s(scenario: Scenario, step_timeout: float) -> float:
     return joins + 2 * step_timeout + scenario.duration_s + max(scenario.late_ms / 1000, DRAIN_MIN_S) + 5
 
 
-async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float) -> ProcessResult:
+async def _ticker(run: _Run, on_tick: Callable[[str], None]) -> None:
+    """Once a second, one progress line (sockets, sent, delivered, lost so far, errors)."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        c = run.ledger.counts()
+        on_tick(f"{time.monotonic() - started:5.0f} s  sockets {run.joined}/{run.scenario.sockets} joined  "
+                f"sent {c.sent}  delivered {c.delivered}/{c.expected}  errors {sum(run.errors.values())}")
+
+
+async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float,
+               on_tick: Callable[[str], None] | None = None) -> ProcessResult:
     import aiohttp
 
     run = _Run(scenario, endpoint, prefix, step_timeout)
+    ticker = asyncio.create_task(_ticker(run, on_tick)) if on_tick is not None else None
     wall0 = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     limit = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -572,6 +585,9 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
             await asyncio.wait_for(body, hard_bound_s(scenario, step_timeout))
         except TimeoutError:
             run.error("run: stopped at its hard bound")
+        finally:
+            if ticker is not None:
+                ticker.cancel()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     return ProcessResult(
         counts=run.ledger.counts(),
@@ -590,6 +606,7 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
     )
 
 
-def run_share(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float) -> dict[str, Any]:
+def run_share(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float,
+              on_tick: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one process's share (picklable entry point for worker processes); returns a plain dict."""
-    return asyncio.run(_run(scenario, endpoint, prefix, step_timeout)).to_dict()
+    return asyncio.run(_run(scenario, endpoint, prefix, step_timeout, on_tick)).to_dict()

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from rtbook.exceptions import ConfigError
@@ -24,6 +24,9 @@ from rtbook.load.ledger import DeliveryCounts
 from rtbook.load.scenario import Scenario
 from rtbook.load.thresholds import Threshold, Verdict, evaluate
 from rtbook.target import Target
+
+if TYPE_CHECKING:
+    from rtbook.results import Report
 
 __all__ = ["LIMIT_SIGNS", "LoadResult", "configured_limits", "endpoint_for", "limits_hit", "merge", "require_consent",
            "run_load", "write_record"]
@@ -128,6 +131,38 @@ class LoadResult:
             "limits_hit": self.limits_hit,
             "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
         }
+
+    def to_report(self) -> Report:
+        """The run as check results: ``load.delivery`` and one ``load.threshold.<n>`` per threshold."""
+        from rtbook.results import CheckResult, Report, Status
+
+        c = self.counts
+        problems = c.lost + c.duplicated + sum(self.errors.values())
+        remedy = "\n".join(h["remedy"] for h in self.limits_hit)
+        metrics = {k: v for k, v in self.numbers().items() if "." in k and not k.startswith("errors")}
+        delivery = CheckResult(
+            id="load.delivery",
+            status=Status.PASS if problems == 0 else Status.WARN,
+            title=f"{self.scenario.kind} load: every message accounted for",
+            summary=(f"{c.delivered} of {c.expected} deliveries arrived, {c.lost} lost, {c.duplicated} duplicated, "
+                     f"{sum(self.errors.values())} errors" if self.scenario.kind != "connect" else
+                     f"{self.joined} of {self.scenario.sockets} sockets joined, {self.held} held to the end"),
+            detail=self.text(),
+            remedy=remedy,
+            evidence={"counts": c.to_dict(), "errors": dict(self.errors), "limits_hit": self.limits_hit},
+            metrics=metrics,
+        )
+        results = [delivery]
+        for i, v in enumerate(self.verdicts, 1):
+            results.append(CheckResult(
+                id=f"load.threshold.{i}",
+                status=Status.PASS if v.ok else Status.FAIL,
+                title=f"threshold {v.threshold.text}",
+                summary=v.line,
+                remedy="" if v.ok else (remedy or "Lower the load, or find the limit with a rising --rate"),
+                evidence={"expr": v.threshold.text, "value": v.value},
+            ))
+        return Report(results, title=f"rtbook load: {self.scenario.kind}")
 
     def text(self) -> str:
         c = self.counts
@@ -294,7 +329,7 @@ def run_load(
     if on_progress:
         on_progress(f"{scenario.kind}: {scenario.sockets} sockets, bound {hard_bound_s(scenario, step):.0f} s")
     if scenario.processes == 1:
-        parts = [ProcessResult.from_dict(run_share(scenario, endpoint, prefix, step))]
+        parts = [ProcessResult.from_dict(run_share(scenario, endpoint, prefix, step, on_progress))]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
