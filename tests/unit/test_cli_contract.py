@@ -48,6 +48,10 @@ FLAGS = {
     ("sandbox", "status"): ["--json"],
     ("sandbox", "scenarios"): ["--json"],
     ("notebooks", "copy"): ["DIR", "--force"],
+    ("load",): ["--target", "--stack", "--api-url", "--tenant", "--timeout", "--scenario", "--connections", "--senders",
+                "--receivers", "--topics", "--rate", "--join-rate", "--duration", "--ramp", "--payload-bytes", "--ack",
+                "--late-ms", "--processes", "--threshold", "--format", "--output", "--locustfile",
+                "--i-own-this-target"],
 }
 
 
@@ -65,7 +69,7 @@ def test_top_level_help_lists_the_commands_in_workflow_order(capsys: pytest.Capt
     code, out, _ = run(["--help"], capsys)
     assert code == 0
     listed = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], flags=re.MULTILINE)
-    assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks"]
+    assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks", "load"]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

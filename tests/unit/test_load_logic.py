@@ -209,3 +209,31 @@ def test_the_endpoint_never_shows_its_key() -> None:
                   apikey=canary, token=canary)
     assert canary not in repr(ep) and canary not in ep.label
     assert "apikey=eyJcanary" in ep.url() and ep.url().startswith("ws://127.0.0.1:8000/realtime/v1/websocket?")
+
+
+# ------------------------------------------------------------------ the command's refusals (no network)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--rate", "1e9"], "--rate 1000000000.0 is out of range; give 0.1 to 200000"),
+    (["--scenario", "broadcast", "--processes", "2"], "at most one per topic"),
+    (["--threshold", "p99<3"], "--threshold 'p99<3'"),
+    (["--api-url", "http://10.9.8.7:8000"], "Add --i-own-this-target"),
+])
+def test_load_refuses_bad_input_in_one_line(argv: list[str], words: str, capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtbook.cli import main
+
+    monkeypatch.setenv("RTBOOK_HOME", str(tmp_path))  # no sandbox: nothing may be reached
+    target = [] if "--api-url" in argv else ["--target", "sandbox"]
+    code = main(["load", *target, *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+def test_locustfile_flag_prints_an_existing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtbook.cli import main
+
+    assert main(["load", "--locustfile"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.name == "locustfile.py" and path.is_file()
