@@ -56,6 +56,8 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
       help="connect: hold sockets; broadcast: senders and receivers per topic; presence: senders track, "
       "every member gets each diff; postgres_changes: INSERTs into the probe table (rtbook probe install) reach "
       "every receiver")
+@_opt("--scenario-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+      help="a weighted mix of scenarios run at once (YAML or JSON with 'parts:'); replaces --scenario and its numbers")
 @_opt("--connections", type=int, default=10, show_default=True, help="connect: sockets to open and hold")
 @_opt("--senders", type=int, default=1, show_default=True, help="broadcast: senders per topic")
 @_opt("--receivers", type=int, default=4, show_default=True, help="broadcast: receivers per topic")
@@ -79,18 +81,19 @@ def _locustfile(ctx: click.Context, wanted: bool) -> None:
       help="print the path of rtbook's Locust file (distributed load: master and workers) and exit")
 @_opt("--i-own-this-target", "confirmed", is_flag=True,
       help="confirm a target that is not 127.0.0.1 or the sandbox may be loaded")
-def _load(scenario: str, fmt: str, output: Path | None, thresholds: tuple[str, ...],
+def _load(scenario: str, scenario_file: Path | None, fmt: str, output: Path | None, thresholds: tuple[str, ...],
           confirmed: bool, **numbers: Any) -> int:
     opts = TargetOptions.from_flags(**{name: numbers.pop(name) for name in _TARGET})
     from rtbook.exceptions import ConfigError
     from rtbook.load.runner import require_consent, run_load, write_record
-    from rtbook.load.scenario import Scenario
+    from rtbook.load.scenario import Mix, Scenario
     from rtbook.load.thresholds import MAX_THRESHOLDS, parse_threshold
 
     if len(thresholds) > MAX_THRESHOLDS:
         raise ConfigError(f"--threshold given {len(thresholds)} times; at most {MAX_THRESHOLDS}")
     parsed = [parse_threshold(t) for t in thresholds]
-    plan = Scenario(kind=scenario, **numbers)  # type: ignore[arg-type]
+    plan: Scenario | Mix = (Mix.load(str(scenario_file)) if scenario_file is not None
+                            else Scenario(kind=scenario, **numbers))  # type: ignore[arg-type]
     if output is not None and output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is not a directory; give a directory to write the record into")
     target = build_target(opts)

@@ -21,7 +21,7 @@ from rtbook.exceptions import ConfigError
 from rtbook.load.generator import Endpoint, ProcessResult, hard_bound_s, run_share
 from rtbook.load.histograms import Histograms
 from rtbook.load.ledger import DeliveryCounts
-from rtbook.load.scenario import Scenario
+from rtbook.load.scenario import Mix, Scenario
 from rtbook.load.thresholds import Threshold, Verdict, evaluate
 from rtbook.target import Target
 
@@ -69,6 +69,23 @@ class LoadResult:
     limits_hit: list[dict[str, str]] = field(default_factory=list)
     timeline: Histograms = field(default_factory=Histograms)
     interval_s: int = 1
+    # A --scenario-file mix: its parts (``scenario`` is then the first part).
+    parts: tuple[Scenario, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``broadcast``, or ``mixed (broadcast, presence)``."""
+        if self.parts:
+            return f"mixed ({', '.join(p.kind for p in self.parts)})"
+        return self.scenario.kind
+
+    @property
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.parts} if self.parts else {self.scenario.kind}
+
+    @property
+    def sockets_wanted(self) -> int:
+        return sum(p.sockets for p in self.parts) if self.parts else self.scenario.sockets
 
     def over_time(self, step: str) -> list[tuple[float, float, float, float]]:
         """(interval start s, p50, p99, max) in ms for ``step``, one row per interval with data."""
@@ -107,7 +124,8 @@ class LoadResult:
 
         wall = max(self.wall_s, 1e-9)
         return {
-            "scenario": asdict(self.scenario),
+            "scenario": asdict(self.scenario) if not self.parts else {"kind": "mixed"},
+            **({"mix": [asdict(p) for p in self.parts]} if self.parts else {}),
             "endpoint": self.endpoint,
             "processes": self.processes,
             "counts": self.counts.to_dict(),
@@ -143,10 +161,10 @@ class LoadResult:
         delivery = CheckResult(
             id="load.delivery",
             status=Status.PASS if problems == 0 else Status.WARN,
-            title=f"{self.scenario.kind} load: every message accounted for",
+            title=f"{self.label} load: every message accounted for",
             summary=(f"{c.delivered} of {c.expected} deliveries arrived, {c.lost} lost, {c.duplicated} duplicated, "
-                     f"{sum(self.errors.values())} errors" if self.scenario.kind != "connect" else
-                     f"{self.joined} of {self.scenario.sockets} sockets joined, {self.held} held to the end"),
+                     f"{sum(self.errors.values())} errors" if self.kinds != {"connect"} else
+                     f"{self.joined} of {self.sockets_wanted} sockets joined, {self.held} held to the end"),
             detail=self.text(),
             remedy=remedy,
             evidence={"counts": c.to_dict(), "errors": dict(self.errors), "limits_hit": self.limits_hit},
@@ -162,17 +180,17 @@ class LoadResult:
                 remedy="" if v.ok else (remedy or "Lower the load, or find the limit with a rising --rate"),
                 evidence={"expr": v.threshold.text, "value": v.value},
             ))
-        return Report(results, title=f"rtbook load: {self.scenario.kind}")
+        return Report(results, title=f"rtbook load: {self.label}")
 
     def text(self) -> str:
         c = self.counts
         lines = [
-            f"rtbook load: {self.scenario.kind} against {self.endpoint} "
+            f"rtbook load: {self.label} against {self.endpoint} "
             f"({self.processes} process{'es' if self.processes > 1 else ''}, {self.wall_s:.1f} s)",
             f"sockets: {self.opened} opened, {self.joined} joined"
-            + (f", {self.held} held to the end" if self.scenario.kind == "connect" else ""),
+            + (f", {self.held} held to the end" if "connect" in self.kinds else ""),
         ]
-        if self.scenario.kind != "connect":
+        if self.kinds != {"connect"}:
             lines.append(
                 f"messages: {c.sent} sent, {c.expected} expected deliveries = {c.delivered} delivered + {c.lost} lost"
                 f"; {c.duplicated} duplicated, {c.out_of_order} out of order, {c.late} late"
@@ -316,31 +334,44 @@ def require_consent(target: Target, confirmed: bool) -> None:
 
 def run_load(
     target: Target,
-    scenario: Scenario,
+    scenario: Scenario | Mix,
     thresholds: Sequence[Threshold] = (),
     *,
     on_progress: Callable[[str], None] | None = None,
 ) -> LoadResult:
-    """Run ``scenario`` against ``target`` and judge ``thresholds``; processes as the scenario says."""
-    endpoint = endpoint_for(target, with_db=scenario.kind == "postgres_changes")
+    """Run ``scenario`` (or a mix) against ``target`` and judge ``thresholds``.
+
+    A scenario runs in ``scenario.processes`` processes (its shares); a mix runs each part in a
+    process of its own, all at once. Either way the processes' results are merged exactly.
+    """
+    parts = scenario.parts if isinstance(scenario, Mix) else ()
+    kinds = {p.kind for p in scenario.parts} if isinstance(scenario, Mix) else {scenario.kind}
+    endpoint = endpoint_for(target, with_db="postgres_changes" in kinds)
     target.redactor.add(endpoint.apikey)
     prefix = f"{os.getpid()}-{int(time.time())}"
     step = min(target.timeout, 30.0)
+    if isinstance(scenario, Mix):
+        shares = list(scenario.parts)
+        first = scenario.parts[0]
+    else:
+        shares = [scenario.share(i, scenario.processes) for i in range(scenario.processes)]
+        first = scenario
+    bound = max(hard_bound_s(s, step) for s in shares)
     if on_progress:
-        on_progress(f"{scenario.kind}: {scenario.sockets} sockets, bound {hard_bound_s(scenario, step):.0f} s")
-    if scenario.processes == 1:
-        parts = [ProcessResult.from_dict(run_share(scenario, endpoint, prefix, step, on_progress))]
+        on_progress(f"{' + '.join(s.kind for s in shares)}: {sum(s.sockets for s in shares)} sockets, "
+                    f"bound {bound:.0f} s")
+    if len(shares) == 1:
+        results = [ProcessResult.from_dict(run_share(shares[0], endpoint, prefix, step, on_progress))]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        shares = [scenario.share(i, scenario.processes) for i in range(scenario.processes)]
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=scenario.processes, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as pool:
             futures = [pool.submit(run_share, s, endpoint, f"{prefix}-p{i}", step) for i, s in enumerate(shares)]
-            bound = hard_bound_s(scenario, step) + 30
-            parts = [ProcessResult.from_dict(f.result(timeout=bound)) for f in futures]
-    result = merge(scenario, endpoint.label, parts)
+            results = [ProcessResult.from_dict(f.result(timeout=bound + 30)) for f in futures]
+    result = merge(first, endpoint.label, results)
+    result.parts = tuple(parts)
     if any(sign in kind for kind in result.errors for sign, _, _ in LIMIT_SIGNS):
         result.limits_hit = limits_hit(result.errors, target.resolved_tenant(), configured_limits(target))
     result.verdicts = evaluate(list(thresholds), result.numbers())

@@ -11,7 +11,7 @@ from typing import Literal
 
 from rtbook.exceptions import ConfigError
 
-__all__ = ["KINDS", "LIMITS", "Scenario"]
+__all__ = ["KINDS", "LIMITS", "Mix", "Scenario"]
 
 Kind = Literal["connect", "broadcast", "presence", "postgres_changes"]
 KINDS: tuple[str, ...] = ("connect", "broadcast", "presence", "postgres_changes")
@@ -110,3 +110,81 @@ class Scenario:
         base, extra = divmod(self.topics, count)
         topics = base + (1 if index < extra else 0)
         return replace(self, topics=topics, rate=max(self.rate * topics / self.topics, 0.1), processes=1)
+
+
+MAX_SCENARIO_FILE_BYTES = 64 * 1024
+MAX_MIX_PARTS = 8
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A weighted mix of scenarios run at once (``--scenario-file``), each part in a process of its own.
+
+    The file (YAML or JSON)::
+
+        duration_s: 30
+        rate: 200            # in all, split by weight
+        parts:
+          - {kind: broadcast, weight: 3, senders: 1, receivers: 8, topics: 2}
+          - {kind: presence, weight: 1, senders: 4, receivers: 4}
+          - {kind: connect, connections: 200}
+    """
+
+    parts: tuple[Scenario, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def from_mapping(cls, data: object, source: str) -> Mix:
+        from dataclasses import fields
+
+        if not isinstance(data, dict) or not isinstance(data.get("parts"), list) or not data["parts"]:
+            raise ConfigError(f"{source}: a scenario file needs 'parts:', a list of scenarios (see rtbook load --help)")
+        if len(data["parts"]) > MAX_MIX_PARTS:
+            raise ConfigError(f"{source}: {len(data['parts'])} parts; at most {MAX_MIX_PARTS}")
+        allowed = {f.name for f in fields(Scenario)} - {"processes"}
+        shared = {k: v for k, v in data.items() if k != "parts"}
+        unknown = set(shared) - allowed
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+        total = shared.pop("rate", None)
+        parts, weights = [], []
+        for i, raw in enumerate(data["parts"], 1):
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{source}: part {i} is not a mapping")
+            raw = dict(raw)
+            weight = raw.pop("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1000:
+                raise ConfigError(f"{source}: part {i} weight {weight!r}; give a number above 0, at most 1000")
+            bad = set(raw) - allowed
+            if bad:
+                raise ConfigError(f"{source}: part {i}: unknown key(s) {', '.join(sorted(bad))}")
+            parts.append({**shared, **raw})
+            weights.append(float(weight))
+        rated = [i for i, p in enumerate(parts) if p.get("kind", "broadcast") != "connect"]
+        if total is not None:
+            share = sum(weights[i] for i in rated) or 1.0
+            for i in rated:
+                parts[i]["rate"] = float(total) * weights[i] / share
+        try:
+            scenarios = tuple(Scenario(**p) for p in parts)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        return cls(scenarios, tuple(weights))
+
+    @classmethod
+    def load(cls, path: str) -> Mix:
+        from pathlib import Path
+
+        from rtbook.config.yamlfile import load_yaml
+
+        file = Path(path)
+        try:
+            if not file.is_file():
+                raise ConfigError(f"--scenario-file {path}: not a regular file; give a YAML or JSON scenario file")
+            with file.open("rb") as fh:
+                raw = fh.read(MAX_SCENARIO_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"--scenario-file {path}: cannot be read ({exc.strerror})") from exc
+        if len(raw) > MAX_SCENARIO_FILE_BYTES:
+            raise ConfigError(f"--scenario-file {path}: larger than {MAX_SCENARIO_FILE_BYTES // 1024} KiB")
+        return cls.from_mapping(load_yaml(raw.decode("utf-8", errors="replace"), file), path)

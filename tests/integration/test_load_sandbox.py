@@ -13,7 +13,7 @@ import pytest
 
 from rtbook.exceptions import ConfigError
 from rtbook.load.runner import run_load
-from rtbook.load.scenario import Scenario
+from rtbook.load.scenario import Mix, Scenario
 from rtbook.load.thresholds import parse_threshold
 from tests.conftest import ROOT
 from tests.integration.sandbox_support import Running, start
@@ -73,6 +73,19 @@ def test_postgres_changes_rows_reach_every_subscriber_and_are_removed_after(box:
     assert box.sql("SELECT count(*) FROM rtbook_probe.events")[0][0] == before
     # Nothing but the probe table was written: the demo table is untouched.
     assert box.sql("SELECT count(*), max(xmin::text) FROM public.todos") == todos
+
+
+def test_a_mix_runs_its_parts_at_once_and_merges_them(box: Running) -> None:
+    mix = Mix.from_mapping({"duration_s": 2, "rate": 20, "parts": [
+        {"kind": "broadcast", "weight": 1, "receivers": 2}, {"kind": "presence", "weight": 1, "senders": 1,
+                                                              "receivers": 1}, {"kind": "connect", "connections": 5},
+    ]}, "mix")
+    result = run_load(box.target(), mix)
+    assert result.processes == 3 and result.label == "mixed (broadcast, presence, connect)"
+    c = result.counts
+    assert c.sent == 20 + 20 and c.expected == 20 * 2 + 20 * 2 == c.delivered + c.lost and c.lost == 0
+    assert result.histograms.count("broadcast") == 40 and result.histograms.count("presence") == 40
+    assert result.held == 5 and result.opened == 3 + 2 + 5
 
 
 def test_the_cli_writes_a_record_without_secrets_and_exits_by_thresholds(box: Running, tmp_path: Path) -> None:

@@ -237,3 +237,33 @@ def test_locustfile_flag_prints_an_existing_file(capsys: pytest.CaptureFixture[s
     assert main(["load", "--locustfile"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path.name == "locustfile.py" and path.is_file()
+
+
+# ------------------------------------------------------------------ mixes
+
+
+def test_a_mix_splits_the_rate_by_weight_over_the_parts_that_send() -> None:
+    from rtbook.load.scenario import Mix
+
+    mix = Mix.from_mapping({"duration_s": 5, "rate": 100, "parts": [
+        {"kind": "broadcast", "weight": 3}, {"kind": "presence", "weight": 1}, {"kind": "connect", "connections": 9},
+    ]}, "mix.yml")
+    assert [p.kind for p in mix.parts] == ["broadcast", "presence", "connect"]
+    assert [p.rate for p in mix.parts[:2]] == [75.0, 25.0]
+    assert all(p.duration_s == 5 for p in mix.parts) and mix.parts[2].connections == 9
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ({}, "needs 'parts:'"),
+    ({"parts": [{"kind": "broadcast", "colour": 1}]}, "part 1: unknown key(s) colour"),
+    ({"parts": [{"weight": 0}]}, "weight 0"),
+    ({"parts": [{}] * 9}, "at most 8"),
+    ({"nodes": 2, "parts": [{}]}, "unknown key(s) nodes"),
+    ({"parts": [{"rate": 1e9}]}, "--rate 1000000000.0 is out of range"),
+])
+def test_bad_mixes_are_refused_naming_the_file_and_the_fault(data: dict[str, object], words: str) -> None:
+    from rtbook.load.scenario import Mix
+
+    with pytest.raises(ConfigError) as err:
+        Mix.from_mapping(data, "mix.yml")
+    assert words in str(err.value)
