@@ -28,8 +28,8 @@ from rtbook.target import Target
 if TYPE_CHECKING:
     from rtbook.results import Report
 
-__all__ = ["LIMIT_SIGNS", "LoadResult", "configured_limits", "endpoint_for", "limits_hit", "merge", "require_consent",
-           "run_load", "write_record"]
+__all__ = ["LIMIT_SIGNS", "LoadResult", "bottlenecks", "configured_limits", "endpoint_for", "limits_hit", "merge",
+           "require_consent", "run_load", "write_record"]
 
 # Realtime's refusal texts and the setting each one names (research notes §2-§4; realtime-facts.md).
 LIMIT_SIGNS: tuple[tuple[str, str, str], ...] = (
@@ -71,6 +71,8 @@ class LoadResult:
     interval_s: int = 1
     # A --scenario-file mix: its parts (``scenario`` is then the first part).
     parts: tuple[Scenario, ...] = ()
+    # Which side limited the run, most likely first (see :func:`bottlenecks`).
+    bottlenecks: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -147,6 +149,7 @@ class LoadResult:
                    for step in ("broadcast", "presence", "postgres_changes") if self.over_time(step)},
             },
             "limits_hit": self.limits_hit,
+            "bottlenecks": self.bottlenecks,
             "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
         }
 
@@ -207,6 +210,8 @@ class LoadResult:
             lines.append(f"error x{n}: {kind}")
         for hit in self.limits_hit:
             lines.append(f"limit hit: {hit['limit']} — {hit['why']}. Remedy: {hit['remedy']}")
+        for line in self.bottlenecks:
+            lines.append(f"limited by: {line}")
         g = self.to_dict()["generator"]
         lines.append(f"generator CPU: {self.cpu_s:.2f} s ({g['cpu_percent_of_one_core']}% of one core)")
         for v in self.verdicts:
@@ -304,6 +309,34 @@ def _db_keywords(target: Target) -> dict[str, Any]:
     return keywords
 
 
+GENERATOR_BUSY = 0.85  # share of its cores above which the generator itself may be what limits
+
+
+def bottlenecks(result: LoadResult) -> list[str]:
+    """Which side limited the run, from the numbers alone (empty: nothing was limited)."""
+    out = []
+    if result.limits_hit:
+        out.append("a tenant or server limit: " + ", ".join(h["limit"] for h in result.limits_hit))
+    busy = result.cpu_s / max(result.wall_s * result.processes, 1e-9)
+    if busy >= GENERATOR_BUSY:
+        out.append(f"the load generator: it used {100 * busy:.0f}% of its {result.processes} core(s); add "
+                   f"--processes (up to one per core) or machines (Locust) before reading the server's figures")
+    proxy = {k: v for k, v in result.errors.items() if k.startswith("handshake: HTTP 5")}
+    if proxy:
+        kinds = ", ".join(f"{k.removeprefix('handshake: ')} x{v}" for k, v in sorted(proxy.items()))
+        out.append(f"the gateway or proxy in front of Realtime: upgrades refused with {kinds}")
+    c = result.counts
+    if not out and (c.lost or c.late):
+        steps = [s for s in ("broadcast", "presence", "postgres_changes") if result.over_time(s)]
+        trend = ""
+        if steps:
+            rows = result.over_time(steps[0])
+            trend = f"; {steps[0]} p99 went from {rows[0][2]:.1f} ms to {rows[-1][2]:.1f} ms over the run"
+        out.append(f"the server or the path to it: {c.lost} lost and {c.late} late deliveries with no limit "
+                   f"refusal and a generator at {100 * busy:.0f}% of its cores{trend}")
+    return out
+
+
 def endpoint_for(target: Target, *, with_db: bool = False) -> Endpoint:
     """The socket endpoint and keys for ``target`` (the anon key's role; a token is the same key)."""
     key = target.secret("ANON_KEY") or target.secret("SUPABASE_ANON_KEY")
@@ -375,6 +408,7 @@ def run_load(
     if any(sign in kind for kind in result.errors for sign, _, _ in LIMIT_SIGNS):
         result.limits_hit = limits_hit(result.errors, target.resolved_tenant(), configured_limits(target))
     result.verdicts = evaluate(list(thresholds), result.numbers())
+    result.bottlenecks = bottlenecks(result)
     return result
 
 

@@ -267,3 +267,18 @@ def test_bad_mixes_are_refused_naming_the_file_and_the_fault(data: dict[str, obj
     with pytest.raises(ConfigError) as err:
         Mix.from_mapping(data, "mix.yml")
     assert words in str(err.value)
+
+
+def test_bottlenecks_name_the_side_that_limited() -> None:
+    from rtbook.load.runner import bottlenecks
+
+    busy = merge(Scenario(), "x", [_part(10, 0, [1000], {})])
+    busy.cpu_s, busy.wall_s = 1.9, 2.0
+    assert "the load generator: it used 95%" in bottlenecks(busy)[0]
+    proxy = merge(Scenario(), "x", [_part(10, 0, [1000], {"handshake: HTTP 502 Bad Gateway": 3})])
+    assert bottlenecks(proxy) == ["the gateway or proxy in front of Realtime: upgrades refused with HTTP 502 Bad "
+                                  "Gateway x3"]
+    server = merge(Scenario(), "x", [_part(10, 4, [1000], {})])
+    assert bottlenecks(server)[0].startswith("the server or the path to it: 4 lost")
+    healthy = merge(Scenario(), "x", [_part(10, 0, [1000], {})])
+    assert bottlenecks(healthy) == []
