@@ -608,5 +608,17 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
 
 def run_share(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout: float,
               on_tick: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run one process's share (picklable entry point for worker processes); returns a plain dict."""
-    return asyncio.run(_run(scenario, endpoint, prefix, step_timeout, on_tick)).to_dict()
+    """Run one process's share (picklable entry point for worker processes); returns a plain dict.
+
+    Inside a Jupyter kernel an event loop already runs in this thread; the share then gets a
+    thread (and loop) of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_run(scenario, endpoint, prefix, step_timeout, on_tick)).to_dict()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="rtbook-load") as pool:
+        future = pool.submit(asyncio.run, _run(scenario, endpoint, prefix, step_timeout, on_tick))
+        return future.result().to_dict()

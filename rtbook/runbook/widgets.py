@@ -26,6 +26,9 @@ from rtbook.runbook.session import StepReport
 
 __all__ = ['STEPS', 'ParamForm', 'ParamsTable', 'params_table']
 
+# A list parameter (tables, load_thresholds) is typed as comma-separated text in the form.
+_BY_NAME_TYPES = {p.name: p.type for p in PARAMS}
+
 
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -162,7 +165,7 @@ class ParamForm:
         out: dict[str, Any] = {}
         for name, widget in self.widgets.items():
             value = widget.value
-            if name == "tables":
+            if _BY_NAME_TYPES.get(name) is list:
                 value = [v.strip() for v in str(value).split(",") if v.strip()]
             out[name] = value
         if out.get("apply_fixes"):

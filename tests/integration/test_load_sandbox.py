@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -136,3 +137,29 @@ def test_the_tenant_events_limit_shuts_the_receivers_at_a_tick_and_is_named(tmp_
     assert [h["limit"] for h in result.limits_hit] == ["max_events_per_second"]
     assert "now 2" in result.limits_hit[0]["why"]
     assert "--limit max_events_per_second=4" in result.limits_hit[0]["remedy"]
+
+
+@pytest.mark.notebooks
+def test_notebook_07_runs_headless_and_its_record_holds_figures_and_histograms(box: Running, tmp_path: Path) -> None:
+    env = {"RTBOOK_HOME": str(box.home), "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    base = [sys.executable, "-m", "rtbook", "run", "--target", "sandbox", "--no-sandbox-start", "--notebooks", "07",
+            "--output-dir", str(tmp_path / "out"), "-p", "load_duration_s=2"]
+    ok = subprocess.run(base, env=env, text=True, capture_output=True, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    record = next((tmp_path / "out").iterdir())
+    folder = record / "07_load"
+    data = json.loads((folder / "load.json").read_text())
+    assert data["counts"]["sent"] == 40 and data["counts"]["lost"] == 0
+    assert "Tag=broadcast," in (folder / "latency.hlog").read_text()
+    for name in ("latency_over_time", "throughput", "sockets", "losses_and_errors"):
+        assert (folder / f"load_{name}.png").read_bytes()[:4] == b"\x89PNG"
+    verify = subprocess.run([sys.executable, "-m", "rtbook", "verify", str(record)], env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout
+    texts = "".join(p.read_text(errors="replace") for p in record.rglob("*") if p.suffix in (".json", ".ipynb", ".md"))
+    for secret in box.secrets():
+        assert secret not in texts
+    # A violated threshold fails the notebook's gate and the run.
+    bad = subprocess.run([*base, "-p", "load_thresholds=broadcast.p50<0.001ms"], env=env, text=True,
+                         capture_output=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
