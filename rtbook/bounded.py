@@ -63,6 +63,7 @@ LIMITS: dict[str, int] = {
     "kong.yml": 1 * MiB,
     "Envoy file": 1 * MiB,
     "load-balancer config": 1 * MiB,
+    "load scenario file": 64 * KiB,
     "env file": 256 * KiB,
     "parameters file": 256 * KiB,
     "entrypoint script": 256 * KiB,

@@ -34,7 +34,7 @@ __all__ = ["cli", "main"]
 
 # Modules that add subcommands: each defines add_cli(group).
 _CLI_MODULES = ("rtbook.cli.run", "rtbook.cli.tenant", "rtbook.cli.probe", "rtbook.cli.sandbox",
-                "rtbook.cli.notebooks", "rtbook.cli.history")
+                "rtbook.cli.notebooks", "rtbook.cli.history", "rtbook.cli.load")
 
 
 def _version() -> str:

@@ -26,6 +26,12 @@ confirm_apply: bool = False  # second switch that headless runs need before appl
 strict: bool = False  # the gate cell also fails on warnings
 symptom: str = ''  # 05 only: the symptom to explain; empty means every known symptom
 run_dir: str = ''  # folder where each notebook saves its results (set by rtbook run); 05 reads it
+load_scenario: str = 'broadcast'  # 07 only: connect, broadcast, presence or postgres_changes (probe table)
+load_rate: float = 20.0  # 07 only: messages per second in all (connect: joins per second)
+load_duration_s: float = 3.0  # 07 only: seconds of sending (connect: of holding the sockets)
+load_sockets: float = 4.0  # 07 only: receivers per topic (connect: sockets to hold)
+load_thresholds: list = ["lost<1"]  # 07 only: e.g. broadcast.p99<50ms or lost<1; a violated one fails the gate
+load_own_target: bool = False  # 07 only: allow loading a target that is not 127.0.0.1 or the sandbox
 
 # %% [markdown]
 # **Target.** Values saved by the form in [00_start_here](00_start_here.ipynb) (`outputs/params.json` beside this notebook) are used for every parameter left at its default above; the next cell says which it used. It then checks every parameter against the runbook's one schema (an unknown or mistyped name, or anything that looks like a secret, stops here with the fix) and builds the target: the stack's files plus the URLs the live checks talk to. Secrets are read from the environment or the stack's `.env`, never from parameters.

@@ -42,6 +42,7 @@ def notebook_for(check_id: str) -> str:
         "gateway": "03_kong_routing",
         "realtime": "04_subscription_tests",
         "troubleshoot": "05_troubleshooting",
+        "load": "07_load_test",
     }.get(area, "05_troubleshooting")
 
 
@@ -65,6 +66,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("03_kong_routing", "Gateway configuration and live routing probes"),
     NotebookSpec("04_subscription_tests", "Join, broadcast, presence, postgres_changes, RLS and their latencies"),
     NotebookSpec("05_troubleshooting", "From a symptom to the checks that decide it and the fix"),
+    NotebookSpec("07_load_test", "Measured load: exact latency percentiles, every message accounted for"),
 )
 
 

@@ -122,6 +122,17 @@ PARAMS: tuple[Param, ...] = (
     Param("strict", bool, False, "the gate cell also fails on warnings"),
     Param("symptom", str, "", "05 only: the symptom to explain; empty means every known symptom", choices=SYMPTOMS),
     Param("run_dir", str, "", "folder where each notebook saves its results (set by rtbook run); 05 reads it"),
+    Param("load_scenario", str, "broadcast", "07 only: connect, broadcast, presence or postgres_changes (probe table)",
+          choices=("connect", "broadcast", "presence", "postgres_changes")),
+    Param("load_rate", float, 20.0, "07 only: messages per second in all (connect: joins per second)",
+          bounds=(0.0, 200000.0)),
+    Param("load_duration_s", float, 3.0, "07 only: seconds of sending (connect: of holding the sockets)",
+          bounds=(0.0, 3600.0)),
+    Param("load_sockets", float, 4.0, "07 only: receivers per topic (connect: sockets to hold)",
+          bounds=(0.0, 20000.0)),
+    Param("load_thresholds", list, ["lost<1"],
+          "07 only: e.g. broadcast.p99<50ms or lost<1; a violated one fails the gate"),
+    Param("load_own_target", bool, False, "07 only: allow loading a target that is not 127.0.0.1 or the sandbox"),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -221,6 +232,12 @@ def _check_value(param: Param, value: Any, env_secrets: frozenset[str], label: s
                 f"{label} holds the value of a secret found in the environment ({REDACTED}); "
                 "secrets are never parameters, remove it"
             )
+    if param.type is list and name == "load_thresholds":
+        from rtbook.load.thresholds import parse_threshold
+
+        for item in items:
+            parse_threshold(item)  # refused here with the accepted forms, before any run
+        return items
     if param.type is list:
         for item in items:
             if not _TABLE.match(item):
@@ -318,6 +335,12 @@ class RunParams:
     strict: bool = False
     symptom: str = ""
     run_dir: str = ""
+    load_scenario: str = "broadcast"
+    load_rate: float = 20.0
+    load_duration_s: float = 3.0
+    load_sockets: float = 4.0
+    load_thresholds: tuple[str, ...] = ("lost<1",)
+    load_own_target: bool = False
 
     def __post_init__(self) -> None:
         env_secrets = _env_secret_values()

@@ -249,6 +249,8 @@ def _write_record(
     for name, nb in executed.items():
         clean = redact_notebook(nb, redactor, paths=paths, parameters=safe_params)
         write(f"{name}.ipynb", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
+    for folder in sorted(p for p in staging.iterdir() if p.is_dir() and not p.is_symlink()):
+        _copy_artifacts(folder, record / folder.name, redactor, paths)
     for nb_outcome in outcome.notebooks:
         write(
             f"{nb_outcome.name}.results.json",
@@ -287,6 +289,27 @@ def _write_record(
         "target_fingerprint": _fingerprint(params),
     }
     outcome.manifest_sha256 = write_manifest(record, _scrub(manifest, redactor, paths))
+
+
+# What a notebook may leave in a folder of its own beside its results (07_load/: figures, histograms).
+_ARTIFACT_TEXT = frozenset({".json", ".txt", ".hlog", ".md", ".csv"})
+_ARTIFACT_BINARY = frozenset({".png"})
+
+
+def _copy_artifacts(src: Path, dest: Path, redactor: Redactor, paths: Any) -> None:
+    """Copy a notebook's artifact folder into the record: text scrubbed like every output, images as they are.
+
+    Only regular files of the listed kinds, each at most :data:`MAX_RECORD_FILE_BYTES`; anything
+    else (links, devices, other kinds) is left out, so a record holds only what rtbook wrote.
+    """
+    dest.mkdir(exist_ok=True)
+    for path in sorted(src.iterdir()):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_RECORD_FILE_BYTES:
+            continue
+        if path.suffix in _ARTIFACT_TEXT:
+            (dest / path.name).write_text(_scrub_text(path.read_text(errors="replace"), redactor, paths))
+        elif path.suffix in _ARTIFACT_BINARY:
+            (dest / path.name).write_bytes(path.read_bytes())
 
 
 def _summary_md(

@@ -264,6 +264,12 @@ class NotebookRun:
             return self._target.resolved_tenant()
         return str(self.params.get("tenant") or "")
 
+    def load(self) -> Any:
+        """Notebook 07: run the load the ``load_*`` parameters describe, record it, show its figures."""
+        from rtbook.runbook.loadstep import load_step
+
+        return load_step(self)
+
     def save(self) -> Path | None:
         """Write ``<run_dir>/<notebook>.results.json`` (redacted); no-op without ``run_dir``."""
         run_dir = str(self.params.get("run_dir") or "")

@@ -50,6 +50,9 @@ _STYLE = f"""<style>
 .rtbook-form td {{ overflow-wrap: break-word; vertical-align: top; }}
 </style>"""
 
+# A list parameter (tables, load_thresholds) is typed as comma-separated text in the form.
+_BY_NAME_TYPES = {p.name: p.type for p in PARAMS}
+
 
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -203,7 +206,7 @@ class ParamForm:
         out: dict[str, Any] = {}
         for name, widget in self.widgets.items():
             value = widget.value
-            if name == "tables":
+            if _BY_NAME_TYPES.get(name) is list:
                 value = [v.strip() for v in str(value).split(",") if v.strip()]
             out[name] = value
         if out.get("apply_fixes"):

@@ -614,10 +614,10 @@ class RealtimeServer:
                 return
             if not (chan.policies and chan.policies.broadcast_write):
                 return
-        if rt.events.hit() > rt.tenant.max_events_per_second:
-            chan.log(logging.ERROR, "MessagePerSecondRateLimitReached", "Too many messages per second")
-            self._shutdown_channel(chan, "Too many messages per second")
-            return
+        # BroadcastHandler counts the send; each receiving channel counts its delivery and, when the
+        # tenant's counter is triggered, shuts itself (RealtimeChannel handle_info(:update_rate_counter)).
+        # The sender is not stopped by its own sends. The delivery itself (fastlane) has happened.
+        rt.channel_events.add()
         if not isinstance(payload, dict | UserBroadcast):
             payload = {}
         for other in list(rt.topics.get(chan.topic, ())):
@@ -626,6 +626,9 @@ class RealtimeServer:
             if other.private != chan.private or not other.readable_broadcast():
                 continue
             self._deliver(other, payload)
+            rt.channel_events.add()
+            if rt.channel_events.is_triggered():
+                self._shutdown_channel(other, "Too many messages per second")
         if chan.broadcast_ack:
             chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
 

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +62,51 @@ class RateCounter:
         while self._events and now - self._events[0] > self._window:
             self._events.popleft()
         return len(self._events) / self._window
+
+
+class TickRateCounter:
+    """Realtime's ``RateCounter`` for a tenant's channel events, ticked lazily.
+
+    Events are added as they happen; at every tick the count so far becomes a bucket (the newest
+    ``max_buckets`` are kept) and ``avg = sum(buckets) / len(buckets) / tick``, so a young counter
+    averages over the ticks it has lived, not a fixed minute. At a tick the limit triggers when
+    ``avg >= limit`` (logged once per trip) and clears at a later tick when ``avg < limit``
+    (``maybe_trigger_limit``). Between ticks ``triggered`` does not change.
+    """
+
+    def __init__(self, tick_s: float, max_buckets: int, limit: Callable[[], float],
+                 on_trip: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self._tick = max(tick_s, 0.01)
+        self._limit = limit
+        self._on_trip = on_trip
+        self._clock = clock
+        self._started = clock()
+        self._ticks = 0
+        self._count = 0
+        self._buckets: collections.deque[int] = collections.deque(maxlen=max_buckets)
+        self.avg = 0.0
+        self.triggered = False
+
+    def _advance(self) -> None:
+        due = int((self._clock() - self._started) / self._tick)
+        while self._ticks < due:
+            self._ticks += 1
+            self._buckets.appendleft(self._count)
+            self._count = 0
+            self.avg = sum(self._buckets) / len(self._buckets) / self._tick
+            if self.triggered:
+                self.triggered = self.avg >= self._limit()
+            elif self.avg >= self._limit():
+                self.triggered = True
+                self._on_trip()
+
+    def add(self, n: int = 1) -> None:
+        self._advance()
+        self._count += n
+
+    def is_triggered(self) -> bool:
+        self._advance()
+        return self.triggered
 
 
 @dataclass(frozen=True)
@@ -271,6 +317,15 @@ class TenantRuntime:
         window = server.config.rate_window_s
         self.events = RateCounter(window)
         self.joins = RateCounter(window)
+        behaviour = server.behaviour
+        tick = server.config.rate_tick_s or behaviour.events_tick_s
+        # The tenant's channel events (RealtimeChannel's rate_counter): +1 per broadcast sent and +1 per
+        # delivery (:update_rate_counter); a receiving channel that finds it triggered is shut.
+        self.channel_events = TickRateCounter(
+            tick, behaviour.events_buckets, lambda: self.tenant.max_events_per_second,
+            lambda: emit(logging.ERROR, "Too many messages per second", code="MessagePerSecondRateLimitReached",
+                         tenant=self.external_id, with_code_metadata=False),
+        )
         self.connect = Connect(server.config, lambda: self.tenant, self.connected_users)
         self.cdc = CdcWorkers(
             lambda: self.tenant,

@@ -57,7 +57,8 @@ class ServerConfig:
     environment, else the version's default: 2000 from v2.81.0 / 5000 from v2.83.0, none before),
     ``slot_name_suffix`` ("" gives ``supabase_realtime_replication_slot_`` like the stock image, whose
     Dockerfile sets ``SLOT_NAME_SUFFIX`` empty), ``rate_window_s`` (60: limits compare the average rate over
-    this window), ``idle_timeout_s`` (60), ``node``, ``region`` (null = ``REGION`` from the environment),
+    this window), ``rate_tick_s`` (null = the version's tick of the channel events counter: 5 s since
+    v2.80.12, 1 s before), ``idle_timeout_s`` (60), ``node``, ``region`` (null = ``REGION`` from the environment),
     ``log_level`` (null = ``LOG_LEVEL`` from the environment, else info). Unknown keys are an error.
 
     Secrets may be given in the file (written 0600 by the manager) or, when absent there, in the
@@ -82,6 +83,8 @@ class ServerConfig:
     slot_name_suffix: str = ""
     # Realtime compares limits with the average rate over ~60 s (5 s ticks x 12 buckets).
     rate_window_s: float = 60.0
+    # The tenant events counter's tick (None = the version's: 5 s since v2.80.12, 1 s before).
+    rate_tick_s: float | None = None
     idle_timeout_s: float = 60.0
     node: str = "realtime@127.0.0.1"
     region: str | None = None

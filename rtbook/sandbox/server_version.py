@@ -108,6 +108,19 @@ class RealtimeBehaviour:
         """``CONNECT_ERROR_BACKOFF_MS`` (83da1ae9, v2.81.0): 2000; None = the version has no such delay."""
         return 2000 if self.since((2, 81, 0)) else None
 
+    # -- rate counters (lib/realtime/rate_counter/rate_counter.ex, lib/realtime/tenants.ex) -------
+
+    @property
+    def events_tick_s(self) -> float:
+        """The tenant events counter's tick: 5 s since 87d663dd (v2.80.12, "tick most RateCounters every 5
+        seconds"), 1 s before."""
+        return 5.0 if self.since((2, 80, 12)) else 1.0
+
+    @property
+    def events_buckets(self) -> int:
+        """Buckets the events average is taken over: 12 (of 5 s) since v2.80.12, 60 (of 1 s) before."""
+        return 12 if self.since((2, 80, 12)) else 60
+
     # -- joins (lib/realtime_web/channels/realtime_channel.ex) ---------------------------------
 
     @property

@@ -174,6 +174,7 @@ def _server_config(cluster: PostgresCluster, **extra: Any) -> dict[str, Any]:
         "api_jwt_secret": API_SECRET,
         "metrics_jwt_secret": API_SECRET,
         "rate_window_s": 1.0,  # limits trigger within a second instead of Realtime's 60 s average
+        "rate_tick_s": 0.2,  # the channel events counter ticks every 0.2 s instead of Realtime's 5 s
         # Not about the delays (the real ones are tested in test_sandbox_server_versions.py): refusals answer at once.
         "connect_error_backoff_ms": 0,
         "channel_error_backoff_ms": 0,
@@ -434,11 +435,23 @@ def test_limits(stack: Stack) -> None:
         assert other.join("realtime:l1")["status"] == "ok"
         assert stack.handshake_error(apikey=token()) == (429, {"error": "Too many connected users"})
         other.close()
+        rcv = stack.ws(apikey=token())
+        assert rcv.join("realtime:l1")["status"] == "ok"
+        # Each send counts once and each delivery once (8 + 8 in one 0.2 s tick: 80/s >= 5). The limit
+        # triggers at the next tick; the next delivery then shuts the *receiving* channel, not the sender.
         for _ in range(8):
             ph.send("realtime:l1", "broadcast", {"type": "broadcast", "event": "spam", "payload": {}})
-        sys_msg = ph.event("system")["payload"]
+        for _ in range(8):
+            assert rcv.event("broadcast")["payload"]["event"] == "spam"
+        time.sleep(0.5)
+        ph.send("realtime:l1", "broadcast", {"type": "broadcast", "event": "last", "payload": {}})
+        assert rcv.event("broadcast")["payload"]["event"] == "last"  # delivered (fastlane), then the shutdown
+        sys_msg = rcv.event("system")["payload"]
         assert sys_msg["message"] == "Too many messages per second" and sys_msg["status"] == "error"
-        ph.event("phx_close")
+        rcv.event("phx_close")
+        ph.nothing("system", 0.3)  # the sender is not shut by its own sends
+        assert not [m for m in ph.inbox if m["event"] == "phx_close"]
+        rcv.close()
         ph.close()
         stack.seed(limits=TenantLimits(max_joins_per_second=3))
         time.sleep(1.1)

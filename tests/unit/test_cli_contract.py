@@ -53,6 +53,10 @@ FLAGS = {
     ("notebooks", "copy"): ["DIR", "--force"],
     ("history",): ["--target", "--limit", "--add", "--format", "--history-url", "--output-dir"],
     ("diff",): ["RUN_A", "RUN_B", "--format", "--history-url", "--output-dir"],
+    ("load",): ["--target", "--stack", "--api-url", "--tenant", "--timeout", "--scenario", "--connections", "--senders",
+                "--receivers", "--topics", "--rate", "--join-rate", "--duration", "--ramp", "--payload-bytes", "--ack",
+                "--late-ms", "--processes", "--threshold", "--format", "--output", "--locustfile",
+                "--i-own-this-target"],
 }
 
 
@@ -71,7 +75,7 @@ def test_top_level_help_lists_the_commands_in_workflow_order(capsys: pytest.Capt
     assert code == 0
     listed = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], flags=re.MULTILINE)
     assert listed == ["check", "checks", "run", "verify", "tenant", "probe", "sandbox", "notebooks",
-                      "history", "diff"]
+                      "history", "diff", "load"]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,7 +240,7 @@ def test_notebooks_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (dest / "01_setup.ipynb").write_text("edited")
     code, out, err = run(["notebooks", "copy", str(dest)], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "00_start_here.ipynb already exists (and 5 more)" in err and "--force" in err
+    assert f"00_start_here.ipynb already exists (and {len(NOTEBOOKS) - 1} more)" in err and "--force" in err
     assert (dest / "01_setup.ipynb").read_text() == "edited"
     assert run(["notebooks", "copy", str(dest), "--force"], capsys)[0] == 0
     assert (dest / "01_setup.ipynb").read_bytes() == shipped.read_bytes()

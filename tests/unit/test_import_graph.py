@@ -103,6 +103,8 @@ FORBIDDEN = {
     # Reports render results: they never run a check, a client or the runbook that writes them.
     "rtbook.report": ("rtbook.checks", "rtbook.clients", "rtbook.config", "rtbook.runbook", "rtbook.cli",
                       "rtbook.sandbox", "rtbook.seeding", "rtbook.registry", "rtbook.target"),
+    # The load generator measures a target through the clients; nothing below it knows it exists.
+    "rtbook.load": ("rtbook.checks", "rtbook.runbook", "rtbook.cli", "rtbook.sandbox"),
     # Plain SQL text shared by rtbook.probe and the sandbox: it imports nothing of rtbook.
     "rtbook.probe_sql": ("rtbook",),
 }

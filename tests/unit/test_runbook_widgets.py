@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtbook.exceptions import ConfigError
-from rtbook.runbook.params import load_params_file, saved_params, validate_params
+from rtbook.runbook.params import PARAMS, load_params_file, saved_params, validate_params
 from rtbook.runbook.widgets import STEPS, ParamForm, params_table
 from tests.conftest import CORPUS, require
 
@@ -118,7 +118,7 @@ def test_headless_rendering_is_text() -> None:
     bundle = form._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "text view because no widget frontend is attached" in bundle["text/plain"]
-    assert 'tenant         "t1"' in bundle["text/plain"]
+    assert 'tenant'.ljust(max(len(p.name) for p in PARAMS) + 2) + '"t1"' in bundle["text/plain"]
     table = params_table({"tenant": "t1"})
     assert "tenant" in str(table) and "<table" in table._repr_html_()
 
