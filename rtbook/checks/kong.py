@@ -1054,6 +1054,10 @@ def check_region_host(target: Target, cid: str, ctx: KongLoaded) -> CheckResult:
     upstream = realtime_upstream(target.stack) if target.stack is not None else None
     hosts = list(upstream.host_headers) if upstream is not None else []
     expected = target.tenant or (implied_tenant(target.stack) if target.stack is not None else "")
+    if upstream is not None and expected in upstream.routed_tenants:
+        # A further tenant of a multi-tenant stack: judged by the routes its public hosts take.
+        hosts = list(dict.fromkeys(h.rsplit(":", 1)[0] for _, h in upstream.routed
+                                   if tenant_of(h.rsplit(":", 1)[0]) == expected))
     tenants = {h: tenant_of(h) for h in hosts}
     evidence = {"hosts": hosts, "tenants": tenants, "expected_tenant": expected}
     wrong = {h: t for h, t in tenants.items() if expected and t != expected}
