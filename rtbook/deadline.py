@@ -78,8 +78,8 @@ class DeadlineExceeded(TimeoutError):
         self.awaiting = awaiting
         self.elapsed = elapsed
         super().__init__(
-            f"the {seconds:g} s deadline of {label} ran out after {elapsed:.1f} s while waiting for "
-            f"{awaiting} from {endpoint}"
+            f"timed out waiting for {awaiting} from {endpoint}: the {seconds:g} s deadline of {label} "
+            f"ran out after {elapsed:.1f} s"
         )
 
 
@@ -125,7 +125,13 @@ class Scope:
             endpoint, awaiting = self.waiting() or ("(no endpoint)", "its own work")
         return DeadlineExceeded(self.label, self.seconds, endpoint, awaiting, self.deadline.elapsed())
 
+    def note(self, endpoint: str, awaiting: str) -> None:
+        """Record what the check is about to wait for (when no :func:`guard` block can wrap the wait)."""
+        with self._lock:
+            self._last = (endpoint, awaiting)
+
     def enter(self, endpoint: str, awaiting: str, abort: Callable[[], None] | None) -> int:
+        """Register a wait (and its abort); :meth:`leave` with the returned key ends it."""
         key = next(_ids)
         run_now = False
         with self._lock:
@@ -141,6 +147,7 @@ class Scope:
         return key
 
     def leave(self, key: int) -> None:
+        """End the wait registered under ``key``."""
         with self._lock:
             self._waiting.pop(key, None)
             self._aborts.pop(key, None)

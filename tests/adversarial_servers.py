@@ -28,10 +28,9 @@ import select
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["Server", "black_hole", "drip", "garbage", "pg_stall", "silent_websocket", "HTTP_DRIP", "PG_DRIP"]
+__all__ = ["HTTP_DRIP", "PG_DRIP", "Server", "black_hole", "drip", "garbage", "pg_stall", "silent_websocket"]
 
 Handler = Callable[["Server", socket.socket], None]
 
@@ -208,25 +207,25 @@ def _pg_message(kind: bytes, body: bytes) -> bytes:
 def pg_stall() -> contextlib.AbstractContextManager[Server]:
     """Lets a PostgreSQL client log in (no SSL, no password) and then never answers a statement."""
 
-    def read_exact(server: Server, conn: socket.socket, n: int) -> bytes | None:
-        buf = b""
-        deadline = time.monotonic() + 30
-        while len(buf) < n and time.monotonic() < deadline:
-            if server.stopped.is_set():
-                return None
-            got = server.read_some(conn)
-            if got is None:
-                return None
-            buf += got
-        return buf if len(buf) >= n else None
-
     def handle(server: Server, conn: socket.socket) -> None:
+        pending = b""
+
+        def take(n: int) -> bytes | None:
+            nonlocal pending
+            while len(pending) < n:
+                got = server.read_some(conn)
+                if got is None or server.stopped.is_set():
+                    return None
+                pending += got
+            out, pending = pending[:n], pending[n:]
+            return out
+
         while True:
-            head = read_exact(server, conn, 8)
+            head = take(8)
             if head is None:
                 return
             length, code = struct.unpack("!II", head)
-            rest = read_exact(server, conn, length - 8) if length > 8 else b""
+            rest = take(length - 8) if length > 8 else b""
             if rest is None:
                 return
             if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest: not offered

@@ -15,8 +15,11 @@ message rtbook renders can contain it. Every connection has a connect timeout an
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+import rtbook.deadline as _deadline
 from rtbook.exceptions import ConfigError
 from rtbook.target import Target
 
@@ -159,16 +163,85 @@ def engine_for(target: Target) -> Engine:
         connect_args["password"] = password
     engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
+    endpoint = f"postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _cap_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        # psycopg's connect_timeout bounds the whole login (it is not per read); inside a check it is
+        # cut to what is left of the check's deadline (libpq's minimum is 2 s).
+        left = _deadline.cap(target.timeout, endpoint, "a database connection")
+        sc = _deadline.current()
+        if sc is not None:
+            sc.note(endpoint, "a database connection")
+        cparams["connect_timeout"] = max(1, math.ceil(left))
+
+    def _guard(dbapi_conn: Any, record: Any) -> None:
+        _guard_connection(dbapi_conn, record, endpoint)
+
+    # Ahead of SQLAlchemy's own first_connect listener, which already runs statements (the dialect's
+    # version and settings queries) on the first connection.
+    sa.event.listen(engine, "first_connect", _guard, insert=True)
+
     @sa.event.listens_for(engine, "connect")
-    def _set_timeouts(dbapi_conn: Any, _record: Any) -> None:
+    def _set_timeouts(dbapi_conn: Any, record: Any) -> None:
+        _guard_connection(dbapi_conn, record, endpoint)
         # SET rather than a startup "options" parameter: poolers such as Supavisor reject options.
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {timeout_ms}")
             cur.execute(f"SET lock_timeout = {timeout_ms}")
         dbapi_conn.commit()
 
+    @sa.event.listens_for(engine, "close")
+    def _unguard(_dbapi_conn: Any, record: Any) -> None:
+        _release_guard(record)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _name_deadline(context: Any) -> BaseException | None:
+        # A statement cut off because the check's deadline shut its socket down reads as
+        # "server closed the connection"; say what really happened.
+        spent = _deadline.spent()
+        if spent is not None and not isinstance(context.original_exception, _deadline.DeadlineExceeded):
+            return spent.exceeded(endpoint, "an answer from the database")
+        return None
+
     target.cache[ENGINE_KEY] = engine
     return engine
+
+
+_GUARD_KEY = "rtbook_deadline_guard"
+
+
+def _guard_connection(dbapi_conn: Any, record: Any, endpoint: str) -> None:
+    """Inside a check: shut this connection's socket down when the check's deadline passes.
+
+    PostgreSQL's statement_timeout bounds a statement only on a server that honours it; a peer that
+    stops answering (or a proxy that holds the connection) is cut off by the deadline instead. The
+    socket is duplicated so that the abort can never reach another socket that later reuses the
+    number of this one after psycopg closed it.
+    """
+    sc = _deadline.current()
+    if sc is None or _GUARD_KEY in record.info:
+        return
+    try:
+        dup = socket.socket(fileno=os.dup(dbapi_conn.pgconn.socket))
+    except (OSError, AttributeError, ValueError):  # no socket to guard (closed already): nothing to abort
+        return
+
+    def abort() -> None:
+        dup.shutdown(socket.SHUT_RDWR)
+
+    key = sc.enter(endpoint, "an answer from the database", abort)
+    record.info[_GUARD_KEY] = (sc, key, dup)
+
+
+def _release_guard(record: Any) -> None:
+    held = record.info.pop(_GUARD_KEY, None)
+    if held is None:
+        return
+    sc, key, dup = held
+    sc.leave(key)
+    with contextlib.suppress(OSError):
+        dup.close()
 
 
 def connect(target: Target) -> Connection:
