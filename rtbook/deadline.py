@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["Deadline", "DeadlineExceeded", "Scope", "bounded", "cap", "current", "guard", "scope", "wait_until"]
+__all__ = ["Deadline", "DeadlineExceeded", "Scope", "bounded", "cap", "current", "guard", "note", "scope", "spent",
+           "wait_until"]
 
 T = TypeVar("T")
 
@@ -78,7 +79,7 @@ class DeadlineExceeded(TimeoutError):
         self.awaiting = awaiting
         self.elapsed = elapsed
         super().__init__(
-            f"timed out waiting for {awaiting} from {endpoint}: the {seconds:g} s deadline of {label} "
+            f"timed out waiting for {awaiting} from {endpoint}: the {round(seconds, 1):g} s deadline of {label} "
             f"ran out after {elapsed:.1f} s"
         )
 
@@ -93,9 +94,10 @@ class Scope:
     passes; aborts run at most once, and one registered after the deadline runs at once.
     """
 
-    def __init__(self, seconds: float, label: str) -> None:
+    def __init__(self, seconds: float, label: str, parent: Scope | None = None) -> None:
         self.deadline = Deadline(seconds)
         self.label = label
+        self.parent = parent
         self._lock = threading.Lock()
         self._aborts: dict[int, Callable[[], None]] = {}
         self._waiting: dict[int, tuple[str, str]] = {}
@@ -193,7 +195,7 @@ def scope(seconds: float | Scope, label: str = "the operation") -> Iterator[Scop
         outer = _CURRENT.get()
         if outer is not None:
             seconds = min(seconds, outer.deadline.remaining())
-        sc = Scope(seconds, label)
+        sc = Scope(seconds, label, outer)
     timer = threading.Timer(sc.deadline.remaining(), sc.fire)
     timer.daemon = True
     timer.name = f"rtbook-deadline-{sc.label}"
@@ -207,13 +209,11 @@ def scope(seconds: float | Scope, label: str = "the operation") -> Iterator[Scop
 
 
 def bounded(seconds: float, label: str) -> contextlib.AbstractContextManager[Scope]:
-    """The current check's scope if there is one, else a scope of ``seconds`` of its own.
+    """A scope of ``seconds`` for one client call (an HTTP request, a WebSocket upgrade), cut to the check's.
 
-    For a client call made outside any check (library use, the sandbox): it still ends.
+    The call ends within ``seconds`` however its peer behaves, inside a check or not (library use,
+    the sandbox); what it waits for is shown to the enclosing check's scope too.
     """
-    sc = _CURRENT.get()
-    if sc is not None:
-        return contextlib.nullcontext(sc)
     return scope(seconds, label)
 
 
@@ -249,11 +249,29 @@ def guard(endpoint: str, awaiting: str, abort: Callable[[], None] | None = None)
     if sc is None:
         yield None
         return
-    key = sc.enter(endpoint, awaiting, abort)
+    # The innermost scope is the one that expires first (nested scopes are cut to their parent);
+    # the enclosing ones only learn what is awaited, for the watchdog's message.
+    keys = [(s, s.enter(endpoint, awaiting, abort if s is sc else None)) for s in _chain(sc)]
     try:
         yield sc
     finally:
-        sc.leave(key)
+        for s, key in keys:
+            s.leave(key)
+
+
+def note(endpoint: str, awaiting: str) -> None:
+    """Tell the current scopes what the check is about to wait for (when no :func:`guard` block fits)."""
+    sc = _CURRENT.get()
+    if sc is not None:
+        for s in _chain(sc):
+            s.note(endpoint, awaiting)
+
+
+def _chain(sc: Scope) -> list[Scope]:
+    out = [sc]
+    while out[-1].parent is not None:
+        out.append(out[-1].parent)  # type: ignore[arg-type]
+    return out
 
 
 def wait_until(

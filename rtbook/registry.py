@@ -47,17 +47,18 @@ Provider = Callable[["Target", str], Any]
 # ---------------------------------------------------------------- deadlines
 #
 # A check's deadline is  LOCAL_S + steps x --timeout + grace:
-#   LOCAL_S   10 s for the check's own work (parsing, building results) on a loaded machine;
+#   LOCAL_S   5 s for the check's own work (reading parsed files, building results) on a loaded machine;
 #   steps     the network steps the check may wait on, each allowed --timeout: declared in
 #             @register(steps=...); by default 0 for a check that reads files only (needs only
 #             "stack" or nothing) and NETWORK_STEPS for one that talks to an endpoint;
 #   grace     seconds the server itself is allowed to hold an answer, declared in @register(grace=...).
 # It is enforced around the whole check (provider included): the clients cut every socket
-# operation to what is left and shut a blocked socket down when it runs out, and a watchdog gives
-# the check WATCHDOG_S more before it records a ``fail`` naming what the check was waiting for and
-# moves on. The command's deadline is the sum of its checks' deadlines plus WATCHDOG_S each; a
-# check never gets more than what is left of it.
-LOCAL_S = 10.0
+# operation to what is left and shut a blocked socket down when it runs out (and one HTTP request
+# or WebSocket upgrade never takes more than 2 x --timeout, resp. --timeout + Realtime's hold), and
+# a watchdog gives the check WATCHDOG_S more before it records a ``fail`` naming what the check was
+# waiting for and moves on. The command's deadline is the sum of its checks' deadlines: a check
+# never gets more than what is left of it, so the command ends at most WATCHDOG_S after it.
+LOCAL_S = 5.0
 NETWORK_STEPS = 4
 WATCHDOG_S = 2.0
 _LOCAL_NEEDS = frozenset({"stack"})
@@ -177,8 +178,8 @@ def check_deadline(spec: CheckSpec, target: Target) -> float:
 
 
 def command_deadline(specs: Iterable[CheckSpec], target: Target) -> float:
-    """Seconds a run of ``specs`` may take: each check's deadline plus the watchdog's WATCHDOG_S."""
-    return sum(check_deadline(s, target) + WATCHDOG_S for s in specs)
+    """Seconds a run of ``specs`` may take: the sum of their deadlines (the run ends by WATCHDOG_S after it)."""
+    return sum(check_deadline(s, target) for s in specs)
 
 
 def _body(spec: CheckSpec, target: Target) -> list[CheckResult]:
@@ -229,7 +230,8 @@ def _overrun(spec: CheckSpec, target: Target, seconds: float, endpoint: str, awa
         summary=f"No verdict within the check's {seconds:g} s deadline: still waiting for {awaiting} "
         f"from {endpoint} after {elapsed:.1f} s.",
         detail=f"The deadline is {LOCAL_S:g} s + {steps} network step(s) x --timeout {target.timeout:g} s "
-        f"+ the check's grace, enforced around the whole check (README: Deadlines). An endpoint that "
+        f"+ the check's grace (or what was left of the command's deadline), enforced around the whole "
+        "check (README: Deadlines). An endpoint that "
         "accepts a connection and then answers slowly, never or with something else keeps every single "
         "read within --timeout but not the check.",
         remedy=f"Check that {endpoint} is the service rtbook expects (right host and port, not a proxy "

@@ -170,21 +170,18 @@ def engine_for(target: Target) -> Engine:
         # psycopg's connect_timeout bounds the whole login (it is not per read); inside a check it is
         # cut to what is left of the check's deadline (libpq's minimum is 2 s).
         left = _deadline.cap(target.timeout, endpoint, "a database connection")
-        sc = _deadline.current()
-        if sc is not None:
-            sc.note(endpoint, "a database connection")
+        _deadline.note(endpoint, "a database connection")
         cparams["connect_timeout"] = max(1, math.ceil(left))
 
     def _guard(dbapi_conn: Any, record: Any) -> None:
-        _guard_connection(dbapi_conn, record, endpoint)
+        _guard_connection(dbapi_conn, record, endpoint, target)
 
-    # Ahead of SQLAlchemy's own first_connect listener, which already runs statements (the dialect's
-    # version and settings queries) on the first connection.
-    sa.event.listen(engine, "first_connect", _guard, insert=True)
+    # Ahead of SQLAlchemy's own "connect" listener, which already runs statements on the first
+    # connection (the dialect's version and settings queries).
+    sa.event.listen(engine, "connect", _guard, insert=True)
 
     @sa.event.listens_for(engine, "connect")
-    def _set_timeouts(dbapi_conn: Any, record: Any) -> None:
-        _guard_connection(dbapi_conn, record, endpoint)
+    def _set_timeouts(dbapi_conn: Any, _record: Any) -> None:
         # SET rather than a startup "options" parameter: poolers such as Supavisor reject options.
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {timeout_ms}")
@@ -201,7 +198,7 @@ def engine_for(target: Target) -> Engine:
         # "server closed the connection"; say what really happened.
         spent = _deadline.spent()
         if spent is not None and not isinstance(context.original_exception, _deadline.DeadlineExceeded):
-            return spent.exceeded(endpoint, "an answer from the database")
+            return spent.exceeded(endpoint, "the answer to a statement")
         return None
 
     target.cache[ENGINE_KEY] = engine
@@ -209,15 +206,19 @@ def engine_for(target: Target) -> Engine:
 
 
 _GUARD_KEY = "rtbook_deadline_guard"
+# target.cache key: the DeadlineExceeded of a database connection a check's deadline cut off.
+STALLED_KEY = "rtbook.db.stalled"
 
 
-def _guard_connection(dbapi_conn: Any, record: Any, endpoint: str) -> None:
+def _guard_connection(dbapi_conn: Any, record: Any, endpoint: str, target: Target) -> None:
     """Inside a check: shut this connection's socket down when the check's deadline passes.
 
     PostgreSQL's statement_timeout bounds a statement only on a server that honours it; a peer that
     stops answering (or a proxy that holds the connection) is cut off by the deadline instead. The
     socket is duplicated so that the abort can never reach another socket that later reuses the
-    number of this one after psycopg closed it.
+    number of this one after psycopg closed it. A database cut off this way is remembered in
+    ``target.cache``: the run's later connections fail at once (:func:`connect`) instead of each
+    waiting out its own check's deadline on the same silent server.
     """
     sc = _deadline.current()
     if sc is None or _GUARD_KEY in record.info:
@@ -228,6 +229,7 @@ def _guard_connection(dbapi_conn: Any, record: Any, endpoint: str) -> None:
         return
 
     def abort() -> None:
+        target.cache[STALLED_KEY] = sc.exceeded(endpoint, "the answer to a statement")
         dup.shutdown(socket.SHUT_RDWR)
 
     key = sc.enter(endpoint, "an answer from the database", abort)
@@ -245,7 +247,16 @@ def _release_guard(record: Any) -> None:
 
 
 def connect(target: Target) -> Connection:
-    """Open a connection to the target's database (the caller closes it)."""
+    """Open a connection to the target's database (the caller closes it).
+
+    Raises:
+        DeadlineExceeded: an earlier check of this run found the database not answering (a
+            TimeoutError, so callers treat it as the timeout it is).
+    """
+    stalled = target.cache.get(STALLED_KEY)
+    if isinstance(stalled, _deadline.DeadlineExceeded):
+        raise _deadline.DeadlineExceeded(stalled.label, stalled.seconds, stalled.endpoint, stalled.awaiting,
+                                         stalled.elapsed)
     return engine_for(target).connect()
 
 

@@ -74,8 +74,9 @@ def http_request(
 
     ``host_header`` replaces the Host header (Realtime takes the tenant from it). At most
     ``max_body`` bytes of the body are read; redirects are not followed (a probe reports them).
-    The whole request (connect, headers, body) ends by the running check's deadline
-    (:mod:`rtbook.deadline`), or outside a check within twice ``timeout``.
+    The whole request (connect, headers, body) ends within twice ``timeout`` (one for the
+    connection, one for the answer) and by the running check's deadline (:mod:`rtbook.deadline`),
+    whatever the server does: a body or headers dripping one byte a second are cut off.
     """
     with _deadline.bounded(2 * timeout, f"{method} {url}"):
         return _request(method, url, headers, timeout, host_header, max_body)
