@@ -308,6 +308,12 @@ _DB_ERRORS: tuple[tuple[tuple[tuple[str, ...], ...], str, str, str], ...] = (
     ((("canceling statement due to statement timeout",), ("lock timeout",)), "statement_timeout",
      "A query ran longer than the statement timeout.",
      "Look for long transactions (pg_stat_activity where state = 'idle in transaction') or raise --timeout."),
+    # Garbage, or another protocol, where PostgreSQL was expected (libpq's words for each).
+    ((("invalid response to ssl negotiation",), ("received invalid response",), ("lost synchronization",),
+      ("unexpected message type",), ("expected authentication request",), ("invalid message length",)),
+     "protocol",
+     "Something that is not PostgreSQL answered at{where}.",
+     "Point --db-url at PostgreSQL's port (5432 in the official compose), not at Kong, Realtime or a proxy."),
     ((("timeout",), ("timed out",)), "timeout",
      "The database did not answer in time ({at}).",
      "Check the address and any firewall; raise --timeout if the database is just slow."),
@@ -338,7 +344,7 @@ def classify_db_error(exc: BaseException, target: Target | None = None) -> DbPro
 # carry the remedies id in ``cause`` and the finding in ``evidence["finding"]``.
 FINDING_CAUSES: dict[str, str] = {
     "db.config": "", "db.auth": "", "db.hba": "", "db.no_database": "", "db.no_role": "", "db.permission": "",
-    "db.other": "",
+    "db.other": "", "db.protocol": "",
     "db.refused": "unreachable", "db.dns": "unreachable", "db.timeout": "timeout", "db.statement_timeout": "",
     "db.wal_level_not_logical": "wal_level", "db.wal2json_missing": "wal2json_missing",
     "db.no_free_slots": "replication_capacity", "db.no_replication_privilege": "", "db.long_transaction": "",
