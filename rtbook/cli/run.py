@@ -109,7 +109,7 @@ def _print_params() -> None:
               "(default: the ones shipped with rtbook)")
 @click.option("--kernel", default="python3", metavar="KERNEL", help="Jupyter kernel name (default: python3)")
 @click.option("--cell-timeout", type=Seconds(_MAX_CELL_S), default=None,
-              help=f"seconds allowed per cell (0 < t <= {_MAX_CELL_S:g}; default: derived from --timeout, "
+              help=f"seconds allowed per cell (0 < t <= {_MAX_CELL_S:g}; default: derived from -p timeout_s, "
               "see README 'Deadlines')")
 @click.option("--list-params", is_flag=True, help="print the parameter schema and exit")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines")
