@@ -206,3 +206,22 @@ def test_rtbook_check_live_ends_by_the_command_deadline(web_kind: str, pg_kind: 
         assert f"127.0.0.1:{port}" in json.dumps(r), (check_id, r["summary"])
     for canary in (ANON, SECRET, PASSWORD):
         assert canary not in proc.stdout and canary not in proc.stderr
+
+
+@pytest.mark.parametrize("check_id", ["gateway.rest", "realtime.join"])
+def test_check_functions_called_directly_still_end(check_id: str) -> None:
+    # Without the registry (no check deadline), each request and upgrade still has its own limit.
+    with adv.drip() as server:
+        target = _target(api_url=server.url())
+        spec = get_check(check_id)
+        started = time.monotonic()
+        if spec.using is None:
+            produced = spec.func(target, check_id)
+        else:
+            context = spec.using(target, check_id)
+            produced = context if isinstance(context, CheckResult) else spec.func(target, check_id, context)
+        took = time.monotonic() - started
+    [result] = [produced] if isinstance(produced, CheckResult) else list(produced)
+    assert result.status is Status.FAIL, result.summary
+    assert f"127.0.0.1:{server.port}" in _text(result)
+    assert took <= check_deadline(spec, target), took
