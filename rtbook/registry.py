@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import rtbook.deadline as _deadline
 from rtbook.exceptions import ConfigError
 from rtbook.results import CheckResult, Report, Status
 
@@ -21,6 +24,8 @@ __all__ = [
     "CheckSpec",
     "all_checks",
     "areas_for",
+    "check_deadline",
+    "command_deadline",
     "get_check",
     "load_check_modules",
     "register",
@@ -39,6 +44,25 @@ CheckFunc = Callable[..., "CheckResult | Iterable[CheckResult]"]
 # provider returns it, or the result (usually a skip) that stands in for the check when it is absent.
 Provider = Callable[["Target", str], Any]
 
+# ---------------------------------------------------------------- deadlines
+#
+# A check's deadline is  LOCAL_S + steps x --timeout + grace:
+#   LOCAL_S   5 s for the check's own work (reading parsed files, building results) on a loaded machine;
+#   steps     the network steps the check may wait on, each allowed --timeout: declared in
+#             @register(steps=...); by default 0 for a check that reads files only (needs only
+#             "stack" or nothing) and NETWORK_STEPS for one that talks to an endpoint;
+#   grace     seconds the server itself is allowed to hold an answer, declared in @register(grace=...).
+# It is enforced around the whole check (provider included): the clients cut every socket
+# operation to what is left and shut a blocked socket down when it runs out (and one HTTP request
+# or WebSocket upgrade never takes more than 2 x --timeout, resp. --timeout + Realtime's hold), and
+# a watchdog gives the check WATCHDOG_S more before it records a ``fail`` naming what the check was
+# waiting for and moves on. The command's deadline is the sum of its checks' deadlines: a check
+# never gets more than what is left of it, so the command ends at most WATCHDOG_S after it.
+LOCAL_S = 5.0
+NETWORK_STEPS = 4
+WATCHDOG_S = 2.0
+_LOCAL_NEEDS = frozenset({"stack"})
+
 
 @dataclass(frozen=True)
 class CheckSpec:
@@ -50,6 +74,15 @@ class CheckSpec:
     needs: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     using: Provider | None = None
+    steps: int | None = None
+    grace: float | Callable[[Target], float] = 0.0
+
+    @property
+    def network_steps(self) -> int:
+        """The declared step budget, else 0 for a files-only check and NETWORK_STEPS otherwise."""
+        if self.steps is not None:
+            return self.steps
+        return 0 if set(self.needs) <= _LOCAL_NEEDS else NETWORK_STEPS
 
     @property
     def area(self) -> str:
@@ -67,6 +100,8 @@ def register(
     needs: Sequence[str] = (),
     tags: Sequence[str] = (),
     using: Provider | None = None,
+    steps: int | None = None,
+    grace: float | Callable[[Target], float] = 0.0,
 ) -> Callable[[CheckFunc], CheckFunc]:
     """Register a check function under a stable id; the id is written here only.
 
@@ -76,7 +111,10 @@ def register(
     ``using`` is a provider called as ``using(target, check_id)`` before the check: a
     :class:`CheckResult` from it stands in for the check, anything else is passed to the check as
     its third argument. That keeps the "load it or skip" preamble out of every check.
+    ``steps`` and ``grace`` set the check's deadline (see :func:`check_deadline`).
     """
+    if steps is not None and steps < 0:
+        raise ConfigError(f"check {check_id!r}: steps must be >= 0, got {steps!r}")
     if check_id.count(".") < 1 or check_id != check_id.strip():
         raise ConfigError(f"check id {check_id!r} must be dotted, e.g. 'kong.realtime_ws'")
 
@@ -90,7 +128,7 @@ def register(
         existing = _REGISTRY.get(check_id)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ConfigError(f"check id {check_id!r} is registered twice ({existing.func.__qualname__})")
-        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags), using)
+        _REGISTRY[check_id] = CheckSpec(check_id, title, func, tuple(needs), tuple(tags), using, steps, grace)
         return func
 
     return decorate
@@ -126,13 +164,30 @@ def _call(spec: CheckSpec, target: Target) -> CheckResult | Iterable[CheckResult
     return spec.func(target, spec.id, context)
 
 
-def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
-    """Run one check and return its results; a crash becomes an ``error`` result, never a traceback."""
-    started = time.perf_counter()
+def check_deadline(spec: CheckSpec, target: Target) -> float:
+    """Seconds ``spec`` may run against ``target``: LOCAL_S + steps x timeout + grace (see the module notes)."""
+    grace = spec.grace
+    if callable(grace):
+        try:
+            extra = float(grace(target))
+        except Exception:  # a grace that cannot be computed (unreadable stack) adds nothing
+            extra = 0.0
+    else:
+        extra = float(grace)
+    return LOCAL_S + spec.network_steps * target.timeout + max(0.0, extra)
+
+
+def command_deadline(specs: Iterable[CheckSpec], target: Target) -> float:
+    """Seconds a run of ``specs`` may take: the sum of their deadlines (the run ends by WATCHDOG_S after it)."""
+    return sum(check_deadline(s, target) for s in specs)
+
+
+def _body(spec: CheckSpec, target: Target) -> list[CheckResult]:
+    """The check's results; a crash becomes an ``error`` result and a spent deadline a ``fail``."""
     try:
         missing = [need for need in spec.needs if not target.has(need)]
         if missing:
-            out: list[CheckResult] = [
+            return [
                 CheckResult(
                     spec.id,
                     Status.SKIP,
@@ -141,15 +196,17 @@ def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
                     f"({target.why_missing(missing[0])}).",
                 )
             ]
-        else:
-            produced = _call(spec, target)
-            out = [produced] if isinstance(produced, CheckResult) else list(produced)
-            for r in out:
-                if not isinstance(r, CheckResult):
-                    raise TypeError(f"check {spec.id} returned {type(r).__name__}, not CheckResult")
+        produced = _call(spec, target)
+        out = [produced] if isinstance(produced, CheckResult) else list(produced)
+        for r in out:
+            if not isinstance(r, CheckResult):
+                raise TypeError(f"check {spec.id} returned {type(r).__name__}, not CheckResult")
+        return out
+    except _deadline.DeadlineExceeded as exc:
+        return [_overrun(spec, target, exc.seconds, exc.endpoint, exc.awaiting, exc.elapsed)]
     except Exception as exc:  # a check must never stop the run
         tb = traceback.format_exception_only(type(exc), exc)
-        out = [
+        return [
             CheckResult(
                 spec.id,
                 Status.ERROR,
@@ -160,6 +217,62 @@ def run_one(spec: CheckSpec, target: Target) -> list[CheckResult]:
                 "report it with the detail above.",
             )
         ]
+
+
+def _overrun(spec: CheckSpec, target: Target, seconds: float, endpoint: str, awaiting: str,
+             elapsed: float) -> CheckResult:
+    """The ``fail`` of a check whose deadline ran out, naming the endpoint and what it waited for."""
+    steps = spec.network_steps
+    return CheckResult(
+        spec.id,
+        Status.FAIL,
+        spec.title,
+        summary=f"No verdict within the check's {seconds:g} s deadline: still waiting for {awaiting} "
+        f"from {endpoint} after {elapsed:.1f} s.",
+        detail=f"The deadline is {LOCAL_S:g} s + {steps} network step(s) x --timeout {target.timeout:g} s "
+        f"+ the check's grace (or what was left of the command's deadline), enforced around the whole "
+        "check (README: Deadlines). An endpoint that "
+        "accepts a connection and then answers slowly, never or with something else keeps every single "
+        "read within --timeout but not the check.",
+        remedy=f"Check that {endpoint} is the service rtbook expects (right host and port, not a proxy "
+        "or firewall that holds connections open) and that it answers; raise --timeout only if it is "
+        "known to be that slow.",
+        evidence={"deadline_s": round(seconds, 3), "elapsed_s": round(elapsed, 3), "endpoint": endpoint,
+                  "waiting_for": awaiting, "timeout_s": target.timeout, "steps": steps},
+    )
+
+
+def run_one(spec: CheckSpec, target: Target, *, limit_s: float | None = None) -> list[CheckResult]:
+    """Run one check within its deadline and return its results; never raises, never hangs.
+
+    The check runs in a worker thread inside a :func:`rtbook.deadline.scope` of
+    :func:`check_deadline` seconds (at most ``limit_s``, what is left of the command's deadline).
+    A crash becomes an ``error`` result; a check still running WATCHDOG_S after its deadline is
+    left behind (its sockets were already shut down) and recorded as a ``fail`` naming the
+    endpoint and what it was waiting for.
+    """
+    started = time.perf_counter()
+    seconds = check_deadline(spec, target)
+    if limit_s is not None:
+        seconds = max(0.0, min(seconds, limit_s))
+    sc = _deadline.Scope(seconds, spec.id)
+    box: list[list[CheckResult]] = []
+
+    def work() -> None:
+        with _deadline.scope(sc):
+            box.append(_body(spec, target))
+
+    # The worker runs in a copy of the caller's context, so context variables the caller set hold there too.
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
+                              name=f"rtbook-check-{spec.id}")
+    worker.start()
+    worker.join(sc.deadline.remaining() + WATCHDOG_S)
+    if box:
+        out = box[0]
+    else:
+        sc.fire()  # in case the timer thread could not run: shut down whatever the check still holds
+        endpoint, awaiting = sc.waiting() or ("(no network endpoint)", "its own work")
+        out = [_overrun(spec, target, seconds, endpoint, awaiting, sc.deadline.elapsed())]
     elapsed = (time.perf_counter() - started) * 1000
     final = []
     for r in out:
@@ -264,14 +377,19 @@ def run_checks(
     """Run the selected checks against ``target`` and return their report.
 
     Every selected check runs even when earlier ones fail; a check that crashes becomes an
-    ``error`` result. ``only`` and ``exclude`` are id prefixes such as ``"kong."``. Results are
-    added to ``into`` (when given) as each check ends, so a caller stopped by SIGINT/SIGTERM keeps them.
+    ``error`` result, one that overruns its deadline a ``fail``; the whole run ends within
+    :func:`command_deadline`. ``only`` and ``exclude`` are id prefixes such as ``"kong."``. Results
+    are added to ``into`` (when given) as each check ends, so a caller stopped by SIGINT/SIGTERM
+    keeps them.
     """
     only_t = (only,) if isinstance(only, str) else tuple(only)
     exclude_t = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     report = into if into is not None else Report(title=title)
-    for spec in select_checks(only_t, exclude_t):
-        report.extend(run_one(spec, target))
+    specs = select_checks(only_t, exclude_t)
+    # The command's deadline: no check gets more than what is left of it.
+    command = _deadline.Deadline(command_deadline(specs, target))
+    for spec in specs:
+        report.extend(run_one(spec, target, limit_s=command.remaining()))
     return report
 
 

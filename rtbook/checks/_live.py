@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,19 @@ def refusal_waits(target: Target) -> RefusalWaits:
                                 CHANNEL_BACKOFF_DEFAULT_S)
     basis = (f"image {image}" if image else "no stack image") + f": {why_connect}; {why_join}"
     return RefusalWaits(target.timeout, connect, join, basis)
+
+
+def refusal_grace(connects: int = 0, joins: int = 0, extra_s: float = 0.0,
+                  table_steps: int = 0) -> Callable[[Target], float]:
+    """A check's deadline grace (``@register(grace=...)``): Realtime's holds on that many refused
+    handshakes and joins, ``extra_s`` fixed seconds, and ``table_steps`` x --timeout per named table."""
+
+    def grace(target: Target) -> float:
+        waits = refusal_waits(target)
+        return (connects * waits.connect_backoff + joins * waits.join_backoff + extra_s
+                + table_steps * len(target.tables) * target.timeout)
+
+    return grace
 
 
 # ------------------------------------------------------------------ sockets

@@ -17,6 +17,7 @@ from rtbook.checks._live import (
     failure,
     gateway_host,
     open_socket,
+    refusal_grace,
     refusal_waits,
     socket_failure,
 )
@@ -159,7 +160,7 @@ def check_cors(target: Target, cid: str) -> CheckResult:
 
 
 @register("gateway.websocket", "The WebSocket upgrade through the gateway works and heartbeats are answered",
-          needs=("gateway",))
+          needs=("gateway",), steps=3, grace=refusal_grace(connects=1))
 def check_websocket(target: Target, cid: str) -> CheckResult:
     """``/realtime/v1/websocket?apikey=…&vsn=1.0.0`` answers 101 and a heartbeat gets its reply."""
     anon = target.secret("ANON_KEY")

@@ -43,6 +43,7 @@ from rtbook.checks._live import (
     jwt_secret,
     open_socket,
     realtime_host,
+    refusal_grace,
     refusal_waits,
     socket_endpoint,
     socket_failure,
@@ -565,7 +566,8 @@ def _jwt_secret_or_skip(target: Target, cid: str) -> Secret | CheckResult:
 # ------------------------------------------------------------------ realtime.join
 
 
-@register("realtime.join", "A public channel can be joined with the anon key", needs=("realtime",), using=_anon)
+@register("realtime.join", "A public channel can be joined with the anon key", needs=("realtime",), using=_anon,
+          steps=4, grace=refusal_grace(connects=1, joins=1))
 def check_join(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Connect with ``ANON_KEY`` and join a public channel; record connect and join latency."""
     metrics: dict[str, float] = {}
@@ -608,7 +610,8 @@ def _broadcast_of(nonce: str) -> Callable[[Message], bool]:
 
 
 @register("realtime.broadcast", "Broadcast reaches the sender (self) and a second client, with ack",
-          needs=("realtime",), using=_anon)
+          needs=("realtime",), using=_anon,
+          steps=8, grace=refusal_grace(connects=2, joins=2))
 def check_broadcast(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Two sockets join one topic; the first sends with ``self`` and ``ack``; both receive it."""
     metrics: dict[str, float] = {}
@@ -664,7 +667,8 @@ def _presence_has(key: str, section: str | None) -> Callable[[Message], bool]:
 
 
 @register("realtime.presence", "Presence track is seen by a second client, and so is the leave",
-          needs=("realtime",), using=_anon)
+          needs=("realtime",), using=_anon,
+          steps=9, grace=refusal_grace(connects=2, joins=2))
 def check_presence(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Client A tracks a state; client B sees it (presence_state/diff) and then sees A leave."""
     metrics: dict[str, float] = {}
@@ -924,7 +928,8 @@ def _private_token(target: Target, anon: Secret) -> tuple[str, str]:
 
 
 @register("realtime.private", "A private channel admits the user's token and delivers its broadcast",
-          needs=("realtime",), using=_anon)
+          needs=("realtime",), using=_anon,
+          steps=8, grace=refusal_grace(connects=1, joins=1))
 def check_private(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Join ``realtime:rtbook-private-probe`` with ``config.private = true``, broadcast with ack, judge by the replies.
 
@@ -1322,7 +1327,8 @@ def _probe_state(target: Target) -> ProbeState:
 
 
 @register("realtime.postgres_changes", "postgres_changes: subscriptions are accepted; with the probe, changes arrive",
-          needs=("realtime", "db"), using=_anon)
+          needs=("realtime", "db"), using=_anon,
+          steps=20, grace=refusal_grace(connects=2, joins=2, extra_s=2 * COLD_SUBSCRIBE_RETRY_S, table_steps=2))
 def check_postgres_changes(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Subscribe to the named (or published) tables, read-only; with the probe, write to it and time each change.
 
@@ -1551,7 +1557,8 @@ _RLS_EXPECTED: dict[str, dict[str, bool]] = {
 
 
 @register("realtime.rls", "RLS decides who receives a change: anon, authenticated (owner) and service_role",
-          needs=("realtime", "db"), using=_anon)
+          needs=("realtime", "db"), using=_anon,
+          steps=14, grace=refusal_grace(connects=3, joins=3, extra_s=3 * COLD_SUBSCRIBE_RETRY_S))
 def check_rls(target: Target, cid: str, anon: Secret) -> CheckResult:
     """With the probe, per-role delivery of a private and a public row; always the named tables' policies."""
     secret = _jwt_secret_or_skip(target, cid)
@@ -1719,7 +1726,8 @@ class _BadCase:
 
 
 @register("realtime.bad_token", "Invalid-signature and expired tokens are refused with the documented errors",
-          needs=("realtime",), using=_anon)
+          needs=("realtime",), using=_anon,
+          steps=8, grace=refusal_grace(connects=5, joins=2))
 def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
     """Join with a token signed by another secret and with an expired one; both must be refused."""
     secret = _jwt_secret_or_skip(target, cid)

@@ -110,8 +110,9 @@ def _print_params() -> None:
               help="run the notebooks in DIR, e.g. copies made by 'rtbook notebooks copy DIR' "
               "(default: the ones shipped with rtbook)")
 @click.option("--kernel", default="python3", metavar="KERNEL", help="Jupyter kernel name (default: python3)")
-@click.option("--cell-timeout", type=Seconds(_MAX_CELL_S), default=900.0,
-              help=f"seconds allowed per cell (0 < t <= {_MAX_CELL_S:g}; default 900)")
+@click.option("--cell-timeout", type=Seconds(_MAX_CELL_S), default=None,
+              help=f"seconds allowed per cell (0 < t <= {_MAX_CELL_S:g}; default: derived from -p timeout_s, "
+              "see README 'Deadlines')")
 @click.option("--list-params", is_flag=True, help="print the parameter schema and exit")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines")
 @click.option("-v", "--verbose", is_flag=True, help="also show the kernels' own stderr (warnings)")
@@ -132,7 +133,7 @@ def _cmd_run(
     label: str | None,
     notebook_dir: str | None,
     kernel: str,
-    cell_timeout: float,
+    cell_timeout: float | None,
     list_params: bool,
     quiet: bool,
     verbose: bool,

@@ -15,8 +15,11 @@ message rtbook renders can contain it. Every connection has a connect timeout an
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+import rtbook.deadline as _deadline
 from rtbook.exceptions import ConfigError
 from rtbook.target import Target
 
@@ -159,6 +163,23 @@ def engine_for(target: Target) -> Engine:
         connect_args["password"] = password
     engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
+    endpoint = f"postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _cap_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        # psycopg's connect_timeout bounds the whole login (it is not per read); inside a check it is
+        # cut to what is left of the check's deadline (libpq's minimum is 2 s).
+        left = _deadline.cap(target.timeout, endpoint, "a database connection")
+        _deadline.note(endpoint, "a database connection")
+        cparams["connect_timeout"] = max(1, math.ceil(left))
+
+    def _guard(dbapi_conn: Any, record: Any) -> None:
+        _guard_connection(dbapi_conn, record, endpoint, target)
+
+    # Ahead of SQLAlchemy's own "connect" listener, which already runs statements on the first
+    # connection (the dialect's version and settings queries).
+    sa.event.listen(engine, "connect", _guard, insert=True)
+
     @sa.event.listens_for(engine, "connect")
     def _set_timeouts(dbapi_conn: Any, _record: Any) -> None:
         # SET rather than a startup "options" parameter: poolers such as Supavisor reject options.
@@ -167,12 +188,75 @@ def engine_for(target: Target) -> Engine:
             cur.execute(f"SET lock_timeout = {timeout_ms}")
         dbapi_conn.commit()
 
+    @sa.event.listens_for(engine, "close")
+    def _unguard(_dbapi_conn: Any, record: Any) -> None:
+        _release_guard(record)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _name_deadline(context: Any) -> BaseException | None:
+        # A statement cut off because the check's deadline shut its socket down reads as
+        # "server closed the connection"; say what really happened.
+        spent = _deadline.spent()
+        if spent is not None and not isinstance(context.original_exception, _deadline.DeadlineExceeded):
+            return spent.exceeded(endpoint, "the answer to a statement")
+        return None
+
     target.cache[ENGINE_KEY] = engine
     return engine
 
 
+_GUARD_KEY = "rtbook_deadline_guard"
+# target.cache key: the DeadlineExceeded of a database connection a check's deadline cut off.
+STALLED_KEY = "rtbook.db.stalled"
+
+
+def _guard_connection(dbapi_conn: Any, record: Any, endpoint: str, target: Target) -> None:
+    """Inside a check: shut this connection's socket down when the check's deadline passes.
+
+    PostgreSQL's statement_timeout bounds a statement only on a server that honours it; a peer that
+    stops answering (or a proxy that holds the connection) is cut off by the deadline instead. The
+    socket is duplicated so that the abort can never reach another socket that later reuses the
+    number of this one after psycopg closed it. A database cut off this way is remembered in
+    ``target.cache``: the run's later connections fail at once (:func:`connect`) instead of each
+    waiting out its own check's deadline on the same silent server.
+    """
+    sc = _deadline.current()
+    if sc is None or _GUARD_KEY in record.info:
+        return
+    try:
+        dup = socket.socket(fileno=os.dup(dbapi_conn.pgconn.socket))
+    except (OSError, AttributeError, ValueError):  # no socket to guard (closed already): nothing to abort
+        return
+
+    def abort() -> None:
+        target.cache[STALLED_KEY] = sc.exceeded(endpoint, "the answer to a statement")
+        dup.shutdown(socket.SHUT_RDWR)
+
+    key = sc.enter(endpoint, "an answer from the database", abort)
+    record.info[_GUARD_KEY] = (sc, key, dup)
+
+
+def _release_guard(record: Any) -> None:
+    held = record.info.pop(_GUARD_KEY, None)
+    if held is None:
+        return
+    sc, key, dup = held
+    sc.leave(key)
+    with contextlib.suppress(OSError):
+        dup.close()
+
+
 def connect(target: Target) -> Connection:
-    """Open a connection to the target's database (the caller closes it)."""
+    """Open a connection to the target's database (the caller closes it).
+
+    Raises:
+        DeadlineExceeded: an earlier check of this run found the database not answering (a
+            TimeoutError, so callers treat it as the timeout it is).
+    """
+    stalled = target.cache.get(STALLED_KEY)
+    if isinstance(stalled, _deadline.DeadlineExceeded):
+        raise _deadline.DeadlineExceeded(stalled.label, stalled.seconds, stalled.endpoint, stalled.awaiting,
+                                         stalled.elapsed)
     return engine_for(target).connect()
 
 
@@ -224,6 +308,12 @@ _DB_ERRORS: tuple[tuple[tuple[tuple[str, ...], ...], str, str, str], ...] = (
     ((("canceling statement due to statement timeout",), ("lock timeout",)), "statement_timeout",
      "A query ran longer than the statement timeout.",
      "Look for long transactions (pg_stat_activity where state = 'idle in transaction') or raise --timeout."),
+    # Garbage, or another protocol, where PostgreSQL was expected (libpq's words for each).
+    ((("invalid response to ssl negotiation",), ("received invalid response",), ("lost synchronization",),
+      ("unexpected message type",), ("expected authentication request",), ("invalid message length",)),
+     "protocol",
+     "Something that is not PostgreSQL answered at{where}.",
+     "Point --db-url at PostgreSQL's port (5432 in the official compose), not at Kong, Realtime or a proxy."),
     ((("timeout",), ("timed out",)), "timeout",
      "The database did not answer in time ({at}).",
      "Check the address and any firewall; raise --timeout if the database is just slow."),
@@ -254,7 +344,7 @@ def classify_db_error(exc: BaseException, target: Target | None = None) -> DbPro
 # carry the remedies id in ``cause`` and the finding in ``evidence["finding"]``.
 FINDING_CAUSES: dict[str, str] = {
     "db.config": "", "db.auth": "", "db.hba": "", "db.no_database": "", "db.no_role": "", "db.permission": "",
-    "db.other": "",
+    "db.other": "", "db.protocol": "",
     "db.refused": "unreachable", "db.dns": "unreachable", "db.timeout": "timeout", "db.statement_timeout": "",
     "db.wal_level_not_logical": "wal_level", "db.wal2json_missing": "wal2json_missing",
     "db.no_free_slots": "replication_capacity", "db.no_replication_privilege": "", "db.long_transaction": "",

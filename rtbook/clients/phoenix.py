@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import websocket
 
+import rtbook.deadline as _deadline
 from rtbook.exceptions import ConfigError, ConnectionSetupError
 from rtbook.secrets import REDACTED, Redactor, Secret
 
@@ -573,8 +574,31 @@ class PhoenixClient:
             options["header"] = [f"{k}: {v}" for k, v in headers.items()]
         transcript.record("note", f"connect {shown}" + (f" (Host: {host_header})" if host_header else ""))
         started = time.monotonic()
+        endpoint = _endpoint(shown)
+        ws = websocket.WebSocket(enable_multithread=True)
+
+        def abort() -> None:
+            # Called by the deadline's timer: ends a handshake read blocked on a silent or dripping peer.
+            sock = ws.sock
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+
         try:
-            ws = websocket.create_connection(full, timeout=timeout, enable_multithread=True, **options)
+            # The whole upgrade (TCP connect, request, the answer's headers) ends within ``timeout``,
+            # or sooner when the running check's deadline comes first: a socket timeout alone bounds
+            # each read, and a peer dripping one byte a second never trips it.
+            with _deadline.bounded(timeout, f"the WebSocket upgrade at {endpoint}"):
+                try:
+                    ws.settimeout(_deadline.cap(timeout, endpoint, "a TCP connection"))
+                    with _deadline.guard(endpoint, "the answer to the WebSocket upgrade", abort):
+                        ws.connect(full, **options)  # type: ignore[no-untyped-call]
+                except websocket.WebSocketBadStatusException:
+                    raise
+                except Exception as exc:
+                    spent = _deadline.spent()
+                    if spent is not None and not isinstance(exc, _deadline.DeadlineExceeded):
+                        raise spent.exceeded(endpoint, "the answer to the WebSocket upgrade") from exc
+                    raise
         except websocket.WebSocketBadStatusException as exc:
             elapsed = (time.monotonic() - started) * 1000
             raw = exc.resp_body or b""
@@ -786,7 +810,9 @@ class PhoenixClient:
             PhoenixClosed: the socket closed and nothing buffered matches.
         """
         deadline = (_started if _started is not None else time.monotonic()) + timeout
-        with self._cond:
+        # Inside a check the wait also ends with the check's deadline (rtbook.deadline).
+        sc = _deadline.current()
+        with _deadline.guard(_endpoint(self.url), what), self._cond:
             while True:
                 for item in self._inbox:
                     if _safe(predicate, item[1]):
@@ -797,6 +823,10 @@ class PhoenixClient:
                         f"socket closed ({self._close_reason or 'closed'}) while waiting for {what}"
                     )
                 remaining = deadline - time.monotonic()
+                if sc is not None and sc.deadline.remaining() < remaining:
+                    remaining = sc.deadline.remaining()
+                    if remaining <= 0:
+                        raise PhoenixTimeout(str(sc.exceeded(_endpoint(self.url), what)))
                 if remaining <= 0:
                     raise PhoenixTimeout(f"no {what} within {timeout:g} s")
                 self._cond.wait(min(remaining, 0.5))
@@ -806,7 +836,13 @@ class PhoenixClient:
         return self.wait_for(lambda m: all(getattr(m, k) == v for k, v in match.items()), timeout, what)
 
     def collect(self, predicate: Predicate, duration: float) -> list[Message]:
-        """Wait the whole ``duration`` and take every matching frame (to prove something did NOT arrive)."""
+        """Wait the whole ``duration`` and take every matching frame (to prove something did NOT arrive).
+
+        Inside a check the wait ends with the check's deadline at the latest.
+        """
+        sc = _deadline.current()
+        if sc is not None:
+            duration = min(duration, sc.deadline.remaining())
         deadline = time.monotonic() + duration
         with self._cond:
             while True:
@@ -911,6 +947,11 @@ class PhoenixClient:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<PhoenixClient {self.url} vsn={self.vsn} {state}>"
+
+
+def _endpoint(url: str) -> str:
+    """scheme://host:port/path of a socket URL without its query (which holds the apikey)."""
+    return url.split("?", 1)[0]
 
 
 def _safe(predicate: Predicate, message: Message) -> bool:

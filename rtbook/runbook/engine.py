@@ -36,7 +36,28 @@ from typing import Any
 
 from rtbook.exceptions import DependencyError
 
-__all__ = ["ENGINE_NAME", "WarmKernel", "import_papermill", "is_ipython_kernel", "kernel_spec_manager"]
+__all__ = ["CELL_SLACK_S", "ENGINE_NAME", "WarmKernel", "cell_deadline_s", "import_papermill", "is_ipython_kernel",
+           "kernel_spec_manager"]
+
+# A cell's deadline (papermill's per-cell timeout) comes from the same numbers as the checks':
+# a notebook cell runs the checks of one area at most (``session.checks("realtime.")``), so it gets
+# the largest area's command deadline (the sum of its checks' deadlines, rtbook.registry) at the
+# run's timeout_s, plus CELL_SLACK_S for the kernel's own work (imports, rendering, recording).
+CELL_SLACK_S = 60.0
+
+
+def cell_deadline_s(timeout_s: object, requested: float | None = None) -> float:
+    """Seconds one cell may run: ``requested`` (``--cell-timeout``) when given, else derived from ``timeout_s``."""
+    if requested:
+        return requested
+    from rtbook.registry import all_checks, command_deadline
+    from rtbook.target import Target
+
+    target = Target(timeout=float(timeout_s) if isinstance(timeout_s, int | float) and timeout_s > 0 else 10.0)
+    areas: dict[str, list[Any]] = {}
+    for spec in all_checks():
+        areas.setdefault(spec.area, []).append(spec)
+    return max((command_deadline(specs, target) for specs in areas.values()), default=0.0) + CELL_SLACK_S
 
 ENGINE_NAME = "rtbook-warm"
 

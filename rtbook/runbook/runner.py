@@ -23,7 +23,13 @@ from rtbook.exceptions import (
 )
 from rtbook.interrupt import Interrupted, as_interrupted, shielded
 from rtbook.results import Report
-from rtbook.runbook.engine import WarmKernel, import_papermill, is_ipython_kernel, kernel_spec_manager
+from rtbook.runbook.engine import (
+    WarmKernel,
+    cell_deadline_s,
+    import_papermill,
+    is_ipython_kernel,
+    kernel_spec_manager,
+)
 from rtbook.runbook.notebooks import NotebookSpec, notebook_dir, select_notebooks
 from rtbook.runbook.params import target_from_params, validate_params
 from rtbook.runbook.record import (
@@ -76,7 +82,7 @@ def run_notebooks(
     label: str = "",
     source_dir: str | Path | None = None,
     kernel_name: str = "python3",
-    cell_timeout_s: float = 900,
+    cell_timeout_s: float | None = None,
     progress: Progress | None = None,
     warm_kernel: bool = True,
 ) -> RunOutcome:
@@ -112,7 +118,8 @@ def run_notebooks(
             # imported (and the redactor built) here on the other.
             kernel = cleanup.enter_context(WarmKernel(kernel_name, src, warmup=_WARMUP))
         pm = import_papermill()
-        return _run(pm, kernel, clean, specs, src, Path(output_dir), label, kernel_name, cell_timeout_s, say)
+        cell_s = cell_deadline_s(clean.get("timeout_s"), cell_timeout_s)  # None: derived from timeout_s
+        return _run(pm, kernel, clean, specs, src, Path(output_dir), label, kernel_name, cell_s, say)
 
 
 # Run silently in the warm kernel before the first notebook: what every notebook imports.
