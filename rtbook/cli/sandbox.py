@@ -52,18 +52,27 @@ def _fail(exc: RtbookError) -> int:
               help="do not install the rtbook probe (then the live checks prove subscriptions, not delivery)")
 @click.option("--realtime-version", metavar="VERSION",
               help="behave as this Realtime image tag, e.g. 2.78.19 (default: the stack's compose tag)")
+@click.option("--nodes", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Realtime nodes, each with its own gateway, clustered and sharing the database (needs --lb if > 1)")
+@click.option("--lb", type=click.Choice(["nginx", "haproxy", "caddy"]),
+              help="start this real load balancer in front of the gateways; its URL becomes the public URL")
 def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool,
-        realtime_version: str | None) -> int:
+        realtime_version: str | None, nodes: int, lb: str | None) -> int:
     from rtbook.sandbox import manager
 
     try:
         state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe,
-                           realtime_version=realtime_version)
+                           realtime_version=realtime_version, nodes=nodes, lb=lb)
     except RtbookError as exc:
         return _fail(exc)
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
           f"db {state.db_url}, tenant {state.tenant}")
     print(f"stack directory: {state.stack_dir}")
+    for node in state.nodes:
+        print(f"node {node['name']}: realtime {node['realtime_url']}, gateway {node['gateway_url']}")
+    if state.lb:
+        print(f"load balancer: {state.lb['kind']} at {state.lb['url']} (config {state.lb['config']}); "
+              f"nodes {'relay broadcast and presence' if state.lb.get('relay') else 'are NOT clustered'}")
     if state.breaks:
         print(f"break scenarios: {', '.join(state.breaks)}")
     print("rtbook probe: " + ("installed (rtbook_probe.events)" if state.probe else "not installed"))

@@ -65,6 +65,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("03_kong_routing", "Gateway configuration and live routing probes"),
     NotebookSpec("04_subscription_tests", "Heartbeat, broadcast, presence, postgres_changes and RLS"),
     NotebookSpec("05_troubleshooting", "From a symptom to the checks that decide it and the fix"),
+    NotebookSpec("06_scale_out", "Load balancers and Realtime clusters: upgrade, timeouts, stickiness, one cluster"),
 )
 
 

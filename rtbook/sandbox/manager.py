@@ -32,6 +32,7 @@ from psycopg.conninfo import make_conninfo
 
 from rtbook.deadline import wait_until
 from rtbook.exceptions import ConfigError, RtbookError, SandboxError
+from rtbook.sandbox import cluster as cl
 from rtbook.sandbox import scenarios as sc
 from rtbook.sandbox.server_version import parse_version
 from rtbook.sandbox.stackdir import (
@@ -74,6 +75,9 @@ class SandboxState:
     probe: bool = False
     # The Realtime image tag the stand-in behaves as (the stack's compose tag unless --realtime-version).
     realtime_version: str = ""
+    # --nodes/--lb: every node's name and URLs, and the load balancer (kind, url, config); empty for one bare node.
+    nodes: list[dict[str, str]] = field(default_factory=list)
+    lb: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The state as written to the state file."""
@@ -211,6 +215,8 @@ def up(
     probe: bool = True,
     realtime_version: str | None = None,
     server_env: Mapping[str, str] | None = None,
+    nodes: int = 1,
+    lb: str | None = None,
 ) -> SandboxState:
     """Start the sandbox and return its state (also written to the state file).
 
@@ -225,12 +231,17 @@ def up(
             compose file is rewritten to name that tag. Default: the tag the bundled compose names.
         server_env: extra environment for the Realtime-compatible server, e.g. ``CONNECT_ERROR_BACKOFF_MS``
             (see :mod:`rtbook.sandbox.server_version`).
+        nodes: how many Realtime nodes (each with its own gateway), clustered, sharing the database.
+        lb: ``nginx``, ``haproxy`` or ``caddy``: a real load balancer in front of the gateways, whose URL
+            becomes ``gateway_url`` (see :mod:`rtbook.sandbox.cluster`).
 
     Raises:
         SandboxError: a part did not start (the message says which and why); nothing is left running.
         ConfigError: an unknown scenario, or a sandbox is already running.
     """
     chosen = sc.resolve(breaks)
+    spec = cl.spec_for(nodes, lb, chosen) if (nodes != 1 or lb is not None or any(s.needs_cluster for s in chosen)) \
+        else None
     if realtime_version is not None:
         realtime_version = ".".join(str(p) for p in parse_version(realtime_version))
     state_file = _state_file(home)
@@ -273,21 +284,35 @@ def up(
         version = realtime_image_version(stack_dir)
         with_probe = probe and all(s.probe for s in chosen)
         _bootstrap(cluster, values, version, chosen, with_probe)
-        # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
-        # so the gateway's host map can name it before the server is up.
-        server = _start_server(cluster, values, run_dir, free_port(), version, server_env or {})
-        pids["realtime"] = server.proc.pid
-        gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
-        pids["gateway"] = gateway.proc.pid
-        _, server_port = _await_ready(server, timeout)
-        if server_port != server.port_hint:
-            raise SandboxError(f"the Realtime-compatible server listens on {server_port}, not the port "
-                               f"{server.port_hint} the gateway was given")
-        _, gateway_port = _await_ready(gateway, timeout)
+        started: cl.Started | None = None
+        if spec is not None:
+            def start_node(i: int) -> tuple[_Child, _Child]:
+                suffix = "" if i == 1 else f"-{i}"
+                srv = _start_server(cluster, values, run_dir, free_port(), version, server_env or {},
+                                    suffix=suffix, extra=spec.server_extra(i))
+                gw = _start_gateway(stack_dir, run_dir, gateway_port if i == 1 else free_port(), srv.port_hint,
+                                    suffix=suffix)
+                return srv, gw
+
+            started = cl.start(spec, start_node, _await_ready, run_dir, timeout, pids)
+            public_url, realtime_url = started.public_url, started.realtime_url
+        else:
+            # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
+            # so the gateway's host map can name it before the server is up.
+            server = _start_server(cluster, values, run_dir, free_port(), version, server_env or {})
+            pids["realtime"] = server.proc.pid
+            gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
+            pids["gateway"] = gateway.proc.pid
+            _, server_port = _await_ready(server, timeout)
+            if server_port != server.port_hint:
+                raise SandboxError(f"the Realtime-compatible server listens on {server_port}, not the port "
+                                   f"{server.port_hint} the gateway was given")
+            _, gateway_port = _await_ready(gateway, timeout)
+            public_url, realtime_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{server_port}"
         state = SandboxState(
             stack_dir=str(stack_dir.resolve()),
-            gateway_url=f"http://127.0.0.1:{gateway_port}",
-            realtime_url=f"http://127.0.0.1:{server_port}",
+            gateway_url=public_url,
+            realtime_url=realtime_url,
             realtime_host=REALTIME_HOST,
             db_url=f"postgresql://supabase_admin@127.0.0.1:{cluster.port}/postgres",
             tenant=TENANT,
@@ -298,16 +323,17 @@ def up(
             owns_stack_dir=owns_stack,
             probe=with_probe,
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
-                  "postgres": str(cluster.log_file)},
+                  "postgres": str(cluster.log_file), **(started.logs if started else {})},
             realtime_version=version,
+            nodes=started.nodes if started else [],
+            lb=started.lb if started else {},
         )
         state_file.parent.mkdir(parents=True, exist_ok=True)
         _write_private(state_file, state.to_json())
         return state
     except BaseException as exc:
-        for name in ("gateway", "realtime"):
-            if name in pids:
-                _stop_pid(pids[name], "rtbook.sandbox", timeout=5)
+        for name in [n for n in pids if n != "postgres"][::-1]:
+            _stop_pid(pids[name], cl.process_marker(name), timeout=5)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.stop()
@@ -351,15 +377,16 @@ def _bootstrap(cluster: Any, values: dict[str, str], version: str, chosen: Seque
 
 
 def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int, version: str,
-                  server_env: Mapping[str, str]) -> _Child:
+                  server_env: Mapping[str, str], *, suffix: str = "", extra: Mapping[str, Any] | None = None) -> _Child:
     config = {
+        **(extra or {}),
         "db": make_conninfo(host=cluster.host, port=str(cluster.port), user="supabase_admin", dbname="postgres",
                             connect_timeout="5"),
         "host": "127.0.0.1",
         "port": port,
         "realtime_version": version,
     }
-    path = run_dir / "realtime-server.json"
+    path = run_dir / f"realtime-server{suffix}.json"
     _write_private(path, json.dumps(config, indent=2))
     env = {
         **server_env,
@@ -369,12 +396,13 @@ def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int
         "RTBOOK_SANDBOX_METRICS_JWT_SECRET": values["JWT_SECRET"],
     }
     child = _launch([sys.executable, "-m", "rtbook.sandbox.server", str(path)], env=env,
-                    log_path=run_dir / "realtime-server.log", what="Realtime-compatible server")
+                    log_path=run_dir / f"realtime-server{suffix}.log",
+                    what=f"Realtime-compatible server{suffix.replace('-', ' ')}")
     child.port_hint = port
     return child
 
 
-def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) -> _Child:
+def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int, *, suffix: str = "") -> _Child:
     names = compose_hosts(stack_dir)
     hosts: dict[str, str | None] = {
         name: (f"127.0.0.1:{server_port}" if service == "realtime" else None) for name, service in names.items()
@@ -388,10 +416,10 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) 
         # The stand-in answers like the Kong version of the stack's image (texts, headers, routing).
         "kong_version": kong_image_version(stack_dir),
     }
-    path = run_dir / "gateway.json"
+    path = run_dir / f"gateway{suffix}.json"
     _write_private(path, json.dumps(config, indent=2))
     return _launch([sys.executable, "-m", "rtbook.sandbox.gateway", str(path)], env={},
-                   log_path=run_dir / "gateway.log", what="Kong-compatible gateway")
+                   log_path=run_dir / f"gateway{suffix}.log", what=f"Kong-compatible gateway{suffix.replace('-', ' ')}")
 
 
 def _read_state(home: str | Path | None) -> SandboxState | None:
@@ -428,9 +456,9 @@ def down(*, home: str | Path | None = None, timeout: float = 15) -> bool:
     state = _read_state(home)
     if state is None:
         return False
-    for name in ("gateway", "realtime"):
-        if name in state.pids:
-            _stop_pid(state.pids[name], "rtbook.sandbox", timeout=timeout)
+    # The load balancer first (it was started last), then every node's gateway and server.
+    for name in [n for n in state.pids if n != "postgres"][::-1]:
+        _stop_pid(state.pids[name], cl.process_marker(name), timeout=timeout)
     if state.pids.get("postgres"):
         # SIGINT is PostgreSQL's fast shutdown.
         _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
@@ -459,7 +487,11 @@ class Sandbox:
         probe: bool = True,
         realtime_version: str | None = None,
         server_env: Mapping[str, str] | None = None,
+        nodes: int = 1,
+        lb: str | None = None,
     ) -> None:
+        self.nodes = nodes
+        self.lb = lb
         self.dir = dir
         self.breaks = tuple(breaks)
         self.timeout = timeout
@@ -471,7 +503,8 @@ class Sandbox:
 
     def __enter__(self) -> SandboxState:
         self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe,
-                        realtime_version=self.realtime_version, server_env=self.server_env)
+                        realtime_version=self.realtime_version, server_env=self.server_env, nodes=self.nodes,
+                        lb=self.lb)
         return self.state
 
     def __exit__(
