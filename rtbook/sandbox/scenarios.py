@@ -267,7 +267,7 @@ SCENARIOS: dict[str, Scenario] = {
             "sockets are cut by the load balancer after a few seconds: an idle client is disconnected before "
             "its next heartbeat (realtime-js sends one every 25 s) and reconnects in a loop",
             "the proxy's read/idle timeout is 3 s, below the client heartbeat interval (nginx proxy_read_timeout, "
-            "HAProxy timeout tunnel/client/server, Caddy's server write/read timeouts)",
+            "HAProxy timeout tunnel/client/server, Caddy's reverse_proxy transport read_timeout)",
             lb_variant="short-timeout",
         ),
         Scenario(

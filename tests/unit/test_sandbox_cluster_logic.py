@@ -56,9 +56,9 @@ def test_haproxy_and_caddy_variants() -> None:
     assert "cookie" not in _render("haproxy", "no-sticky").replace("# Generated", "")
     caddy = _render("caddy", "healthy")
     assert f"lb_policy cookie {lb.AFFINITY_COOKIE}" in caddy and "admin off" in caddy
-    assert "reverse_proxy 127.0.0.1:9001 127.0.0.1:9002" in caddy and "timeouts" not in caddy
+    assert "reverse_proxy 127.0.0.1:9001 127.0.0.1:9002" in caddy and "read_timeout" not in caddy
     assert "header_up -Upgrade" in _render("caddy", "no-upgrade")
-    assert f"write {lb.SHORT_TIMEOUT_S}s" in _render("caddy", "short-timeout")
+    assert f"read_timeout {lb.SHORT_TIMEOUT_S}s" in _render("caddy", "short-timeout")
     assert "lb_policy round_robin" in _render("caddy", "no-sticky")
 
 
