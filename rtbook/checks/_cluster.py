@@ -222,8 +222,8 @@ def run(target: Target, cid: str, anon: Secret, clients: int = CLIENTS) -> Check
                 remedy="Raise the load balancer's idle timeouts well above the client heartbeat (25 s for "
                 "realtime-js and realtime-py): nginx `proxy_read_timeout 3600s; proxy_send_timeout 3600s;`, "
                 "HAProxy `timeout tunnel 1h` (and timeout client/server >= 60s), Caddy: no reverse_proxy "
-                "`transport http { read_timeout }` below 60s, AWS ALB idle_timeout.timeout_seconds >= 60. `rtbook check --lb FILE` "
-                "reads the value from the config.",
+                "`transport http { read_timeout }` below 60s, AWS ALB idle_timeout.timeout_seconds >= 60. "
+                "`rtbook check --lb FILE` reads the value from the config.",
                 evidence={"closed_after_s": cut, "idle_s": idle, "topic": topic, "transcripts": transcripts()},
                 metrics={**metrics, "closed_after_s": first},
             )
