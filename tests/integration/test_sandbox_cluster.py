@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,7 @@ def cluster(kind: str, breaks: tuple[str, ...] = (), timeout: float = 4.0) -> It
         assert not [s for s in secrets if s in text], f"a secret of the stack reached {path}"
 
 
-def _by_id(results: list[CheckResult]) -> dict[str, CheckResult]:
+def _by_id(results: Iterable[CheckResult]) -> dict[str, CheckResult]:
     return {r.id: r for r in results}
 
 
@@ -100,7 +100,7 @@ def test_live_suite_passes_through_the_real_proxy_and_the_nodes_share_messages(k
         assert state.gateway_url == state.lb["url"] and state.lb["kind"] == kind
         assert lb.BINARIES[kind] in Path(f"/proc/{state.pids[f'lb-{kind}']}/cmdline").read_bytes().decode()
         assert [n["name"] for n in state.nodes] == ["realtime-node1@127.0.0.1", "realtime-node2@127.0.0.1"]
-        results = _by_id(run_checks(target, "realtime.").results)
+        results = _by_id(run_checks(target, "realtime."))
         failed = {cid: r.summary for cid, r in results.items() if r.status.failed}
         assert not failed, failed
         cluster_result = results["realtime.cluster"]
@@ -117,7 +117,7 @@ def test_live_suite_passes_through_the_real_proxy_and_the_nodes_share_messages(k
 def test_nodes_not_clustered_splits_the_clients_into_one_group_per_node(kind: str) -> None:
     with cluster(kind, ("nodes-not-clustered",)) as (state, target):
         assert state.lb["relay"] == ""
-        results = _by_id(run_checks(target, ["realtime.join", "realtime.cluster"]).results)
+        results = _by_id(run_checks(target, ["realtime.join", "realtime.cluster"]))
         assert results["realtime.join"].status is Status.PASS, "one client alone still works"
         found = results["realtime.cluster"]
         assert found.status is Status.FAIL, found.summary
@@ -133,7 +133,7 @@ def test_nodes_not_clustered_splits_the_clients_into_one_group_per_node(kind: st
 @pytest.mark.parametrize("kind", KINDS)
 def test_lb_no_upgrade_refuses_every_handshake(kind: str) -> None:
     with cluster(kind, ("lb-no-upgrade",)) as (_state, target):
-        results = _by_id(run_checks(target, ["realtime.join", "realtime.cluster"]).results)
+        results = _by_id(run_checks(target, ["realtime.join", "realtime.cluster"]))
         for cid in ("realtime.join", "realtime.cluster"):
             r = results[cid]
             assert r.status is Status.FAIL and "WebSocket upgrade was refused" in r.summary, (cid, r.summary)
@@ -144,7 +144,7 @@ def test_lb_no_upgrade_refuses_every_handshake(kind: str) -> None:
 def test_lb_short_timeout_cuts_idle_sockets_before_the_heartbeat(kind: str) -> None:
     # The check idles min(timeout, 25 s): 6 s here, longer than the broken proxy's 3 s.
     with cluster(kind, ("lb-short-timeout",), timeout=6.0) as (_state, target):
-        found = _by_id(run_checks(target, "realtime.cluster").results)["realtime.cluster"]
+        found = _by_id(run_checks(target, "realtime.cluster"))["realtime.cluster"]
         assert found.status is Status.FAIL, found.summary
         cut = found.evidence["closed_after_s"]
         assert cut and all(lb.SHORT_TIMEOUT_S - 1 <= t <= 6.0 + 6.0 for t in cut.values()), cut
@@ -154,7 +154,7 @@ def test_lb_short_timeout_cuts_idle_sockets_before_the_heartbeat(kind: str) -> N
 @pytest.mark.parametrize("kind", ["nginx", "caddy"])
 def test_lb_no_sticky_leaves_websockets_working_and_says_so(kind: str) -> None:
     with cluster(kind, ("lb-no-sticky",)) as (_state, target):
-        found = _by_id(run_checks(target, "realtime.cluster").results)["realtime.cluster"]
+        found = _by_id(run_checks(target, "realtime.cluster"))["realtime.cluster"]
         # The truthful symptom: nothing breaks for open WebSockets of clustered nodes; no affinity cookie.
         assert found.status is Status.PASS, found.summary
         assert found.evidence["affinity"]["cookies"] == []
