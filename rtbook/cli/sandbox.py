@@ -118,6 +118,10 @@ def _status(as_json: bool) -> int:
     for label, key in _FIELDS:
         value = info.get(key)
         print(f"  {label:16} {', '.join(value) if isinstance(value, list) else value}")
+    for node in info.get("nodes") or []:
+        print(f"  {'node':16} {node['name']}: realtime {node['realtime_url']}, gateway {node['gateway_url']}")
+    if info.get("lb"):
+        print(f"  {'load balancer':16} {info['lb']['kind']} {info['lb']['url']} (config {info['lb']['config']})")
     return 0 if info["running"] else 1
 
 

@@ -9,6 +9,7 @@ its symptom.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from rtbook.sandbox import lb
 from rtbook.sandbox.manager import Sandbox, SandboxState
 from rtbook.target import Target
 from tests.conftest import have_postgres, require
+from tests.integration.runbook_support import rtbook_cli
 
 KINDS = ("nginx", "haproxy", "caddy")
 
@@ -159,3 +161,28 @@ def test_lb_no_sticky_leaves_websockets_working_and_says_so(kind: str) -> None:
         assert found.status is Status.PASS, found.summary
         assert found.evidence["affinity"]["cookies"] == []
         assert "no affinity cookie" in found.detail and "one TCP connection" in found.detail
+
+
+@pytest.mark.parametrize(("breaks", "code"), [((), 0), (("--break", "nodes-not-clustered"), 1)])
+def test_cli_scale_out_and_notebook_06_headless(breaks: tuple[str, ...], code: int, tmp_path: Path) -> None:
+    """``rtbook sandbox up --nodes 2 --lb nginx`` then notebook 06 under papermill: green, or the split gated."""
+    require(have_postgres(), "PostgreSQL 15 binaries with wal2json are not installed")
+    _require_binary("nginx")
+    home = tmp_path / "home"
+    env = {"RTBOOK_HOME": str(home)}
+    up = rtbook_cli(["sandbox", "up", "--nodes", "2", "--lb", "nginx", *breaks], env, 300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "load balancer: nginx at http://127.0.0.1:" in up.stdout
+        assert ("NOT clustered" in up.stdout) == bool(breaks)
+        out = tmp_path / "outputs"
+        ran = rtbook_cli(["run", "--target", "sandbox", "--no-sandbox-start", "--notebooks", "06",
+                          "--output-dir", str(out)], env, 600)
+        assert ran.returncode == code, ran.stdout + ran.stderr[-3000:]
+        (record,) = [p for p in out.iterdir() if p.is_dir()]
+        (nb,) = json.loads((record / "summary.json").read_text())["notebooks"]
+        verdicts = {r["id"]: r["status"] for r in nb["results"]}
+        assert verdicts["realtime.cluster"] == ("fail" if breaks else "pass"), nb
+    finally:
+        down = rtbook_cli(["sandbox", "down"], env, 120)
+    assert down.returncode == 0 and "sandbox stopped" in down.stdout
