@@ -30,8 +30,11 @@ __all__ = ['NOTEBOOKS', 'NotebookSpec', 'copy_notebooks', 'notebook_dir', 'noteb
 
 def notebook_for(check_id: str) -> str:
     """The notebook whose steps run (and explain how to fix) the check ``check_id``."""
+    if check_id == "realtime.cluster":
+        return "06_scale_out"  # a split or a cut socket is fixed at the load balancer or the cluster
     area = check_id.split(".", 1)[0]
     return {
+        "lb": "06_scale_out",
         "compose": "01_setup",
         "env": "01_setup",
         "docker": "01_setup",

@@ -155,3 +155,10 @@ def test_matrix_names_what_each_client_missed() -> None:
     assert not m.complete()
     m.broadcast["c2"] = {"c1"}
     assert m.complete()
+
+
+def test_cluster_and_lb_failures_point_to_notebook_06() -> None:
+    from rtbook.runbook.notebooks import notebook_for
+
+    assert notebook_for("realtime.cluster") == notebook_for("lb.anything") == "06_scale_out"
+    assert notebook_for("realtime.broadcast") == "04_subscription_tests"
