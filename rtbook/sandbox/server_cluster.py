@@ -11,9 +11,11 @@ their own sockets: clients on different nodes do not see each other.
 The stand-in has no Erlang distribution, so it relays the same two things through the shared PostgreSQL:
 every node LISTENs on one channel and NOTIFYs its local broadcasts and presence diffs with its node name;
 the others deliver them to their local channels and keep the remote presences for ``presence_state``.
-Limits of the stand-in (documented in docs/conformance.md): a NOTIFY payload is at most 8000 bytes, so a
-larger broadcast stays on its node (logged ``ClusterRelayPayloadTooLarge``); a node that starts late does
-not receive the presences tracked before it listened; a node that dies leaves its remote presences behind.
+A node that starts announces itself and the others send it their presences; a node that stops says so and
+the others push presence leaves for its clients (as Phoenix.Tracker does on nodedown). Limits of the
+stand-in (documented in docs/conformance.md): a NOTIFY payload is at most 8000 bytes, so a larger
+broadcast stays on its node (logged ``ClusterRelayPayloadTooLarge``); a node that dies without stopping
+(SIGKILL) leaves its presences behind on the others.
 """
 
 from __future__ import annotations
@@ -68,7 +70,12 @@ class ClusterRelay:
         self.publish({"t": "hello"})
 
     async def stop(self) -> None:
-        """Stop listening and close both connections."""
+        """Tell the others this node leaves (they drop its presences), stop listening, close both connections."""
+        if self._send is not None:
+            # Like a nodedown seen by Phoenix.Tracker: the others send presence leaves for this node's clients.
+            bye = json.dumps({"t": "bye", "from": self.node}, separators=(",", ":"))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send.execute("SELECT pg_notify(%s, %s)", (self.channel, bye)), 0.5)
         for task in (self._task, self._sender):
             if task is not None:
                 task.cancel()
@@ -142,6 +149,12 @@ class ClusterRelay:
         if origin not in self.peers:
             self.peers.add(origin)
             emit(logging.INFO, f"node {origin} joined the cluster (relay channel {self.channel})")
+        if kind == "bye":
+            self.peers.discard(origin)
+            emit(logging.INFO, f"node {origin} left the cluster")
+            for msg in self._forget(origin):
+                self._deliver(msg)
+            return
         if kind == "hello":
             # The newcomer learns this node too, and (like Phoenix.Tracker's state transfer to a new
             # replica) receives what this node tracks.
@@ -171,6 +184,23 @@ class ClusterRelay:
                         store.pop(str(meta["phx_ref"]), None)
         if not store:
             self.remote_presence.pop(key, None)
+
+    def _forget(self, origin: str) -> list[dict[str, Any]]:
+        """Drop every presence ``origin`` tracked; the presence leaves to push, per topic."""
+        out: list[dict[str, Any]] = []
+        for key in list(self.remote_presence):
+            store = self.remote_presence[key]
+            leaves: dict[str, Any] = {}
+            for ref, (node, pkey, meta) in list(store.items()):
+                if node == origin:
+                    leaves.setdefault(pkey, {"metas": []})["metas"].append(meta)
+                    del store[ref]
+            if not store:
+                del self.remote_presence[key]
+            if leaves:
+                out.append({"t": "presence", "from": origin, "tenant": key[0], "topic": key[1], "private": key[2],
+                            "joins": {}, "leaves": leaves})
+        return out
 
     def remote_state(self, tenant: str, topic: str, private: bool) -> dict[str, Any]:
         """The other nodes' presences on a topic, grouped by key like ``presence_state``."""

@@ -186,3 +186,34 @@ def test_cli_scale_out_and_notebook_06_headless(breaks: tuple[str, ...], code: i
     finally:
         down = rtbook_cli(["sandbox", "down"], env, 120)
     assert down.returncode == 0 and "sandbox stopped" in down.stdout
+
+
+def test_relay_between_two_named_nodes_and_presence_leaves_when_a_node_stops() -> None:
+    """Deterministic, without the proxy: a client on node 1's gateway and one on node 2's see each other's
+    broadcast and presence; when node 2 stops, node 1's client gets the presence leave (Tracker's nodedown)."""
+    import signal
+    import uuid
+
+    from rtbook.clients.phoenix import PhoenixClient
+
+    with cluster("nginx") as (state, target):
+        anon = target.secret("ANON_KEY")
+        assert anon is not None
+        topic = f"realtime:rtbook-relay-{uuid.uuid4().hex[:8]}"
+        a = PhoenixClient.connect(f"{state.nodes[0]['gateway_url']}/realtime/v1", anon, timeout=10)
+        b = PhoenixClient.connect(f"{state.nodes[1]['gateway_url']}/realtime/v1", anon, timeout=10)
+        try:
+            for client, key in ((a, "ka"), (b, "kb")):
+                cfg = {"broadcast": {"self": False}, "presence": {"key": key, "enabled": True}, "private": False}
+                assert client.join(topic, cfg, timeout=10).ok
+            tracked = b.push(topic, "presence", {"type": "presence", "event": "track", "payload": {"n": 2}}, timeout=10)
+            assert tracked is not None and tracked.ok
+            a.wait_for(lambda m: m.event == "presence_diff" and "kb" in m.payload.get("joins", {}), 10, "kb's join")
+            a.push(topic, "broadcast", {"type": "broadcast", "event": "e", "payload": {"x": 1}}, wait_reply=False)
+            got = b.wait_for(lambda m: m.event == "broadcast", 10, "node 1's broadcast at node 2")
+            assert got.payload["payload"] == {"x": 1}
+            os.kill(state.pids["realtime-2"], signal.SIGTERM)
+            a.wait_for(lambda m: m.event == "presence_diff" and "kb" in m.payload.get("leaves", {}), 10, "kb's leave")
+        finally:
+            a.close()
+            b.close()

@@ -162,3 +162,19 @@ def test_cluster_and_lb_failures_point_to_notebook_06() -> None:
 
     assert notebook_for("realtime.cluster") == notebook_for("lb.anything") == "06_scale_out"
     assert notebook_for("realtime.broadcast") == "04_subscription_tests"
+
+
+def test_relay_sends_leaves_for_the_clients_of_a_node_that_stops() -> None:
+    delivered: list[dict[str, Any]] = []
+    relay = ClusterRelay("host=unused", "rtbook_cluster_t", "realtime-node1@127.0.0.1", delivered.append)
+    for node, ref, topic in (("n2", "A", "realtime:r"), ("n3", "B", "realtime:r"), ("n2", "C", "realtime:s")):
+        relay._handle({"t": "presence", "from": node, "tenant": "t", "topic": topic, "private": False,
+                       "joins": {f"k{ref}": {"metas": [{"phx_ref": ref}]}}, "leaves": {}})
+    delivered.clear()
+    relay._handle({"t": "bye", "from": "n2"})
+    left = sorted((d["topic"], list(d["leaves"])) for d in delivered)
+    assert left == [("realtime:r", ["kA"]), ("realtime:s", ["kC"])]
+    assert all(d["joins"] == {} for d in delivered)
+    assert relay.remote_state("t", "realtime:r", False) == {"kB": {"metas": [{"phx_ref": "B"}]}}
+    assert relay.remote_state("t", "realtime:s", False) == {} and relay.peers == {"n3"}
+
