@@ -48,6 +48,17 @@ run.params
 run.checks("lb.", title="Load-balancer configuration")
 
 # %% [markdown]
+# ## Realtime's clustering settings
+#
+# The `cluster.*` checks read the clustering settings of a Realtime service that runs more than one node
+# (`CLUSTER_STRATEGIES`, `DNS_NODES`, the release cookie, `ERL_AFLAGS`, `REGION`) from the stack's files.
+# When this installation has none, the step notes it. **When it fails:** apply the remedy to the Realtime
+# service's environment; the service's own settings are walked through in [01_setup](01_setup.ipynb).
+
+# %%
+run.checks("cluster.", title="Realtime clustering settings")
+
+# %% [markdown]
 # ## Clients spread over the nodes see each other
 #
 # Checks `realtime.cluster`: several clients connect through the public URL (so the load balancer spreads
