@@ -282,9 +282,11 @@ def run(target: Target, cid: str, anon: Secret, clients: int = CLIENTS) -> Check
         remedy=("Make the Realtime nodes one cluster: give them the same release cookie (RELEASE_COOKIE), a "
                 "clustering strategy that finds the others (CLUSTER_STRATEGIES=POSTGRES with all nodes on the same "
                 "metadata DB, or DNS with DNS_NODES naming a DNS name that resolves to every node), ERL_AFLAGS "
-                "\"-proto_dist inet_tcp\" (IPv4) or \"-proto_dist inet6_tcp\" (IPv6) matching the network, and "
-                "open ports between them (EPMD 4369 and the distribution ports). Sticky sessions do not fix "
-                "this: they keep a client on one node, they do not make the nodes share messages."
+                "\"-proto_dist inet_tcp\" (IPv4) or \"-proto_dist inet6_tcp\" (IPv6) matching the network, "
+                "open ports between them (EPMD 4369 and the distribution ports), and the same REGION on the "
+                "nodes of one region: since v2.80.11 Realtime relays a broadcast only to the nodes of its own "
+                "REGION, and a node without REGION to none. Sticky sessions do not fix this: they keep a "
+                "client on one node, they do not make the nodes share messages."
                 if split else "Read the matrix in the evidence: which client missed whom."),
         evidence=evidence, metrics=metrics,
     )

@@ -250,7 +250,8 @@ SCENARIOS: dict[str, Scenario] = {
             "presence: they split into one group per node, while clients on the same node still do; every "
             "single-client check passes",
             "the Realtime nodes never joined one cluster (in Realtime: libcluster found no peer - "
-            "CLUSTER_STRATEGIES/DNS_NODES, the release cookie, ERL_AFLAGS; here: the nodes' relay is off), so "
+            "CLUSTER_STRATEGIES/DNS_NODES, the release cookie, ERL_AFLAGS - or REGION unset, so broadcasts go to "
+            "no other node; here: the nodes' relay is off), so "
             "Phoenix.PubSub and presence stay node-local; stickiness does not fix this",
             clustered=False,
         ),
