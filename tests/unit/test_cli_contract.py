@@ -43,7 +43,7 @@ FLAGS = {
     ("probe", "install"): ["--stack", "--target", "--db-url", "--format", "--yes"],
     ("probe", "remove"): ["--stack", "--target", "--db-url", "--format", "--yes"],
     ("probe", "status"): ["--stack", "--target", "--db-url", "--format"],
-    ("sandbox", "up"): ["--dir", "--break", "--timeout", "--no-probe", "--realtime-version"],
+    ("sandbox", "up"): ["--dir", "--break", "--timeout", "--no-probe", "--realtime-version", "--nodes", "--lb"],
     ("sandbox", "down"): [],
     ("sandbox", "status"): ["--json"],
     ("sandbox", "scenarios"): ["--json"],
@@ -109,6 +109,8 @@ def test_a_group_without_its_command_exits_2(argv: list[str], stream: str,
         (["run", "--api-url", "localhost", "--target", "sandbox"], ["--api-url must start with http://"]),
         (["verify"], ["Missing argument 'RUN_DIR'", "(see 'rtbook verify --help')"]),
         (["sandbox", "up", "--timeout", "0"], ["--timeout must be a number of seconds between 0 and 3600"]),
+        (["sandbox", "up", "--nodes", "0"], ["--nodes", "0"]),
+        (["sandbox", "up", "--lb", "traefik"], ["--lb", "'traefik'", "nginx"]),
         (["notebooks", "copy"], ["Missing argument 'DIR'"]),
     ],
 )
@@ -226,7 +228,7 @@ def test_notebooks_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (dest / "01_setup.ipynb").write_text("edited")
     code, out, err = run(["notebooks", "copy", str(dest)], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "00_start_here.ipynb already exists (and 5 more)" in err and "--force" in err
+    assert f"00_start_here.ipynb already exists (and {len(NOTEBOOKS) - 1} more)" in err and "--force" in err
     assert (dest / "01_setup.ipynb").read_text() == "edited"
     assert run(["notebooks", "copy", str(dest), "--force"], capsys)[0] == 0
     assert (dest / "01_setup.ipynb").read_bytes() == shipped.read_bytes()
