@@ -332,8 +332,9 @@ def up(
         _write_private(state_file, state.to_json())
         return state
     except BaseException as exc:
-        for name in [n for n in pids if n != "postgres"][::-1]:
-            _stop_pid(pids[name], cl.process_marker(name), timeout=5)
+        # The load balancer first (it was started last), then every node's gateway and server.
+        for part in [p for p in pids if p != "postgres"][::-1]:
+            _stop_pid(pids[part], cl.process_marker(part), timeout=5)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.stop()
@@ -457,8 +458,8 @@ def down(*, home: str | Path | None = None, timeout: float = 15) -> bool:
     if state is None:
         return False
     # The load balancer first (it was started last), then every node's gateway and server.
-    for name in [n for n in state.pids if n != "postgres"][::-1]:
-        _stop_pid(state.pids[name], cl.process_marker(name), timeout=timeout)
+    for part in [p for p in state.pids if p != "postgres"][::-1]:
+        _stop_pid(state.pids[part], cl.process_marker(part), timeout=timeout)
     if state.pids.get("postgres"):
         # SIGINT is PostgreSQL's fast shutdown.
         _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
