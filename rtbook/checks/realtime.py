@@ -1824,3 +1824,15 @@ def check_bad_token(target: Target, cid: str, anon: Secret) -> CheckResult:
         evidence=evidence,
         metrics=metrics,
     )
+
+
+# ------------------------------------------------------------------ realtime.cluster
+
+
+@register("realtime.cluster", "Clients spread by the load balancer see each other's broadcast and presence",
+          needs=("realtime",), using=_anon)
+def check_cluster(target: Target, cid: str, anon: Secret) -> CheckResult:
+    """Several sockets through the public URL join one topic; each must see every other (rtbook.checks._cluster)."""
+    from rtbook.checks import _cluster
+
+    return _cluster.run(target, cid, anon)

@@ -60,13 +60,17 @@ def _fail(exc: RtbookError) -> int:
 @click.option("--name", metavar="NAME",
               help="name this sandbox (default: $RTBOOK_SANDBOX, else the first free of default, sandbox-2, "
               "sandbox-3...); each has its own state, ports and folders")
+@click.option("--nodes", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Realtime nodes, each with its own gateway, clustered and sharing the database (needs --lb if > 1)")
+@click.option("--lb", type=click.Choice(["nginx", "haproxy", "caddy"]),
+              help="start this real load balancer in front of the gateways; its URL becomes the public URL")
 def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe: bool,
-        realtime_version: str | None, name: str | None) -> int:
+        realtime_version: str | None, name: str | None, nodes: int, lb: str | None) -> int:
     from rtbook.sandbox import manager
 
     try:
         state = manager.up(stack_dir, list(breaks), timeout, probe=not no_probe,
-                           realtime_version=realtime_version, name=name)
+                           realtime_version=realtime_version, name=name, nodes=nodes, lb=lb)
     except RtbookError as exc:
         return _fail(exc)
     if state.name != "default":
@@ -74,6 +78,11 @@ def _up(stack_dir: str | None, breaks: tuple[str, ...], timeout: float, no_probe
     print(f"sandbox up: gateway {state.gateway_url}, realtime {state.realtime_url} (Host {state.realtime_host}), "
           f"db {state.db_url}, tenant {state.tenant}")
     print(f"stack directory: {state.stack_dir}")
+    for node in state.nodes:
+        print(f"node {node['name']}: realtime {node['realtime_url']}, gateway {node['gateway_url']}")
+    if state.lb:
+        print(f"load balancer: {state.lb['kind']} at {state.lb['url']} (config {state.lb['config']}); "
+              f"nodes {'relay broadcast and presence' if state.lb.get('relay') else 'are NOT clustered'}")
     if state.breaks:
         print(f"break scenarios: {', '.join(state.breaks)}")
     print("rtbook probe: " + ("installed (rtbook_probe.events)" if state.probe else "not installed"))
@@ -140,6 +149,10 @@ def _status(as_json: bool, name: str | None) -> int:
     for label, key in _FIELDS:
         value = info.get(key)
         print(f"  {label:16} {', '.join(value) if isinstance(value, list) else value}")
+    for node in info.get("nodes") or []:
+        print(f"  {'node':16} {node['name']}: realtime {node['realtime_url']}, gateway {node['gateway_url']}")
+    if info.get("lb"):
+        print(f"  {'load balancer':16} {info['lb']['kind']} {info['lb']['url']} (config {info['lb']['config']})")
     return 0 if info["running"] else 1
 
 

@@ -30,8 +30,11 @@ __all__ = ['NOTEBOOKS', 'NotebookSpec', 'copy_notebooks', 'notebook_dir', 'noteb
 
 def notebook_for(check_id: str) -> str:
     """The notebook whose steps run (and explain how to fix) the check ``check_id``."""
+    if check_id == "realtime.cluster":
+        return "06_scale_out"  # a split or a cut socket is fixed at the load balancer or the cluster
     area = check_id.split(".", 1)[0]
     return {
+        "lb": "06_scale_out",
         "compose": "01_setup",
         "env": "01_setup",
         "docker": "01_setup",
@@ -66,6 +69,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("03_kong_routing", "Gateway configuration and live routing probes"),
     NotebookSpec("04_subscription_tests", "Join, broadcast, presence, postgres_changes, RLS and their latencies"),
     NotebookSpec("05_troubleshooting", "From a symptom to the checks that decide it and the fix"),
+    NotebookSpec("06_scale_out", "Load balancers and Realtime clusters: upgrade, timeouts, stickiness, one cluster"),
     NotebookSpec("07_load_test", "Measured load: exact latency percentiles, every message accounted for"),
 )
 

@@ -42,6 +42,7 @@ from psycopg.conninfo import make_conninfo
 from rtbook.deadline import wait_until
 from rtbook.exceptions import ConfigError, RtbookError, SandboxError
 from rtbook.interrupt import shielded
+from rtbook.sandbox import cluster as cl
 from rtbook.sandbox import scenarios as sc
 from rtbook.sandbox.server_version import parse_version
 from rtbook.sandbox.stackdir import (
@@ -94,6 +95,9 @@ class SandboxState:
     name: str = DEFAULT_SANDBOX
     owner: str = ""
     owner_pid: int = 0
+    # --nodes/--lb: every node's name and URLs, and the load balancer (kind, url, config); empty for one bare node.
+    nodes: list[dict[str, str]] = field(default_factory=list)
+    lb: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The state as written to the state file."""
@@ -300,6 +304,8 @@ def up(
     server_env: Mapping[str, str] | None = None,
     name: str | None = None,
     owner: str = "",
+    nodes: int = 1,
+    lb: str | None = None,
 ) -> SandboxState:
     """Start a sandbox instance and return its state (also written to its state file).
 
@@ -319,12 +325,17 @@ def up(
             ``default``, ``sandbox-2``, ``sandbox-3``... (a name taken by a running or starting sandbox
             is skipped, so two ``up`` at once both succeed).
         owner: who started it (``rtbook run`` for a run's own sandbox; empty for ``rtbook sandbox up``).
+        nodes: how many Realtime nodes (each with its own gateway), clustered, sharing the database.
+        lb: ``nginx``, ``haproxy`` or ``caddy``: a real load balancer in front of the gateways, whose URL
+            becomes ``gateway_url`` (see :mod:`rtbook.sandbox.cluster`).
 
     Raises:
         SandboxError: a part did not start (the message says which and why); nothing is left running.
         ConfigError: an unknown scenario or bad name, or the named sandbox is already running or starting.
     """
     chosen = sc.resolve(breaks)
+    spec = cl.spec_for(nodes, lb, chosen) if (nodes != 1 or lb is not None or any(s.needs_cluster for s in chosen)) \
+        else None
     if realtime_version is not None:
         realtime_version = ".".join(str(p) for p in parse_version(realtime_version))
     explicit = name or os.environ.get("RTBOOK_SANDBOX")
@@ -353,7 +364,7 @@ def up(
                     continue
                 _down_locked(home, candidate, timeout=15)  # what a dead sandbox left behind
             state = _up_locked(dir, chosen, timeout, home=home, probe=probe, realtime_version=realtime_version,
-                               server_env=server_env, name=candidate, owner=owner)
+                               server_env=server_env, name=candidate, owner=owner, spec=spec)
             started = True
             return state
         finally:
@@ -379,11 +390,12 @@ def _up_locked(
     server_env: Mapping[str, str] | None,
     name: str,
     owner: str,
+    spec: cl.ClusterSpec | None = None,
 ) -> SandboxState:
     for attempt in range(1, _PORT_RETRIES + 1):
         try:
             return _start(dir, chosen, timeout, home=home, probe=probe, realtime_version=realtime_version,
-                          server_env=server_env, name=name, owner=owner)
+                          server_env=server_env, name=name, owner=owner, spec=spec)
         except SandboxError as exc:
             if attempt == _PORT_RETRIES or not _port_clash(str(exc)):
                 raise
@@ -405,6 +417,7 @@ def _start(
     server_env: Mapping[str, str] | None,
     name: str,
     owner: str,
+    spec: cl.ClusterSpec | None = None,
 ) -> SandboxState:
     state_file = _state_file(home, name)
     base = state_file.parent
@@ -438,21 +451,35 @@ def _start(
         version = realtime_image_version(stack_dir)
         with_probe = probe and all(s.probe for s in chosen)
         _bootstrap(cluster, values, version, chosen, with_probe)
-        # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
-        # so the gateway's host map can name it before the server is up.
-        server = _start_server(cluster, values, run_dir, free_port(), version, server_env or {})
-        pids["realtime"] = server.proc.pid
-        gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
-        pids["gateway"] = gateway.proc.pid
-        _, server_port = _await_ready(server, timeout)
-        if server_port != server.port_hint:
-            raise SandboxError(f"the Realtime-compatible server listens on {server_port}, not the port "
-                               f"{server.port_hint} the gateway was given")
-        _, gateway_port = _await_ready(gateway, timeout)
+        started: cl.Started | None = None
+        if spec is not None:
+            def start_node(i: int) -> tuple[_Child, _Child]:
+                suffix = "" if i == 1 else f"-{i}"
+                srv = _start_server(cluster, values, run_dir, free_port(), version, server_env or {},
+                                    suffix=suffix, extra=spec.server_extra(i))
+                gw = _start_gateway(stack_dir, run_dir, gateway_port if i == 1 else free_port(), srv.port_hint,
+                                    suffix=suffix)
+                return srv, gw
+
+            started = cl.start(spec, start_node, _await_ready, run_dir, timeout, pids)
+            public_url, realtime_url = started.public_url, started.realtime_url
+        else:
+            # Both children start at once (each pays ~1 s of Python imports); the server's port is chosen here
+            # so the gateway's host map can name it before the server is up.
+            server = _start_server(cluster, values, run_dir, free_port(), version, server_env or {})
+            pids["realtime"] = server.proc.pid
+            gateway = _start_gateway(stack_dir, run_dir, gateway_port, server.port_hint)
+            pids["gateway"] = gateway.proc.pid
+            _, server_port = _await_ready(server, timeout)
+            if server_port != server.port_hint:
+                raise SandboxError(f"the Realtime-compatible server listens on {server_port}, not the port "
+                                   f"{server.port_hint} the gateway was given")
+            _, gateway_port = _await_ready(gateway, timeout)
+            public_url, realtime_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{server_port}"
         state = SandboxState(
             stack_dir=str(stack_dir.resolve()),
-            gateway_url=f"http://127.0.0.1:{gateway_port}",
-            realtime_url=f"http://127.0.0.1:{server_port}",
+            gateway_url=public_url,
+            realtime_url=realtime_url,
             realtime_host=REALTIME_HOST,
             db_url=f"postgresql://supabase_admin@127.0.0.1:{cluster.port}/postgres",
             tenant=TENANT,
@@ -463,11 +490,13 @@ def _start(
             owns_stack_dir=owns_stack,
             probe=with_probe,
             logs={"realtime": str(run_dir / "realtime-server.log"), "gateway": str(run_dir / "gateway.log"),
-                  "postgres": str(cluster.log_file)},
+                  "postgres": str(cluster.log_file), **(started.logs if started else {})},
             realtime_version=version,
             name=name,
             owner=owner,
             owner_pid=os.getpid() if owner else 0,
+            nodes=started.nodes if started else [],
+            lb=started.lb if started else {},
         )
         state_file.parent.mkdir(parents=True, exist_ok=True)
         _write_private(state_file, state.to_json())
@@ -475,9 +504,9 @@ def _start(
     except BaseException as exc:
         # Also after SIGINT/SIGTERM (raised as KeyboardInterrupt): stop what was started, to the end.
         with shielded():
-            for part in ("gateway", "realtime"):
-                if part in pids:
-                    _stop_pid(pids[part], "rtbook.sandbox", timeout=5)
+            # The load balancer first (it was started last), then every node's gateway and server.
+            for part in [p for p in pids if p != "postgres"][::-1]:
+                _stop_pid(pids[part], cl.process_marker(part), timeout=5)
             if cluster is not None:
                 with contextlib.suppress(Exception):
                     cluster.stop()
@@ -524,15 +553,16 @@ def _bootstrap(cluster: Any, values: dict[str, str], version: str, chosen: Seque
 
 
 def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int, version: str,
-                  server_env: Mapping[str, str]) -> _Child:
+                  server_env: Mapping[str, str], *, suffix: str = "", extra: Mapping[str, Any] | None = None) -> _Child:
     config = {
+        **(extra or {}),
         "db": make_conninfo(host=cluster.host, port=str(cluster.port), user="supabase_admin", dbname="postgres",
                             connect_timeout="5"),
         "host": "127.0.0.1",
         "port": port,
         "realtime_version": version,
     }
-    path = run_dir / "realtime-server.json"
+    path = run_dir / f"realtime-server{suffix}.json"
     _write_private(path, json.dumps(config, indent=2))
     env = {
         **server_env,
@@ -542,12 +572,13 @@ def _start_server(cluster: Any, values: dict[str, str], run_dir: Path, port: int
         "RTBOOK_SANDBOX_METRICS_JWT_SECRET": values["JWT_SECRET"],
     }
     child = _launch([sys.executable, "-m", "rtbook.sandbox.server", str(path)], env=env,
-                    log_path=run_dir / "realtime-server.log", what="Realtime-compatible server")
+                    log_path=run_dir / f"realtime-server{suffix}.log",
+                    what=f"Realtime-compatible server{suffix.replace('-', ' ')}")
     child.port_hint = port
     return child
 
 
-def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) -> _Child:
+def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int, *, suffix: str = "") -> _Child:
     names = compose_hosts(stack_dir)
     hosts: dict[str, str | None] = {
         name: (f"127.0.0.1:{server_port}" if service == "realtime" else None) for name, service in names.items()
@@ -561,10 +592,10 @@ def _start_gateway(stack_dir: Path, run_dir: Path, port: int, server_port: int) 
         # The stand-in answers like the Kong version of the stack's image (texts, headers, routing).
         "kong_version": kong_image_version(stack_dir),
     }
-    path = run_dir / "gateway.json"
+    path = run_dir / f"gateway{suffix}.json"
     _write_private(path, json.dumps(config, indent=2))
     return _launch([sys.executable, "-m", "rtbook.sandbox.gateway", str(path)], env={},
-                   log_path=run_dir / "gateway.log", what="Kong-compatible gateway")
+                   log_path=run_dir / f"gateway{suffix}.log", what=f"Kong-compatible gateway{suffix.replace('-', ' ')}")
 
 
 def _read_state(home: str | Path | None, name: str | None = None) -> SandboxState | None:
@@ -612,9 +643,9 @@ def _down_locked(home: str | Path | None, name: str, timeout: float) -> bool:
         return False
     # Runs to its end even when SIGINT/SIGTERM arrives meanwhile: half a down leaves PostgreSQL running.
     with shielded():
-        for part in ("gateway", "realtime"):
-            if part in state.pids:
-                _stop_pid(state.pids[part], "rtbook.sandbox", timeout=timeout)
+        # The load balancer first (it was started last), then every node's gateway and server.
+        for part in [p for p in state.pids if p != "postgres"][::-1]:
+            _stop_pid(state.pids[part], cl.process_marker(part), timeout=timeout)
         if state.pids.get("postgres"):
             # SIGINT is PostgreSQL's fast shutdown.
             _stop_pid(state.pids["postgres"], "postgres", sig=signal.SIGINT, timeout=timeout)
@@ -687,8 +718,12 @@ class Sandbox:
         realtime_version: str | None = None,
         server_env: Mapping[str, str] | None = None,
         name: str | None = None,
+        nodes: int = 1,
+        lb: str | None = None,
     ) -> None:
         self.name = name
+        self.nodes = nodes
+        self.lb = lb
         self.dir = dir
         self.breaks = tuple(breaks)
         self.timeout = timeout
@@ -700,7 +735,8 @@ class Sandbox:
 
     def __enter__(self) -> SandboxState:
         self.state = up(self.dir, self.breaks, self.timeout, home=self.home, probe=self.probe,
-                        realtime_version=self.realtime_version, server_env=self.server_env, name=self.name)
+                        realtime_version=self.realtime_version, server_env=self.server_env, name=self.name,
+                        nodes=self.nodes, lb=self.lb)
         return self.state
 
     def __exit__(

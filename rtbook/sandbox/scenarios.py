@@ -60,6 +60,15 @@ class Scenario:
     keeps_full_replica_identity: bool = True
     # False: the sandbox does not install the rtbook probe (it would put a table in the publication).
     probe: bool = True
+    # Cluster scenarios (``--nodes``/``--lb``, rtbook.sandbox.cluster): the proxy configuration to run
+    # (rtbook.sandbox.lb.VARIANTS) and whether the nodes relay broadcast and presence to each other.
+    lb_variant: str | None = None
+    clustered: bool = True
+
+    @property
+    def needs_cluster(self) -> bool:
+        """True when the scenario only exists with several nodes or a load balancer."""
+        return self.lb_variant is not None or not self.clustered
 
 
 # ------------------------------------------------------------------ text edits
@@ -233,6 +242,44 @@ SCENARIOS: dict[str, Scenario] = {
             "{\"error\":\"The token provided is not a valid JWT\"}",
             "key-auth on realtime-v1-ws has hide_credentials: true, so Realtime gets no apikey (§8.3)",
             edit_stack=_no_apikey_forwarding,
+        ),
+        # The scale-out scenarios (rtbook sandbox up --nodes 2 --lb nginx|haproxy|caddy --break ...).
+        Scenario(
+            "nodes-not-clustered",
+            "clients that the load balancer sends to different nodes do not see each other's broadcasts or "
+            "presence: they split into one group per node, while clients on the same node still do; every "
+            "single-client check passes",
+            "the Realtime nodes never joined one cluster (in Realtime: libcluster found no peer - "
+            "CLUSTER_STRATEGIES/DNS_NODES, the release cookie, ERL_AFLAGS - or REGION unset, so broadcasts go to "
+            "no other node; here: the nodes' relay is off), so "
+            "Phoenix.PubSub and presence stay node-local; stickiness does not fix this",
+            clustered=False,
+        ),
+        Scenario(
+            "lb-no-upgrade",
+            "every WebSocket handshake through the load balancer fails: the gateway and Realtime receive a "
+            "plain GET (no Upgrade header) and answer it with an HTTP error instead of 101 Switching Protocols",
+            "the load balancer does not forward Upgrade/Connection (nginx without proxy_http_version 1.1 and "
+            "proxy_set_header Upgrade/Connection; HAProxy/Caddy rules that delete the headers)",
+            lb_variant="no-upgrade",
+        ),
+        Scenario(
+            "lb-short-timeout",
+            "sockets are cut by the load balancer after a few seconds: an idle client is disconnected before "
+            "its next heartbeat (realtime-js sends one every 25 s) and reconnects in a loop",
+            "the proxy's read/idle timeout is 3 s, below the client heartbeat interval (nginx proxy_read_timeout, "
+            "HAProxy timeout tunnel/client/server, Caddy's reverse_proxy transport read_timeout)",
+            lb_variant="short-timeout",
+        ),
+        Scenario(
+            "lb-no-sticky",
+            "nothing breaks for WebSocket clients of clustered nodes: a WebSocket is one TCP connection, kept on "
+            "one node for its life whatever the policy; the load balancer sets no affinity cookie, so each new "
+            "request and each reconnect may land on another node (long-poll fallback needs stickiness, and "
+            "with unclustered nodes a reconnect can move a client into the other group)",
+            "the load balancer balances every request round robin with no stickiness (no cookie, no ip_hash); "
+            "stickiness never makes unclustered nodes share broadcasts or presence",
+            lb_variant="no-sticky",
         ),
     )
 }

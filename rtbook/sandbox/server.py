@@ -15,6 +15,7 @@ It prints ``READY <port>`` on stdout once listening and stops cleanly on SIGTERM
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -41,6 +42,7 @@ from rtbook.sandbox.server_channels import (
     encode_user_broadcast,
     peek_claims,
 )
+from rtbook.sandbox.server_cluster import ClusterRelay
 from rtbook.sandbox.server_connect import TenantDatabaseUnavailable, run_migrations
 from rtbook.sandbox.server_log import Atom, Formatter, emit, inspect, inspect_pg_error
 from rtbook.sandbox.server_private import AuthContext, Policies, PolicyError, read_policies, write_policies
@@ -129,6 +131,11 @@ class RealtimeServer:
         self.runtimes: dict[str, TenantRuntime] = {}
         self.started = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Broadcast and presence reach the other nodes of a sandbox cluster (Phoenix.PubSub/Tracker in Realtime).
+        self._relay: ClusterRelay | None = None
+        if config.cluster_channel:
+            self._relay = ClusterRelay(config.metadata_conninfo(), config.cluster_channel, config.node,
+                                       self._on_relay)
         self.app = web.Application()
         self.app.router.add_get("/socket/websocket", self.handle_socket)
         self.app.router.add_get("/healthcheck", self.handle_healthcheck)
@@ -141,6 +148,47 @@ class RealtimeServer:
         self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
+
+    @property
+    def relay(self) -> ClusterRelay | None:
+        """The cluster relay, or None for a lone node."""
+        return self._relay
+
+    def _on_relay(self, msg: dict[str, Any]) -> None:
+        """A message from another node: deliver it to this node's channels (never relayed back)."""
+        if msg.get("t") == "sync":
+            # A node joined: send it this node's presences, as a Tracker replica transfers its state.
+            for rt in list(self.runtimes.values()):
+                for topic, chans in list(rt.topics.items()):
+                    for private in (False, True):
+                        joins: dict[str, Any] = {}
+                        for chan in chans:
+                            if chan.private == private and chan.presence_meta is not None:
+                                joins.setdefault(chan.presence_key, {"metas": []})["metas"].append(chan.presence_meta)
+                        if joins and self._relay is not None:
+                            self._relay.presence(rt.external_id, topic, private, joins, {})
+            return
+        local = self.runtimes.get(str(msg.get("tenant")))
+        if local is None:
+            return  # no socket of that tenant on this node
+        topic, private = str(msg.get("topic")), bool(msg.get("private"))
+        if msg.get("t") == "presence":
+            pjoins, pleaves = msg.get("joins"), msg.get("leaves")
+            local.presence_diff(topic, private, pjoins if isinstance(pjoins, dict) else {},
+                                pleaves if isinstance(pleaves, dict) else {}, relay=False)
+            return
+        payload: dict[str, Any] | UserBroadcast
+        user = msg.get("user")
+        if isinstance(user, dict):
+            payload = UserBroadcast(str(user.get("event")), int(user.get("encoding") or 0),
+                                    base64.b64decode(str(user.get("data") or "")))
+        elif isinstance(msg.get("payload"), dict):
+            payload = msg["payload"]
+        else:
+            return
+        for chan in list(local.topics.get(topic, ())):
+            if chan.private == private and chan.readable_broadcast():
+                self._deliver(chan, payload)
 
     def runtime(self, tenant: Tenant) -> TenantRuntime:
         """The live state for a tenant, refreshed with the newest row."""
@@ -168,6 +216,8 @@ class RealtimeServer:
             task.cancel()
         for rt in list(self.runtimes.values()):
             await rt.close()
+        if self._relay is not None:
+            await self._relay.stop()
         await self.store.close()
 
     async def _sleep_ms(self, ms: int) -> None:
@@ -254,6 +304,8 @@ class RealtimeServer:
             for chan in list(rt.topics.get("realtime:" + msg["topic"], ())):
                 if chan.private == private and chan.readable_broadcast():
                     chan.push("broadcast", payload)
+            if self._relay is not None:
+                self._relay.broadcast(rt.external_id, "realtime:" + msg["topic"], private, payload)
         return web.Response(status=202)
 
     async def _rest_may_write(self, rt: TenantRuntime, topic: str, claims: dict[str, Any],
@@ -629,6 +681,8 @@ class RealtimeServer:
             rt.channel_events.add()
             if rt.channel_events.is_triggered():
                 self._shutdown_channel(other, "Too many messages per second")
+        if self._relay is not None:
+            self._relay.broadcast(rt.external_id, chan.topic, chan.private, payload)
         if chan.broadcast_ack:
             chan.session.reply(chan.join_ref, ref, chan.topic, "ok", {})
 
@@ -1113,6 +1167,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None, sto
     except psycopg.Error as exc:
         await server.store.close()
         raise StartupError(f"cannot use the metadata database: {_first_line(exc)}") from exc
+    if server.relay is not None:
+        try:
+            await server.relay.start()
+        except psycopg.Error as exc:
+            await server.store.close()
+            raise StartupError(f"cannot start the cluster relay: {_first_line(exc)}") from exc
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)

@@ -25,6 +25,7 @@ import jwt
 from aiohttp import web
 
 from rtbook.sandbox.server_cdc import Binding, CdcWorkers
+from rtbook.sandbox.server_cluster import ClusterRelay
 from rtbook.sandbox.server_connect import Connect
 from rtbook.sandbox.server_log import emit
 from rtbook.sandbox.server_private import Policies
@@ -304,6 +305,9 @@ class ServerLike(Protocol):
 
     def request_postgres_subscribe(self, chan: Channel, times: int) -> None: ...
 
+    @property
+    def relay(self) -> ClusterRelay | None: ...
+
 
 class TenantRuntime:
     """Per-tenant live state: sockets, channels by topic, presence, rate counters, Connect and CDC."""
@@ -359,14 +363,26 @@ class TenantRuntime:
         for chan in self.topics.get(topic, ()):
             if chan.private == private and chan.presence_meta is not None:
                 state.setdefault(chan.presence_key, {"metas": []})["metas"].append(chan.presence_meta)
+        relay = self.server.relay
+        if relay is not None:
+            # Phoenix.Tracker's state is cluster-wide: presences tracked on the other nodes belong here too.
+            for key, value in relay.remote_state(self.external_id, topic, private).items():
+                state.setdefault(key, {"metas": []})["metas"].extend(value["metas"])
         return state
 
-    def presence_diff(self, topic: str, private: bool, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        """``presence_diff`` to every channel of the topic that may read presence (all of them when public)."""
+    def presence_diff(self, topic: str, private: bool, joins: dict[str, Any], leaves: dict[str, Any],
+                      *, relay: bool = True) -> None:
+        """``presence_diff`` to every channel of the topic that may read presence (all of them when public).
+
+        A local change is also relayed to the other nodes (``relay``); a relayed one is not sent back.
+        """
         payload = {"joins": joins, "leaves": leaves}
         for chan in list(self.topics.get(topic, ())):
             if chan.private == private and chan.readable_presence():
                 chan.push("presence_diff", payload)
+        link = self.server.relay
+        if relay and link is not None:
+            link.presence(self.external_id, topic, private, joins, leaves)
 
     def untrack(self, chan: Channel) -> None:
         """Remove a channel's presence and tell the others."""

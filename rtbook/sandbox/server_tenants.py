@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,9 @@ class ServerConfig:
     Dockerfile sets ``SLOT_NAME_SUFFIX`` empty), ``rate_window_s`` (60: limits compare the average rate over
     this window), ``rate_tick_s`` (null = the version's tick of the channel events counter: 5 s since
     v2.80.12, 1 s before), ``idle_timeout_s`` (60), ``node``, ``region`` (null = ``REGION`` from the environment),
-    ``log_level`` (null = ``LOG_LEVEL`` from the environment, else info). Unknown keys are an error.
+    ``log_level`` (null = ``LOG_LEVEL`` from the environment, else info), ``cluster_channel`` (null = a lone
+    node; else the LISTEN/NOTIFY channel its cluster relays broadcast and presence through, see
+    :mod:`rtbook.sandbox.server_cluster`). Unknown keys are an error.
 
     Secrets may be given in the file (written 0600 by the manager) or, when absent there, in the
     environment (``RTBOOK_SANDBOX_DB_ENC_KEY``, ``RTBOOK_SANDBOX_API_JWT_SECRET``,
@@ -89,6 +92,7 @@ class ServerConfig:
     node: str = "realtime@127.0.0.1"
     region: str | None = None
     log_level: str | None = None
+    cluster_channel: str | None = None
     # Resolved from realtime_version and the environment by from_mapping (not a file key).
     timers: Timers | None = None
 
@@ -136,6 +140,9 @@ class ServerConfig:
             plain["log_level"] = environ.get("LOG_LEVEL") or "info"
         if str(plain["log_level"]).lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {plain['log_level']!r}")
+        channel = plain.get("cluster_channel")
+        if channel is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(channel)):
+            raise ConfigError(f"cluster_channel must be a lower-case SQL identifier, got {channel!r}")
         pw = environ.get(DB_PASSWORD_ENV)
         config = cls(
             db=data["db"],

@@ -188,7 +188,8 @@ def test_parameters_cell_is_what_papermill_documents() -> None:
 def test_notebook_selection() -> None:
     assert [n.name for n in select_notebooks("03,01")] == ["01_setup", "03_kong_routing"]
     assert [n.name for n in select_notebooks(["05_troubleshooting"])] == ["05_troubleshooting"]
-    assert len(select_notebooks(None)) == len(NOTEBOOKS) == 7
+    assert [n.name for n in select_notebooks(None)][-2:] == ["06_scale_out", "07_load_test"]
+    assert len(select_notebooks(None)) == len(NOTEBOOKS) == 8
     with pytest.raises(ConfigError, match="no notebook '09'"):
         select_notebooks("09")
 
