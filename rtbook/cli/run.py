@@ -248,9 +248,16 @@ def _run_targets(path: str, params_file: str | None, param: tuple[str, ...], not
     with contextlib.ExitStack() as stack_:
         if not verbose:
             progress[0] = stack_.enter_context(_kernel_stderr_hidden())
-        combined, folder = run_targets(targets, base_params=base, output_dir=output_dir, notebooks=notebooks,
-                                       source_dir=notebook_dir, kernel_name=kernel, cell_timeout_s=cell_timeout,
-                                       progress=say)
+        try:
+            combined, folder = run_targets(targets, base_params=base, output_dir=output_dir, notebooks=notebooks,
+                                           source_dir=notebook_dir, kernel_name=kernel,
+                                           cell_timeout_s=cell_timeout, progress=say)
+        except Interrupted as exc:
+            if exc.record:
+                sys.stdout.write(f"INTERRUPTED by {exc.signum.name}: record (incomplete): {exc.record}; "
+                                 "the records of the targets before it are complete; no combined summary\n")
+                sys.stdout.flush()
+            raise
     sys.stdout.write(combined.text() + "\n")
     for row in combined.rows:
         sys.stdout.write(f"record ({row.name}): {row.record}\nmanifest sha256 ({row.name}): {row.manifest_sha256}\n")

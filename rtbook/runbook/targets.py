@@ -114,9 +114,12 @@ def check_targets(
     Every target is built before any check runs, so a missing variable, a stopped sandbox or an
     unreadable stack is a usage error (exit 2) naming the target, not a half-done run.
     """
-    from rtbook.registry import run_checks, run_checks_per_tenant
+    from rtbook.registry import areas_for, load_check_modules, run_checks, run_checks_per_tenant
 
     say = progress or (lambda _msg: None)
+    # Imported here, once: a check module registers its checks as it is imported, and the registry
+    # must not grow in one thread while another iterates it.
+    load_check_modules(areas_for(tuple(only)))
     built = [(spec, build_target(spec, timeout=timeout, docker=docker)) for spec in targets.targets]
     reports = {spec.name: Report(title=f"rtbook check ({spec.name})") for spec in targets.targets}
 
