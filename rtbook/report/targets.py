@@ -97,8 +97,12 @@ class Combined:
     def check_ids(self) -> list[str]:
         """Every check id any target ran, in the order they first appear."""
         ids = ["target"] if any(r.error for r in self.rows) else []
+        seen = set(ids)
         for row in self.rows:
-            ids += [r.id for r in row.report if r.id not in ids]
+            for result in row.report:
+                if result.id not in seen:  # a multi-tenant target has one result per tenant: one row
+                    seen.add(result.id)
+                    ids.append(result.id)
         return ids
 
     def matrix(self) -> list[tuple[str, list[str]]]:

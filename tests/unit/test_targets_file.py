@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -212,3 +213,39 @@ def test_facts_unknown_to_a_target_are_not_differences() -> None:
                  "tenant flag private_only": "False"}
     combined = Combined([TargetRow("a", facts=a), TargetRow("b", facts=b), TargetRow("c")])
     assert [d.line() for d in combined.disagreements()] == ["tenant limit max_events_per_second: a=100, b=10"]
+
+
+@pytest.mark.parametrize("value", ["x" * 600, "us-east\x1b[31m"])
+def test_overlong_or_control_character_values_are_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="region is longer than 512 characters or holds control characters"):
+        parse_targets({"targets": [{"name": "a", "sandbox": "a", "region": value}]}, tmp_path / "t.yml", environ={})
+
+
+def test_check_targets_over_two_real_stacks_static(corpus: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Two copies of the official stack, one on another Realtime tag and checked for two tenants (files only)."""
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(corpus / "official/2026-09-1f37f2a", tmp_path / name)
+        shutil.copy(tmp_path / name / "env.example", tmp_path / name / ".env")
+    compose = tmp_path / "b" / "docker-compose.yml"
+    compose.write_text(compose.read_text().replace("supabase/realtime:v2.134.10", "supabase/realtime:v2.78.19"))
+    path = _write(tmp_path, "parallel: 2\ntargets:\n"
+                            "  - {name: a, region: east, stack: a, tenants: [realtime-dev, other-tenant]}\n"
+                            "  - {name: b, region: west, stack: b}\n")
+    code = main(["check", "--targets", str(path), "--only", "compose.", "--format", "json", "--no-docker"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == data["exit_code"] == 1
+    # The second tenant of 'a' is not the one its files serve: a fails that check for it, b does not.
+    assert data["matrix"]["compose.realtime.tenant_consistency"] == {"a": "fail", "b": "pass"}
+    a_results = [r for r in data["targets"][0]["report"]["results"] if r["id"] == "compose.realtime.tenant_consistency"]
+    assert [r["summary"].split("]")[0] for r in a_results] == ["[realtime-dev", "[other-tenant"]
+    assert data["disagreements"] == [{"fact": "realtime image", "values": {"a": "supabase/realtime:v2.134.10",
+                                                                          "b": "supabase/realtime:v2.78.19"}}]
+    assert data["failing"] == ["a: compose.realtime.tenant_consistency"]
+    # Text: each target's report, then the matrix; its last line names the failing cell.
+    assert main(["check", "--targets", str(path), "--only", "compose.realtime.tenant", "--no-docker"]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("== a (east)\nrtbook check (a)\n")
+    assert text.rstrip().endswith("failing: a: compose.realtime.tenant_consistency")
