@@ -153,8 +153,12 @@ def _check_targets(path: str, opts: TargetOptions, only: tuple[str, ...], fmt: s
     if fmt == "junit":
         raise click.UsageError("--format junit is one suite per run; with --targets use --format text or json")
     targets = load_targets(path)
+    def say(line: str) -> None:  # as each target ends (they finish in any order): stdout keeps the report alone
+        sys.stderr.write(f"checked {line}\n")
+        sys.stderr.flush()
+
     combined, redactors = check_targets(targets, only=only, live=opts.live, timeout=opts.timeout,
-                                        docker=opts.docker, all_tenants=all_tenants)
+                                        docker=opts.docker, all_tenants=all_tenants, progress=say)
     if fmt == "json":
         text = combined.to_json()
     else:

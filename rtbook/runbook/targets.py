@@ -190,17 +190,22 @@ def run_params(spec: TargetSpec, base: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(base)
     if spec.sandbox is not None:
         values["target_kind"] = "sandbox"
+    elif spec.stack is None:
+        raise ConfigError(f"target {spec.name!r}: 'rtbook run' needs stack: DIR (the notebooks read the stack's "
+                          "files); URLs alone are enough for 'rtbook check --targets'")
     else:
         values["target_kind"] = "stack"
-        if spec.stack is not None:
-            values["stack_dir"] = str(spec.stack)
+        values["stack_dir"] = str(spec.stack)
     for key in ("api_url", "realtime_url", "realtime_host", "db_url"):
         value = getattr(spec, key)
         if value is not None:
             values[key] = value
     if spec.tenants:
         values["tenant"] = spec.tenants[0]
-    return dict(validate_params(values))
+    try:
+        return dict(validate_params(values))
+    except ConfigError as exc:  # a -p value, or one the file allows but the runbook does not
+        raise ConfigError(f"target {spec.name!r}: {exc}") from None
 
 
 def run_targets(

@@ -249,3 +249,19 @@ def test_check_targets_over_two_real_stacks_static(corpus: Path, tmp_path: Path,
     text = capsys.readouterr().out
     assert text.startswith("== a (east)\nrtbook check (a)\n")
     assert text.rstrip().endswith("failing: a: compose.realtime.tenant_consistency")
+
+
+def test_run_parameters_of_a_target(tmp_path: Path) -> None:
+    from rtbook.runbook.targets import run_params
+
+    sandbox = run_params(TargetSpec(name="e", sandbox="east", tenants=("realtime-dev",)), {"timeout_s": 5.0})
+    assert (sandbox["target_kind"], sandbox["tenant"], sandbox["timeout_s"]) == ("sandbox", "realtime-dev", 5.0)
+    stack = run_params(TargetSpec(name="w", stack=tmp_path, api_url="http://localhost:8000"), {})
+    assert (stack["target_kind"], stack["stack_dir"], stack["api_url"]) == ("stack", str(tmp_path),
+                                                                          "http://localhost:8000")
+    with pytest.raises(ConfigError, match="target 'u': 'rtbook run' needs stack: DIR"):
+        run_params(TargetSpec(name="u", api_url="http://localhost:8000"), {})
+    with pytest.raises(ConfigError, match="target 'm': 'rtbook run' records one tenant per target"):
+        run_params(TargetSpec(name="m", sandbox="s", tenants=("a", "b")), {})
+    with pytest.raises(ConfigError, match=r"^target 'e': parameter 'timeout_s' must be between"):
+        run_params(TargetSpec(name="e", sandbox="east"), {"timeout_s": 0.0})
