@@ -148,11 +148,13 @@ def _check_targets(path: str, opts: TargetOptions, only: tuple[str, ...], fmt: s
 
     given = [name for name in _PER_TARGET_FLAGS if getattr(opts, name)] + (["lb"] if lb else [])
     if given:
-        flags = ", ".join("--" + n.replace("_file", "").replace("tenants", "tenant").replace("_", "-") for n in given)
+        spelled = {"env_file": "env", "tenants": "tenant", "tables": "table"}
+        flags = ", ".join("--" + spelled.get(n, n).replace("_", "-") for n in given)
         raise click.UsageError(f"--targets and {flags} exclude each other; put them in the targets file's entries")
     if fmt == "junit":
         raise click.UsageError("--format junit is one suite per run; with --targets use --format text or json")
     targets = load_targets(path)
+
     def say(line: str) -> None:  # as each target ends (they finish in any order): stdout keeps the report alone
         sys.stderr.write(f"checked {line}\n")
         sys.stderr.flush()
