@@ -1,18 +1,23 @@
 """``rtbook check|run --targets FILE`` over two real named sandboxes, two "regions" that should agree and do not.
 
-east is healthy; west runs another Realtime version, a lower stored tenant limit and the
-``tenant-mismatch`` break, and its database password reaches rtbook only through the variable the
-targets file names (``WEST_PG_PASSWORD``). The run writes two verifiable records and one combined
-summary, exits 1, and the matrix names west and the checks that failed there, not east.
+east serves its own tenant, ``realtime-east`` (renamed the way ``rtbook tenant rename`` plans it: rows,
+files, gateway reload, old rows removed) and is healthy; west serves ``realtime-dev`` and runs another
+Realtime version, a lower stored tenant limit and the ``tenant-mismatch`` break; its checks take the
+database password from the variable the targets file names (``WEST_PG_PASSWORD``), before the stack's
+``.env`` (a wrong value there fails west's db.connect alone), and it is written nowhere. The run
+writes two verifiable records and one combined summary, exits 1, and the matrix names west and the
+checks that failed there, not east.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.integration.runbook_support import require_sandbox, rtbook_cli
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.sandbox, pytest.mark.slow]
@@ -31,15 +36,43 @@ def _up(env: dict[str, str], name: str, *extra: str) -> dict[str, object]:
     return data
 
 
+def _rename_tenant(home: Path, name: str, stack: Path, new: str, tmp_path: Path) -> None:
+    """Rename the sandbox ``name``'s tenant to ``new`` in the plan's order (rows, files, gateway, old rows)."""
+    import subprocess
+
+    from rtbook.lifecycle import apply, plan_remove, plan_rename
+    from rtbook.results import Status
+    from rtbook.sandbox.manager import reload_gateway
+    from rtbook.target import Target
+
+    def target() -> Target:
+        return Target.from_sandbox(home / "sandbox" / "instances" / name / "state.json", timeout=5)
+
+    plan = plan_rename(target(), new)
+    assert apply(target(), plan, yes=True).status is Status.PASS
+    out = tmp_path / f"rename-{name}"
+    plan.write(out, stack)
+    for f in out.rglob("*"):
+        if f.is_file() and not f.name.endswith(".patch"):
+            (stack / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, stack / f.relative_to(out))
+    for patch in out.rglob("*.patch"):
+        subprocess.run(["patch", "-p1", "-s", "-d", str(stack), "-i", str(patch.resolve())], check=True, timeout=30)
+    assert reload_gateway(home=home, name=name).tenant == new
+    assert apply(target(), plan_remove(target(), "realtime-dev"), yes=True).status is Status.PASS
+
+
 def _secret_free(text: str, secret: str, where: str) -> None:
     assert secret not in text, f"the west database password leaked into {where}"
 
 
 def test_two_regions_in_one_run_and_one_check(tmp_path: Path) -> None:
     require_sandbox()
+    require(shutil.which("patch") is not None, "patch(1) is needed to lay the rename plan's .env patch")
     env = {"RTBOOK_HOME": str(tmp_path / "home")}
     try:
-        _up(env, "east")
+        east = _up(env, "east")
+        _rename_tenant(tmp_path / "home", "east", Path(str(east["stack_dir"])), "realtime-east", tmp_path)
         west = _up(env, "west", "--break", "tenant-mismatch", "--realtime-version", "2.78.19")
         west_env = (Path(str(west["stack_dir"])) / ".env").read_text()
         password = next(line.split("=", 1)[1].strip().strip('"') for line in west_env.splitlines()
@@ -52,7 +85,7 @@ def test_two_regions_in_one_run_and_one_check(tmp_path: Path) -> None:
         targets = tmp_path / "targets.yml"
         targets.write_text(
             "targets:\n"
-            "  - {name: east, region: us-east-1, sandbox: east}\n"
+            "  - {name: east, region: us-east-1, sandbox: east, tenant: realtime-east}\n"
             "  - name: west\n    region: eu-west-1\n    sandbox: west\n    tenant: realtime-dev\n"
             "    env: {POSTGRES_PASSWORD: WEST_PG_PASSWORD}\n")
         with_secret = {**env, "WEST_PG_PASSWORD": password}
