@@ -148,11 +148,22 @@ def test_two_regions_in_one_run_and_one_check(tmp_path: Path) -> None:
         assert not any(r["status"] in ("fail", "error") for r in east_report["results"])
         assert any(r["id"] == "gateway.websocket" and r["status"] == "fail" for r in west_report["results"])
 
+        # West again as a plain stack target (its folder and URLs, as for a real deployment), checked --live.
         # The mapped variable is what west's checks use (before the stack's .env): a wrong value fails there only.
-        wrong = rtbook_cli(["check", "--targets", str(targets), "--only", "db.connect", "--format", "json"],
-                           {**env, "WEST_PG_PASSWORD": "not-the-password-7Qx"}, 300)
+        direct = tmp_path / "direct.yml"
+        direct.write_text(targets.read_text() + (
+            f"  - name: west-direct\n    stack: {west['stack_dir']}\n    api_url: {west['gateway_url']}\n"
+            f"    realtime_url: {west['realtime_url']}\n    db_url: {west['db_url']}\n"
+            "    env: {POSTGRES_PASSWORD: WEST_PG_PASSWORD}\n"))
+        args = ["check", "--targets", str(direct), "--live", "--only", "db.connect", "--format", "json"]
+        right = rtbook_cli(args, with_secret, 300)
+        assert right.returncode == 0, right.stdout + right.stderr[-2000:]
+        assert json.loads(right.stdout)["matrix"]["db.connect"] == {"east": "pass", "west": "pass",
+                                                                    "west-direct": "pass"}
+        wrong = rtbook_cli(args, {**env, "WEST_PG_PASSWORD": "not-the-password-7Qx"}, 300)
         assert wrong.returncode == 1, wrong.stderr[-2000:]
-        assert json.loads(wrong.stdout)["matrix"]["db.connect"] == {"east": "pass", "west": "fail"}
+        assert json.loads(wrong.stdout)["matrix"]["db.connect"] == {"east": "pass", "west": "fail",
+                                                                    "west-direct": "fail"}
     finally:
         for name in ("east", "west"):
             rtbook_cli(["sandbox", "down", "--name", name], env, 120)
