@@ -249,6 +249,12 @@ def test_check_targets_over_two_real_stacks_static(corpus: Path, tmp_path: Path,
     text = capsys.readouterr().out
     assert text.startswith("== a (east)\nrtbook check (a)\n")
     assert text.rstrip().endswith("failing: a: compose.realtime.tenant_consistency")
+    # --output: the whole report to the file, the headline on stdout.
+    written = tmp_path / "report.txt"
+    assert main(["check", "--targets", str(path), "--only", "compose.realtime.tenant", "--no-docker",
+                 "--output", str(written)]) == 1
+    assert capsys.readouterr().out == f"rtbook check --targets {path.name}: 2 target(s), 1 failing\n"
+    assert written.read_text() == text
 
 
 def test_run_parameters_of_a_target(tmp_path: Path) -> None:
