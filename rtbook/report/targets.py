@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtbook.report.rootcause import closing_lines
 from rtbook.results import Report, Status
 
 __all__ = ["Combined", "Disagreement", "TargetRow", "report_facts", "worst"]
@@ -162,6 +163,10 @@ class Combined:
             cols = "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))
             lines.append(f"{cid:<{width}}  {cols}{mark}".rstrip())
         lines += ["", *self._disagreement_lines()]
+        for row in self.rows:
+            causes = closing_lines(row.report)
+            if causes:  # what to fix first on that target, as 'rtbook check' ends with it
+                lines += ["", f"{row.name}:", *("  " + line for c in causes for line in c.splitlines())]
         failed = self.failed_cells()
         if failed:
             lines.append(f"failing: {'; '.join(failed)}")
