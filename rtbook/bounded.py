@@ -64,6 +64,8 @@ LIMITS: dict[str, int] = {
     "Envoy file": 1 * MiB,
     "load-balancer config": 1 * MiB,
     "load scenario file": 64 * KiB,
+    # A targets file names a few dozen targets at most (rtbook.config.targets.MAX_TARGETS), ~300 bytes each.
+    "targets file": 64 * KiB,
     "env file": 256 * KiB,
     "parameters file": 256 * KiB,
     "entrypoint script": 256 * KiB,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rtbook.cli._click import CheckPrefix, OutputFile, RtbookGroup, SectionOption
+from rtbook.cli._click import CheckPrefix, InputPath, OutputFile, RtbookGroup, SectionOption
 from rtbook.cli._output import checks_table, console_for
 from rtbook.cli._target import TargetOptions, build_target, target_options
 from rtbook.exceptions import ChecksFailedError, ConfigError, RtbookError
@@ -75,13 +75,18 @@ def cli(ctx: click.Context) -> None:
               "the kind is recognised from the content)")
 @click.option("--all-tenants", is_flag=True, cls=SectionOption,
               help="run the tenant checks for every tenant the stack routes to (multi-tenant stacks)")
+@click.option("--targets", "targets_file", type=InputPath(), cls=SectionOption,
+              help="check every target of this YAML file (stacks, regions, sandboxes) and print a "
+              "targets x checks matrix (README 'Many targets')")
 def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None,
-               lb: tuple[str, ...] = (), all_tenants: bool = False) -> int:
+               lb: tuple[str, ...] = (), all_tenants: bool = False, targets_file: str | None = None) -> int:
     import dataclasses
 
     from rtbook.registry import run_checks, run_checks_per_tenant
     from rtbook.results import Report
 
+    if targets_file:
+        return _check_targets(targets_file, opts, only, fmt, output, lb, all_tenants)
     if lb:
         from rtbook.config.lb import split_spec
 
@@ -128,6 +133,50 @@ def _cmd_check(opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str
     else:
         print(text)
     return 1 if report.failures else 0
+
+
+# Target flags that a targets file replaces: each target names its own stack, URLs and tenants.
+_PER_TARGET_FLAGS = ("stack", "compose", "env_file", "kong", "target", "api_url", "realtime_url", "realtime_host",
+                     "db_url", "tenants", "tables")
+
+
+def _check_targets(path: str, opts: TargetOptions, only: tuple[str, ...], fmt: str, output: str | None,
+                   lb: tuple[str, ...], all_tenants: bool) -> int:
+    """``rtbook check --targets FILE``: each target's report, then the matrix and the disagreements."""
+    from rtbook.config.targets import load_targets
+    from rtbook.runbook.targets import check_targets, redact
+
+    given = [name for name in _PER_TARGET_FLAGS if getattr(opts, name)] + (["lb"] if lb else [])
+    if given:
+        spelled = {"env_file": "env", "tenants": "tenant", "tables": "table"}
+        flags = ", ".join("--" + spelled.get(n, n).replace("_", "-") for n in given)
+        raise click.UsageError(f"--targets and {flags} exclude each other; put them in the targets file's entries")
+    if fmt == "junit":
+        raise click.UsageError("--format junit is one suite per run; with --targets use --format text or json")
+    targets = load_targets(path)
+
+    def say(line: str) -> None:  # as each target ends (they finish in any order): stdout keeps the report alone
+        sys.stderr.write(f"checked {line}\n")
+        sys.stderr.flush()
+
+    combined, redactors = check_targets(targets, only=only, live=opts.live, timeout=opts.timeout,
+                                        docker=opts.docker, all_tenants=all_tenants, progress=say)
+    if fmt == "json":
+        text = combined.to_json()
+    else:
+        parts = [f"== {row.name}" + (f" ({row.region})" if row.region else "") + f"\n{row.report}"
+                 for row in combined.rows]
+        text = "\n\n".join([*parts, combined.text()])
+    text = redact(text, redactors)
+    if output:
+        try:
+            Path(output).write_text(text + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--output {output!r}: cannot write the report: {exc.strerror or exc}") from None
+        print(combined.text().splitlines()[0])
+    else:
+        print(text)
+    return combined.exit_code
 
 
 def _stack_tenants(target: Target) -> list[str]:

@@ -100,6 +100,9 @@ def _print_params() -> None:
 @click.option("--break", "breaks", multiple=True, metavar="SCENARIO", cls=SectionOption, section=_TARGET,
               help="with --target sandbox: start it with this break scenario (repeatable; "
               "see 'rtbook sandbox scenarios')")
+@click.option("--targets", "targets_file", type=InputPath(), cls=SectionOption, section=_TARGET,
+              help="run against every target of this YAML file, one after the other: one record each and a "
+              "combined summary (README 'Many targets')")
 @click.option("-p", "--param", "param", multiple=True, metavar="NAME=VALUE",
               help="set a notebook parameter (repeatable); see 'rtbook run --list-params'")
 @click.option("--params-file", type=InputPath(), help="parameters as JSON/YAML (e.g. written by 00_start_here)")
@@ -137,10 +140,22 @@ def _cmd_run(
     list_params: bool,
     quiet: bool,
     verbose: bool,
+    targets_file: str | None = None,
 ) -> int:
     if list_params:
         _print_params()
         return 0
+    if targets_file:
+        given = {"--target": target, "--stack": stack, "--api-url": api_url, "--realtime-url": realtime_url,
+                 "--realtime-host": realtime_host, "--db-url": db_url, "--tenant": tenant,
+                 "--no-sandbox-start": no_sandbox_start, "--break": breaks, "--label": label}
+        clash = [flag for flag, value in given.items() if value]
+        if clash:
+            raise click.UsageError(f"--targets and {', '.join(clash)} exclude each other; each target of the file "
+                                   "names its own sandbox or stack, URLs and tenant (--break: start the sandbox "
+                                   "with 'rtbook sandbox up --name NAME --break SCENARIO')")
+        return _run_targets(targets_file, params_file, param, notebooks, output_dir, notebook_dir, kernel,
+                            cell_timeout, quiet, verbose)
     params = params_from_args(target=target, stack=stack, api_url=api_url, realtime_url=realtime_url,
                               realtime_host=realtime_host, db_url=db_url, tenant=tenant, params_file=params_file,
                               param=param)
@@ -205,6 +220,50 @@ def _cmd_run(
     for line in closing_lines(overall):
         sys.stdout.write(line + "\n")
     return outcome.exit_code
+
+
+def _run_targets(path: str, params_file: str | None, param: tuple[str, ...], notebooks: str | None,
+                 output_dir: str, notebook_dir: str | None, kernel: str, cell_timeout: float, quiet: bool,
+                 verbose: bool) -> int:
+    """``rtbook run --targets FILE``: the targets in file order, then the combined summary."""
+    from rtbook.config.targets import load_targets
+    from rtbook.runbook.targets import run_targets
+
+    base: dict[str, Any] = dict(load_params_file(params_file)) if params_file else {}
+    for item in param:
+        name, value = parse_assignment(item)
+        base[name] = value
+    for name in ("run_dir", "target_kind", "stack_dir"):
+        if name in base:
+            raise ConfigError(f"parameter {name!r} is set by each target of --targets; remove it from -p and "
+                              "--params-file")
+    targets = load_targets(path)
+    select_notebooks(notebooks)
+    progress: list[TextIO] = [sys.stderr]
+
+    def say(msg: str) -> None:
+        if not quiet:
+            progress[0].write(msg + "\n")
+            progress[0].flush()
+
+    with contextlib.ExitStack() as stack_:
+        if not verbose:
+            progress[0] = stack_.enter_context(_kernel_stderr_hidden())
+        try:
+            combined, folder = run_targets(targets, base_params=base, output_dir=output_dir, notebooks=notebooks,
+                                           source_dir=notebook_dir, kernel_name=kernel,
+                                           cell_timeout_s=cell_timeout, progress=say)
+        except Interrupted as exc:
+            if exc.record:
+                sys.stdout.write(f"INTERRUPTED by {exc.signum.name}: record (incomplete): {exc.record}; "
+                                 "the records of the targets before it are complete; no combined summary\n")
+                sys.stdout.flush()
+            raise
+    sys.stdout.write(combined.text() + "\n")
+    for row in combined.rows:
+        sys.stdout.write(f"record ({row.name}): {row.record}\nmanifest sha256 ({row.name}): {row.manifest_sha256}\n")
+    sys.stdout.write(f"summary: {folder / 'summary.html'}\n")
+    return combined.exit_code
 
 
 @contextlib.contextmanager

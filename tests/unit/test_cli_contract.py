@@ -30,12 +30,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 FLAGS = {
     ("check",): ["--stack", "--compose", "--env", "--kong", "--target", "--live", "--api-url", "--realtime-url",
                  "--realtime-host", "--db-url", "--tenant", "--table", "--timeout", "--docker", "--no-docker",
-                 "--only", "--format", "--output", "--lb", "--all-tenants"],
+                 "--only", "--format", "--output", "--lb", "--all-tenants", "--targets"],
     ("checks",): ["--only", "-v, --verbose"],
     ("run",): ["--target", "--stack", "--api-url", "--realtime-url", "--realtime-host", "--db-url", "--tenant",
                "--no-sandbox-start", "--break", "-p, --param", "--params-file", "--notebooks", "--output-dir",
                "--label", "--notebook-dir", "--kernel", "--cell-timeout", "--list-params", "-q, --quiet",
-               "-v, --verbose"],
+               "-v, --verbose", "--targets"],
     ("verify",): ["RUN_DIR"],
     ("tenant", "plan"): ["--stack", "--db-url", "--timeout", "--no-docker", "--create", "--limit", "--delete-extra",
                          "--format"],
@@ -147,7 +147,7 @@ def test_unique_prefixes_of_long_options_still_work(capsys: pytest.CaptureFixtur
     assert code == 0 and out.startswith("db.wal_level")
     code, out, err = run(["check", "--t", "x"], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "ambiguous option: --t could match --table, --target, --tenant, --timeout" in err
+    assert "ambiguous option: --t could match --table, --target, --targets, --tenant, --timeout" in err
     code, _, err = run(["check", "--", "--stack"], capsys)
     assert code == 2 and "--stack" in err
 
