@@ -223,7 +223,7 @@ def _cmd_run(
 
 
 def _run_targets(path: str, params_file: str | None, param: tuple[str, ...], notebooks: str | None,
-                 output_dir: str, notebook_dir: str | None, kernel: str, cell_timeout: float, quiet: bool,
+                 output_dir: str, notebook_dir: str | None, kernel: str, cell_timeout: float | None, quiet: bool,
                  verbose: bool) -> int:
     """``rtbook run --targets FILE``: the targets in file order, then the combined summary."""
     from rtbook.config.targets import load_targets

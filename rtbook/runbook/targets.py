@@ -216,7 +216,7 @@ def run_targets(
     notebooks: str | None = None,
     source_dir: str | Path | None = None,
     kernel_name: str = "python3",
-    cell_timeout_s: float = 900,
+    cell_timeout_s: float | None = None,
     progress: Progress | None = None,
 ) -> tuple[Combined, Path]:
     """Run the notebooks against every target in turn: one audit record each, then the combined summary.
