@@ -116,16 +116,18 @@ class NotebookRun:
         self.save()
         return step
 
-    def checks(self, *prefixes: str, title: str = "", skip_done: bool = False) -> StepReport:
+    def checks(self, *prefixes: str, title: str = "", skip_done: bool = False,
+               exclude: tuple[str, ...] = ()) -> StepReport:
         """Run the checks whose id starts with one of ``prefixes`` and record their results.
 
-        With ``skip_done``, checks this notebook already ran are left out (a "everything else" step).
+        With ``skip_done``, checks this notebook already ran are left out (a "everything else" step);
+        ``exclude`` leaves out ids with these prefixes (a check another notebook owns).
         """
         from rtbook.registry import run_one, select_checks
 
         target = self.target
         results: list[CheckResult] = []
-        for spec in select_checks(prefixes):
+        for spec in select_checks(prefixes, exclude):
             if skip_done and spec.id in self._results:
                 continue
             results.extend(run_one(spec, target))
