@@ -146,7 +146,7 @@ def test_notebook_07_runs_headless_and_its_record_holds_figures_and_histograms(b
             "--output-dir", str(tmp_path / "out"), "-p", "load_duration_s=2"]
     ok = subprocess.run(base, env=env, text=True, capture_output=True, timeout=300, cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    record = next((tmp_path / "out").iterdir())
+    record = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
     folder = record / "07_load"
     data = json.loads((folder / "load.json").read_text())
     assert data["counts"]["sent"] == 40 and data["counts"]["lost"] == 0
