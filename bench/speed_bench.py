@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.fresh_kernels:
                 run_series.append(Series("run, one kernel per notebook", [py, "-c", _FRESH_RUN, str(records)]))
             measure(run_series, env, args.repeat, ok_codes=(0,))
-            last = sorted(records.iterdir())[-1]
+            last = sorted(p for p in records.iterdir() if p.is_dir())[-1]  # beside them: history.sqlite
             verified = subprocess.run([*rtbook, "verify", str(last)], env=env, cwd=ROOT, capture_output=True,
                                       text=True, timeout=60, check=False)
             results["verify"] = {"record": last.name, "exit": verified.returncode}
