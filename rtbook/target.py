@@ -144,10 +144,6 @@ class Target:
             kwargs["tables"] = tuple(state["tables"])
             kwargs.setdefault("tables_from", "the sandbox's application tables")
         kwargs.setdefault("docker", False)
-        lb = state.get("lb") if isinstance(state.get("lb"), dict) else {}
-        if lb.get("kind") in ("nginx", "haproxy", "caddy") and lb.get("config"):
-            # The proxy the sandbox configured in front of its nodes: the lb.* checks read its file.
-            kwargs.setdefault("lb", (f"{lb['kind']}:{lb['config']}",))
         return cls.from_stack_dir(state["stack_dir"], **kwargs)
 
     # ------------------------------------------------------------ lookups
