@@ -54,6 +54,9 @@ DEPENDS_ON: Mapping[str, tuple[str, ...]] = {
     # (the container's name): one cause, judged from the compose file.
     "kong.realtime_ws": ("kong.parse", "kong.placeholders", "compose.realtime.tenant_consistency"),
     "kong.realtime_rest": ("kong.parse", "kong.placeholders", "compose.realtime.tenant_consistency"),
+    # The upstream host's first label names the wrong tenant: the same disagreement the tenant-consistency
+    # check reads from the compose file, the gateway file and the seed together; that check is the cause.
+    "kong.realtime_region_host": ("kong.parse", "compose.realtime.tenant_consistency"),
     "envoy.": ("envoy.parse",),
     "envoy.realtime_ws": ("envoy.parse", "envoy.placeholders", "compose.realtime.tenant_consistency"),
     "envoy.realtime_rest": ("envoy.parse", "envoy.placeholders", "compose.realtime.tenant_consistency"),
