@@ -140,7 +140,8 @@ class Target:
         kwargs.setdefault("realtime_host", state.get("realtime_host"))
         kwargs.setdefault("db_url", state.get("db_url"))
         kwargs.setdefault("tenant", state.get("tenant"))
-        if not kwargs.get("tables") and state.get("tables"):
+        # An explicit empty tuple means "every table in the publication", as for any target.
+        if "tables" not in kwargs and state.get("tables"):
             kwargs["tables"] = tuple(state["tables"])
             kwargs.setdefault("tables_from", "the sandbox's application tables")
         kwargs.setdefault("docker", False)
