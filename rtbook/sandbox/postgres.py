@@ -36,6 +36,15 @@ DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 _OS_USER = "postgres"
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def pg_bin() -> Path:
     """The directory holding ``initdb``/``pg_ctl`` (``RTBOOK_PG_BIN`` or the Debian default)."""
     return Path(os.environ.get("RTBOOK_PG_BIN", DEFAULT_PG_BIN))
@@ -281,15 +290,39 @@ class PostgresCluster:
         base = self.base_dir
         if base is None:
             return
+        postmaster = self._postmaster_pid()
         if (self.data_dir / "postmaster.pid").exists():
-            with contextlib.suppress(SandboxError):
+            with contextlib.suppress(SandboxError, OSError, subprocess.SubprocessError):
                 argv = [str(binary / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "20", "stop"]
                 self._run(argv, 25)
-        if self._own_base:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        # A server stopped while it was still starting (a signal during 'pg_ctl start') may not answer
+        # pg_ctl; it must not outlive the sandbox, nor write into the folder while it is removed.
+        if postmaster is not None and _alive(postmaster) and self._is_ours(postmaster):
+            with contextlib.suppress(OSError):
+                os.kill(postmaster, 9)
+            wait_until(lambda: not _alive(postmaster), 5, interval=0.05)
+        target = base if self._own_base else self.data_dir
+        for _ in range(3):  # a file the server wrote while it went down can make one pass miss it
+            shutil.rmtree(target, ignore_errors=True)
+            if not target.exists():
+                break
         self.base_dir = None
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is a postgres serving this cluster's data directory (never another process)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return bool(argv) and argv[0].endswith(b"postgres") and str(self.data_dir).encode() in argv
+
+    def _postmaster_pid(self) -> int | None:
+        """The server's pid from its postmaster.pid (None when there is none or it cannot be read)."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        except OSError:
+            return None
+        return int(first) if first.isdigit() else None
 
     def __enter__(self) -> PostgresCluster:
         self.start()
