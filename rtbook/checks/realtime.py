@@ -1064,8 +1064,9 @@ def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeo
         return reply, None, 0.0
     try:
         # On a tenant whose CDC workers are not running, Realtime starts them and subscribes again after a
-        # random 1-3 s (supabase/realtime v2.129.8 lib/realtime_web/channels/realtime_channel.ex,
-        # PostgresCdcRls.handle_connect/1), so the first "Subscribed" may come that much after the join.
+        # random 1-3 s, and again every 1-3 s while they are still starting (supabase/realtime v2.129.8
+        # lib/realtime_web/channels/realtime_channel.ex handle_info(:postgres_subscribe, ...) on a nil from
+        # PostgresCdcRls.handle_connect/1), so the first "Subscribed" may come two retries after the join.
         system = client.wait_for(_system_for(topic), timeout + COLD_SUBSCRIBE_RETRY_S,
                                  f"the system message for {schema}.{table}")
     except PhoenixTimeout as exc:
@@ -1073,8 +1074,9 @@ def _subscribe(client: PhoenixClient, topic: str, schema: str, table: str, timeo
     return reply, system, (time.monotonic() - started) * 1000
 
 
-# The longest of Realtime's 1-3 s re-subscribe delay on a cold tenant, with a second of margin.
-COLD_SUBSCRIBE_RETRY_S = 4.0
+# Two of Realtime's 1-3 s re-subscribe delays on a cold tenant (a slow tenant database may keep the
+# workers starting past the first), with a second of margin.
+COLD_SUBSCRIBE_RETRY_S = 7.0
 
 
 class _NoSubscription(PhoenixTimeout):
