@@ -25,6 +25,9 @@ import yaml
 
 from rtbook.clients.docker import (
     COMPOSE_NETWORK_LABEL,
+    FD_BASELINE,
+    MEM_BASELINE,
+    MEM_PER_USER,
     ContainerInfo,
     Discovery,
     EngineSession,
@@ -34,6 +37,7 @@ from rtbook.clients.docker import (
     docker_session,
     exec_in,
     parse_env_list,
+    read_open_files,
 )
 from rtbook.config.gateway import realtime_upstream
 from rtbook.config.images import image_tag
@@ -1408,28 +1412,8 @@ def check_logs(target: Target, cid: str, got: _Live) -> CheckResult:
 
 # ------------------------------------------------------------------ docker.realtime.limits
 
-_LIMITS_LINE = re.compile(r"^Max open files\s+(\S+)\s+(\S+)", re.M)
-# The limit that matters is the BEAM's (Realtime's start script raises it to RLIMIT_NOFILE), not
-# the exec'd shell's; fall back to PID 1 when no beam process is found.
-_LIMITS_SCRIPT = (
-    "pid=1; for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); "
-    'case "$c" in beam*) pid=${p#/proc/}; break;; esac; done; '
-    'echo "pid=$pid"; cat /proc/$pid/limits 2>/dev/null; echo ---; ulimit -n; ulimit -Hn'
-)
-# Rough needs, documented in the result: one descriptor per WebSocket plus the BEAM's own
-# (distribution, DB pools, files); memory for the VM plus a small per-connection share.
-FD_BASELINE = 1024
-MEM_BASELINE = 256 << 20
-MEM_PER_USER = 200 << 10
-
-
-def _as_int(value: str) -> int | None:
-    if value == "unlimited":
-        return 1 << 62
-    try:
-        return int(value)
-    except ValueError:
-        return None
+# The script, the baseline needs and the parsing live in rtbook.clients.docker: rtbook load reads
+# the same limit before and after a run.
 
 
 def _max_users(info: ContainerInfo, target: Target) -> tuple[int, str]:
@@ -1460,18 +1444,10 @@ def check_limits(target: Target, cid: str, got: _Live) -> CheckResult:
     if not info.state.running or info.state.restarting:
         return CheckResult(cid, Status.SKIP, summary=f"Skipped: {info.name} is not running (see "
                            "docker.realtime.running).", evidence=evidence)
-    outcome = exec_in(container, ("sh", "-c", _LIMITS_SCRIPT))
-    soft = hard = None
+    read = read_open_files(container)
+    outcome, soft, hard = read.outcome, read.soft, read.hard
     if outcome.exit_code == 0:
-        m = _LIMITS_LINE.search(outcome.output)
-        if m:
-            soft, hard = _as_int(m.group(1)), _as_int(m.group(2))
-        else:
-            tail = outcome.output.split("---", 1)[-1].split()
-            if len(tail) >= 2:
-                soft, hard = _as_int(tail[0]), _as_int(tail[1])
-        pid_m = re.search(r"^pid=(\d+)", outcome.output, re.M)
-        evidence["limits_of_pid"] = int(pid_m.group(1)) if pid_m else None
+        evidence["limits_of_pid"] = read.pid
     evidence["open_files_soft"] = soft
     evidence["open_files_hard"] = hard
     evidence["exec"] = {"exit_code": outcome.exit_code, "error": outcome.error}
@@ -1483,8 +1459,7 @@ def check_limits(target: Target, cid: str, got: _Live) -> CheckResult:
     if soft is None:
         warns.append((
             "open-files limit unreadable",
-            f"could not read the open-files limit inside {info.name} "
-            f"({outcome.error or outcome.output.strip()[:200] or 'no output'})",
+            f"could not read the open-files limit inside {info.name} ({read.problem})",
         ))
     elif soft < need_fds:
         problems.append((

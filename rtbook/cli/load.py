@@ -18,8 +18,10 @@ __all__ = ["add_cli"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SECTION = "Load"
-# The target options that mean something for a load run (no --live/--table/--docker).
-_TARGET = ("stack", "env_file", "target", "api_url", "realtime_url", "realtime_host", "db_url", "tenant", "timeout")
+# The target options that mean something for a load run (no --live/--table). --no-docker skips reading the
+# Realtime container's limits before and after the run (read when an engine answers).
+_TARGET = ("stack", "env_file", "target", "api_url", "realtime_url", "realtime_host", "db_url", "tenant", "timeout",
+           "docker_off")
 
 
 def add_cli(group: click.Group) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "HealthProbe",
     "Healthcheck",
     "NetworkEndpoint",
+    "OpenFiles",
     "Ulimit",
     "classify_engine_error",
     "connect_engine",
@@ -41,6 +42,7 @@ __all__ = [
     "docker_session",
     "exec_in",
     "parse_env_list",
+    "read_open_files",
 ]
 
 
@@ -683,3 +685,68 @@ def exec_in(container: Any, command: Sequence[str]) -> ExecOutcome:
         "executable file not found" in lowered or "no such file" in lowered or "not found" in lowered
     )
     return ExecOutcome(cmd, code, output, missing=missing)
+
+
+# ------------------------------------------------------------------ open-files limit inside a container
+
+_LIMITS_LINE = re.compile(r"^Max open files\s+(\S+)\s+(\S+)", re.M)
+# The limit that matters is the BEAM's (Realtime's start script raises it to RLIMIT_NOFILE), not
+# the exec'd shell's; fall back to PID 1 when no beam process is found.
+OPEN_FILES_SCRIPT = (
+    "pid=1; for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); "
+    'case "$c" in beam*) pid=${p#/proc/}; break;; esac; done; '
+    'echo "pid=$pid"; cat /proc/$pid/limits 2>/dev/null; echo ---; ulimit -n; ulimit -Hn'
+)
+# Rough needs, shared by the docker.realtime.limits check and rtbook load: one descriptor per
+# WebSocket plus the BEAM's own (distribution, DB pools, files); memory for the VM plus a small
+# per-connection share.
+FD_BASELINE = 1024
+MEM_BASELINE = 256 << 20
+MEM_PER_USER = 200 << 10
+UNLIMITED = 1 << 62
+
+
+def _limit_value(value: str) -> int | None:
+    if value == "unlimited":
+        return UNLIMITED
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class OpenFiles:
+    """The open-files limit of Realtime's process inside its container (None when unreadable)."""
+
+    soft: int | None
+    hard: int | None
+    pid: int | None  # the process whose /proc/<pid>/limits was read (None: only the shell's ulimit)
+    outcome: ExecOutcome
+
+    @property
+    def problem(self) -> str:
+        """Why the limit could not be read (empty when it was)."""
+        if self.soft is not None:
+            return ""
+        return self.outcome.error or self.outcome.output.strip()[:200] or "no output"
+
+
+def read_open_files(container: Any) -> OpenFiles:
+    """Read the BEAM's (else PID 1's) open-files limit from ``/proc/<pid>/limits``; never raises.
+
+    Falls back to the exec'd shell's ``ulimit -n``/``-Hn`` when ``/proc`` gives nothing.
+    """
+    outcome = exec_in(container, ("sh", "-c", OPEN_FILES_SCRIPT))
+    soft = hard = pid = None
+    if outcome.exit_code == 0:
+        m = _LIMITS_LINE.search(outcome.output)
+        if m:
+            soft, hard = _limit_value(m.group(1)), _limit_value(m.group(2))
+        else:
+            tail = outcome.output.split("---", 1)[-1].split()
+            if len(tail) >= 2:
+                soft, hard = _limit_value(tail[0]), _limit_value(tail[1])
+        pid_m = re.search(r"^pid=(\d+)", outcome.output, re.M)
+        pid = int(pid_m.group(1)) if pid_m else None
+    return OpenFiles(soft, hard, pid, outcome)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from rtbook.exceptions import ConfigError
+from rtbook.load.container import container_limits_hit, merge_hits, read_container_limits
 from rtbook.load.generator import Endpoint, ProcessResult, hard_bound_s, run_share
 from rtbook.load.histograms import Histograms
 from rtbook.load.ledger import DeliveryCounts
@@ -26,6 +27,7 @@ from rtbook.load.thresholds import Threshold, Verdict, evaluate
 from rtbook.target import Target
 
 if TYPE_CHECKING:
+    from rtbook.load.container import ContainerLimits
     from rtbook.results import Report
 
 __all__ = ["LIMIT_SIGNS", "LoadResult", "bottlenecks", "configured_limits", "endpoint_for", "limits_hit", "merge",
@@ -73,6 +75,11 @@ class LoadResult:
     parts: tuple[Scenario, ...] = ()
     # Which side limited the run, most likely first (see :func:`bottlenecks`).
     bottlenecks: list[str] = field(default_factory=list)
+    # The Realtime container read before and after the run (rtbook.load.container); None with the
+    # reason in container_note when Docker is off, absent or the container was not found.
+    container_before: ContainerLimits | None = None
+    container_after: ContainerLimits | None = None
+    container_note: str = ""
 
     @property
     def label(self) -> str:
@@ -149,6 +156,9 @@ class LoadResult:
                    for step in ("broadcast", "presence", "postgres_changes") if self.over_time(step)},
             },
             "limits_hit": self.limits_hit,
+            "container": {"before": self.container_before.to_dict() if self.container_before else None,
+                          "after": self.container_after.to_dict() if self.container_after else None,
+                          "note": self.container_note},
             "bottlenecks": self.bottlenecks,
             "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
         }
@@ -208,6 +218,11 @@ class LoadResult:
                 )
         for kind, n in sorted(self.errors.items()):
             lines.append(f"error x{n}: {kind}")
+        for when, read in (("before", self.container_before), ("after", self.container_after)):
+            if read is not None:
+                lines.append(f"container {when}: {read.line()}")
+        if self.container_note:
+            lines.append(f"container: {self.container_note}")
         for hit in self.limits_hit:
             lines.append(f"limit hit: {hit['limit']} — {hit['why']}. Remedy: {hit['remedy']}")
         for line in self.bottlenecks:
@@ -390,6 +405,7 @@ def run_load(
         shares = [scenario.share(i, scenario.processes) for i in range(scenario.processes)]
         first = scenario
     bound = max(hard_bound_s(s, step) for s in shares)
+    before, note = read_container_limits(target)
     if on_progress:
         on_progress(f"{' + '.join(s.kind for s in shares)}: {sum(s.sockets for s in shares)} sockets, "
                     f"bound {bound:.0f} s")
@@ -407,6 +423,11 @@ def run_load(
     result.parts = tuple(parts)
     if any(sign in kind for kind in result.errors for sign, _, _ in LIMIT_SIGNS):
         result.limits_hit = limits_hit(result.errors, target.resolved_tenant(), configured_limits(target))
+    after, after_note = read_container_limits(target, before) if before is not None else (None, "")
+    result.container_before, result.container_after = before, after
+    result.container_note = note or (f"after the run: {after_note}" if after_note else "")
+    result.limits_hit = merge_hits(result.limits_hit, container_limits_hit(
+        before, after, sockets_wanted=result.sockets_wanted, joined=result.joined, errors=result.errors))
     result.verdicts = evaluate(list(thresholds), result.numbers())
     result.bottlenecks = bottlenecks(result)
     return result

@@ -194,8 +194,12 @@ class Lab:
         ulimits: Sequence[Ulimit] | None = None,
         mem_limit: str | None = None,
         image: str | None = None,
+        command: Sequence[str] | None = None,
     ) -> Any:
-        """Start the Realtime stand-in with the stack's Realtime environment (plus ``env``)."""
+        """Start the Realtime stand-in with the stack's Realtime environment (plus ``env``).
+
+        ``command`` replaces the stand-in's command line (``args`` are then ignored).
+        """
         environment = {**self.realtime_env, **(env or {})}
         token = self.stack_env.get("ANON_KEY", "")
         hc = None
@@ -211,7 +215,7 @@ class Lab:
                   "retries": 1, "start_period": 0}
         return self._run(
             image or self.realtime_image,
-            ["/usr/bin/python3", "-u", "/standin/realtime_standin.py", *args],
+            list(command) if command else ["/usr/bin/python3", "-u", "/standin/realtime_standin.py", *args],
             name=name or f"{self.prefix}-realtime",
             service=service,
             network=network or self.network,

@@ -56,7 +56,7 @@ FLAGS = {
     ("load",): ["--target", "--stack", "--api-url", "--tenant", "--timeout", "--scenario", "--connections", "--senders",
                 "--receivers", "--topics", "--rate", "--join-rate", "--duration", "--ramp", "--payload-bytes", "--ack",
                 "--late-ms", "--processes", "--threshold", "--format", "--output", "--locustfile",
-                "--i-own-this-target"],
+                "--i-own-this-target", "--no-docker"],
 }
 
 
