@@ -11,11 +11,14 @@ Engine API before and after the run (read only, every call bounded by the target
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from rtbook.target import Target
 
@@ -92,10 +95,26 @@ def read_container_limits(
     """
     if not target.has("docker"):
         return None, target.why_missing("docker")
+    remote = _remote_host(target)
+    if remote and target.docker is None and not (target.env.get("DOCKER_HOST") or os.environ.get("DOCKER_HOST")):
+        # The local engine's Realtime would be another deployment's: its limits would explain nothing.
+        return None, (f"not read: the target {remote} is not this machine and DOCKER_HOST is not set (set it to "
+                      "that host's engine, e.g. ssh://user@host, to have its container's limits read)")
     try:
         return _read(target, previous)
     except Exception as exc:  # the limits explain a run; the run's own numbers stand without them
         return None, f"could not read the Realtime container: {type(exc).__name__}: {exc}"
+
+
+def _remote_host(target: Target) -> str:
+    """The target's host when it is not a loopback address or name; empty otherwise."""
+    host = urlsplit(target.api_url or target.realtime_url or "").hostname or ""
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return ""
+    try:
+        return "" if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:
+        return host
 
 
 def _read(target: Target, previous: ContainerLimits | None) -> tuple[ContainerLimits | None, str]:

@@ -123,6 +123,12 @@ def test_docker_off_is_a_reason_not_a_reading() -> None:
     assert got is None and "docker=off" in why
 
 
+def test_a_remote_target_is_not_judged_by_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    got, why = read_container_limits(Target(api_url="https://staging.example.com:8000", docker=None))
+    assert got is None and "staging.example.com is not this machine" in why and "DOCKER_HOST" in why
+
+
 def test_the_text_line_shows_the_values() -> None:
     line = replace(BEFORE, oom_events=1).line()
     assert "memory limit 300 MiB" in line and "open files 2048 soft / 4096 hard (pid 7)" in line
