@@ -1,0 +1,135 @@
+"""rtbook load through nginx in front of two nodes, one of which is killed mid-run.
+
+The loss must be exactly the deliveries that involve the sockets that sat on the killed node, those
+sockets must come back through the proxy on the surviving node and receive again, and the result must
+name the cause. Which sockets sat on node 2 is known from outside the generator: nginx's access log
+records the upstream of every WebSocket it carried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtbook.load.runner import LoadResult, run_load
+from rtbook.load.scenario import Scenario
+from tests.integration.test_sandbox_cluster import cluster
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(180)]
+
+SENDERS, RECEIVERS, RATE, DURATION_S = 2, 4, 40.0, 8.0
+PER_SENDER = RATE / SENDERS  # each sender sends every SENDERS-th message of the run
+
+
+def _upgrades_by_upstream(access_log: Path) -> dict[str, int]:
+    """nginx's 101 answers by the upstream that finally served them (a retried request lists several)."""
+    out: dict[str, int] = {}
+    for line in access_log.read_text().splitlines():
+        found = re.search(r'"GET /realtime/v1/websocket" 101 upstream=(\S.*)$', line)
+        if found:
+            served = found.group(1).split(",")[-1].strip()
+            out[served] = out.get(served, 0) + 1
+    return out
+
+
+def test_a_node_killed_mid_run_loses_exactly_what_involved_its_sockets_and_they_come_back() -> None:
+    with cluster("nginx") as (state, target):
+        sc = Scenario(kind="broadcast", senders=SENDERS, receivers=RECEIVERS, topics=1, rate=RATE,
+                      duration_s=DURATION_S)
+        sending = threading.Event()
+        box: dict[str, Any] = {}
+
+        def progress(line: str) -> None:
+            # Once-a-second ticks: kill once ~2 s of messages went out, wherever the joins left the clock.
+            found = re.search(r"\bsent (\d+)", line)
+            if found and int(found.group(1)) >= 2 * RATE:
+                sending.set()
+
+        def body() -> None:
+            try:
+                box["result"] = run_load(target, sc, on_progress=progress)
+            except BaseException as exc:  # handed to the test thread, which fails with it
+                box["error"] = exc
+
+        runner = threading.Thread(target=body, daemon=True)
+        runner.start()
+        assert sending.wait(60), f"the run never got to 2 s of sending: {box}"
+        # Node 2 goes away as a host does: its Realtime and the gateway in front of it. nginx then
+        # fails a reconnect over to node 1 (a refused connection is an nginx 'error').
+        os.kill(state.pids["realtime-2"], signal.SIGKILL)
+        os.kill(state.pids["gateway-2"], signal.SIGKILL)
+        runner.join(120)
+        assert not runner.is_alive(), "the run outlived its bound"
+        if "error" in box:
+            raise box["error"]
+        result: LoadResult = box["result"]
+        ports = [n["gateway_url"].removeprefix("http://") for n in state.nodes]
+        log = Path(state.lb["config"]).parent / "nginx-access.log"
+        upgrades = _upgrades_by_upstream(log)
+        deadline = time.monotonic() + 10  # nginx writes a WebSocket's line when it closes
+        while sum(upgrades.values()) < SENDERS + RECEIVERS + len(result.outages) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            upgrades = _upgrades_by_upstream(log)
+
+    c = result.counts
+    detail = result.text()
+    assert c.sent == int(RATE * DURATION_S), detail  # open model: every scheduled message counts as sent
+    assert c.expected == c.delivered + c.lost, detail
+    down = {o["socket"] for o in result.outages}
+    # Ground truth from the proxy: as many sockets went away as nginx had carried to node 2, every one
+    # came back (one outage each), and nginx carried the comebacks to node 1.
+    on_node2 = upgrades.get(ports[1], 0)
+    assert 1 <= on_node2 < SENDERS + RECEIVERS, upgrades
+    assert len(down) == len(result.outages) == on_node2, (result.outages, upgrades)
+    assert upgrades.get(ports[0], 0) == SENDERS + RECEIVERS, upgrades
+    assert result.errors.get("disconnect: socket closed during the run") == on_node2, result.errors
+    assert result.errors.get("reconnect: socket reopened and channel rejoined") == on_node2, result.errors
+    # One event: all went away within a second of each other, came back, and received again.
+    first = min(o["down_s"] for o in result.outages)
+    for o in result.outages:
+        assert o["down_s"] - first < 1.0 and o["up_s"] is not None and o["up_s"] > o["down_s"], o
+        assert o["delivered_after"] > 0, o  # every socket hears the other sender once both are up
+    # Every lost delivery involves a socket that was on node 2: nothing was lost between two sockets
+    # that stayed up, and the per-pair losses add up to the total.
+    assert sum(result.lost_by_pair.values()) == c.lost == result.lost_around_outages, detail
+    for pair, n in result.lost_by_pair.items():
+        sender, receiver = pair.split(" > ")
+        assert n > 0 and (sender in down or receiver in down), (pair, n)
+    # What a sender lost to a receiver that stayed up is the messages it could not send while away:
+    # its time away x its rate, give or take a message at each end and what was in flight at the kill.
+    stayed = [r for r in _receivers(result) if r not in down]
+    down_senders = [s for s in _senders(result) if s in down]
+    assert down_senders, f"the proxy's round robin put no sender on node 2: {result.outages}"
+    for s in down_senders:
+        o = next(o for o in result.outages if o["socket"] == s)
+        away = (o["up_s"] - o["down_s"]) * PER_SENDER
+        for r in stayed:
+            assert away - 2 <= result.lost_by_pair.get(f"{s} > {r}", 0) <= away + PER_SENDER + 2, (s, r, o, detail)
+    assert c.lost > 0
+    # The cause is named, with the numbers and a remedy.
+    cause = next((b for b in result.bottlenecks if b.startswith("sockets going away")), "")
+    assert f"{on_node2} socket(s) were disconnected" in cause and f"{c.lost} deliveries" in cause, result.bottlenecks
+    assert f"{on_node2} reconnected" in cause and "load balancer" in cause, cause
+
+
+def _names(result: LoadResult, role: str) -> list[str]:
+    # The generator names sockets <prefix>-t<topic>-s<i> (senders) and -r<i> (receivers).
+    names = {n for pair in result.lost_by_pair for n in pair.split(" > ")} | {o["socket"] for o in result.outages}
+    prefix = next(iter(names)).rsplit("-t", 1)[0]
+    count = SENDERS if role == "s" else RECEIVERS
+    return [f"{prefix}-t0-{role}{i}" for i in range(count)]
+
+
+def _senders(result: LoadResult) -> list[str]:
+    return _names(result, "s")
+
+
+def _receivers(result: LoadResult) -> list[str]:
+    return _names(result, "r")
