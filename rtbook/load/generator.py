@@ -35,8 +35,9 @@ COLD_SUBSCRIBE_S = 4.0  # Realtime re-subscribes 1-3 s after a tenant's first jo
 PROBE_SCHEMA = "rtbook_probe"
 PROBE_TABLE = "events"
 # realtime-js's reconnect schedule, by attempt: 1, 2, 5, 10 s, then 10 s for every further attempt
-# (supabase/realtime-js v2.15.6 src/RealtimeClient.ts RECONNECT_INTERVALS / DEFAULT_RECONNECT_FALLBACK in
-# `reconnectAfterMs`; src/lib/timer.ts counts the tries and resets them once the socket is open again).
+# (supabase/supabase-js v2.112.2 packages/core/realtime-js/src/RealtimeClient.ts RECONNECT_INTERVALS /
+# DEFAULT_RECONNECT_FALLBACK in `reconnectAfterMs`, the same in supabase/realtime-js v2.15.6 and the npm
+# 2.109.0 of tests/node; src/lib/timer.ts counts the tries and resets them once the socket is open again).
 RECONNECT_AFTER_S = (1.0, 2.0, 5.0, 10.0)
 RECONNECT_FALLBACK_S = 10.0
 # The per-pair losses a process reports are bounded (largest first); the totals stay exact.
