@@ -192,9 +192,7 @@ class _Socket:
         except Exception as exc:  # every failure to open is counted by its kind, never raised
             run.error(("reconnect failed: " if again else "") + _handshake_kind(exc))
             return False
-        if again:
-            run.hists.record("reconnect", (time.monotonic_ns() - started) // 1000)
-        else:
+        if not again:  # a reconnect's time is recorded whole, from the close to the rejoin (_attempts)
             run.hists.record("connect", (time.monotonic_ns() - started) // 1000)
             run.opened += 1
         self._tasks.append(asyncio.create_task(self._read()))
@@ -345,18 +343,19 @@ class _Socket:
         a step timeout.
         """
         run = self.run
-        outage: dict[str, Any] = {"socket": self.name, "down_s": run.at_s(time.monotonic_ns()), "up_s": None,
+        down_ns = time.monotonic_ns()
+        outage: dict[str, Any] = {"socket": self.name, "down_s": run.at_s(down_ns), "up_s": None,
                                   "attempts": 0, "delivered_after": 0}
         run.outages.append(outage)
         self.outage = outage
         topic = self.topic
         assert topic is not None
         try:
-            await self._attempts(outage, topic)
+            await self._attempts(outage, topic, down_ns)
         finally:
             self._reconnecting = False
 
-    async def _attempts(self, outage: dict[str, Any], topic: str) -> None:
+    async def _attempts(self, outage: dict[str, Any], topic: str, down_ns: int) -> None:
         run = self.run
         tries = 0
         while True:
@@ -369,7 +368,9 @@ class _Socket:
             if await self.open(again=True):
                 self.subscribed.clear()
                 if await self.join(topic, run.scenario.ack, again=True):
-                    outage["up_s"] = run.at_s(time.monotonic_ns())
+                    up_ns = time.monotonic_ns()
+                    outage["up_s"] = run.at_s(up_ns)
+                    run.hists.record("reconnect", (up_ns - down_ns) // 1000)  # time away, backoff included
                     run.error("reconnect: socket reopened and channel rejoined")
                     return
                 # Opened but not joined: close it and try again after the next step, as the

@@ -20,6 +20,7 @@ import pytest
 
 from rtbook.clients.phoenix import Message, decode, encode
 from rtbook.load.generator import Endpoint, ProcessResult, run_share
+from rtbook.load.histograms import Histograms
 from rtbook.load.runner import LoadResult, run_load
 from rtbook.load.scenario import Scenario
 from tests.integration.test_sandbox_cluster import cluster
@@ -232,6 +233,10 @@ def test_a_refused_reconnect_backs_off_counts_by_kind_and_nothing_reconnects_aft
     for o in result.outages:
         # realtime-js's schedule: the first attempt after 1 s (refused), the second 2 s later.
         assert o["attempts"] == 2 and o["up_s"] - o["down_s"] >= 3.0, o
+    away = Histograms()
+    away.merge_encoded("reconnect", result.histograms["reconnect"])
+    p = away.percentiles("reconnect")
+    assert p is not None and p.count == 2 and p.p50_ms >= 3000.0  # the time away, backoff included
     receiver = next(o for o in result.outages if "-r0" in o["socket"])
     assert receiver["delivered_after"] > 0
     c = result.counts
