@@ -66,7 +66,9 @@ def test_a_node_killed_mid_run_loses_exactly_what_involved_its_sockets_and_they_
         runner.start()
         assert sending.wait(60), f"the run never got to 2 s of sending: {box}"
         # Node 2 goes away as a host does: its Realtime and the gateway in front of it. nginx then
-        # fails a reconnect over to node 1 (a refused connection is an nginx 'error').
+        # fails a reconnect over to node 1 (a refused connection is an nginx 'error'). With Realtime
+        # alone killed, gateway-2 would answer 502, which nginx passes on (proxy_next_upstream does not
+        # name http_502), so some reconnects would fail and back off 2-10 s: longer than this run.
         os.kill(state.pids["realtime-2"], signal.SIGKILL)
         os.kill(state.pids["gateway-2"], signal.SIGKILL)
         runner.join(120)
