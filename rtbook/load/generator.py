@@ -22,10 +22,10 @@ from typing import Any
 
 from rtbook.clients.phoenix import VSN1, Message, ProtocolError, decode, encode
 from rtbook.load.histograms import Histograms
-from rtbook.load.ledger import DeliveryCounts, Ledger
+from rtbook.load.ledger import DeliveryCounts, Ledger, Receipt
 from rtbook.load.scenario import Scenario
 
-__all__ = ["Endpoint", "ProcessResult", "run_share"]
+__all__ = ["Endpoint", "ProcessResult", "reconnect_after_s", "run_share"]
 
 HEARTBEAT_S = 25.0  # realtime-js's default heartbeat interval; Realtime closes idle sockets after 60 s.
 DRAIN_MIN_S = 1.0
@@ -34,6 +34,19 @@ COLD_SUBSCRIBE_S = 4.0  # Realtime re-subscribes 1-3 s after a tenant's first jo
 # The probe table (rtbook.probe_sql): the only table a load run writes to.
 PROBE_SCHEMA = "rtbook_probe"
 PROBE_TABLE = "events"
+# realtime-js's reconnect schedule, by attempt: 1, 2, 5, 10 s, then 10 s for every further attempt
+# (supabase/supabase-js v2.112.2 packages/core/realtime-js/src/RealtimeClient.ts RECONNECT_INTERVALS /
+# DEFAULT_RECONNECT_FALLBACK in `reconnectAfterMs`, the same in supabase/realtime-js v2.15.6 and the npm
+# 2.109.0 of tests/node; src/lib/timer.ts counts the tries and resets them once the socket is open again).
+RECONNECT_AFTER_S = (1.0, 2.0, 5.0, 10.0)
+RECONNECT_FALLBACK_S = 10.0
+# The per-pair losses a process reports are bounded (largest first); the totals stay exact.
+LOST_PAIRS_MAX = 1000
+
+
+def reconnect_after_s(tries: int) -> float:
+    """How long realtime-js waits before reconnect attempt ``tries`` (1-based) after a socket closed."""
+    return RECONNECT_AFTER_S[tries - 1] if 1 <= tries <= len(RECONNECT_AFTER_S) else RECONNECT_FALLBACK_S
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,14 @@ class ProcessResult:
     # Latency per interval (names "<step>#<interval index>"), for percentiles over time.
     timeline: dict[str, str] = field(default_factory=dict)
     interval_s: int = 1
+    # One entry per time a socket was closed by the other side during the run (see :class:`_Socket`):
+    # {"socket", "down_s", "up_s" (None: never back), "attempts", "delivered_after"}, seconds from the
+    # run's start of sending.
+    outages: list[dict[str, Any]] = field(default_factory=list)
+    # Lost deliveries by "sender > receiver" (at most LOST_PAIRS_MAX pairs, largest first).
+    lost_by_pair: dict[str, int] = field(default_factory=dict)
+    # Lost deliveries whose sender or receiver had an outage (exact, whatever the pair bound).
+    lost_around_outages: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +116,9 @@ class ProcessResult:
             "expected_per_s": self.expected_per_s,
             "timeline": self.timeline,
             "interval_s": self.interval_s,
+            "outages": self.outages,
+            "lost_by_pair": self.lost_by_pair,
+            "lost_around_outages": self.lost_around_outages,
         }
 
     @classmethod
@@ -113,6 +137,9 @@ class ProcessResult:
             expected_per_s=[int(x) for x in data.get("expected_per_s", [])],
             timeline=dict(data.get("timeline", {})),
             interval_s=int(data.get("interval_s", 1)),
+            outages=[dict(o) for o in data.get("outages", [])],
+            lost_by_pair={str(k): int(v) for k, v in data.get("lost_by_pair", {}).items()},
+            lost_around_outages=int(data.get("lost_around_outages", 0)),
         )
 
 
@@ -142,12 +169,18 @@ class _Socket:
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
+        self._closed = False
+        self.ever_joined = False
+        self._reconnecting = False
+        # The current outage (an entry of run.outages) while down and after coming back.
+        self.outage: dict[str, Any] | None = None
 
     def next_ref(self) -> str:
         self._ref += 1
         return str(self._ref)
 
-    async def open(self) -> bool:
+    async def open(self, again: bool = False) -> bool:
+        """Open the WebSocket; ``again``: a reconnect (errors counted under "reconnect failed: ...")."""
         run = self.run
         started = time.monotonic_ns()
         headers = {"Host": run.endpoint.host_header} if run.endpoint.host_header else None
@@ -157,18 +190,20 @@ class _Socket:
                 run.step_timeout,
             )
         except Exception as exc:  # every failure to open is counted by its kind, never raised
-            run.error(_handshake_kind(exc))
+            run.error(("reconnect failed: " if again else "") + _handshake_kind(exc))
             return False
-        run.hists.record("connect", (time.monotonic_ns() - started) // 1000)
-        run.opened += 1
+        if not again:  # a reconnect's time is recorded whole, from the close to the rejoin (_attempts)
+            run.hists.record("connect", (time.monotonic_ns() - started) // 1000)
+            run.opened += 1
         self._tasks.append(asyncio.create_task(self._read()))
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         return True
 
-    async def join(self, topic: str, ack: bool) -> bool:
+    async def join(self, topic: str, ack: bool, again: bool = False) -> bool:
         if self.ws is None or self.ws.closed:
             return False
         run = self.run
+        again_kind = "reconnect failed: " if again else ""
         ref = self.next_ref()
         self._join_ref = ref
         self.topic = topic
@@ -184,10 +219,10 @@ class _Socket:
         started = time.monotonic_ns()
         reply = await self._request(Message(topic, "phx_join", payload, ref, ref))
         if reply is None:
-            run.error("join: no reply in time")
+            run.error(f"{again_kind}join: no reply in time")
             return False
         if not isinstance(reply.payload, dict) or reply.payload.get("status") != "ok":
-            run.error(f"join: {_reason(reply.payload)}")
+            run.error(f"{again_kind}join: {_reason(reply.payload)}")
             return False
         run.hists.record("join", (time.monotonic_ns() - started) // 1000)
         if run.scenario.kind == "postgres_changes":
@@ -195,11 +230,13 @@ class _Socket:
             try:
                 await asyncio.wait_for(self.subscribed.wait(), run.step_timeout + COLD_SUBSCRIBE_S)
             except TimeoutError:
-                run.error("postgres_changes: no 'Subscribed to PostgreSQL' in time")
+                run.error(f"{again_kind}postgres_changes: no 'Subscribed to PostgreSQL' in time")
                 return False
             run.hists.record("subscribe", (time.monotonic_ns() - started) // 1000)
         self.joined = True
-        run.joined += 1
+        if not again:
+            run.joined += 1
+        self.ever_joined = True
         return True
 
     async def track(self, seq: int, scheduled_ns: int, pad: str) -> bool:
@@ -248,16 +285,18 @@ class _Socket:
         return True
 
     async def _heartbeat(self) -> None:
-        while self.ws is not None and not self.ws.closed:
+        ws = self.ws  # this WebSocket's own loop: a reconnect starts another for the new one
+        while ws is not None and not ws.closed:
             await asyncio.sleep(HEARTBEAT_S)
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(encode(Message("phoenix", "heartbeat", {}, self.next_ref())))
+                await ws.send_str(encode(Message("phoenix", "heartbeat", {}, self.next_ref())))
 
     async def _read(self) -> None:
         import aiohttp
 
         run = self.run
-        async for frame in self.ws:
+        ws = self.ws
+        async for frame in ws:
             if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 break
             try:
@@ -284,17 +323,71 @@ class _Socket:
                 self.joined = False
             elif msg.event == "system" and isinstance(msg.payload, dict) and msg.payload.get("status") == "error":
                 run.error(f"system: {_reason(msg.payload)}")
-        if not run.stopping:
-            run.error("disconnect: socket closed during the run")
+        if ws is not self.ws:
+            return  # a WebSocket a failed reconnect attempt opened and closed again; a newer one is current
         self.joined = False
+        # A socket reopened by _reconnect that closes again before its rejoin is that attempt's
+        # failure (counted there), not a second disconnect.
+        if not run.stopping and not self._closed and not self._reconnecting:
+            run.error("disconnect: socket closed during the run")
+            if run.reconnect and self.ever_joined and self.topic is not None:
+                self._reconnecting = True
+                self._tasks.append(asyncio.create_task(self._reconnect()))
+
+    async def _reconnect(self) -> None:
+        """Reopen and rejoin as realtime-js does: after its backoff, until the run stops.
+
+        While down the socket is not owed anything (the ledger owes a message to the members joined
+        when it was sent); from the rejoin on it is owed again. Never outlives the run: it stops
+        when the run stops or this socket is closed, and every wait is one of the backoff steps or
+        a step timeout.
+        """
+        run = self.run
+        down_ns = time.monotonic_ns()
+        outage: dict[str, Any] = {"socket": self.name, "down_s": run.at_s(down_ns), "up_s": None,
+                                  "attempts": 0, "delivered_after": 0}
+        run.outages.append(outage)
+        self.outage = outage
+        topic = self.topic
+        assert topic is not None
+        try:
+            await self._attempts(outage, topic, down_ns)
+        finally:
+            self._reconnecting = False
+
+    async def _attempts(self, outage: dict[str, Any], topic: str, down_ns: int) -> None:
+        run = self.run
+        tries = 0
+        while True:
+            tries += 1
+            await asyncio.sleep(reconnect_after_s(tries))
+            if run.stopping or self._closed:
+                return
+            outage["attempts"] = tries
+            old = self.ws
+            if await self.open(again=True):
+                self.subscribed.clear()
+                if await self.join(topic, run.scenario.ack, again=True):
+                    up_ns = time.monotonic_ns()
+                    outage["up_s"] = run.at_s(up_ns)
+                    run.hists.record("reconnect", (up_ns - down_ns) // 1000)  # time away, backoff included
+                    run.error("reconnect: socket reopened and channel rejoined")
+                    return
+                # Opened but not joined: close it and try again after the next step, as the
+                # channel's own rejoin timer (the same schedule) would.
+                if self.ws is not old and self.ws is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self.ws.close(), 1.0)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ws.close(), 1.0)
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -328,6 +421,9 @@ class _Run:
         self.joined = 0
         self.held = 0
         self.stopping = False
+        # Sockets closed by the other side reopen and rejoin (message scenarios; see _Socket._reconnect).
+        self.reconnect = scenario.kind != "connect"
+        self.outages: list[dict[str, Any]] = []
         self.session: Any = None
         self.t0_ns = time.monotonic_ns()
         seconds = int(scenario.duration_s) + 2
@@ -340,6 +436,10 @@ class _Run:
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
+
+    def at_s(self, now_ns: int) -> float:
+        """Seconds from the start of sending (negative while the sockets still join)."""
+        return round((now_ns - self.t0_ns) / 1e9, 3)
 
     def _second(self, now_ns: int) -> int:
         return min(max((now_ns - self.t0_ns) // 1_000_000_000, 0), len(self.sent_per_s) - 1)
@@ -377,7 +477,10 @@ class _Run:
             return
         now = time.monotonic_ns()
         latency_us = max((now - sched) // 1000, 1)
-        self.ledger.received(sock.name, sender, seq, latency_us)
+        receipt = self.ledger.received(sock.name, sender, seq, latency_us)
+        if sock.outage is not None and sock.outage["up_s"] is not None and receipt in (Receipt.DELIVERED,
+                                                                                        Receipt.LATE):
+            sock.outage["delivered_after"] += 1
         self.hists.record(step, latency_us)
         second = self._second(now)
         self.timeline.record(f"{step}#{second // self.interval_s}", latency_us)
@@ -461,7 +564,11 @@ async def _messages(run: _Run) -> None:
             else:
                 ok = await sock.insert(seq, scheduled, pad)
             if not ok:
-                run.error(f"send: {'insert failed' if writer else 'channel closed'}, message not sent")
+                # Still counted as sent, and lost at every receiver it was owed to: the application
+                # meant to send it on schedule (open model). A sender waiting to reconnect says so.
+                down = isinstance(sock, _Socket) and sock.outage is not None and sock.outage["up_s"] is None
+                why = "insert failed" if writer else "socket down, reconnecting" if down else "channel closed"
+                run.error(f"send: {why}, message not sent")
 
     loops = []
     if writer is not None:
@@ -589,6 +696,9 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
             if ticker is not None:
                 ticker.cancel()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    pairs = run.ledger.lost_pairs()
+    down = {o["socket"] for o in run.outages}
+    largest = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:LOST_PAIRS_MAX]
     return ProcessResult(
         counts=run.ledger.counts(),
         histograms=run.hists.encode(),
@@ -603,6 +713,9 @@ async def _run(scenario: Scenario, endpoint: Endpoint, prefix: str, step_timeout
         expected_per_s=run.expected_per_s,
         timeline=run.timeline.encode(),
         interval_s=run.interval_s,
+        outages=run.outages,
+        lost_by_pair={f"{sender} > {receiver}": n for (sender, receiver), n in largest},
+        lost_around_outages=sum(n for (sender, receiver), n in pairs.items() if sender in down or receiver in down),
     )
 
 

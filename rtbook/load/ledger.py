@@ -139,3 +139,11 @@ class Ledger:
             for r in waiting:
                 out[r] += 1
         return dict(out)
+
+    def lost_pairs(self) -> dict[tuple[str, str], int]:
+        """Per (sender, receiver), how many of the sender's messages owed to the receiver never arrived."""
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        for (sender, _seq), waiting in self._pending.items():
+            for r in waiting:
+                out[(sender, r)] += 1
+        return dict(out)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rtbook.results import Report
 
 __all__ = ["LIMIT_SIGNS", "LoadResult", "bottlenecks", "configured_limits", "endpoint_for", "limits_hit", "merge",
-           "require_consent", "run_load", "write_record"]
+           "outage_cause", "require_consent", "run_load", "write_record"]
 
 # Realtime's refusal texts and the setting each one names (research notes §2-§4; realtime-facts.md).
 LIMIT_SIGNS: tuple[tuple[str, str, str], ...] = (
@@ -80,6 +80,10 @@ class LoadResult:
     container_before: ContainerLimits | None = None
     container_after: ContainerLimits | None = None
     container_note: str = ""
+    # Sockets closed by the other side during the run, and what they lost (see ProcessResult).
+    outages: list[dict[str, Any]] = field(default_factory=list)
+    lost_by_pair: dict[str, int] = field(default_factory=dict)
+    lost_around_outages: int = 0
 
     @property
     def label(self) -> str:
@@ -160,6 +164,9 @@ class LoadResult:
                           "after": self.container_after.to_dict() if self.container_after else None,
                           "note": self.container_note},
             "bottlenecks": self.bottlenecks,
+            "outages": self.outages,
+            "lost_around_outages": self.lost_around_outages,
+            "lost_by_pair": self.lost_by_pair,
             "thresholds": [{"expr": v.threshold.text, "value": v.value, "ok": v.ok} for v in self.verdicts],
         }
 
@@ -244,7 +251,11 @@ def merge(scenario: Scenario, endpoint: str, parts: Sequence[ProcessResult]) -> 
     delivered = [0] * width
     expected = [0] * width
     timeline = Histograms()
+    outages: list[dict[str, Any]] = []
+    lost_by_pair: dict[str, int] = {}
     for p in parts:
+        outages.extend(p.outages)  # socket names carry their process's prefix: no two collide
+        lost_by_pair.update(p.lost_by_pair)
         for name, payload in p.timeline.items():
             timeline.merge_encoded(name, payload)
         counts = counts + p.counts
@@ -264,6 +275,7 @@ def merge(scenario: Scenario, endpoint: str, parts: Sequence[ProcessResult]) -> 
         processes=len(parts), sent_per_s=sent, delivered_per_s=delivered, expected_per_s=expected,
         timeline=timeline,
         interval_s=max((p.interval_s for p in parts), default=1),
+        outages=outages, lost_by_pair=lost_by_pair, lost_around_outages=sum(p.lost_around_outages for p in parts),
     )
 
 
@@ -340,6 +352,9 @@ def bottlenecks(result: LoadResult) -> list[str]:
     if proxy:
         kinds = ", ".join(f"{k.removeprefix('handshake: ')} x{v}" for k, v in sorted(proxy.items()))
         out.append(f"the gateway or proxy in front of Realtime: upgrades refused with {kinds}")
+    gone = outage_cause(result)
+    if gone:
+        out.append(gone)
     c = result.counts
     if not out and (c.lost or c.late):
         steps = [s for s in ("broadcast", "presence", "postgres_changes") if result.over_time(s)]
@@ -350,6 +365,33 @@ def bottlenecks(result: LoadResult) -> list[str]:
         out.append(f"the server or the path to it: {c.lost} lost and {c.late} late deliveries with no limit "
                    f"refusal and a generator at {100 * busy:.0f}% of its cores{trend}")
     return out
+
+
+def outage_cause(result: LoadResult) -> str:
+    """Sockets the server side closed during the run, when no limit refusal explains it ('' if none)."""
+    if not result.outages or result.limits_hit:
+        return ""
+    sockets = {o["socket"] for o in result.outages}
+    from statistics import median
+
+    down = [float(o["down_s"]) for o in result.outages]
+    back = [o for o in result.outages if o["up_s"] is not None]
+    gaps = [float(o["up_s"]) - float(o["down_s"]) for o in back]
+    failed = {k.removeprefix("reconnect failed: "): v for k, v in result.errors.items()
+              if k.startswith("reconnect failed: ")}
+    text = (f"sockets going away: {len(sockets)} socket(s) were disconnected at ~{median(down):.1f} s into "
+            f"the run with no limit refusal (a Realtime node or the proxy in front of it went away); "
+            f"{result.lost_around_outages} deliveries to or from them were lost")
+    if back:
+        text += (f"; {len({o['socket'] for o in back})} reconnected and rejoined after ~{median(gaps):.1f} s "
+                 f"(realtime-js's backoff: 1, 2, 5, 10 s)")
+    if len(back) < len(result.outages):
+        text += f"; {len(result.outages) - len(back)} did not come back before the run ended"
+    if failed:
+        text += "; failed reconnect attempts: " + ", ".join(f"{k} x{v}" for k, v in sorted(failed.items()))
+    return text + (". Remedy: check the Realtime nodes' health and logs at that time, and that the load balancer "
+                   "takes a dead node out of its upstreams (health checks; nginx proxy_next_upstream); clients "
+                   "reconnect by themselves, so what users lose is what was sent while they were away")
 
 
 def endpoint_for(target: Target, *, with_db: bool = False) -> Endpoint:

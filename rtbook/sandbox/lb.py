@@ -117,7 +117,9 @@ def _nginx(port: int, upstreams: Sequence[int], variant: str, work: Path) -> str
 worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
-error_log {work}/nginx-error.log notice;
+# crit, not notice: nginx's 'error' lines for a failed upstream (a dead node) quote the request line
+# with its query string, and the socket URL carries the apikey.
+error_log {work}/nginx-error.log crit;
 events {{ worker_connections 1024; }}
 http {{
     # The path without the query string: the socket URL carries the apikey, which a log must not keep.

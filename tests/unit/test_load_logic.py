@@ -282,3 +282,68 @@ def test_bottlenecks_name_the_side_that_limited() -> None:
     assert bottlenecks(server)[0].startswith("the server or the path to it: 4 lost")
     healthy = merge(Scenario(), "x", [_part(10, 0, [1000], {})])
     assert bottlenecks(healthy) == []
+
+
+# ------------------------------------------------------------------ disconnects and reconnects
+
+
+def test_the_reconnect_backoff_is_realtime_js_schedule() -> None:
+    from rtbook.load.generator import reconnect_after_s
+
+    # supabase/realtime-js v2.15.6 RECONNECT_INTERVALS [1000, 2000, 5000, 10000], then 10000 ms.
+    assert [reconnect_after_s(t) for t in range(1, 8)] == [1.0, 2.0, 5.0, 10.0, 10.0, 10.0, 10.0]
+
+
+def test_lost_pairs_say_who_lost_what_from_whom_and_add_up() -> None:
+    ledger = Ledger(late_after_us=1000)
+    for seq in range(4):
+        ledger.sent("a", seq, {"r1", "r2"})
+        ledger.sent("b", seq, {"r1"} if seq < 2 else set())  # r1 away for b's last two: not owed
+    for seq in range(4):
+        ledger.received("r1", "a", seq, 10)
+    ledger.received("r2", "a", 3, 10)
+    ledger.received("r1", "b", 1, 10)
+    pairs = ledger.lost_pairs()
+    assert pairs == {("a", "r2"): 3, ("b", "r1"): 1}
+    assert sum(pairs.values()) == ledger.counts().lost
+
+
+def _with_outages(part: ProcessResult, outages: list[dict[str, object]], lost_pairs: dict[str, int]) -> ProcessResult:
+    part.outages = [dict(o) for o in outages]
+    part.lost_by_pair = dict(lost_pairs)
+    part.lost_around_outages = sum(lost_pairs.values())
+    return part
+
+
+def test_outages_survive_the_trip_between_processes_and_merge() -> None:
+    a = _with_outages(_part(10, 3, [1000], {}), [
+        {"socket": "p0-t0-s1", "down_s": 3.1, "up_s": 4.2, "attempts": 1, "delivered_after": 40}],
+        {"p0-t0-s1 > p0-t0-r0": 3})
+    b = _with_outages(_part(10, 2, [1000], {}), [
+        {"socket": "p1-t0-r1", "down_s": 3.3, "up_s": None, "attempts": 2, "delivered_after": 0}],
+        {"p1-t0-s0 > p1-t0-r1": 2})
+    result = merge(Scenario(), "x", [ProcessResult.from_dict(a.to_dict()), ProcessResult.from_dict(b.to_dict())])
+    assert [o["socket"] for o in result.outages] == ["p0-t0-s1", "p1-t0-r1"]
+    assert result.outages[0] == a.outages[0]
+    assert result.lost_by_pair == {"p0-t0-s1 > p0-t0-r0": 3, "p1-t0-s0 > p1-t0-r1": 2}
+    assert result.lost_around_outages == 5 == result.counts.lost
+    assert result.to_dict()["outages"][1]["up_s"] is None
+
+
+def test_sockets_going_away_are_named_as_the_cause_with_numbers_and_a_remedy() -> None:
+    from rtbook.load.runner import bottlenecks
+
+    errors = {"disconnect: socket closed during the run": 3, "reconnect: socket reopened and channel rejoined": 2,
+              "reconnect failed: handshake: HTTP 502 Bad Gateway": 4}
+    outages = [{"socket": f"p-t0-r{i}", "down_s": 3.0 + i / 10, "up_s": up, "attempts": 2, "delivered_after": 5}
+               for i, up in enumerate((4.0, 6.5, None))]
+    result = merge(Scenario(), "x", [_with_outages(_part(10, 7, [1000], errors), outages, {"p-t0-s0 > p-t0-r2": 7})])
+    (cause,) = bottlenecks(result)
+    assert cause.startswith("sockets going away: 3 socket(s) were disconnected at ~3.1 s into the run")
+    assert "7 deliveries to or from them were lost" in cause
+    assert "2 reconnected and rejoined after ~2.2 s" in cause  # the median of 1.0 s and 3.4 s
+    assert "1 did not come back" in cause and "handshake: HTTP 502 Bad Gateway x4" in cause
+    assert "load balancer" in cause and "reconnect by themselves" in cause
+    # A limit refusal explains the closes itself: the limit is named instead.
+    result.limits_hit = [{"limit": "max_concurrent_users", "why": "w", "remedy": "r"}]
+    assert not any(b.startswith("sockets going away") for b in bottlenecks(result))
