@@ -183,10 +183,14 @@ def test_sigterm_of_check_live_ends_it_and_leaves_the_users_sandbox_running(tmp_
             # subscription checks wait on Realtime for seconds each, so the signal lands inside one.
             ports = set(state_ports(json.loads(state.to_json())))
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not tcp_peer_ports(cli.pid) & ports:
+            # Remember the sighting: a short HTTP or database connection may be closed again by the
+            # time it would be looked up a second time.
+            seen = tcp_peer_ports(cli.pid) & ports
+            while time.monotonic() < deadline and not seen:
                 assert cli.proc.poll() is None, cli.err
                 time.sleep(0.05)
-            assert tcp_peer_ports(cli.pid) & ports, "the live checks never connected to the sandbox"
+                seen = tcp_peer_ports(cli.pid) & ports
+            assert seen, "the live checks never connected to the sandbox"
             time.sleep(1)
             assert cli.proc.poll() is None, cli.err
             os.kill(cli.pid, signal.SIGTERM)
